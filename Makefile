@@ -1,0 +1,44 @@
+# Two entry points for a fresh machine: `make demo` and `make test`. Each builds .venv itself.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint typecheck unit install clean image bench
+
+$(STAMP): pyproject.toml
+	$(PY) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## demo: start the Sysdig simulator and a local broker, export a few periods, show them
+demo: $(STAMP)
+	$(BIN)/chargeback-exporter demo
+
+## test: lint, type-check and the whole test suite against real brokers and a real Prometheus
+test: $(STAMP)
+	bash scripts/test-infra.sh
+	$(BIN)/ruff check exporter tests bench
+	$(BIN)/mypy --strict exporter
+	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check exporter tests bench
+
+typecheck: $(STAMP)
+	$(BIN)/mypy --strict exporter
+
+unit: $(STAMP)
+	$(BIN)/python -m pytest -q -m 'not integration'
+
+bench: $(STAMP)
+	$(BIN)/python -m bench
+
+image:
+	bash scripts/build-image.sh
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache .mypy_cache .ruff_cache .tools

@@ -1,0 +1,369 @@
+"""One validated, frozen configuration tree.
+
+Sources, highest precedence first: explicit overrides (CLI flags), environment variables, the
+YAML file, defaults. Environment variables are `CHARGEBACK_<SECTION>__<KEY>` (upper case, `__`
+between levels), e.g. `CHARGEBACK_KAFKA__BOOTSTRAP_SERVERS`. Values are parsed as YAML scalars or
+lists. Unknown keys anywhere, including unknown `CHARGEBACK_*` variables, are errors naming the
+key's path. Secrets are `SecretStr` and may also be read from files (`*_file` keys), the way
+Kubernetes mounts Secrets.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from decimal import Decimal
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from exporter.errors import ConfigError
+from exporter.model import ORG_KEYS
+from exporter.periods import format_duration, parse_duration, parse_time
+
+ENV_PREFIX = "CHARGEBACK_"
+ENV_DELIMITER = "__"
+
+
+def _duration(value: Any) -> int:
+    if isinstance(value, bool):
+        raise ValueError("expected a duration such as 90s, 10m, 1h")
+    if isinstance(value, int | float | str):
+        return parse_duration(value)
+    raise ValueError("expected a duration such as 90s, 10m, 1h")
+
+
+Duration = Annotated[int, BeforeValidator(_duration)]
+
+
+def _time_or_none(value: Any) -> int | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, int):
+        return value
+    return parse_time(str(value))
+
+
+OptionalTime = Annotated[int | None, BeforeValidator(_time_or_none)]
+
+
+class Section(BaseModel):
+    """Base for every config section: frozen, unknown keys rejected."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def read_secret(value: SecretStr | None, file: Path | None, what: str) -> str | None:
+    """The secret's value from the config value or its file (file wins when both are set)."""
+    if file is not None:
+        try:
+            return file.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(f"{what}: cannot read secret file {file}: {exc.strerror}") from exc
+    return value.get_secret_value() if value is not None else None
+
+
+class SysdigConfig(Section):
+    url: str = "https://app.sysdigcloud.com"
+    token: SecretStr | None = None
+    token_file: Path | None = None
+    timeout: Duration = 60
+    verify_tls: bool = True
+    ca_file: Path | None = None
+    max_attempts: int = Field(default=4, ge=1, le=20)
+    max_retry_time: Duration = 300
+    max_concurrency: int = Field(default=4, ge=1, le=64)
+    clusters: tuple[str, ...] = ()
+    retention_tiers: bool = True
+
+    @field_validator("url")
+    @classmethod
+    def _url(cls, v: str) -> str:
+        if not v.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return v.rstrip("/")
+
+    @field_validator("timeout")
+    @classmethod
+    def _timeout(cls, v: int) -> int:
+        if not 1 <= v <= 120:
+            raise ValueError("must be between 1s and 2m (Sysdig caps query timeouts at 2m)")
+        return v
+
+    def resolved_token(self) -> str | None:
+        return read_secret(self.token, self.token_file, "sysdig.token")
+
+
+class PeriodsConfig(Section):
+    length: Duration = 3600
+    settle_delay: Duration = 300
+    start: OptionalTime = None
+    resolution: Duration = 10
+    grain: Literal["pod", "container"] = "pod"
+    min_coverage: Decimal = Field(default=Decimal("0.95"), ge=0, le=1)
+    incomplete_policy: Literal["hold", "publish-flagged"] = "hold"
+
+    @field_validator("length")
+    @classmethod
+    def _length(cls, v: int) -> int:
+        if v not in (600, 3600, 86400):
+            raise ValueError("must be one of 10m, 1h, 1d")
+        return v
+
+    @field_validator("resolution")
+    @classmethod
+    def _resolution(cls, v: int) -> int:
+        if v not in (10, 60, 600, 3600, 86400):
+            raise ValueError("must be one of Sysdig's resolutions: 10s, 1m, 10m, 1h, 1d")
+        return v
+
+    @model_validator(mode="after")
+    def _aligned(self) -> PeriodsConfig:
+        if self.length % self.resolution:
+            raise ValueError(
+                f"length {format_duration(self.length)} is not a multiple of resolution "
+                f"{format_duration(self.resolution)}"
+            )
+        if self.start is not None and self.start % self.length:
+            raise ValueError(f"start must be aligned to the period length {format_duration(self.length)}")
+        return self
+
+
+class OrgKeyConfig(Section):
+    """Where one org key's value comes from, in order; the first non-empty value wins."""
+
+    workload_labels: tuple[str, ...] = ()
+    namespace_labels: tuple[str, ...] = ()
+    default: str | None = None
+    allowed_values_file: Path | None = None
+
+
+def _default_org() -> dict[str, OrgKeyConfig]:
+    return {k: OrgKeyConfig(workload_labels=(k,), namespace_labels=(k,)) for k in ORG_KEYS}
+
+
+class OrgConfig(Section):
+    keys: dict[str, OrgKeyConfig] = Field(default_factory=_default_org)
+    other_labels: tuple[str, ...] = ()
+
+    @field_validator("keys")
+    @classmethod
+    def _keys(cls, v: dict[str, OrgKeyConfig]) -> dict[str, OrgKeyConfig]:
+        unknown = sorted(set(v) - set(ORG_KEYS))
+        if unknown:
+            raise ValueError(f"unknown org key(s) {unknown}; allowed: {list(ORG_KEYS)}")
+        merged = _default_org()
+        merged.update(v)
+        return merged
+
+
+class SchemaRegistryConfig(Section):
+    url: str
+    basic_auth_user_info: SecretStr | None = None
+    basic_auth_user_info_file: Path | None = None
+    ca_location: Path | None = None
+    auto_register: bool = True
+
+    def resolved_user_info(self) -> str | None:
+        return read_secret(
+            self.basic_auth_user_info, self.basic_auth_user_info_file,
+            "kafka.schema_registry.basic_auth_user_info",
+        )
+
+
+class TopicsConfig(Section):
+    records: str = "chargeback.records.v1"
+    manifests: str = "chargeback.manifests.v1"
+    checkpoint: str = "chargeback.checkpoint.v1"
+
+
+class KafkaConfig(Section):
+    bootstrap_servers: str = "localhost:9092"
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+    sasl_password_file: Path | None = None
+    ssl_ca_location: Path | None = None
+    ssl_certificate_location: Path | None = None
+    ssl_key_location: Path | None = None
+    ssl_key_password: SecretStr | None = None
+    transactional_id: str = "chargeback-exporter"
+    topics: TopicsConfig = TopicsConfig()
+    create_topics: bool = True
+    partitions: int = Field(default=6, ge=1, le=1000)
+    replication_factor: int = Field(default=3, ge=1, le=10)
+    framing: Literal["confluent", "single-object"] = "single-object"
+    schema_registry: SchemaRegistryConfig | None = None
+    transaction_timeout: Duration = 60
+    connect_timeout: Duration = 30
+    extra: dict[str, str] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> KafkaConfig:
+        if self.framing == "confluent" and self.schema_registry is None:
+            raise ValueError("framing 'confluent' needs kafka.schema_registry.url")
+        if self.security_protocol.startswith("SASL") and not self.sasl_mechanism:
+            raise ValueError("security_protocol SASL_* needs sasl_mechanism")
+        return self
+
+    def resolved_sasl_password(self) -> str | None:
+        return read_secret(self.sasl_password, self.sasl_password_file, "kafka.sasl_password")
+
+
+class PricingConfig(Section):
+    rate_card_file: Path | None = None
+
+
+class SharedCostsConfig(Section):
+    enabled: bool = False
+    namespaces: tuple[str, ...] = ()
+    selectors: tuple[dict[str, str], ...] = ()
+
+
+class WebConfig(Section):
+    listen_address: str = "0.0.0.0:9847"
+    enabled: bool = True
+
+
+class LoggingConfig(Section):
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    format: Literal["json", "text"] = "json"
+
+
+class WorkerConfig(Section):
+    max_batch_periods: int = Field(default=24, ge=1, le=10000)
+    shutdown_grace: Duration = 30
+
+
+class BackfillConfig(Section):
+    max_age: Duration = 34 * 86400
+    max_concurrency: int = Field(default=2, ge=1, le=16)
+    allow_coarse: bool = False
+
+
+class Config(Section):
+    """The whole configuration. Build it with `load_config`."""
+
+    sysdig: SysdigConfig = SysdigConfig()
+    periods: PeriodsConfig = PeriodsConfig()
+    org: OrgConfig = OrgConfig()
+    kafka: KafkaConfig = KafkaConfig()
+    pricing: PricingConfig = PricingConfig()
+    shared_costs: SharedCostsConfig = SharedCostsConfig()
+    web: WebConfig = WebConfig()
+    logging: LoggingConfig = LoggingConfig()
+    worker: WorkerConfig = WorkerConfig()
+    backfill: BackfillConfig = BackfillConfig()
+
+
+def _set_path(tree: dict[str, Any], path: list[str], value: Any) -> None:
+    node = tree
+    for part in path[:-1]:
+        nxt = node.setdefault(part, {})
+        if not isinstance(nxt, dict):
+            raise ConfigError(f"environment: {'.'.join(path)} overrides a non-mapping value")
+        node = nxt
+    node[path[-1]] = value
+
+
+def _env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
+    tree: dict[str, Any] = {}
+    for name, raw in sorted(environ.items()):
+        if not name.startswith(ENV_PREFIX) or name == ENV_PREFIX + "CONFIG_FILE":
+            continue
+        path = [p.lower() for p in name[len(ENV_PREFIX) :].split(ENV_DELIMITER)]
+        if not all(path):
+            raise ConfigError(f"environment: malformed variable name {name}")
+        try:
+            value = yaml.safe_load(raw) if raw != "" else None
+        except yaml.YAMLError:
+            value = raw
+        if isinstance(value, dict | list) is False and value is not None and not isinstance(
+            value, bool | int | float
+        ):
+            value = raw
+        _set_path(tree, path, value)
+    return tree
+
+
+def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for k, v in over.items():
+        if isinstance(v, Mapping) and isinstance(out.get(k), dict):
+            out[k] = _merge(out[k], v)
+        else:
+            out[k] = v
+    return out
+
+
+def format_validation_error(exc: ValidationError, origin: str) -> str:
+    """One line per problem: `origin: path.to.key: message`."""
+    parts = []
+    for err in exc.errors():
+        path = ".".join(str(p) for p in err["loc"]) or "(root)"
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        msg = msg.removeprefix("Value error, ")
+        parts.append(f"{path}: {msg}")
+    return f"{origin}: " + "; ".join(parts)
+
+
+def load_config(
+    path: Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Config:
+    """Build the configuration from a YAML file, the environment and overrides.
+
+    Raises `ConfigError` with one line naming the file and the key path of every problem.
+    """
+    env = os.environ if environ is None else environ
+    data: dict[str, Any] = {}
+    origin = "configuration"
+    if path is not None:
+        origin = str(path)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read config file: {exc.strerror}") from exc
+        try:
+            loaded = yaml.safe_load(text)
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            problem = getattr(exc, "problem", None) or "invalid YAML"
+            raise ConfigError(f"{path}: {problem}{where}") from exc
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"{path}: top level must be a mapping, got {type(loaded).__name__}")
+        data = loaded
+    env_tree = _env_overrides(env)
+    if env_tree:
+        data = _merge(data, env_tree)
+        origin += " + environment"
+    if overrides:
+        data = _merge(data, overrides)
+    try:
+        return Config.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(format_validation_error(exc, origin)) from None
+
+
+def masked_dict(config: Config) -> dict[str, Any]:
+    """The effective configuration as plain data, secrets replaced by `**********`."""
+    dumped: dict[str, Any] = config.model_dump(mode="json")
+    return dumped

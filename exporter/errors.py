@@ -1,0 +1,73 @@
+"""The exporter's error hierarchy.
+
+Every failure a user can cause or meet is one of these, carrying a one-line message that says
+what failed and where, and never a secret. The CLI prints `str(error)` and exits non-zero.
+"""
+
+from __future__ import annotations
+
+
+class ExporterError(Exception):
+    """Base class. `exit_code` is what the CLI returns for it."""
+
+    exit_code = 1
+
+
+class ConfigError(ExporterError):
+    """The configuration (file, environment, flags, rate card, org model) is invalid."""
+
+    exit_code = 2
+
+
+class RetryableError(ExporterError):
+    """A transient failure: the same call may succeed later."""
+
+
+class SourceUnavailable(RetryableError):
+    """Sysdig could not be reached, timed out, throttled (429) or answered 5xx."""
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class SourceError(ExporterError):
+    """Sysdig answered, but the answer cannot be used (auth, rejected query, malformed body)."""
+
+
+class SourceAuthError(SourceError):
+    """Sysdig rejected the token (401) or its privileges (403)."""
+
+
+class SourceQueryError(SourceError):
+    """Sysdig rejected the query (400/422) or its response is malformed."""
+
+
+class IncompleteDataError(ExporterError):
+    """The source returned too little data for a period to be published as final."""
+
+
+class SinkUnavailable(RetryableError):
+    """The broker could not be reached or timed out."""
+
+
+class SinkError(ExporterError):
+    """Publishing failed in a way retries will not fix (topic missing, schema rejected)."""
+
+
+class FencedError(SinkError):
+    """Another instance with the same transactional.id took over; this one must stop."""
+
+    exit_code = 4
+
+
+class EncodingError(ExporterError):
+    """A record could not be encoded under its Avro schema (precision, scale, type)."""
+
+
+class PricingError(ConfigError):
+    """The rate card is invalid or has no price for a record."""
+
+
+class RetentionError(ExporterError):
+    """A period is older than the source keeps data at the needed resolution."""
