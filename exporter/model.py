@@ -106,3 +106,34 @@ class PricedLine:
     cost: Decimal | None
     currency: str | None
     price_version: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class KeyCoverage:
+    """Share of one resource's chargeable quantity whose org key is unallocated or invalid."""
+
+    org_key: str
+    resource: Resource
+    unallocated_share: Decimal
+    invalid_share: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class Offender:
+    """A workload that lacks (or has invalid) org labels, ranked by chargeable quantity."""
+
+    namespace: str
+    workload_kind: str
+    workload_name: str
+    resource: Resource
+    chargeable: Decimal
+    missing_keys: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class LabelCoverage:
+    """Label coverage of one (period, cluster)."""
+
+    cluster: str
+    keys: tuple[KeyCoverage, ...]
+    top_offenders: tuple[Offender, ...]

@@ -1,0 +1,54 @@
+"""The `chargeback-exporter` command: the composition root.
+
+This is the only module that builds concrete adapters (Sysdig client, Kafka producer, clock).
+Each subcommand lives in the module that owns it, which exposes `register(subparsers)`; the
+registered handler takes the parsed namespace and returns an exit code. Every `ExporterError`
+becomes one line on stderr and its exit code; nothing else escapes as a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+from collections.abc import Callable, Sequence
+
+from exporter import __version__
+from exporter.errors import ExporterError
+
+Handler = Callable[[argparse.Namespace], int]
+
+# Modules that contribute subcommands through `register(subparsers) -> None`.
+_COMMAND_MODULES: tuple[str, ...] = (
+    "exporter.commands",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="chargeback-exporter",
+        description="Sysdig usage to exactly-once Avro billing records on Kafka.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name in _COMMAND_MODULES:
+        module = importlib.import_module(name)
+        module.register(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler: Handler | None = getattr(args, "handler", None)
+    if handler is None:
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return handler(args)
+    except ExporterError as exc:
+        print(f"chargeback-exporter {args.command}: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print(f"chargeback-exporter {args.command}: interrupted", file=sys.stderr)
+        return 130

@@ -1,0 +1,133 @@
+"""The PromQL the exporter sends to Sysdig, in one place (documented in docs/queries.md).
+
+Every query is evaluated once per period as an instant query at `t = end - step/2`:
+
+- A subquery `[P:step]` evaluated at `t` visits the steps aligned to `step` in `[t-P, t]`, which
+  for an aligned period `[start, end)` are exactly `start, start+step, ..., end-step`.
+- Inside, `last_over_time(m[step/2])` at a step `τ` sees only the sample stamped `τ`. That
+  replaces the instant selector's 5-minute lookback, so a pod that stopped is not charged for
+  the minutes after its last sample, and neither edge of a window ever sits on a sample (so
+  Prometheus 2.x closed and 3.x left-open ranges give the same answer).
+- The max of request and usage is taken per step at the configured grain (pod by default) with
+  `(U >= R) or R or U`: an element-wise max that keeps a side when the other is missing.
+- The integral is summed to the record grain on the server, so the response has one series per
+  workload, not per pod and sample.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from exporter.model import Resource
+
+CPU_USED = "sysdig_container_cpu_cores_used"
+MEM_USED = "sysdig_container_memory_used_bytes"
+REQUESTS = "kube_pod_container_resource_requests"
+
+RECORD_GRAIN = ("kube_cluster_name", "kube_namespace_name", "kube_workload_type", "kube_workload_name")
+POD_GRAIN = (*RECORD_GRAIN, "kube_pod_name")
+CONTAINER_GRAIN = (*POD_GRAIN, "kube_pod_container_name")
+WORKLOAD_KINDS = ("deployment", "statefulset", "daemonset", "job", "cronjob")
+
+USAGE_METRIC: dict[Resource, str] = {"cpu": CPU_USED, "memory": MEM_USED}
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace('"', '\\"')
+
+
+def selector(metric: str, matchers: Sequence[tuple[str, str, str]] = ()) -> str:
+    """`metric{l="v",...}` with values escaped."""
+    inner = ",".join(f'{name}{op}"{_escape(value)}"' for name, op, value in matchers)
+    return f"{metric}{{{inner}}}" if inner else metric
+
+
+@dataclass(frozen=True, slots=True)
+class QueryPlan:
+    """The queries for one period at one grain and step, with the instant to evaluate them."""
+
+    usage: dict[Resource, str]
+    request: dict[Resource, str]
+    chargeable: dict[Resource, str]
+    labels: str
+    coverage: str
+    label_columns: tuple[str, ...]
+
+    def all(self) -> list[tuple[str, str]]:
+        """(name, query) pairs in a fixed order."""
+        out: list[tuple[str, str]] = []
+        for res in ("cpu", "memory"):
+            out.append((f"{res}.usage", self.usage[res]))  # type: ignore[index]
+            out.append((f"{res}.request", self.request[res]))  # type: ignore[index]
+            out.append((f"{res}.chargeable", self.chargeable[res]))  # type: ignore[index]
+        out.append(("labels", self.labels))
+        out.append(("coverage", self.coverage))
+        return out
+
+
+def label_columns(org_workload_labels: Sequence[str], org_namespace_labels: Sequence[str],
+                  other_labels: Sequence[str] = ()) -> tuple[str, ...]:
+    """Sysdig label names that carry org labels: `kube_<kind>_label_<k>` and namespace ones."""
+    cols: list[str] = []
+    for key in org_workload_labels:
+        for kind in WORKLOAD_KINDS:
+            cols.append(f"kube_{kind}_label_{key}")
+    for key in org_namespace_labels:
+        cols.append(f"kube_namespace_label_{key}")
+    cols.extend(other_labels)
+    return tuple(dict.fromkeys(cols))
+
+
+def plan(
+    period_seconds: int,
+    step: int,
+    grain: str = "pod",
+    clusters: Sequence[str] = (),
+    columns: Sequence[str] = (),
+) -> QueryPlan:
+    """Build the period's queries. `clusters` restricts to those clusters (sharding)."""
+    if step % 2:
+        raise ValueError("step must be even")
+    half = step // 2
+    by_grain = POD_GRAIN if grain == "pod" else CONTAINER_GRAIN
+    g = ", ".join(by_grain)
+    rec = ", ".join(RECORD_GRAIN)
+    m: list[tuple[str, str, str]] = []
+    if clusters:
+        m.append(("kube_cluster_name", "=~", "|".join(_re_escape(c) for c in clusters)))
+
+    def sample(metric: str, extra: Sequence[tuple[str, str, str]] = ()) -> str:
+        return f"sum by ({g}) (last_over_time({selector(metric, [*m, *extra])}[{half}s]))"
+
+    def integral(expr: str) -> str:
+        return f"sum by ({rec}) (sum_over_time(({expr})[{period_seconds}s:{step}s]))"
+
+    usage: dict[Resource, str] = {}
+    request: dict[Resource, str] = {}
+    charge: dict[Resource, str] = {}
+    for res in ("cpu", "memory"):
+        u = sample(USAGE_METRIC[res])  # type: ignore[index]
+        r = sample(REQUESTS, [("resource", "=", res)])
+        usage[res] = integral(u)  # type: ignore[index]
+        request[res] = integral(r)  # type: ignore[index]
+        charge[res] = integral(f"({u} >= {r}) or {r} or {u}")  # type: ignore[index]
+    cols = ", ".join((*RECORD_GRAIN, *columns))
+    labels = f"sum by ({cols}) (count_over_time({selector(CPU_USED, m)}[{period_seconds}s]))"
+    cu = f"count by (kube_cluster_name) (last_over_time({selector(CPU_USED, m)}[{half}s]))"
+    cr = (
+        "count by (kube_cluster_name) "
+        f"(last_over_time({selector(REQUESTS, [*m, ('resource', '=', 'cpu')])}[{half}s]))"
+    )
+    coverage = f"count_over_time(({cu} and {cr})[{period_seconds}s:{step}s])"
+    return QueryPlan(usage, request, charge, labels, coverage, tuple(columns))
+
+
+def _re_escape(value: str) -> str:
+    out = []
+    for ch in value:
+        if ch in r".^$*+?()[]{}|\\":
+            out.append("\\" + ch)
+        else:
+            out.append(ch)
+    return "".join(out)
