@@ -58,9 +58,9 @@ class QueryPlan:
         """(name, query) pairs in a fixed order."""
         out: list[tuple[str, str]] = []
         for res in ("cpu", "memory"):
-            out.append((f"{res}.usage", self.usage[res]))  # type: ignore[index]
-            out.append((f"{res}.request", self.request[res]))  # type: ignore[index]
-            out.append((f"{res}.chargeable", self.chargeable[res]))  # type: ignore[index]
+            out.append((f"{res}.usage", self.usage[res]))
+            out.append((f"{res}.request", self.request[res]))
+            out.append((f"{res}.chargeable", self.chargeable[res]))
         out.append(("labels", self.labels))
         out.append(("coverage", self.coverage))
         return out
@@ -107,11 +107,11 @@ def plan(
     request: dict[Resource, str] = {}
     charge: dict[Resource, str] = {}
     for res in ("cpu", "memory"):
-        u = sample(USAGE_METRIC[res])  # type: ignore[index]
+        u = sample(USAGE_METRIC[res])
         r = sample(REQUESTS, [("resource", "=", res)])
-        usage[res] = integral(u)  # type: ignore[index]
-        request[res] = integral(r)  # type: ignore[index]
-        charge[res] = integral(f"({u} >= {r}) or {r} or {u}")  # type: ignore[index]
+        usage[res] = integral(u)
+        request[res] = integral(r)
+        charge[res] = integral(f"({u} >= {r}) or {r} or {u}")
     cols = ", ".join((*RECORD_GRAIN, *columns))
     labels = f"sum by ({cols}) (count_over_time({selector(CPU_USED, m)}[{period_seconds}s]))"
     cu = f"count by (kube_cluster_name) (last_over_time({selector(CPU_USED, m)}[{half}s]))"

@@ -1,0 +1,394 @@
+"""`SysdigSource`: the usage source built on sdcclient's `get_data_promql`.
+
+What this adapter fixes around sdcclient 0.19 (see docs/sysdig.md):
+- URL and token are set explicitly after construction, so `SDC_TOKEN`/`SDC_URL`/`SDC_SSL_VERIFY`
+  in the environment cannot silently win.
+- sdcclient's urllib3 retry (3 retries on 5xx, ~12 s of backoff) is replaced by a zero-retry
+  adapter; the one retry policy is ours (tenacity, bounded, on the injected clock).
+- Its PromQL calls pass no `verify=` and no timeout; our adapter forces both on every request.
+- `(ok, result)` tuples, raised `RetryError`/`ConnectionError`/timeouts and malformed bodies all
+  become our own errors, classified by the HTTP status captured from the raw response.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections import defaultdict
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from exporter.clock import Clock
+from exporter.errors import (
+    SourceAuthError,
+    SourceQueryError,
+    SourceUnavailable,
+)
+from exporter.model import PeriodUsage, Resource, SampleSums, WorkloadKey, WorkloadUsage
+from exporter.periods import Period
+from exporter.queries import RECORD_GRAIN, QueryPlan, plan
+from exporter.retry import call_with_retries
+
+NO_WORKLOAD = "__no_workload__"
+
+# Sysdig's documented retention tiers: (resolution seconds, how far back it is kept).
+RETENTION_TIERS: tuple[tuple[int, int], ...] = (
+    (10, 6 * 3600),
+    (60, 2 * 86400),
+    (600, 14 * 86400),
+    (3600, 90 * 86400),
+    (86400, 365 * 86400),
+)
+
+
+class _StrictAdapter(HTTPAdapter):
+    """No retries, a default timeout, and TLS verification that cannot be bypassed."""
+
+    def __init__(self, verify: bool | str, timeout: float) -> None:
+        super().__init__(max_retries=0)
+        self._verify = verify
+        self._timeout = timeout
+
+    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+        kwargs["verify"] = self._verify
+        if kwargs.get("timeout") is None:
+            kwargs["timeout"] = self._timeout
+        return super().send(request, **kwargs)
+
+
+@dataclass(frozen=True, slots=True)
+class QueryStats:
+    requests: int
+    bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class Series:
+    """One result series: its labels and the value at the evaluation instant."""
+
+    labels: Mapping[str, str]
+    value: Decimal
+
+
+def _redact(text: str, secret: str | None) -> str:
+    return text.replace(secret, "***") if secret else text
+
+
+class SysdigClient:
+    """Thin, typed, thread-safe wrapper over `sdcclient.SdMonitorClient` PromQL calls."""
+
+    def __init__(
+        self,
+        url: str,
+        token: str,
+        *,
+        clock: Clock,
+        timeout: int = 60,
+        verify: bool | str = True,
+        attempts: int = 4,
+        max_retry_time: float = 300.0,
+        on_request: Callable[[str, int | None, float], None] | None = None,
+    ) -> None:
+        from sdcclient import SdMonitorClient
+
+        self._token = token
+        self._url = url.rstrip("/")
+        self._clock = clock
+        self._timeout = timeout
+        self._attempts = attempts
+        self._max_retry_time = max_retry_time
+        self._on_request = on_request
+        client = SdMonitorClient(token=token, sdc_url=self._url, ssl_verify=verify)
+        # The environment overrides sdcclient's constructor arguments; ours must win.
+        client.token = token
+        client.url = self._url
+        client.hdrs["Authorization"] = "Bearer " + token
+        client.ssl_verify = verify
+        adapter = _StrictAdapter(verify, timeout + 10.0)
+        client.http.mount("https://", adapter)
+        client.http.mount("http://", adapter)
+        client.http.hooks["response"].append(self._capture)
+        self._client = client
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self.requests = 0
+        self.bytes = 0
+
+    def _capture(self, response: requests.Response, *args: Any, **kwargs: Any) -> None:
+        self._local.response = response
+        with self._lock:
+            self.requests += 1
+            self.bytes += len(response.content or b"")
+
+    def query_range(self, query: str, start: float, end: float, step: int, what: str) -> list[dict[str, Any]]:
+        """Run a range query with retries; return the raw `result` list of a matrix."""
+
+        def once() -> list[dict[str, Any]]:
+            return self._query_once(query, start, end, step, what)
+
+        return call_with_retries(
+            once,
+            clock=self._clock,
+            attempts=self._attempts,
+            max_delay=self._max_retry_time,
+            what=f"sysdig {what}",
+        )
+
+    def _query_once(self, query: str, start: float, end: float, step: int, what: str) -> list[dict[str, Any]]:
+        self._local.response = None
+        where = f"Sysdig {self._url} ({what})"
+        began = self._clock.time()
+        try:
+            ok, result = self._client.get_data_promql(
+                query, _num(start), _num(end), step, timeout=f"{self._timeout}s"
+            )
+        except requests.exceptions.SSLError as exc:
+            raise SourceQueryError(f"{where}: TLS verification failed: {_first_line(exc)}") from None
+        except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
+            kind = "timed out" if isinstance(exc, requests.exceptions.Timeout) else "unreachable"
+            raise SourceUnavailable(f"{where}: {kind}: {_short(exc)}") from None
+        except requests.exceptions.RequestException as exc:
+            raise SourceUnavailable(f"{where}: request failed: {_short(exc)}") from None
+        except ValueError:
+            status = self._status()
+            raise SourceQueryError(
+                f"{where}: malformed response (HTTP {status}): body is not JSON"
+            ) from None
+        finally:
+            if self._on_request is not None:
+                self._on_request(what, self._status(), self._clock.time() - began)
+        response: requests.Response | None = self._local.response
+        if not ok:
+            status = response.status_code if response is not None else None
+            message = _redact(str(result), self._token).strip().replace("\n", "; ")
+            self._raise_for(status, message, response, where)
+        return _matrix(result, where)
+
+    def _status(self) -> int | None:
+        response: requests.Response | None = getattr(self._local, "response", None)
+        return response.status_code if response is not None else None
+
+    def _raise_for(
+        self, status: int | None, message: str, response: requests.Response | None, where: str
+    ) -> None:
+        if status in (401, 403):
+            hint = "wrong or expired token" if status == 401 else "token lacks privileges"
+            raise SourceAuthError(f"{where}: HTTP {status} {message} ({hint})")
+        if status == 429:
+            retry_after = _retry_after(response)
+            raise SourceUnavailable(f"{where}: HTTP 429 {message} (rate limited)", retry_after)
+        if status is not None and status >= 500:
+            raise SourceUnavailable(f"{where}: HTTP {status} {message}")
+        if status in (400, 422):
+            raise SourceQueryError(f"{where}: query rejected, HTTP {status}: {message}")
+        raise SourceQueryError(f"{where}: HTTP {status}: {message}")
+
+
+def _num(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else repr(float(value))
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+
+
+def _short(exc: BaseException) -> str:
+    # requests' messages embed the URL with its query (long PromQL); keep them short.
+    text = _first_line(exc)
+    return text.split(" with url: ")[0][:200]
+
+
+def _retry_after(response: requests.Response | None) -> float | None:
+    if response is None:
+        return None
+    raw = response.headers.get("Retry-After")
+    if raw is None:
+        return None
+    try:
+        return max(0.0, float(raw))
+    except ValueError:
+        return None
+
+
+def _matrix(body: Any, where: str) -> list[dict[str, Any]]:
+    if not isinstance(body, dict) or body.get("status") != "success":
+        raise SourceQueryError(f"{where}: malformed response: missing status 'success'")
+    warnings = body.get("warnings") or []
+    for w in warnings:
+        if "limit" in str(w).lower() or "truncat" in str(w).lower():
+            raise SourceQueryError(f"{where}: result truncated by Sysdig: {str(w)[:200]}")
+    data = body.get("data")
+    if not isinstance(data, dict) or data.get("resultType") not in ("matrix", "vector"):
+        raise SourceQueryError(f"{where}: malformed response: data.resultType is not matrix")
+    result = data.get("result")
+    if not isinstance(result, list):
+        raise SourceQueryError(f"{where}: malformed response: data.result is not a list")
+    return result
+
+
+def parse_series(result: Sequence[Any], at: float, where: str) -> list[Series]:
+    """Validate a matrix result and take each series' value at instant `at`.
+
+    Values must be finite and non-negative; anything else makes the period unusable.
+    """
+    out: list[Series] = []
+    for item in result:
+        if not isinstance(item, dict) or not isinstance(item.get("metric"), dict):
+            raise SourceQueryError(f"{where}: malformed series: missing 'metric' map")
+        labels = item["metric"]
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in labels.items()):
+            raise SourceQueryError(f"{where}: malformed series: labels must be strings")
+        points = item.get("values")
+        if points is None and "value" in item:
+            points = [item["value"]]
+        if not isinstance(points, list):
+            raise SourceQueryError(f"{where}: malformed series: missing 'values'")
+        value: Decimal | None = None
+        for point in points:
+            if not isinstance(point, list | tuple) or len(point) != 2:
+                raise SourceQueryError(f"{where}: malformed point {str(point)[:80]}")
+            ts, raw = point
+            if not isinstance(ts, int | float) or not isinstance(raw, str):
+                raise SourceQueryError(f"{where}: malformed point {str(point)[:80]}")
+            if not math.isclose(float(ts), at, abs_tol=1e-3):
+                continue
+            try:
+                value = Decimal(raw)
+            except InvalidOperation:
+                raise SourceQueryError(f"{where}: value {raw[:40]!r} is not a number") from None
+            if not value.is_finite() or value < 0:
+                raise SourceQueryError(
+                    f"{where}: unusable value {raw[:40]} for series {_brief(labels)}"
+                )
+        if value is not None:
+            out.append(Series(labels, value))
+    return out
+
+
+def _brief(labels: Mapping[str, str]) -> str:
+    return ",".join(f"{k}={v[:40]}" for k, v in list(labels.items())[:4])
+
+
+def step_for_age(age_seconds: float, configured: int) -> int:
+    """The finest retention tier that still holds data `age_seconds` old, at least `configured`."""
+    for resolution, keep in RETENTION_TIERS:
+        if age_seconds <= keep:
+            return max(resolution, configured)
+    return max(RETENTION_TIERS[-1][0], configured)
+
+
+class SysdigSource:
+    """Measures periods by sending the `exporter.queries` plan to Sysdig."""
+
+    def __init__(
+        self,
+        client: SysdigClient,
+        *,
+        clock: Clock,
+        label_columns: Sequence[str],
+        resolution: int = 10,
+        grain: str = "pod",
+        clusters: Sequence[str] = (),
+        concurrency: int = 4,
+        retention_tiers: bool = True,
+    ) -> None:
+        self._client = client
+        self._clock = clock
+        self._columns = tuple(label_columns)
+        self._resolution = resolution
+        self._grain = grain
+        self._clusters = tuple(clusters)
+        self._concurrency = concurrency
+        self._tiers = retention_tiers
+
+    def step_for(self, period: Period) -> int:
+        if not self._tiers:
+            return self._resolution
+        return step_for_age(self._clock.time() - period.start, self._resolution)
+
+    def plan_for(self, period: Period) -> tuple[QueryPlan, int, float]:
+        step = self.step_for(period)
+        if period.length % step:
+            step = period.length
+        p = plan(period.length, step, self._grain, self._clusters, self._columns)
+        return p, step, period.end - step / 2
+
+    def fetch(self, period: Period) -> PeriodUsage:
+        qplan, step, at = self.plan_for(period)
+        before_requests, before_bytes = self._client.requests, self._client.bytes
+        named = qplan.all()
+
+        def run(item: tuple[str, str]) -> tuple[str, list[Series]]:
+            name, query = item
+            raw = self._client.query_range(query, at, at, step, f"{name} {period}")
+            return name, parse_series(raw, at, f"Sysdig ({name} {period})")
+
+        if self._concurrency > 1:
+            with ThreadPoolExecutor(max_workers=min(self._concurrency, len(named))) as pool:
+                results = dict(pool.map(run, named))
+        else:
+            results = dict(map(run, named))
+        return self._assemble(
+            period, step, results,
+            self._client.requests - before_requests, self._client.bytes - before_bytes,
+        )
+
+    def _assemble(
+        self, period: Period, step: int, results: Mapping[str, list[Series]], queries: int, nbytes: int
+    ) -> PeriodUsage:
+        sums: dict[WorkloadKey, dict[str, Decimal]] = defaultdict(dict)
+        for res in ("cpu", "memory"):
+            for part in ("usage", "request", "chargeable"):
+                for s in results[f"{res}.{part}"]:
+                    key = _key(s.labels)
+                    slot = f"{res}.{part}"
+                    sums[key][slot] = sums[key].get(slot, Decimal(0)) + s.value
+        labels = _pick_labels(results["labels"], self._columns)
+        coverage: dict[str, Decimal] = {}
+        expected = Decimal(period.length // step)
+        for s in results["coverage"]:
+            cluster = s.labels.get("kube_cluster_name", "")
+            coverage[cluster] = min(Decimal(1), s.value / expected)
+        for key in sums:
+            coverage.setdefault(key.cluster, Decimal(0))
+        for cluster in self._clusters:
+            coverage.setdefault(cluster, Decimal(0))
+        workloads = []
+        zero = Decimal(0)
+        for key in sorted(sums):
+            got = sums[key]
+            per: dict[Resource, SampleSums] = {}
+            for res in ("cpu", "memory"):
+                per[res] = SampleSums(  # type: ignore[index]
+                    usage=got.get(f"{res}.usage", zero),
+                    request=got.get(f"{res}.request", zero),
+                    chargeable=got.get(f"{res}.chargeable", zero),
+                )
+            workloads.append(WorkloadUsage(key, labels.get(key, {}), per))
+        return PeriodUsage(
+            period=period, step_seconds=step, grain=self._grain, workloads=tuple(workloads),
+            coverage=coverage, queries=queries, bytes_fetched=nbytes,
+        )
+
+
+def _key(labels: Mapping[str, str]) -> WorkloadKey:
+    cluster, namespace, kind, name = (labels.get(n, "") for n in RECORD_GRAIN)
+    return WorkloadKey(cluster, namespace, kind or "unknown", name or NO_WORKLOAD)
+
+
+def _pick_labels(series: Sequence[Series], columns: Sequence[str]) -> dict[WorkloadKey, dict[str, str]]:
+    """Per workload, the label combination seen in the most samples (ties: sorted first)."""
+    best: dict[WorkloadKey, tuple[Decimal, tuple[tuple[str, str], ...]]] = {}
+    for s in series:
+        key = _key(s.labels)
+        combo = tuple(sorted((c, s.labels[c]) for c in columns if c in s.labels))
+        current = best.get(key)
+        if current is None or s.value > current[0] or (s.value == current[0] and combo < current[1]):
+            best[key] = (s.value, combo)
+    return {k: dict(v[1]) for k, v in best.items()}

@@ -1,0 +1,78 @@
+"""Chargeable units: source sample sums to exact Core-Hours and GiB-Hours per workload.
+
+The source returns, per workload and resource, Σ over sample steps of usage, of request and of
+max(request, usage) taken per step at the configured grain (pod by default). One step of a
+sample stands for `step` seconds, so unit-hours = Σ × step / 3600 (and / 2^30 for bytes → GiB).
+Everything stays `Decimal`; quantization to the record scale happens in `records`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from decimal import Decimal, localcontext
+
+from exporter.model import GIB, ChargeLine, PeriodUsage, Resource, SampleSums
+from exporter.org import OrgModel
+
+CALCULATION_VERSION = "v1"
+# Enough digits that dividing by 3600 * 2^30 never rounds before the explicit quantize.
+_PRECISION = 60
+
+
+def method_id(grain: str, step: int) -> str:
+    """The calculation method: max of request and usage, at `grain`, sampled every `step`."""
+    return f"max-request-usage/{grain}/{step}s/{CALCULATION_VERSION}"
+
+
+def to_unit_hours(value: Decimal, resource: Resource, step: int) -> Decimal:
+    """Σ samples (cores or bytes) × step seconds → Core-Hours or GiB-Hours, exact to 60 digits."""
+    with localcontext() as ctx:
+        ctx.prec = _PRECISION
+        hours = value * Decimal(step) / Decimal(3600)
+        if resource == "memory":
+            hours = hours / Decimal(GIB)
+        return +hours
+
+
+def convert(sums: SampleSums, resource: Resource, step: int) -> SampleSums:
+    return SampleSums(
+        usage=to_unit_hours(sums.usage, resource, step),
+        request=to_unit_hours(sums.request, resource, step),
+        chargeable=to_unit_hours(sums.chargeable, resource, step),
+    )
+
+
+def charge_lines(usage: PeriodUsage, org: OrgModel) -> list[ChargeLine]:
+    """One `ChargeLine` per (workload, resource), with org labels resolved, in a stable order."""
+    lines: list[ChargeLine] = []
+    method = method_id(usage.grain, usage.step_seconds)
+    for w in usage.workloads:
+        assignment = org.resolve(w.key.kind, w.labels)
+        others = org.other_labels(w.labels)
+        coverage = usage.coverage.get(w.key.cluster, Decimal(0))
+        for resource in ("cpu", "memory"):
+            sums = w.sums.get(resource)
+            if sums is None:
+                continue
+            hours = convert(sums, resource, usage.step_seconds)
+            lines.append(
+                ChargeLine(
+                    period=usage.period, workload=w.key, resource=resource,
+                    usage=hours.usage, request=hours.request, chargeable=hours.chargeable,
+                    org=assignment, labels=others, coverage=coverage, method=method,
+                )
+            )
+    return lines
+
+
+def totals(lines: Sequence[ChargeLine]) -> dict[Resource, SampleSums]:
+    """Σ usage, request, chargeable per resource (exact)."""
+    out: dict[Resource, SampleSums] = {}
+    for res in ("cpu", "memory"):
+        sel = [ln for ln in lines if ln.resource == res]
+        out[res] = SampleSums(
+            usage=sum((ln.usage for ln in sel), Decimal(0)),
+            request=sum((ln.request for ln in sel), Decimal(0)),
+            chargeable=sum((ln.chargeable for ln in sel), Decimal(0)),
+        )
+    return out
