@@ -141,12 +141,28 @@ class PeriodsConfig(Section):
 
 
 class OrgKeyConfig(Section):
-    """Where one org key's value comes from, in order; the first non-empty value wins."""
+    """Where one org key's value comes from, in order; the first non-empty value wins.
+
+    `aliases` are other spellings of the key's label, tried after the key's own names at each
+    enabled level (docs/pricing.md). `allowed_values_file` is a CSV allow-list: a value not in
+    it is charged to `__invalid__`.
+    """
 
     workload_labels: tuple[str, ...] = ()
     namespace_labels: tuple[str, ...] = ()
     default: str | None = None
     allowed_values_file: Path | None = None
+    aliases: tuple[str, ...] = ()
+    allowed_values_column: str | None = None
+    allowed_values_case_sensitive: bool = True
+
+    @field_validator("workload_labels", "namespace_labels", "aliases")
+    @classmethod
+    def _names(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        for name in v:
+            if not name.strip():
+                raise ValueError("label names must not be empty")
+        return v
 
 
 def _default_org() -> dict[str, OrgKeyConfig]:
@@ -164,7 +180,12 @@ class OrgConfig(Section):
         if unknown:
             raise ValueError(f"unknown org key(s) {unknown}; allowed: {list(ORG_KEYS)}")
         merged = _default_org()
-        merged.update(v)
+        for key, kc in v.items():
+            # A key given without label lists keeps the key's own name as its label, so that
+            # setting only `aliases` or an allow-list does not silently disable the lookup.
+            fill = {f: (key,) for f in ("workload_labels", "namespace_labels")
+                    if f not in kc.model_fields_set}
+            merged[key] = kc.model_copy(update=fill) if fill else kc
         return merged
 
 
@@ -227,9 +248,24 @@ class PricingConfig(Section):
 
 
 class SharedCostsConfig(Section):
+    """Workloads whose cost is spread over the other allocations (exporter/shared.py).
+
+    A line is shared when its namespace is in `namespaces` or its org values and other labels
+    match every pair of one of `selectors`. Off by default.
+    """
+
     enabled: bool = False
     namespaces: tuple[str, ...] = ()
     selectors: tuple[dict[str, str], ...] = ()
+    method: Literal["proportional"] = "proportional"
+
+    @model_validator(mode="after")
+    def _declared(self) -> SharedCostsConfig:
+        if self.enabled and not (self.namespaces or self.selectors):
+            raise ValueError("enabled needs at least one of namespaces or selectors")
+        if any(not s for s in self.selectors):
+            raise ValueError("selectors: a selector must have at least one label")
+        return self
 
 
 class WebConfig(Section):
