@@ -1,0 +1,390 @@
+"""Kafka adapters: the transactional period sink, the checkpoint store, topic admin, readers.
+
+Exactly-once, as a `read_committed` consumer sees it, rests on three things:
+- every period's records, manifests and checkpoint are produced in ONE transaction;
+- the checkpoint is read back with `read_committed` on start, so the next period is the one
+  after the last committed one;
+- a stable `transactional.id`: `init_transactions` of a restarted instance aborts whatever its
+  predecessor left open and fences it, so a zombie can never commit a duplicate.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
+from confluent_kafka.admin import ConfigResource  # type: ignore[attr-defined]
+
+from exporter.clock import Clock
+from exporter.config import KafkaConfig
+from exporter.errors import FencedError, SinkError, SinkUnavailable
+from exporter.retry import call_with_retries
+from exporter.sink import OutMessage
+
+log = logging.getLogger("exporter.kafka")
+
+_FENCED_CODES = {KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.TRANSACTION_COORDINATOR_FENCED}
+
+
+def client_config(cfg: KafkaConfig) -> dict[str, Any]:
+    """librdkafka settings shared by producer, consumer and admin: brokers and security."""
+    conf: dict[str, Any] = {
+        "bootstrap.servers": cfg.bootstrap_servers,
+        "security.protocol": cfg.security_protocol,
+    }
+    if cfg.sasl_mechanism:
+        conf["sasl.mechanism"] = cfg.sasl_mechanism
+    if cfg.sasl_username:
+        conf["sasl.username"] = cfg.sasl_username
+    password = cfg.resolved_sasl_password()
+    if password:
+        conf["sasl.password"] = password
+    if cfg.ssl_ca_location:
+        conf["ssl.ca.location"] = str(cfg.ssl_ca_location)
+    if cfg.ssl_certificate_location:
+        conf["ssl.certificate.location"] = str(cfg.ssl_certificate_location)
+    if cfg.ssl_key_location:
+        conf["ssl.key.location"] = str(cfg.ssl_key_location)
+    if cfg.ssl_key_password:
+        conf["ssl.key.password"] = cfg.ssl_key_password.get_secret_value()
+    if cfg.security_protocol in ("SSL", "SASL_SSL"):
+        # Verification of the broker's certificate and hostname is on; it can't be configured off here.
+        conf["enable.ssl.certificate.verification"] = True
+        conf["ssl.endpoint.identification.algorithm"] = "https"
+    conf.update(cfg.extra)
+    return conf
+
+
+def _describe(err: KafkaError | None) -> str:
+    if err is None:
+        return "unknown error"
+    return f"{err.name()}: {err.str()}"
+
+
+def _error_of(exc: BaseException) -> KafkaError | None:
+    if isinstance(exc, KafkaException) and exc.args and isinstance(exc.args[0], KafkaError):
+        return exc.args[0]
+    return None
+
+
+def _is_fenced(err: KafkaError | None) -> bool:
+    return err is not None and err.code() in _FENCED_CODES
+
+
+class TopicAdmin:
+    """Creates or verifies the exporter's topics."""
+
+    def __init__(self, cfg: KafkaConfig, timeout: float = 15.0) -> None:
+        self._cfg = cfg
+        self._timeout = timeout
+        self._admin = AdminClient(client_config(cfg))
+
+    def specs(self) -> dict[str, tuple[int, dict[str, str]]]:
+        """topic -> (partitions, config). Manifests and checkpoint are compacted."""
+        t = self._cfg.topics
+        return {
+            t.records: (self._cfg.partitions, {"cleanup.policy": "delete"}),
+            t.manifests: (self._cfg.partitions, {"cleanup.policy": "compact"}),
+            t.checkpoint: (1, {"cleanup.policy": "compact"}),
+        }
+
+    def ensure(self) -> None:
+        """Create missing topics (if allowed) and check existing ones. Raises SinkError."""
+        try:
+            meta = self._admin.list_topics(timeout=self._timeout)
+        except KafkaException as exc:
+            raise SinkUnavailable(
+                f"Kafka {self._cfg.bootstrap_servers}: unreachable: {_describe(_error_of(exc))}"
+            ) from None
+        existing = set(meta.topics)
+        missing = [name for name in self.specs() if name not in existing]
+        if missing and not self._cfg.create_topics:
+            raise SinkError(
+                f"Kafka {self._cfg.bootstrap_servers}: topic(s) {', '.join(missing)} do not exist "
+                "and kafka.create_topics is false"
+            )
+        if missing:
+            new = [
+                NewTopic(name, num_partitions=parts, replication_factor=self._cfg.replication_factor,
+                         config=conf)
+                for name, (parts, conf) in self.specs().items() if name in missing
+            ]
+            for name, fut in self._admin.create_topics(new, request_timeout=self._timeout).items():
+                try:
+                    fut.result()
+                    log.info("topic created", extra={"topic": name})
+                except KafkaException as exc:
+                    err = _error_of(exc)
+                    if err is not None and err.code() == KafkaError.TOPIC_ALREADY_EXISTS:
+                        continue
+                    raise SinkError(f"Kafka: cannot create topic {name}: {_describe(err)}") from None
+        self._verify([n for n in self.specs() if n not in missing])
+
+    def _verify(self, names: Sequence[str]) -> None:
+        if not names:
+            return
+        resources = [ConfigResource(ConfigResource.Type.TOPIC, n) for n in names]
+        try:
+            described = self._admin.describe_configs(resources, request_timeout=self._timeout)
+        except KafkaException as exc:  # pragma: no cover - broker specific
+            raise SinkUnavailable(f"Kafka: describe_configs failed: {_describe(_error_of(exc))}") from None
+        for res, fut in described.items():
+            try:
+                entries = fut.result()
+            except KafkaException:
+                continue  # not every broker serves DescribeConfigs; creation already checked
+            policy = entries.get("cleanup.policy")
+            wanted = self.specs()[res.name][1]["cleanup.policy"]
+            if policy is not None and wanted == "compact" and "compact" not in str(policy.value):
+                raise SinkError(
+                    f"Kafka: topic {res.name} has cleanup.policy={policy.value}, expected compact"
+                )
+
+
+class KafkaPeriodSink:
+    """`PeriodSink` over a transactional confluent-kafka producer."""
+
+    def __init__(self, cfg: KafkaConfig, clock: Clock, *, attempts: int = 5,
+                 max_retry_time: float = 120.0, admin: TopicAdmin | None = None,
+                 on_abort: Callable[[str], None] | None = None,
+                 on_delivery_error: Callable[[], None] | None = None) -> None:
+        self._cfg = cfg
+        self._clock = clock
+        self._attempts = attempts
+        self._max_retry_time = max_retry_time
+        self._admin = admin or TopicAdmin(cfg)
+        self._producer: Producer | None = None
+        self._error: KafkaError | None = None
+        self._lock = threading.Lock()
+        self._on_abort = on_abort
+        self._on_delivery_error = on_delivery_error
+
+    def _config(self) -> dict[str, Any]:
+        conf = client_config(self._cfg)
+        conf.update({
+            "enable.idempotence": True,
+            "acks": "all",
+            "transactional.id": self._cfg.transactional_id,
+            "transaction.timeout.ms": self._cfg.transaction_timeout * 1000,
+            "linger.ms": 5,
+            "compression.type": "zstd",
+            "message.timeout.ms": self._cfg.transaction_timeout * 1000,
+        })
+        conf.update(self._cfg.extra)
+        return conf
+
+    def start(self) -> None:
+        call_with_retries(self._admin.ensure, clock=self._clock, attempts=self._attempts,
+                          max_delay=self._max_retry_time, what="kafka topics")
+        self._producer = Producer(self._config())
+
+        def init() -> None:
+            assert self._producer is not None
+            try:
+                self._producer.init_transactions(self._cfg.connect_timeout)
+            except KafkaException as exc:
+                err = _error_of(exc)
+                if _is_fenced(err):
+                    raise FencedError(f"Kafka: fenced at start: {_describe(err)}") from None
+                if err is not None and err.retriable():
+                    raise SinkUnavailable(
+                        f"Kafka {self._cfg.bootstrap_servers}: init_transactions: {_describe(err)}"
+                    ) from None
+                raise SinkError(f"Kafka: init_transactions failed: {_describe(err)}") from None
+
+        call_with_retries(init, clock=self._clock, attempts=self._attempts,
+                          max_delay=self._max_retry_time, what="kafka init_transactions")
+        log.info("kafka producer ready", extra={"transactional_id": self._cfg.transactional_id})
+
+    def _delivered(self, err: KafkaError | None, msg: Any) -> None:
+        if err is not None:
+            with self._lock:
+                if self._error is None:
+                    self._error = err
+            if self._on_delivery_error is not None:
+                self._on_delivery_error()
+
+    def _produce(self, m: OutMessage) -> None:
+        assert self._producer is not None
+        while True:
+            try:
+                self._producer.produce(m.topic, value=m.value, key=m.key, headers=list(m.headers),
+                                       on_delivery=self._delivered)
+                return
+            except BufferError:
+                # The local queue is full: serve delivery reports, which frees room.
+                self._producer.poll(0.1)
+
+    def publish(self, messages: Sequence[OutMessage], checkpoint: OutMessage) -> None:
+        if self._producer is None:
+            raise SinkError("Kafka sink used before start()")
+        producer = self._producer
+        self._error = None
+        try:
+            producer.begin_transaction()
+            for m in messages:
+                self._produce(m)
+            self._produce(checkpoint)
+            producer.flush(self._cfg.transaction_timeout)
+            if self._error is not None:
+                raise KafkaException(self._error)
+            self._commit(producer)
+        except KafkaException as exc:
+            err = _error_of(exc)
+            if _is_fenced(err) or (err is not None and err.fatal()):
+                self._safe_abort("fenced" if _is_fenced(err) else "fatal")
+                if _is_fenced(err):
+                    raise FencedError(
+                        f"Kafka: another instance with transactional.id {self._cfg.transactional_id} "
+                        f"took over ({_describe(err)}); stopping"
+                    ) from None
+                raise SinkError(f"Kafka: fatal producer error: {_describe(err)}") from None
+            self._safe_abort(_describe(err))
+            raise SinkUnavailable(f"Kafka: transaction aborted: {_describe(err)}") from None
+        except BaseException:
+            self._safe_abort("interrupted")
+            raise
+
+    def _commit(self, producer: Producer) -> None:
+        deadline = self._clock.time() + self._cfg.transaction_timeout
+        while True:
+            try:
+                producer.commit_transaction(self._cfg.transaction_timeout)
+                return
+            except KafkaException as exc:
+                err = _error_of(exc)
+                if err is not None and err.retriable() and not err.txn_requires_abort() \
+                        and self._clock.time() < deadline:
+                    continue
+                raise
+
+    def _safe_abort(self, reason: str) -> None:
+        if self._producer is None:
+            return
+        try:
+            self._producer.abort_transaction(self._cfg.transaction_timeout)
+            log.warning("transaction aborted", extra={"reason": reason})
+            if self._on_abort is not None:
+                self._on_abort(reason)
+        except KafkaException:
+            pass  # nothing open, or fenced: either way nothing of the batch is visible
+
+    def close(self) -> None:
+        if self._producer is not None:
+            self._safe_abort("close")
+            self._producer.flush(1)
+            self._producer = None
+
+
+def consumer_config(cfg: KafkaConfig, group: str | None = None) -> dict[str, Any]:
+    conf = client_config(cfg)
+    conf.update({
+        "group.id": group or f"chargeback-reader-{uuid.uuid4().hex[:12]}",
+        "isolation.level": "read_committed",
+        "enable.auto.commit": False,
+        "auto.offset.reset": "earliest",
+        "enable.partition.eof": True,
+        "session.timeout.ms": 6000,
+        "heartbeat.interval.ms": 1000,
+        "receive.message.max.bytes": 400_000_000,
+    })
+    return conf
+
+
+@dataclass(frozen=True, slots=True)
+class ReadMessage:
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: Mapping[str, bytes]
+
+
+def read_topic(cfg: KafkaConfig, topic: str, timeout: float = 30.0,
+               clock: Clock | None = None) -> Iterator[ReadMessage]:
+    """Read every committed message of `topic` from the beginning to its current end.
+
+    Uses `read_committed`, assigns all partitions explicitly (no group coordination), and stops
+    when every partition has reached the offsets its end had when reading started.
+    """
+    consumer = Consumer(consumer_config(cfg))
+    try:
+        try:
+            meta = consumer.list_topics(topic, timeout=timeout)
+        except KafkaException as exc:
+            raise SinkUnavailable(f"Kafka {cfg.bootstrap_servers}: {_describe(_error_of(exc))}") from None
+        tmeta = meta.topics.get(topic)
+        if tmeta is None or tmeta.error is not None:
+            raise SinkError(f"Kafka: topic {topic} does not exist")
+        ends: dict[int, int] = {}
+        for p in tmeta.partitions:
+            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout,
+                                                       cached=False)
+            if high > low:
+                ends[p] = high
+        if not ends:
+            return
+        consumer.assign([TopicPartition(topic, p, 0) for p in ends])
+        done: set[int] = set()
+        idle = 0
+        while len(done) < len(ends):
+            msg = consumer.poll(1.0)
+            if msg is None:
+                idle += 1
+                if idle > timeout:
+                    raise SinkUnavailable(f"Kafka: reading {topic} stalled")
+                continue
+            idle = 0
+            part = msg.partition() or 0
+            error = msg.error()
+            if error is not None:
+                if error.code() == KafkaError._PARTITION_EOF:
+                    done.add(part)
+                    continue
+                raise SinkUnavailable(f"Kafka: reading {topic}: {_describe(error)}")
+            offset = msg.offset() or 0
+            if offset >= ends[part] - 1:
+                done.add(part)
+            if offset >= ends[part]:
+                continue
+            headers: dict[str, bytes] = {}
+            for item in msg.headers() or []:
+                hk, hv = item[0], item[1]
+                headers[str(hk)] = hv if isinstance(hv, bytes) else str(hv or "").encode()
+            key = msg.key()
+            value = msg.value()
+            yield ReadMessage(topic, part, offset,
+                              key.encode() if isinstance(key, str) else key,
+                              value.encode() if isinstance(value, str) else value, headers)
+    finally:
+        consumer.close()
+
+
+class KafkaCheckpointStore:
+    """Reads an instance's checkpoint back from the compacted checkpoint topic."""
+
+    def __init__(self, cfg: KafkaConfig, decode: Callable[[bytes], int], clock: Clock) -> None:
+        self._cfg = cfg
+        self._decode = decode
+        self._clock = clock
+
+    def read(self) -> int | None:
+        key = self._cfg.transactional_id.encode()
+
+        def once() -> int | None:
+            last: int | None = None
+            for m in read_topic(self._cfg, self._cfg.topics.checkpoint):
+                if m.key == key and m.value is not None:
+                    last = self._decode(m.value)
+            return last
+
+        return call_with_retries(once, clock=self._clock, attempts=5, max_delay=120,
+                                 what="kafka checkpoint")

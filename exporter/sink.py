@@ -1,0 +1,53 @@
+"""The sink seam: a period's messages and its checkpoint, published atomically."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+
+@dataclass(frozen=True, slots=True)
+class OutMessage:
+    """One encoded Kafka message."""
+
+    topic: str
+    key: bytes
+    value: bytes
+    headers: tuple[tuple[str, bytes], ...] = field(default=())
+
+
+class PeriodSink(Protocol):
+    """Publishes batches so that a `read_committed` consumer sees all of a batch or none of it."""
+
+    def start(self) -> None:
+        """Connect, verify or create topics, and fence any previous instance. Blocking.
+
+        Raises `SinkUnavailable` if the broker cannot be reached within the configured bound,
+        `SinkError` for a missing topic that may not be created, `FencedError` if fenced.
+        """
+        ...
+
+    def publish(self, messages: Sequence[OutMessage], checkpoint: OutMessage) -> None:
+        """Publish `messages` and `checkpoint` in one transaction. Blocking, all or nothing.
+
+        On any failure the transaction is aborted before the error is raised, so nothing of the
+        batch is visible; the caller may retry the same batch. Raises `FencedError` when a newer
+        instance took over (the caller must stop), `SinkUnavailable` for transient failures.
+        """
+        ...
+
+    def close(self) -> None:
+        """Release the producer; an open transaction is aborted. Idempotent."""
+        ...
+
+
+class CheckpointStore(Protocol):
+    """Where the last committed period end of an instance is read back from."""
+
+    def read(self) -> int | None:
+        """Return the committed `last_period_end` (epoch seconds), or None if there is none.
+
+        Reads only committed data (`read_committed`). Blocking; raises `SinkUnavailable`.
+        """
+        ...
