@@ -7,7 +7,6 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-_DURATION = re.compile(r"^(\d+)(ms|s|m|h|d|w)$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
@@ -20,6 +19,8 @@ def parse_duration(text: str | int | float) -> int:
     value = text.strip()
     if value.isdigit():
         return int(value)
+    if not value:
+        raise ValueError("empty duration (expected e.g. 10m, 1h, 1d)")
     total = 0
     rest = value
     while rest:

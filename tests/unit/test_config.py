@@ -1,0 +1,79 @@
+from pathlib import Path
+
+import pytest
+
+from exporter.config import load_config, masked_dict
+from exporter.errors import ConfigError
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    p = tmp_path / "config.yaml"
+    p.write_text(text)
+    return p
+
+
+def test_defaults_are_valid() -> None:
+    cfg = load_config(environ={})
+    assert cfg.periods.length == 3600
+    assert cfg.sysdig.verify_tls is True
+    assert cfg.periods.grain == "pod"
+
+
+def test_unknown_key_names_its_path(tmp_path: Path) -> None:
+    p = write(tmp_path, "kafka:\n  topics:\n    recrods: x\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(p, environ={})
+    assert str(err.value) == f"{p}: kafka.topics.recrods: unknown key"
+
+
+def test_bad_values_are_rejected_with_path(tmp_path: Path) -> None:
+    p = write(tmp_path, "periods:\n  length: 7m\n")
+    with pytest.raises(ConfigError, match=r"periods\.length: must be one of 10m, 1h, 1d"):
+        load_config(p, environ={})
+    p = write(tmp_path, "sysdig:\n  url: ftp://x\n")
+    with pytest.raises(ConfigError, match=r"sysdig\.url: must start with http"):
+        load_config(p, environ={})
+
+
+def test_yaml_syntax_error_is_one_line(tmp_path: Path) -> None:
+    p = write(tmp_path, "kafka: [\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(p, environ={})
+    assert "\n" not in str(err.value)
+    assert str(p) in str(err.value)
+
+
+def test_environment_overrides_file(tmp_path: Path) -> None:
+    p = write(tmp_path, "kafka:\n  bootstrap_servers: a:9092\n  partitions: 3\n")
+    cfg = load_config(p, environ={"CHARGEBACK_KAFKA__BOOTSTRAP_SERVERS": "b:9092",
+                                  "CHARGEBACK_PERIODS__SETTLE_DELAY": "2m"})
+    assert cfg.kafka.bootstrap_servers == "b:9092"
+    assert cfg.kafka.partitions == 3
+    assert cfg.periods.settle_delay == 120
+
+
+def test_unknown_environment_key_is_rejected() -> None:
+    with pytest.raises(ConfigError, match=r"environment: sysdig\.tokn: unknown key"):
+        load_config(environ={"CHARGEBACK_SYSDIG__TOKN": "x"})
+
+
+def test_secrets_masked_and_read_from_files(tmp_path: Path) -> None:
+    secret = tmp_path / "token"
+    secret.write_text("s3cr3t-token\n")
+    p = write(tmp_path, f"sysdig:\n  token_file: {secret}\nkafka:\n  sasl_password: hunter22\n")
+    cfg = load_config(p, environ={})
+    assert cfg.sysdig.resolved_token() == "s3cr3t-token"
+    dumped = repr(masked_dict(cfg)) + repr(cfg)
+    assert "hunter22" not in dumped
+    assert "s3cr3t-token" not in dumped
+
+
+def test_missing_secret_file_is_a_config_error(tmp_path: Path) -> None:
+    cfg = load_config(environ={"CHARGEBACK_SYSDIG__TOKEN_FILE": str(tmp_path / "nope")})
+    with pytest.raises(ConfigError, match=r"sysdig\.token: cannot read secret file"):
+        cfg.sysdig.resolved_token()
+
+
+def test_confluent_framing_needs_registry() -> None:
+    with pytest.raises(ConfigError, match="schema_registry"):
+        load_config(environ={"CHARGEBACK_KAFKA__FRAMING": "confluent"})
