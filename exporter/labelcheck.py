@@ -38,6 +38,7 @@ import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from exporter import __version__
+from exporter.config import OrgConfig, load_config
 from exporter.errors import ExporterError
 from exporter.model import ORG_KEYS
 
@@ -100,6 +101,12 @@ class AllowList:
 
     values: frozenset[str]
     source: str
+    case_sensitive: bool = True
+
+    def allows(self, value: str) -> bool:
+        if self.case_sensitive:
+            return value in self.values
+        return value.casefold() in {v.casefold() for v in self.values}
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,12 +189,13 @@ class _BadInput(Exception):
 # Policy construction
 
 
-def load_allowed_values(path: Path, key: str) -> frozenset[str]:
+def load_allowed_values(path: Path, key: str, column: str | None = None) -> frozenset[str]:
     """Allowed values for `key` from a CSV file.
 
-    If a header cell equals `key` (case-insensitive), that column below the header is used;
-    otherwise the first column of every row. Cells are stripped; blank cells are ignored. A
-    UTF-8 byte-order mark (spreadsheet exports) is accepted. Raises `LabelPolicyError`.
+    The column is `column` if given (its header must exist), else the one whose header equals
+    `key`, else the first column of every row (no header). Header names compare
+    case-insensitively; cells are stripped; blank cells are ignored; a UTF-8 byte-order mark
+    (spreadsheet exports) is accepted. Raises `LabelPolicyError`.
     """
     try:
         text = path.read_text(encoding="utf-8-sig")
@@ -199,13 +207,15 @@ def load_allowed_values(path: Path, key: str) -> frozenset[str]:
         rows = [row for row in csv.reader(text.splitlines()) if any(c.strip() for c in row)]
     except csv.Error as exc:
         raise LabelPolicyError(f"{path}: invalid CSV: {exc}") from None
-    column = 0
-    if rows:
-        header = [c.strip().lower() for c in rows[0]]
-        if key.lower() in header:
-            column = header.index(key.lower())
-            rows = rows[1:]
-    values = frozenset(v for row in rows if len(row) > column and (v := row[column].strip()))
+    index = 0
+    header = [c.strip().lower() for c in rows[0]] if rows else []
+    wanted = (column or key).lower()
+    if wanted in header:
+        index = header.index(wanted)
+        rows = rows[1:]
+    elif column is not None:
+        raise LabelPolicyError(f"{path}: allow-list has no column named {column!r}")
+    values = frozenset(v for row in rows if len(row) > index and (v := row[index].strip()))
     if not values:
         raise LabelPolicyError(f"{path}: allow-list for {key} has no values")
     return values
@@ -215,15 +225,29 @@ def build_policy(
     required: Sequence[str] = ORG_KEYS,
     aliases: Sequence[str] = (),
     allowed: Sequence[str] = (),
+    org: OrgConfig | None = None,
 ) -> LabelPolicy:
     """A policy from CLI-shaped strings: `aliases` as `ALIAS=KEY`, `allowed` as `KEY=FILE`.
 
-    Raises `LabelPolicyError` naming the offending option.
+    With `org` (the exporter's `org` config section), each required org key also accepts its
+    configured `workload_labels` and `aliases`, and its `allowed_values_file` is an allow-list,
+    so review and billing agree. Raises `LabelPolicyError` naming the offending option.
     """
     keys = tuple(dict.fromkeys(k.strip() for k in required if k.strip()))
     if not keys:
         raise LabelPolicyError("--required: no label keys given")
     alias_map: dict[str, list[str]] = {}
+    allow_map: dict[str, AllowList] = {}
+    if org is not None:
+        for key in keys:
+            kc = org.keys.get(key)
+            if kc is None:
+                continue
+            alias_map[key] = [n for n in dict.fromkeys((*kc.workload_labels, *kc.aliases)) if n != key]
+            if kc.allowed_values_file is not None:
+                values = load_allowed_values(kc.allowed_values_file, key, kc.allowed_values_column)
+                allow_map[key] = AllowList(values, str(kc.allowed_values_file),
+                                           kc.allowed_values_case_sensitive)
     for item in aliases:
         alias, sep, key = (s.strip() for s in item.partition("="))
         if not sep or not alias or not key:
@@ -233,7 +257,6 @@ def build_policy(
         alias_map.setdefault(key, [])
         if alias != key and alias not in alias_map[key]:
             alias_map[key].append(alias)
-    allow_map: dict[str, AllowList] = {}
     for item in allowed:
         key, sep, file = (s.strip() for s in item.partition("="))
         if not sep or not key or not file:
@@ -245,7 +268,7 @@ def build_policy(
         if previous is not None:  # several files for one key: their union
             values |= previous.values
             file = f"{previous.source}+{file}"
-        allow_map[key] = AllowList(values, file)
+        allow_map[key] = AllowList(values, file, previous.case_sensitive if previous else True)
     return LabelPolicy(keys, {k: tuple(v) for k, v in alias_map.items()}, allow_map)
 
 
@@ -288,7 +311,7 @@ def _check_labels(
                             f"label {_shown(n, key)} value {value!r} {why}", value)
             continue
         allow = policy.allowed.get(key)
-        if allow is not None and value.strip() not in allow.values:
+        if allow is not None and not allow.allows(value.strip()):
             yield Violation(path, lab.line, kind, name, scope, RULE_NOT_ALLOWED, key,
                             f"label {_shown(n, key)} value {value.strip()!r} is not in the "
                             f"allow-list {allow.source}", value)
@@ -693,7 +716,10 @@ def _split_keys(values: Sequence[str] | None) -> list[str]:
 
 
 def _run(args: argparse.Namespace) -> int:
-    policy = build_policy(_split_keys(args.required), args.alias or (), args.allowed or ())
+    org = None
+    if args.config_file is not None:
+        org = load_config(Path(args.config_file)).org
+    policy = build_policy(_split_keys(args.required), args.alias or (), args.allowed or (), org)
     report = check_paths(args.paths, policy)
     if args.format == "json":
         sys.stdout.write(json.dumps(to_json(report), indent=2) + "\n")
@@ -729,6 +755,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
                    help="allow-list for KEY: the CSV column named KEY, else its first column")
     p.add_argument("--alias", action="append", metavar="ALIAS=KEY",
                    help="accept label ALIAS for required KEY, e.g. cost-center=costcenter")
+    p.add_argument("--config.file", dest="config_file", metavar="PATH",
+                   help="exporter config whose org section adds label aliases and allow-lists")
     p.add_argument("--format", choices=("text", "json", "sarif"), default="text",
                    help="output format (default: text)")
     p.set_defaults(handler=_run)
