@@ -533,10 +533,14 @@ def check_dockerfile_text(text: str, path: str, policy: LabelPolicy) -> list[Vio
 # Files and directories
 
 
+_DOCKERFILE_NAME = re.compile(r"(Dockerfile|dockerfile)([.\-_].*)?|.+\.[Dd]ockerfile")
+# Files that merely share the prefix: docs, scripts, BuildKit's Dockerfile.dockerignore.
+_NOT_DOCKERFILE = (".md", ".py", ".sh", ".txt", ".json", ".toml", ".cfg", ".dockerignore")
+
+
 def is_dockerfile(name: str) -> bool:
-    """`Dockerfile`, `Dockerfile.*`, `Dockerfile-*`, `*.Dockerfile` (case-insensitive)."""
-    low = name.lower()
-    return low.startswith("dockerfile") or low.endswith(".dockerfile")
+    """`Dockerfile`, `Dockerfile.*`, `Dockerfile-*`, `*.Dockerfile`, but not `Dockerfile.md` etc."""
+    return _DOCKERFILE_NAME.fullmatch(name) is not None and not name.lower().endswith(_NOT_DOCKERFILE)
 
 
 def is_manifest(name: str) -> bool:

@@ -25,6 +25,8 @@ from exporter.labelcheck import (
     check_dockerfile_text,
     check_manifest_text,
     check_paths,
+    is_dockerfile,
+    is_manifest,
     load_allowed_values,
     to_sarif,
 )
@@ -394,3 +396,35 @@ def test_sarif_validates_against_the_oasis_schema(capsys: pytest.CaptureFixture[
     broken = to_sarif(check_paths(["missing.yaml"], build_policy()))
     del broken["runs"][0]["tool"]
     assert list(validator.iter_errors(broken))
+
+
+# --- pre-commit hook ------------------------------------------------------------------------
+
+
+def test_pre_commit_hook_definition() -> None:
+    import re
+
+    import yaml
+
+    hooks = yaml.safe_load((Path(__file__).parents[2] / ".pre-commit-hooks.yaml").read_text())
+    [hook] = [h for h in hooks if h["id"] == "check-labels"]
+    assert hook["entry"] == "chargeback-exporter check-labels"
+    assert hook["language"] == "python"
+    files, exclude = re.compile(hook["files"]), re.compile(hook["exclude"])
+
+    def selected(path: str) -> bool:
+        # pre-commit matches with re.search against repository-relative paths.
+        return bool(files.search(path)) and not exclude.search(path)
+
+    names = {
+        "deploy/app.yaml": True, "k8s/cron.yml": True, "Dockerfile": True,
+        "docker/Dockerfile.prod": True, "images/api.Dockerfile": True, "Dockerfile-dev": True,
+        "README.md": False, "values.json": False, "src/dockerfile_utils.py": False,
+        "yaml/notes.txt": False, "Dockerfile.dockerignore": False, "docs/Dockerfile.md": False,
+        "mydockerfile": False,
+    }
+    for path, expected in names.items():
+        name = path.rsplit("/", 1)[-1]
+        assert selected(path) is expected, path
+        # The walker picks the same files as the hook.
+        assert (is_manifest(name) or is_dockerfile(name)) is expected, path
