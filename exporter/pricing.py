@@ -1,0 +1,517 @@
+"""Rate card: prices per Core-Hour and per GiB-Hour, effective-dated, with overrides.
+
+A rate card is a YAML file (format in docs/pricing.md, example in examples/rate-card.yaml):
+one ISO 4217 currency, and a list of versions sorted by `effective_from`. Each version has a
+default price per resource and optional overrides by cluster, by namespace and by label selector.
+
+Precedence, most specific first, per resource (an override may price one resource only):
+1. label selector (matches resolved org values and other labels); among matching selectors the
+   one with more labels wins, which is unambiguous because the card is rejected at load when two
+   selectors could match the same line without one containing the other;
+2. namespace scoped to a cluster, then namespace in any cluster;
+3. cluster;
+4. the version's default.
+
+Effective dating: a version applies from `effective_from` (inclusive) to the next version's
+`effective_from` or its own `effective_until` (exclusive). The version in effect at a period's
+start prices the whole period. A period that straddles a version boundary is refused
+(`PricingError`), never split; `RateCard.load(..., period_length=...)` refuses boundaries that
+are not aligned to the period length, so a straddle cannot happen at run time.
+
+Rounding: cost = chargeable quantity quantized to the record's quantity scale, times the unit
+price, quantized to the record's cost scale with ROUND_HALF_EVEN. Unit prices are never rounded:
+one with more decimals than the unit-price scale is rejected at load.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation, localcontext
+from pathlib import Path
+from typing import Annotated, Any
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from exporter.errors import PricingError
+from exporter.model import ORG_KEYS, RESOURCES, ChargeLine, PricedLine, Resource
+from exporter.periods import Period, iso, parse_time
+
+# Record scales (schemas/billing_record.v1.avsc). Defined here until exporter/records.py
+# exports them; they must stay equal to the schema's, which a test checks.
+QUANTITY_PRECISION = 18
+QUANTITY_SCALE = 9
+UNIT_PRICE_PRECISION = 22
+UNIT_PRICE_SCALE = 10
+COST_PRECISION = 20
+COST_SCALE = 6
+ROUNDING = ROUND_HALF_EVEN
+
+QUANTITY_QUANTUM = Decimal(1).scaleb(-QUANTITY_SCALE)
+COST_QUANTUM = Decimal(1).scaleb(-COST_SCALE)
+# Exact products: 18 quantity digits times 22 price digits never need more than 40.
+_EXACT_PREC = 80
+
+# ISO 4217 List One (SIX, as published 2026-01-01) without the codes that are not money one
+# can be billed in: precious metals (XAU XAG XPD XPT), bond-market units (XBA-XBD), XTS, XXX.
+_ISO_4217_LIST = """
+    AED AFN ALL AMD AOA ARS AUD AWG AZN BAM BBD BDT BHD BIF BMD BND BOB BOV BRL BSD BTN BWP BYN
+    BZD CAD CDF CHE CHF CHW CLF CLP CNY COP COU CRC CUP CVE CZK DJF DKK DOP DZD EGP ERN ETB EUR
+    FJD FKP GBP GEL GHS GIP GMD GNF GTQ GYD HKD HNL HTG HUF IDR ILS INR IQD IRR ISK JMD JOD JPY
+    KES KGS KHR KMF KPW KRW KWD KYD KZT LAK LBP LKR LRD LSL LYD MAD MDL MGA MKD MMK MNT MOP MRU
+    MUR MVR MWK MXN MXV MYR MZN NAD NGN NIO NOK NPR NZD OMR PAB PEN PGK PHP PKR PLN PYG QAR RON
+    RSD RUB RWF SAR SBD SCR SDG SEK SGD SHP SLE SOS SRD SSP STN SVC SYP SZL THB TJS TMT TND TOP
+    TRY TTD TWD TZS UAH UGX USD USN UYI UYU UYW UZS VED VES VND VUV WST XAD XAF XCD XCG XDR XOF
+    XPF XSU XUA YER ZAR ZMW ZWG
+"""
+ISO_4217_CODES: frozenset[str] = frozenset(_ISO_4217_LIST.split())
+
+
+def quantize_quantity(value: Decimal) -> Decimal:
+    """`value` at the record's quantity scale (ROUND_HALF_EVEN); raises PricingError if it
+    would not fit the quantity precision."""
+    return _quantize(value, QUANTITY_SCALE, QUANTITY_PRECISION, "quantity")
+
+
+def quantize_cost(value: Decimal) -> Decimal:
+    """`value` at the record's cost scale (ROUND_HALF_EVEN); raises PricingError if it would
+    not fit the cost precision."""
+    return _quantize(value, COST_SCALE, COST_PRECISION, "cost")
+
+
+def _quantize(value: Decimal, scale: int, precision: int, what: str) -> Decimal:
+    with localcontext() as ctx:
+        ctx.prec = _EXACT_PREC
+        try:
+            out = value.quantize(Decimal(1).scaleb(-scale), rounding=ROUNDING)
+        except InvalidOperation:
+            raise PricingError(f"{what} {value} is not a finite number") from None
+    if len(out.as_tuple().digits) > precision and out != 0:
+        raise PricingError(
+            f"{what} {out} does not fit decimal({precision},{scale})"
+        )
+    return out
+
+
+# --- YAML: exact decimals, timestamps kept as text, duplicate keys refused -------------------
+
+
+class _CardLoader(yaml.SafeLoader):
+    """SafeLoader that reads floats as exact Decimals and refuses duplicate mapping keys."""
+
+
+def _construct_decimal(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> Any:
+    text = str(loader.construct_scalar(node)).replace("_", "")
+    try:
+        value = Decimal(text)
+    except InvalidOperation:
+        return text  # `.inf`/`.nan` spellings: left as text, rejected by validation
+    return value if value.is_finite() else text
+
+
+def _construct_text(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> Any:
+    return str(loader.construct_scalar(node))
+
+
+def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> Any:
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        key = loader.construct_object(key_node, deep=True)
+        if isinstance(key, str | int) and key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r} (first at line {seen[key] + 1})",
+                key_node.start_mark,
+            )
+        if isinstance(key, str | int):
+            seen[key] = key_node.start_mark.line
+    return loader.construct_mapping(node, deep=True)
+
+
+_CardLoader.add_constructor("tag:yaml.org,2002:float", _construct_decimal)
+_CardLoader.add_constructor("tag:yaml.org,2002:timestamp", _construct_text)
+_CardLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
+# --- The file's schema ------------------------------------------------------------------------
+
+
+def _price(value: Any) -> Decimal:
+    if isinstance(value, bool) or not isinstance(value, int | str | Decimal):
+        raise ValueError("must be a decimal number such as 0.031 or \"0.031\"")
+    try:
+        price = Decimal(value.strip() if isinstance(value, str) else value)
+    except InvalidOperation:
+        raise ValueError(f"{value!r} is not a decimal number") from None
+    if not price.is_finite():
+        raise ValueError("must be a finite number")
+    if price < 0:
+        raise ValueError("must not be negative")
+    exponent = price.as_tuple().exponent
+    assert isinstance(exponent, int)
+    if -exponent > UNIT_PRICE_SCALE:
+        raise ValueError(f"has more than {UNIT_PRICE_SCALE} decimals (the unit-price scale)")
+    if price.adjusted() >= UNIT_PRICE_PRECISION - UNIT_PRICE_SCALE:
+        raise ValueError(
+            f"does not fit decimal({UNIT_PRICE_PRECISION},{UNIT_PRICE_SCALE})"
+        )
+    return price
+
+
+def _instant(value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise ValueError("must be an RFC 3339 instant such as 2026-01-01T00:00:00Z")
+    return value if isinstance(value, int) else parse_time(value)
+
+
+Price = Annotated[Decimal, BeforeValidator(_price)]
+Instant = Annotated[int, BeforeValidator(_instant)]
+_Name = Annotated[str, Field(min_length=1)]
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class _Prices(_Model):
+    """Prices of one rule; a rule may price one resource only."""
+
+    cpu: Price | None = None
+    memory: Price | None = None
+
+    def get(self, resource: Resource) -> Decimal | None:
+        return self.cpu if resource == "cpu" else self.memory
+
+    @model_validator(mode="after")
+    def _some(self) -> _Prices:
+        if self.cpu is None and self.memory is None:
+            raise ValueError("needs a price for cpu, memory or both")
+        return self
+
+
+class _Default(_Prices):
+    @model_validator(mode="after")
+    def _both(self) -> _Default:
+        missing = [r for r in RESOURCES if self.get(r) is None]
+        if missing:
+            raise ValueError(f"the default needs a price for {' and '.join(missing)}")
+        return self
+
+
+class _NamespaceRule(_Prices):
+    namespace: _Name
+    cluster: _Name | None = None
+
+
+class _SelectorRule(_Prices):
+    match: dict[_Name, str] = Field(min_length=1)
+
+
+class _Version(_Model):
+    id: _Name | None = None
+    effective_from: Instant
+    effective_until: Instant | None = None
+    default: _Default
+    clusters: dict[_Name, _Prices] = Field(default_factory=dict)
+    namespaces: list[_NamespaceRule] = Field(default_factory=list)
+    selectors: list[_SelectorRule] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _window(self) -> _Version:
+        if self.effective_until is not None and self.effective_until <= self.effective_from:
+            raise ValueError("effective_until must be after effective_from")
+        return self
+
+
+class _CardFile(_Model):
+    currency: str
+    description: str | None = None
+    versions: list[_Version] = Field(min_length=1)
+
+    @field_validator("currency")
+    @classmethod
+    def _currency(cls, v: str) -> str:
+        if v not in ISO_4217_CODES:
+            raise ValueError(f"{v!r} is not an active ISO 4217 currency code (e.g. EUR, USD)")
+        return v
+
+
+# --- Validated, indexed card -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PriceQuote:
+    """The price of one line: version id, unit price and the rule that gave it."""
+
+    version: str
+    unit_price: Decimal
+    rule: str  # key path in the card, e.g. `versions[1].selectors[0]`
+
+
+@dataclass(frozen=True, slots=True)
+class _Rule:
+    path: str
+    prices: _Prices
+    match: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class PriceVersion:
+    """One effective-dated version, `[start, end)` in epoch seconds (`end` None: open)."""
+
+    id: str
+    start: int
+    end: int | None
+    default: _Rule
+    clusters: Mapping[str, _Rule]
+    namespaces: Mapping[tuple[str | None, str], _Rule]
+    selectors: tuple[_Rule, ...]
+
+    def quote(self, line: ChargeLine) -> PriceQuote:
+        """The unit price for `line` under this version, by precedence (module docstring)."""
+        res = line.resource
+        candidates: list[_Rule] = []
+        matching = [s for s in self.selectors if s.prices.get(res) is not None and _matches(s, line)]
+        # Matching selectors form a chain under inclusion (checked at load): the longest wins.
+        candidates.extend(sorted(matching, key=lambda s: -len(s.match))[:1])
+        w = line.workload
+        for scope in ((w.cluster, w.namespace), (None, w.namespace)):
+            if scope in self.namespaces:
+                candidates.append(self.namespaces[scope])
+        if w.cluster in self.clusters:
+            candidates.append(self.clusters[w.cluster])
+        candidates.append(self.default)
+        for rule in candidates:
+            price = rule.prices.get(res)
+            if price is not None:
+                return PriceQuote(self.id, price, rule.path)
+        raise AssertionError("the default prices every resource")  # pragma: no cover
+
+
+def _matches(rule: _Rule, line: ChargeLine) -> bool:
+    for key, value in rule.match:
+        actual = line.org.values.get(key) if key in ORG_KEYS else line.labels.get(key)
+        if actual != value:
+            return False
+    return True
+
+
+def _overlapping(a: _Rule, b: _Rule) -> bool:
+    """True when some line could match both selectors and neither is strictly more specific."""
+    da, db = dict(a.match), dict(b.match)
+    if any(da[k] != db[k] for k in da.keys() & db.keys()):
+        return False  # they disagree on a label: no line matches both
+    return not (set(a.match) < set(b.match) or set(b.match) < set(a.match))
+
+
+def _build_version(v: _Version, i: int, label_keys: frozenset[str] | None) -> PriceVersion:
+    base = f"versions[{i}]"
+    clusters = {c: _Rule(f"{base}.clusters.{c}", p) for c, p in v.clusters.items()}
+    namespaces: dict[tuple[str | None, str], _Rule] = {}
+    for j, ns in enumerate(v.namespaces):
+        scope = (ns.cluster, ns.namespace)
+        path = f"{base}.namespaces[{j}]"
+        if scope in namespaces:
+            raise ValueError(
+                f"{path}: same namespace and cluster as {namespaces[scope].path} "
+                "(ambiguous price; merge them)"
+            )
+        namespaces[scope] = _Rule(path, ns)
+    selectors: list[_Rule] = []
+    for j, sel in enumerate(v.selectors):
+        path = f"{base}.selectors[{j}]"
+        if label_keys is not None:
+            for key in sel.match:
+                if key not in label_keys:
+                    raise ValueError(
+                        f"{path}.match.{key}: unknown label; a selector matches org keys "
+                        f"{', '.join(ORG_KEYS)} or a label listed in org.other_labels"
+                    )
+        rule = _Rule(path, sel, tuple(sorted(sel.match.items())))
+        for other in selectors:
+            both = [r for r in RESOURCES if sel.get(r) is not None and other.prices.get(r) is not None]
+            if both and _overlapping(rule, other):
+                raise ValueError(
+                    f"{path}: ties with {other.path} for {' and '.join(both)} (a line can match "
+                    "both and neither is more specific); make one a superset of the other"
+                )
+        selectors.append(rule)
+    return PriceVersion(
+        id=v.id or iso(v.effective_from),
+        start=v.effective_from,
+        end=v.effective_until,
+        default=_Rule(f"{base}.default", v.default),
+        clusters=clusters,
+        namespaces=namespaces,
+        selectors=tuple(selectors),
+    )
+
+
+def _loc(loc: Sequence[int | str]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+class RateCard:
+    """A validated rate card. Build it with `RateCard.load` (or `RateCard.from_data`)."""
+
+    def __init__(self, currency: str, versions: Sequence[PriceVersion], source: str) -> None:
+        self.currency = currency
+        self.versions = tuple(versions)
+        self.source = source
+
+    @classmethod
+    def load(
+        cls,
+        path: Path,
+        period_length: int | None = None,
+        other_labels: Iterable[str] | None = None,
+    ) -> RateCard:
+        """Read and validate the YAML rate card at `path`.
+
+        `period_length` (seconds), when given, requires every version boundary to be aligned to
+        it, so no period can straddle a price change. `other_labels`, when given, restricts
+        selector keys to the org keys and these labels (a typo would otherwise never match).
+        Raises `PricingError` with one line naming the file and the key path.
+        """
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise PricingError(f"{path}: cannot read rate card: {exc.strerror}") from None
+        except UnicodeDecodeError as exc:
+            raise PricingError(f"{path}: rate card is not UTF-8 (byte {exc.start})") from None
+        try:
+            data = yaml.load(text, Loader=_CardLoader)  # noqa: S506 - a SafeLoader subclass
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+            problem = getattr(exc, "problem", None) or "invalid YAML"
+            raise PricingError(f"{path}: {where}{problem}") from None
+        return cls.from_data(data, str(path), period_length, other_labels)
+
+    @classmethod
+    def from_data(
+        cls,
+        data: Any,
+        source: str = "rate card",
+        period_length: int | None = None,
+        other_labels: Iterable[str] | None = None,
+    ) -> RateCard:
+        """Validate an already parsed rate card; `source` names it in error messages."""
+        if not isinstance(data, dict):
+            raise PricingError(f"{source}: top level must be a mapping with currency and versions")
+        try:
+            card = _CardFile.model_validate(data)
+        except ValidationError as exc:
+            parts = []
+            for err in exc.errors():
+                msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+                parts.append(f"{_loc(err['loc']) or '(root)'}: {msg.removeprefix('Value error, ')}")
+            raise PricingError(f"{source}: " + "; ".join(parts)) from None
+        keys = None if other_labels is None else frozenset((*ORG_KEYS, *other_labels))
+        try:
+            versions = [_build_version(v, i, keys) for i, v in enumerate(card.versions)]
+            _check_dating(versions, period_length)
+        except ValueError as exc:
+            raise PricingError(f"{source}: {exc}") from None
+        return cls(card.currency, versions, source)
+
+    def version_at(self, ts: int) -> PriceVersion:
+        """The version in effect at epoch second `ts`; raises PricingError if none is."""
+        found: PriceVersion | None = None
+        for i, v in enumerate(self.versions):
+            end = v.end if v.end is not None else (
+                self.versions[i + 1].start if i + 1 < len(self.versions) else None
+            )
+            if v.start <= ts and (end is None or ts < end):
+                found = v
+        if found is None:
+            raise PricingError(f"{self.source}: no price version is in effect at {iso(ts)}")
+        return found
+
+    def quote(self, line: ChargeLine) -> PriceQuote:
+        """Version, unit price and rule for `line`; raises PricingError on a straddle or gap."""
+        version = self.version_at(line.period.start)
+        self._check_straddle(line.period)
+        return version.quote(line)
+
+    def price(self, line: ChargeLine) -> PricedLine:
+        """`line` priced: cost = quantize_quantity(chargeable) × unit price, quantized to the
+        cost scale (ROUND_HALF_EVEN). Raises PricingError when no version covers the period,
+        the period straddles a price change, or a value does not fit its record precision."""
+        q = self.quote(line)
+        with localcontext() as ctx:
+            ctx.prec = _EXACT_PREC
+            product = quantize_quantity(line.chargeable) * q.unit_price
+        try:
+            cost = quantize_cost(product)
+        except PricingError as exc:
+            raise PricingError(f"{self.source}: {q.rule}: {exc} for {_describe(line)}") from None
+        return PricedLine(line, q.unit_price, cost, self.currency, q.version)
+
+    def price_lines(self, lines: Iterable[ChargeLine]) -> list[PricedLine]:
+        """Every line priced, in order."""
+        return [self.price(ln) for ln in lines]
+
+    def _check_straddle(self, period: Period) -> None:
+        for v in self.versions:
+            for edge in (v.start, v.end):
+                if edge is not None and period.start < edge < period.end:
+                    raise PricingError(
+                        f"{self.source}: period {period} straddles the price change at "
+                        f"{iso(edge)} (version {v.id}); align price changes to period boundaries"
+                    )
+
+
+def price_lines(lines: Iterable[ChargeLine], card: RateCard | None) -> list[PricedLine]:
+    """Every line priced with `card`, or with None prices when there is no rate card."""
+    if card is None:
+        return [PricedLine(ln, None, None, None, None) for ln in lines]
+    return card.price_lines(lines)
+
+
+def _check_dating(versions: Sequence[PriceVersion], period_length: int | None) -> None:
+    ids: dict[str, int] = {}
+    for i, v in enumerate(versions):
+        if v.id in ids:
+            raise ValueError(f"versions[{i}].id: {v.id!r} is also versions[{ids[v.id]}].id")
+        ids[v.id] = i
+        if i:
+            prev = versions[i - 1]
+            if v.start == prev.start:
+                raise ValueError(
+                    f"versions[{i}].effective_from: overlaps versions[{i - 1}] "
+                    f"(both start at {iso(v.start)})"
+                )
+            if v.start < prev.start:
+                raise ValueError(
+                    f"versions[{i}].effective_from: {iso(v.start)} is before versions[{i - 1}]'s "
+                    f"{iso(prev.start)}; list versions in ascending effective_from"
+                )
+            if prev.end is not None and prev.end > v.start:
+                raise ValueError(
+                    f"versions[{i - 1}].effective_until: {iso(prev.end)} overlaps versions[{i}], "
+                    f"which starts at {iso(v.start)}"
+                )
+        if period_length:
+            for name, edge in (("effective_from", v.start), ("effective_until", v.end)):
+                if edge is not None and edge % period_length:
+                    raise ValueError(
+                        f"versions[{i}].{name}: {iso(edge)} is not aligned to the "
+                        f"{period_length}s period length, so a period would straddle it"
+                    )
+
+
+def _describe(line: ChargeLine) -> str:
+    w = line.workload
+    return f"{w.cluster}/{w.namespace}/{w.kind}/{w.name} {line.resource} in {line.period}"
