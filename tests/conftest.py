@@ -1,0 +1,44 @@
+"""Session fixtures shared by all test packages: real local brokers.
+
+Subpackages keep their own fixtures in their own conftest.py (simulator, conformance, ...).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+
+from exporter.localbroker import LocalBroker
+
+
+@pytest.fixture(autouse=True)
+def _no_sdc_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    """sdcclient reads these and they would override constructor arguments."""
+    for name in ("SDC_TOKEN", "SDC_URL", "SDC_SSL_VERIFY"):
+        monkeypatch.delenv(name, raising=False)
+
+
+@pytest.fixture(scope="session")
+def noida() -> Iterator[LocalBroker]:
+    """A real noida-db broker (transactions, read_committed, fencing) for the whole session."""
+    with LocalBroker("noida") as broker:
+        yield broker
+
+
+@pytest.fixture(scope="session")
+def tansu() -> Iterator[LocalBroker]:
+    """A real Tansu broker (memory only; read_committed does not hide aborted records)."""
+    with LocalBroker("tansu") as broker:
+        yield broker
+
+
+@pytest.fixture
+def fresh_noida(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalBroker]:
+    """A broker of its own for tests that stop, kill or restart it."""
+    broker = LocalBroker("noida", data_dir=tmp_path_factory.mktemp("noida"))
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.cleanup()
