@@ -18,9 +18,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin import (
+    AdminClient,
+    ConfigResource,  # type: ignore[attr-defined]
+)
 from confluent_kafka.cimpl import NewTopic
-from confluent_kafka.admin import ConfigResource  # type: ignore[attr-defined]
 
 from exporter.clock import Clock
 from exporter.config import KafkaConfig

@@ -7,6 +7,7 @@ real processes bound to 127.0.0.1 and started from the virtualenv's own packages
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -94,7 +95,7 @@ class LocalBroker:
             try:
                 admin.list_topics(timeout=2)
                 return
-            except Exception as exc:  # noqa: BLE001 - any failure means "not ready yet"
+            except Exception as exc:
                 last = str(exc)
                 time.sleep(0.1)
         raise SinkUnavailable(f"{self.kind} broker on {self.bootstrap} not ready after {timeout}s: {last}")
@@ -120,10 +121,8 @@ class LocalBroker:
         self.stop()
         if self._own_dir:
             shutil.rmtree(self.data_dir, ignore_errors=True)
-            try:
+            with contextlib.suppress(OSError):
                 self.log_path.unlink()
-            except OSError:
-                pass
 
     def __enter__(self) -> LocalBroker:
         return self.start()
