@@ -127,7 +127,8 @@ class Offender:
     workload_name: str
     resource: Resource
     chargeable: Decimal
-    missing_keys: tuple[str, ...]
+    missing_keys: tuple[str, ...]  # keys unallocated or invalid
+    invalid_keys: tuple[str, ...] = ()  # the subset of missing_keys that is invalid
 
 
 @dataclass(frozen=True, slots=True)
