@@ -1,0 +1,302 @@
+{{/*
+Chart name, truncated to the 63 characters Kubernetes allows in names and label values.
+*/}}
+{{- define "chargeback-exporter.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Full name: `<release>-<chart>`, or the release name alone when it already contains the chart name.
+*/}}
+{{- define "chargeback-exporter.fullname" -}}
+{{- if .Values.fullnameOverride }}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- $name := default .Chart.Name .Values.nameOverride }}
+{{- if contains $name .Release.Name }}
+{{- .Release.Name | trunc 63 | trimSuffix "-" }}
+{{- else }}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{- define "chargeback-exporter.chart" -}}
+{{- printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+Selector labels: stable for the life of a release (selectors are immutable), never helm.sh/chart.
+*/}}
+{{- define "chargeback-exporter.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "chargeback-exporter.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end }}
+
+{{/*
+Selector of the long-running worker. The component label keeps backfill Job pods out of the
+Deployment's and the Service's selection.
+*/}}
+{{- define "chargeback-exporter.workerSelectorLabels" -}}
+{{ include "chargeback-exporter.selectorLabels" . }}
+app.kubernetes.io/component: worker
+{{- end }}
+
+{{/*
+Common labels of every resource.
+*/}}
+{{- define "chargeback-exporter.labels" -}}
+helm.sh/chart: {{ include "chargeback-exporter.chart" . }}
+{{ include "chargeback-exporter.selectorLabels" . }}
+app.kubernetes.io/version: {{ include "chargeback-exporter.imageTag" . | trunc 63 | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: chargeback-exporter
+{{- with .Values.commonLabels }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{- define "chargeback-exporter.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create }}
+{{- default (include "chargeback-exporter.fullname" .) .Values.serviceAccount.name }}
+{{- else }}
+{{- default "default" .Values.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "chargeback-exporter.imageTag" -}}
+{{- default .Chart.AppVersion .Values.image.tag }}
+{{- end }}
+
+{{- define "chargeback-exporter.image" -}}
+{{- if .Values.image.digest }}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest }}
+{{- else }}
+{{- printf "%s:%s" .Values.image.repository (include "chargeback-exporter.imageTag" .) }}
+{{- end }}
+{{- end }}
+
+{{/* Name of the Secret holding the credentials: the existing one, or the chart's. */}}
+{{- define "chargeback-exporter.secretName" -}}
+{{- default (include "chargeback-exporter.fullname" .) .Values.secret.existingSecret }}
+{{- end }}
+
+{{/*
+Credentials available to the pod, as a YAML list: those listed in `secret.existingSecretItems`
+when an existing Secret is used, otherwise those with a non-empty value.
+*/}}
+{{- define "chargeback-exporter.secretItems" -}}
+{{- $items := list }}
+{{- if .Values.secret.existingSecret }}
+{{- $items = .Values.secret.existingSecretItems | default list | uniq }}
+{{- else }}
+{{- range $item := list "sysdigToken" "kafkaSaslPassword" "kafkaSslKeyPassword" "schemaRegistryUserInfo" }}
+{{- if index $.Values.secret $item }}
+{{- $items = append $items $item }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- toYaml $items }}
+{{- end }}
+
+{{/* Where the projected config volume is mounted; `--config.file` is config.yaml inside it. */}}
+{{- define "chargeback-exporter.configDir" -}}
+/etc/chargeback-exporter
+{{- end }}
+
+{{/*
+The application's config.yaml: `.Values.config` plus what the chart wires itself (listen
+address, secret files, Kafka TLS files). Fails with one clear line on values the app would
+reject at start or that would leak a secret into the ConfigMap.
+*/}}
+{{- define "chargeback-exporter.config" -}}
+{{- $dir := include "chargeback-exporter.configDir" . }}
+{{- $cfg := deepCopy (.Values.config | default dict) }}
+{{- $items := include "chargeback-exporter.secretItems" . | fromYamlArray }}
+{{- range $section := list "sysdig" "kafka" "web" }}
+{{- if not (hasKey $cfg $section) }}
+{{- $_ := set $cfg $section dict }}
+{{- end }}
+{{- end }}
+{{- $sysdig := $cfg.sysdig }}
+{{- $kafka := $cfg.kafka }}
+{{- $web := $cfg.web }}
+{{- range $key := list "token" }}
+{{- if hasKey $sysdig $key }}
+{{- fail (printf "config.sysdig.%s: put the Sysdig token in secret.sysdigToken or secret.existingSecret, not in the ConfigMap" $key) }}
+{{- end }}
+{{- end }}
+{{- range $key := list "sasl_password" "ssl_key_password" }}
+{{- if hasKey $kafka $key }}
+{{- fail (printf "config.kafka.%s: put Kafka secrets in secret.* or secret.existingSecret, not in the ConfigMap" $key) }}
+{{- end }}
+{{- end }}
+{{- if and (kindIs "map" $kafka.schema_registry) (hasKey ($kafka.schema_registry | default dict) "basic_auth_user_info") }}
+{{- fail "config.kafka.schema_registry.basic_auth_user_info: put it in secret.schemaRegistryUserInfo or secret.existingSecret, not in the ConfigMap" }}
+{{- end }}
+{{- if not $kafka.bootstrap_servers }}
+{{- fail "config.kafka.bootstrap_servers is required (host:port of your Kafka brokers)" }}
+{{- end }}
+{{- if and (hasKey $web "enabled") (not $web.enabled) }}
+{{- fail "config.web.enabled must stay true: the probes and /metrics need the HTTP server" }}
+{{- end }}
+{{- $_ := set $web "listen_address" (printf "0.0.0.0:%d" (int .Values.containerPort)) }}
+{{- if has "sysdigToken" $items }}
+{{- $_ := set $sysdig "token_file" (printf "%s/secrets/%s" $dir .Values.secret.keys.sysdigToken) }}
+{{- else if not $sysdig.token_file }}
+{{- fail "no Sysdig token: set secret.sysdigToken, or secret.existingSecret with sysdigToken in secret.existingSecretItems, or config.sysdig.token_file" }}
+{{- end }}
+{{- if has "kafkaSaslPassword" $items }}
+{{- $_ := set $kafka "sasl_password_file" (printf "%s/secrets/%s" $dir .Values.secret.keys.kafkaSaslPassword) }}
+{{- end }}
+{{- $registry := $kafka.schema_registry }}
+{{- if has "schemaRegistryUserInfo" $items }}
+{{- if not (and (kindIs "map" $registry) $registry.url) }}
+{{- fail "secret.schemaRegistryUserInfo needs config.kafka.schema_registry.url" }}
+{{- end }}
+{{- $_ := set $registry "basic_auth_user_info_file" (printf "%s/secrets/%s" $dir .Values.secret.keys.schemaRegistryUserInfo) }}
+{{- end }}
+{{- with .Values.kafkaTls }}
+{{- if .secretName }}
+{{- if .caKey }}
+{{- $_ := set $kafka "ssl_ca_location" (printf "%s/kafka-tls/%s" $dir .caKey) }}
+{{- end }}
+{{- if .certificateKey }}
+{{- $_ := set $kafka "ssl_certificate_location" (printf "%s/kafka-tls/%s" $dir .certificateKey) }}
+{{- end }}
+{{- if .keyKey }}
+{{- $_ := set $kafka "ssl_key_location" (printf "%s/kafka-tls/%s" $dir .keyKey) }}
+{{- end }}
+{{- if .useForSchemaRegistry }}
+{{- if not (and (kindIs "map" $registry) $registry.url .caKey) }}
+{{- fail "kafkaTls.useForSchemaRegistry needs kafkaTls.caKey and config.kafka.schema_registry.url" }}
+{{- end }}
+{{- $_ := set $registry "ca_location" (printf "%s/kafka-tls/%s" $dir .caKey) }}
+{{- end }}
+{{- end }}
+{{- end }}
+{{- toYaml $cfg }}
+{{- end }}
+
+{{/*
+Volumes shared by the worker and the backfill Job: one projected volume with config.yaml, the
+extra files, the credentials and the Kafka TLS material (one mount, so nothing is nested inside
+a read-only volume), and an emptyDir for /tmp because the root filesystem is read-only.
+*/}}
+{{- define "chargeback-exporter.volumes" -}}
+- name: config
+  projected:
+    defaultMode: 0440
+    sources:
+      - configMap:
+          name: {{ include "chargeback-exporter.fullname" . }}
+          items:
+            - key: config.yaml
+              path: config.yaml
+            {{- range $name, $_ := .Values.files }}
+            - key: {{ $name }}
+              path: files/{{ $name }}
+            {{- end }}
+      {{- $items := include "chargeback-exporter.secretItems" . | fromYamlArray }}
+      {{- $fileItems := without $items "kafkaSslKeyPassword" }}
+      {{- if $fileItems }}
+      - secret:
+          name: {{ include "chargeback-exporter.secretName" . }}
+          items:
+            {{- range $item := $fileItems }}
+            {{- $key := index $.Values.secret.keys $item }}
+            - key: {{ $key }}
+              path: secrets/{{ $key }}
+            {{- end }}
+      {{- end }}
+      {{- with .Values.kafkaTls }}
+      {{- if .secretName }}
+      - secret:
+          name: {{ .secretName }}
+          items:
+            {{- range $key := list .caKey .certificateKey .keyKey | compact }}
+            - key: {{ $key }}
+              path: kafka-tls/{{ $key }}
+            {{- end }}
+      {{- end }}
+      {{- end }}
+- name: tmp
+  emptyDir:
+    sizeLimit: {{ .Values.tmpSizeLimit }}
+{{- with .Values.extraVolumes }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{- define "chargeback-exporter.volumeMounts" -}}
+- name: config
+  mountPath: {{ include "chargeback-exporter.configDir" . }}
+  readOnly: true
+- name: tmp
+  mountPath: /tmp
+{{- with .Values.extraVolumeMounts }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/*
+Environment shared by the worker and the backfill Job. The Kafka key password has no `*_file`
+key in the application, so it arrives as its `CHARGEBACK_` override from the Secret.
+*/}}
+{{- define "chargeback-exporter.env" -}}
+{{- $items := include "chargeback-exporter.secretItems" . | fromYamlArray }}
+{{- if has "kafkaSslKeyPassword" $items }}
+- name: CHARGEBACK_KAFKA__SSL_KEY_PASSWORD
+  valueFrom:
+    secretKeyRef:
+      name: {{ include "chargeback-exporter.secretName" . }}
+      key: {{ .Values.secret.keys.kafkaSslKeyPassword }}
+{{- end }}
+{{- with .Values.extraEnv }}
+{{ toYaml . }}
+{{- end }}
+{{- end }}
+
+{{/*
+Pod settings shared by the worker and the backfill Job. Service links are off: Kubernetes would
+otherwise inject variables such as CHARGEBACK_EXPORTER_PORT, which the application reads as
+an unknown `CHARGEBACK_*` config override and rejects.
+*/}}
+{{- define "chargeback-exporter.podSpecCommon" -}}
+serviceAccountName: {{ include "chargeback-exporter.serviceAccountName" . }}
+automountServiceAccountToken: {{ .Values.serviceAccount.automountServiceAccountToken }}
+enableServiceLinks: false
+{{- with .Values.imagePullSecrets }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .Values.priorityClassName }}
+priorityClassName: {{ . }}
+{{- end }}
+{{- with .Values.podSecurityContext }}
+securityContext:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .Values.nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .Values.affinity }}
+affinity:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .Values.tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+volumes:
+  {{- include "chargeback-exporter.volumes" . | nindent 2 }}
+{{- end }}
+
+{{/* Pod template annotations: checksums roll the pod whenever config or chart-made secrets change. */}}
+{{- define "chargeback-exporter.checksums" -}}
+checksum/config: {{ include (print $.Template.BasePath "/configmap.yaml") . | sha256sum }}
+{{- if not .Values.secret.existingSecret }}
+checksum/secret: {{ include (print $.Template.BasePath "/secret.yaml") . | sha256sum }}
+{{- end }}
+{{- end }}
