@@ -22,7 +22,6 @@ Bad input (unreadable, undecodable, invalid YAML, malformed LABEL) is reported p
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import re
@@ -41,6 +40,7 @@ from exporter import __version__
 from exporter.config import OrgConfig, load_config
 from exporter.errors import ExporterError
 from exporter.model import ORG_KEYS
+from exporter.org import AllowedValues, load_allowed_values
 
 # Rule ids, stable: SARIF consumers key alerts (and their dismissals) on them.
 RULE_MISSING = "org-label-missing"
@@ -96,20 +96,6 @@ class LabelPolicyError(ExporterError):
 
 
 @dataclass(frozen=True, slots=True)
-class AllowList:
-    """Allowed values for one key and the file they came from (named in messages)."""
-
-    values: frozenset[str]
-    source: str
-    case_sensitive: bool = True
-
-    def allows(self, value: str) -> bool:
-        if self.case_sensitive:
-            return value in self.values
-        return value.casefold() in {v.casefold() for v in self.values}
-
-
-@dataclass(frozen=True, slots=True)
 class LabelPolicy:
     """What the check requires.
 
@@ -119,7 +105,7 @@ class LabelPolicy:
 
     required: tuple[str, ...] = ORG_KEYS
     aliases: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
-    allowed: Mapping[str, AllowList] = field(default_factory=dict)
+    allowed: Mapping[str, AllowedValues] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -189,38 +175,6 @@ class _BadInput(Exception):
 # Policy construction
 
 
-def load_allowed_values(path: Path, key: str, column: str | None = None) -> frozenset[str]:
-    """Allowed values for `key` from a CSV file.
-
-    The column is `column` if given (its header must exist), else the one whose header equals
-    `key`, else the first column of every row (no header). Header names compare
-    case-insensitively; cells are stripped; blank cells are ignored; a UTF-8 byte-order mark
-    (spreadsheet exports) is accepted. Raises `LabelPolicyError`.
-    """
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except OSError as exc:
-        raise LabelPolicyError(f"{path}: cannot read allow-list: {exc.strerror}") from None
-    except UnicodeDecodeError as exc:
-        raise LabelPolicyError(f"{path}: allow-list is not UTF-8 (byte {exc.start})") from None
-    try:
-        rows = [row for row in csv.reader(text.splitlines()) if any(c.strip() for c in row)]
-    except csv.Error as exc:
-        raise LabelPolicyError(f"{path}: invalid CSV: {exc}") from None
-    index = 0
-    header = [c.strip().lower() for c in rows[0]] if rows else []
-    wanted = (column or key).lower()
-    if wanted in header:
-        index = header.index(wanted)
-        rows = rows[1:]
-    elif column is not None:
-        raise LabelPolicyError(f"{path}: allow-list has no column named {column!r}")
-    values = frozenset(v for row in rows if len(row) > index and (v := row[index].strip()))
-    if not values:
-        raise LabelPolicyError(f"{path}: allow-list for {key} has no values")
-    return values
-
-
 def build_policy(
     required: Sequence[str] = ORG_KEYS,
     aliases: Sequence[str] = (),
@@ -230,14 +184,16 @@ def build_policy(
     """A policy from CLI-shaped strings: `aliases` as `ALIAS=KEY`, `allowed` as `KEY=FILE`.
 
     With `org` (the exporter's `org` config section), each required org key also accepts its
-    configured `workload_labels` and `aliases`, and its `allowed_values_file` is an allow-list,
-    so review and billing agree. Raises `LabelPolicyError` naming the offending option.
+    configured `workload_labels` and `aliases`, and its `allowed_values_file` is an allow-list.
+    Allow-lists are read by the exporter's own reader (`exporter.org.load_allowed_values`: a
+    header row, then the column named after the key, else the first), so review and billing
+    agree. Raises `LabelPolicyError` or `ConfigError` (both exit 2) naming the option or file.
     """
     keys = tuple(dict.fromkeys(k.strip() for k in required if k.strip()))
     if not keys:
         raise LabelPolicyError("--required: no label keys given")
     alias_map: dict[str, list[str]] = {}
-    allow_map: dict[str, AllowList] = {}
+    allow_map: dict[str, AllowedValues] = {}
     if org is not None:
         for key in keys:
             kc = org.keys.get(key)
@@ -245,9 +201,10 @@ def build_policy(
                 continue
             alias_map[key] = [n for n in dict.fromkeys((*kc.workload_labels, *kc.aliases)) if n != key]
             if kc.allowed_values_file is not None:
-                values = load_allowed_values(kc.allowed_values_file, key, kc.allowed_values_column)
-                allow_map[key] = AllowList(values, str(kc.allowed_values_file),
-                                           kc.allowed_values_case_sensitive)
+                allow_map[key] = load_allowed_values(
+                    kc.allowed_values_file, key, kc.allowed_values_column,
+                    kc.allowed_values_case_sensitive,
+                )
     for item in aliases:
         alias, sep, key = (s.strip() for s in item.partition("="))
         if not sep or not alias or not key:
@@ -263,12 +220,14 @@ def build_policy(
             raise LabelPolicyError(f"--allowed {item!r}: expected KEY=FILE.csv")
         if key not in keys:
             raise LabelPolicyError(f"--allowed {item!r}: {key} is not a required label {list(keys)}")
-        values = load_allowed_values(Path(file), key)
+        loaded = load_allowed_values(Path(file), key)
         previous = allow_map.get(key)
-        if previous is not None:  # several files for one key: their union
-            values |= previous.values
-            file = f"{previous.source}+{file}"
-        allow_map[key] = AllowList(values, file, previous.case_sensitive if previous else True)
+        if previous is not None:  # several lists for one key: their union
+            fold = not previous.case_sensitive
+            extra = {(k.casefold() if fold else k): v for k, v in loaded.canonical.items()}
+            loaded = AllowedValues(key, f"{previous.source}+{loaded.source}",
+                                   {**extra, **previous.canonical}, previous.case_sensitive)
+        allow_map[key] = loaded
     return LabelPolicy(keys, {k: tuple(v) for k, v in alias_map.items()}, allow_map)
 
 
@@ -311,7 +270,7 @@ def _check_labels(
                             f"label {_shown(n, key)} value {value!r} {why}", value)
             continue
         allow = policy.allowed.get(key)
-        if allow is not None and not allow.allows(value.strip()):
+        if allow is not None and allow.lookup(value.strip()) is None:
             yield Violation(path, lab.line, kind, name, scope, RULE_NOT_ALLOWED, key,
                             f"label {_shown(n, key)} value {value.strip()!r} is not in the "
                             f"allow-list {allow.source}", value)

@@ -19,7 +19,6 @@ from exporter.labelcheck import (
     RULE_NOT_ALLOWED,
     RULES,
     LabelPolicy,
-    LabelPolicyError,
     _BadInput,
     build_policy,
     check_dockerfile_text,
@@ -27,7 +26,6 @@ from exporter.labelcheck import (
     check_paths,
     is_dockerfile,
     is_manifest,
-    load_allowed_values,
     to_sarif,
 )
 
@@ -251,18 +249,29 @@ def test_allow_list_csv(capsys: pytest.CaptureFixture[str]) -> None:
     assert v["message"] == ("label costcenter value '9999' is not in the allow-list costcenters.csv")
 
 
-def test_allow_list_column_rules(tmp_path: Path) -> None:
-    headerless = tmp_path / "a.csv"
-    headerless.write_text("\ufeff4100,x\n 5200 ,y\n\n,z\n", encoding="utf-8")
-    assert load_allowed_values(headerless, "costcenter") == {"4100", "5200"}
-    named = tmp_path / "b.csv"
-    named.write_text("Name,CostCenter\nweb,4100\ndb,5200\n")
-    assert load_allowed_values(named, "costcenter") == {"4100", "5200"}
-    assert load_allowed_values(named, "costcenter", column="name") == {"web", "db"}
-    empty = tmp_path / "c.csv"
+def test_allow_list_is_read_like_the_exporter_reads_it(
+    capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    # Header row first; the column named after the key, case-insensitively; BOM and blanks ok.
+    named = tmp_path / "cmdb.csv"
+    named.write_text("\ufeffName,CostCenter\nweb, 4100 \n\ndb,5200\n", encoding="utf-8")
+    code, doc = run_json(capsys, "--allowed", f"costcenter={named}", "unquoted.yaml")
+    assert [v["value"] for v in doc["violations"] if v["rule"] == RULE_NOT_ALLOWED] == ["9999"]
+    # Two lists for one key are a union.
+    other = tmp_path / "more.csv"
+    other.write_text("costcenter\n9999\n")
+    code, doc = run_json(capsys, "--allowed", f"costcenter={named}", "--allowed",
+                         f"costcenter={other}", "unquoted.yaml")
+    assert [v for v in doc["violations"] if v["rule"] == RULE_NOT_ALLOWED] == []
+    empty = tmp_path / "empty.csv"
     empty.write_text("costcenter\n")
-    with pytest.raises(LabelPolicyError, match="has no values"):
-        load_allowed_values(empty, "costcenter")
+    code, out, err = run(capsys, "--allowed", f"costcenter={empty}", "good.yaml")
+    assert code == 2
+    assert out == ""
+    assert err.strip().splitlines() == [
+        f"chargeback-exporter check-labels: error: {empty}: allowed values for costcenter: "
+        "no values below the header"
+    ]
 
 
 def test_alias_satisfies_required_key(capsys: pytest.CaptureFixture[str]) -> None:
@@ -292,7 +301,7 @@ def test_required_option(capsys: pytest.CaptureFixture[str]) -> None:
         (["--alias", "nonsense"], "--alias 'nonsense': expected ALIAS=KEY"),
         (["--alias", "cc=owner"], "owner is not a required label"),
         (["--allowed", "costcenter"], "expected KEY=FILE.csv"),
-        (["--allowed", "costcenter=absent.csv"], "absent.csv: cannot read allow-list"),
+        (["--allowed", "costcenter=absent.csv"], "absent.csv: cannot read allowed values for costcenter"),
     ],
 )
 def test_bad_options_exit_2(capsys: pytest.CaptureFixture[str], argv: list[str], expected: str) -> None:
