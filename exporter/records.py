@@ -1,0 +1,566 @@
+"""Billing records, period manifests and checkpoints: the values published to Kafka.
+
+The dataclasses mirror `schemas/*.v1.avsc` field for field (timestamps as UTC epoch
+milliseconds, quantities as `Decimal` already rounded to the schema's scale), so
+`to_avro()` is a plain dict and `exporter.avro.AvroSchema.encode_object` can encode an
+instance directly.
+
+Identity is deterministic: `record_id` and `manifest_id` are SHA-256 over a length-prefixed
+tuple of the identity fields, so a re-export or backfill of the same period gives the same ids
+(consumers upsert by id and keep the highest `revision`). Every quantity goes through
+`exporter.avro.quantize` (ROUND_HALF_EVEN to the schema's scale, precision checked), the only
+rounding step between the unit arithmetic and the Avro bytes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any, cast
+
+from exporter.avro import AvroSchema, DecimalSpec, load_schema, nested_decimal_specs, quantize
+from exporter.errors import EncodingError
+from exporter.model import (
+    INVALID,
+    ORG_KEYS,
+    RESOURCES,
+    UNALLOCATED,
+    UNITS,
+    KeyCoverage,
+    LabelCoverage,
+    Offender,
+    PricedLine,
+    Resource,
+)
+from exporter.periods import Period
+
+ALLOCATIONS: tuple[str, ...] = ("direct", "shared-distribution")
+STATUSES: tuple[str, ...] = ("final", "low-coverage")
+PUBLISHED_AT_HEADER = "published_at"
+"""Kafka header carrying the wall-clock publication time (UTC epoch ms, ASCII digits); it is
+kept out of the Avro payload so that payloads of unchanged data stay byte-identical."""
+
+TOP_OFFENDERS = 10
+_CURRENCY = re.compile(r"^[A-Z]{3}$")
+
+# Sysdig's lowercase kube_workload_type -> Kubernetes Kind; anything else passes through.
+KINDS: Mapping[str, str] = {
+    "deployment": "Deployment",
+    "statefulset": "StatefulSet",
+    "daemonset": "DaemonSet",
+    "job": "Job",
+    "cronjob": "CronJob",
+    "replicaset": "ReplicaSet",
+    "replicationcontroller": "ReplicationController",
+    "pod": "Pod",
+}
+
+
+def kubernetes_kind(sysdig_type: str) -> str:
+    """The Kubernetes Kind for Sysdig's `kube_workload_type` (`deployment` -> `Deployment`).
+
+    Case-insensitive and idempotent (`Deployment` stays `Deployment`); an unknown value is
+    returned unchanged rather than guessed.
+    """
+    return KINDS.get(sysdig_type.lower(), sysdig_type)
+
+
+# --------------------------------------------------------------------------------------------
+# Identity
+# --------------------------------------------------------------------------------------------
+
+
+def _digest(domain: str, parts: Iterable[str | int]) -> str:
+    """First 32 hex chars of SHA-256 over `domain` and `parts`, each as 8-byte big-endian
+    length + UTF-8 bytes (ints as ASCII decimal), so no two tuples share an encoding.
+    """
+    h = hashlib.sha256()
+    for part in (domain, *parts):
+        data = (str(part) if isinstance(part, int) else part).encode("utf-8")
+        h.update(len(data).to_bytes(8, "big"))
+        h.update(data)
+    return h.hexdigest()[:32]
+
+
+def record_id(*, cluster: str, period: Period, namespace: str, workload_kind: str,
+              workload_name: str, resource: str, allocation: str, method: str) -> str:
+    """The deterministic id of a billing record; recomputable from the record's own fields.
+
+    Changes with any identity field (cluster, period bounds, namespace, kind, name, resource,
+    allocation, calculation method) and with nothing else: quantities, prices, org labels and
+    the revision do not enter it, so a republication replaces the earlier one on upsert.
+    """
+    return _digest("chargeback.billing_record.v1", (
+        cluster, period.start * 1000, period.end * 1000, namespace, workload_kind,
+        workload_name, resource, allocation, method,
+    ))
+
+
+def manifest_id(*, cluster: str, period: Period) -> str:
+    """The deterministic id of the manifest of one (period, cluster)."""
+    return _digest("chargeback.period_manifest.v1", (cluster, period.start * 1000, period.end * 1000))
+
+
+# --------------------------------------------------------------------------------------------
+# Records
+# --------------------------------------------------------------------------------------------
+
+
+def _sorted_map(m: Mapping[str, str]) -> dict[str, str]:
+    # Map order is part of the Avro bytes; sorting keeps payloads byte-identical.
+    return dict(sorted(m.items()))
+
+
+def _ms(value: Any) -> int:
+    if isinstance(value, datetime):
+        return round(value.timestamp() * 1000)
+    return int(value)
+
+
+@dataclass(frozen=True, slots=True)
+class BillingRecord:
+    """One value of the billing-records topic (`schemas/billing_record.v1.avsc`)."""
+
+    record_id: str
+    period_start: int
+    period_end: int
+    cluster: str
+    namespace: str
+    workload_kind: str
+    workload_name: str
+    costcenter: str
+    businessunit: str
+    department: str
+    team: str
+    org_label_sources: Mapping[str, str]
+    invalid_org_values: Mapping[str, str]
+    labels: Mapping[str, str]
+    resource: str
+    unit: str
+    usage_quantity: Decimal
+    request_quantity: Decimal
+    chargeable_quantity: Decimal
+    unit_price: Decimal | None
+    cost: Decimal | None
+    currency: str | None
+    price_version: str | None
+    revision: int
+    method: str
+    allocation: str
+    sample_coverage: Decimal
+    exporter_version: str
+    generated_at: int
+
+    def __post_init__(self) -> None:
+        for name in ("org_label_sources", "invalid_org_values", "labels"):
+            object.__setattr__(self, name, _sorted_map(getattr(self, name)))
+
+    def to_avro(self) -> dict[str, Any]:
+        """The Avro datum: every field by name, maps sorted by key."""
+        return {name: getattr(self, name) for name in self.__slots__}
+
+    @classmethod
+    def from_avro(cls, datum: Mapping[str, Any]) -> BillingRecord:
+        """Inverse of `to_avro`; accepts decoded datetimes for the timestamp fields."""
+        values = dict(datum)
+        for name in ("period_start", "period_end", "generated_at"):
+            values[name] = _ms(values[name])
+        return cls(**{name: values[name] for name in cls.__slots__})
+
+    @property
+    def period(self) -> Period:
+        return Period(self.period_start // 1000, self.period_end // 1000)
+
+
+@dataclass(frozen=True, slots=True)
+class ResourceTotal:
+    """Exact sums of one resource over a period-cluster's records (`ResourceTotal` in Avro)."""
+
+    resource: str
+    unit: str
+    usage_quantity: Decimal
+    request_quantity: Decimal
+    chargeable_quantity: Decimal
+    cost: Decimal | None
+    currency: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class KeyShare:
+    """Unallocated and invalid share of one org key for one resource (`KeyCoverage` in Avro)."""
+
+    org_key: str
+    resource: str
+    unallocated_share: Decimal
+    invalid_share: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class TopOffender:
+    """A workload with missing or invalid org labels (`Offender` in Avro)."""
+
+    namespace: str
+    workload_kind: str
+    workload_name: str
+    resource: str
+    chargeable_quantity: Decimal
+    missing_keys: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class PeriodManifest:
+    """One value of the manifests topic (`schemas/period_manifest.v1.avsc`)."""
+
+    manifest_id: str
+    period_start: int
+    period_end: int
+    cluster: str
+    record_count: int
+    totals: tuple[ResourceTotal, ...]
+    unallocated_share: tuple[KeyShare, ...]
+    top_offenders: tuple[TopOffender, ...]
+    revision: int
+    content_hash: str
+    sample_coverage: Decimal
+    method: str
+    status: str
+    complete: bool
+    exporter_version: str
+    generated_at: int
+
+    def to_avro(self) -> dict[str, Any]:
+        """The Avro datum, nested records as dicts."""
+        out: dict[str, Any] = {name: getattr(self, name) for name in self.__slots__}
+        out["totals"] = [_as_dict(t) for t in self.totals]
+        out["unallocated_share"] = [_as_dict(s) for s in self.unallocated_share]
+        out["top_offenders"] = [
+            {**_as_dict(o), "missing_keys": list(o.missing_keys)} for o in self.top_offenders
+        ]
+        return out
+
+    @classmethod
+    def from_avro(cls, datum: Mapping[str, Any]) -> PeriodManifest:
+        """Inverse of `to_avro`; accepts decoded datetimes for the timestamp fields."""
+        values = dict(datum)
+        for name in ("period_start", "period_end", "generated_at"):
+            values[name] = _ms(values[name])
+        values["totals"] = tuple(ResourceTotal(**t) for t in values["totals"])
+        values["unallocated_share"] = tuple(KeyShare(**s) for s in values["unallocated_share"])
+        values["top_offenders"] = tuple(
+            TopOffender(**{**o, "missing_keys": tuple(o["missing_keys"])})
+            for o in values["top_offenders"]
+        )
+        return cls(**{name: values[name] for name in cls.__slots__})
+
+    @property
+    def period(self) -> Period:
+        return Period(self.period_start // 1000, self.period_end // 1000)
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """One value of the compacted checkpoint topic (`schemas/checkpoint.v1.avsc`); the
+    message key is `instance`."""
+
+    instance: str
+    last_period_end: int
+    period_seconds: int
+    updated_at: int
+
+    def to_avro(self) -> dict[str, Any]:
+        return {name: getattr(self, name) for name in self.__slots__}
+
+    @classmethod
+    def from_avro(cls, datum: Mapping[str, Any]) -> Checkpoint:
+        return cls(
+            instance=datum["instance"], last_period_end=_ms(datum["last_period_end"]),
+            period_seconds=int(datum["period_seconds"]), updated_at=_ms(datum["updated_at"]),
+        )
+
+
+def _as_dict(obj: Any) -> dict[str, Any]:
+    return {name: getattr(obj, name) for name in obj.__slots__}
+
+
+# --------------------------------------------------------------------------------------------
+# Building records
+# --------------------------------------------------------------------------------------------
+
+
+Revision = Callable[[str], int] | int
+"""A fixed revision, or a function of the id (`record_id` / `manifest_id`) giving it."""
+
+
+def _revision(revision: Revision, ident: str) -> int:
+    value = revision(ident) if callable(revision) else revision
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 2**31:
+        raise EncodingError(f"{ident}: revision must be an int in [0, 2^31), got {value!r}")
+    return value
+
+
+def build_records(lines: Sequence[PricedLine], *, revision: Revision, generated_at_ms: int,
+                  exporter_version: str) -> list[BillingRecord]:
+    """Turn priced charge lines into billing records, in input order.
+
+    Quantities are rounded half-even to 9 decimals, prices to 10, costs to 6 and coverage to 6
+    (the schema's scales); each must fit the schema's precision. `generated_at_ms` is the
+    logical generation time (the pipeline passes period end + settle delay), never the wall
+    clock, so that unchanged data re-exports byte-identically.
+
+    Raises `EncodingError` naming the record and field for a value that does not fit, an
+    unknown resource or allocation, a malformed currency, a cost without currency, a negative
+    quantity, or two lines with the same identity.
+    """
+    schema = load_schema("billing_record")
+    specs = schema.decimals
+    out: list[BillingRecord] = []
+    seen: set[str] = set()
+    coverage_memo: dict[Decimal, Decimal] = {}
+    for priced in lines:
+        line = priced.line
+        wl = line.workload
+        kind = kubernetes_kind(wl.kind)
+        rid = record_id(cluster=wl.cluster, period=line.period, namespace=wl.namespace,
+                        workload_kind=kind, workload_name=wl.name, resource=line.resource,
+                        allocation=line.allocation, method=line.method)
+        where = f"record {rid} ({wl.cluster}/{wl.namespace}/{kind}/{wl.name} {line.resource})"
+        if rid in seen:
+            raise EncodingError(f"{where}: two charge lines have the same identity")
+        seen.add(rid)
+        if line.resource not in RESOURCES:
+            raise EncodingError(f"{where}: unknown resource {line.resource!r}")
+        if line.allocation not in ALLOCATIONS:
+            raise EncodingError(f"{where}: unknown allocation {line.allocation!r}")
+        quantities = {}
+        for name, value in (("usage_quantity", line.usage), ("request_quantity", line.request),
+                            ("chargeable_quantity", line.chargeable)):
+            q = quantize(value, specs[name], f"{where} field {name}")
+            if q < 0:
+                raise EncodingError(f"{where} field {name}: negative quantity {value}")
+            quantities[name] = q
+        unit_price = _optional(priced.unit_price, specs["unit_price"], f"{where} field unit_price")
+        cost = _optional(priced.cost, specs["cost"], f"{where} field cost")
+        currency = priced.currency
+        if currency is not None and not _CURRENCY.match(currency):
+            raise EncodingError(f"{where} field currency: {currency!r} is not an ISO 4217 code")
+        if (unit_price is not None or cost is not None) and currency is None:
+            raise EncodingError(f"{where} field currency: a priced record needs a currency")
+        # One coverage object per distinct value lets the encoder reuse its bytes.
+        coverage = coverage_memo.get(line.coverage)
+        if coverage is None:
+            coverage = quantize(line.coverage, specs["sample_coverage"],
+                                f"{where} field sample_coverage")
+            coverage_memo[line.coverage] = coverage
+        org = line.org.values
+        out.append(BillingRecord(
+            record_id=rid,
+            period_start=line.period.start * 1000,
+            period_end=line.period.end * 1000,
+            cluster=wl.cluster,
+            namespace=wl.namespace,
+            workload_kind=kind,
+            workload_name=wl.name,
+            costcenter=org.get("costcenter", UNALLOCATED),
+            businessunit=org.get("businessunit", UNALLOCATED),
+            department=org.get("department", UNALLOCATED),
+            team=org.get("team", UNALLOCATED),
+            org_label_sources=line.org.sources,
+            invalid_org_values=line.org.original,
+            labels=line.labels,
+            resource=line.resource,
+            unit=UNITS[line.resource],
+            unit_price=unit_price,
+            cost=cost,
+            currency=currency,
+            price_version=priced.price_version,
+            revision=_revision(revision, rid),
+            method=line.method,
+            allocation=line.allocation,
+            sample_coverage=coverage,
+            exporter_version=exporter_version,
+            generated_at=generated_at_ms,
+            **quantities,
+        ))
+    return out
+
+
+def _optional(value: Decimal | None, spec: DecimalSpec, what: str) -> Decimal | None:
+    return None if value is None else quantize(value, spec, what)
+
+
+# --------------------------------------------------------------------------------------------
+# Manifests
+# --------------------------------------------------------------------------------------------
+
+
+def content_hash_of_bodies(bodies: Iterable[bytes]) -> str:
+    """SHA-256 hex over each Avro body as 8-byte big-endian length + bytes, in the given order
+    (record_id order for a manifest). Consumers recompute it from the framed values with
+    `exporter.avro.body_of`.
+    """
+    h = hashlib.sha256()
+    for body in bodies:
+        h.update(len(body).to_bytes(8, "big"))
+        h.update(body)
+    return h.hexdigest()
+
+
+def content_hash(records: Iterable[BillingRecord], schema: AvroSchema | None = None) -> str:
+    """The manifest `content_hash` of a period-cluster's records (any order given)."""
+    s = schema or load_schema("billing_record")
+    ordered = sorted(records, key=lambda r: r.record_id)
+    return content_hash_of_bodies(s.encode_object(r) for r in ordered)
+
+
+def coverage_status(coverage: Decimal, minimum: Decimal) -> str:
+    """`final` when `coverage >= minimum`, else `low-coverage`."""
+    return "final" if coverage >= minimum else "low-coverage"
+
+
+_RESOURCE_RANK: Mapping[str, int] = {r: i for i, r in enumerate(RESOURCES)}
+
+
+def _resource_order(resource: str) -> tuple[int, str]:
+    return (_RESOURCE_RANK.get(resource, len(_RESOURCE_RANK)), resource)
+
+
+def coverage_from_records(cluster: str, records: Sequence[BillingRecord],
+                          top: int = TOP_OFFENDERS) -> LabelCoverage:
+    """Label coverage of one cluster's records, for when the caller has none at hand."""
+    totals: dict[str, Decimal] = {}
+    missing: dict[tuple[str, str, str], Decimal] = {}
+    offenders: list[Offender] = []
+    for r in records:
+        totals[r.resource] = totals.get(r.resource, Decimal(0)) + r.chargeable_quantity
+        values = {k: getattr(r, k) for k in ORG_KEYS}
+        keys = tuple(k for k in ORG_KEYS if values[k] in (UNALLOCATED, INVALID))
+        for k in keys:
+            slot = (k, r.resource, values[k])
+            missing[slot] = missing.get(slot, Decimal(0)) + r.chargeable_quantity
+        if keys:
+            offenders.append(Offender(r.namespace, r.workload_kind, r.workload_name,
+                                      cast(Resource, r.resource), r.chargeable_quantity, keys))
+    shares = []
+    for resource in sorted(totals, key=_resource_order):
+        total = totals[resource]
+        for k in ORG_KEYS:
+            un = missing.get((k, resource, UNALLOCATED), Decimal(0))
+            inv = missing.get((k, resource, INVALID), Decimal(0))
+            shares.append(KeyCoverage(k, cast(Resource, resource),
+                                      un / total if total else Decimal(0),
+                                      inv / total if total else Decimal(0)))
+    offenders.sort(key=lambda o: (-o.chargeable, o.namespace, o.workload_kind, o.workload_name,
+                                  o.resource))
+    return LabelCoverage(cluster, tuple(shares), tuple(offenders[:top]))
+
+
+def build_manifests(records: Sequence[BillingRecord],
+                    coverage_by_cluster: Mapping[str, LabelCoverage],
+                    sample_coverage: Mapping[str, Decimal], *, period: Period, method: str,
+                    revision: Revision, generated_at_ms: int, exporter_version: str,
+                    status: str | Callable[[str], str] = "final") -> list[PeriodManifest]:
+    """One manifest per cluster of the period, sorted by cluster.
+
+    Clusters are those in `records`, `coverage_by_cluster` and `sample_coverage` (a cluster
+    with no workloads still gets a manifest with `record_count` 0). Totals are exact sums at
+    the records' scale; `content_hash` covers the records' Avro bodies in `record_id` order.
+    Label coverage comes from `coverage_by_cluster`, or is computed from the records when a
+    cluster is missing there. `status` is a value of `STATUSES` or a function of the cluster.
+
+    Raises `EncodingError` for a record of another period, a total that does not fit its
+    schema, mixed currencies or a mix of priced and unpriced records within a resource, a
+    cluster without sample coverage, or an unknown status.
+    """
+    schema = load_schema("period_manifest")
+    body_schema = load_schema("billing_record")
+    total_specs = nested_decimal_specs(schema, "totals")
+    share_specs = nested_decimal_specs(schema, "unallocated_share")
+    offender_specs = nested_decimal_specs(schema, "top_offenders")
+    by_cluster: dict[str, list[BillingRecord]] = {}
+    for r in records:
+        if r.period_start != period.start * 1000 or r.period_end != period.end * 1000:
+            raise EncodingError(f"record {r.record_id}: period {r.period} is not {period}")
+        by_cluster.setdefault(r.cluster, []).append(r)
+    clusters = sorted(set(by_cluster) | set(coverage_by_cluster) | set(sample_coverage))
+    out: list[PeriodManifest] = []
+    for cluster in clusters:
+        recs = sorted(by_cluster.get(cluster, ()), key=lambda r: r.record_id)
+        mid = manifest_id(cluster=cluster, period=period)
+        where = f"manifest {mid} ({cluster} {period})"
+        totals = tuple(_totals(recs, resource, total_specs, where)
+                       for resource in sorted({r.resource for r in recs}, key=_resource_order))
+        cov = coverage_by_cluster.get(cluster) or coverage_from_records(cluster, recs)
+        shares = tuple(
+            KeyShare(k.org_key, k.resource,
+                     quantize(k.unallocated_share, share_specs["unallocated_share"],
+                              f"{where} unallocated_share {k.org_key}/{k.resource}"),
+                     quantize(k.invalid_share, share_specs["invalid_share"],
+                              f"{where} invalid_share {k.org_key}/{k.resource}"))
+            for k in cov.keys
+        )
+        offenders = tuple(
+            TopOffender(o.namespace, kubernetes_kind(o.workload_kind), o.workload_name, o.resource,
+                        quantize(o.chargeable, offender_specs["chargeable_quantity"],
+                                 f"{where} top_offenders {o.namespace}/{o.workload_name}"),
+                        tuple(o.missing_keys))
+            for o in cov.top_offenders
+        )
+        raw_cov = sample_coverage.get(cluster)
+        if raw_cov is None:
+            if not recs:
+                raise EncodingError(f"{where}: no sample coverage for cluster {cluster!r}")
+            raw_cov = min(r.sample_coverage for r in recs)
+        state = status(cluster) if callable(status) else status
+        if state not in STATUSES:
+            raise EncodingError(f"{where}: unknown status {state!r}; expected one of {STATUSES}")
+        out.append(PeriodManifest(
+            manifest_id=mid,
+            period_start=period.start * 1000,
+            period_end=period.end * 1000,
+            cluster=cluster,
+            record_count=len(recs),
+            totals=totals,
+            unallocated_share=shares,
+            top_offenders=offenders,
+            revision=_revision(revision, mid),
+            content_hash=content_hash_of_bodies(body_schema.encode_object(r) for r in recs),
+            sample_coverage=quantize(raw_cov, schema.decimals["sample_coverage"],
+                                     f"{where} sample_coverage"),
+            method=method,
+            status=state,
+            complete=state == "final",
+            exporter_version=exporter_version,
+            generated_at=generated_at_ms,
+        ))
+    return out
+
+
+def _totals(recs: Sequence[BillingRecord], resource: str, specs: Mapping[str, DecimalSpec],
+            where: str) -> ResourceTotal:
+    rows = [r for r in recs if r.resource == resource]
+    sums = {
+        name: quantize(sum((getattr(r, name) for r in rows), Decimal(0)), specs[name],
+                       f"{where} total {resource} {name}")
+        for name in ("usage_quantity", "request_quantity", "chargeable_quantity")
+    }
+    priced = [r for r in rows if r.cost is not None]
+    currencies = {r.currency for r in priced}
+    cost: Decimal | None = None
+    currency: str | None = None
+    if priced:
+        if len(priced) != len(rows):
+            raise EncodingError(f"{where}: {resource} mixes priced and unpriced records")
+        if len(currencies) != 1:
+            raise EncodingError(f"{where}: {resource} mixes currencies {sorted(map(str, currencies))}")
+        currency = currencies.pop()
+        cost = quantize(sum((r.cost for r in priced if r.cost is not None), Decimal(0)),
+                        specs["cost"], f"{where} total {resource} cost")
+    units = {r.unit for r in rows}
+    if len(units) != 1:
+        raise EncodingError(f"{where}: {resource} mixes units {sorted(units)}")
+    return ResourceTotal(resource, units.pop(), sums["usage_quantity"], sums["request_quantity"],
+                         sums["chargeable_quantity"], cost, currency)
