@@ -1,0 +1,566 @@
+"""The Sysdig chargeback dashboard: its PromQL, the shipped JSON, and `dashboard install|export`.
+
+The panels show, live in Sysdig, what the exporter bills: per pod and per 1-minute step the
+larger of CPU/memory request and usage, summed to cost center, business unit, department, team,
+namespace and workload, with unlabelled usage shown as `__unallocated__`. They sample once a
+minute, so they are a close view of the bill, not the bill: the exported records are.
+
+Org labels resolve as in `exporter.org` (workload label, then namespace label; blank values
+skipped, values trimmed), with one chain of `label_replace` per key over
+`sysdig_container_cpu_cores_used` (the series the exporter reads labels from too). Defaults and
+allow-lists are applied by the exporter only; the dashboard shows labels as Sysdig sees them.
+
+`exporter/data/dashboard.json` is `build_dashboard()` for the default org configuration,
+regenerated with `python -m exporter.dashboard > exporter/data/dashboard.json` (a test checks
+they agree). `dashboard install` builds it for the configured org labels and creates it with
+sdcclient's `create_dashboard_from_file`, or updates the dashboard of that name in place.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import importlib.resources
+import json
+import sys
+import tempfile
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from exporter.commands import add_common, config_from_args
+from exporter.config import Config, OrgConfig
+from exporter.errors import ConfigError, SourceAuthError, SourceError, SourceUnavailable
+from exporter.model import GIB, ORG_KEYS, RESOURCES, UNALLOCATED
+from exporter.queries import CPU_USED, MEM_USED, POD_GRAIN, REQUESTS, WORKLOAD_KINDS, selector
+
+DEFAULT_NAME = "Kubernetes Chargeback"
+DATA_FILE = "dashboard.json"
+STEP = "1m"
+STEPS_PER_HOUR = 60
+GRID_WIDTH = 12  # Sysdig v3 layouts are 12 columns wide
+
+_G = ", ".join(POD_GRAIN)
+_TRIM = r"\\s*(.*\\S)\\s*"  # PromQL string for the RE2 regex \s*(.*\S)\s*: non-blank, trimmed
+_BLANK = r"\s*"  # a regex (selector() escapes it): absent, empty or whitespace only
+
+
+def _label_name(name: str) -> str:
+    # Sysdig, like Prometheus, turns anything outside [a-zA-Z0-9_] into `_` (see exporter.org).
+    return "".join(ch if (ch.isascii() and ch.isalnum()) or ch == "_" else "_" for ch in name)
+
+
+@dataclass(frozen=True, slots=True)
+class OrgSources:
+    """Sysdig label names that carry each org key, highest precedence first."""
+
+    labels: dict[str, tuple[str, ...]]
+
+    @classmethod
+    def from_config(cls, org: OrgConfig | None = None) -> OrgSources:
+        """Workload labels (`kube_<kind>_label_<name>`) then namespace labels, per key, each
+        level's names followed by the key's aliases, as `exporter.org` resolves them."""
+        org = org or OrgConfig()
+        out: dict[str, tuple[str, ...]] = {}
+        for key in ORG_KEYS:
+            kc = org.keys[key]
+            workload = _names(kc.workload_labels, kc.aliases)
+            namespace = _names(kc.namespace_labels, kc.aliases)
+            cols = [f"kube_{kind}_label_{n}" for n in workload for kind in WORKLOAD_KINDS]
+            cols += [f"kube_namespace_label_{n}" for n in namespace]
+            out[key] = tuple(dict.fromkeys(cols))
+        return cls(out)
+
+
+def _names(primary: Sequence[str], aliases: Sequence[str]) -> tuple[str, ...]:
+    if not primary:
+        return ()
+    return tuple(dict.fromkeys(_label_name(n.strip()) for n in (*primary, *aliases)))
+
+
+class Queries:
+    """The PromQL of every panel, built from the org label sources.
+
+    Per pod (`POD_GRAIN`) and per step: usage `U`, request `R`, chargeable `(U >= R) or R or U`,
+    each the last sample of the step (no 5-minute lookback). `org(x)` attaches the org keys from
+    the pod's usage series and sets a missing key to `__unallocated__`.
+    """
+
+    def __init__(self, sources: OrgSources) -> None:
+        self.sources = sources
+        self.keys = tuple(sources.labels)
+
+    def _sample(self, metric: str, matchers: Sequence[tuple[str, str, str]] = ()) -> str:
+        return f"sum by ({_G}) (last_over_time({selector(metric, matchers)}[{STEP}]))"
+
+    def usage(self, res: str) -> str:
+        return self._sample(CPU_USED if res == "cpu" else MEM_USED)
+
+    def request(self, res: str) -> str:
+        return self._sample(REQUESTS, [("resource", "=", res)])
+
+    def chargeable(self, res: str) -> str:
+        u, r = self.usage(res), self.request(res)
+        return f"({u} >= {r}) or {r} or {u}"
+
+    def info(self, keys: Sequence[str]) -> str:
+        """One series of value 1 per pod, labelled with the org `keys` its usage series carry."""
+        expr = f"last_over_time({CPU_USED}[{STEP}])"
+        for key in keys:
+            for src in reversed(self.sources.labels[key]):  # innermost = lowest precedence
+                expr = f'label_replace({expr}, "{key}", "$1", "{src}", "{_TRIM}")'
+        return f"group by ({_G}, {', '.join(keys)}) ({expr})"
+
+    def org(self, expr: str, keys: Sequence[str]) -> str:
+        """`expr` (at pod grain) labelled with the org `keys`, `__unallocated__` when missing.
+
+        Only the keys a panel groups by are resolved, which keeps each query a few KiB.
+        """
+        by = ", ".join(keys)
+        joined = f"(({expr}) * on({_G}) group_left({by}) {self.info(keys)}) or on({_G}) ({expr})"
+        for key in keys:
+            joined = f'label_replace({joined}, "{key}", "{UNALLOCATED}", "{key}", "")'
+        return joined
+
+    def has_key(self, key: str) -> str:
+        """Pods whose usage series carry a non-blank label for `key`."""
+        blank = [(src, "=~", _BLANK) for src in self.sources.labels[key]]
+        every = f"group by ({_G}) (last_over_time({CPU_USED}[{STEP}]))"
+        if not blank:
+            return f"({every} unless on({_G}) {every})"
+        unlabelled = f"group by ({_G}) (last_over_time({selector(CPU_USED, blank)}[{STEP}]))"
+        return f"({every} unless on({_G}) {unlabelled})"
+
+    def unallocated(self, res: str, key: str) -> str:
+        return f"({self.chargeable(res)}) unless on({_G}) {self.has_key(key)}"
+
+    @staticmethod
+    def per_hour(expr: str) -> str:
+        """Sum of 1-minute step values over the last hour / 60: unit-hours in that hour."""
+        return f"sum_over_time(({expr})[1h:{STEP}]) / {STEPS_PER_HOUR}"
+
+    @staticmethod
+    def gib(expr: str) -> str:
+        return f"({expr}) / {GIB}"
+
+
+# ---------------------------------------------------------------------------------------------
+# Panels
+
+
+def _format(unit: str) -> dict[str, Any]:
+    if unit == "%":
+        return {"unit": "%", "inputFormat": "0-100", "displayFormat": "auto", "decimals": 1,
+                "yAxis": "auto", "nullValueDisplayMode": "nullGap"}
+    return {"unit": "number", "inputFormat": "1", "displayFormat": "auto", "decimals": 2,
+            "yAxis": "auto", "nullValueDisplayMode": "nullGap"}
+
+
+def _query(query: str, legend: str, unit: str, name: str = "") -> dict[str, Any]:
+    return {
+        "query": query,
+        "enabled": True,
+        "displayInfo": {"displayName": name, "timeSeriesDisplayNameTemplate": legend,
+                        "type": "lines"},
+        "format": _format(unit),
+    }
+
+
+def _axes(unit: str) -> dict[str, Any]:
+    fmt = "0-100" if unit == "%" else "1"
+
+    def side(enabled: bool) -> dict[str, Any]:
+        return {"enabled": enabled, "displayName": None, "unit": "auto", "displayFormat": "auto",
+                "decimals": None, "minValue": 0, "maxValue": None, "minInputFormat": fmt,
+                "maxInputFormat": fmt, "scale": "linear"}
+
+    return {"bottom": {"enabled": True}, "left": side(True), "right": side(False)}
+
+
+@dataclass(frozen=True, slots=True)
+class Panel:
+    """One panel: its queries as (PromQL, legend template, display name), unit and place."""
+
+    name: str
+    description: str
+    queries: tuple[tuple[str, str, str], ...]
+    unit: str
+    w: int
+    h: int
+    number: bool = False
+    tags: tuple[str, ...] = ()
+
+    def to_json(self, panel_id: int) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "id": panel_id,
+            "type": "advancedNumber" if self.number else "advancedTimechart",
+            "name": self.name,
+            "description": self.description,
+            "nullValueDisplayText": None,
+            "advancedQueries": [_query(q, legend, self.unit, name) for q, legend, name in self.queries],
+        }
+        if self.number:
+            body["numberThresholds"] = {"values": [], "base": {"severity": "none", "displayText": ""}}
+        else:
+            body["legendConfiguration"] = {"enabled": True, "position": "right", "layout": "table",
+                                           "showCurrent": True, "width": None, "height": None}
+            body["axesConfiguration"] = _axes(self.unit)
+        return body
+
+
+def panels(q: Queries) -> list[Panel]:
+    """Every panel, in layout order. `tags` mark what the tests check (e.g. `by-costcenter`)."""
+    cc = "costcenter" if "costcenter" in q.keys else q.keys[0]
+    unit_hours = {"cpu": "core-hours", "memory": "GiB-hours"}
+    what = {"cpu": "CPU", "memory": "memory"}
+    title_of = {"cpu": "CPU", "memory": "Memory"}
+    unit_now = {"cpu": "cores", "memory": "GiB"}
+
+    def scaled(res: str, expr: str) -> str:
+        return q.gib(expr) if res == "memory" else expr
+
+    def org_keys(by: Sequence[str]) -> list[str]:
+        return [k for k in by if k in q.keys]
+
+    def hours(res: str, by: Sequence[str]) -> str:
+        charged = q.org(q.chargeable(res), org_keys(by))
+        return scaled(res, f"sum by ({', '.join(by)}) ({q.per_hour(charged)})")
+
+    def now(kind: str, res: str, by: Sequence[str]) -> str:
+        base = {"chargeable": q.chargeable, "usage": q.usage, "request": q.request}[kind](res)
+        return f"sum by ({', '.join(by)}) ({q.org(base, org_keys(by))})"
+
+    def share_hour(res: str, key: str) -> str:
+        part = f"sum({q.per_hour(q.unallocated(res, key))}) or vector(0)"
+        return f"100 * ({part}) / sum({q.per_hour(q.chargeable(res))})"
+
+    def share_now(res: str, key: str) -> str:
+        return f"100 * (sum({q.unallocated(res, key)}) or vector(0)) / sum({q.chargeable(res)})"
+
+    def legend(by: Sequence[str]) -> str:
+        return " / ".join(f"{{{{{k}}}}}" for k in by)
+
+    out: list[Panel] = []
+    for res in RESOURCES:
+        total = f"sum({q.per_hour(q.chargeable(res))})"
+        out.append(Panel(
+            f"Chargeable {unit_hours[res]}, last hour",
+            f"max(request, usage) of {what[res]} per pod and minute, summed over the last hour.",
+            ((scaled(res, total), "", unit_hours[res]),), "number", 3, 3, number=True,
+            tags=("total",)))
+    for res in RESOURCES:
+        out.append(Panel(
+            f"Unallocated share of {unit_hours[res]} (no {cc}), last hour",
+            f"Share of chargeable {unit_hours[res]} of pods whose usage carries no {cc} label "
+            "on the workload or its namespace.",
+            ((share_hour(res, cc), "", "unallocated"),), "%", 3, 3, number=True,
+            tags=("unallocated",)))
+    for res in RESOURCES:
+        out.append(Panel(
+            f"Chargeable {unit_hours[res]} per hour by {cc}",
+            f"max(request, usage) per pod and minute over the past hour, by {cc}.",
+            ((hours(res, [cc]), legend([cc]), ""),), "number", 6, 4, tags=("by-costcenter",)))
+    for res in RESOURCES:
+        out.append(Panel(
+            f"Chargeable {what[res]} ({unit_now[res]}) by {cc}",
+            f"max(request, usage) of {what[res]} right now, per pod, by {cc}.",
+            ((scaled(res, now("chargeable", res, [cc])), legend([cc]), ""),), "number", 6, 4,
+            tags=("by-costcenter",)))
+    for res in RESOURCES:
+        out.append(Panel(
+            f"{title_of[res]} consumption ({unit_now[res]} used) by {cc}",
+            f"{title_of[res]} actually used, by {cc}.",
+            ((scaled(res, now("usage", res, [cc])), legend([cc]), ""),), "number", 6, 4,
+            tags=("by-costcenter",)))
+    drill = [
+        ["businessunit"], ["businessunit", "department"], ["department", "team"],
+        ["team", "kube_namespace_name"],
+    ]
+    for by in drill:
+        if not all(k in q.keys or k.startswith("kube_") for k in by):
+            continue
+        title = " / ".join("namespace" if k == "kube_namespace_name" else k for k in by)
+        for res in RESOURCES:
+            out.append(Panel(
+                f"Chargeable {unit_hours[res]} per hour by {title}",
+                f"Drill-down: chargeable {unit_hours[res]} in the past hour by {title}.",
+                ((hours(res, by), legend(by), ""),), "number", 6, 4, tags=("drill-down",)))
+    workload = [cc, *org_keys(["team"]), "kube_cluster_name", "kube_namespace_name",
+                "kube_workload_type", "kube_workload_name"]
+    for res in RESOURCES:
+        out.append(Panel(
+            f"Top 20 workloads by chargeable {unit_hours[res]} per hour",
+            "Drill-down to the workload, with its org labels.",
+            ((f"topk(20, {hours(res, workload)})",
+              "{{kube_namespace_name}}/{{kube_workload_name}} ({{" + cc + "}})", ""),),
+            "number", 6, 5, tags=("drill-down",)))
+    for res in RESOURCES:
+        ratio = f"100 * {now('usage', res, [cc])} / {now('request', res, [cc])}"
+        out.append(Panel(
+            f"{title_of[res]} efficiency (used / requested) by {cc}",
+            f"Usage as a percentage of requests; low values mean paying for idle {what[res]}.",
+            ((ratio, legend([cc]), ""),), "%", 6, 4, tags=("by-costcenter", "efficiency")))
+    for res in RESOURCES:
+        idle = f"{now('chargeable', res, [cc])} - {now('usage', res, [cc])}"
+        out.append(Panel(
+            f"Idle but charged {what[res]} ({unit_now[res]}) by {cc}",
+            "Chargeable minus used: requested capacity that is billed but not used.",
+            ((scaled(res, idle), legend([cc]), ""),), "number", 6, 4,
+            tags=("by-costcenter", "efficiency")))
+    for res in RESOURCES:
+        out.append(Panel(
+            f"Unallocated share of chargeable {what[res]} per org key",
+            "Per org key, the share of chargeable capacity of pods without that label.",
+            tuple((share_now(res, key), "", key) for key in q.keys), "%", 6, 4,
+            tags=("unallocated",)))
+    for res in RESOURCES:
+        expr = (f"sum by (kube_cluster_name, kube_namespace_name, kube_workload_type, "
+                f"kube_workload_name) ({q.unallocated(res, cc)})")
+        out.append(Panel(
+            f"Top 20 workloads without {cc} ({what[res]})",
+            f"Workloads charged to {UNALLOCATED}: label them (see `chargeback-exporter "
+            "check-labels`).",
+            ((f"topk(20, {scaled(res, expr)})",
+              "{{kube_namespace_name}}/{{kube_workload_name}}", ""),),
+            "number", 6, 5, tags=("unallocated",)))
+    return out
+
+
+def _layout(items: Sequence[Panel]) -> list[dict[str, int]]:
+    """Left to right, top to bottom, on the 12-column grid."""
+    layout: list[dict[str, int]] = []
+    x = y = row_h = 0
+    for i, p in enumerate(items, 1):
+        if x + p.w > GRID_WIDTH:
+            x, y, row_h = 0, y + row_h, 0
+        layout.append({"panelId": i, "x": x, "y": y, "w": p.w, "h": p.h})
+        x += p.w
+        row_h = max(row_h, p.h)
+    return layout
+
+
+def build_dashboard(org: OrgConfig | None = None, name: str = DEFAULT_NAME) -> dict[str, Any]:
+    """The dashboard as Sysdig's v3 export format: `{"version": "v3", "dashboard": {...}}`."""
+    items = panels(Queries(OrgSources.from_config(org)))
+    return {
+        "version": "v3",
+        "dashboard": {
+            "name": name,
+            "description": (
+                "Chargeback view of the Sysdig chargeback exporter: chargeable = max(request, "
+                "usage) per pod and minute. Sampled per minute; the exported billing records "
+                "are authoritative."
+            ),
+            "schema": 3,
+            "shared": False,
+            "public": False,
+            "scopeExpressionList": [],
+            "eventDisplaySettings": {"enabled": False, "queryParams": {
+                "severities": [], "alertStatuses": [], "categories": [], "filter": "",
+                "teamScope": False}},
+            "panels": [p.to_json(i) for i, p in enumerate(items, 1)],
+            "layout": _layout(items),
+        },
+    }
+
+
+def dump(dashboard: dict[str, Any]) -> str:
+    """The JSON text exactly as shipped: indented, keys in build order, trailing newline."""
+    return json.dumps(dashboard, indent=2) + "\n"
+
+
+def shipped_text() -> str:
+    """`exporter/data/dashboard.json` as packaged."""
+    return importlib.resources.files("exporter").joinpath("data", DATA_FILE).read_text("utf-8")
+
+
+# ---------------------------------------------------------------------------------------------
+# Install through sdcclient
+
+
+class _Adapter(HTTPAdapter):
+    """No urllib3 retries (a failed PUT or GET is reported at once), a timeout, fixed TLS."""
+
+    def __init__(self, verify: bool | str, timeout: float) -> None:
+        super().__init__(max_retries=0)
+        self._verify = verify
+        self._timeout = timeout
+
+    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+        kwargs["verify"] = self._verify
+        if kwargs.get("timeout") is None:
+            kwargs["timeout"] = self._timeout
+        return super().send(request, **kwargs)
+
+
+@dataclass(frozen=True, slots=True)
+class InstallResult:
+    action: str  # "created" or "updated"
+    dashboard_id: int | str | None
+    version: int | None
+    duplicates: tuple[Any, ...] = ()
+
+
+class DashboardInstaller:
+    """Creates or updates the chargeback dashboard through sdcclient's `SdMonitorClient`."""
+
+    def __init__(self, url: str, token: str, *, verify: bool | str = True, timeout: float = 30.0) -> None:
+        from sdcclient import SdMonitorClient
+
+        self._url = url.rstrip("/")
+        self._token = token
+        client = SdMonitorClient(token=token, sdc_url=self._url, ssl_verify=verify)
+        # sdcclient lets SDC_TOKEN / SDC_URL / SDC_SSL_VERIFY override its arguments; ours win.
+        client.token = token
+        client.url = self._url
+        client.hdrs["Authorization"] = "Bearer " + token
+        client.ssl_verify = verify
+        adapter = _Adapter(verify, timeout)
+        client.http.mount("https://", adapter)
+        client.http.mount("http://", adapter)
+        client.http.hooks["response"].append(self._capture)
+        self._client = client
+        self._status: int | None = None
+
+    def _capture(self, response: requests.Response, *args: Any, **kwargs: Any) -> None:
+        self._status = response.status_code
+
+    def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        self._status = None
+        where = f"Sysdig {self._url} ({what})"
+        try:
+            result = fn(*args, **kwargs)
+        except requests.exceptions.SSLError:
+            raise SourceError(f"{where}: TLS verification failed") from None
+        except requests.exceptions.Timeout:
+            raise SourceUnavailable(f"{where}: timed out") from None
+        except requests.exceptions.ConnectionError:
+            raise SourceUnavailable(f"{where}: unreachable") from None
+        except requests.exceptions.RequestException as exc:
+            raise SourceUnavailable(f"{where}: request failed: {type(exc).__name__}") from None
+        except ValueError:
+            raise SourceError(f"{where}: HTTP {self._status}: response is not JSON") from None
+        ok, body = result[0], result[1]
+        if ok:
+            return body
+        message = str(body).replace(self._token, "***").strip().replace("\n", "; ")
+        status = self._status
+        if status in (401, 403):
+            hint = "wrong or expired token" if status == 401 else "token lacks privileges"
+            raise SourceAuthError(f"{where}: HTTP {status} {message} ({hint})")
+        if status == 429 or (status is not None and status >= 500):
+            raise SourceUnavailable(f"{where}: HTTP {status} {message}")
+        raise SourceError(f"{where}: HTTP {status}: {message}")
+
+    def find(self, name: str) -> list[dict[str, Any]]:
+        """Dashboards visible to the token whose name is exactly `name`, lowest id first."""
+        found = self._call("list dashboards", self._client.find_dashboard_by, name)
+        boards = [item["dashboard"] for item in found]
+        return sorted(boards, key=lambda b: b.get("id") or 0)
+
+    def install(self, dashboard: dict[str, Any], name: str, shared: bool = False) -> InstallResult:
+        """Create `dashboard` (v3 export format) named `name`, or update the one of that name.
+
+        An existing dashboard keeps its id, sharing and public settings; its panels, layout and
+        description are replaced and its version moves on. With several of that name, the one
+        with the lowest id is updated and the others are reported in `duplicates`.
+        """
+        existing = self.find(name)
+        if existing:
+            target = existing[0]
+            full = self._call("get dashboard", self._client.get_dashboard, target["id"])
+            current = dict(full.get("dashboard", full))
+            body = dashboard["dashboard"]
+            for key, value in body.items():
+                if key not in ("id", "version", "name", "shared", "public", "publicToken"):
+                    current[key] = value
+            current["name"] = name
+            updated = self._call("update dashboard", self._client.update_dashboard, current)
+            board = updated.get("dashboard", updated)
+            return InstallResult("updated", board.get("id"), board.get("version"),
+                                 tuple(b.get("id") for b in existing[1:]))
+        with _as_file(dashboard) as path:
+            created = self._call("create dashboard", self._client.create_dashboard_from_file,
+                                 name, str(path), shared=shared)
+        board = created.get("dashboard", created)
+        return InstallResult("created", board.get("id"), board.get("version"))
+
+
+@contextlib.contextmanager
+def _as_file(dashboard: dict[str, Any]) -> Iterator[Path]:
+    """The packaged file when it is what we would install, else a temporary copy."""
+    text = dump(dashboard)
+    if text == shipped_text():
+        with importlib.resources.as_file(
+            importlib.resources.files("exporter").joinpath("data", DATA_FILE)
+        ) as path:
+            yield path
+        return
+    with tempfile.TemporaryDirectory(prefix="chargeback-dashboard-") as tmp:
+        path = Path(tmp) / DATA_FILE
+        path.write_text(text, encoding="utf-8")
+        yield path
+
+
+def installer_from_config(config: Config) -> DashboardInstaller:
+    """An installer for `config.sysdig` (URL, token, TLS, timeout). Raises `ConfigError`."""
+    token = config.sysdig.resolved_token()
+    if not token:
+        raise ConfigError(
+            "sysdig.token: not set (use sysdig.token, sysdig.token_file or CHARGEBACK_SYSDIG__TOKEN)"
+        )
+    verify: bool | str = config.sysdig.verify_tls
+    if config.sysdig.verify_tls and config.sysdig.ca_file is not None:
+        verify = str(config.sysdig.ca_file)
+    return DashboardInstaller(config.sysdig.url, token, verify=verify,
+                              timeout=float(config.sysdig.timeout))
+
+
+# ---------------------------------------------------------------------------------------------
+# CLI
+
+
+def _cmd_install(args: argparse.Namespace) -> int:
+    config = config_from_args(args)
+    dashboard = build_dashboard(config.org, args.name)
+    result = installer_from_config(config).install(dashboard, args.name, shared=args.shared)
+    print(f"{result.action} dashboard {args.name!r} (id {result.dashboard_id}, "
+          f"version {result.version}) on {config.sysdig.url}")
+    if result.duplicates:
+        ids = ", ".join(str(i) for i in result.duplicates)
+        print(f"chargeback-exporter dashboard: warning: other dashboards named {args.name!r} "
+              f"left as they are (ids {ids})", file=sys.stderr)
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    config = config_from_args(args)
+    sys.stdout.write(dump(build_dashboard(config.org, args.name)))
+    return 0
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add `dashboard install` and `dashboard export`."""
+    p = subparsers.add_parser("dashboard", help="install or print the Sysdig chargeback dashboard")
+    sub = p.add_subparsers(dest="dashboard_command", metavar="ACTION", required=True)
+    inst = sub.add_parser(
+        "install", help="create the dashboard in Sysdig, or update the one of that name",
+        description="Create the chargeback dashboard in Sysdig Monitor with the configured URL "
+        "and token (sysdig.url, sysdig.token); if a dashboard of that name exists, update it.",
+    )
+    inst.add_argument("--name", default=DEFAULT_NAME, help=f"dashboard name (default: {DEFAULT_NAME})")
+    inst.add_argument("--shared", action="store_true", help="share a newly created dashboard")
+    add_common(inst)
+    inst.set_defaults(handler=_cmd_install)
+    exp = sub.add_parser("export", help="print the dashboard JSON (Sysdig v3 format)")
+    exp.add_argument("--name", default=DEFAULT_NAME, help=f"dashboard name (default: {DEFAULT_NAME})")
+    add_common(exp)
+    exp.set_defaults(handler=_cmd_export)
+
+
+if __name__ == "__main__":
+    sys.stdout.write(dump(build_dashboard()))
