@@ -18,6 +18,7 @@ MetricName = Literal[
     "chargeback_unallocated_share",
     "chargeback_period_failures_total",
     "chargeback_period_duration_seconds",
+    "chargeback_coarse_periods_total",
 ]
 
 
@@ -59,6 +60,10 @@ class Metrics:
         self.period_duration = Histogram(
             "chargeback_period_duration_seconds", "Wall time to export one period.",
             buckets=(0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300), registry=r)
+        self.coarse_periods = Counter(
+            "chargeback_coarse_periods",
+            "Periods measured at a coarser step than periods.resolution (Sysdig retention), by step.",
+            ["step"], registry=r)
 
     def observe_sysdig(self, query: str, status: int | None, seconds: float) -> None:
         """Record one Sysdig request (hooked into the Sysdig client)."""

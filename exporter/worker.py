@@ -1,0 +1,384 @@
+"""The long-running worker: exports every closed period once, in order, one transaction each.
+
+Which periods to export comes from the checkpoint, never from the time a run fires: the next
+period starts where the last committed one ended. Without a checkpoint the worker starts at
+`periods.start` when configured, otherwise at the last closed period (no implicit history).
+
+APScheduler only *wakes* the worker, on period boundaries plus the settle delay; the export
+itself runs on one dedicated thread, so a late or coalesced wake-up simply finds more closed
+periods and catches up in bounded batches.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+from exporter.clock import Clock
+from exporter.config import PeriodsConfig, WorkerConfig
+from exporter.errors import (
+    ExporterError,
+    FencedError,
+    IncompleteDataError,
+    RetentionError,
+    RetryableError,
+    SinkError,
+)
+from exporter.health import HealthState
+from exporter.metrics import Metrics
+from exporter.periods import Period, align_down, closed_periods, format_duration, iso
+from exporter.pipeline import PeriodResult
+from exporter.retry import call_with_retries
+from exporter.sink import CheckpointStore, PeriodSink
+from exporter.source import UsageSource
+from exporter.sysdig import RETENTION_TIERS
+
+log = logging.getLogger("exporter.worker")
+
+# Sysdig keeps nothing older than its last roll-up tier (1 day resolution for a year).
+MAX_RETENTION = RETENTION_TIERS[-1][1]
+
+
+class ExportPipeline(Protocol):
+    """What the worker needs of `exporter.pipeline.Pipeline`."""
+
+    @property
+    def source(self) -> UsageSource:
+        ...
+
+    def compute(self, period: Period) -> PeriodResult:
+        """Measure and price `period`; raises `IncompleteDataError`, source errors."""
+        ...
+
+    def publish(self, result: PeriodResult, sink: PeriodSink, instance: str,
+                checkpoint_end: int | None = None) -> None:
+        """Publish the result and the checkpoint in one transaction; all or nothing."""
+        ...
+
+
+class Scheduler(Protocol):
+    """The part of an APScheduler 3.x scheduler the worker drives."""
+
+    def start(self) -> None:
+        ...
+
+    def shutdown(self, wait: bool = True) -> None:
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class BatchOutcome:
+    """What one `export_due` run did.
+
+    `exported` are the periods committed, in order. `held` is the period that stopped the batch
+    (not committed, retried on the next run) and `error` why. `more_due` is true when closed
+    periods remain after this run (batch limit reached, or a stop was requested).
+    """
+
+    exported: tuple[Period, ...] = ()
+    held: Period | None = None
+    error: ExporterError | None = None
+    more_due: bool = False
+
+
+def first_fire_time(now: float, length: int, settle: int) -> datetime:
+    """The first wake-up at or after `now`: a period boundary plus the settle delay (UTC)."""
+    at = align_down(int(now) - settle, length) + settle
+    if at < now:
+        at += length
+    return datetime.fromtimestamp(at, tz=UTC)
+
+
+def build_trigger(clock: Clock, periods: PeriodsConfig) -> Any:
+    """An `IntervalTrigger` of `periods.length` firing at boundaries plus `settle_delay`."""
+    from apscheduler.triggers.interval import IntervalTrigger
+
+    start = first_fire_time(clock.time(), periods.length, periods.settle_delay)
+    return IntervalTrigger(seconds=periods.length, start_date=start, timezone=UTC)
+
+
+def build_scheduler(wake: Callable[[], None], clock: Clock, periods: PeriodsConfig) -> Any:
+    """A BackgroundScheduler whose only job calls `wake` on every period boundary + settle."""
+    from apscheduler.schedulers.background import BackgroundScheduler
+
+    scheduler = BackgroundScheduler(timezone=UTC)
+    # A wake-up is idempotent and cheap: missed ones coalesce and are never dropped as late.
+    scheduler.add_job(wake, build_trigger(clock, periods), id="chargeback-export",
+                      coalesce=True, max_instances=1, misfire_grace_time=None)
+    return scheduler
+
+
+class Worker:
+    """Exports closed periods from the checkpoint on, one transaction per period."""
+
+    def __init__(
+        self,
+        pipeline: ExportPipeline,
+        sink: PeriodSink,
+        checkpoints: CheckpointStore,
+        clock: Clock,
+        periods_cfg: PeriodsConfig,
+        worker_cfg: WorkerConfig,
+        metrics: Metrics,
+        instance: str,
+        health_state: HealthState,
+        *,
+        publish_attempts: int = 3,
+        publish_max_retry_time: float = 60.0,
+    ) -> None:
+        self._pipeline = pipeline
+        self._sink = sink
+        self._checkpoints = checkpoints
+        self._clock = clock
+        self._periods = periods_cfg
+        self._cfg = worker_cfg
+        self._metrics = metrics
+        self._instance = instance
+        self._health = health_state
+        self._publish_attempts = publish_attempts
+        self._publish_max_retry_time = publish_max_retry_time
+        self._next: int | None = None
+        self._busy = threading.Lock()
+        self._stopping = threading.Event()
+        self._wake = threading.Event()
+        self._fatal: ExporterError | None = None
+        self._closed = False
+        metrics.export_lag.set_function(self._lag)
+
+    # --- state ------------------------------------------------------------------------------
+
+    @property
+    def next_period_start(self) -> int | None:
+        """Start (epoch seconds) of the next period to export; None before `start()`."""
+        return self._next
+
+    def _lag(self) -> float:
+        lag = self._health.lag()
+        return float("nan") if lag is None else lag
+
+    def start(self) -> None:
+        """Start the sink, then read the checkpoint (read_committed) to find the next period.
+
+        Blocking. Raises what `PeriodSink.start` and `CheckpointStore.read` raise, and
+        `ExporterError` when the checkpoint is not aligned to `periods.length`.
+        """
+        self._sink.start()
+        self._health.sink_started()
+        last = self._checkpoints.read()
+        length = self._periods.length
+        if last is not None:
+            if last % length:
+                raise ExporterError(
+                    f"checkpoint {iso(last)} of instance {self._instance} is not aligned to "
+                    f"periods.length {format_duration(length)}; was the period length changed?"
+                )
+            self._next = last
+            self._health.committed(last)
+            self._metrics.last_closed_period_end.set(last)
+            origin = "checkpoint"
+        elif self._periods.start is not None:
+            self._next = self._periods.start
+            origin = "periods.start"
+        else:
+            # No implicit history: the first export is the most recent closed period.
+            newest_end = align_down(int(self._clock.time()) - self._periods.settle_delay, length)
+            self._next = newest_end - length
+            origin = "last closed period"
+        log.info("worker started", extra={"instance": self._instance, "next_period_start": iso(self._next),
+                                          "from": origin})
+
+    # --- exporting ----------------------------------------------------------------------------
+
+    def due(self, limit: int | None = None) -> list[Period]:
+        """Closed periods from the next one on, in order, at most `limit` of them."""
+        if self._next is None:
+            raise ExporterError("worker used before start()")
+        periods = closed_periods(self._next, self._clock.time(), self._periods.length,
+                                 self._periods.settle_delay)
+        return list(periods if limit is None else itertools.islice(periods, limit))
+
+    def export_due(self) -> BatchOutcome:
+        """Export the closed periods that are due, at most `worker.max_batch_periods`, in order.
+
+        Blocking; one export at a time. Each period is computed and published in its own
+        transaction and the next period advances only after its commit. Incomplete data and
+        retryable failures (after retries) stop the batch without advancing and are reported in
+        the outcome. Raises `FencedError` (this instance must stop), other `SinkError`s (the
+        producer is unusable) and `RetentionError` (the period's data is gone at Sysdig).
+        """
+        with self._busy:
+            limit = self._cfg.max_batch_periods
+            due = self.due(limit + 1)
+            exported: list[Period] = []
+            for period in due[:limit]:
+                if self._stopping.is_set():
+                    return BatchOutcome(tuple(exported), more_due=True)
+                try:
+                    self._export_one(period)
+                except IncompleteDataError as exc:
+                    self._hold(period, "incomplete", exc)
+                    return BatchOutcome(tuple(exported), period, exc, more_due=True)
+                except RetryableError as exc:
+                    self._hold(period, "unavailable", exc)
+                    return BatchOutcome(tuple(exported), period, exc, more_due=True)
+                except (SinkError, RetentionError) as exc:
+                    reason = ("fenced" if isinstance(exc, FencedError)
+                              else "retention" if isinstance(exc, RetentionError) else "sink")
+                    self._metrics.period_failures.labels(reason).inc()
+                    if isinstance(exc, SinkError):
+                        self._health.sink_stopped()
+                    log.error("worker stopping", extra={"period": str(period), "error": str(exc)})
+                    raise
+                except ExporterError as exc:
+                    # Source and encoding errors: held and retried next run, loudly.
+                    self._hold(period, "error", exc)
+                    return BatchOutcome(tuple(exported), period, exc, more_due=True)
+                exported.append(period)
+            return BatchOutcome(tuple(exported), more_due=len(due) > limit)
+
+    def export_all(self) -> list[Period]:
+        """Run `export_due` until no closed period is left (or a stop was requested).
+
+        Raises the error that held a period, so a one-shot run fails loudly.
+        """
+        exported: list[Period] = []
+        while True:
+            outcome = self.export_due()
+            exported.extend(outcome.exported)
+            if outcome.error is not None:
+                raise outcome.error
+            if not outcome.more_due or self._stopping.is_set():
+                return exported
+
+    def _hold(self, period: Period, reason: str, exc: ExporterError) -> None:
+        self._metrics.period_failures.labels(reason).inc()
+        log.warning("period held for retry", extra={
+            "period": str(period), "period_start": period.start, "period_end": period.end,
+            "reason": reason, "error": str(exc),
+        })
+
+    def _check_retention(self, period: Period) -> int:
+        age = int(self._clock.time()) - period.start
+        if age > MAX_RETENTION:
+            raise RetentionError(
+                f"period {period} is {format_duration(age)} old, beyond Sysdig's longest retention "
+                f"({format_duration(MAX_RETENTION)}); its usage can no longer be measured. "
+                "Move periods.start or the checkpoint forward"
+            )
+        step = self._pipeline.source.step_for(period)
+        if step > self._periods.resolution:
+            self._metrics.coarse_periods.labels(str(step)).inc()
+            log.warning("period older than the retention of the configured resolution", extra={
+                "period": str(period), "resolution_seconds": self._periods.resolution,
+                "step_seconds": step, "age_seconds": age,
+            })
+        return step
+
+    def _export_one(self, period: Period) -> None:
+        began = self._clock.time()
+        step = self._check_retention(period)
+        result = self._pipeline.compute(period)
+        computed = self._clock.time()
+        call_with_retries(
+            lambda: self._pipeline.publish(result, self._sink, self._instance),
+            clock=self._clock, attempts=self._publish_attempts,
+            max_delay=self._publish_max_retry_time, what=f"publish {period}",
+        )
+        self._next = period.end
+        done = self._clock.time()
+        self._health.committed(period.end)
+        m = self._metrics
+        m.periods_exported.labels("live").inc()
+        m.records_produced.labels("live").inc(result.record_count)
+        m.last_closed_period_end.set(period.end)
+        m.period_duration.observe(max(0.0, done - began))
+        for cluster, cov in result.coverage.items():
+            for kc in cov.keys:
+                m.unallocated_share.labels(cluster, kc.org_key, kc.resource).set(
+                    float(kc.unallocated_share + kc.invalid_share))
+        log.info("period exported", extra={
+            "period": str(period), "period_start": period.start, "period_end": period.end,
+            "records": result.record_count, "manifests": len(result.manifests),
+            "status": result.status, "step_seconds": step,
+            "compute_seconds": round(computed - began, 3), "publish_seconds": round(done - computed, 3),
+        })
+
+    # --- service ------------------------------------------------------------------------------
+
+    def wake(self) -> None:
+        """Ask the export thread to run `export_due` (non-blocking; wake-ups coalesce)."""
+        self._wake.set()
+
+    def request_stop(self) -> None:
+        """Stop after the in-flight period (safe from a signal handler; non-blocking)."""
+        self._stopping.set()
+        self._wake.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stopping.is_set()
+
+    def _loop(self) -> None:
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            if self._stopping.is_set():
+                return
+            try:
+                outcome = self.export_due()
+            except ExporterError as exc:
+                self._fatal = exc
+                self._stopping.set()
+                return
+            except Exception as exc:
+                log.exception("unexpected error in the export loop")
+                self._fatal = ExporterError(f"worker: unexpected {type(exc).__name__}: {exc}")
+                self._stopping.set()
+                return
+            if outcome.more_due and outcome.error is None:
+                # Catch-up: a full batch is followed at once by the next one, not an interval later.
+                self._wake.set()
+
+    def serve(self, scheduler: Scheduler | None = None) -> int:
+        """Start, catch up at once, then export on every wake-up until `request_stop`.
+
+        Blocking. On stop: scheduling ends, the in-flight period may commit or abort within
+        `worker.shutdown_grace` seconds, then the sink is closed (aborting any open
+        transaction) and 0 is returned. A fatal error (fenced, producer unusable, retention)
+        is raised after the same clean-up.
+        """
+        self.start()
+        thread = threading.Thread(target=self._loop, name="chargeback-export", daemon=True)
+        thread.start()
+        sched = scheduler if scheduler is not None else build_scheduler(self.wake, self._clock, self._periods)
+        sched.start()
+        self.wake()
+        try:
+            # Wall-clock polling so that signal handlers run promptly in the main thread.
+            while not self._stopping.wait(1.0):
+                pass
+        finally:
+            sched.shutdown(wait=False)
+            self._wake.set()
+            thread.join(self._cfg.shutdown_grace)
+            if thread.is_alive():
+                log.warning("in-flight period did not finish within the shutdown grace; aborting it",
+                            extra={"shutdown_grace_seconds": self._cfg.shutdown_grace})
+            self.close()
+        if self._fatal is not None:
+            raise self._fatal
+        nxt = None if self._next is None else iso(self._next)
+        log.info("worker stopped", extra={"next_period_start": nxt})
+        return 0
+
+    def close(self) -> None:
+        """Close the sink (an open transaction is aborted). Idempotent."""
+        if not self._closed:
+            self._closed = True
+            self._health.sink_stopped()
+            self._sink.close()
