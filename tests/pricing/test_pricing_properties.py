@@ -108,12 +108,11 @@ def test_quantization_moves_each_record_by_at_most_half_a_unit(values: list[Deci
         assert Fraction(r) == half_even(Fraction(v), 9)
         assert abs(Fraction(r) - Fraction(v)) <= Fraction(1, 2 * 10**9)
         assert r.as_tuple().exponent == -9
-    drift = abs(sum(map(Fraction, rounded)) - sum(map(Fraction, values)))
+    exact = sum((Fraction(v) for v in values), Fraction(0))
+    drift = abs(sum((Fraction(r) for r in rounded), Fraction(0)) - exact)
     assert drift <= Fraction(len(values), 2 * 10**9)
-    money = [quantize_cost(v) for v in values]
-    assert abs(sum(map(Fraction, money)) - sum(map(Fraction, values))) <= Fraction(
-        len(values), 2 * 10**6
-    )
+    money = sum((Fraction(quantize_cost(v)) for v in values), Fraction(0))
+    assert abs(money - exact) <= Fraction(len(values), 2 * 10**6)
 
 
 @settings(max_examples=150, deadline=None)

@@ -86,10 +86,10 @@ def test_shared_quantity_goes_to_recipients_in_proportion() -> None:
     db = extra[0]
     assert db.allocation == "shared-distribution" and db.method == METHOD_ID == "shared-proportional/v1"
     assert db.org.values["costcenter"] == "cc-2"
-    assert (db.usage, db.request) == (0, 0)
+    assert (db.usage, db.request) == (Decimal(0), Decimal(0))
     assert db.labels[SHARED_FROM_LABEL] == "kube-system/daemonset/kube-proxy,kube-system/deployment/coredns"
     [pool] = result.pools
-    assert (pool.cluster, pool.resource, pool.quantity, pool.recipients) == ("c1", "cpu", 4, 2)
+    assert (pool.cluster, pool.resource, pool.quantity, pool.recipients) == ("c1", "cpu", Decimal(4), 2)
 
 
 def test_priced_lines_distribute_cost_exactly_too() -> None:
