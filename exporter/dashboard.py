@@ -36,12 +36,12 @@ from exporter.commands import add_common, config_from_args
 from exporter.config import Config, OrgConfig
 from exporter.errors import ConfigError, SourceAuthError, SourceError, SourceUnavailable
 from exporter.model import GIB, ORG_KEYS, RESOURCES, UNALLOCATED
+from exporter.periods import format_duration
 from exporter.queries import CPU_USED, MEM_USED, POD_GRAIN, REQUESTS, WORKLOAD_KINDS, selector
 
 DEFAULT_NAME = "Kubernetes Chargeback"
 DATA_FILE = "dashboard.json"
-STEP = "1m"
-STEPS_PER_HOUR = 60
+STEP_SECONDS = 60  # panel sampling: Sysdig keeps 1-minute data for 2 days, 10 s only for 6 h
 GRID_WIDTH = 12  # Sysdig v3 layouts are 12 columns wide
 
 _G = ", ".join(POD_GRAIN)
@@ -90,12 +90,16 @@ class Queries:
     the pod's usage series and sets a missing key to `__unallocated__`.
     """
 
-    def __init__(self, sources: OrgSources) -> None:
+    def __init__(self, sources: OrgSources, step_seconds: int = STEP_SECONDS) -> None:
+        if step_seconds <= 0 or 3600 % step_seconds:
+            raise ValueError("step_seconds must divide an hour")
         self.sources = sources
         self.keys = tuple(sources.labels)
+        self.step = format_duration(step_seconds)
+        self.steps_per_hour = 3600 // step_seconds
 
     def _sample(self, metric: str, matchers: Sequence[tuple[str, str, str]] = ()) -> str:
-        return f"sum by ({_G}) (last_over_time({selector(metric, matchers)}[{STEP}]))"
+        return f"sum by ({_G}) (last_over_time({selector(metric, matchers)}[{self.step}]))"
 
     def usage(self, res: str) -> str:
         return self._sample(CPU_USED if res == "cpu" else MEM_USED)
@@ -109,7 +113,7 @@ class Queries:
 
     def info(self, keys: Sequence[str]) -> str:
         """One series of value 1 per pod, labelled with the org `keys` its usage series carry."""
-        expr = f"last_over_time({CPU_USED}[{STEP}])"
+        expr = f"last_over_time({CPU_USED}[{self.step}])"
         for key in keys:
             for src in reversed(self.sources.labels[key]):  # innermost = lowest precedence
                 expr = f'label_replace({expr}, "{key}", "$1", "{src}", "{_TRIM}")'
@@ -129,19 +133,18 @@ class Queries:
     def has_key(self, key: str) -> str:
         """Pods whose usage series carry a non-blank label for `key`."""
         blank = [(src, "=~", _BLANK) for src in self.sources.labels[key]]
-        every = f"group by ({_G}) (last_over_time({CPU_USED}[{STEP}]))"
+        every = f"group by ({_G}) (last_over_time({CPU_USED}[{self.step}]))"
         if not blank:
             return f"({every} unless on({_G}) {every})"
-        unlabelled = f"group by ({_G}) (last_over_time({selector(CPU_USED, blank)}[{STEP}]))"
+        unlabelled = f"group by ({_G}) (last_over_time({selector(CPU_USED, blank)}[{self.step}]))"
         return f"({every} unless on({_G}) {unlabelled})"
 
     def unallocated(self, res: str, key: str) -> str:
         return f"({self.chargeable(res)}) unless on({_G}) {self.has_key(key)}"
 
-    @staticmethod
-    def per_hour(expr: str) -> str:
-        """Sum of 1-minute step values over the last hour / 60: unit-hours in that hour."""
-        return f"sum_over_time(({expr})[1h:{STEP}]) / {STEPS_PER_HOUR}"
+    def per_hour(self, expr: str) -> str:
+        """Sum of the step values over the last hour / steps per hour: unit-hours in that hour."""
+        return f"sum_over_time(({expr})[1h:{self.step}]) / {self.steps_per_hour}"
 
     @staticmethod
     def gib(expr: str) -> str:
@@ -343,9 +346,15 @@ def _layout(items: Sequence[Panel]) -> list[dict[str, int]]:
     return layout
 
 
-def build_dashboard(org: OrgConfig | None = None, name: str = DEFAULT_NAME) -> dict[str, Any]:
-    """The dashboard as Sysdig's v3 export format: `{"version": "v3", "dashboard": {...}}`."""
-    items = panels(Queries(OrgSources.from_config(org)))
+def build_dashboard(
+    org: OrgConfig | None = None, name: str = DEFAULT_NAME, step_seconds: int = STEP_SECONDS
+) -> dict[str, Any]:
+    """The dashboard as Sysdig's v3 export format: `{"version": "v3", "dashboard": {...}}`.
+
+    `step_seconds` is the panels' sampling step (tests use the 10 s sample interval to compare
+    with the exporter's exact integrals).
+    """
+    items = panels(Queries(OrgSources.from_config(org), step_seconds))
     return {
         "version": "v3",
         "dashboard": {
