@@ -85,6 +85,7 @@ WORKLOAD_TEMPLATE_PATHS: Mapping[str, tuple[str, ...]] = {
 _K8S_LABEL_VALUE = re.compile(r"(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?")
 _YAML_STR = "tag:yaml.org,2002:str"
 _YAML_NULL = "tag:yaml.org,2002:null"
+_YAML_MERGE = "tag:yaml.org,2002:merge"
 _SKIP_DIRS = frozenset({"node_modules", "__pycache__", "venv"})
 STDIN = "-"
 
@@ -311,18 +312,27 @@ def _line(node: Node) -> int:
     return int(node.start_mark.line) + 1
 
 
+def _mapping_labels(node: MappingNode) -> dict[str, _Label]:
+    out: dict[str, _Label] = {}
+    for k, v in node.value:
+        if not isinstance(k, ScalarNode):
+            continue
+        if k.tag == _YAML_MERGE:  # `<<: *common`: merged keys, overridden by explicit ones
+            sources = v.value if isinstance(v, SequenceNode) else [v]
+            for src in sources:
+                if isinstance(src, MappingNode):
+                    out = {**_mapping_labels(src), **out}
+        elif isinstance(v, ScalarNode):
+            value = None if v.tag == _YAML_NULL else str(v.value)
+            out[str(k.value)] = _Label(value, _line(k), v.tag in (_YAML_STR, _YAML_NULL))
+        else:
+            out[str(k.value)] = _Label(None, _line(k), False)
+    return out
+
+
 def _labels_of(meta: Node | None) -> tuple[dict[str, _Label], Node | None]:
     labels_node = _get(meta, "labels")
-    out: dict[str, _Label] = {}
-    if isinstance(labels_node, MappingNode):
-        for k, v in labels_node.value:
-            if not isinstance(k, ScalarNode):
-                continue
-            if isinstance(v, ScalarNode):
-                value = None if v.tag == _YAML_NULL else str(v.value)
-                out[str(k.value)] = _Label(value, _line(k), v.tag in (_YAML_STR, _YAML_NULL))
-            else:
-                out[str(k.value)] = _Label(None, _line(k), False)
+    out = _mapping_labels(labels_node) if isinstance(labels_node, MappingNode) else {}
     return out, labels_node
 
 

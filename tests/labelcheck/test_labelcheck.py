@@ -437,3 +437,26 @@ def test_pre_commit_hook_definition() -> None:
         assert selected(path) is expected, path
         # The walker picks the same files as the hook.
         assert (is_manifest(name) or is_dockerfile(name)) is expected, path
+
+
+def test_yaml_anchors_and_merge_keys() -> None:
+    text = """
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: merged
+  labels: &org
+    costcenter: "4100"
+    businessunit: retail
+    department: web
+    team: checkout
+spec:
+  template:
+    metadata:
+      labels:
+        <<: *org
+        team: ""
+        app: merged
+"""
+    [v] = check_manifest_text(text, "m.yaml", build_policy())
+    assert (v.line, v.scope, v.rule, v.key) == (16, "pod template labels", RULE_EMPTY, "team")
