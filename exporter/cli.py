@@ -22,6 +22,7 @@ Handler = Callable[[argparse.Namespace], int]
 _COMMAND_MODULES: tuple[str, ...] = (
     "exporter.commands",
     "exporter.labelcheck",
+    "exporter.run",
     "exporter.dashboard",
 )
 

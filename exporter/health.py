@@ -174,7 +174,7 @@ class HealthServer:
         server.registry = self._registry
         self._server = server
         self._thread = threading.Thread(target=server.serve_forever, name="chargeback-health",
-                                        kwargs={"poll_interval": 0.2}, daemon=True)
+                                        kwargs={"poll_interval": 0.1}, daemon=True)
         self._thread.start()
         log.info("health server listening", extra={"address": f"{self._host}:{self.port}"})
 

@@ -1,0 +1,150 @@
+"""Subcommand `run`: the long-running worker, or one catch-up pass with `--once`.
+
+    chargeback-exporter run [--config.file F] [--once] [--web.listen-address ADDR]
+
+Without `--once` the worker exports on a schedule and serves `/healthz`, `/readyz` and
+`/metrics` until SIGTERM or SIGINT, then shuts down gracefully and exits 0. With `--once` it
+exports every closed period from the checkpoint (or `periods.start`, or the last closed period)
+up to now minus the settle delay and exits 0, or non-zero with one line on failure. A fenced
+instance exits 4.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from types import FrameType
+from typing import Any
+
+from exporter.clock import Clock, SystemClock
+from exporter.commands import add_common, config_from_args
+from exporter.config import Config
+from exporter.errors import ExporterError
+from exporter.health import HealthServer, HealthState
+from exporter.metrics import Metrics
+from exporter.periods import iso
+from exporter.sink import CheckpointStore, PeriodSink
+from exporter.worker import ExportPipeline, Worker
+
+log = logging.getLogger("exporter.run")
+
+Parts = tuple[ExportPipeline, PeriodSink, CheckpointStore]
+Build = Callable[[Config, Clock, Metrics], Parts]
+"""Builds the pipeline, the sink and the checkpoint store from configuration (no I/O yet)."""
+
+
+@dataclass
+class Service:
+    """A worker and, unless disabled, the HTTP server reporting on it."""
+
+    worker: Worker
+    health: HealthServer | None
+    metrics: Metrics
+
+
+def default_build(cfg: Config, clock: Clock, metrics: Metrics) -> Parts:
+    """The real adapters: Sysdig source, Avro codec, transactional Kafka sink and checkpoints."""
+    from exporter import commands
+
+    build_pipeline: Any = getattr(commands, "build_pipeline", None)
+    build_sink: Any = getattr(commands, "build_sink", None)
+    build_checkpoints: Any = getattr(commands, "build_checkpoints", None)
+    if build_pipeline is None or build_sink is None or build_checkpoints is None:
+        raise ExporterError("run: this build has no Kafka pipeline factories")
+    return build_pipeline(cfg, clock, metrics), build_sink(cfg, clock, metrics), \
+        build_checkpoints(cfg, clock)
+
+
+def assemble(cfg: Config, clock: Clock, metrics: Metrics, build: Build, *, serve_http: bool) -> Service:
+    """Wire a `Service`. The listen address is validated before any adapter is built."""
+    state = HealthState(clock, cfg.periods.length, cfg.periods.settle_delay)
+    health = (HealthServer(cfg.web.listen_address, state, metrics.registry)
+              if serve_http and cfg.web.enabled else None)
+    pipeline, sink, checkpoints = build(cfg, clock, metrics)
+    worker = Worker(pipeline, sink, checkpoints, clock, cfg.periods, cfg.worker, metrics,
+                    cfg.kafka.transactional_id, state)
+    return Service(worker, health, metrics)
+
+
+@contextmanager
+def stop_on_signals(worker: Worker) -> Iterator[None]:
+    """While inside, SIGTERM and SIGINT ask `worker` to stop gracefully.
+
+    The first signal requests the stop and restores the previous handlers, so a second one acts
+    as it normally would (terminate, or KeyboardInterrupt). Outside the main thread, a no-op.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    signals = (signal.SIGTERM, signal.SIGINT)
+    previous = {sig: signal.getsignal(sig) for sig in signals}
+
+    def restore() -> None:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        log.info("stop requested", extra={"signal": signal.Signals(signum).name})
+        worker.request_stop()
+        restore()
+
+    for sig in signals:
+        signal.signal(sig, on_signal)
+    try:
+        yield
+    finally:
+        restore()
+
+
+def execute(service: Service, *, once: bool) -> int:
+    """Run the service: one catch-up pass (`once`) or until signalled. Returns the exit code.
+
+    Raises `ExporterError` (one line for the CLI) on failure; `FencedError` carries exit code 4.
+    """
+    worker = service.worker
+    with stop_on_signals(worker):
+        if once:
+            try:
+                worker.start()
+                exported = worker.export_all()
+            finally:
+                worker.close()
+            nxt = worker.next_period_start
+            log.info("caught up", extra={"periods": len(exported),
+                                         "next_period_start": None if nxt is None else iso(nxt)})
+            return 0
+        if service.health is not None:
+            service.health.start()
+        try:
+            return worker.serve()
+        finally:
+            if service.health is not None:
+                service.health.stop()
+
+
+def cmd_run(args: argparse.Namespace, *, clock: Clock | None = None, build: Build | None = None) -> int:
+    overrides: dict[str, Any] = {}
+    if args.web_listen_address is not None:
+        overrides["web"] = {"listen_address": args.web_listen_address}
+    cfg = config_from_args(args, overrides or None)
+    clock = clock or SystemClock()
+    service = assemble(cfg, clock, Metrics(), build or default_build, serve_http=not args.once)
+    return execute(service, once=args.once)
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "run", help="export closed periods to Kafka on a schedule (or once, with --once)",
+        description="Export every closed period from the checkpoint on, one Kafka transaction each.",
+    )
+    add_common(p)
+    p.add_argument("--once", action="store_true",
+                   help="export every closed period up to now minus the settle delay, then exit")
+    p.add_argument("--web.listen-address", dest="web_listen_address", default=None,
+                   help="host:port for /healthz, /readyz and /metrics (overrides web.listen_address)")
+    p.set_defaults(handler=cmd_run)
