@@ -133,7 +133,7 @@ def cmd_report(args: argparse.Namespace, clock: Clock | None = None) -> int:
     lines = collect_lines(source, cfg, periods)
     window = (iso(periods[0].start), iso(periods[-1].end))
     if getattr(args, "coverage", False):
-        from exporter import coverage as cov  # type: ignore[attr-defined,unused-ignore]
+        from exporter import coverage as cov
 
         table = cov.render_coverage_table(cov.label_coverage(lines))
         report.print_table(table, sys.stdout.write)
@@ -163,3 +163,72 @@ def register(sub: Any) -> None:
     p.add_argument("--format", choices=("table", "csv", "json"), default="table")
     p.add_argument("--coverage", action="store_true", help="show label coverage instead")
     p.set_defaults(handler=cmd_report)
+
+
+# --- factories for the export path ----------------------------------------------------------
+
+def build_framing(cfg: Config) -> Any:
+    """The configured Avro framing: single-object (default) or Confluent via a registry."""
+    from exporter.avro import SingleObjectFraming
+
+    if cfg.kafka.framing == "confluent":
+        from exporter.registry import ConfluentFraming
+
+        assert cfg.kafka.schema_registry is not None
+        return ConfluentFraming.from_config(cfg.kafka.schema_registry)
+    return SingleObjectFraming()
+
+
+def build_codec(cfg: Config) -> Any:
+    from exporter.codec import AvroCodec
+
+    return AvroCodec(build_framing(cfg), cfg.kafka.topics)
+
+
+def build_pipeline(cfg: Config, clock: Clock, metrics: Any = None, source: Any = None) -> Any:
+    """The export pipeline described by `cfg`; `source` replaces the Sysdig source (tests)."""
+    from exporter import coverage as cov
+    from exporter.pipeline import Pipeline
+    from exporter.pricing import RateCard
+    from exporter.shared import distribute
+
+    on_request = metrics.observe_sysdig if metrics is not None else None
+    src = source if source is not None else build_source(cfg, clock, on_request=on_request)
+    card = None
+    if cfg.pricing.rate_card_file is not None:
+        card = RateCard.load(cfg.pricing.rate_card_file, period_length=cfg.periods.length,
+                             other_labels=cfg.org.other_labels)
+    pricer = card.price_lines if card is not None else None
+    shared_cfg = cfg.shared_costs
+
+    def share(lines: Any) -> Any:
+        return list(distribute(lines, shared_cfg).lines)
+
+    return Pipeline(
+        source=src, org=OrgModel(cfg.org), codec=build_codec(cfg), clock=clock,
+        settle_delay=cfg.periods.settle_delay, pricer=pricer,
+        distribute=share if shared_cfg.enabled else None,
+        coverage_fn=cov.label_coverage, min_coverage=cfg.periods.min_coverage,
+        incomplete_policy=cfg.periods.incomplete_policy,
+    )
+
+
+def build_sink(cfg: Config, clock: Clock, metrics: Any = None, transactional_id: str | None = None) -> Any:
+    """The transactional Kafka sink; `transactional_id` overrides the configured one (backfill)."""
+    from exporter.kafka_sink import KafkaPeriodSink
+
+    kcfg = cfg.kafka if transactional_id is None else cfg.kafka.model_copy(
+        update={"transactional_id": transactional_id})
+    on_abort = (lambda reason: metrics.transaction_aborts.inc()) if metrics is not None else None
+    on_err = metrics.kafka_delivery_errors.inc if metrics is not None else None
+    return KafkaPeriodSink(kcfg, clock, on_abort=on_abort, on_delivery_error=on_err)
+
+
+def build_checkpoints(cfg: Config, clock: Clock, transactional_id: str | None = None) -> Any:
+    """The checkpoint store of this instance (or of `transactional_id`)."""
+    from exporter.kafka_sink import KafkaCheckpointStore
+
+    kcfg = cfg.kafka if transactional_id is None else cfg.kafka.model_copy(
+        update={"transactional_id": transactional_id})
+    codec = build_codec(cfg)
+    return KafkaCheckpointStore(kcfg, codec.decode_checkpoint, clock)

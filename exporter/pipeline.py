@@ -1,0 +1,168 @@
+"""The one export path: measure a period, price it, build records, publish atomically.
+
+Both the live worker and backfill call `compute_period` and `publish_period`, which is what
+makes a backfill over unchanged data byte-identical to the live export.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any, Protocol
+
+from exporter import __version__
+from exporter.clock import Clock
+from exporter.errors import IncompleteDataError
+from exporter.model import ChargeLine, LabelCoverage, PeriodUsage, PricedLine
+from exporter.org import OrgModel
+from exporter.periods import Period
+from exporter.sink import OutMessage, PeriodSink
+from exporter.source import UsageSource
+from exporter.units import charge_lines, method_id
+
+log = logging.getLogger("exporter.pipeline")
+
+Pricer = Callable[[Sequence[ChargeLine]], list[PricedLine]]
+Distributor = Callable[[Sequence[PricedLine]], list[PricedLine]]
+CoverageFn = Callable[[Sequence[ChargeLine]], Mapping[str, LabelCoverage]]
+
+
+class Codec(Protocol):
+    """Turns billing records, manifests and checkpoints into Kafka messages."""
+
+    def records(self, records: Sequence[Any], headers: Sequence[tuple[str, bytes]]) -> list[OutMessage]:
+        """Encode records, keyed by `record_id`."""
+        ...
+
+    def manifests(self, manifests: Sequence[Any], headers: Sequence[tuple[str, bytes]]) -> list[OutMessage]:
+        """Encode manifests, keyed by `manifest_id`."""
+        ...
+
+    def checkpoint(self, instance: str, last_period_end: int, period_seconds: int, now_ms: int) -> OutMessage:
+        """Encode the instance's checkpoint, keyed by the instance id."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Prior:
+    """What was published before for a (period, cluster): its revision and content hash."""
+
+    revision: int
+    content_hash: str
+
+
+@dataclass(slots=True)
+class PeriodResult:
+    """Everything computed for one period, before publication."""
+
+    period: Period
+    usage: PeriodUsage
+    lines: list[ChargeLine]
+    priced: list[PricedLine]
+    records: list[Any] = field(default_factory=list)
+    manifests: list[Any] = field(default_factory=list)
+    coverage: Mapping[str, LabelCoverage] = field(default_factory=dict)
+    status: str = "final"
+    changed_clusters: tuple[str, ...] = ()
+
+    @property
+    def record_count(self) -> int:
+        return len(self.records)
+
+
+@dataclass(slots=True)
+class Pipeline:
+    """The collaborators of an export, built by the CLI (the composition root)."""
+
+    source: UsageSource
+    org: OrgModel
+    codec: Codec
+    clock: Clock
+    settle_delay: int
+    pricer: Pricer | None = None
+    distribute: Distributor | None = None
+    coverage_fn: CoverageFn | None = None
+    min_coverage: Decimal = Decimal("0.95")
+    incomplete_policy: str = "hold"
+    exporter_version: str = __version__
+
+    def compute(self, period: Period, prior: Mapping[str, Prior] | None = None) -> PeriodResult:
+        """Measure and price `period` and build its records and manifests (no publication).
+
+        `prior` maps cluster -> what was published before; a cluster whose content hash is
+        unchanged keeps its revision, a changed one gets revision + 1.
+        """
+        from exporter import records as rec
+
+        usage = self.source.fetch(period)
+        lines = charge_lines(usage, self.org)
+        priced = self.pricer(lines) if self.pricer else [PricedLine(ln, None, None, None) for ln in lines]
+        if self.distribute is not None:
+            priced = self.distribute(priced)
+        coverage = self.coverage_fn([p.line for p in priced]) if self.coverage_fn else {}
+        low = sorted(c for c, v in usage.coverage.items() if v < self.min_coverage)
+        status = "low-coverage" if low else "final"
+        if low and self.incomplete_policy == "hold":
+            raise IncompleteDataError(
+                f"period {period}: sample coverage below {self.min_coverage} for cluster(s) "
+                f"{', '.join(low)} ({', '.join(str(usage.coverage[c]) for c in low)}); held for retry"
+            )
+        generated_at_ms = (period.end + self.settle_delay) * 1000
+        prior = prior or {}
+        by_cluster: dict[str, list[PricedLine]] = {}
+        for p in priced:
+            by_cluster.setdefault(p.line.workload.cluster, []).append(p)
+        for cluster in usage.coverage:
+            by_cluster.setdefault(cluster, [])
+        records: list[Any] = []
+        manifests: list[Any] = []
+        changed: list[str] = []
+        method = method_id(usage.grain, usage.step_seconds)
+        for cluster in sorted(by_cluster):
+            before = prior.get(cluster)
+            revision = before.revision if before else 0
+            built = rec.build_records(by_cluster[cluster], revision=revision,
+                                      generated_at_ms=generated_at_ms,
+                                      exporter_version=self.exporter_version)
+            digest = rec.content_hash(built)
+            if before is None or before.content_hash != digest:
+                changed.append(cluster)
+            if before is not None and before.content_hash != digest:
+                revision += 1
+                built = rec.build_records(by_cluster[cluster], revision=revision,
+                                          generated_at_ms=generated_at_ms,
+                                          exporter_version=self.exporter_version)
+            records.extend(built)
+            cov = {cluster: coverage[cluster]} if cluster in coverage else {}
+            manifests.extend(rec.build_manifests(
+                built, cov, {cluster: usage.coverage.get(cluster, Decimal(0))},
+                period=period, method=method, revision=revision,
+                generated_at_ms=generated_at_ms, exporter_version=self.exporter_version,
+                status=status,
+            ))
+        return PeriodResult(period, usage, lines, priced, records, manifests, coverage, status,
+                            tuple(changed))
+
+    def messages(self, result: PeriodResult) -> list[OutMessage]:
+        """The period's encoded records and manifests, with publication headers."""
+        headers = (
+            ("published_at", str(int(self.clock.time() * 1000)).encode()),
+            ("exporter_version", self.exporter_version.encode()),
+        )
+        return [*self.codec.records(result.records, headers),
+                *self.codec.manifests(result.manifests, headers)]
+
+    def publish(self, result: PeriodResult, sink: PeriodSink, instance: str,
+                checkpoint_end: int | None = None) -> None:
+        """Publish records, manifests and the checkpoint in one transaction."""
+        end = result.period.end if checkpoint_end is None else checkpoint_end
+        checkpoint = self.codec.checkpoint(instance, end, result.period.length,
+                                           int(self.clock.time() * 1000))
+        sink.publish(self.messages(result), checkpoint)
+        log.info("period published", extra={
+            "period_start": result.period.start, "period_end": result.period.end,
+            "records": len(result.records), "manifests": len(result.manifests),
+            "status": result.status, "instance": instance,
+        })
