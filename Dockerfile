@@ -11,8 +11,10 @@ ARG BASE=python:3.11-slim
 
 FROM ${BASE} AS build
 WORKDIR /src
-# Only what the wheel needs (see .dockerignore): package metadata, its readme, the package.
+# Only what the wheel needs (see .dockerignore): package metadata, its readme, the package,
+# and schemas/, which exporter/schemas links to (the Avro contract lives at the top level).
 COPY pyproject.toml README.md ./
+COPY schemas ./schemas
 COPY exporter ./exporter
 RUN python3 -m venv /build-venv \
  && /build-venv/bin/pip install --no-cache-dir --disable-pip-version-check "pip>=24" \
@@ -42,8 +44,8 @@ COPY --from=build /wheels /tmp/wheels
 RUN python3 -m venv /opt/chargeback-exporter \
  && /opt/chargeback-exporter/bin/pip install --no-cache-dir --only-binary=:all: /tmp/wheels/*.whl \
  && rm -rf /tmp/wheels \
- && groupadd --system --gid 10001 chargeback \
- && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
+ && groupadd --gid 10001 chargeback \
+ && useradd --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
       --shell /usr/sbin/nologin chargeback
 
 # Numeric, so Kubernetes' runAsNonRoot can verify it without reading /etc/passwd.

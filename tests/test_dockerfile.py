@@ -196,3 +196,18 @@ def test_dockerignore_allows_exactly_the_build_inputs(instructions: list[Instruc
     assert pyproject["project"]["readme"] in allowed
     for path in allowed:
         assert (REPO / path).exists(), f"{path} is copied into the image but missing"
+
+
+def test_build_context_symlinks_stay_inside_it() -> None:
+    """A symlink to a path outside the allow-list would dangle in the build (and drop files)."""
+    lines = (REPO / ".dockerignore").read_text(encoding="utf-8").splitlines()
+    allowed = [REPO / ln.strip()[1:].rstrip("/") for ln in lines if ln.strip().startswith("!")]
+    links = [
+        p for top in allowed if top.is_dir()
+        for p in top.rglob("*") if p.is_symlink() and "__pycache__" not in p.parts
+    ]
+    for link in links:
+        target = link.resolve()
+        assert any(target == a or a in target.parents for a in allowed), (
+            f"{link.relative_to(REPO)} points outside the build context ({target})"
+        )
