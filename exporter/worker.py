@@ -358,14 +358,18 @@ class Worker:
         sched = scheduler if scheduler is not None else build_scheduler(self.wake, self._clock, self._periods)
         sched.start()
         self.wake()
+        grace: float = self._cfg.shutdown_grace
         try:
             # Wall-clock polling so that signal handlers run promptly in the main thread.
             while not self._stopping.wait(1.0):
                 pass
+        except KeyboardInterrupt:
+            grace = 0  # a second interrupt: do not wait for the period in flight
+            raise
         finally:
             sched.shutdown(wait=False)
-            self._wake.set()
-            thread.join(self._cfg.shutdown_grace)
+            self.request_stop()
+            thread.join(grace)
             if thread.is_alive():
                 log.warning("in-flight period did not finish within the shutdown grace; aborting it",
                             extra={"shutdown_grace_seconds": self._cfg.shutdown_grace})

@@ -6,8 +6,12 @@ Threads are coordinated with events and bounded joins; nothing waits for a sched
 from __future__ import annotations
 
 import itertools
+import signal
+import subprocess
+import sys
 import threading
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
@@ -176,3 +180,47 @@ def test_catch_up_continues_past_a_full_batch_without_waiting_for_the_next_inter
     t.join(WAIT)
     assert result == [0]
     assert published_periods(r.broker) == [T0 - 10 * HOUR + i * HOUR for i in range(10)]
+
+
+CHILD = """
+import sys
+from exporter.logs import setup
+from exporter.run import Service, execute
+from tests.worker.conftest import HOUR, T0, make_rig
+
+setup("INFO", "json")
+r = make_rig(start=T0 - 3 * HOUR)
+
+def hold():
+    print("in-flight", flush=True)
+    sys.stdin.readline()
+
+r.sink.in_transaction = hold
+rc = execute(Service(r.worker, None, r.metrics), once=False)
+print("committed", len(r.broker.transactions), "closed", r.sink.closed, flush=True)
+sys.exit(rc)
+"""
+
+
+@pytest.mark.timeout(60)
+def test_sigterm_in_a_real_process_finishes_the_period_in_flight_and_exits_0() -> None:
+    repo = Path(__file__).resolve().parents[2]
+    proc = subprocess.Popen([sys.executable, "-c", CHILD], cwd=repo, text=True,
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        assert proc.stdout is not None and proc.stderr is not None and proc.stdin is not None
+        assert proc.stdout.readline().strip() == "in-flight"
+        proc.send_signal(signal.SIGTERM)
+        for line in proc.stderr:  # bounded by the child's lifetime
+            if '"event":"stop requested"' in line:
+                assert '"signal":"SIGTERM"' in line
+                break
+        proc.stdin.write("\n")
+        proc.stdin.flush()
+        out, _ = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 0
+    assert out.strip() == "committed 1 closed True"
