@@ -287,14 +287,28 @@ def test_backfill_job_only_when_enabled(helm: Helm, default_values: Path) -> Non
     assert ctr["securityContext"] == container(rendered.one("Deployment"))["securityContext"]
 
 
-def test_backfill_job_name_follows_the_range(helm: Helm) -> None:
+def test_backfill_job_name_follows_its_pod_template(helm: Helm) -> None:
+    """A Job's template is immutable: any change to it must yield a new Job, not a failed upgrade."""
     ci = CHART / "ci" / "backfill-values.yaml"
-    first = helm.render(ci).one("Job")["metadata"]["name"]
-    again = helm.render(ci).one("Job")["metadata"]["name"]
-    other = helm.render(ci, values={"backfill": {"to": "2026-10-15T00:00:00Z"}})
-    assert first == again
-    assert other.one("Job")["metadata"]["name"] != first
-    assert len(first) <= 63
+
+    def name(values: dict[str, Any] | None = None) -> str:
+        job_name: str = helm.render(ci, values=values).one("Job")["metadata"]["name"]
+        return job_name
+
+    first = name()
+    assert re.fullmatch(r"billing-chargeback-exporter-backfill-[0-9a-f]{8}", first)
+    assert name() == first, "the same values must keep the same (completed) Job"
+    assert name({"backfill": {"backoffLimit": 5}}) == first, "mutable Job fields keep the name"
+    changes: list[dict[str, Any]] = [
+        {"backfill": {"to": "2026-10-15T00:00:00Z"}},
+        {"backfill": {"extraArgs": []}},
+        {"image": {"tag": "0.1.1"}},
+        {"config": {"logging": {"level": "DEBUG"}}},
+    ]
+    names = {name(change) for change in changes}
+    assert first not in names and len(names) == len(changes)
+    long = helm.render(ci, values={"fullnameOverride": "x" * 63}).one("Job")["metadata"]["name"]
+    assert len(long) <= 63
 
 
 def test_backfill_needs_a_range(helm: Helm, default_values: Path) -> None:

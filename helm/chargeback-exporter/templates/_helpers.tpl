@@ -300,3 +300,66 @@ checksum/config: {{ include (print $.Template.BasePath "/configmap.yaml") . | sh
 checksum/secret: {{ include (print $.Template.BasePath "/secret.yaml") . | sha256sum }}
 {{- end }}
 {{- end }}
+
+{{/*
+Pod template of the backfill Job. A Job's template is immutable, so its hash names the Job: any
+change (range, arguments, image, config checksum) makes a new Job instead of a failed upgrade.
+*/}}
+{{- define "chargeback-exporter.backfillPodTemplate" -}}
+metadata:
+  annotations:
+    {{- include "chargeback-exporter.checksums" . | nindent 4 }}
+    {{- with .Values.podAnnotations }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
+  labels:
+    {{- include "chargeback-exporter.labels" . | nindent 4 }}
+    app.kubernetes.io/component: backfill
+    {{- with .Values.podLabels }}
+    {{- toYaml . | nindent 4 }}
+    {{- end }}
+spec:
+  {{- include "chargeback-exporter.podSpecCommon" . | nindent 2 }}
+  restartPolicy: Never
+  terminationGracePeriodSeconds: {{ .Values.terminationGracePeriodSeconds }}
+  containers:
+    - name: backfill
+      image: {{ include "chargeback-exporter.image" . | quote }}
+      imagePullPolicy: {{ .Values.image.pullPolicy }}
+      args:
+        - backfill
+        - --config.file
+        - {{ include "chargeback-exporter.configDir" . }}/config.yaml
+        - --from
+        - {{ .Values.backfill.from | quote }}
+        - --to
+        - {{ .Values.backfill.to | quote }}
+        {{- range .Values.backfill.extraArgs }}
+        - {{ . | quote }}
+        {{- end }}
+      env:
+        # A transactional.id of its own: sharing the worker's would fence the live exporter.
+        - name: CHARGEBACK_KAFKA__TRANSACTIONAL_ID
+          value: {{ include "chargeback-exporter.backfillTransactionalId" . | quote }}
+        {{- with include "chargeback-exporter.env" . | trim }}
+        {{- . | nindent 8 }}
+        {{- end }}
+      {{- with .Values.extraEnvFrom }}
+      envFrom:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      {{- with .Values.securityContext }}
+      securityContext:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      {{- with .Values.backfill.resources }}
+      resources:
+        {{- toYaml . | nindent 8 }}
+      {{- end }}
+      volumeMounts:
+        {{- include "chargeback-exporter.volumeMounts" . | nindent 8 }}
+{{- end }}
+
+{{- define "chargeback-exporter.backfillTransactionalId" -}}
+{{- .Values.backfill.transactionalId | default (printf "%s-backfill" (dig "kafka" "transactional_id" "chargeback-exporter" .Values.config)) }}
+{{- end }}
