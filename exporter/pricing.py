@@ -42,23 +42,23 @@ from pydantic import (
     model_validator,
 )
 
+from exporter.avro import load_schema
 from exporter.errors import PricingError
 from exporter.model import ORG_KEYS, RESOURCES, ChargeLine, PricedLine, Resource
 from exporter.periods import Period, iso, parse_time
 
-# Record scales (schemas/billing_record.v1.avsc). Defined here until exporter/records.py
-# exports them; they must stay equal to the schema's, which a test checks.
-QUANTITY_PRECISION = 18
-QUANTITY_SCALE = 9
-UNIT_PRICE_PRECISION = 22
-UNIT_PRICE_SCALE = 10
-COST_PRECISION = 20
-COST_SCALE = 6
+# Record scales, read from the shipped billing-record schema so pricing can never round to a
+# scale the record does not have: quantities decimal(18,9), unit price (22,10), cost (20,6).
+_RECORD = load_schema("billing_record").decimals
+QUANTITY_PRECISION = _RECORD["chargeable_quantity"].precision
+QUANTITY_SCALE = _RECORD["chargeable_quantity"].scale
+UNIT_PRICE_PRECISION = _RECORD["unit_price"].precision
+UNIT_PRICE_SCALE = _RECORD["unit_price"].scale
+COST_PRECISION = _RECORD["cost"].precision
+COST_SCALE = _RECORD["cost"].scale
 ROUNDING = ROUND_HALF_EVEN
 
-QUANTITY_QUANTUM = Decimal(1).scaleb(-QUANTITY_SCALE)
-COST_QUANTUM = Decimal(1).scaleb(-COST_SCALE)
-# Exact products: 18 quantity digits times 22 price digits never need more than 40.
+# Exact products: quantity digits plus price digits, with room to spare.
 _EXACT_PREC = 80
 
 # ISO 4217 List One (SIX, as published 2026-01-01) without the codes that are not money one

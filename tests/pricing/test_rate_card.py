@@ -2,22 +2,21 @@
 
 from __future__ import annotations
 
-import json
 import textwrap
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
-from exporter import pricing
+from exporter.avro import load_schema
 from exporter.errors import PricingError
 from exporter.periods import Period, parse_time
 from exporter.pricing import RateCard, price_lines, quantize_cost, quantize_quantity
+from exporter.records import build_records
 
 from .factories import HOUR, line
 
-REPO = Path(__file__).resolve().parents[2]
-EXAMPLE = REPO / "examples" / "rate-card.yaml"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "rate-card.yaml"
 JULY = parse_time("2026-07-01T00:00:00Z")
 
 BASE = """\
@@ -297,18 +296,17 @@ def test_no_rate_card_gives_none_prices() -> None:
     assert [p.cost for p in price_lines(lines, card)] == [Decimal("0.031000"), Decimal("0.008400")]
 
 
-def test_scales_match_the_billing_record_schema() -> None:
-    schema = json.loads((REPO / "schemas" / "billing_record.v1.avsc").read_text(encoding="utf-8"))
-    fields = {f["name"]: f["type"] for f in schema["fields"]}
-
-    def decimal_of(t: object) -> tuple[int, int]:
-        if isinstance(t, list):
-            t = next(x for x in t if x != "null")
-        assert isinstance(t, dict) and t["logicalType"] == "decimal"
-        return t["precision"], t["scale"]
-
-    assert decimal_of(fields["chargeable_quantity"]) == (
-        pricing.QUANTITY_PRECISION, pricing.QUANTITY_SCALE)
-    assert decimal_of(fields["unit_price"]) == (
-        pricing.UNIT_PRICE_PRECISION, pricing.UNIT_PRICE_SCALE)
-    assert decimal_of(fields["cost"]) == (pricing.COST_PRECISION, pricing.COST_SCALE)
+def test_priced_values_survive_the_billing_record_unchanged(tmp_path: Path) -> None:
+    """Pricing rounds to the record's scales, so building and encoding the record is lossless."""
+    card = RateCard.load(write(tmp_path, BASE.replace('"0.03"', '"0.0333333333"')))
+    priced = card.price_lines([line("1.2345678905"), line("7.0000000005", resource="memory")])
+    records = build_records(priced, revision=0, generated_at_ms=0, exporter_version="test")
+    schema = load_schema("billing_record")
+    for p, r in zip(priced, records, strict=True):
+        assert (r.unit_price, r.cost, r.currency, r.price_version) == (
+            p.unit_price, p.cost, "EUR", "v1")
+        assert r.chargeable_quantity == quantize_quantity(p.line.chargeable)
+        decoded = schema.decode(schema.encode_object(r))
+        assert (decoded["cost"], decoded["unit_price"]) == (p.cost, p.unit_price)
+        assert decoded["chargeable_quantity"] == r.chargeable_quantity
+    assert records[0].cost == Decimal("0.041152")  # 1.234567890 × 0.0333333333 = 0.04115226296...
