@@ -125,6 +125,8 @@ def _construct_text(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> Any:
 def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> Any:
     seen: dict[Any, int] = {}
     for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue  # `<<: *anchor`; explicit keys may override merged ones
         key = loader.construct_object(key_node, deep=True)
         if isinstance(key, str | int) and key in seen:
             raise yaml.constructor.ConstructorError(

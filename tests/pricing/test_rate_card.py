@@ -236,6 +236,21 @@ def test_unknown_selector_label_is_refused_when_labels_are_known(tmp_path: Path)
     RateCard.load(write(tmp_path, text))  # without the list, any label may be matched
 
 
+def test_yaml_anchors_and_merge_keys_work(tmp_path: Path) -> None:
+    card = RateCard.load(write(tmp_path, """\
+        currency: EUR
+        versions:
+          - effective_from: 2026-01-01T00:00:00Z
+            default: &base {cpu: "0.03", memory: "0.004"}
+          - effective_from: 2026-02-01T00:00:00Z
+            default:
+              <<: *base
+              cpu: "0.02"
+    """))
+    assert card.versions[1].default.prices.cpu == Decimal("0.02")
+    assert card.versions[1].default.prices.memory == Decimal("0.004")
+
+
 def test_unreadable_card_is_one_line(tmp_path: Path) -> None:
     missing = tmp_path / "nope.yaml"
     with pytest.raises(PricingError, match=r"nope.yaml: cannot read rate card: No such file"):
