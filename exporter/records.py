@@ -20,21 +20,16 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Any, cast
+from typing import Any
 
 from exporter.avro import AvroSchema, DecimalSpec, load_schema, nested_decimal_specs, quantize
 from exporter.errors import EncodingError
 from exporter.model import (
-    INVALID,
-    ORG_KEYS,
     RESOURCES,
     UNALLOCATED,
     UNITS,
-    KeyCoverage,
     LabelCoverage,
-    Offender,
     PricedLine,
-    Resource,
 )
 from exporter.periods import Period
 
@@ -44,7 +39,6 @@ PUBLISHED_AT_HEADER = "published_at"
 """Kafka header carrying the wall-clock publication time (UTC epoch ms, ASCII digits); it is
 kept out of the Avro payload so that payloads of unchanged data stay byte-identical."""
 
-TOP_OFFENDERS = 10
 _CURRENCY = re.compile(r"^[A-Z]{3}$")
 
 # Sysdig's lowercase kube_workload_type -> Kubernetes Kind; anything else passes through.
@@ -428,36 +422,6 @@ def _resource_order(resource: str) -> tuple[int, str]:
     return (_RESOURCE_RANK.get(resource, len(_RESOURCE_RANK)), resource)
 
 
-def coverage_from_records(cluster: str, records: Sequence[BillingRecord],
-                          top: int = TOP_OFFENDERS) -> LabelCoverage:
-    """Label coverage of one cluster's records, for when the caller has none at hand."""
-    totals: dict[str, Decimal] = {}
-    missing: dict[tuple[str, str, str], Decimal] = {}
-    offenders: list[Offender] = []
-    for r in records:
-        totals[r.resource] = totals.get(r.resource, Decimal(0)) + r.chargeable_quantity
-        values = {k: getattr(r, k) for k in ORG_KEYS}
-        keys = tuple(k for k in ORG_KEYS if values[k] in (UNALLOCATED, INVALID))
-        for k in keys:
-            slot = (k, r.resource, values[k])
-            missing[slot] = missing.get(slot, Decimal(0)) + r.chargeable_quantity
-        if keys:
-            offenders.append(Offender(r.namespace, r.workload_kind, r.workload_name,
-                                      cast(Resource, r.resource), r.chargeable_quantity, keys))
-    shares = []
-    for resource in sorted(totals, key=_resource_order):
-        total = totals[resource]
-        for k in ORG_KEYS:
-            un = missing.get((k, resource, UNALLOCATED), Decimal(0))
-            inv = missing.get((k, resource, INVALID), Decimal(0))
-            shares.append(KeyCoverage(k, cast(Resource, resource),
-                                      un / total if total else Decimal(0),
-                                      inv / total if total else Decimal(0)))
-    offenders.sort(key=lambda o: (-o.chargeable, o.namespace, o.workload_kind, o.workload_name,
-                                  o.resource))
-    return LabelCoverage(cluster, tuple(shares), tuple(offenders[:top]))
-
-
 def build_manifests(records: Sequence[BillingRecord],
                     coverage_by_cluster: Mapping[str, LabelCoverage],
                     sample_coverage: Mapping[str, Decimal], *, period: Period, method: str,
@@ -468,8 +432,9 @@ def build_manifests(records: Sequence[BillingRecord],
     Clusters are those in `records`, `coverage_by_cluster` and `sample_coverage` (a cluster
     with no workloads still gets a manifest with `record_count` 0). Totals are exact sums at
     the records' scale; `content_hash` covers the records' Avro bodies in `record_id` order.
-    Label coverage comes from `coverage_by_cluster`, or is computed from the records when a
-    cluster is missing there. `status` is a value of `STATUSES` or a function of the cluster.
+    Label coverage comes from `coverage_by_cluster` (see `exporter.coverage.label_coverage`);
+    a cluster without records may be missing there. `status` is a value of `STATUSES` or a
+    function of the cluster.
 
     Raises `EncodingError` for a record of another period, a total that does not fit its
     schema, mixed currencies or a mix of priced and unpriced records within a resource, a
@@ -493,7 +458,11 @@ def build_manifests(records: Sequence[BillingRecord],
         where = f"manifest {mid} ({cluster} {period})"
         totals = tuple(_totals(recs, resource, total_specs, where)
                        for resource in sorted({r.resource for r in recs}, key=_resource_order))
-        cov = coverage_by_cluster.get(cluster) or coverage_from_records(cluster, recs)
+        cov = coverage_by_cluster.get(cluster)
+        if cov is None:
+            if recs:
+                raise EncodingError(f"{where}: no label coverage for a cluster with records")
+            cov = LabelCoverage(cluster, (), ())
         shares = tuple(
             KeyShare(k.org_key, k.resource,
                      quantize(k.unallocated_share, share_specs["unallocated_share"],
