@@ -65,7 +65,8 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 mkdir -p "$WORK"
-B=($SUDO buildah --root "$WORK/storage" --runroot "$WORK/run" --storage-driver overlay)
+B=(buildah --root "$WORK/storage" --runroot "$WORK/run" --storage-driver overlay)
+[ -z "$SUDO" ] || B=(sudo -n "${B[@]}")
 
 BASE="${BASE_IMAGE:-$LOCAL_BASE}"
 if [ -z "${BASE_IMAGE:-}" ]; then
