@@ -3,10 +3,11 @@
 #
 #   scripts/build-image.sh [--tag IMAGE] [--oci-archive FILE] [--rebuild-base]
 #
-# Uses buildah with `--isolation chroot` (works in containers without cgroup delegation). When
-# no registry is reachable for `python:3.11-slim`, the base image is built locally once from
-# debootstrap (Debian bookworm minbase + python3, python3-venv, ca-certificates) and kept in the
-# buildah storage under .tools/image/, so later runs only rebuild the application layers.
+# Uses buildah with `--isolation chroot` (works in containers without cgroup delegation). Needs
+# no container registry: the base image is built locally once with debootstrap (Debian bookworm
+# minbase + python3, python3-venv, ca-certificates) and kept in the buildah storage under
+# .tools/image/, so later runs only rebuild the application layers. With a registry at hand,
+# BASE_IMAGE=docker.io/library/python:3.11-slim builds from the Dockerfile's usual base.
 # Installs buildah and debootstrap with apt when they are missing. Needs root (or sudo -n).
 #
 # Env: IMAGE_WORK_DIR (default .tools/image), DEBIAN_MIRROR (default: the host's apt mirror),
@@ -30,7 +31,7 @@ while [ $# -gt 0 ]; do
     --tag) [ $# -ge 2 ] || die "--tag needs a value"; TAG="$2"; shift 2 ;;
     --oci-archive) [ $# -ge 2 ] || die "--oci-archive needs a file"; OCI_ARCHIVE="$2"; shift 2 ;;
     --rebuild-base) REBUILD_BASE=1; shift ;;
-    -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown argument: $1 (see --help)" ;;
   esac
 done
