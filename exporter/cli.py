@@ -24,6 +24,7 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "exporter.labelcheck",
     "exporter.run",
     "exporter.dashboard",
+    "exporter.simulator.command",
 )
 
 

@@ -1,0 +1,99 @@
+"""`chargeback-exporter simulate`: serve a simulated Sysdig Monitor API until SIGINT/SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from types import FrameType
+from typing import Any
+
+from exporter.clock import Clock, FakeClock, SystemClock
+from exporter.errors import ConfigError
+from exporter.periods import parse_duration, parse_time
+from exporter.simulator.fleet import Fleet, FleetSpec
+from exporter.simulator.server import SimulatorServer
+
+DEFAULT_TOKEN = "sim-token"  # noqa: S105 - a well-known development token, not a secret
+
+
+def register(subparsers: Any) -> None:
+    """Add the `simulate` subcommand."""
+    p = subparsers.add_parser(
+        "simulate",
+        help="serve a simulated Sysdig Monitor API (PromQL, dashboards) on loopback",
+        description="Serve a deterministic synthetic fleet through Sysdig's Prometheus-compatible "
+                    "API, for demos and tests. Prints the URL, then serves until SIGINT/SIGTERM.",
+    )
+    p.add_argument("--seed", type=int, default=1, help="fleet seed (default 1)")
+    p.add_argument("--clusters", type=int, default=2, help="clusters (default 2)")
+    p.add_argument("--namespaces", type=int, default=3,
+                   help="namespaces per cluster (default 3)")
+    p.add_argument("--workloads", type=int, default=4,
+                   help="workloads per namespace (default 4)")
+    p.add_argument("--replicas", type=int, default=3, help="max replicas per workload (default 3)")
+    p.add_argument("--containers", type=int, default=3,
+                   help="max containers per pod (default 3)")
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    p.add_argument("--port", type=int, default=0, help="port (default: any free port)")
+    p.add_argument("--token", action="append", default=None, metavar="T",
+                   help=f"accepted Bearer token, repeatable (default {DEFAULT_TOKEN!r})")
+    p.add_argument("--now", default=None, metavar="RFC3339",
+                   help="freeze the simulator's clock at this time (default: follow real time)")
+    p.add_argument("--history", default="24h",
+                   help="how far before now the data starts (default 24h)")
+    p.set_defaults(handler=simulate)
+
+
+def build(args: argparse.Namespace) -> tuple[Fleet, Clock, SimulatorServer]:
+    """Validate the flags and build (fleet, clock, unstarted server); raises ConfigError."""
+    try:
+        spec = FleetSpec(seed=args.seed, clusters=args.clusters,
+                         namespaces_per_cluster=args.namespaces,
+                         workloads_per_namespace=args.workloads, max_replicas=args.replicas,
+                         max_containers=args.containers)
+        history = parse_duration(args.history)
+        clock: Clock = SystemClock() if args.now is None else FakeClock(parse_time(args.now))
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    if history <= 0:
+        raise ConfigError(f"--history must be positive, got {args.history!r}")
+    if not 0 <= args.port <= 65535:
+        raise ConfigError(f"--port must be in 0..65535, got {args.port}")
+    fleet = Fleet(spec, clock=clock, history=history)
+    tokens = args.token or [DEFAULT_TOKEN]
+    if any(not t.strip() for t in tokens):
+        raise ConfigError("--token must not be empty")
+    return fleet, clock, SimulatorServer(fleet, clock, tokens=tokens, host=args.host,
+                                         port=args.port)
+
+
+def simulate(args: argparse.Namespace) -> int:
+    """Run the simulator in the foreground; returns 0 after SIGINT/SIGTERM."""
+    fleet, clock, server = build(args)
+    try:
+        server.start()
+    except OSError as exc:
+        raise ConfigError(f"cannot listen on {args.host}:{args.port}: {exc.strerror}") from None
+    stop = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        now = int(clock.time())
+        pods = len(fleet.pods(now - 10, now + 1))
+        auth = (f"token {DEFAULT_TOKEN!r}" if args.token is None
+                else f"{len(args.token)} token(s) from --token")
+        print(f"Sysdig simulator serving {server.url} "
+              f"({len(fleet.workloads())} workloads, {pods} pods now; {auth})", flush=True)
+        while not stop.wait(0.2):
+            pass
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        server.stop()
+    print("Sysdig simulator stopped", file=sys.stderr, flush=True)
+    return 0

@@ -1,0 +1,537 @@
+"""A Sysdig Monitor look-alike HTTP server on loopback, for the real, unmodified `sdcclient`.
+
+Serves the Prometheus-compatible API under `/prometheus/api/v1/` (evaluated by the simulator's
+PromQL engine over a `Storage`, normally a `Fleet`), `/api/history/timelines/`, an in-memory
+`/api/v3/dashboards` and `/api/user/me`, with Sysdig's auth and error bodies. Every request is
+recorded, and a per-path fault queue scripts failures (status, body, headers, delay, raw bytes).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import re
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import numpy as np
+import promql_parser as pp
+
+from exporter.clock import Clock
+from exporter.simulator.promql import Engine, PromQLError, QueryResult
+from exporter.simulator.series import Storage, format_value
+
+MAX_POINTS = 11_000
+MAX_TIMEOUT = 120.0
+PROMETHEUS = "/prometheus/api/v1/"
+DASHBOARDS = "/api/v3/dashboards"
+TIMELINES = "/api/history/timelines/"
+# Sysdig's documented roll-ups: 10 s for 6 h, 1 min for 2 d, 10 min for 2 w, 1 h for 90 d, 1 d.
+TIMELINE_WINDOWS = ((10, 6 * 3600), (60, 2 * 86400), (600, 14 * 86400), (3600, 90 * 86400),
+                    (86400, 365 * 86400))
+
+JsonBody = Mapping[str, Any] | list[Any]
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedRequest:
+    """One request as the server received it."""
+
+    method: str
+    path: str
+    query: Mapping[str, list[str]]
+    headers: Mapping[str, str]
+    body: bytes
+
+
+@dataclass(slots=True)
+class Fault:
+    """A scripted response for the next `remaining` requests whose path starts with `prefix`.
+
+    `raw` bytes are written to the socket as-is and the connection closed (truncated or
+    non-HTTP answers). Otherwise, after `delay` seconds, `status` (if set) is answered with
+    `body` (a default Sysdig/Prometheus error body when None) and `headers`; a fault with no
+    status only delays and the request is then served normally.
+    """
+
+    prefix: str
+    status: int | None = None
+    body: JsonBody | str | bytes | None = None
+    headers: Mapping[str, str] = field(default_factory=dict)
+    delay: float = 0.0
+    raw: bytes | None = None
+    remaining: int = 1
+
+
+class FaultQueue:
+    """FIFO of scripted faults; thread-safe. The first fault matching a path is used."""
+
+    def __init__(self) -> None:
+        self._faults: list[Fault] = []
+        self._lock = threading.Lock()
+
+    def push(self, path_prefix: str, *, status: int | None = None,
+             body: JsonBody | str | bytes | None = None,
+             headers: Mapping[str, str] | None = None, delay: float = 0.0,
+             raw: bytes | None = None, count: int = 1) -> None:
+        """Script the next `count` requests under `path_prefix` (e.g. `/prometheus`)."""
+        if count < 1:
+            raise ValueError(f"fault count must be >= 1, got {count}")
+        if delay < 0:
+            raise ValueError(f"fault delay must be >= 0, got {delay}")
+        with self._lock:
+            self._faults.append(Fault(path_prefix, status, body, dict(headers or {}), delay, raw,
+                                      count))
+
+    def take(self, path: str) -> Fault | None:
+        """Consume one use of the first fault matching `path`, if any."""
+        with self._lock:
+            for i, fault in enumerate(self._faults):
+                if path.startswith(fault.prefix):
+                    fault.remaining -= 1
+                    if fault.remaining == 0:
+                        del self._faults[i]
+                    return fault
+        return None
+
+    def pending(self) -> int:
+        """How many scripted responses are still queued."""
+        with self._lock:
+            return sum(f.remaining for f in self._faults)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._faults.clear()
+
+
+class _BadRequest(Exception):
+    """A Prometheus `bad_data` parameter error (HTTP 400)."""
+
+
+def _parse_time(name: str, text: str | None) -> float:
+    if text is None or text == "":
+        raise _BadRequest(f'invalid parameter "{name}": cannot parse "" to a valid timestamp')
+    try:
+        value = float(text)
+        if math.isfinite(value):
+            return round(value, 3)
+    except ValueError:
+        pass
+    try:
+        return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        raise _BadRequest(
+            f'invalid parameter "{name}": cannot parse "{text}" to a valid timestamp') from None
+
+
+def _parse_duration(name: str, text: str | None) -> float:
+    if text is None or text == "":
+        raise _BadRequest(f'invalid parameter "{name}": cannot parse "" to a valid duration')
+    try:
+        value = float(text)
+        if math.isfinite(value):
+            return value
+    except ValueError:
+        pass
+    if re.fullmatch(r"(\d+(ms|s|m|h|d|w|y))+", text):
+        try:
+            return float(pp.parse_duration(text).total_seconds())
+        except (ValueError, OverflowError):
+            pass
+    raise _BadRequest(f'invalid parameter "{name}": cannot parse "{text}" to a valid duration')
+
+
+def _ts(ms: int) -> int | float:
+    """Epoch milliseconds as Prometheus writes a timestamp: seconds, fractional only if needed."""
+    return ms // 1000 if ms % 1000 == 0 else ms / 1000
+
+
+def render_result(result: QueryResult, limit: int = 0) -> tuple[dict[str, Any], list[str]]:
+    """The Prometheus `data` object of a result, and warnings (e.g. truncation by `limit`)."""
+    warnings: list[str] = []
+    if result.kind == "scalar":
+        assert result.scalar is not None
+        ms = int(result.scalar.ts[0])
+        return {"resultType": "scalar",
+                "result": [_ts(ms), format_value(float(result.scalar.values[0]))]}, warnings
+    assert result.series is not None
+    series = result.series
+    rows = list(range(len(series)))
+    if limit and len(rows) > limit:
+        rows = rows[:limit]
+        warnings.append(f"results truncated due to limit: {limit} of {len(series)} series")
+    stamps = [_ts(int(t)) for t in series.ts]
+    out: list[dict[str, Any]] = []
+    for i in rows:
+        row = series.values[i]
+        present = np.flatnonzero(~np.isnan(row))
+        if result.kind == "vector":
+            if len(present):
+                j = int(present[-1])
+                out.append({"metric": dict(sorted(series.labels[i].items())),
+                            "value": [stamps[j], format_value(float(row[j]))]})
+        else:
+            out.append({"metric": dict(sorted(series.labels[i].items())),
+                        "values": [[stamps[j], format_value(float(row[j]))]
+                                   for j in present.tolist()]})
+    return {"resultType": result.kind, "result": out}, warnings
+
+
+class SimulatorServer:
+    """The simulator's HTTP front end; start it, point `sdcclient` at `.url`, stop it.
+
+    `fleet` is the `Storage` (normally a `Fleet`) the PromQL endpoints evaluate against.
+    `tokens` are accepted Bearer tokens; `forbidden_tokens` authenticate but get 403. Time
+    defaults ("now" for instant queries, 401 timestamps, timelines) come from `clock`;
+    `sleep` serves fault delays and `timer` measures query timeouts (both real by default).
+    """
+
+    def __init__(self, fleet: Storage, clock: Clock, tokens: Iterable[str] = ("sim-token",),
+                 forbidden_tokens: Iterable[str] = (), host: str = "127.0.0.1", port: int = 0,
+                 sleep: Callable[[float], None] = time.sleep,
+                 timer: Callable[[], float] = time.monotonic) -> None:
+        self.fleet = fleet
+        self.clock = clock
+        self.tokens = frozenset(tokens)
+        self.forbidden_tokens = frozenset(forbidden_tokens)
+        self.engine = Engine(fleet, timer=timer)
+        self.faults = FaultQueue()
+        self._sleep = sleep
+        self._host, self._port = host, port
+        self._log: list[RecordedRequest] = []
+        self._lock = threading.Lock()
+        self._dashboards: dict[int, dict[str, Any]] = {}
+        self._next_id = 1
+        self._httpd: ThreadingHTTPServer | None = None
+        self._thread: threading.Thread | None = None
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> SimulatorServer:
+        """Bind and serve in a background thread; returns self. Raises OSError if the port is
+        taken."""
+        if self._httpd is not None:
+            return self
+        handler = type("_Handler", (_Handler,), {"sim": self})
+        httpd = ThreadingHTTPServer((self._host, self._port), handler)
+        httpd.daemon_threads = True
+        self._httpd = httpd
+        self._thread = threading.Thread(target=httpd.serve_forever, name="sysdig-simulator",
+                                        kwargs={"poll_interval": 0.05}, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop serving and release the port. Idempotent."""
+        httpd, thread = self._httpd, self._thread
+        self._httpd = self._thread = None
+        if httpd is not None:
+            httpd.shutdown()
+            httpd.server_close()
+        if thread is not None:
+            thread.join(timeout=5)
+
+    def __enter__(self) -> SimulatorServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    @property
+    def port(self) -> int:
+        if self._httpd is None:
+            raise RuntimeError("simulator server is not started")
+        return int(self._httpd.server_address[1])
+
+    @property
+    def url(self) -> str:
+        """Base URL to give `sdcclient` as `sdc_url`."""
+        return f"http://{self._host}:{self.port}"
+
+    # ------------------------------------------------------------------ request log
+    @property
+    def requests(self) -> list[RecordedRequest]:
+        """A copy of every request received so far, oldest first."""
+        with self._lock:
+            return list(self._log)
+
+    def clear_requests(self) -> None:
+        with self._lock:
+            self._log.clear()
+
+    def _record(self, request: RecordedRequest) -> None:
+        with self._lock:
+            self._log.append(request)
+
+    # ------------------------------------------------------------------ dashboards
+    @property
+    def dashboards(self) -> dict[int, dict[str, Any]]:
+        """A copy of the stored dashboards by id."""
+        with self._lock:
+            return copy.deepcopy(self._dashboards)
+
+    # ------------------------------------------------------------------ dispatch
+    def handle(self, method: str, path: str, query: Mapping[str, list[str]],
+               headers: Mapping[str, str], body: bytes) -> tuple[int, Any, dict[str, str]]:
+        """Answer one authenticated request: (status, JSON body or None, extra headers)."""
+        if path.startswith(PROMETHEUS):
+            return self._prometheus(method, path[len(PROMETHEUS):], query, body)
+        if path in (TIMELINES, TIMELINES.rstrip("/")) and method == "GET":
+            return 200, self._timelines(), {}
+        if path == DASHBOARDS or path.startswith(DASHBOARDS + "/"):
+            return self._dashboard(method, path[len(DASHBOARDS):].strip("/"), body)
+        if path == "/api/user/me" and method == "GET":
+            return 200, {"user": {"id": 1, "username": "simulator@example.invalid",
+                                  "enabled": True}}, {}
+        return 404, _errors("Not Found", f"no route for {method} {path}"), {}
+
+    def _prometheus(self, method: str, endpoint: str, query: Mapping[str, list[str]],
+                    body: bytes) -> tuple[int, Any, dict[str, str]]:
+        if endpoint not in ("query", "query_range"):
+            return 404, _errors("Not Found", f"unknown Prometheus endpoint {endpoint!r}"), {}
+        if method not in ("GET", "POST"):
+            return 405, _prom_error("bad_data", f"method {method} not allowed"), {}
+        params = dict(query)
+        if method == "POST" and body:
+            for k, v in parse_qs(body.decode("utf-8", "replace")).items():
+                params.setdefault(k, []).extend(v)
+
+        def one(name: str) -> str | None:
+            values = params.get(name)
+            return values[-1] if values else None
+
+        try:
+            text = one("query")
+            if text is None or not text.strip():
+                raise _BadRequest('invalid parameter "query": unknown position: parse error: '
+                                  'no expression found in input')
+            timeout = MAX_TIMEOUT
+            if one("timeout") is not None:
+                timeout = min(_parse_duration("timeout", one("timeout")), MAX_TIMEOUT)
+            limit = 0
+            if one("limit") is not None:
+                raw_limit = one("limit") or ""
+                if not raw_limit.isdigit():
+                    raise _BadRequest(f'invalid parameter "limit": cannot parse "{raw_limit}" '
+                                      "to a valid limit")
+                limit = int(raw_limit)
+            if endpoint == "query":
+                t = self.clock.time() if one("time") is None else _parse_time("time", one("time"))
+                result = self.engine.instant(text, t, timeout=timeout)
+            else:
+                start = _parse_time("start", one("start"))
+                end = _parse_time("end", one("end"))
+                step = _parse_duration("step", one("step"))
+                if end < start:
+                    raise _BadRequest('invalid parameter "end": end timestamp must not be '
+                                      "before start time")
+                if step <= 0:
+                    raise _BadRequest('invalid parameter "step": zero or negative query '
+                                      "resolution step widths are not accepted. Try a positive "
+                                      "integer")
+                if (end - start) / step + 1 > MAX_POINTS:
+                    raise _BadRequest("exceeded maximum resolution of 11,000 points per "
+                                      "timeseries. Try decreasing the query resolution "
+                                      "(?step=XX)")
+                result = self.engine.range(text, start, end, step, timeout=timeout)
+        except _BadRequest as exc:
+            return 400, _prom_error("bad_data", str(exc)), {}
+        except PromQLError as exc:
+            status = {"bad_data": 400, "timeout": 503}.get(exc.error_type, 422)
+            message = str(exc)
+            if exc.error_type == "bad_data":
+                message = f'invalid parameter "query": {message}'
+            return status, _prom_error(exc.error_type, message), {}
+        data, warnings = render_result(result, limit)
+        payload: dict[str, Any] = {"status": "success", "data": data}
+        if warnings:
+            payload["warnings"] = warnings
+        return 200, payload, {}
+
+    def _timelines(self) -> dict[str, Any]:
+        now_us = int(self.clock.time() * 1_000_000)
+        return {"agents": [{"from": now_us - window * 1_000_000, "to": now_us,
+                            "sampling": sampling * 1_000_000}
+                           for sampling, window in TIMELINE_WINDOWS]}
+
+    def _dashboard(self, method: str, ident: str, body: bytes
+                   ) -> tuple[int, Any, dict[str, str]]:
+        if ident == "":
+            if method == "GET":
+                with self._lock:
+                    return 200, {"dashboards": list(self._dashboards.values())}, {}
+            if method == "POST":
+                doc = _dashboard_body(body)
+                if doc is None:
+                    return 400, _errors("Bad Request", "body must be {\"dashboard\": {...}}"), {}
+                with self._lock:
+                    doc["id"], doc["version"] = self._next_id, 1
+                    self._dashboards[self._next_id] = doc
+                    self._next_id += 1
+                return 201, {"dashboard": doc}, {}
+            return 405, _errors("Method Not Allowed", f"{method} not allowed here"), {}
+        if not ident.isdigit():
+            return 404, _errors("Not Found", f"dashboard {ident!r} not found"), {}
+        key = int(ident)
+        with self._lock:
+            current = self._dashboards.get(key)
+            if current is None:
+                return 404, _errors("Not Found", f"dashboard {key} not found"), {}
+            if method == "GET":
+                return 200, {"dashboard": current}, {}
+            if method == "DELETE":
+                del self._dashboards[key]
+                return 204, None, {}
+            if method in ("PUT", "PATCH"):
+                if method == "PATCH":
+                    try:
+                        patch = json.loads(body or b"{}")
+                    except ValueError:
+                        patch = None
+                    if not isinstance(patch, dict):
+                        return 400, _errors("Bad Request", "body must be a JSON object"), {}
+                    current.update(patch)
+                    return 200, {"dashboard": current}, {}
+                doc = _dashboard_body(body)
+                if doc is None:
+                    return 400, _errors("Bad Request", "body must be {\"dashboard\": {...}}"), {}
+                if doc.get("version") != current["version"]:
+                    return 409, _errors("Conflict", "dashboard version does not match"), {}
+                doc["id"], doc["version"] = key, current["version"] + 1
+                self._dashboards[key] = doc
+                return 200, {"dashboard": doc}, {}
+        return 405, _errors("Method Not Allowed", f"{method} not allowed here"), {}
+
+    def unauthorized(self, path: str) -> dict[str, Any]:
+        return {"timestamp": int(self.clock.time() * 1000), "status": 401,
+                "error": "Unauthorized", "path": path}
+
+
+def _dashboard_body(body: bytes) -> dict[str, Any] | None:
+    try:
+        doc = json.loads(body or b"null")
+    except ValueError:
+        return None
+    if not isinstance(doc, dict) or not isinstance(doc.get("dashboard"), dict):
+        return None
+    return dict(doc["dashboard"])
+
+
+def _errors(reason: str, message: str) -> dict[str, Any]:
+    return {"errors": [{"reason": reason, "message": message}]}
+
+
+def _prom_error(error_type: str, message: str) -> dict[str, Any]:
+    return {"status": "error", "errorType": error_type, "error": message}
+
+
+def default_fault_body(status: int) -> dict[str, Any]:
+    """The body Sysdig sends with `status` (used when a fault gives none)."""
+    if status == 429:
+        return {"type": "rate_limited", "message": "Too many requests", "details": []}
+    if status == 401:
+        return {"timestamp": 0, "status": 401, "error": "Unauthorized", "path": ""}
+    if status == 403:
+        return _errors("Forbidden", "Not enough privileges")
+    if status >= 500:
+        return _prom_error("internal", "simulated upstream failure")
+    return _prom_error("bad_data", "simulated error")
+
+
+class _Handler(BaseHTTPRequestHandler):
+    sim: SimulatorServer
+    protocol_version = "HTTP/1.1"
+    server_version = "sysdig-simulator"
+    timeout = 30
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Silence the default per-request stderr line."""
+
+    def do_GET(self) -> None:
+        self._serve("GET")
+
+    def do_POST(self) -> None:
+        self._serve("POST")
+
+    def do_PUT(self) -> None:
+        self._serve("PUT")
+
+    def do_DELETE(self) -> None:
+        self._serve("DELETE")
+
+    def do_PATCH(self) -> None:
+        self._serve("PATCH")
+
+    def _serve(self, method: str) -> None:
+        url = urlsplit(self.path)
+        path = url.path
+        query = parse_qs(url.query, keep_blank_values=True)
+        length = int(self.headers.get("Content-Length") or 0)
+        body = self.rfile.read(length) if length > 0 else b""
+        headers = {k: v for k, v in self.headers.items()}
+        self.sim._record(RecordedRequest(method, path, query, headers, body))
+        fault = self.sim.faults.take(path)
+        if fault is not None:
+            if fault.delay:
+                self.sim._sleep(fault.delay)
+            if fault.raw is not None:
+                self.wfile.write(fault.raw)
+                self.wfile.flush()
+                self.close_connection = True
+                return
+            if fault.status is not None:
+                self._fault(fault, path)
+                return
+        auth = self.headers.get("Authorization", "")
+        token = auth[len("Bearer "):] if auth.startswith("Bearer ") else None
+        if token in self.sim.forbidden_tokens:
+            self._send(403, _errors("Forbidden", "Not enough privileges"))
+            return
+        if token not in self.sim.tokens:
+            self._send(401, self.sim.unauthorized(path))
+            return
+        try:
+            status, payload, extra = self.sim.handle(method, path, query, headers, body)
+        except Exception as exc:  # a bug must answer 500, not kill the connection silently
+            first = (str(exc).splitlines() or [type(exc).__name__])[0]
+            status, payload, extra = 500, _prom_error("internal", first), {}
+        self._send(status, payload, extra)
+
+    def _fault(self, fault: Fault, path: str) -> None:
+        assert fault.status is not None
+        body: JsonBody | str | bytes
+        if fault.body is not None:
+            body = fault.body
+        elif fault.status == 401:
+            body = self.sim.unauthorized(path)
+        else:
+            body = default_fault_body(fault.status)
+        self._send(fault.status, body, fault.headers)
+
+    def _send(self, status: int, payload: JsonBody | str | bytes | None,
+              headers: Mapping[str, str] | None = None) -> None:
+        if payload is None:
+            data = b""
+        elif isinstance(payload, bytes):
+            data = payload
+        elif isinstance(payload, str):
+            data = payload.encode("utf-8")
+        else:
+            data = json.dumps(payload, separators=(",", ":")).encode("utf-8")
+        self.send_response(status)
+        extra = dict(headers or {})
+        if not any(k.lower() == "content-type" for k in extra):
+            self.send_header("Content-Type", "application/json")
+        for k, v in extra.items():
+            self.send_header(k, v)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        if data:
+            self.wfile.write(data)
+
