@@ -114,7 +114,10 @@ class ConfluentFraming:
                 return cached
             serializer = AvroSerializer(
                 self._client, s.text,
-                conf={"auto.register.schemas": self._auto_register, "normalize.schemas": False},
+                # TopicNameStrategy pinned: the library default also queries subject
+                # associations first, and our subject must be exactly `<topic>-value`.
+                conf={"auto.register.schemas": self._auto_register, "normalize.schemas": False,
+                      "subject.name.strategy.type": "TOPIC"},
             )
             subject = subject_for(topic)
             try:
