@@ -290,6 +290,7 @@ class _Context:
         return _drop_empty(SeriesSet(raw.labels, ts, _last(raw.values, lo, hi)))
 
     def range_arg(self, node: Any, ts: IntArray) -> _RangeArg:
+        self.check()
         node = _unwrap(node)
         if isinstance(node, pp.MatrixSelector):
             vs = node.vector_selector

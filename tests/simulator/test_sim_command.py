@@ -1,0 +1,75 @@
+"""`chargeback-exporter simulate`: flag validation in-process, then the real subprocess."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+from sdcclient import SdMonitorClient
+
+from exporter import cli
+from exporter.simulator.command import DEFAULT_TOKEN, build
+
+from .conftest import T0
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--clusters", "0"], "clusters must be >= 1"),
+    (["--history", "0s"], "--history must be positive"),
+    (["--history", "soon"], "not a duration"),
+    (["--now", "tomorrow"], "not a time"),
+    (["--port", "70000"], "--port must be in 0..65535"),
+    (["--token", " "], "--token must not be empty"),
+])
+def test_bad_flags_are_one_line_and_exit_2(argv: list[str], message: str,
+                                           capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli.main(["simulate", *argv]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("chargeback-exporter simulate: error:") and message in err
+    assert "\n" not in err and "Traceback" not in err
+
+
+def test_build_wires_flags_into_fleet_clock_and_server() -> None:
+    args = cli.build_parser().parse_args(
+        ["simulate", "--seed", "4", "--clusters", "1", "--namespaces", "2", "--workloads", "2",
+         "--now", "2024-01-01T02:00:00Z", "--history", "1h", "--token", "a", "--token", "b"])
+    fleet, clock, server = build(args)
+    assert clock.time() == T0 + 7200
+    assert fleet.spec.seed == 4 and len(fleet.workloads()) == 1 * 2 * 2 + 3
+    assert fleet.available(0, 10**10) == (T0 + 3600, T0 + 7210)
+    assert server.tokens == {"a", "b"}
+
+
+@pytest.mark.integration
+def test_subprocess_serves_until_sigterm() -> None:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "exporter", "simulate", "--now", "2024-01-01T03:30:00Z",
+         "--clusters", "1", "--port", "0"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
+    try:
+        first: list[str] = []
+        reader = threading.Thread(target=lambda: first.append(proc.stdout.readline()))  # type: ignore[union-attr]
+        reader.start()
+        reader.join(timeout=30)
+        assert first and first[0], "simulate printed nothing within 30 s"
+        match = re.search(r"http://127\.0\.0\.1:\d+", first[0])
+        assert match, first[0]
+        client = SdMonitorClient(token=DEFAULT_TOKEN, sdc_url=match.group(0))
+        ok, res = client.get_data_promql_instant("count(sysdig_container_cpu_cores_used)")
+        assert ok and res["data"]["result"][0]["value"][0] == T0 + 3 * 3600 + 1800
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=10) == 0
+        assert "stopped" in proc.stderr.read()  # type: ignore[union-attr]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=10)

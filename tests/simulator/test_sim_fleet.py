@@ -1,0 +1,282 @@
+"""The synthetic fleet: structure, special cases, exactness, ground truth, OpenMetrics export."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from decimal import Decimal
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from exporter.clock import FakeClock
+from exporter.model import ORG_KEYS, UNALLOCATED, WorkloadKey
+from exporter.simulator.fleet import (
+    CPU_QUANTUM,
+    CPU_USED,
+    MEM_USED,
+    MIB,
+    REQUESTS,
+    SAMPLE_INTERVAL,
+    Fleet,
+    FleetSpec,
+)
+from exporter.simulator.series import LabelMatcher, SeriesSet
+
+from .conftest import NOW, SMALL, T0
+
+MEDIUM = FleetSpec(seed=3, clusters=3, namespaces_per_cluster=4, workloads_per_namespace=6,
+                   max_replicas=4, max_containers=3)
+
+
+def _select(fleet: Fleet, metric: str, start: int, end: int, **labels: str) -> SeriesSet:
+    matchers = [LabelMatcher.of("__name__", "=", metric)]
+    matchers += [LabelMatcher.of(k, "=", v) for k, v in labels.items()]
+    return fleet.select(matchers, start * 1000, (end - 1) * 1000)
+
+
+def _key(labels: dict[str, str]) -> WorkloadKey:
+    return WorkloadKey(labels["kube_cluster_name"], labels["kube_namespace_name"],
+                       labels["kube_workload_type"], labels["kube_workload_name"])
+
+
+def test_same_spec_same_fleet_and_seed_changes_it() -> None:
+    a, b, c = Fleet(SMALL), Fleet(SMALL), Fleet(FleetSpec(seed=SMALL.seed + 1))
+    assert [w.key for w in a.workloads()] == [w.key for w in b.workloads()]
+    assert a.pods(T0, T0 + 3600) == b.pods(T0, T0 + 3600)
+    assert a.sample_sums(T0, T0 + 3600) == b.sample_sums(T0, T0 + 3600)
+    assert a.sample_sums(T0, T0 + 3600) != c.sample_sums(T0, T0 + 3600)
+
+
+def test_size_follows_the_spec() -> None:
+    fleet = Fleet(MEDIUM)
+    regular = fleet.workloads()[:-3]
+    assert len(regular) == 3 * 4 * 6
+    assert len({w.key.cluster for w in regular}) == 3
+    assert len({(w.key.cluster, w.key.namespace) for w in regular}) == 3 * 4
+    assert max(w.replicas for w in regular) <= 4
+    assert max(len(w.containers) for w in regular) <= 3
+
+
+@pytest.mark.parametrize("field,value", [("clusters", 0), ("max_containers", 0),
+                                          ("min_pod_lifetime", 15)])
+def test_invalid_spec_is_one_clear_error(field: str, value: int) -> None:
+    with pytest.raises(ValueError, match=field):
+        FleetSpec(**{field: value})
+
+
+def test_variety_of_kinds_labels_and_requests() -> None:
+    fleet = Fleet(MEDIUM)
+    workloads = fleet.workloads()
+    assert {w.key.kind for w in workloads} == {"deployment", "statefulset", "daemonset", "job"}
+    org = [{k: w.labels.get(k) for k in ORG_KEYS} for w in workloads]
+    assert any(all(v and v.strip() for v in o.values()) for o in org)  # fully labelled
+    assert any(any(v is None for v in o.values()) and any(o.values()) for o in org)  # partial
+    assert any(v == " " for o in org for v in o.values())  # whitespace-only stays on the wire
+    assert any(v == "" for o in org for v in o.values())  # empty: dropped on the wire
+    assert any(w.namespace_labels for w in workloads)
+    assert any(not all(w.has_request) for w in workloads)
+    wire = [w.wire_labels for w in workloads]
+    assert any(" " in lb.values() for lb in wire)
+    assert all("" not in lb.values() for lb in wire)
+    assert any("kube_deployment_label_app" in lb for lb in wire)
+    assert any(k.startswith("kube_statefulset_label_") for lb in wire for k in lb)
+    assert any(k.startswith("kube_namespace_label_") for lb in wire for k in lb)
+
+
+def test_special_cases_resolve_as_documented() -> None:
+    fleet = Fleet(FleetSpec(seed=12345))
+    special = fleet.special
+    unallocated = fleet.org_labels(special["unallocated"])
+    assert unallocated == dict.fromkeys(ORG_KEYS, UNALLOCATED)
+    inherited = fleet.workload(special["namespace_only"])
+    assert not any(k in inherited.labels for k in ORG_KEYS)
+    assert fleet.org_labels(special["namespace_only"]) == {
+        k: inherited.namespace_labels[k] for k in ORG_KEYS}
+    assert special["seven_minute_job"].kind == "job"
+
+
+def test_org_labels_treat_blank_values_as_missing() -> None:
+    fleet = Fleet(MEDIUM)
+    for w in fleet.workloads():
+        resolved = fleet.org_labels(w.key)
+        for k in ORG_KEYS:
+            own = w.labels.get(k, "").strip()
+            ns = w.namespace_labels.get(k, "").strip()
+            assert resolved[k] == (own or ns or UNALLOCATED)
+            assert resolved[k].strip() == resolved[k] != ""
+
+
+@pytest.mark.parametrize("seed", [1, 99])
+def test_seven_minute_job_has_42_samples_in_every_hour(seed: int) -> None:
+    fleet = Fleet(FleetSpec(seed=seed))
+    job = fleet.special["seven_minute_job"]
+    for hour in range(5):
+        start = T0 + hour * 3600
+        pods = [p for p in fleet.pods(start, start + 3600) if p.workload == job]
+        assert len(pods) == 1
+        assert (pods[0].start - start, pods[0].end - start) == (600, 1020)
+        assert pods[0].samples(start, start + 3600) == 42
+        data = _select(fleet, CPU_USED, start, start + 3600, kube_workload_name=job.name)
+        assert len(data) == 1
+        present = data.ts[~np.isnan(data.values[0])] // 1000
+        assert present.tolist() == list(range(start + 600, start + 1020, SAMPLE_INTERVAL))
+
+
+def test_samples_sit_on_the_10s_grid_and_obey_now_and_history() -> None:
+    clock = FakeClock(T0 + 1805.5)
+    fleet = Fleet(SMALL, clock=clock, history=1800)
+    data = _select(fleet, CPU_USED, T0 - 3600, T0 + 7200)
+    stamps = data.ts // 1000
+    assert (stamps % SAMPLE_INTERVAL == 0).all()
+    assert stamps.min() == T0 + 10  # now - history = T0 + 5.5, first step after it
+    assert stamps.max() == T0 + 1800  # the last step not after now
+    clock.advance(30)
+    later = _select(fleet, CPU_USED, T0 - 3600, T0 + 7200)
+    assert (later.ts // 1000).max() == T0 + 1830
+
+
+def test_exactness_rule_cpu_64ths_memory_mib() -> None:
+    fleet = Fleet(MEDIUM)
+    for metric, labels, quantum in ((CPU_USED, {}, 1 / CPU_QUANTUM), (MEM_USED, {}, MIB),
+                                    (REQUESTS, {"resource": "cpu"}, 1 / CPU_QUANTUM),
+                                    (REQUESTS, {"resource": "memory"}, MIB)):
+        values = _select(fleet, metric, T0, T0 + 3600, **labels).values
+        values = values[~np.isnan(values)]
+        assert len(values) > 1000
+        units = values / quantum
+        assert (units == np.round(units)).all(), metric
+        assert (values >= 0).all()
+
+
+def test_usage_crosses_requests_and_requests_change_mid_pod() -> None:
+    fleet = Fleet(MEDIUM)
+    used = _select(fleet, CPU_USED, T0, T0 + 4 * 3600)
+    req = _select(fleet, REQUESTS, T0, T0 + 4 * 3600, resource="cpu")
+    by_container = {(lb["kube_pod_name"], lb["kube_pod_container_name"]): row
+                    for lb, row in zip(req.labels, req.values, strict=True)}
+    above = below = changed = 0
+    for lb, row in zip(used.labels, used.values, strict=True):
+        r = by_container.get((lb["kube_pod_name"], lb["kube_pod_container_name"]))
+        if r is None:
+            continue
+        both = ~np.isnan(row) & ~np.isnan(r)
+        above += int((row[both] > r[both]).sum())
+        below += int((row[both] < r[both]).sum())
+        steps = r[both]
+        changed += int(len(np.unique(steps)) > 1)
+    assert above > 0 and below > 0 and changed > 0
+    # containers without a request still report usage
+    assert len(used) > len(req)
+
+
+def test_pods_start_and_stop_inside_a_period() -> None:
+    fleet = Fleet(MEDIUM)
+    pods = fleet.pods(T0, T0 + 3600)
+    assert any(T0 < p.start < T0 + 3600 for p in pods)
+    assert any(T0 < p.end < T0 + 3600 for p in pods)
+    names = defaultdict(list)
+    for p in pods:
+        names[p.workload].append(p.name)
+    rolled = [k for k, v in names.items() if k.kind == "deployment" and len(set(v)) > 1]
+    assert rolled, "some deployment rolled over to new pod names within the hour"
+
+
+def test_statefulset_restart_keeps_one_series_per_pod_name() -> None:
+    fleet = Fleet(MEDIUM)
+    data = _select(fleet, CPU_USED, T0, T0 + 24 * 3600)
+    identities = [tuple(sorted(lb.items())) for lb in data.labels]
+    assert len(identities) == len(set(identities))
+
+
+def _brute_force(fleet: Fleet, start: int, end: int, grain: str) -> dict[WorkloadKey, list[int]]:
+    """Ground truth recomputed from the raw series, per step, with plain Python dictionaries."""
+    raw = {}
+    for name, metric, labels, quantum in (("cu", CPU_USED, {}, CPU_QUANTUM),
+                                          ("mu", MEM_USED, {}, 1 / MIB),
+                                          ("cr", REQUESTS, {"resource": "cpu"}, CPU_QUANTUM),
+                                          ("mr", REQUESTS, {"resource": "memory"}, 1 / MIB)):
+        data = _select(fleet, metric, start, end, **labels)
+        raw[name] = {(_key(lb), lb["kube_pod_name"], lb["kube_pod_container_name"]):
+                     np.nan_to_num(row * quantum) for lb, row in
+                     zip(data.labels, data.values, strict=True)}
+    totals: dict[WorkloadKey, list[int]] = defaultdict(lambda: [0] * 6)
+    for r, (u, q) in enumerate((("cu", "cr"), ("mu", "mr"))):
+        pods: dict[tuple[WorkloadKey, str], list[np.ndarray]] = defaultdict(lambda: [0, 0])
+        for ident, row in raw[u].items():
+            req = raw[q].get(ident, np.zeros_like(row))
+            totals[ident[0]][3 * r] += int(row.sum())
+            totals[ident[0]][3 * r + 1] += int(req.sum())
+            if grain == "container":
+                totals[ident[0]][3 * r + 2] += int(np.maximum(row, req).sum())
+            else:
+                pods[ident[:2]][0] = pods[ident[:2]][0] + row
+                pods[ident[:2]][1] = pods[ident[:2]][1] + req
+        for (key, _), (pu, pr) in pods.items():
+            totals[key][3 * r + 2] += int(np.maximum(pu, pr).sum())
+    return dict(totals)
+
+
+@pytest.mark.parametrize("grain", ["pod", "container"])
+@pytest.mark.parametrize("start", [T0, T0 + 3600, NOW - 1234])
+def test_ground_truth_equals_brute_force_over_raw_series(grain: str, start: int) -> None:
+    fleet = Fleet(MEDIUM, clock=FakeClock(NOW))
+    truth = fleet.sample_sums(start, start + 3600, grain)  # type: ignore[arg-type]
+    brute = _brute_force(fleet, start, start + 3600, grain)
+    assert set(truth) == set(brute)
+    for key, sums in truth.items():
+        got = [sums["cpu"].usage, sums["cpu"].request, sums["cpu"].chargeable,
+               sums["memory"].usage, sums["memory"].request, sums["memory"].chargeable]
+        assert got == brute[key], key
+
+
+def test_ground_truth_in_unit_hours() -> None:
+    fleet = Fleet(SMALL)
+    job = fleet.special["seven_minute_job"]
+    units = fleet.sample_sums(T0, T0 + 3600)[job]
+    hours = fleet.ground_truth(T0, T0 + 3600)[job]
+    # 1/64 core for 10 s = 1/23040 core-hour; 1 MiB for 10 s = 1/368640 GiB-hour
+    assert hours["cpu"].usage * 23040 == pytest.approx(Decimal(units["cpu"].usage), abs=Decimal("1e-40"))
+    assert hours["memory"].request == Decimal(units["memory"].request) / 368640
+    # The job has one container with a request: 42 samples of a constant-per-segment request.
+    request = _select(fleet, REQUESTS, T0, T0 + 3600, resource="memory",
+                      kube_workload_name=job.name).values[0]
+    assert Decimal(int(np.nansum(request))) / (2**30) * 10 / 3600 == hours["memory"].request
+    assert hours["cpu"].chargeable >= max(hours["cpu"].usage, hours["cpu"].request)
+
+
+def test_ground_truth_lists_only_workloads_with_samples() -> None:
+    fleet = Fleet(SMALL, clock=FakeClock(T0 + 3600), history=3600)
+    assert fleet.sample_sums(T0 + 7200, T0 + 10800) == {}
+    before = fleet.sample_sums(T0 - 7200, T0 - 3600)
+    assert before == {}
+    present = fleet.sample_sums(T0, T0 + 3600)
+    assert fleet.special["unallocated"] in present
+    assert fleet.special["seven_minute_job"] in present
+
+
+def test_openmetrics_export_is_grouped_timestamped_and_complete(tmp_path: Path) -> None:
+    fleet = Fleet(SMALL, clock=FakeClock(T0 + 1800), history=1800)
+    path = tmp_path / "fleet.om"
+    count = fleet.export_openmetrics(T0 - 600, T0 + 3600, path)
+    lines = path.read_text().splitlines()
+    assert lines[-1] == "# EOF"
+    types = [ln for ln in lines if ln.startswith("# TYPE")]
+    assert types == [f"# TYPE {CPU_USED} gauge", f"# TYPE {MEM_USED} gauge",
+                     f"# TYPE {REQUESTS} gauge"]
+    samples = [ln for ln in lines if not ln.startswith("#")]
+    assert len(samples) == count
+    families = [ln.split("{", 1)[0] for ln in samples]
+    # each family's samples are contiguous, in the TYPE order
+    assert families == sorted(families, key=[CPU_USED, MEM_USED, REQUESTS].index)
+    series: dict[str, list[int]] = defaultdict(list)
+    for ln in samples:
+        head, value, stamp = ln.rsplit(" ", 2)
+        assert int(stamp) % SAMPLE_INTERVAL == 0 and T0 <= int(stamp) <= T0 + 1800
+        float(value)
+        series[head].append(int(stamp))
+    assert all(s == sorted(s) for s in series.values())
+    expected = sum(int((~np.isnan(_select(fleet, m, T0 - 600, T0 + 3600, **lb).values)).sum())
+                   for m, lb in ((CPU_USED, {}), (MEM_USED, {}), (REQUESTS, {})))
+    assert count == expected
+    assert 'kube_namespace_name="sim-batch"' in path.read_text()
