@@ -263,3 +263,14 @@ def test_range_query_with_hourly_step_evaluates_each_period() -> None:
                   if not np.isnan(row[j])}
         assert {k: int(v / MIB) for k, v in column.items()} == {
             k: v["memory"].chargeable for k, v in truth.items()}
+
+
+def test_last_over_time_looks_back_within_its_window() -> None:
+    s = MemoryStorage()
+    s.add({"__name__": "m"}, [(0, 1), (10, 2), (30, 4)])
+    e = Engine(s)
+    # Subquery steps 0..30 each see the latest sample in (t-15, t]: step 20 still sees 10's.
+    assert _one(e.instant("sum_over_time((last_over_time(m[15s]))[40s:10s])", 30)) == 1 + 2 + 2 + 4
+    result = e.range("last_over_time(m[15s])", 0, 40, 10)
+    assert result.series is not None
+    assert result.series.values.tolist() == [[1.0, 2.0, 2.0, 4.0, 4.0]]
