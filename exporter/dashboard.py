@@ -86,20 +86,23 @@ class Queries:
     """The PromQL of every panel, built from the org label sources.
 
     Per pod (`POD_GRAIN`) and per step: usage `U`, request `R`, chargeable `(U >= R) or R or U`,
-    each the last sample of the step (no 5-minute lookback). `org(x)` attaches the org keys from
-    the pod's usage series and sets a missing key to `__unallocated__`.
+    each the last sample in the half step before it (no 5-minute lookback). `org(x)` attaches the
+    org keys from the pod's usage series and sets a missing key to `__unallocated__`.
     """
 
     def __init__(self, sources: OrgSources, step_seconds: int = STEP_SECONDS) -> None:
-        if step_seconds <= 0 or 3600 % step_seconds:
-            raise ValueError("step_seconds must divide an hour")
+        if step_seconds <= 0 or step_seconds % 2 or 3600 % step_seconds:
+            raise ValueError("step_seconds must be even and divide an hour")
         self.sources = sources
         self.keys = tuple(sources.labels)
         self.step = format_duration(step_seconds)
+        # Half a step, as in exporter/queries.py: a step sees only its own sample, never the
+        # previous step's (Prometheus 2.x ranges are closed) and no 5-minute lookback.
+        self.window = format_duration(step_seconds // 2)
         self.steps_per_hour = 3600 // step_seconds
 
     def _sample(self, metric: str, matchers: Sequence[tuple[str, str, str]] = ()) -> str:
-        return f"sum by ({_G}) (last_over_time({selector(metric, matchers)}[{self.step}]))"
+        return f"sum by ({_G}) (last_over_time({selector(metric, matchers)}[{self.window}]))"
 
     def usage(self, res: str) -> str:
         return self._sample(CPU_USED if res == "cpu" else MEM_USED)
@@ -113,7 +116,7 @@ class Queries:
 
     def info(self, keys: Sequence[str]) -> str:
         """One series of value 1 per pod, labelled with the org `keys` its usage series carry."""
-        expr = f"last_over_time({CPU_USED}[{self.step}])"
+        expr = f"last_over_time({CPU_USED}[{self.window}])"
         for key in keys:
             for src in reversed(self.sources.labels[key]):  # innermost = lowest precedence
                 expr = f'label_replace({expr}, "{key}", "$1", "{src}", "{_TRIM}")'
@@ -133,10 +136,10 @@ class Queries:
     def has_key(self, key: str) -> str:
         """Pods whose usage series carry a non-blank label for `key`."""
         blank = [(src, "=~", _BLANK) for src in self.sources.labels[key]]
-        every = f"group by ({_G}) (last_over_time({CPU_USED}[{self.step}]))"
+        every = f"group by ({_G}) (last_over_time({CPU_USED}[{self.window}]))"
         if not blank:
             return f"({every} unless on({_G}) {every})"
-        unlabelled = f"group by ({_G}) (last_over_time({selector(CPU_USED, blank)}[{self.step}]))"
+        unlabelled = f"group by ({_G}) (last_over_time({selector(CPU_USED, blank)}[{self.window}]))"
         return f"({every} unless on({_G}) {unlabelled})"
 
     def unallocated(self, res: str, key: str) -> str:
