@@ -446,6 +446,8 @@ class DashboardInstaller:
         where = f"Sysdig {self._url} ({what})"
         try:
             result = fn(*args, **kwargs)
+        except requests.exceptions.JSONDecodeError:
+            raise SourceError(f"{where}: HTTP {self._status}: response is not JSON") from None
         except requests.exceptions.SSLError:
             raise SourceError(f"{where}: TLS verification failed") from None
         except requests.exceptions.Timeout:
@@ -456,6 +458,9 @@ class DashboardInstaller:
             raise SourceUnavailable(f"{where}: request failed: {type(exc).__name__}") from None
         except ValueError:
             raise SourceError(f"{where}: HTTP {self._status}: response is not JSON") from None
+        except (KeyError, TypeError, AttributeError, IndexError):
+            # sdcclient indexes into bodies it did not check (e.g. `res["dashboards"]`).
+            raise SourceError(f"{where}: HTTP {self._status}: unexpected response shape") from None
         ok, body = result[0], result[1]
         if ok:
             return body

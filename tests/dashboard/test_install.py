@@ -174,3 +174,23 @@ def test_server_error_on_update_is_reported_at_once(
     ]
     # No urllib3 retry loop: one GET of the dashboard, then the error.
     assert calls(sim) == [("GET", "/api/v3/dashboards"), ("GET", "/api/v3/dashboards/1")]
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ("<html>maintenance</html>", "HTTP 200: response is not JSON"),
+        ({"unexpected": []}, "HTTP 200: unexpected response shape"),
+    ],
+)
+def test_malformed_answers_are_one_line(
+    sim: SimulatorServer, capsys: pytest.CaptureFixture[str], tmp_path: Path,
+    body: Any, expected: str,
+) -> None:
+    sim.faults.push("/api/v3/dashboards", status=200, body=body)
+    code, out, err = install(capsys, config(tmp_path, sim.url))
+    assert code == 1
+    assert out == ""
+    assert err.strip().splitlines() == [
+        f"chargeback-exporter dashboard: error: Sysdig {sim.url} (list dashboards): {expected}"
+    ]
