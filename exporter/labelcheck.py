@@ -376,6 +376,8 @@ def check_manifest_text(text: str, path: str, policy: LabelPolicy) -> list[Viola
         problem = getattr(exc, "problem", None) or "invalid YAML"
         where = f", column {mark.column + 1}" if mark else ""
         raise _BadInput(f"invalid YAML: {problem}{where}", mark.line + 1 if mark else None) from None
+    except RecursionError:
+        raise _BadInput("invalid YAML: nested too deeply") from None
     return out
 
 

@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from exporter.cli import main
 from exporter.labelcheck import (
@@ -460,3 +462,28 @@ spec:
 """
     [v] = check_manifest_text(text, "m.yaml", build_policy())
     assert (v.line, v.scope, v.rule, v.key) == (16, "pod template labels", RULE_EMPTY, "team")
+
+
+# --- arbitrary input never escapes as a traceback --------------------------------------------
+
+_TOKENS = [*"ab:-[]{}&*!|>'\"#%@`\n\t ,?~=$\\", "kind: Pod", "kind: List", "metadata:", "labels:",
+           "items:", "  ", "---", "\nLABEL ", "\nFROM ", "<<: "]
+_YAMLISH = st.lists(st.sampled_from(_TOKENS), max_size=80).map("".join)
+
+
+@settings(max_examples=300, deadline=None)
+@given(text=st.one_of(_YAMLISH, st.text(max_size=200)))
+def test_any_text_is_a_result_or_a_bad_input(text: str) -> None:
+    policy = build_policy()
+    for check in (check_manifest_text, check_dockerfile_text):
+        try:
+            found = check(text, "x", policy)
+        except _BadInput as exc:
+            assert exc.message and "\n" not in exc.message
+        else:
+            assert all(v.line >= 1 for v in found)
+
+
+def test_deeply_nested_yaml_is_a_bad_input() -> None:
+    with pytest.raises(_BadInput, match="nested too deeply"):
+        check_manifest_text("[" * 100_000, "deep.yaml", build_policy())
