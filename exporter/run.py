@@ -22,9 +22,8 @@ from types import FrameType
 from typing import Any
 
 from exporter.clock import Clock, SystemClock
-from exporter.commands import add_common, config_from_args
+from exporter.commands import add_common, build_checkpoints, build_pipeline, build_sink, config_from_args
 from exporter.config import Config
-from exporter.errors import ExporterError
 from exporter.health import HealthServer, HealthState
 from exporter.metrics import Metrics
 from exporter.periods import iso
@@ -49,15 +48,10 @@ class Service:
 
 def default_build(cfg: Config, clock: Clock, metrics: Metrics) -> Parts:
     """The real adapters: Sysdig source, Avro codec, transactional Kafka sink and checkpoints."""
-    from exporter import commands
-
-    build_pipeline: Any = getattr(commands, "build_pipeline", None)
-    build_sink: Any = getattr(commands, "build_sink", None)
-    build_checkpoints: Any = getattr(commands, "build_checkpoints", None)
-    if build_pipeline is None or build_sink is None or build_checkpoints is None:
-        raise ExporterError("run: this build has no Kafka pipeline factories")
-    return build_pipeline(cfg, clock, metrics), build_sink(cfg, clock, metrics), \
-        build_checkpoints(cfg, clock)
+    pipeline: ExportPipeline = build_pipeline(cfg, clock, metrics)
+    sink: PeriodSink = build_sink(cfg, clock, metrics)
+    checkpoints: CheckpointStore = build_checkpoints(cfg, clock)
+    return pipeline, sink, checkpoints
 
 
 def assemble(cfg: Config, clock: Clock, metrics: Metrics, build: Build, *, serve_http: bool) -> Service:

@@ -61,13 +61,15 @@ class Transaction:
 class MemoryBroker:
     """Committed transactions, in commit order, shared by every `MemorySink` on it."""
 
-    def __init__(self) -> None:
+    def __init__(self, decode: Callable[[bytes], int] = decode_checkpoint) -> None:
+        """`decode` reads `last_period_end` from a checkpoint value (JSON unless a codec's)."""
+        self.decode = decode
         self.transactions: list[Transaction] = []
         self.epoch = 0
         self.lock = threading.Lock()
 
     def seed_checkpoint(self, instance: str, last_period_end: int, period_seconds: int = 3600) -> None:
-        """Commit a checkpoint-only transaction, as a predecessor instance would have."""
+        """Commit a checkpoint-only transaction, as a predecessor instance would have (JSON)."""
         with self.lock:
             self.transactions.append(
                 Transaction((), encode_checkpoint(instance, last_period_end, period_seconds)))
@@ -75,7 +77,7 @@ class MemoryBroker:
     def checkpoint_ends(self) -> list[int]:
         """Every committed checkpoint's period end, in commit order."""
         with self.lock:
-            return [decode_checkpoint(t.checkpoint.value) for t in self.transactions]
+            return [self.decode(t.checkpoint.value) for t in self.transactions]
 
     def committed_messages(self) -> list[OutMessage]:
         with self.lock:
@@ -163,7 +165,7 @@ class MemorySink:
 
 # --- source ---------------------------------------------------------------------------------
 
-WORKLOADS = (
+WORKLOADS: tuple[tuple[WorkloadKey, dict[str, str]], ...] = (
     (WorkloadKey("prod", "shop", "deployment", "web"),
      {"kube_deployment_label_costcenter": "CC-100", "kube_namespace_label_team": "shop"}),
     (WorkloadKey("prod", "tools", "deployment", "batch"), {}),

@@ -190,7 +190,8 @@ def test_cli_missing_token_is_one_line_and_never_shows_secrets(tmp_path: Path) -
         [sys.executable, "-m", "exporter", "run", "--config.file", str(path), "--once"],
         capture_output=True, text=True, timeout=60, env=env, check=False, cwd=REPO,
     )
-    assert proc.returncode != 0
+    assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("chargeback-exporter run: error: ")
+    assert lines == ["chargeback-exporter run: error: sysdig.token: not set "
+                     "(use sysdig.token, sysdig.token_file or CHARGEBACK_SYSDIG__TOKEN)"]
     assert "Traceback" not in proc.stderr and "s3cret-value" not in proc.stderr + proc.stdout
