@@ -352,7 +352,11 @@ class Worker:
         transaction) and 0 is returned. A fatal error (fenced, producer unusable, retention)
         is raised after the same clean-up.
         """
-        self.start()
+        try:
+            self.start()
+        except BaseException:
+            self.close()
+            raise
         thread = threading.Thread(target=self._loop, name="chargeback-export", daemon=True)
         thread.start()
         sched = scheduler if scheduler is not None else build_scheduler(self.wake, self._clock, self._periods)

@@ -224,3 +224,13 @@ def test_sigterm_in_a_real_process_finishes_the_period_in_flight_and_exits_0() -
             proc.wait()
     assert proc.returncode == 0
     assert out.strip() == "committed 1 closed True"
+
+
+def test_serve_closes_the_sink_when_start_fails() -> None:
+    r = make_rig()
+    r.broker.seed_checkpoint("chargeback-test", T0 - 20 * 60)  # misaligned: start refuses it
+    t, result = serve_in_thread(r)
+    t.join(WAIT)
+    [error] = result
+    assert "not aligned" in str(error)
+    assert r.sink.closed and r.health.readiness() == (False, "sink not started")
