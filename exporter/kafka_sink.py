@@ -11,7 +11,6 @@ Exactly-once, as a `read_committed` consumer sees it, rests on three things:
 from __future__ import annotations
 
 import logging
-import threading
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -38,6 +37,8 @@ def client_config(cfg: KafkaConfig) -> dict[str, Any]:
     conf: dict[str, Any] = {
         "bootstrap.servers": cfg.bootstrap_servers,
         "security.protocol": cfg.security_protocol,
+        # librdkafka's own log lines go through our JSON logs (and their secret scrubbing).
+        "logger": logging.getLogger("exporter.librdkafka"),
     }
     if cfg.sasl_mechanism:
         conf["sasl.mechanism"] = cfg.sasl_mechanism
@@ -161,8 +162,6 @@ class KafkaPeriodSink:
         self._max_retry_time = max_retry_time
         self._admin = admin or TopicAdmin(cfg)
         self._producer: Producer | None = None
-        self._error: KafkaError | None = None
-        self._lock = threading.Lock()
         self._on_abort = on_abort
         self._on_delivery_error = on_delivery_error
 
@@ -203,20 +202,13 @@ class KafkaPeriodSink:
                           max_delay=self._max_retry_time, what="kafka init_transactions")
         log.info("kafka producer ready", extra={"transactional_id": self._cfg.transactional_id})
 
-    def _delivered(self, err: KafkaError | None, msg: Any) -> None:
-        if err is not None:
-            with self._lock:
-                if self._error is None:
-                    self._error = err
-            if self._on_delivery_error is not None:
-                self._on_delivery_error()
-
     def _produce(self, m: OutMessage) -> None:
         assert self._producer is not None
         while True:
             try:
-                self._producer.produce(m.topic, value=m.value, key=m.key, headers=list(m.headers),
-                                       on_delivery=self._delivered)
+                # No per-message callback: once fenced, librdkafka invokes callbacks with a Python
+                # error already set, which can deadlock; commit_transaction reports failed delivery.
+                self._producer.produce(m.topic, value=m.value, key=m.key, headers=list(m.headers))
                 return
             except BufferError:
                 # The local queue is full: serve delivery reports, which frees room.
@@ -226,15 +218,11 @@ class KafkaPeriodSink:
         if self._producer is None:
             raise SinkError("Kafka sink used before start()")
         producer = self._producer
-        self._error = None
         try:
             producer.begin_transaction()
             for m in messages:
                 self._produce(m)
             self._produce(checkpoint)
-            producer.flush(self._cfg.transaction_timeout)
-            if self._error is not None:
-                raise KafkaException(self._error)
             self._commit(producer)
         except KafkaException as exc:
             err = _error_of(exc)
@@ -246,6 +234,8 @@ class KafkaPeriodSink:
                         f"took over ({_describe(err)}); stopping"
                     ) from None
                 raise SinkError(f"Kafka: fatal producer error: {_describe(err)}") from None
+            if self._on_delivery_error is not None:
+                self._on_delivery_error()
             self._safe_abort(_describe(err))
             raise SinkUnavailable(f"Kafka: transaction aborted: {_describe(err)}") from None
         except BaseException:

@@ -65,8 +65,6 @@ def test_catch_up_then_restart_from_the_kafka_checkpoint(noida: LocalBroker) -> 
         "chargeback_periods_exported_total", {"mode": "live"}) == 2
 
 
-@pytest.mark.skip(reason="KafkaPeriodSink.publish can hang when fenced mid-flush: confluent-kafka 2.16.1 "
-                         "runs the per-message on_delivery callbacks with an exception set")
 def test_fenced_worker_stops_with_exit_code_4(noida: LocalBroker) -> None:
     cfg = make_config(noida.bootstrap)
     clock = FakeClock(T0 + 2 * H + 300)

@@ -1,0 +1,44 @@
+"""Fixtures for tests against a real broker: a config per test with its own topics."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from exporter.config import Config, load_config
+from exporter.localbroker import LocalBroker
+
+T0 = 1_794_000_000 - (1_794_000_000 % 3600)  # an aligned hour in 2026
+
+
+def make_config(bootstrap: str, **overrides: Any) -> Config:
+    """A configuration for `bootstrap` with topics and transactional id unique to the caller."""
+    tag = uuid.uuid4().hex[:8]
+    base: dict[str, Any] = {
+        "sysdig": {"url": "http://127.0.0.1:1", "token": "test-token"},
+        "kafka": {
+            "bootstrap_servers": bootstrap,
+            "partitions": 3,
+            "replication_factor": 1,
+            "transactional_id": f"exporter-{tag}",
+            "transaction_timeout": 30,
+            "connect_timeout": 10,
+            "topics": {"records": f"records-{tag}", "manifests": f"manifests-{tag}",
+                       "checkpoint": f"checkpoint-{tag}"},
+        },
+        "periods": {"settle_delay": "5m", "start": T0},
+    }
+    for section, values in overrides.items():
+        base.setdefault(section, {}).update(values)
+    return load_config(environ={}, overrides=base)
+
+
+@pytest.fixture
+def kafka_config(noida: LocalBroker) -> Callable[..., Config]:
+    def factory(**overrides: Any) -> Config:
+        return make_config(noida.bootstrap, **overrides)
+
+    return factory
