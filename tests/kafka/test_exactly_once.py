@@ -128,7 +128,7 @@ def test_crash_mid_transaction_leaves_no_trace(kafka_config: Callable[..., Confi
 def test_missing_topic_with_creation_disabled(kafka_config: Callable[..., Config]) -> None:
     cfg = kafka_config(kafka={"create_topics": False})
     sink = build_sink(cfg, FakeClock(T0))
-    with pytest.raises(SinkError, match="do not exist and kafka.create_topics is false"):
+    with pytest.raises(SinkError, match=r"do not exist and kafka\.create_topics is false"):
         sink.start()
 
 
