@@ -1,0 +1,57 @@
+"""A simulator per test, its fleet, and a configuration pointing the exporter at it."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+
+from exporter.clock import FakeClock
+from exporter.config import Config, load_config
+from exporter.simulator.fleet import Fleet, FleetSpec
+from exporter.simulator.server import SimulatorServer
+
+H = 3600
+T0 = 1_794_009_600  # 2026-11-07T00:00:00Z, aligned to hours and days
+TOKEN = "sim-token-4f1c9a"
+
+
+class Sim:
+    """A running simulator with its fleet and clock."""
+
+    def __init__(self, spec: FleetSpec, now: int, history: int = 12 * H) -> None:
+        self.clock = FakeClock(now)
+        self.fleet = Fleet(spec, clock=self.clock, history=history)
+        self.server = SimulatorServer(self.fleet, self.clock, tokens=[TOKEN],
+                                      forbidden_tokens=["read-only-token"])
+
+    def config(self, **overrides: Any) -> Config:
+        base: dict[str, Any] = {
+            "sysdig": {"url": self.server.url, "token": TOKEN, "timeout": 30, "max_attempts": 3,
+                       "max_concurrency": 4},
+            "periods": {"settle_delay": "2m"},
+        }
+        for section, values in overrides.items():
+            base.setdefault(section, {}).update(values)
+        return load_config(environ={}, overrides=base)
+
+
+@pytest.fixture
+def sim_factory() -> Iterator[Callable[..., Sim]]:
+    started: list[Sim] = []
+
+    def make(seed: int = 1, now: int = T0 + 3 * H + 300, **spec: Any) -> Sim:
+        sim = Sim(FleetSpec(seed=seed, **spec), now)
+        sim.server.start()
+        started.append(sim)
+        return sim
+
+    yield make
+    for sim in started:
+        sim.server.stop()
+
+
+@pytest.fixture
+def sim(sim_factory: Callable[..., Sim]) -> Sim:
+    return sim_factory()

@@ -1,0 +1,119 @@
+"""The real sdcclient against the simulator: the exporter's units equal the fleet's ground truth."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from decimal import ROUND_HALF_EVEN, Decimal
+
+import pytest
+
+from exporter.commands import build_source
+from exporter.config import Config
+from exporter.model import UNALLOCATED, ChargeLine, WorkloadKey
+from exporter.org import OrgModel
+from exporter.periods import Period
+from exporter.simulator.fleet import Fleet
+from exporter.units import charge_lines
+from tests.integration.conftest import T0, H, Sim
+
+pytestmark = pytest.mark.integration
+Q = Decimal("0.000000001")  # the records' quantity scale
+
+
+def q(v: Decimal) -> Decimal:
+    return v.quantize(Q, rounding=ROUND_HALF_EVEN)
+
+
+def measure(sim: Sim, period: Period, cfg: Config | None = None) -> list[ChargeLine]:
+    cfg = cfg or sim.config()
+    source = build_source(cfg, sim.clock)
+    return charge_lines(source.fetch(period), OrgModel(cfg.org))
+
+
+def assert_equals_ground_truth(fleet: Fleet, period: Period, lines: list[ChargeLine],
+                               grain: str = "pod") -> None:
+    truth = fleet.ground_truth(period.start, period.end, grain)  # type: ignore[arg-type]
+    got = {(ln.workload, ln.resource): ln for ln in lines}
+    expected_keys = {(k, r) for k, per in truth.items() for r in per}
+    assert set(got) == expected_keys
+    for (key, res), ln in got.items():
+        t = truth[key][res]
+        assert (q(ln.usage), q(ln.request), q(ln.chargeable)) == (q(t.usage), q(t.request),
+                                                                  q(t.chargeable)), (key, res)
+        assert ln.org.values == fleet.org_labels(key), key
+
+
+@pytest.mark.parametrize("seed", [1, 7, 42])
+@pytest.mark.parametrize("hour", [0, 1, 2])
+def test_units_equal_ground_truth(sim_factory: Callable[..., Sim], seed: int, hour: int) -> None:
+    sim = sim_factory(seed=seed)
+    period = Period(T0 + hour * H, T0 + (hour + 1) * H)
+    lines = measure(sim, period)
+    assert lines, "the fleet has workloads in every hour"
+    assert_equals_ground_truth(sim.fleet, period, lines)
+
+
+def test_container_grain_and_ten_minute_periods(sim: Sim) -> None:
+    cfg = sim.config(periods={"grain": "container", "length": "10m"})
+    for start in (T0 + H, T0 + H + 600, T0 + 2 * H + 3000):
+        period = Period(start, start + 600)
+        assert_equals_ground_truth(sim.fleet, period, measure(sim, period, cfg), grain="container")
+
+
+def test_container_grain_charges_at_least_pod_grain(sim: Sim) -> None:
+    period = Period(T0 + H, T0 + 2 * H)
+    pod = {(ln.workload, ln.resource): ln.chargeable for ln in measure(sim, period)}
+    cont = {(ln.workload, ln.resource): ln.chargeable
+            for ln in measure(sim, period, sim.config(periods={"grain": "container"}))}
+    assert all(cont[k] >= pod[k] for k in pod)
+    assert any(cont[k] > pod[k] for k in pod), "the fleet has pods where grain matters"
+
+
+def test_unlabeled_workload_is_unallocated(sim: Sim) -> None:
+    period = Period(T0 + H, T0 + 2 * H)
+    lines = measure(sim, period)
+    key: WorkloadKey = sim.fleet.special["unallocated"]
+    mine = [ln for ln in lines if ln.workload == key]
+    assert mine and all(set(ln.org.values.values()) == {UNALLOCATED} for ln in mine)
+    ns_only = [ln for ln in lines if ln.workload == sim.fleet.special["namespace_only"]]
+    assert ns_only and all(ln.org.sources["costcenter"] == "namespace" for ln in ns_only)
+
+
+def test_seven_minute_pod_is_charged_for_seven_minutes(sim: Sim) -> None:
+    period = Period(T0 + H, T0 + 2 * H)
+    key = sim.fleet.special["seven_minute_job"]
+    pods = [p for p in sim.fleet.pods(period.start, period.end) if p.workload == key]
+    assert len(pods) == 1 and pods[0].samples(period.start, period.end) == 42
+    sums = sim.fleet.sample_sums(period.start, period.end)[key]
+    lines = {ln.resource: ln for ln in measure(sim, period) if ln.workload == key}
+    # 42 steps of 10 s: the pod's per-step max, and not one step of the 5-minute lookback
+    cpu = lines["cpu"]
+    assert q(cpu.chargeable) == q(Decimal(sums["cpu"].chargeable) / 64 * 10 / 3600)
+    steps = Decimal(42 * 10) / 3600
+    assert cpu.request <= cpu.chargeable
+    # the request is constant over the job's life, so request-hours = request x 7 minutes
+    req_cores = Decimal(sums["cpu"].request) / 64 / 42
+    assert q(cpu.request) == q(req_cores * steps)
+
+
+def test_environment_cannot_override_url_or_token(sim: Sim, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SDC_URL", "http://127.0.0.1:9")
+    monkeypatch.setenv("SDC_TOKEN", "wrong-token")
+    monkeypatch.setenv("SDC_SSL_VERIFY", "false")
+    period = Period(T0 + H, T0 + 2 * H)
+    assert_equals_ground_truth(sim.fleet, period, measure(sim, period))
+    auth = {r.headers.get("Authorization") for r in sim.server.requests}
+    assert auth == {"Bearer sim-token-4f1c9a"}
+
+
+def test_bytes_fetched_grow_with_workloads_not_samples(sim_factory: Callable[..., Sim]) -> None:
+    small = sim_factory(seed=3, workloads_per_namespace=2)
+    big = sim_factory(seed=3, workloads_per_namespace=8)
+    period = Period(T0 + H, T0 + 2 * H)
+    cfg_s, cfg_b = small.config(), big.config()
+    us = build_source(cfg_s, small.clock).fetch(period)
+    ub = build_source(cfg_b, big.clock).fetch(period)
+    assert us.queries == ub.queries == 8
+    per_workload_s = us.bytes_fetched / len(us.workloads)
+    per_workload_b = ub.bytes_fetched / len(ub.workloads)
+    assert 0.5 < per_workload_b / per_workload_s < 2
