@@ -153,13 +153,14 @@ class SysdigClient:
         except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
             kind = "timed out" if isinstance(exc, requests.exceptions.Timeout) else "unreachable"
             raise SourceUnavailable(f"{where}: {kind}: {_short(exc)}") from None
+        except ValueError:
+            # requests' JSONDecodeError is also a RequestException, so it is caught first. A
+            # body cut short by a proxy is usually transient: retried, then reported as such.
+            raise SourceUnavailable(
+                f"{where}: malformed response (HTTP {self._status()}): body is not JSON"
+            ) from None
         except requests.exceptions.RequestException as exc:
             raise SourceUnavailable(f"{where}: request failed: {_short(exc)}") from None
-        except ValueError:
-            status = self._status()
-            raise SourceQueryError(
-                f"{where}: malformed response (HTTP {status}): body is not JSON"
-            ) from None
         finally:
             if self._on_request is not None:
                 self._on_request(what, self._status(), self._clock.time() - began)
