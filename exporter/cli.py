@@ -25,6 +25,8 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "exporter.run",
     "exporter.dashboard",
     "exporter.simulator.command",
+    "exporter.tail",
+    "exporter.demo",
 )
 
 
