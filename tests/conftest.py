@@ -5,10 +5,12 @@ Subpackages keep their own fixtures in their own conftest.py (simulator, conform
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
 
 import pytest
 
+from exporter.config import Config
 from exporter.localbroker import LocalBroker
 
 
@@ -42,3 +44,14 @@ def fresh_noida(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalBroke
         yield broker
     finally:
         broker.cleanup()
+
+
+@pytest.fixture
+def kafka_config(noida: LocalBroker) -> Callable[..., Config]:
+    """A factory of configurations on the session broker, each with its own topics and id."""
+    from tests.kafka.conftest import make_config
+
+    def factory(**overrides: Any) -> Config:
+        return make_config(noida.bootstrap, **overrides)
+
+    return factory

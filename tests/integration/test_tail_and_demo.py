@@ -15,7 +15,7 @@ from exporter.commands import build_pipeline, build_sink
 from exporter.config import Config
 from exporter.periods import Period, iso
 from tests.fakes.memory import FakeSource
-from tests.kafka.conftest import T0, kafka_config  # noqa: F401 - fixture
+from tests.kafka.conftest import T0
 
 pytestmark = pytest.mark.integration
 H = 3600

@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
 from typing import Any
 
-import pytest
-
 from exporter.config import Config, load_config
-from exporter.localbroker import LocalBroker
 
 T0 = 1_794_000_000 - (1_794_000_000 % 3600)  # an aligned hour in 2026
 
@@ -34,11 +30,3 @@ def make_config(bootstrap: str, **overrides: Any) -> Config:
     for section, values in overrides.items():
         base.setdefault(section, {}).update(values)
     return load_config(environ={}, overrides=base)
-
-
-@pytest.fixture
-def kafka_config(noida: LocalBroker) -> Callable[..., Config]:
-    def factory(**overrides: Any) -> Config:
-        return make_config(noida.bootstrap, **overrides)
-
-    return factory
