@@ -225,6 +225,9 @@ class KafkaConfig(Section):
     create_topics: bool = True
     partitions: int = Field(default=6, ge=1, le=1000)
     replication_factor: int = Field(default=3, ge=1, le=10)
+    # Per-role topic settings applied at creation, e.g. {"records": {"retention.ms": "..."}}.
+    topic_configs: dict[Literal["records", "manifests", "checkpoint"], dict[str, str]] = Field(
+        default_factory=dict)
     framing: Literal["confluent", "single-object"] = "single-object"
     schema_registry: SchemaRegistryConfig | None = None
     transaction_timeout: Duration = 60
@@ -235,6 +238,9 @@ class KafkaConfig(Section):
     def _consistent(self) -> KafkaConfig:
         if self.framing == "confluent" and self.schema_registry is None:
             raise ValueError("framing 'confluent' needs kafka.schema_registry.url")
+        cp = self.topic_configs.get("checkpoint", {}).get("cleanup.policy", "compact")
+        if "compact" not in cp:
+            raise ValueError("topic_configs.checkpoint: the checkpoint topic must be compacted")
         if self.security_protocol.startswith("SASL") and not self.sasl_mechanism:
             raise ValueError("security_protocol SASL_* needs sasl_mechanism")
         return self

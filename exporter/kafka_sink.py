@@ -90,10 +90,12 @@ class TopicAdmin:
     def specs(self) -> dict[str, tuple[int, dict[str, str]]]:
         """topic -> (partitions, config). Manifests and checkpoint are compacted."""
         t = self._cfg.topics
+        extra = self._cfg.topic_configs
         return {
-            t.records: (self._cfg.partitions, {"cleanup.policy": "delete"}),
-            t.manifests: (self._cfg.partitions, {"cleanup.policy": "compact"}),
-            t.checkpoint: (1, {"cleanup.policy": "compact"}),
+            t.records: (self._cfg.partitions, {"cleanup.policy": "delete", **extra.get("records", {})}),
+            t.manifests: (self._cfg.partitions,
+                          {"cleanup.policy": "compact", **extra.get("manifests", {})}),
+            t.checkpoint: (1, {"cleanup.policy": "compact", **extra.get("checkpoint", {})}),
         }
 
     def ensure(self) -> None:
