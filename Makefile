@@ -21,12 +21,12 @@ demo: $(STAMP)
 ## test: lint, type-check and the whole test suite against real brokers and a real Prometheus
 test: $(STAMP)
 	bash scripts/test-infra.sh
-	$(BIN)/ruff check exporter tests bench
+	$(BIN)/ruff check .
 	$(BIN)/mypy --strict exporter
 	$(BIN)/python -m pytest -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check exporter tests bench
+	$(BIN)/ruff check .
 
 typecheck: $(STAMP)
 	$(BIN)/mypy --strict exporter
