@@ -27,6 +27,7 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "exporter.simulator.command",
     "exporter.tail",
     "exporter.demo",
+    "exporter.focus",
 )
 
 
