@@ -17,6 +17,7 @@ import contextlib
 import csv
 import io
 import json
+import logging
 import os
 import sys
 import tempfile
@@ -290,6 +291,22 @@ def write_atomic(path: Path, text: str) -> None:
                 os.unlink(tmp)
 
 
+@contextlib.contextmanager
+def _quiet_librdkafka() -> Iterator[None]:
+    """Hold back librdkafka's per-attempt connection logs unless DEBUG is on: a one-shot read
+    ends in one error line that already says what failed."""
+    logger = logging.getLogger("exporter.librdkafka")
+    if logger.isEnabledFor(logging.DEBUG):
+        yield
+        return
+    level = logger.level
+    logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
 def _read(cfg: Config, codec: Any) -> Iterator[BillingRecord]:
     topic = cfg.kafka.topics.records
     # The connect timeout bounds every broker wait, so an unreachable broker fails in time.
@@ -327,8 +344,11 @@ def export_focus(cfg: Config, start: int, end: int, output: Path, *, allow_unpri
     if end <= start:
         raise ConfigError(f"empty window: --to {iso(end)} is not after --from {iso(start)}")
     check_output(output)
-    source = records if records is not None else _read(cfg, build_codec(cfg))
-    sel = select_records(source, start, end)
+    if records is not None:
+        sel = select_records(records, start, end)
+    else:
+        with _quiet_librdkafka():
+            sel = select_records(_read(cfg, build_codec(cfg)), start, end)
     unpriced = [r for r in sel.records if r.cost is None]
     if unpriced and not allow_unpriced:
         raise ExporterError(
