@@ -72,12 +72,12 @@ def _digest(domain: str, parts: Iterable[str | int]) -> str:
     """First 32 hex chars of SHA-256 over `domain` and `parts`, each as 8-byte big-endian
     length + UTF-8 bytes (ints as ASCII decimal), so no two tuples share an encoding.
     """
-    h = hashlib.sha256()
+    chunks = []
     for part in (domain, *parts):
         data = (str(part) if isinstance(part, int) else part).encode("utf-8")
-        h.update(len(data).to_bytes(8, "big"))
-        h.update(data)
-    return h.hexdigest()[:32]
+        chunks.append(len(data).to_bytes(8, "big"))
+        chunks.append(data)
+    return hashlib.sha256(b"".join(chunks)).hexdigest()[:32]
 
 
 def record_id(*, cluster: str, period: Period, namespace: str, workload_kind: str,

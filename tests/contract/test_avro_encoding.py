@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -399,3 +400,11 @@ def test_schemas_are_found_through_the_package_not_the_working_directory(
     monkeypatch.chdir(tmp_path)
     for name in SCHEMA_FILES.values():
         assert (resources.files("exporter") / "schemas" / name).is_file()
+
+
+def test_a_bad_value_inside_a_nested_record_names_the_top_level_field() -> None:
+    bad_total = replace(MANIFEST.totals[0], cost=0.5)  # type: ignore[arg-type]
+    with pytest.raises(EncodingError) as err:
+        load_schema("period_manifest").encode_object(replace(MANIFEST, totals=(bad_total,)))
+    assert MANIFEST.manifest_id in str(err.value) and "'totals'" in str(err.value)
+    assert "expected Decimal" in str(err.value)
