@@ -18,7 +18,7 @@ import hashlib
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -109,9 +109,14 @@ def _sorted_map(m: Mapping[str, str]) -> dict[str, str]:
     return dict(sorted(m.items()))
 
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MS = timedelta(milliseconds=1)
+
+
 def _ms(value: Any) -> int:
+    """Epoch milliseconds of a decoded timestamp (aware datetime) or an int, exactly."""
     if isinstance(value, datetime):
-        return round(value.timestamp() * 1000)
+        return (value - _EPOCH) // _MS
     return int(value)
 
 

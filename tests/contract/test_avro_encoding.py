@@ -116,7 +116,7 @@ def test_every_schema_uses_the_generated_encoder(key: str) -> None:
 
 
 @pytest.mark.parametrize("key", KEYS)
-@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(data=st.data())
 def test_generated_encoder_matches_fastavro_on_random_datums(key: str, data: st.DataObject) -> None:
     schema = load_schema(key)
@@ -127,7 +127,7 @@ def test_generated_encoder_matches_fastavro_on_random_datums(key: str, data: st.
     assert _normalised(decoded) == _normalised(datum)
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(datum=DATUMS["billing_record"])
 def test_encode_object_matches_encode_of_the_dict(datum: dict[str, Any]) -> None:
     schema = load_schema("billing_record")
@@ -135,7 +135,7 @@ def test_encode_object_matches_encode_of_the_dict(datum: dict[str, Any]) -> None
     assert schema.encode_object(record) == schema.encode(record.to_avro())
 
 
-@settings(max_examples=100, deadline=None)
+@settings(max_examples=60, deadline=None)
 @given(datum=DATUMS["billing_record"])
 def test_reference_avro_package_decodes_what_we_encode(datum: dict[str, Any]) -> None:
     schema = load_schema("billing_record")
@@ -239,7 +239,7 @@ def test_quantize_checks_precision_after_rounding() -> None:
         quantize(1.5, Q, "x")  # type: ignore[arg-type]
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=150, deadline=None)
 @given(data=st.data(), spec=st.sampled_from([Q, DecimalSpec(22, 10), DecimalSpec(20, 6), DecimalSpec(7, 6)]))
 def test_quantize_is_exact_on_values_that_already_fit(data: st.DataObject, spec: DecimalSpec) -> None:
     value = data.draw(decimals(spec.precision, spec.scale))
