@@ -23,6 +23,7 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "exporter.commands",
     "exporter.labelcheck",
     "exporter.run",
+    "exporter.backfill",
     "exporter.dashboard",
     "exporter.simulator.command",
     "exporter.tail",

@@ -290,9 +290,32 @@ class WorkerConfig(Section):
 
 
 class BackfillConfig(Section):
+    """`chargeback-exporter backfill` (docs/backfill.md).
+
+    `transactional_id` is the backfill's own Kafka transactional id and checkpoint key; empty
+    means `<kafka.transactional_id>-backfill`. `period_timeout` bounds the time spent retrying
+    one period's Sysdig queries (throttling included).
+    """
+
     max_age: Duration = 34 * 86400
     max_concurrency: int = Field(default=2, ge=1, le=16)
     allow_coarse: bool = False
+    transactional_id: str | None = None
+    period_timeout: Duration = 1800
+
+    @field_validator("transactional_id")
+    @classmethod
+    def _txid(cls, v: str | None) -> str | None:
+        if v is not None and not v.strip():
+            return None
+        return v
+
+    @field_validator("period_timeout")
+    @classmethod
+    def _period_timeout(cls, v: int) -> int:
+        if v < 1:
+            raise ValueError("must be at least 1s")
+        return v
 
 
 class Config(Section):
