@@ -251,3 +251,21 @@ def test_errors_are_one_line_and_leave_no_file(kafka_config: Callable[..., Confi
     never_written = kafka_config()
     path = str(config_file(never_written, tmp_path / "n.yaml"))
     fails(1, r"topic records-\w+ does not exist", "--config.file", path, *window, "--output", str(out))
+
+
+def test_an_undecodable_message_is_named_by_partition_and_offset(
+        kafka_config: Callable[..., Config], tmp_path: Path, export: Callable[..., Run]) -> None:
+    from confluent_kafka import Producer
+
+    cfg = kafka_config()
+    publish(cfg, [T0])  # creates the topics
+    producer = Producer({"bootstrap.servers": cfg.kafka.bootstrap_servers})
+    producer.produce(cfg.kafka.topics.records, key=b"junk", value=b"not avro", partition=1)
+    assert producer.flush(10) == 0
+    out = tmp_path / "focus.csv"
+    run = export("--config.file", str(config_file(cfg, tmp_path / "c.yaml")), "--from", iso(T0),
+                 "--to", iso(T0 + H), "--output", str(out), "--allow-unpriced")
+    assert run.code == 1 and "Traceback" not in run.err
+    (line,) = run.err.strip().splitlines()
+    assert re.search(rf"Kafka {cfg.kafka.topics.records} partition 1 offset \d+: ", line), line
+    assert not out.exists()
