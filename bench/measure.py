@@ -1,0 +1,355 @@
+"""One fleet size, in one fresh process: the exporter's per-period path split into phases,
+the ceilings measured on the same bytes and broker, Avro and consumer throughput, peak RSS.
+
+Phases of a period (one Sysdig request at a time, so they add up):
+- fetch: `SysdigSource.fetch`, split into HTTP (requests' `Session.send`: sending, waiting on
+  the server and reading the whole body) and parse (everything else: sdcclient,
+  `Response.json`, `parse_series`, assembling `PeriodUsage`);
+- compute: `Pipeline.compute` on the fetched usage (units, pricing, shared costs, label
+  coverage, records, content hashes, manifests);
+- encode: `Pipeline.messages` (Avro, framing, headers);
+- produce: `KafkaPeriodSink.publish` (one transaction: produce all, commit).
+
+The exporter's own time is the period's wall time minus the time the HTTP phase spent idle
+(its wall minus its CPU), i.e. minus the time the server took to answer.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import resource
+import statistics
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import requests
+
+import exporter.sysdig as sysdig_module
+from bench.fleets import SETTLE, STEP, exporter_config, period, write_rate_card
+from bench.record import Recording
+from exporter.clock import FakeClock
+from exporter.commands import build_pipeline, build_sink, build_source
+from exporter.config import Config
+from exporter.model import PeriodUsage
+from exporter.periods import Period
+from exporter.sink import OutMessage
+
+INSTANCE = "bench"
+
+
+@dataclass(slots=True)
+class Span:
+    wall: float = 0.0
+    cpu: float = 0.0
+    calls: int = 0
+
+
+@dataclass
+class Timers:
+    """Accumulates wall and CPU time of instrumented library calls, by name."""
+
+    spans: dict[str, Span] = field(default_factory=dict)
+
+    def reset(self) -> None:
+        self.spans.clear()
+
+    def get(self, name: str) -> Span:
+        return self.spans.get(name, Span())
+
+    def wrap(self, name: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            w, c = time.perf_counter(), time.thread_time()
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                span = self.spans.setdefault(name, Span())
+                span.wall += time.perf_counter() - w
+                span.cpu += time.thread_time() - c
+                span.calls += 1
+
+        return timed
+
+
+@contextmanager
+def instrumented(timers: Timers) -> Iterator[None]:
+    """Time HTTP sends, JSON decoding and `parse_series` for the duration of the block."""
+    saved = (requests.sessions.Session.send, requests.models.Response.json,
+             sysdig_module.parse_series)
+    requests.sessions.Session.send = timers.wrap("http", saved[0])  # type: ignore[method-assign]
+    requests.models.Response.json = timers.wrap("json", saved[1])  # type: ignore[method-assign]
+    sysdig_module.parse_series = timers.wrap("series", saved[2])
+    try:
+        yield
+    finally:
+        requests.sessions.Session.send = saved[0]  # type: ignore[method-assign]
+        requests.models.Response.json = saved[1]  # type: ignore[method-assign]
+        sysdig_module.parse_series = saved[2]
+
+
+class Prefetched:
+    """A usage source that returns what the real source already fetched, so `compute` is
+    timed on its own."""
+
+    def __init__(self) -> None:
+        self.usage: PeriodUsage | None = None
+
+    def fetch(self, period: Period) -> PeriodUsage:
+        assert self.usage is not None and self.usage.period == period
+        return self.usage
+
+    def step_for(self, period: Period) -> int:
+        return STEP
+
+
+@dataclass
+class Rig:
+    """The real exporter objects for one benchmark process."""
+
+    cfg: Config
+    clock: FakeClock
+    source: Any
+    prefetched: Prefetched
+    pipeline: Any
+    sink: Any
+
+    def close(self) -> None:
+        self.sink.close()
+
+
+def make_rig(url: str, bootstrap: str, tag: str, workdir: Path) -> Rig:
+    cfg = exporter_config(url, bootstrap, tag, write_rate_card(workdir))
+    clock = FakeClock(period(0).end + SETTLE)
+    prefetched = Prefetched()
+    rig = Rig(cfg, clock, build_source(cfg, clock), prefetched,
+              build_pipeline(cfg, clock, source=prefetched), build_sink(cfg, clock))
+    rig.sink.start()
+    return rig
+
+
+def _now() -> tuple[float, float]:
+    return time.perf_counter(), time.process_time()
+
+
+def run_period(rig: Rig, p: Period, timers: Timers | None = None) -> dict[str, Any]:
+    """Export period `p` the way `Pipeline.compute` + `Pipeline.publish` do, phase by phase."""
+    rig.clock.set(p.end + SETTLE)
+    if timers is not None:
+        timers.reset()
+    t0 = _now()
+    usage = rig.source.fetch(p)
+    t1 = _now()
+    rig.prefetched.usage = usage
+    result = rig.pipeline.compute(p)
+    t2 = _now()
+    messages = rig.pipeline.messages(result)
+    t3 = _now()
+    checkpoint = rig.pipeline.codec.checkpoint(INSTANCE, p.end, p.length, int(rig.clock.time() * 1000))
+    rig.sink.publish(messages, checkpoint)
+    t4 = _now()
+    out: dict[str, Any] = {
+        "records": len(result.records), "manifests": len(result.manifests),
+        "messages": len(messages) + 1, "workloads": len(usage.workloads),
+        "bytes_fetched": usage.bytes_fetched, "requests": usage.queries,
+        "message_bytes": sum(len(m.value) for m in messages) + len(checkpoint.value),
+        "fetch": [t1[0] - t0[0], t1[1] - t0[1]],
+        "compute": [t2[0] - t1[0], t2[1] - t1[1]],
+        "encode": [t3[0] - t2[0], t3[1] - t2[1]],
+        "produce": [t4[0] - t3[0], t4[1] - t3[1]],
+        "total": [t4[0] - t0[0], t4[1] - t0[1]],
+    }
+    if timers is not None:
+        for name in ("http", "json", "series"):
+            s = timers.get(name)
+            out[name] = [s.wall, s.cpu]
+        http = timers.get("http")
+        out["parse"] = [out["fetch"][0] - http.wall, out["fetch"][1] - http.cpu]
+        out["own"] = out["total"][0] - (http.wall - http.cpu)
+    out["_messages"] = (messages, checkpoint)
+    out["_records"] = result.records
+    return out
+
+
+def _median_pair(pairs: list[tuple[float, float]]) -> list[float]:
+    return [statistics.median(p[0] for p in pairs), statistics.median(p[1] for p in pairs)]
+
+
+def json_ceiling(bodies: list[bytes], repeat: int = 3) -> list[float]:
+    """Median [wall, CPU] seconds to `json.loads` the period's response bodies."""
+    times = []
+    for _ in range(repeat):
+        t0 = _now()
+        for b in bodies:
+            json.loads(b)
+        t1 = _now()
+        times.append((t1[0] - t0[0], t1[1] - t0[1]))
+    return _median_pair(times)
+
+
+def produce_ceiling(cfg: Config, messages: list[OutMessage], checkpoint: OutMessage,
+                    repeat: int = 3) -> list[float]:
+    """Median [wall, CPU] seconds to produce the same pre-encoded messages in one transaction with a bare
+    confluent-kafka producer configured as the sink's (same broker, topics, compression)."""
+    from confluent_kafka import Producer
+
+    from exporter.kafka_sink import client_config
+
+    conf = client_config(cfg.kafka)
+    conf.update({"enable.idempotence": True, "acks": "all",
+                 "transactional.id": f"{cfg.kafka.transactional_id}-ceiling",
+                 "transaction.timeout.ms": cfg.kafka.transaction_timeout * 1000,
+                 "linger.ms": 5, "compression.type": "zstd",
+                 "message.timeout.ms": cfg.kafka.transaction_timeout * 1000})
+    producer = Producer(conf)
+    producer.init_transactions(30)
+    batch = [*messages, checkpoint]
+    times = []
+    for _ in range(repeat):
+        t0 = _now()
+        producer.begin_transaction()
+        for m in batch:
+            while True:
+                try:
+                    producer.produce(m.topic, value=m.value, key=m.key, headers=list(m.headers))
+                    break
+                except BufferError:
+                    producer.poll(0.1)
+        producer.commit_transaction(60)
+        t1 = _now()
+        times.append((t1[0] - t0[0], t1[1] - t0[1]))
+    producer.flush(5)
+    return _median_pair(times)
+
+
+def avro_throughput(records: list[Any], repeat: int = 3) -> dict[str, float]:
+    """Records per second: the generated encoder (objects and dicts) vs naive fastavro
+    (`schemaless_writer` per record on the same dicts, the dicts built outside the timing)."""
+    import fastavro
+
+    from exporter.avro import load_schema
+
+    schema = load_schema("billing_record")
+    dicts = [r.to_avro() for r in records]
+    parsed = schema.parsed
+
+    def generated_objects() -> None:
+        enc = schema.encode_object
+        for r in records:
+            enc(r)
+
+    def generated_dicts() -> None:
+        enc = schema.encode
+        for d in dicts:
+            enc(d)
+
+    def naive() -> None:
+        writer = fastavro.schemaless_writer
+        for d in dicts:
+            buf = io.BytesIO()
+            writer(buf, parsed, d)
+            buf.getvalue()
+
+    out: dict[str, float] = {"records": float(len(records))}
+    for name, fn in (("generated_objects", generated_objects), ("generated_dicts", generated_dicts),
+                     ("fastavro_naive", naive)):
+        best = min(_timed(fn) for _ in range(repeat))
+        out[name] = len(records) / best if best > 0 else 0.0
+    return out
+
+
+def _timed(fn: Callable[[], None]) -> float:
+    began = time.perf_counter()
+    fn()
+    return time.perf_counter() - began
+
+
+def consumer_throughput(cfg: Config) -> dict[str, float]:
+    """Messages per second reading the records topic back: `read_topic` vs a bare consumer
+    assigned to every partition, draining with `consume` batches."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    from exporter.kafka_sink import consumer_config, read_topic
+
+    topic = cfg.kafka.topics.records
+    began = time.perf_counter()
+    n = sum(1 for _ in read_topic(cfg.kafka, topic))
+    read_s = time.perf_counter() - began
+
+    consumer = Consumer(consumer_config(cfg.kafka))
+    try:
+        meta = consumer.list_topics(topic, timeout=30)
+        parts = list(meta.topics[topic].partitions)
+        ends = {p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=30,
+                                                  cached=False)[1] for p in parts}
+        began = time.perf_counter()
+        consumer.assign([TopicPartition(topic, p, 0) for p in parts])
+        got = 0
+        done: set[int] = {p for p, end in ends.items() if end == 0}
+        idle = 0
+        # consume() waits its whole timeout for a full batch: keep it short so the tail is cheap.
+        while len(done) < len(parts) and idle < 200:
+            batch = consumer.consume(num_messages=10_000, timeout=0.05)
+            idle = idle + 1 if not batch else 0
+            for m in batch:
+                if m.error() is not None:
+                    if m.partition() is not None:
+                        done.add(int(m.partition() or 0))
+                    continue
+                got += 1
+                if (m.offset() or 0) >= ends[int(m.partition() or 0)] - 1:
+                    done.add(int(m.partition() or 0))
+        raw_s = time.perf_counter() - began
+    finally:
+        consumer.close()
+    return {"messages": float(n), "read_topic_per_s": n / read_s if read_s else 0.0,
+            "read_topic_seconds": read_s, "bare_messages": float(got),
+            "bare_per_s": got / raw_s if raw_s else 0.0, "bare_seconds": raw_s}
+
+
+def peak_rss_mib() -> float:
+    """Peak resident set size of this process so far (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def current_rss_mib() -> float:
+    with open("/proc/self/statm") as f:
+        pages = int(f.read().split()[1])
+    return pages * resource.getpagesize() / 2**20
+
+
+def measure(recording: Path, url: str, bootstrap: str, tag: str, periods: int,
+            consumer: bool = True, avro: bool = True) -> dict[str, Any]:
+    """Warm up on one period, measure `periods` more, then the ceilings on the same data."""
+    rec = Recording.load(recording)
+    rig = make_rig(url, bootstrap, tag, recording.parent)
+    timers = Timers()
+    try:
+        with instrumented(timers):
+            warm = run_period(rig, period(-1), timers)
+            runs = [run_period(rig, period(i), timers) for i in range(periods)]
+        peak = peak_rss_mib()
+        last = runs[-1]
+        messages, checkpoint = last["_messages"]
+        bodies = list(rec.bodies(recording).values())
+        result: dict[str, Any] = {
+            "target_pods": rec.target_pods, "pods": rec.pods, "workloads": rec.workloads,
+            "pod_samples": rec.pod_samples, "pod_steps": rec.pod_steps,
+            "simulator_seconds": rec.simulator_seconds, "periods": periods,
+            "warmup_total": warm["total"],
+            "runs": [{k: v for k, v in r.items() if not k.startswith("_")} for r in runs],
+            "peak_rss_mib": peak,
+        }
+        if consumer:
+            # Before the produce ceiling, which writes to the same topics.
+            result["consumer"] = consumer_throughput(rig.cfg)
+        result["ceiling_json"] = json_ceiling(bodies)
+        result["ceiling_produce"] = produce_ceiling(rig.cfg, messages, checkpoint)
+        if avro:
+            result["avro"] = avro_throughput(last["_records"])
+        return result
+    finally:
+        rig.close()

@@ -1,0 +1,97 @@
+"""A trivial Sysdig stand-in that serves recorded query answers, for any period.
+
+Each recorded body is split once on its evaluation timestamp (`[<at>,`); a request for another
+period gets the same body with its own instant joined in, so the exporter sees a valid answer
+for every period while the server does no evaluation at all. Runs in its own process
+(`python -m bench _replay DIR`), so its CPU never counts as the exporter's.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from bench.fleets import TOKEN
+from bench.record import QUERY_RANGE, Recording
+
+
+def _stamp(at: float) -> bytes:
+    # Prometheus writes whole-second timestamps as integers, others as floats.
+    return (b"%d" % at) if float(at).is_integer() else repr(float(at)).encode()
+
+
+class Templates:
+    """Recorded bodies by query text, pre-split on the recorded instant."""
+
+    def __init__(self, directory: Path) -> None:
+        rec = Recording.load(directory)
+        marker = b"[" + _stamp(rec.at) + b","
+        self.parts: dict[str, list[bytes]] = {
+            query: (directory / fname).read_bytes().split(marker)
+            for query, fname in rec.files.items()
+        }
+
+    def body(self, query: str, at: float) -> bytes | None:
+        parts = self.parts.get(query)
+        if parts is None:
+            return None
+        return (b"[" + _stamp(at) + b",").join(parts)
+
+
+def _error(message: str) -> bytes:
+    return json.dumps({"status": "error", "errorType": "bad_data", "error": message}).encode()
+
+
+def make_server(directory: Path, port: int = 0) -> ThreadingHTTPServer:
+    """A server on 127.0.0.1 answering `query_range` from the recording in `directory`."""
+    templates = Templates(directory)
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def setup(self) -> None:
+            super().setup()
+            # Headers and body go out in two writes: without this, Nagle's algorithm and the
+            # client's delayed ACK add ~40 ms to every answer.
+            self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            """No per-request log line."""
+
+        def do_GET(self) -> None:
+            url = urlsplit(self.path)
+            params = parse_qs(url.query)
+            if self.headers.get("Authorization") != f"Bearer {TOKEN}":
+                self._send(401, b'{"status":401,"error":"Unauthorized"}')
+            elif url.path != QUERY_RANGE or "query" not in params or "start" not in params:
+                self._send(400, _error(f"not a recorded request: {url.path}"))
+            else:
+                body = templates.body(params["query"][0], float(params["start"][0]))
+                if body is None:
+                    self._send(400, _error("query not in the recording"))
+                else:
+                    self._send(200, body)
+
+        def _send(self, status: int, body: bytes) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    server.daemon_threads = True
+    return server
+
+
+def serve(directory: Path) -> None:
+    """Serve until terminated; the first stdout line is the base URL."""
+    server = make_server(directory)
+    sys.stdout.write(f"http://127.0.0.1:{server.server_address[1]}\n")
+    sys.stdout.flush()
+    server.serve_forever()

@@ -1,0 +1,165 @@
+"""Markdown tables and target verdicts from the driver's results."""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+from typing import Any
+
+OWN_RATIO_TARGET = 2.0
+OWN_RATIO_SIZES = (10_000, 50_000)
+AVRO_TARGET = 100_000.0
+RSS_GROWTH_TARGET = 1.20
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |",
+             "|" + "|".join("---:" if i else "---" for i in range(len(header))) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1000:,.0f}"
+
+
+def _median(runs: Sequence[dict[str, Any]], key: str, index: int | None = None) -> float:
+    values = [r[key] if index is None else r[key][index] for r in runs]
+    return float(statistics.median(values))
+
+
+def _verdict(ok: bool) -> str:
+    return "**pass**" if ok else "**FAIL**"
+
+
+def summary(size: dict[str, Any]) -> dict[str, float]:
+    """Per-period medians of one fleet size, and its ratio to the ceilings."""
+    runs = size["runs"]
+    own = _median(runs, "own")
+    own_cpu = _median(runs, "total", 1)
+    ceiling = size["ceiling_json"][0] + size["ceiling_produce"][0]
+    ceiling_cpu = size["ceiling_json"][1] + size["ceiling_produce"][1]
+    return {
+        "own": own, "ceiling": ceiling, "ratio": own / ceiling if ceiling else float("inf"),
+        "own_cpu": own_cpu, "ceiling_cpu": ceiling_cpu,
+        "ratio_cpu": own_cpu / ceiling_cpu if ceiling_cpu else float("inf"),
+        "total": _median(runs, "total", 0),
+        "records": _median(runs, "records"),
+        "records_per_s": _median(runs, "records") / _median(runs, "total", 0),
+    }
+
+
+def fleets_table(sizes: Sequence[dict[str, Any]]) -> str:
+    rows = []
+    for s in sizes:
+        r = s["runs"][-1]
+        rows.append((f"{s['target_pods']:,}", f"{s['pods']:,}", f"{s['workloads']:,}",
+                     f"{s['pod_steps']:,}", f"{s['simulator_seconds']:.1f}", r["requests"],
+                     f"{r['bytes_fetched']:,}", f"{r['bytes_fetched'] / s['workloads']:.0f}",
+                     f"{r['bytes_fetched'] / s['pod_steps']:.2f}"))
+    return _table(("fleet", "pods/h", "workloads", "pod-steps (pods × 1 m samples)",
+                   "simulator s/period", "requests", "bytes/period", "bytes/workload",
+                   "bytes/pod-step"), rows)
+
+
+def phases_table(sizes: Sequence[dict[str, Any]]) -> str:
+    rows = []
+    for s in sizes:
+        runs = s["runs"]
+
+        def cell(key: str, runs: Sequence[dict[str, Any]] = runs) -> str:
+            return f"{_ms(_median(runs, key, 0))} / {_ms(_median(runs, key, 1))}"
+
+        sm = summary(s)
+        rows.append((f"{s['target_pods']:,}", cell("http"), cell("parse"), cell("json"),
+                     cell("series"), cell("compute"), cell("encode"), cell("produce"),
+                     cell("total"), _ms(sm["own"]), f"{sm['records']:,.0f}",
+                     f"{sm['records_per_s']:,.0f}", f"{s['peak_rss_mib']:,.0f}"))
+    return _table(("fleet", "fetch: HTTP", "parse", "of which JSON", "of which series",
+                   "compute", "encode", "produce+commit", "total", "own", "records",
+                   "records/s", "peak RSS MiB"), rows)
+
+
+def ceilings_table(sizes: Sequence[dict[str, Any]]) -> str:
+    rows = []
+    for s in sizes:
+        sm = summary(s)
+        target = s["target_pods"] in OWN_RATIO_SIZES
+        j, p = s["ceiling_json"], s["ceiling_produce"]
+        rows.append((f"{s['target_pods']:,}", f"{_ms(j[0])} / {_ms(j[1])}",
+                     f"{_ms(p[0])} / {_ms(p[1])}",
+                     f"{_ms(sm['ceiling'])} / {_ms(sm['ceiling_cpu'])}",
+                     f"{_ms(sm['own'])} / {_ms(sm['own_cpu'])}",
+                     f"{sm['ratio']:.2f}× / {sm['ratio_cpu']:.2f}×",
+                     (f"{_verdict(sm['ratio'] <= OWN_RATIO_TARGET)} / "
+                      f"{_verdict(sm['ratio_cpu'] <= OWN_RATIO_TARGET)}") if target else "(no target)"))
+    return _table(("fleet (wall / CPU ms)", "json.loads", "bare produce+commit", "ceiling sum",
+                   "exporter own", "ratio", f"≤ {OWN_RATIO_TARGET:g}×"), rows)
+
+
+def avro_table(sizes: Sequence[dict[str, Any]]) -> str:
+    rows = []
+    for s in sizes:
+        a = s.get("avro")
+        if not a:
+            continue
+        rows.append((f"{s['target_pods']:,}", f"{a['records']:,.0f}",
+                     f"{a['generated_objects']:,.0f}", f"{a['generated_dicts']:,.0f}",
+                     f"{a['fastavro_naive']:,.0f}",
+                     f"{a['generated_objects'] / a['fastavro_naive']:.1f}×",
+                     _verdict(a["generated_objects"] >= AVRO_TARGET)))
+    return _table(("fleet", "records", "generated (objects) rec/s", "generated (dicts) rec/s",
+                   "fastavro schemaless_writer rec/s", "ratio", f"≥ {AVRO_TARGET:,.0f}/s"), rows)
+
+
+def consumer_table(sizes: Sequence[dict[str, Any]]) -> str:
+    rows = []
+    for s in sizes:
+        c = s.get("consumer")
+        if not c:
+            continue
+        rows.append((f"{s['target_pods']:,}", f"{c['messages']:,.0f}",
+                     f"{c['read_topic_per_s']:,.0f}", f"{c['bare_per_s']:,.0f}",
+                     f"{c['read_topic_per_s'] / c['bare_per_s']:.2f}" if c["bare_per_s"] else "-"))
+    return _table(("fleet", "messages", "read_topic msg/s", "bare consume() msg/s",
+                   "read_topic / bare"), rows)
+
+
+def backfill_table(one: dict[str, Any], many: dict[str, Any], target_pods: int) -> str:
+    growth = many["peak_rss_mib"] / one["peak_rss_mib"]
+    rss = many["rss_after_period_mib"]
+    marks = sorted({0, min(len(rss) - 1, 23), len(rss) // 2, len(rss) - 1})
+    curve = ", ".join(f"{i + 1}: {rss[i]:.0f}" for i in marks)
+    rows = [(f"{target_pods:,}", f"{one['peak_rss_mib']:.0f}", many["periods"],
+             f"{many['peak_rss_mib']:.0f}", f"{growth:.2f}×", curve,
+             f"{many['seconds'] / many['periods']:.2f}",
+             _verdict(growth <= RSS_GROWTH_TARGET))]
+    return _table(("fleet", "peak RSS, 1 period (MiB)", "periods", "peak RSS, backfill (MiB)",
+                   "growth", "RSS after period n (MiB)", "s/period",
+                   f"≤ {RSS_GROWTH_TARGET:.2f}×"), rows)
+
+
+def render(results: dict[str, Any]) -> str:
+    """The whole report as markdown."""
+    m = results["machine"]
+    sizes = results["sizes"]
+    parts = [
+        "## Machine\n",
+        _table(("item", "value"), [(k, v) for k, v in m.items()]),
+        "\n## Fleets and Sysdig bytes per period\n",
+        fleets_table(sizes),
+        "\n## Per-period phases (median; wall ms / CPU ms)\n",
+        phases_table(sizes),
+        "\n## Ceilings\n",
+        ceilings_table(sizes),
+        "\n## Avro encoding\n",
+        avro_table(sizes),
+        "\n## Consumer side\n",
+        consumer_table(sizes),
+    ]
+    bf = results.get("backfill")
+    if bf:
+        parts += ["\n## Backfill RSS\n", backfill_table(bf["one"], bf["many"], bf["target_pods"])]
+    if results.get("profile"):
+        parts += ["\n## Profile\n", "```", results["profile"].rstrip(), "```"]
+    return "\n".join(parts) + "\n"
