@@ -19,15 +19,18 @@ from exporter.kafka_sink import read_topic
 from exporter.records import BillingRecord, PeriodManifest
 
 
-def read_records(cfg: KafkaConfig, codec: AvroCodec) -> Iterator[BillingRecord]:
+def read_records(cfg: KafkaConfig, codec: AvroCodec, timeout: float | None = None
+                 ) -> Iterator[BillingRecord]:
     """Every committed billing record, in topic order (per partition)."""
-    for m in read_topic(cfg, cfg.topics.records):
+    for m in read_topic(cfg, cfg.topics.records, timeout=timeout or cfg.connect_timeout):
         if m.value is not None:
             yield codec.decode_record(m.value)
 
 
-def read_manifests(cfg: KafkaConfig, codec: AvroCodec) -> Iterator[PeriodManifest]:
-    for m in read_topic(cfg, cfg.topics.manifests):
+def read_manifests(cfg: KafkaConfig, codec: AvroCodec, timeout: float | None = None
+                   ) -> Iterator[PeriodManifest]:
+    """Every committed manifest, in topic order (per partition)."""
+    for m in read_topic(cfg, cfg.topics.manifests, timeout=timeout or cfg.connect_timeout):
         if m.value is not None:
             yield codec.decode_manifest(m.value)
 

@@ -84,3 +84,5 @@ def setup(level: str = "INFO", fmt: str = "json", stream: TextIO | None = None) 
     root.setLevel(level)
     for noisy in ("urllib3", "requests", "apscheduler", "httpx"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # librdkafka logs every failed connection attempt; our own errors say what failed, once.
+    logging.getLogger("exporter.librdkafka").setLevel(logging.DEBUG if level == "DEBUG" else logging.CRITICAL)

@@ -33,7 +33,9 @@ from exporter.model import (
 )
 from exporter.periods import Period
 
-ALLOCATIONS: tuple[str, ...] = ("direct", "shared-distribution")
+ALLOCATIONS: tuple[str, ...] = ("direct", "shared-distribution", "shared-source")
+# Records a consumer adds up; a `shared-source` record was distributed and would count twice.
+BILLABLE_ALLOCATIONS: frozenset[str] = frozenset({"direct", "shared-distribution"})
 STATUSES: tuple[str, ...] = ("final", "low-coverage")
 PUBLISHED_AT_HEADER = "published_at"
 """Kafka header carrying the wall-clock publication time (UTC epoch ms, ASCII digits); it is
@@ -515,7 +517,7 @@ def build_manifests(records: Sequence[BillingRecord],
 
 def _totals(recs: Sequence[BillingRecord], resource: str, specs: Mapping[str, DecimalSpec],
             where: str) -> ResourceTotal:
-    rows = [r for r in recs if r.resource == resource]
+    rows = [r for r in recs if r.resource == resource and r.allocation in BILLABLE_ALLOCATIONS]
     sums = {
         name: quantize(sum((getattr(r, name) for r in rows), Decimal(0)), specs[name],
                        f"{where} total {resource} {name}")
