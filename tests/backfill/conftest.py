@@ -31,9 +31,9 @@ from exporter.records import BillingRecord, PeriodManifest
 from exporter.simulator.fleet import FleetSpec
 from exporter.simulator.promql import LabelMatcher, SeriesSet
 from exporter.simulator.server import SimulatorServer
-from tests.integration.conftest import TOKEN, H, Sim, T0
+from tests.integration.conftest import T0, TOKEN, H, Sim
 
-__all__ = ["H", "T0", "EditableStorage", "Result", "Rig", "hours"]
+__all__ = ["T0", "EditableStorage", "H", "Result", "Rig", "hours"]
 
 
 def hours(first: int, last: int, start: int = T0) -> list[Period]:

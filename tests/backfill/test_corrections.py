@@ -12,7 +12,7 @@ from exporter.commands import build_checkpoints, build_codec, build_pipeline, bu
 from exporter.periods import iso
 from exporter.records import BillingRecord
 from exporter.sink import OutMessage, PeriodSink
-from tests.backfill.conftest import H, T0, Rig, hours
+from tests.backfill.conftest import T0, H, Rig, hours
 
 pytestmark = pytest.mark.integration
 FIXED = ("staging-eu-central-02", "analytics-3")  # a namespace whose costcenter gets corrected
