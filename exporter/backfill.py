@@ -841,7 +841,7 @@ class Backfill:
 
         Never raises `ExporterError`: a failed period is recorded and the run goes on; an error
         that makes further publication pointless (fenced, producer unusable, broker gone after
-        retries) stops the run and is kept in `report.error`.
+        retries, token rejected) stops the run and is kept in `report.error`.
         """
         report.planned = len(self._plans)
         prefix_end = self._plans[0].period.start if self._plans else report.start
@@ -866,7 +866,8 @@ class Backfill:
                     outcome, to_publish = self._outcome(plan, result)
                     if to_publish is not None and self._sink is not None:
                         self._publish(to_publish, plan.period.end if not broken else prefix_end)
-                except (SinkError, SinkUnavailable) as exc:
+                except (SinkError, SinkUnavailable, SourceAuthError) as exc:
+                    # Every later period would fail the same way: fenced, broker or token gone.
                     report.error = exc
                     self._stop.set()
                     log.error("backfill stopping", extra={"period": str(plan.period), "error": str(exc)})
@@ -874,6 +875,11 @@ class Backfill:
                 except ExporterError as exc:
                     outcome = PeriodOutcome(plan.period, plan.step, "failed", error=str(exc))
                     log.error("period failed", extra={"period": str(plan.period), "error": str(exc)})
+                except Exception as exc:
+                    # A defect must not lose the other periods nor end in a traceback.
+                    log.exception("unexpected error in a period", extra={"period": str(plan.period)})
+                    outcome = PeriodOutcome(plan.period, plan.step, "failed",
+                                            error=f"unexpected {type(exc).__name__}: {exc}")
                 if outcome.status == "failed":
                     broken = True
                 elif not broken:
@@ -1106,7 +1112,7 @@ def prepare(cfg: Config, opts: Options, clock: Clock, *, sink_factory: SinkFacto
     tiers, origin = fetch_tiers(cfg, clock)
     plans = plan_periods(periods, cfg=cfg, tiers=tiers, published=published, now=clock.time(),
                          live_end=live_end, live_id=live_id, opts=opts)
-    report = Report(opts.start, opts.end, instance, opts.dry_run, origin, resumed)
+    report = Report(opts.start, opts.end, instance, opts.dry_run, origin, resumed, planned=len(plans))
     limit = AdaptiveLimit(cfg.backfill.max_concurrency)
 
     def on_request(what: str, status: int | None, seconds: float) -> None:

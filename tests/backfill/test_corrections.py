@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 from collections import Counter, defaultdict
 from decimal import Decimal
 
@@ -208,3 +210,42 @@ def test_dry_run_publishes_nothing_and_shows_what_would_change(rig: Rig) -> None
     assert table.code == 0
     assert "nothing published" in table.out and "0 → 1" in table.out and "changed" in table.out
     assert rig.end_offsets() == before
+
+
+class SignallingSink:
+    """The real sink; right after its first commit the process receives SIGTERM."""
+
+    def __init__(self, inner: PeriodSink) -> None:
+        self.inner = inner
+        self.sent = False
+
+    def start(self) -> None:
+        self.inner.start()
+
+    def publish(self, messages: list[OutMessage], checkpoint: OutMessage) -> None:
+        self.inner.publish(messages, checkpoint)
+        if not self.sent:
+            self.sent = True
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def test_sigterm_stops_after_the_period_in_flight_and_the_rerun_resumes(rig: Rig) -> None:
+    rig.live_export(hours(3, 6))
+    rig.sim.storage.relabel[FIXED] = {"costcenter": "CC-FIXED"}
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def factory(cfg, clock, instance):  # type: ignore[no-untyped-def]
+        return SignallingSink(build_sink(cfg, clock, transactional_id=instance))
+
+    res = rig.backfill(*RANGE, sink_factory=factory)
+    assert signal.getsignal(signal.SIGTERM) is previous, "handlers restored"
+    assert res.code == 3
+    assert res.report["changed"] == 1 and res.report["not_reached"] == 2
+    assert "stopped after 1 of 3 periods" in res.error_lines[-1]
+    res = rig.backfill(*RANGE)
+    assert res.code == 0, res.err
+    assert res.report["resumed_from"] == iso(T0 + 4 * H) and res.report["changed"] == 2
+    assert set(Counter((r.record_id, r.revision) for r, _ in rig.records()).values()) == {1}
