@@ -20,7 +20,7 @@ from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal, localcontext
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TextIO
 
 import numpy as np
 import numpy.typing as npt
@@ -705,7 +705,10 @@ class Fleet:
                 self._masks[key] = hit
         return hit
 
-    def _select(self, matchers: Sequence[LabelMatcher], times: IntArray) -> SeriesSet:
+    def _select(self, matchers: Sequence[LabelMatcher], times: IntArray,
+                within: npt.NDArray[np.bool_] | None = None) -> SeriesSet:
+        """Rows for the matching series over `times` (seconds), optionally only for the
+        workloads flagged in `within`."""
         ts_ms = times * 1000
         families = [
             (name, dict(extra), q) for name, extra, q in _FAMILIES
@@ -716,6 +719,8 @@ class Fleet:
             return SeriesSet.empty(ts_ms)
         wmask = self._workload_mask([m for m in matchers
                                      if m.name not in _POD_LEVEL | _METRIC_LEVEL])
+        if within is not None:
+            wmask = wmask & within
         if not wmask.any():
             return SeriesSet.empty(ts_ms)
         inst = self._pods(int(times[0]), int(times[-1]) + SAMPLE_INTERVAL, wmask)
@@ -785,25 +790,34 @@ class Fleet:
         `# EOF`: the input `promtool tsdb create-blocks-from openmetrics` expects.
         """
         a, b = self._grid(start, end)
+        times = np.arange(a, max(a, b), SAMPLE_INTERVAL, dtype=np.int64)
+        stamps = [str(int(t)) for t in times]
+        # Workloads in batches bound memory; a series never spans two workloads.
+        batch = max(1, _CHUNK // max(1, len(times)))
         count = 0
         with open(path, "w", encoding="utf-8") as out:
             for family in dict.fromkeys(name for name, _, _ in _FAMILIES):
                 out.write(f"# TYPE {family} gauge\n")
-                if a >= b:
-                    continue
-                data = self.select([LabelMatcher.of(METRIC_NAME, "=", family)], a * 1000,
-                                   (b - SAMPLE_INTERVAL) * 1000)
-                stamps = [str(int(t) // 1000) for t in data.ts]
-                for labels, row in zip(data.labels, data.values, strict=True):
-                    body = ",".join(
-                        f'{k}="{_om_escape(v)}"' for k, v in sorted(labels.items())
-                        if k != METRIC_NAME)
-                    head = f"{family}{{{body}}} "
-                    cols = np.flatnonzero(~np.isnan(row))
-                    out.write("".join(f"{head}{format_value(float(row[j]))} {stamps[j]}\n"
-                                      for j in cols))
-                    count += len(cols)
+                for first in range(0, len(self._workloads) if len(times) else 0, batch):
+                    within = np.zeros(len(self._workloads), dtype=bool)
+                    within[first:first + batch] = True
+                    data = self._select([LabelMatcher.of(METRIC_NAME, "=", family)], times,
+                                        within)
+                    count += self._write_series(out, family, data, stamps)
             out.write("# EOF\n")
+        return count
+
+    @staticmethod
+    def _write_series(out: TextIO, family: str, data: SeriesSet, stamps: list[str]) -> int:
+        count = 0
+        for labels, row in zip(data.labels, data.values, strict=True):
+            body = ",".join(f'{k}="{_om_escape(v)}"' for k, v in sorted(labels.items())
+                            if k != METRIC_NAME)
+            head = f"{family}{{{body}}} "
+            cols = np.flatnonzero(~np.isnan(row)).tolist()
+            out.write("".join(f"{head}{format_value(float(row[j]))} {stamps[j]}\n"
+                              for j in cols))
+            count += len(cols)
         return count
 
 

@@ -163,6 +163,10 @@ class Engine:
                 "invalid expression type \"range vector\" for range query, must be Scalar or "
                 "instant Vector")
         start_ms, step_ms = round(start * 1000), round(step * 1000)
+        if step_ms <= 0:
+            raise QueryParseError("zero or negative query resolution step widths are not accepted")
+        if end < start:
+            raise QueryParseError("end timestamp must not be before start time")
         count = (round(end * 1000) - start_ms) // step_ms + 1
         ts = start_ms + step_ms * np.arange(count, dtype=np.int64)
         ctx = _Context(self.storage, self._deadline(timeout), self._timer)
