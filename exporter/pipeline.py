@@ -120,28 +120,32 @@ class Pipeline:
         manifests: list[Any] = []
         changed: list[str] = []
         method = method_id(usage.grain, usage.step_seconds)
-        for cluster in sorted(by_cluster):
-            before = prior.get(cluster)
-            revision = before.revision if before else 0
+        def build(cluster: str, revision: int) -> tuple[list[Any], list[Any]]:
             built = rec.build_records(by_cluster[cluster], revision=revision,
                                       generated_at_ms=generated_at_ms,
                                       exporter_version=self.exporter_version)
-            digest = rec.content_hash(built)
-            if before is None or before.content_hash != digest:
-                changed.append(cluster)
-            if before is not None and before.content_hash != digest:
-                revision += 1
-                built = rec.build_records(by_cluster[cluster], revision=revision,
-                                          generated_at_ms=generated_at_ms,
-                                          exporter_version=self.exporter_version)
-            records.extend(built)
             cov = {cluster: coverage[cluster]} if cluster in coverage else {}
-            manifests.extend(rec.build_manifests(
+            return built, rec.build_manifests(
                 built, cov, {cluster: usage.coverage.get(cluster, Decimal(0))},
                 period=period, method=method, revision=revision,
                 generated_at_ms=generated_at_ms, exporter_version=self.exporter_version,
                 status=status,
-            ))
+            )
+
+        for cluster in sorted(by_cluster):
+            before = prior.get(cluster)
+            revision = before.revision if before else 0
+            built, built_manifests = build(cluster, revision)
+            # The manifest's content_hash is `rec.content_hash(built)`: reusing it saves
+            # encoding every record once more.
+            digest = next(m.content_hash for m in built_manifests if m.cluster == cluster)
+            if before is None or before.content_hash != digest:
+                changed.append(cluster)
+            if before is not None and before.content_hash != digest:
+                revision += 1
+                built, built_manifests = build(cluster, revision)
+            records.extend(built)
+            manifests.extend(built_manifests)
         return PeriodResult(period, usage, lines, priced, records, manifests, coverage, status,
                             tuple(changed))
 
