@@ -597,13 +597,14 @@ class AdaptiveLimit:
 # Running: compute ahead in a bounded pool, publish in order, one transaction per period
 # --------------------------------------------------------------------------------------------
 
-Change = Literal["new", "changed", "unchanged"]
+Change = Literal["new", "changed", "unchanged", "missing"]
 Status = Literal["published", "forced", "skipped", "failed"]
 
 
 @dataclass(frozen=True, slots=True)
 class ClusterChange:
-    """What happens to one period-cluster: `new` (revision 0), `changed` (old + 1), `unchanged`."""
+    """What happens to one period-cluster: `new` (revision 0), `changed` (old + 1), `unchanged`,
+    or `missing`: published before, but Sysdig has no data for it now (left as published)."""
 
     cluster: str
     change: Change
@@ -629,7 +630,7 @@ class PeriodOutcome:
 
     @property
     def changed(self) -> bool:
-        return any(c.change != "unchanged" for c in self.clusters)
+        return any(c.change in ("new", "changed") for c in self.clusters)
 
 
 @dataclass(slots=True)
@@ -801,7 +802,9 @@ class Backfill:
                     return result
             self.limit.throttled()
             remaining = deadline - self._clock.time()
-            if remaining <= 0 or self._stop.is_set():
+            if self._stop.is_set():
+                raise SourceUnavailable(f"{failure} (not retried: the backfill is stopping)")
+            if remaining <= 0:
                 raise SourceUnavailable(
                     f"{failure} (gave up on period {plan.period} after "
                     f"{format_duration(self._cfg.period_timeout)}, backfill.period_timeout)"
@@ -826,6 +829,9 @@ class Backfill:
             clusters.append(ClusterChange(
                 m.cluster, change, None if before is None else before.revision, m.revision,
                 m.record_count, m.cluster in publish))
+        seen = {c.cluster for c in clusters}
+        clusters += [ClusterChange(c, "missing", p.revision, p.revision, 0, False)
+                     for c, p in sorted(plan.prior.items()) if c not in seen]
         if not publish:
             return PeriodOutcome(plan.period, result.usage.step_seconds, "skipped", tuple(clusters)), None
         records = [r for r in result.records if r.cluster in publish]

@@ -45,15 +45,21 @@ class EditableStorage:
     """The fleet as a PromQL `Storage`, with org labels that a test can correct afterwards.
 
     `relabel[(cluster, namespace)] = {"costcenter": "CC-X"}` makes every series of that
-    namespace carry the new value, at workload and namespace level (so it wins either way).
+    namespace carry the new value, at workload and namespace level (so it wins either way);
+    the series of a cluster in `hidden` disappear.
     """
 
     def __init__(self, fleet: Any) -> None:
         self.fleet = fleet
         self.relabel: dict[tuple[str, str], dict[str, str]] = {}
+        self.hidden: set[str] = set()
 
     def select(self, matchers: Sequence[LabelMatcher], start_ms: int, end_ms: int) -> SeriesSet:
         data: SeriesSet = self.fleet.select(matchers, start_ms, end_ms)
+        if self.hidden:
+            keep = [i for i, labels in enumerate(data.labels)
+                    if labels.get("kube_cluster_name") not in self.hidden]
+            data = SeriesSet([data.labels[i] for i in keep], data.ts, data.values[keep])
         if not self.relabel:
             return data
         return SeriesSet([self._edit(labels) for labels in data.labels], data.ts, data.values)

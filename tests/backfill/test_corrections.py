@@ -249,3 +249,14 @@ def test_sigterm_stops_after_the_period_in_flight_and_the_rerun_resumes(rig: Rig
     assert res.code == 0, res.err
     assert res.report["resumed_from"] == iso(T0 + 4 * H) and res.report["changed"] == 2
     assert set(Counter((r.record_id, r.revision) for r, _ in rig.records()).values()) == {1}
+
+
+def test_a_cluster_without_data_now_is_reported_missing_and_left_alone(rig: Rig) -> None:
+    rig.live_export(hours(5, 6))
+    rig.sim.storage.hidden.add(FIXED[0])
+    res = rig.backfill("--from", iso(T0 + 5 * H), "--to", iso(T0 + 6 * H))
+    assert res.code == 0, res.err
+    [period] = res.report["details"]
+    assert {c["cluster"]: (c["change"], c["revision"], c["published"]) for c in period["clusters"]} == {
+        FIXED[0]: ("missing", 0, False), "prod-us-east-01": ("unchanged", 0, False)}
+    assert res.report["skipped"] == 1 and res.report["records"] == 0
