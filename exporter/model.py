@@ -34,10 +34,11 @@ class WorkloadKey:
 
 @dataclass(frozen=True, slots=True)
 class SampleSums:
-    """Per-resource integrals as the source measured them, before unit conversion.
+    """Usage, request and chargeable quantities of one resource.
 
-    Each value is the sum over sample steps of the per-step quantity (cores or bytes), so
-    multiplying by `step_seconds / 3600` gives core-hours (or byte-hours).
+    From a source (`PeriodUsage`): sums over sample steps of the per-step quantity (cores or
+    bytes); `units.convert` turns them into unit-hours (× step / 3600, bytes / 2^30). From the
+    simulator's `ground_truth`: already in unit-hours.
     """
 
     usage: Decimal

@@ -525,14 +525,18 @@ class _Handler(BaseHTTPRequestHandler):
             data = payload.encode("utf-8")
         else:
             data = json.dumps(payload, separators=(",", ":")).encode("utf-8")
-        self.send_response(status)
-        extra = dict(headers or {})
-        if not any(k.lower() == "content-type" for k in extra):
-            self.send_header("Content-Type", "application/json")
-        for k, v in extra.items():
-            self.send_header(k, v)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        if data:
-            self.wfile.write(data)
+        try:
+            self.send_response(status)
+            extra = dict(headers or {})
+            if not any(k.lower() == "content-type" for k in extra):
+                self.send_header("Content-Type", "application/json")
+            for k, v in extra.items():
+                self.send_header(k, v)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            if data:
+                self.wfile.write(data)
+        except (BrokenPipeError, ConnectionResetError):
+            # The client gave up (its timeout fired): nothing left to answer.
+            self.close_connection = True
 
