@@ -6,6 +6,7 @@ import os
 import signal
 from collections import Counter, defaultdict
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 
@@ -260,3 +261,24 @@ def test_a_cluster_without_data_now_is_reported_missing_and_left_alone(rig: Rig)
     assert {c["cluster"]: (c["change"], c["revision"], c["published"]) for c in period["clusters"]} == {
         FIXED[0]: ("missing", 0, False), "prod-us-east-01": ("unchanged", 0, False)}
     assert res.report["skipped"] == 1 and res.report["records"] == 0
+
+
+def test_summary_totals_equal_the_published_records(rig: Rig, tmp_path: Path) -> None:
+    card = tmp_path / "rate-card.yaml"
+    card.write_text(
+        "currency: EUR\nversions:\n  - effective_from: 2026-01-01T00:00:00Z\n"
+        "    default: {cpu: \"0.0310\", memory: \"0.0042\"}\n", encoding="utf-8")
+    rig.configure(pricing={"rate_card_file": str(card)})
+    res = rig.backfill(*RANGE)
+    assert res.code == 0, res.err
+    records = [r for r, _ in rig.records()]
+    assert len(records) == res.report["records"] > 0
+    cpu = sum((r.chargeable_quantity for r in records if r.resource == "cpu"), Decimal(0))
+    mem = sum((r.chargeable_quantity for r in records if r.resource == "memory"), Decimal(0))
+    cost = sum((r.cost for r in records if r.cost is not None), Decimal(0))
+    assert (Decimal(res.report["core_hours"]), Decimal(res.report["gib_hours"])) == (cpu, mem)
+    assert res.report["cost"] == {"EUR": str(cost)} and cost > 0
+
+    table = rig.backfill(*RANGE, "--dry-run", "--force", fmt="table")  # would republish it all
+    assert table.code == 0
+    assert "cost (EUR)" in table.out and f"{cost}" in table.out and f"{cpu}" in table.out
