@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import Any
 
 import requests
-from requests.adapters import HTTPAdapter
 
 from exporter.commands import add_common, config_from_args
 from exporter.config import Config, OrgConfig
@@ -38,6 +37,7 @@ from exporter.errors import ConfigError, SourceAuthError, SourceError, SourceUna
 from exporter.model import GIB, ORG_KEYS, RESOURCES, UNALLOCATED
 from exporter.periods import format_duration
 from exporter.queries import CPU_USED, MEM_USED, POD_GRAIN, REQUESTS, WORKLOAD_KINDS, selector
+from exporter.sysdig import StrictAdapter
 
 DEFAULT_NAME = "Kubernetes Chargeback"
 DATA_FILE = "dashboard.json"
@@ -394,21 +394,6 @@ def shipped_text() -> str:
 # Install through sdcclient
 
 
-class _Adapter(HTTPAdapter):
-    """No urllib3 retries (a failed PUT or GET is reported at once), a timeout, fixed TLS."""
-
-    def __init__(self, verify: bool | str, timeout: float) -> None:
-        super().__init__(max_retries=0)
-        self._verify = verify
-        self._timeout = timeout
-
-    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:  # type: ignore[override]
-        kwargs["verify"] = self._verify
-        if kwargs.get("timeout") is None:
-            kwargs["timeout"] = self._timeout
-        return super().send(request, **kwargs)
-
-
 @dataclass(frozen=True, slots=True)
 class InstallResult:
     action: str  # "created" or "updated"
@@ -431,7 +416,7 @@ class DashboardInstaller:
         client.url = self._url
         client.hdrs["Authorization"] = "Bearer " + token
         client.ssl_verify = verify
-        adapter = _Adapter(verify, timeout)
+        adapter = StrictAdapter(verify, timeout)
         client.http.mount("https://", adapter)
         client.http.mount("http://", adapter)
         client.http.hooks["response"].append(self._capture)
