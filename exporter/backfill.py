@@ -684,15 +684,18 @@ class Report:
 
 
 class ProgressView(Protocol):
-    """Where progress goes while periods complete."""
+    """Where progress goes while periods complete; called from the publishing thread only."""
 
     def start(self, total: int) -> None:
+        """`total` periods are about to be processed. Non-blocking; raises nothing."""
         ...
 
     def advance(self, outcome: PeriodOutcome) -> None:
+        """One more period is done (published, skipped or failed). Non-blocking; raises nothing."""
         ...
 
     def stop(self) -> None:
+        """The run is over (or interrupted); release the display. Idempotent."""
         ...
 
 
