@@ -418,9 +418,11 @@ def plan_periods(
             "publish, end the backfill there"
         )
     if opts.end + settle > now:
+        last = int(now) - settle
         raise BackfillRefused(
-            f"--to {iso(opts.end)}: the period ending there is not closed yet (closed periods end "
-            f"by {iso(int(now) - settle)}, now minus periods.settle_delay {format_duration(settle)})"
+            f"--to {iso(opts.end)}: the period ending there is not closed yet; the last closed "
+            f"period ends at {iso(last - last % length)} (periods.settle_delay "
+            f"{format_duration(settle)})"
         )
     max_age = cfg.backfill.max_age if opts.max_age is None else opts.max_age
     if not opts.allow_old:
