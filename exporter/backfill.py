@@ -449,7 +449,10 @@ def plan_periods(
             coarse.append(p)
         step = length if is_coarse else available
         before = by_period.get(p, {})
-        # Records keep the step they were published at: it is part of their method and ids.
+        # Records keep the step they were published at while Sysdig still holds it, so unchanged
+        # data re-measures identically; a coarser step only with --allow-coarse (same record ids,
+        # the method shows the step).
+        allow_coarse = opts.allow_coarse or cfg.backfill.allow_coarse
         pinned: set[int] = set()
         for cluster, pub in sorted(before.items()):
             was = _method_step(pub.method, cfg.periods.grain)
@@ -459,13 +462,14 @@ def plan_periods(
                     f"this configuration (grain {cfg.periods.grain}, {CALCULATION_VERSION}) does not "
                     "compute; its records would get new ids and be counted twice"
                 )
-            if was < step:
+            if was < step and not allow_coarse:
                 raise BackfillRefused(
                     f"period {p} cluster {cluster} was published at {format_duration(was)} steps "
-                    f"but Sysdig keeps it only at {format_duration(available)} now; a correction "
-                    "would change its calculation method and record ids (counted twice)"
+                    f"but Sysdig keeps it only at {format_duration(available)} now; pass "
+                    "--allow-coarse to re-measure it at that step (a correction with the same "
+                    "record ids whose method shows the coarser step)"
                 )
-            pinned.add(was)
+            pinned.add(max(was, step))
         if len(pinned) > 1:
             raise BackfillRefused(
                 f"period {p} was published at different steps per cluster "

@@ -87,13 +87,26 @@ def record_id(*, cluster: str, period: Period, namespace: str, workload_kind: st
     """The deterministic id of a billing record; recomputable from the record's own fields.
 
     Changes with any identity field (cluster, period bounds, namespace, kind, name, resource,
-    allocation, calculation method) and with nothing else: quantities, prices, org labels and
-    the revision do not enter it, so a republication replaces the earlier one on upsert.
+    allocation, calculation method without its sample step) and with nothing else: quantities,
+    prices, org labels and the revision do not enter it, so a republication replaces the earlier
+    one on upsert.
     """
     return _digest("chargeback.billing_record.v1", (
         cluster, period.start * 1000, period.end * 1000, namespace, workload_kind,
-        workload_name, resource, allocation, method,
+        workload_name, resource, allocation, identity_method(method),
     ))
+
+
+_STEP = re.compile(r"/\d+s/")
+
+
+def identity_method(method: str) -> str:
+    """The method without its sample step: `max-request-usage/pod/10s/v1` -> `.../pod/v1`.
+
+    The step records how finely Sysdig still held the data; a correction measured at a coarser
+    step (older data) must replace the earlier record, not sit beside it under a new id.
+    """
+    return _STEP.sub("/", method, count=1)
 
 
 def manifest_id(*, cluster: str, period: Period) -> str:

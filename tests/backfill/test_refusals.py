@@ -109,6 +109,18 @@ def test_published_period_rolled_up_since_is_refused(rig: Rig) -> None:
     assert "was published at 10s steps but Sysdig keeps it only at 1m now" in one_line(res.error_lines)
 
 
+def test_allow_coarse_corrects_a_rolled_up_period_under_the_same_record_ids(rig: Rig) -> None:
+    rig.live_export(hours(3, 4))
+    before = {r.record_id: r for r, _ in rig.records()}
+    rig.clock.set(T0 + 10 * H)
+    res = rig.backfill("--from", iso(T0 + 3 * H), "--to", iso(T0 + 4 * H), "--allow-coarse")
+    assert res.code == 0, res.err
+    after = [r for r, _ in rig.records() if r.revision == 1]
+    assert after, "re-measured at 1 min: a correction"
+    assert {r.record_id for r in after} == set(before)
+    assert {r.method for r in after} == {"max-request-usage/pod/60s/v1"}
+
+
 @pytest.mark.parametrize(("argv", "message"), [
     (("--from", "last tuesday", "--to", iso(T0 + H)), "--from: not a time: 'last tuesday'"),
     (("--from", iso(T0 + 1800), "--to", iso(T0 + H)), "is not aligned to periods.length 1h"),

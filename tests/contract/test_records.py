@@ -33,6 +33,7 @@ from exporter.records import (
     build_records,
     content_hash,
     coverage_status,
+    identity_method,
     kubernetes_kind,
     manifest_id,
     record_id,
@@ -76,7 +77,7 @@ def build(*lines: PricedLine, revision: Any = 0) -> list[BillingRecord]:
 def test_record_id_is_the_documented_sha256_of_the_length_prefixed_identity() -> None:
     """An independent implementation of the algorithm in schemas/README.md."""
     parts = ["chargeback.billing_record.v1", "prod", str(HOUR.start * 1000), str(HOUR.end * 1000), "shop",
-             "Deployment", "api", "cpu", "direct", METHOD]
+             "Deployment", "api", "cpu", "direct", identity_method(METHOD)]
     data = b"".join(len(p.encode()).to_bytes(8, "big") + p.encode() for p in parts)
     expected = hashlib.sha256(data).hexdigest()[:32]
     assert record_id(**IDENTITY) == expected
@@ -91,6 +92,12 @@ def test_record_id_is_the_documented_sha256_of_the_length_prefixed_identity() ->
 ])
 def test_record_id_changes_with_every_identity_field(field: str, other: Any) -> None:
     assert record_id(**{**IDENTITY, field: other}) != record_id(**IDENTITY)
+
+
+def test_record_id_does_not_depend_on_the_sample_step() -> None:
+    coarse = METHOD.replace("/10s/", "/600s/")
+    assert coarse != METHOD
+    assert record_id(**{**IDENTITY, "method": coarse}) == record_id(**IDENTITY)
 
 
 def test_record_id_cannot_be_confused_by_moving_characters_between_fields() -> None:
