@@ -15,6 +15,7 @@ from typing import Any, Protocol
 from exporter import __version__
 from exporter.clock import Clock
 from exporter.errors import IncompleteDataError
+from exporter.gcpause import gc_paused
 from exporter.model import ChargeLine, LabelCoverage, PeriodUsage, PricedLine
 from exporter.org import OrgModel
 from exporter.periods import Period
@@ -94,6 +95,10 @@ class Pipeline:
         `prior` maps cluster -> what was published before; a cluster whose content hash is
         unchanged keeps its revision, a changed one gets revision + 1.
         """
+        with gc_paused():
+            return self._compute(period, prior)
+
+    def _compute(self, period: Period, prior: Mapping[str, Prior] | None) -> PeriodResult:
         from exporter import records as rec
 
         usage = self.source.fetch(period)
@@ -151,6 +156,10 @@ class Pipeline:
 
     def messages(self, result: PeriodResult) -> list[OutMessage]:
         """The period's encoded records and manifests, with publication headers."""
+        with gc_paused():
+            return self._messages(result)
+
+    def _messages(self, result: PeriodResult) -> list[OutMessage]:
         headers = (
             ("published_at", str(int(self.clock.time() * 1000)).encode()),
             ("exporter_version", self.exporter_version.encode()),

@@ -29,6 +29,7 @@ from exporter.errors import (
     SourceQueryError,
     SourceUnavailable,
 )
+from exporter.gcpause import gc_paused
 from exporter.model import PeriodUsage, Resource, SampleSums, WorkloadKey, WorkloadUsage
 from exporter.periods import Period
 from exporter.queries import RECORD_GRAIN, QueryPlan, plan
@@ -49,8 +50,9 @@ RETENTION_TIERS: tuple[tuple[int, int], ...] = (
 class StrictAdapter(HTTPAdapter):
     """No retries, a default timeout, and TLS verification that cannot be bypassed."""
 
-    def __init__(self, verify: bool | str, timeout: float) -> None:
-        super().__init__(max_retries=0)
+    def __init__(self, verify: bool | str, timeout: float, pool_size: int = 32) -> None:
+        # Backfill runs several periods' queries at once; requests' default pool is 10.
+        super().__init__(max_retries=0, pool_connections=pool_size, pool_maxsize=pool_size)
         self._verify = verify
         self._timeout = timeout
 
@@ -320,6 +322,10 @@ class SysdigSource:
         return p, step, period.end - step / 2
 
     def fetch(self, period: Period) -> PeriodUsage:
+        with gc_paused():
+            return self._fetch(period)
+
+    def _fetch(self, period: Period) -> PeriodUsage:
         qplan, step, at = self.plan_for(period)
         before_requests, before_bytes = self._client.requests, self._client.bytes
         named = qplan.all()
