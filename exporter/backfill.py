@@ -68,6 +68,7 @@ from exporter.errors import (
     SourceError,
     SourceQueryError,
     SourceUnavailable,
+    TopicMissing,
 )
 from exporter.kafka_sink import ReadMessage, read_topic
 from exporter.model import PeriodUsage
@@ -170,7 +171,7 @@ class BackfillCheckpoint:
 
 
 def _missing_topic(exc: SinkError) -> bool:
-    return type(exc) is SinkError and str(exc).endswith("does not exist")
+    return isinstance(exc, TopicMissing)
 
 
 def read_all(cfg: Config, topic: str, clock: Clock) -> list[ReadMessage]:

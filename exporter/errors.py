@@ -55,6 +55,10 @@ class SinkError(ExporterError):
     """Publishing failed in a way retries will not fix (topic missing, schema rejected)."""
 
 
+class TopicMissing(SinkError):
+    """A topic the exporter needs does not exist (and may not be created)."""
+
+
 class FencedError(SinkError):
     """Another instance with the same transactional.id took over; this one must stop."""
 

@@ -23,7 +23,7 @@ from confluent_kafka.cimpl import NewTopic
 
 from exporter.clock import Clock
 from exporter.config import KafkaConfig
-from exporter.errors import FencedError, SinkError, SinkUnavailable
+from exporter.errors import FencedError, SinkError, SinkUnavailable, TopicMissing
 from exporter.retry import call_with_retries
 from exporter.sink import OutMessage
 
@@ -109,7 +109,7 @@ class TopicAdmin:
         existing = set(meta.topics)
         missing = [name for name in self.specs() if name not in existing]
         if missing and not self._cfg.create_topics:
-            raise SinkError(
+            raise TopicMissing(
                 f"Kafka {self._cfg.bootstrap_servers}: topic(s) {', '.join(missing)} do not exist "
                 "and kafka.create_topics is false"
             )
@@ -315,7 +315,7 @@ def read_topic(cfg: KafkaConfig, topic: str, timeout: float = 30.0,
             raise SinkUnavailable(f"Kafka {cfg.bootstrap_servers}: {_describe(_error_of(exc))}") from None
         tmeta = meta.topics.get(topic)
         if tmeta is None or tmeta.error is not None:
-            raise SinkError(f"Kafka: topic {topic} does not exist")
+            raise TopicMissing(f"Kafka: topic {topic} does not exist")
         ends: dict[int, int] = {}
         for p in tmeta.partitions:
             low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout,

@@ -278,7 +278,8 @@ def test_backfill_job_only_when_enabled(helm: Helm, default_values: Path) -> Non
     assert job["spec"]["activeDeadlineSeconds"] == 21600
     assert "ttlSecondsAfterFinished" not in job["spec"]
     env = {e["name"]: e.get("value") for e in ctr["env"]}
-    assert env["CHARGEBACK_KAFKA__TRANSACTIONAL_ID"] == "chargeback-prod-backfill"
+    assert env["CHARGEBACK_BACKFILL__TRANSACTIONAL_ID"] == "chargeback-prod-backfill"
+    assert "CHARGEBACK_KAFKA__TRANSACTIONAL_ID" not in env
     # Backfill pods are not worker pods: the Service and Deployment must not select them.
     job_labels = job["spec"]["template"]["metadata"]["labels"]
     selector = rendered.one("Deployment")["spec"]["selector"]["matchLabels"]

@@ -339,7 +339,8 @@ spec:
         {{- end }}
       env:
         # A transactional.id of its own: sharing the worker's would fence the live exporter.
-        - name: CHARGEBACK_KAFKA__TRANSACTIONAL_ID
+        # kafka.transactional_id stays the worker's, so the Job finds the live checkpoint.
+        - name: CHARGEBACK_BACKFILL__TRANSACTIONAL_ID
           value: {{ include "chargeback-exporter.backfillTransactionalId" . | quote }}
         {{- with include "chargeback-exporter.env" . | trim }}
         {{- . | nindent 8 }}
