@@ -23,7 +23,6 @@ import dataclasses
 import json
 import logging
 import re
-import signal
 import sys
 import threading
 from collections import deque
@@ -32,7 +31,6 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
-from types import FrameType
 from typing import Any, Literal, Protocol, TextIO
 
 import requests
@@ -75,6 +73,7 @@ from exporter.model import PeriodUsage
 from exporter.periods import Period, format_duration, iso, iter_periods, parse_duration, parse_time
 from exporter.pipeline import PeriodResult, Pipeline, Prior
 from exporter.retry import call_with_retries
+from exporter.run import stop_on_signals
 from exporter.sink import OutMessage, PeriodSink
 from exporter.source import UsageSource
 from exporter.sysdig import RETENTION_TIERS, SysdigClient
@@ -1158,36 +1157,6 @@ def backfill(cfg: Config, opts: Options, clock: Clock, *, sink_factory: SinkFact
              progress: ProgressView | None = None) -> Report:
     """`prepare` and run a backfill; the report says what happened (and its `exit_code`)."""
     return prepare(cfg, opts, clock, sink_factory=sink_factory, progress=progress).run()
-
-
-@contextmanager
-def stop_on_signals(runner: Backfill) -> Iterator[None]:
-    """While inside, SIGTERM and SIGINT stop `runner` after the period being published.
-
-    The first signal restores the previous handlers, so a second one acts as usual. Outside the
-    main thread, a no-op.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    signals = (signal.SIGTERM, signal.SIGINT)
-    previous = {sig: signal.getsignal(sig) for sig in signals}
-
-    def restore() -> None:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        log.info("stop requested", extra={"signal": signal.Signals(signum).name})
-        runner.request_stop()
-        restore()
-
-    for sig in signals:
-        signal.signal(sig, on_signal)
-    try:
-        yield
-    finally:
-        restore()
 
 
 def cmd_backfill(args: argparse.Namespace, *, clock: Clock | None = None,

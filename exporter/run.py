@@ -19,7 +19,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import FrameType
-from typing import Any
+from typing import Any, Protocol
 
 from exporter.clock import Clock, SystemClock
 from exporter.commands import add_common, build_checkpoints, build_pipeline, build_sink, config_from_args
@@ -65,8 +65,14 @@ def assemble(cfg: Config, clock: Clock, metrics: Metrics, build: Build, *, serve
     return Service(worker, health, metrics)
 
 
+class Stoppable(Protocol):
+    def request_stop(self) -> None:
+        """Ask for a graceful stop after the period in flight. Never blocks."""
+        ...
+
+
 @contextmanager
-def stop_on_signals(worker: Worker) -> Iterator[None]:
+def stop_on_signals(worker: Stoppable) -> Iterator[None]:
     """While inside, SIGTERM and SIGINT ask `worker` to stop gracefully.
 
     The first signal requests the stop and restores the previous handlers, so a second one acts
