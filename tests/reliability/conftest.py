@@ -1,0 +1,107 @@
+"""A Sysdig simulator on a fake clock, and what the reliability tests build on it."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import numpy as np
+import pytest
+
+from exporter.clock import FakeClock
+from exporter.commands import build_source
+from exporter.config import Config, load_config
+from exporter.model import ChargeLine
+from exporter.org import OrgModel
+from exporter.periods import Period
+from exporter.simulator.fleet import REQUESTS, Fleet, FleetSpec
+from exporter.simulator.series import METRIC_NAME, LabelMatcher, SeriesSet
+from exporter.simulator.server import SimulatorServer
+from exporter.sysdig import SysdigSource
+from exporter.units import charge_lines
+from tests.reliability.campaign import quiet_disconnects
+from tests.reliability.harness import q
+
+H = 3600
+T0 = 1_794_009_600  # 2026-11-07T00:00:00Z, aligned to hours and days
+TOKEN = "reliability-token-8d2e"
+PERIOD = Period(T0 + H, T0 + 2 * H)
+SPEC = FleetSpec(seed=4, clusters=2, namespaces_per_cluster=2, workloads_per_namespace=3)
+
+
+class GapStorage:
+    """The fleet, with the request metric's samples missing inside `gap` (a scrape outage).
+
+    `gap` is `(start, end)` in epoch seconds, or None for the complete fleet.
+    """
+
+    def __init__(self, fleet: Fleet) -> None:
+        self.fleet = fleet
+        self.gap: tuple[int, int] | None = None
+
+    def select(self, matchers: Sequence[LabelMatcher], start_ms: int, end_ms: int) -> SeriesSet:
+        data = self.fleet.select(matchers, start_ms, end_ms)
+        if self.gap is None or not len(data):
+            return data
+        rows = [i for i, labels in enumerate(data.labels) if labels.get(METRIC_NAME) == REQUESTS]
+        cols = np.flatnonzero((data.ts >= self.gap[0] * 1000) & (data.ts < self.gap[1] * 1000))
+        if not rows or not len(cols):
+            return data
+        values = data.values.copy()  # the fleet caches its arrays; never write into them
+        values[np.ix_(rows, cols)] = np.nan
+        return SeriesSet(data.labels, data.ts, values)
+
+
+class Sim:
+    """A simulator serving `SPEC` through a `GapStorage`, on a fake clock 3 h after T0."""
+
+    def __init__(self) -> None:
+        self.clock = FakeClock(T0 + 3 * H + 300)
+        self.fleet = Fleet(SPEC, clock=self.clock, history=12 * H)
+        self.storage = GapStorage(self.fleet)
+        self.server = SimulatorServer(self.storage, self.clock, tokens=[TOKEN])  # type: ignore[arg-type]
+
+    def config(self, **overrides: dict[str, Any]) -> Config:
+        """Sysdig pointed at the simulator (one query at a time, so faults hit in order)."""
+        tag = uuid.uuid4().hex[:8]
+        base: dict[str, Any] = {
+            "sysdig": {"url": self.server.url, "token": TOKEN, "timeout": 10, "max_attempts": 3,
+                       "max_retry_time": 300, "max_concurrency": 1, "retention_tiers": False},
+            "periods": {"settle_delay": "5m"},
+            "kafka": {"partitions": 3, "replication_factor": 1, "transactional_id": f"faults-{tag}",
+                      "transaction_timeout": 30, "connect_timeout": 10,
+                      "topics": {"records": f"r-{tag}", "manifests": f"m-{tag}",
+                                 "checkpoint": f"c-{tag}"}},
+            "web": {"enabled": False},
+        }
+        for section, values in overrides.items():
+            base.setdefault(section, {}).update(values)
+        return load_config(environ={}, overrides=base)
+
+    def source(self, **sysdig: Any) -> SysdigSource:
+        return build_source(self.config(sysdig=sysdig), self.clock)
+
+    def prometheus_requests(self) -> int:
+        return sum(1 for r in self.server.requests if r.path.startswith("/prometheus/"))
+
+    def lines(self, source: SysdigSource, period: Period = PERIOD) -> list[ChargeLine]:
+        return charge_lines(source.fetch(period), OrgModel(self.config().org))
+
+    def assert_ground_truth(self, lines: list[ChargeLine], period: Period = PERIOD) -> None:
+        truth = self.fleet.ground_truth(period.start, period.end)
+        got = {(ln.workload, ln.resource): (q(ln.usage), q(ln.request), q(ln.chargeable)) for ln in lines}
+        want = {(k, r): (q(s.usage), q(s.request), q(s.chargeable)) for k, per in truth.items()
+                for r, s in per.items()}
+        assert got == want
+
+
+@pytest.fixture
+def sim() -> Iterator[Sim]:
+    s = Sim()
+    s.server.start()
+    quiet_disconnects(s.server)
+    try:
+        yield s
+    finally:
+        s.server.stop()
