@@ -8,6 +8,7 @@ ground truth; an exhausted or unusable answer gives one line saying what and whe
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from decimal import Decimal
@@ -16,6 +17,7 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
+from exporter.commands import build_codec
 from exporter.config import Config
 from exporter.errors import IncompleteDataError, SourceQueryError, SourceUnavailable
 from exporter.localbroker import LocalBroker
@@ -175,15 +177,14 @@ def test_json_cut_inside_a_complete_response_is_retried_then_reported(sim: Sim) 
     [1, 2, 3],
     "just a string",
     None,
-    {"status": "success", "data": {"resultType": "matrix", "result": [{"metric": {}, "values": [[1, 2, 3]]}]}},
+    {"status": "success",
+     "data": {"resultType": "matrix", "result": [{"metric": {}, "values": [[1, 2, 3]]}]}},
     {"status": "success", "data": {"resultType": "matrix", "result": [{"values": []}]}},
     {"status": "success", "warnings": ["results truncated due to limit: 10 of 99 series"],
      "data": {"resultType": "matrix", "result": []}},
 ], ids=["result-not-list", "string-result", "error-status-200", "no-data", "list", "string", "null",
         "bad-point", "no-metric", "truncated-by-limit"])
 def test_a_well_formed_but_unusable_answer_is_not_retried(sim: Sim, body: Any) -> None:
-    import json
-
     sim.server.faults.push(PROM, status=200, body=json.dumps(body))
     with pytest.raises(SourceQueryError) as caught:
         sim.source(max_attempts=3).fetch(PERIOD)
@@ -237,8 +238,6 @@ def test_missing_requests_for_20_minutes_are_published_flagged_when_configured(
         assert out.exported[0] == PERIOD and out.error is None
     finally:
         worker.close()
-    from exporter.commands import build_codec
-
     codec = build_codec(cfg)
     manifests = [codec.decode_manifest(m.value) for m in read_committed(cfg, cfg.kafka.topics.manifests)]
     flagged = [m for m in manifests if m.period == PERIOD]
