@@ -741,9 +741,10 @@ class Framing(Protocol):
         """
         ...
 
-    def encode_object(self, topic: str, schema: str, obj: Any) -> bytes:
+    def encode_object(self, topic: str, schema: str, obj: Any, body: bytes | None = None) -> bytes:
         """Like `encode` for a record object (attributes are the fields, see
-        `AvroSchema.encode_object`); the fast path for billing records.
+        `AvroSchema.encode_object`); the fast path for billing records. `body`, when given, is
+        `obj` already encoded with the current schema `schema` and is framed as it is.
         """
         ...
 
@@ -809,9 +810,9 @@ class SingleObjectFraming:
         s = self._schemas.get(schema)
         return s.header + s.encode(record)
 
-    def encode_object(self, topic: str, schema: str, obj: Any) -> bytes:
+    def encode_object(self, topic: str, schema: str, obj: Any, body: bytes | None = None) -> bytes:
         s = self._schemas.get(schema)
-        return s.header + s.encode_object(obj)
+        return s.header + (s.encode_object(obj) if body is None else body)
 
     def _writer(self, data: bytes) -> AvroSchema:
         if len(data) < SINGLE_OBJECT_HEADER_LEN or data[:2] != SINGLE_OBJECT_MARKER:

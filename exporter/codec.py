@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from exporter.avro import Framing
@@ -23,11 +23,16 @@ class AvroCodec:
         self.framing = framing
         self.topics = topics
 
-    def records(self, records: Sequence[Any], headers: Sequence[tuple[str, bytes]]) -> list[OutMessage]:
+    def records(self, records: Sequence[Any], headers: Sequence[tuple[str, bytes]],
+                bodies: Mapping[str, bytes] | None = None) -> list[OutMessage]:
+        """Framed records keyed by `record_id`; `bodies` holds Avro bodies already encoded
+        (by record_id), which are framed as they are."""
         topic = self.topics.records
         h = (*headers, ("schema", RECORD_SCHEMA.encode()))
         encode = self.framing.encode_object
-        return [OutMessage(topic, r.record_id.encode(), encode(topic, RECORD_SCHEMA, r), h)
+        get = (bodies or {}).get
+        return [OutMessage(topic, r.record_id.encode(),
+                           encode(topic, RECORD_SCHEMA, r, get(r.record_id)), h)
                 for r in records]
 
     def manifests(self, manifests: Sequence[Any], headers: Sequence[tuple[str, bytes]]) -> list[OutMessage]:

@@ -33,8 +33,10 @@ CoverageFn = Callable[[Sequence[ChargeLine]], Mapping[str, LabelCoverage]]
 class Codec(Protocol):
     """Turns billing records, manifests and checkpoints into Kafka messages."""
 
-    def records(self, records: Sequence[Any], headers: Sequence[tuple[str, bytes]]) -> list[OutMessage]:
-        """Encode records, keyed by `record_id`."""
+    def records(self, records: Sequence[Any], headers: Sequence[tuple[str, bytes]],
+                bodies: Mapping[str, bytes] | None = None) -> list[OutMessage]:
+        """Encode records, keyed by `record_id`; `bodies` are Avro bodies already encoded
+        under the current schema, by record_id, to be framed as they are."""
         ...
 
     def manifests(self, manifests: Sequence[Any], headers: Sequence[tuple[str, bytes]]) -> list[OutMessage]:
@@ -67,6 +69,8 @@ class PeriodResult:
     coverage: Mapping[str, LabelCoverage] = field(default_factory=dict)
     status: str = "final"
     changed_clusters: tuple[str, ...] = ()
+    # record_id -> Avro body: encoded once for the manifests' content hash, framed as is.
+    bodies: dict[str, bytes] = field(default_factory=dict)
 
     @property
     def record_count(self) -> int:
@@ -100,6 +104,7 @@ class Pipeline:
 
     def _compute(self, period: Period, prior: Mapping[str, Prior] | None) -> PeriodResult:
         from exporter import records as rec
+        from exporter.avro import load_schema
 
         usage = self.source.fetch(period)
         lines = charge_lines(usage, self.org)
@@ -125,16 +130,20 @@ class Pipeline:
         manifests: list[Any] = []
         changed: list[str] = []
         method = method_id(usage.grain, usage.step_seconds)
+        encode = load_schema("billing_record").encode_object
+        bodies: dict[str, bytes] = {}
+
         def build(cluster: str, revision: int) -> tuple[list[Any], list[Any]]:
             built = rec.build_records(by_cluster[cluster], revision=revision,
                                       generated_at_ms=generated_at_ms,
                                       exporter_version=self.exporter_version)
+            bodies.update((r.record_id, encode(r)) for r in built)
             cov = {cluster: coverage[cluster]} if cluster in coverage else {}
             return built, rec.build_manifests(
                 built, cov, {cluster: usage.coverage.get(cluster, Decimal(0))},
                 period=period, method=method, revision=revision,
                 generated_at_ms=generated_at_ms, exporter_version=self.exporter_version,
-                status=status,
+                status=status, bodies=bodies,
             )
 
         for cluster in sorted(by_cluster):
@@ -152,7 +161,7 @@ class Pipeline:
             records.extend(built)
             manifests.extend(built_manifests)
         return PeriodResult(period, usage, lines, priced, records, manifests, coverage, status,
-                            tuple(changed))
+                            tuple(changed), bodies)
 
     def messages(self, result: PeriodResult) -> list[OutMessage]:
         """The period's encoded records and manifests, with publication headers."""
@@ -164,7 +173,7 @@ class Pipeline:
             ("published_at", str(int(self.clock.time() * 1000)).encode()),
             ("exporter_version", self.exporter_version.encode()),
         )
-        return [*self.codec.records(result.records, headers),
+        return [*self.codec.records(result.records, headers, result.bodies),
                 *self.codec.manifests(result.manifests, headers)]
 
     def publish(self, result: PeriodResult, sink: PeriodSink, instance: str,

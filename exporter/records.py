@@ -446,7 +446,8 @@ def build_manifests(records: Sequence[BillingRecord],
                     coverage_by_cluster: Mapping[str, LabelCoverage],
                     sample_coverage: Mapping[str, Decimal], *, period: Period, method: str,
                     revision: Revision, generated_at_ms: int, exporter_version: str,
-                    status: str | Callable[[str], str] = "final") -> list[PeriodManifest]:
+                    status: str | Callable[[str], str] = "final",
+                    bodies: Mapping[str, bytes] | None = None) -> list[PeriodManifest]:
     """One manifest per cluster of the period, sorted by cluster.
 
     Clusters are those in `records`, `coverage_by_cluster` and `sample_coverage` (a cluster
@@ -454,7 +455,8 @@ def build_manifests(records: Sequence[BillingRecord],
     the records' scale; `content_hash` covers the records' Avro bodies in `record_id` order.
     Label coverage comes from `coverage_by_cluster` (see `exporter.coverage.label_coverage`);
     a cluster without records may be missing there. `status` is a value of `STATUSES` or a
-    function of the cluster.
+    function of the cluster. `bodies` (record_id -> Avro body under the current schema) spares
+    encoding the records again when the caller already did.
 
     Raises `EncodingError` for a record of another period, a total that does not fit its
     schema, mixed currencies or a mix of priced and unpriced records within a resource, a
@@ -516,7 +518,9 @@ def build_manifests(records: Sequence[BillingRecord],
             unallocated_share=shares,
             top_offenders=offenders,
             revision=_revision(revision, mid),
-            content_hash=content_hash_of_bodies(body_schema.encode_object(r) for r in recs),
+            content_hash=content_hash_of_bodies(
+                (bodies.get(r.record_id) if bodies else None) or body_schema.encode_object(r)
+                for r in recs),
             sample_coverage=quantize(raw_cov, schema.decimals["sample_coverage"],
                                      f"{where} sample_coverage"),
             method=method,

@@ -101,9 +101,10 @@ class ConfluentFraming:
         prefix = self._prefixes.get((topic, s.key)) or self._first(topic, s, record, body)
         return prefix + body
 
-    def encode_object(self, topic: str, schema: str, obj: Any) -> bytes:
+    def encode_object(self, topic: str, schema: str, obj: Any, body: bytes | None = None) -> bytes:
         s = self._schemas.get(schema)
-        body = s.encode_object(obj)
+        if body is None:
+            body = s.encode_object(obj)
         prefix = self._prefixes.get((topic, s.key)) or self._first(topic, s, obj.to_avro(), body)
         return prefix + body
 
