@@ -51,6 +51,14 @@ class SinkUnavailable(RetryableError):
     """The broker could not be reached or timed out."""
 
 
+class CommitUncertain(SinkUnavailable):
+    """A commit may or may not have happened (the broker went away during EndTxn).
+
+    Retrying blindly could publish the period twice: first `recover()` the sink (which settles
+    the transaction), then read the checkpoint to learn whether the period was committed.
+    """
+
+
 class SinkError(ExporterError):
     """Publishing failed in a way retries will not fix (topic missing, schema rejected)."""
 

@@ -23,7 +23,7 @@ from confluent_kafka.cimpl import NewTopic
 
 from exporter.clock import Clock
 from exporter.config import KafkaConfig
-from exporter.errors import FencedError, SinkError, SinkUnavailable, TopicMissing
+from exporter.errors import CommitUncertain, FencedError, SinkError, SinkUnavailable, TopicMissing
 from exporter.retry import call_with_retries
 from exporter.sink import OutMessage
 
@@ -164,6 +164,7 @@ class KafkaPeriodSink:
         self._max_retry_time = max_retry_time
         self._admin = admin or TopicAdmin(cfg)
         self._producer: Producer | None = None
+        self._needs_init = False
         self._on_abort = on_abort
         self._on_delivery_error = on_delivery_error
 
@@ -184,25 +185,44 @@ class KafkaPeriodSink:
     def start(self) -> None:
         call_with_retries(self._admin.ensure, clock=self._clock, attempts=self._attempts,
                           max_delay=self._max_retry_time, what="kafka topics")
-        self._producer = Producer(self._config())
-
-        def init() -> None:
-            assert self._producer is not None
-            try:
-                self._producer.init_transactions(self._cfg.connect_timeout)
-            except KafkaException as exc:
-                err = _error_of(exc)
-                if _is_fenced(err):
-                    raise FencedError(f"Kafka: fenced at start: {_describe(err)}") from None
-                if err is not None and err.retriable():
-                    raise SinkUnavailable(
-                        f"Kafka {self._cfg.bootstrap_servers}: init_transactions: {_describe(err)}"
-                    ) from None
-                raise SinkError(f"Kafka: init_transactions failed: {_describe(err)}") from None
-
-        call_with_retries(init, clock=self._clock, attempts=self._attempts,
+        call_with_retries(self._init_producer, clock=self._clock, attempts=self._attempts,
                           max_delay=self._max_retry_time, what="kafka init_transactions")
         log.info("kafka producer ready", extra={"transactional_id": self._cfg.transactional_id})
+
+    def _init_producer(self) -> None:
+        """A new producer, registered with the transaction coordinator.
+
+        `init_transactions` fences any earlier producer with this transactional.id and lets the
+        coordinator finish whatever transaction that one left in doubt (commit or abort).
+        """
+        producer = Producer(self._config())
+        try:
+            producer.init_transactions(self._cfg.connect_timeout)
+        except KafkaException as exc:
+            err = _error_of(exc)
+            if _is_fenced(err):
+                raise FencedError(f"Kafka: fenced at start: {_describe(err)}") from None
+            if err is not None and err.retriable():
+                raise SinkUnavailable(
+                    f"Kafka {self._cfg.bootstrap_servers}: init_transactions: {_describe(err)}"
+                ) from None
+            raise SinkError(f"Kafka: init_transactions failed: {_describe(err)}") from None
+        self._producer = producer
+        self._needs_init = False
+
+    def recover(self) -> None:
+        """Resolve a transaction left in doubt: a new producer, so the coordinator settles it.
+
+        Call after `CommitUncertain`, before reading the checkpoint to learn the outcome.
+        Blocking; raises `SinkUnavailable` while the broker is unreachable. No-op otherwise.
+        """
+        if self._needs_init:
+            self._init_producer()
+
+    def _discard(self) -> None:
+        # A producer whose transaction state is unknown can be neither aborted nor reused.
+        self._producer = None
+        self._needs_init = True
 
     def _produce(self, m: OutMessage) -> None:
         assert self._producer is not None
@@ -217,14 +237,18 @@ class KafkaPeriodSink:
                 self._producer.poll(0.1)
 
     def publish(self, messages: Sequence[OutMessage], checkpoint: OutMessage) -> None:
+        if self._needs_init:
+            self._init_producer()
         if self._producer is None:
             raise SinkError("Kafka sink used before start()")
         producer = self._producer
+        committing = False
         try:
             producer.begin_transaction()
             for m in messages:
                 self._produce(m)
             self._produce(checkpoint)
+            committing = True
             self._commit(producer)
         except KafkaException as exc:
             err = _error_of(exc)
@@ -238,6 +262,13 @@ class KafkaPeriodSink:
                 raise SinkError(f"Kafka: fatal producer error: {_describe(err)}") from None
             if self._on_delivery_error is not None:
                 self._on_delivery_error()
+            if committing and err is not None and not err.txn_requires_abort():
+                # EndTxn may or may not have reached the coordinator: the outcome is unknown.
+                self._discard()
+                raise CommitUncertain(
+                    f"Kafka: commit outcome unknown ({_describe(err)}); the transaction is settled "
+                    "when the producer is re-created"
+                ) from None
             self._safe_abort(_describe(err))
             raise SinkUnavailable(f"Kafka: transaction aborted: {_describe(err)}") from None
         except BaseException:
@@ -265,14 +296,20 @@ class KafkaPeriodSink:
             log.warning("transaction aborted", extra={"reason": reason})
             if self._on_abort is not None:
                 self._on_abort(reason)
-        except KafkaException:
-            pass  # nothing open, or fenced: either way nothing of the batch is visible
+        except KafkaException as exc:
+            err = _error_of(exc)
+            if err is not None and err.code() == KafkaError._STATE:
+                return  # no transaction open: nothing to abort
+            # Fenced, or the broker is unreachable: nothing of the batch is visible, but this
+            # producer's state is unknown; the next publish starts with a new one.
+            self._discard()
 
     def close(self) -> None:
         if self._producer is not None:
             self._safe_abort("close")
+        if self._producer is not None:
             self._producer.flush(1)
-            self._producer = None
+        self._producer = None
 
 
 def consumer_config(cfg: KafkaConfig, group: str | None = None) -> dict[str, Any]:

@@ -22,6 +22,7 @@ from typing import Any, Protocol
 from exporter.clock import Clock
 from exporter.config import PeriodsConfig, WorkerConfig
 from exporter.errors import (
+    CommitUncertain,
     ExporterError,
     FencedError,
     IncompleteDataError,
@@ -279,16 +280,37 @@ class Worker:
             })
         return step
 
+    def _committed_since(self, period: Period) -> bool:
+        """After an in-doubt commit: settle it, then ask the checkpoint whether it happened.
+
+        The sink's `recover` re-creates the producer, which makes the coordinator finish or
+        abort the open transaction; only then does a read_committed checkpoint read tell the
+        truth. Raises `SinkUnavailable` while the broker is still away (the period is retried).
+        """
+        recover = getattr(self._sink, "recover", None)
+        if recover is not None:
+            recover()
+        committed = self._checkpoints.read()
+        done = committed is not None and committed >= period.end
+        log.warning("commit outcome settled", extra={"period": str(period), "committed": done})
+        return done
+
     def _export_one(self, period: Period) -> None:
         began = self._clock.time()
         step = self._check_retention(period)
         result = self._pipeline.compute(period)
         computed = self._clock.time()
-        call_with_retries(
-            lambda: self._pipeline.publish(result, self._sink, self._instance),
-            clock=self._clock, attempts=self._publish_attempts,
-            max_delay=self._publish_max_retry_time, what=f"publish {period}",
-        )
+
+        def publish() -> None:
+            try:
+                self._pipeline.publish(result, self._sink, self._instance)
+            except CommitUncertain:
+                if self._committed_since(period):
+                    return
+                raise
+
+        call_with_retries(publish, clock=self._clock, attempts=self._publish_attempts,
+                          max_delay=self._publish_max_retry_time, what=f"publish {period}")
         self._next = period.end
         done = self._clock.time()
         self._health.committed(period.end)

@@ -110,13 +110,10 @@ def test_broker_down_for_60s_during_export(fresh_noida: LocalBroker, tmp_path: P
 
 @pytest.mark.slow
 @pytest.mark.timeout(120)
-@pytest.mark.xfail(strict=True, raises=SinkUnavailable,
-                   reason="kafka_sink: after commit_transaction times out, every later publish on "
-                          "the same producer fails with _CONFLICT until the process restarts")
 def test_sink_publishes_again_after_a_commit_timeout(fresh_noida: LocalBroker) -> None:
     """The broker vanishes between the last record's ack and EndTxn: commit_transaction times
     out ("retry call to resume"). Once the broker is back, the sink must publish again (and the
-    period must appear once). Today the aborted-then-retried transaction conflicts forever."""
+    period must appear once): the in-doubt producer is replaced, which settles its transaction."""
     tag = uuid.uuid4().hex[:8]
     cfg = load_config(environ={}, overrides={
         "sysdig": {"url": "http://127.0.0.1:1", "token": "unused"},
