@@ -174,8 +174,14 @@ def _run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     run_id = os.urandom(3).hex()  # topic names stay unique when --workdir is reused
 
     def recording(size: int) -> Path:
+        from bench.record import existing
+
         if size not in recordings:
             directory = work / f"rec-{size}"
+            if existing(size, directory) is not None:
+                _say(f"[{time.perf_counter() - started:6.0f}s] reusing the recording for {size:,} pods")
+                recordings[size] = directory
+                return directory
             _say(f"[{time.perf_counter() - started:6.0f}s] recording the simulator for {size:,} pods")
             _child(f"recording {size} pods", ["_record", str(size), str(directory)],
                    work / f"record-{size}.json")

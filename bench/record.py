@@ -26,6 +26,7 @@ class Recording:
     """What `record` wrote: files per query and the fleet's counts for the recorded period."""
 
     target_pods: int
+    spec: dict[str, int]  # the FleetSpec's fields
     pods: int
     workloads: int
     pod_samples: int  # Σ over the period's pods of their 10 s samples
@@ -48,6 +49,15 @@ class Recording:
     def bodies(self, directory: Path) -> dict[str, bytes]:
         """Plan name -> recorded body."""
         return {self.names[q]: (directory / f).read_bytes() for q, f in self.files.items()}
+
+
+def existing(target_pods: int, directory: Path, seed: int = 1) -> Recording | None:
+    """The recording in `directory` if it is of the same fleet, else None."""
+    try:
+        rec = Recording.load(directory)
+    except (OSError, ValueError, TypeError):
+        return None
+    return rec if rec.spec == asdict(fleet_spec(target_pods, seed)) else None
 
 
 def record(target_pods: int, directory: Path, seed: int = 1) -> Recording:
@@ -79,7 +89,7 @@ def record(target_pods: int, directory: Path, seed: int = 1) -> Recording:
         files[query] = fname
         names[query] = name
         total += len(body)
-    rec = Recording(target_pods, len(pods), len(fleet.workloads()), samples,
+    rec = Recording(target_pods, asdict(fleet.spec), len(pods), len(fleet.workloads()), samples,
                     samples * SAMPLE_INTERVAL // step, step, at, sum(seconds.values()), seconds,
                     files, names, total)
     rec.save(directory)
