@@ -20,7 +20,7 @@ from exporter.simulator.series import METRIC_NAME, LabelMatcher, SeriesSet
 from exporter.simulator.server import SimulatorServer
 from exporter.sysdig import SysdigSource
 from exporter.units import charge_lines
-from tests.reliability.campaign import quiet_disconnects
+from tests.reliability.campaign import tune_server
 from tests.reliability.harness import q
 
 H = 3600
@@ -44,9 +44,10 @@ class GapStorage:
         data = self.fleet.select(matchers, start_ms, end_ms)
         if self.gap is None or not len(data):
             return data
-        rows = [i for i, labels in enumerate(data.labels) if labels.get(METRIC_NAME) == REQUESTS]
+        rows = np.array([i for i, labels in enumerate(data.labels) if labels.get(METRIC_NAME) == REQUESTS],
+                        dtype=np.int64)
         cols = np.flatnonzero((data.ts >= self.gap[0] * 1000) & (data.ts < self.gap[1] * 1000))
-        if not rows or not len(cols):
+        if not len(rows) or not len(cols):
             return data
         values = data.values.copy()  # the fleet caches its arrays; never write into them
         values[np.ix_(rows, cols)] = np.nan
@@ -60,7 +61,7 @@ class Sim:
         self.clock = FakeClock(T0 + 3 * H + 300)
         self.fleet = Fleet(SPEC, clock=self.clock, history=12 * H)
         self.storage = GapStorage(self.fleet)
-        self.server = SimulatorServer(self.storage, self.clock, tokens=[TOKEN])  # type: ignore[arg-type]
+        self.server = SimulatorServer(self.storage, self.clock, tokens=[TOKEN])
 
     def config(self, **overrides: dict[str, Any]) -> Config:
         """Sysdig pointed at the simulator (one query at a time, so faults hit in order)."""
@@ -100,7 +101,7 @@ class Sim:
 def sim() -> Iterator[Sim]:
     s = Sim()
     s.server.start()
-    quiet_disconnects(s.server)
+    tune_server(s.server)
     try:
         yield s
     finally:

@@ -27,7 +27,7 @@ from exporter.run import assemble, default_build
 from exporter.simulator.fleet import Fleet, FleetSpec
 from exporter.simulator.server import SimulatorServer
 from tests.fakes.memory import FakeSource
-from tests.reliability.campaign import Campaign, CampaignSpec, quiet_disconnects, write_config
+from tests.reliability.campaign import Campaign, CampaignSpec, tune_server, write_config
 from tests.reliability.harness import (
     ExporterProcess,
     check_ledger,
@@ -61,7 +61,7 @@ def test_broker_down_for_60s_during_export(fresh_noida: LocalBroker, tmp_path: P
     spec = CampaignSpec(seed=11, hours=4, producer_extra=())
     camp = Campaign(spec, tmp_path, fresh_noida)
     camp.server.start()
-    quiet_disconnects(camp.server)
+    tune_server(camp.server)
     try:
         cfg = write_config(camp.config_path, sysdig_url=camp.server.url, bootstrap=fresh_noida.bootstrap,
                            start=camp.start, spec=spec, tag="outage")
@@ -195,7 +195,7 @@ def test_sysdig_outage_of_ten_minutes_is_held_then_caught_up(noida: LocalBroker)
     fleet = Fleet(FleetSpec(seed=5, clusters=2, namespaces_per_cluster=2, workloads_per_namespace=4),
                   clock=clock, history=6 * 3600)
     server = SimulatorServer(fleet, clock, tokens=[TOKEN], port=free_port()).start()
-    quiet_disconnects(server)
+    tune_server(server)
     cfg = sysdig_outage_config(server, noida.bootstrap, t0 + 3600)
     metrics = Metrics(CollectorRegistry())
     worker = assemble(cfg, clock, metrics, default_build, serve_http=False).worker
@@ -227,6 +227,7 @@ def test_sysdig_outage_of_ten_minutes_is_held_then_caught_up(noida: LocalBroker)
         clock.set(t0 + 2 * 3600 + 21 * M + 30)
         server.faults.clear()
         server.start()
+        tune_server(server)
         out = wake_at(t0 + 2 * 3600 + 22 * M)  # first scheduled wake-up after the outage
         assert [p.start for p in out.exported] == [t0 + 7200, t0 + 7200 + 600]
         out = wake_at(t0 + 2 * 3600 + 32 * M)
