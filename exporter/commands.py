@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 from pathlib import Path
@@ -60,6 +61,10 @@ def build_source(cfg: Config, clock: Clock, on_request: Any = None) -> SysdigSou
             "sysdig.token: not set (use sysdig.token, sysdig.token_file or CHARGEBACK_SYSDIG__TOKEN)"
         )
     verify: bool | str = cfg.sysdig.verify_tls
+    if not cfg.sysdig.verify_tls:
+        logging.getLogger("exporter.sysdig").warning(
+            "TLS certificate verification of Sysdig is off (sysdig.verify_tls: false)",
+            extra={"sysdig_url": cfg.sysdig.url})
     if cfg.sysdig.verify_tls and cfg.sysdig.ca_file is not None:
         verify = str(cfg.sysdig.ca_file)
     client = SysdigClient(

@@ -373,11 +373,17 @@ def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _key_text(part: object) -> str:
+    text = str(part)
+    # A key can be any YAML string; escape it so the error stays one line.
+    return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
+
+
 def format_validation_error(exc: ValidationError, origin: str) -> str:
     """One line per problem: `origin: path.to.key: message`."""
     parts = []
     for err in exc.errors():
-        path = ".".join(str(p) for p in err["loc"]) or "(root)"
+        path = ".".join(_key_text(p) for p in err["loc"]) or "(root)"
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
             msg = "unknown key"
@@ -404,6 +410,8 @@ def load_config(
             text = path.read_text(encoding="utf-8")
         except OSError as exc:
             raise ConfigError(f"{path}: cannot read config file: {exc.strerror}") from exc
+        except UnicodeDecodeError as exc:
+            raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from None
         try:
             loaded = yaml.safe_load(text)
         except yaml.YAMLError as exc:

@@ -15,6 +15,7 @@ transport failures become `SinkUnavailable`. Messages are one line and never car
 
 from __future__ import annotations
 
+import ssl
 import threading
 from collections.abc import Mapping
 from pathlib import Path
@@ -209,4 +210,19 @@ class ConfluentFraming:
         if isinstance(exc, ValueError | TypeError):
             text = str(exc).strip()
             return EncodingError(f"{what}: {text.splitlines()[0][:200] if text else type(exc).__name__}")
+        if _tls_failure(exc):
+            return SinkError(f"{where}: TLS certificate verification failed; set "
+                             f"kafka.schema_registry.ca_location to the CA that signed it")
         return SinkUnavailable(f"{where} unreachable: {type(exc).__name__}")
+
+
+def _tls_failure(exc: BaseException) -> bool:
+    """Whether `exc` (or what caused it) is a certificate verification failure."""
+    seen: set[int] = set()
+    cur: BaseException | None = exc
+    while cur is not None and id(cur) not in seen:
+        seen.add(id(cur))
+        if isinstance(cur, ssl.SSLCertVerificationError) or "CERTIFICATE_VERIFY_FAILED" in str(cur):
+            return True
+        cur = cur.__cause__ or cur.__context__
+    return False

@@ -36,6 +36,8 @@ from exporter.queries import RECORD_GRAIN, QueryPlan, plan
 from exporter.retry import call_with_retries
 
 NO_WORKLOAD = "__no_workload__"
+# Far above any real sum (1 PiB for a year of 10 s steps is ~3e21): larger is a broken answer.
+MAX_VALUE = Decimal("1e30")
 
 # Sysdig's documented retention tiers: (resolution seconds, how far back it is kept).
 RETENTION_TIERS: tuple[tuple[int, int], ...] = (
@@ -263,10 +265,11 @@ def parse_series(result: Sequence[Any], at: float, where: str) -> list[Series]:
             try:
                 value = Decimal(raw)
             except InvalidOperation:
-                raise SourceQueryError(f"{where}: value {raw[:40]!r} is not a number") from None
-            if not value.is_finite() or value < 0:
                 raise SourceQueryError(
-                    f"{where}: unusable value {raw[:40]} for series {_brief(labels)}"
+                    f"{where}: value {_printable(raw[:40])} is not a number") from None
+            if not value.is_finite() or value < 0 or value > MAX_VALUE:
+                raise SourceQueryError(
+                    f"{where}: unusable value {_printable(raw[:40])} for series {_brief(labels)}"
                 )
         if value is not None:
             out.append(Series(labels, value))
@@ -274,7 +277,12 @@ def parse_series(result: Sequence[Any], at: float, where: str) -> list[Series]:
 
 
 def _brief(labels: Mapping[str, str]) -> str:
-    return ",".join(f"{k}={v[:40]}" for k, v in list(labels.items())[:4])
+    # Label values are arbitrary text: escape them so an error stays on one line.
+    return ",".join(f"{k[:40]}={_printable(v[:40])}" for k, v in list(labels.items())[:4])
+
+
+def _printable(text: str) -> str:
+    return text.encode("unicode_escape").decode("ascii")
 
 
 def step_for_age(age_seconds: float, configured: int) -> int:

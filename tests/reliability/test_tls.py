@@ -93,8 +93,6 @@ def test_verify_tls_false_works_and_urllib3_warns(https_sim: Sim) -> None:
     assert any(issubclass(w.category, InsecureRequestWarning) for w in caught)
 
 
-@pytest.mark.xfail(strict=True, reason="commands.build_source: turning sysdig.verify_tls off is not "
-                                       "logged; only urllib3's InsecureRequestWarning (not JSON) says so")
 def test_verify_tls_false_is_logged_as_a_warning(https_sim: Sim, caplog: pytest.LogCaptureFixture) -> None:
     with caplog.at_level(logging.WARNING):
         https_source(https_sim, verify_tls=False)
@@ -143,8 +141,6 @@ def test_registry_over_https_without_the_ca_is_refused_in_one_line(
     assert sr.requests == []  # the handshake failed: nothing reached the registry
 
 
-@pytest.mark.xfail(strict=True, reason="registry: a TLS verification failure is reported as "
-                                       "'unreachable: ConnectError' and classified retryable")
 def test_registry_tls_failure_says_so_and_is_not_retried(
         https_registry: tuple[FakeSchemaRegistry, str], monkeypatch: pytest.MonkeyPatch) -> None:
     error = registry_error_without_ca(https_registry[1], monkeypatch)
