@@ -5,9 +5,9 @@ Phases of a period (one Sysdig request at a time, so they add up):
 - fetch: `SysdigSource.fetch`, split into HTTP (requests' `Session.send`: sending, waiting on
   the server and reading the whole body) and parse (everything else: sdcclient,
   `Response.json`, `parse_series`, assembling `PeriodUsage`);
-- compute: `Pipeline.compute` on the fetched usage (units, pricing, shared costs, label
-  coverage, records, content hashes, manifests);
-- encode: `Pipeline.messages` (Avro, framing, headers);
+- compute: the rest of `Pipeline.compute` (units, pricing, shared costs, label coverage,
+  records and their Avro bodies, content hashes, manifests);
+- encode: `Pipeline.messages` (framing the bodies, manifests, headers);
 - produce: `KafkaPeriodSink.publish` (one transaction: produce all, commit).
 
 The exporter's own time is the period's wall time minus the time the HTTP phase spent idle
@@ -31,7 +31,7 @@ from typing import Any
 import requests
 
 import exporter.sysdig as sysdig_module
-from bench.fleets import SETTLE, STEP, exporter_config, period, write_rate_card
+from bench.fleets import SETTLE, exporter_config, period, write_rate_card
 from bench.record import Recording
 from exporter.clock import FakeClock
 from exporter.commands import build_pipeline, build_sink, build_source
@@ -93,19 +93,25 @@ def instrumented(timers: Timers) -> Iterator[None]:
         sysdig_module.parse_series = saved[2]
 
 
-class Prefetched:
-    """A usage source that returns what the real source already fetched, so `compute` is
-    timed on its own."""
+class TimedSource:
+    """The real usage source, with the wall and CPU time of its last `fetch` kept, so the
+    period runs exactly as `Pipeline.compute` runs it and fetch is still timed apart."""
 
-    def __init__(self) -> None:
-        self.usage: PeriodUsage | None = None
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.last = Span()
 
     def fetch(self, period: Period) -> PeriodUsage:
-        assert self.usage is not None and self.usage.period == period
-        return self.usage
+        w, c = time.perf_counter(), time.thread_time()
+        try:
+            usage: PeriodUsage = self.inner.fetch(period)
+            return usage
+        finally:
+            self.last = Span(time.perf_counter() - w, time.thread_time() - c, 1)
 
     def step_for(self, period: Period) -> int:
-        return STEP
+        step: int = self.inner.step_for(period)
+        return step
 
 
 @dataclass
@@ -114,8 +120,7 @@ class Rig:
 
     cfg: Config
     clock: FakeClock
-    source: Any
-    prefetched: Prefetched
+    source: TimedSource
     pipeline: Any
     sink: Any
 
@@ -126,9 +131,8 @@ class Rig:
 def make_rig(url: str, bootstrap: str, tag: str, workdir: Path) -> Rig:
     cfg = exporter_config(url, bootstrap, tag, write_rate_card(workdir))
     clock = FakeClock(period(0).end + SETTLE)
-    prefetched = Prefetched()
-    rig = Rig(cfg, clock, build_source(cfg, clock), prefetched,
-              build_pipeline(cfg, clock, source=prefetched), build_sink(cfg, clock))
+    source = TimedSource(build_source(cfg, clock))
+    rig = Rig(cfg, clock, source, build_pipeline(cfg, clock, source=source), build_sink(cfg, clock))
     rig.sink.start()
     return rig
 
@@ -138,16 +142,16 @@ def _now() -> tuple[float, float]:
 
 
 def run_period(rig: Rig, p: Period, timers: Timers | None = None) -> dict[str, Any]:
-    """Export period `p` the way `Pipeline.compute` + `Pipeline.publish` do, phase by phase."""
+    """Export period `p` the way `Pipeline.compute` + `Pipeline.publish` do, phase by phase
+    (the fetch is timed inside `compute`, which runs it)."""
     rig.clock.set(p.end + SETTLE)
     if timers is not None:
         timers.reset()
     t0 = _now()
-    usage = rig.source.fetch(p)
-    t1 = _now()
-    rig.prefetched.usage = usage
     result = rig.pipeline.compute(p)
     t2 = _now()
+    fetched = rig.source.last
+    usage = result.usage
     messages = rig.pipeline.messages(result)
     t3 = _now()
     checkpoint = rig.pipeline.codec.checkpoint(INSTANCE, p.end, p.length, int(rig.clock.time() * 1000))
@@ -158,8 +162,8 @@ def run_period(rig: Rig, p: Period, timers: Timers | None = None) -> dict[str, A
         "messages": len(messages) + 1, "workloads": len(usage.workloads),
         "bytes_fetched": usage.bytes_fetched, "requests": usage.queries,
         "message_bytes": sum(len(m.value) for m in messages) + len(checkpoint.value),
-        "fetch": [t1[0] - t0[0], t1[1] - t0[1]],
-        "compute": [t2[0] - t1[0], t2[1] - t1[1]],
+        "fetch": [fetched.wall, fetched.cpu],
+        "compute": [t2[0] - t0[0] - fetched.wall, t2[1] - t0[1] - fetched.cpu],
         "encode": [t3[0] - t2[0], t3[1] - t2[1]],
         "produce": [t4[0] - t3[0], t4[1] - t3[1]],
         "total": [t4[0] - t0[0], t4[1] - t0[1]],
