@@ -69,7 +69,7 @@ class ExporterProcess:
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             start_new_session=True,
         )
-        self.stdout = b""
+        self._stdout: list[bytes] = []
         self.stderr_lines: list[str] = []
         self.events: list[tuple[float, dict[str, Any]]] = []
         self._cond = threading.Condition()
@@ -85,7 +85,26 @@ class ExporterProcess:
 
     def _read_out(self) -> None:
         assert self.proc.stdout is not None
-        self.stdout = self.proc.stdout.read()
+        for raw in self.proc.stdout:
+            with self._cond:
+                self._stdout.append(raw)
+                self._cond.notify_all()
+
+    @property
+    def stdout(self) -> bytes:
+        with self._cond:
+            return b"".join(self._stdout)
+
+    def wait_stdout(self, needle: bytes, timeout: float = 60.0) -> bool:
+        """Whether a stdout line containing `needle` appears within `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while not any(needle in line for line in self._stdout):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or (self.proc.poll() is not None and not self._readers[1].is_alive()):
+                    return False
+                self._cond.wait(min(remaining, 0.05))
+            return True
 
     def _read_err(self) -> None:
         assert self.proc.stderr is not None
