@@ -40,6 +40,8 @@ def main() -> int:
         fleet=FleetSpec(seed=3, clusters=args.clusters, namespaces_per_cluster=args.namespaces,
                         workloads_per_namespace=args.workloads),
         producer_extra=() if args.fast_producer else tuple(SLOW_PRODUCER.items()),
+        # Enough periods for every planned kill: progress per kill is at most max_after periods.
+        max_after=max(1, min(3, args.hours * 6 // max(1, args.kills))),
     )
     workdir = Path(tempfile.mkdtemp(prefix="crash-campaign-"))
     broker = LocalBroker("noida", data_dir=workdir / "noida")

@@ -63,6 +63,7 @@ class CampaignSpec:
     fleet: FleetSpec = field(default_factory=lambda: FleetSpec(
         seed=3, clusters=3, namespaces_per_cluster=4, workloads_per_namespace=6))
     weights: tuple[int, int, int] = (2, 3, 5)  # startup, compute, transaction
+    max_after: int = 3  # a compute or transaction kill follows 1..max_after committed periods
     producer_extra: tuple[tuple[str, str], ...] = tuple(SLOW_PRODUCER.items())
     max_unexpected_exits: int = 5
 
@@ -97,7 +98,7 @@ class CampaignResult:
 
     def summary(self) -> dict[str, Any]:
         out: dict[str, Any] = {
-            "seed": self.spec.seed, "kills": len(self.kills),
+            "seed": self.spec.seed, "planned_kills": self.spec.kills, "kills": len(self.kills),
             "kills_by_mode": dict(Counter(k.mode for k in self.kills)), "runs": self.runs,
             "unexpected_exits": len(self.unexpected_exits),
             "campaign_seconds": round(self.campaign_seconds, 1),
@@ -122,7 +123,8 @@ def tune_server(server: SimulatorServer) -> None:
 def plan_kills(spec: CampaignSpec) -> list[PlannedKill]:
     """The seeded kill plan: mode, anchor and fraction of every kill, in order."""
     rng = random.Random(spec.seed)
-    return [PlannedKill(rng.choices(MODES, weights=spec.weights)[0], rng.randint(1, 3), rng.random())
+    return [PlannedKill(rng.choices(MODES, weights=spec.weights)[0], rng.randint(1, spec.max_after),
+                        rng.random())
             for _ in range(spec.kills)]
 
 
