@@ -14,7 +14,7 @@ import logging
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
@@ -23,11 +23,19 @@ from confluent_kafka.cimpl import NewTopic
 
 from exporter.clock import Clock
 from exporter.config import KafkaConfig
-from exporter.errors import CommitUncertain, FencedError, SinkError, SinkUnavailable, TopicMissing
+from exporter.errors import (
+    CommitUncertain,
+    ConfigError,
+    FencedError,
+    SinkError,
+    SinkUnavailable,
+    TopicMissing,
+)
 from exporter.retry import call_with_retries
 from exporter.sink import OutMessage
 
 log = logging.getLogger("exporter.kafka")
+T = TypeVar("T")
 
 _FENCED_CODES = {KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.TRANSACTION_COORDINATOR_FENCED}
 
@@ -63,6 +71,18 @@ def client_config(cfg: KafkaConfig) -> dict[str, Any]:
     return conf
 
 
+def _construct(factory: Callable[[dict[str, Any]], T], conf: dict[str, Any]) -> T:
+    """Build a librdkafka client; a setting it rejects is a configuration error, not a crash."""
+    try:
+        return factory(conf)
+    except KafkaException as exc:
+        err = _error_of(exc)
+        text = err.str() if err is not None else str(exc)
+        raise ConfigError(f"kafka.extra or kafka settings rejected by librdkafka: {text}") from None
+    except (ValueError, TypeError) as exc:
+        raise ConfigError(f"kafka.extra or kafka settings rejected by librdkafka: {exc}") from None
+
+
 def _describe(err: KafkaError | None) -> str:
     if err is None:
         return "unknown error"
@@ -85,7 +105,7 @@ class TopicAdmin:
     def __init__(self, cfg: KafkaConfig, timeout: float = 15.0) -> None:
         self._cfg = cfg
         self._timeout = timeout
-        self._admin = AdminClient(client_config(cfg))
+        self._admin = _construct(AdminClient, client_config(cfg))
 
     def specs(self) -> dict[str, tuple[int, dict[str, str]]]:
         """topic -> (partitions, config). Manifests and checkpoint are compacted."""
@@ -195,7 +215,7 @@ class KafkaPeriodSink:
         `init_transactions` fences any earlier producer with this transactional.id and lets the
         coordinator finish whatever transaction that one left in doubt (commit or abort).
         """
-        producer = Producer(self._config())
+        producer = _construct(Producer, self._config())
         try:
             producer.init_transactions(self._cfg.connect_timeout)
         except KafkaException as exc:
@@ -344,7 +364,7 @@ def read_topic(cfg: KafkaConfig, topic: str, timeout: float = 30.0,
     Uses `read_committed`, assigns all partitions explicitly (no group coordination), and stops
     when every partition has reached the offsets its end had when reading started.
     """
-    consumer = Consumer(consumer_config(cfg))
+    consumer = _construct(Consumer, consumer_config(cfg))
     try:
         try:
             meta = consumer.list_topics(topic, timeout=timeout)

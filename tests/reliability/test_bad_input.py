@@ -14,9 +14,6 @@ from tests.reliability.harness import ExporterProcess
 pytestmark = pytest.mark.integration
 
 
-@pytest.mark.xfail(strict=True, reason="kafka_sink: AdminClient(...) and Producer(...) raise "
-                                       "KafkaException(_INVALID_ARG) for a bad kafka.extra; it escapes "
-                                       "the CLI as a traceback")
 @pytest.mark.parametrize("extra", [{"no.such.property": "x"}, {"message.timeout.ms": "999999999"}],
                          ids=["unknown-property", "invalid-value"])
 def test_a_bad_librdkafka_setting_in_kafka_extra_is_one_line(
