@@ -237,6 +237,7 @@ def test_sysdig_outage_of_ten_minutes_is_held_then_caught_up(noida: LocalBroker)
         server.stop()
     # Bounded retries: per wake-up at least one query retried to the limit, at most 8 queries x
     # sysdig.max_attempts requests; and the simulator saw no more than that while answering 503.
+    print(json.dumps({"wakes (requests sent, requests the simulator saw)": wakes}))
     sent = [client for client, _ in wakes]
     assert all(3 <= n <= 8 * cfg.sysdig.max_attempts for n in sent[:2]), wakes
     assert wakes[0][1] == sent[0]  # what the simulator saw: no retries hidden below ours
