@@ -62,6 +62,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument("--backfill-size", type=_positive, default=10_000,
                    help="fleet size of the backfill and the profile (default 10000)")
     p.add_argument("--no-profile", action="store_true", help="skip the cProfile run")
+    p.add_argument("--avro-records", type=_positive, default=20_000,
+                   help="records per Avro throughput sample, cycling the period's (default 20000)")
     p.add_argument("--quick", action="store_true", help="a run of about a minute")
     p.add_argument("--json", type=Path, default=None, help="also write the raw results here")
     p.add_argument("--workdir", type=Path, default=None,
@@ -197,7 +199,7 @@ def _run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                 results["sizes"].append(_child(
                     f"measuring {size} pods",
                     ["_measure", str(directory), url, broker.bootstrap, f"m{size}-{run_id}",
-                     str(args.periods)],
+                     str(args.periods), "--avro-records", str(args.avro_records)],
                     work / f"measure-{size}.json"))
         if not args.no_profile:
             directory = recording(args.backfill_size)
@@ -249,6 +251,8 @@ def _internal(argv: Sequence[str]) -> int:
         m.add_argument("tag")
         if name != "_profile":
             m.add_argument("periods", type=int)
+        if name == "_measure":
+            m.add_argument("--avro-records", type=int, default=20_000)
     for q in sub.choices.values():
         if q.prog.split()[-1] != "_replay":
             q.add_argument("--out", type=Path, required=True)
@@ -269,7 +273,8 @@ def _internal(argv: Sequence[str]) -> int:
     elif a.cmd == "_measure":
         from bench.measure import measure
 
-        _write(a.out, measure(a.dir, a.url, a.bootstrap, a.tag, a.periods))
+        _write(a.out, measure(a.dir, a.url, a.bootstrap, a.tag, a.periods,
+                              avro_records=a.avro_records))
     elif a.cmd == "_backfill":
         from bench.backfill import backfill
 

@@ -79,7 +79,8 @@ def test_harness_runs_end_to_end_on_a_tiny_fleet(tmp_path: Path) -> None:
     out = tmp_path / "results.json"
     proc = subprocess.run(
         [sys.executable, "-m", "bench", "--sizes", str(TINY), "--periods", "1",
-         "--backfill-periods", "2", "--backfill-size", str(TINY), "--json", str(out),
+         "--backfill-periods", "2", "--backfill-size", str(TINY), "--avro-records", "500",
+         "--json", str(out),
          "--workdir", str(tmp_path / "work")],
         env=_env(), cwd=ROOT, capture_output=True, text=True, timeout=240, check=False)
     assert proc.returncode == 0, proc.stderr[-2000:]
