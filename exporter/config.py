@@ -232,6 +232,7 @@ class KafkaConfig(Section):
     schema_registry: SchemaRegistryConfig | None = None
     transaction_timeout: Duration = 60
     connect_timeout: Duration = 30
+    # librdkafka settings for the producer only (consumers and the admin client ignore them).
     extra: dict[str, str] = Field(default_factory=dict)
 
     @model_validator(mode="after")

@@ -11,6 +11,7 @@ Exactly-once, as a `read_committed` consumer sees it, rests on three things:
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -67,7 +68,6 @@ def client_config(cfg: KafkaConfig) -> dict[str, Any]:
         # Verification of the broker's certificate and hostname is on; it can't be configured off here.
         conf["enable.ssl.certificate.verification"] = True
         conf["ssl.endpoint.identification.algorithm"] = "https"
-    conf.update(cfg.extra)
     return conf
 
 
@@ -182,7 +182,7 @@ class KafkaPeriodSink:
         self._clock = clock
         self._attempts = attempts
         self._max_retry_time = max_retry_time
-        self._admin = admin or TopicAdmin(cfg)
+        self._admin = admin or TopicAdmin(cfg, timeout=float(cfg.connect_timeout))
         self._producer: Producer | None = None
         self._needs_init = False
         self._on_abort = on_abort
@@ -296,7 +296,8 @@ class KafkaPeriodSink:
             raise
 
     def _commit(self, producer: Producer) -> None:
-        deadline = self._clock.time() + self._cfg.transaction_timeout
+        # A network wait bounded in wall time (monotonic), whatever clock the caller injected.
+        deadline = time.monotonic() + self._cfg.transaction_timeout
         while True:
             try:
                 producer.commit_transaction(self._cfg.transaction_timeout)
@@ -304,7 +305,7 @@ class KafkaPeriodSink:
             except KafkaException as exc:
                 err = _error_of(exc)
                 if err is not None and err.retriable() and not err.txn_requires_abort() \
-                        and self._clock.time() < deadline:
+                        and time.monotonic() < deadline:
                     continue
                 raise
 

@@ -23,7 +23,10 @@ def test_security_settings_pass_through(tmp_path: Path) -> None:
     assert conf["ssl.key.location"] == "/etc/client.key" and conf["ssl.key.password"] == "keypass"
     assert conf["enable.ssl.certificate.verification"] is True
     assert conf["ssl.endpoint.identification.algorithm"] == "https"
-    assert conf["client.id"] == "chargeback"
+    assert "client.id" not in conf  # extra is for the producer only
+    plain = load_config(environ={}, overrides={"kafka": {"extra": {"client.id": "chargeback"}}})
+    sink = KafkaPeriodSink(plain.kafka, FakeClock(), admin=TopicAdmin(plain.kafka))
+    assert sink._config()["client.id"] == "chargeback"
 
 
 def test_producer_is_idempotent_transactional_acks_all() -> None:
