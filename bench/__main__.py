@@ -201,6 +201,7 @@ def _run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                     ["_measure", str(directory), url, broker.bootstrap, f"m{size}-{run_id}",
                      str(args.periods), "--avro-records", str(args.avro_records)],
                     work / f"measure-{size}.json"))
+        results["shapes"] = shapes(min(args.sizes), work, started)
         if not args.no_profile:
             directory = recording(args.backfill_size)
             with replay_server(directory) as url:
@@ -229,6 +230,30 @@ def _run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     return results
 
 
+SHAPES = ((1, 60), (4, 60), (1, 10))  # (max replicas, step seconds): more pods, finer samples
+
+
+def shapes(size: int, work: Path, started: float) -> list[dict[str, Any]]:
+    """Answer size of the same workloads with more pods and with 6× the samples."""
+    from bench.record import existing
+
+    out = []
+    for replicas, step in SHAPES:
+        directory = work / f"shape-{size}-r{replicas}-s{step}"
+        rec = existing(size, directory, max_replicas=replicas, step=step)
+        if rec is None:
+            _say(f"[{time.perf_counter() - started:6.0f}s] recording {size:,} pods' workloads with "
+                 f"up to {replicas} replica(s) at {step}s")
+            out.append(_child(f"recording shape r{replicas} s{step}",
+                              ["_record", str(size), str(directory), "--replicas", str(replicas),
+                               "--step", str(step)], work / f"shape-r{replicas}-s{step}.json"))
+        else:
+            from dataclasses import asdict
+
+            out.append(asdict(rec))
+    return out
+
+
 # --- entry points ----------------------------------------------------------------------------
 
 def _write(out: Path, value: Any) -> None:
@@ -241,6 +266,8 @@ def _internal(argv: Sequence[str]) -> int:
     r = sub.add_parser("_record")
     r.add_argument("size", type=int)
     r.add_argument("dir", type=Path)
+    r.add_argument("--replicas", type=int, default=1)
+    r.add_argument("--step", type=int, default=60)
     s = sub.add_parser("_replay")
     s.add_argument("dir", type=Path)
     for name in ("_measure", "_backfill", "_profile"):
@@ -265,7 +292,7 @@ def _internal(argv: Sequence[str]) -> int:
 
         from bench.record import record
 
-        _write(a.out, asdict(record(a.size, a.dir)))
+        _write(a.out, asdict(record(a.size, a.dir, max_replicas=a.replicas, step=a.step)))
     elif a.cmd == "_replay":
         from bench.replay import serve
 

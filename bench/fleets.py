@@ -35,17 +35,18 @@ versions:
 """
 
 
-def fleet_spec(pods: int, seed: int = 1) -> FleetSpec:
+def fleet_spec(pods: int, seed: int = 1, max_replicas: int = 1) -> FleetSpec:
     """A fleet of about `pods` pods per hour and half as many workloads.
 
     One replica per workload: rollovers (deployments live 20 min to 6 h) and jobs on 30-minute
     schedules make about 2.1 pods per workload and hour. The actual counts are measured.
+    `max_replicas` above 1 gives the same workloads more pods (the answer-size contrast).
     """
     workloads = max(WORKLOADS_PER_NAMESPACE, pods // 2)
     clusters = 2 if pods <= 2000 else 4 if pods <= 20000 else 10
     namespaces = max(1, math.ceil(workloads / (clusters * WORKLOADS_PER_NAMESPACE)))
     return FleetSpec(seed=seed, clusters=clusters, namespaces_per_cluster=namespaces,
-                     workloads_per_namespace=WORKLOADS_PER_NAMESPACE, max_replicas=1)
+                     workloads_per_namespace=WORKLOADS_PER_NAMESPACE, max_replicas=max_replicas)
 
 
 def period(index: int) -> Period:
@@ -62,7 +63,7 @@ def write_rate_card(directory: Path) -> Path:
 
 
 def exporter_config(url: str, bootstrap: str, tag: str, rate_card: Path | None,
-                    concurrency: int = 1) -> Config:
+                    concurrency: int = 1, step: int = STEP) -> Config:
     """The exporter's configuration for one benchmark process.
 
     One Sysdig request at a time by default, so the phases of a period do not overlap and
@@ -71,7 +72,7 @@ def exporter_config(url: str, bootstrap: str, tag: str, rate_card: Path | None,
     base: dict[str, Any] = {
         "sysdig": {"url": url, "token": TOKEN, "timeout": 120, "max_attempts": 1,
                    "max_concurrency": concurrency, "retention_tiers": False},
-        "periods": {"length": "1h", "resolution": "1m", "settle_delay": SETTLE, "grain": "pod"},
+        "periods": {"length": "1h", "resolution": step, "settle_delay": SETTLE, "grain": "pod"},
         "kafka": {"bootstrap_servers": bootstrap, "partitions": 3, "replication_factor": 1,
                   "transactional_id": f"bench-{tag}", "transaction_timeout": 120,
                   "connect_timeout": 30,

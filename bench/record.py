@@ -51,27 +51,31 @@ class Recording:
         return {self.names[q]: (directory / f).read_bytes() for q, f in self.files.items()}
 
 
-def existing(target_pods: int, directory: Path, seed: int = 1) -> Recording | None:
-    """The recording in `directory` if it is of the same fleet, else None."""
+def existing(target_pods: int, directory: Path, seed: int = 1, max_replicas: int = 1,
+             step: int = STEP) -> Recording | None:
+    """The recording in `directory` if it is of the same fleet and step, else None."""
     try:
         rec = Recording.load(directory)
     except (OSError, ValueError, TypeError):
         return None
-    return rec if rec.spec == asdict(fleet_spec(target_pods, seed)) else None
+    same = rec.spec == asdict(fleet_spec(target_pods, seed, max_replicas)) and rec.step == step
+    return rec if same else None
 
 
-def record(target_pods: int, directory: Path, seed: int = 1) -> Recording:
-    """Evaluate period 0's queries for the fleet of `target_pods` and write them to `directory`."""
+def record(target_pods: int, directory: Path, seed: int = 1, max_replicas: int = 1,
+           step: int = STEP) -> Recording:
+    """Evaluate period 0's queries for the fleet of `target_pods` at `step` seconds and write
+    them to `directory`."""
     directory.mkdir(parents=True, exist_ok=True)
     p = period(0)
-    fleet = Fleet(fleet_spec(target_pods, seed))
+    fleet = Fleet(fleet_spec(target_pods, seed, max_replicas))
     pods = fleet.pods(p.start, p.end)
     samples = sum(pod.samples(p.start, p.end) for pod in pods)
     clock = FakeClock(p.end + 3600)
     server = SimulatorServer(fleet, clock)  # not started: answers are taken from `handle`
-    cfg = exporter_config("http://127.0.0.1:9", "127.0.0.1:9", "record", None)
-    qplan, step, at = build_source(cfg, clock).plan_for(p)
-    assert step == STEP, f"expected the {STEP}s step, the source chose {step}s"
+    cfg = exporter_config("http://127.0.0.1:9", "127.0.0.1:9", "record", None, step=step)
+    qplan, chosen, at = build_source(cfg, clock).plan_for(p)
+    assert chosen == step, f"expected the {step}s step, the source chose {chosen}s"
     files: dict[str, str] = {}
     names: dict[str, str] = {}
     seconds: dict[str, float] = {}

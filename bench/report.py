@@ -62,6 +62,17 @@ def fleets_table(sizes: Sequence[dict[str, Any]]) -> str:
                    "bytes/pod-step"), rows)
 
 
+def shapes_table(shapes: Sequence[dict[str, Any]]) -> str:
+    rows = []
+    for s in shapes:
+        rows.append((f"{s['spec']['max_replicas']}", f"{s['step']} s", f"{s['workloads']:,}",
+                     f"{s['pods']:,}", f"{s['pod_steps']:,}", f"{s['total_bytes']:,}",
+                     f"{s['total_bytes'] / s['workloads']:.0f}",
+                     f"{s['total_bytes'] / s['pod_steps']:.2f}"))
+    return _table(("max replicas", "step", "workloads", "pods/h", "pod-steps", "bytes/period",
+                   "bytes/workload", "bytes/pod-step"), rows)
+
+
 def phases_table(sizes: Sequence[dict[str, Any]]) -> str:
     rows = []
     for s in sizes:
@@ -154,6 +165,8 @@ def render(results: dict[str, Any]) -> str:
         _table(("item", "value"), [(k, v) for k, v in m.items()]),
         "\n## Fleets and Sysdig bytes per period\n",
         fleets_table(sizes),
+        "\nSame workloads, more pods or finer steps:\n",
+        shapes_table(results.get("shapes", [])),
         "\n## Per-period phases (median; wall ms / CPU ms)\n",
         phases_table(sizes),
         "\n## Ceilings\n",

@@ -105,14 +105,21 @@ def test_harness_runs_end_to_end_on_a_tiny_fleet(tmp_path: Path) -> None:
     assert size["consumer"]["messages"] == 2 * run["records"]
     assert size["consumer"]["bare_messages"] == size["consumer"]["messages"]
     assert size["peak_rss_mib"] > 0
+    base, more_pods, finer = results["shapes"]
+    assert base["workloads"] == more_pods["workloads"] == finer["workloads"] == size["workloads"]
+    assert more_pods["pods"] > base["pods"]
+    assert 0 <= finer["pod_steps"] - 6 * base["pod_steps"] < 6  # base is rounded down
+    # Server-side aggregation: one series per workload, whatever the pods and samples behind it.
+    for other in (more_pods, finer):
+        assert other["total_bytes"] < 1.5 * base["total_bytes"]
     assert "run_period" in results["profile"]
     many = results["backfill"]["many"]
     assert many["periods"] == 2 and len(many["rss_after_period_mib"]) == 2
     assert many["records"] == 2 * run["records"]
     text = proc.stdout
     assert text == render(results)
-    for heading in ("## Fleets", "## Per-period phases", "## Ceilings", "## Avro encoding",
-                    "## Consumer side", "## Backfill RSS", "## Profile"):
+    for heading in ("## Fleets", "Same workloads, more pods", "## Per-period phases", "## Ceilings",
+                    "## Avro encoding", "## Consumer side", "## Backfill RSS", "## Profile"):
         assert heading in text
 
 
