@@ -99,7 +99,7 @@ def machine() -> dict[str, str]:
         "cpu": cpu,
         "os": f"{platform.system()} {platform.release()}",
         "python": platform.python_version(),
-        "confluent-kafka / librdkafka": f"{confluent_kafka.version()[0]} / {confluent_kafka.libversion()[0]}",
+        "confluent-kafka / librdkafka": f"{version('confluent-kafka')} / {confluent_kafka.libversion()[0]}",
         "fastavro": version("fastavro"),
         "sdcclient": version("sdcclient"),
         "requests": version("requests"),
