@@ -11,11 +11,9 @@ import yaml
 
 from exporter import cli
 from exporter.clock import FakeClock
-from exporter.commands import build_pipeline, build_sink
 from exporter.config import Config
-from exporter.periods import Period, iso
-from tests.fakes.memory import FakeSource
-from tests.kafka.conftest import T0
+from exporter.periods import iso
+from tests.kafka.conftest import T0, hours, publish_periods
 
 pytestmark = pytest.mark.integration
 H = 3600
@@ -25,13 +23,7 @@ def test_tail_prints_committed_records(kafka_config: Callable[..., Config], tmp_
                                        capsys: pytest.CaptureFixture[str]) -> None:
     cfg = kafka_config()
     clock = FakeClock(T0 + 3 * H)
-    pipeline = build_pipeline(cfg, clock, source=FakeSource(clock))
-    sink = build_sink(cfg, clock)
-    sink.start()
-    for i in range(2):
-        pipeline.publish(pipeline.compute(Period(T0 + i * H, T0 + (i + 1) * H)), sink,
-                         cfg.kafka.transactional_id)
-    sink.close()
+    publish_periods(cfg, clock, hours(2))
     path = tmp_path / "c.yaml"
     path.write_text(yaml.safe_dump(cfg.model_dump(mode="json", exclude_none=True)
                                    | {"sysdig": {"token": "t", "url": "http://127.0.0.1:1"}}))

@@ -5,7 +5,9 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+from exporter.clock import FakeClock
 from exporter.config import Config, load_config
+from exporter.periods import Period
 
 T0 = 1_794_000_000 - (1_794_000_000 % 3600)  # an aligned hour in 2026
 
@@ -30,3 +32,23 @@ def make_config(bootstrap: str, **overrides: Any) -> Config:
     for section, values in overrides.items():
         base.setdefault(section, {}).update(values)
     return load_config(environ={}, overrides=base)
+
+
+def hours(count: int, start: int = T0) -> list[Period]:
+    """`count` consecutive one-hour periods from `start`."""
+    return [Period(start + i * 3600, start + (i + 1) * 3600) for i in range(count)]
+
+
+def publish_periods(cfg: Config, clock: FakeClock, periods: list[Period], source: Any = None) -> None:
+    """Publish `periods` in order as the live path does (one transaction each), fake source."""
+    from exporter.commands import build_pipeline, build_sink
+    from tests.fakes.memory import FakeSource
+
+    pipeline = build_pipeline(cfg, clock, source=source or FakeSource(clock))
+    sink = build_sink(cfg, clock)
+    sink.start()
+    try:
+        for p in periods:
+            pipeline.publish(pipeline.compute(p), sink, cfg.kafka.transactional_id)
+    finally:
+        sink.close()

@@ -21,7 +21,7 @@ from exporter.kafka_sink import read_topic
 from exporter.periods import Period
 from tests.fakes.memory import FakeSource
 from tests.fakes.schema_registry import FakeSchemaRegistry
-from tests.kafka.conftest import T0
+from tests.kafka.conftest import T0, hours, publish_periods
 
 pytestmark = pytest.mark.integration
 H = 3600
@@ -37,13 +37,7 @@ def test_records_round_trip_through_the_registry(kafka_config: Callable[..., Con
     with FakeSchemaRegistry(auth=(USER, PASSWORD)) as sr:
         cfg = confluent(kafka_config, sr)
         clock = FakeClock(T0 + 3 * H)
-        pipeline = build_pipeline(cfg, clock, source=FakeSource(clock))
-        sink = build_sink(cfg, clock)
-        sink.start()
-        for i in range(2):
-            pipeline.publish(pipeline.compute(Period(T0 + i * H, T0 + (i + 1) * H)), sink,
-                             cfg.kafka.transactional_id)
-        sink.close()
+        publish_periods(cfg, clock, hours(2))
         topic = cfg.kafka.topics.records
         subjects = requests.get(f"{sr.url}/subjects", auth=(USER, PASSWORD), timeout=5).json()
         assert f"{topic}-value" in subjects

@@ -18,7 +18,7 @@ from exporter.kafka_sink import client_config, read_topic
 from exporter.periods import Period
 from exporter.records import BillingRecord
 from tests.fakes.memory import FakeSource
-from tests.kafka.conftest import T0
+from tests.kafka.conftest import T0, publish_periods
 
 pytestmark = pytest.mark.integration
 H = 3600
@@ -35,14 +35,7 @@ def committed_records(cfg: Config) -> list[BillingRecord]:
 
 
 def export(cfg: Config, clock: FakeClock, ps: list[Period], source: FakeSource | None = None) -> None:
-    pipeline = build_pipeline(cfg, clock, source=source or FakeSource(clock))
-    sink = build_sink(cfg, clock)
-    sink.start()
-    try:
-        for p in ps:
-            pipeline.publish(pipeline.compute(p), sink, cfg.kafka.transactional_id)
-    finally:
-        sink.close()
+    publish_periods(cfg, clock, ps, source)
 
 
 def test_periods_commit_with_their_checkpoint(kafka_config: Callable[..., Config]) -> None:

@@ -12,13 +12,11 @@ from collections import Counter
 import pytest
 
 from exporter.clock import FakeClock
-from exporter.commands import build_checkpoints, build_codec, build_pipeline, build_sink
+from exporter.commands import build_checkpoints, build_codec, build_sink
 from exporter.consumer import latest_records, read_manifests, read_records
 from exporter.errors import SinkError
 from exporter.localbroker import LocalBroker
-from exporter.periods import Period
-from tests.fakes.memory import FakeSource
-from tests.kafka.conftest import T0, make_config
+from tests.kafka.conftest import T0, hours, make_config, publish_periods
 
 pytestmark = pytest.mark.integration
 H = 3600
@@ -27,13 +25,7 @@ H = 3600
 def test_commit_path_and_read_back_on_tansu(tansu: LocalBroker) -> None:
     cfg = make_config(tansu.bootstrap)
     clock = FakeClock(T0 + 4 * H)
-    pipeline = build_pipeline(cfg, clock, source=FakeSource(clock))
-    sink = build_sink(cfg, clock)
-    sink.start()
-    for i in range(3):
-        pipeline.publish(pipeline.compute(Period(T0 + i * H, T0 + (i + 1) * H)), sink,
-                         cfg.kafka.transactional_id)
-    sink.close()
+    publish_periods(cfg, clock, hours(3))
     codec = build_codec(cfg)
     records = list(read_records(cfg.kafka, codec))
     keys = Counter((r.period_start, r.workload_name, r.resource) for r in records)
