@@ -45,15 +45,6 @@ def latest_records(records: Iterable[BillingRecord]) -> dict[str, BillingRecord]
     return out
 
 
-def latest_manifests(manifests: Iterable[PeriodManifest]) -> dict[str, PeriodManifest]:
-    out: dict[str, PeriodManifest] = {}
-    for m in manifests:
-        cur = out.get(m.manifest_id)
-        if cur is None or m.revision >= cur.revision:
-            out[m.manifest_id] = m
-    return out
-
-
 def plain(value: Any) -> Any:
     """JSON-ready: Decimals as strings (exact), epoch-ms fields as RFC 3339, nested too."""
     if isinstance(value, Decimal):

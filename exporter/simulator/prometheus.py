@@ -17,10 +17,11 @@ import time
 from collections.abc import Callable, Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import requests
 
+from exporter.simulator.background import BackgroundHTTP
 from exporter.simulator.fleet import Fleet
 
 
@@ -143,7 +144,7 @@ class RealPrometheus:
         self.stop()
 
 
-class SysdigPrometheusProxy:
+class SysdigPrometheusProxy(BackgroundHTTP):
     """Serves `upstream`'s `/api/v1/...` as `/prometheus/api/v1/...` behind Bearer auth.
 
     Missing or unknown tokens get Sysdig's 401 body; everything else is forwarded verbatim
@@ -156,8 +157,6 @@ class SysdigPrometheusProxy:
         self.tokens = frozenset(tokens)
         self.requests: list[tuple[str, str, str]] = []
         self._lock = threading.Lock()
-        self._httpd: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
     @property
     def url(self) -> str:
@@ -165,29 +164,10 @@ class SysdigPrometheusProxy:
             raise RuntimeError("proxy is not started")
         return f"http://127.0.0.1:{self._httpd.server_address[1]}"
 
-    def start(self) -> SysdigPrometheusProxy:
+    def start(self) -> Self:
         handler = type("_ProxyHandler", (_ProxyHandler,), {"proxy": self})
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-        self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True,
-                                        kwargs={"poll_interval": 0.05}, name="prom-proxy")
-        self._thread.start()
+        self._serve(ThreadingHTTPServer(("127.0.0.1", 0), handler), "prom-proxy")
         return self
-
-    def stop(self) -> None:
-        httpd, thread = self._httpd, self._thread
-        self._httpd = self._thread = None
-        if httpd is not None:
-            httpd.shutdown()
-            httpd.server_close()
-        if thread is not None:
-            thread.join(timeout=5)
-
-    def __enter__(self) -> SysdigPrometheusProxy:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
 
 class _ProxyHandler(BaseHTTPRequestHandler):

@@ -18,13 +18,14 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Self
 from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 import promql_parser as pp
 
 from exporter.clock import Clock
+from exporter.simulator.background import BackgroundHTTP
 from exporter.simulator.promql import Engine, PromQLError, QueryResult
 from exporter.simulator.series import Storage, format_value
 
@@ -185,7 +186,7 @@ def render_result(result: QueryResult, limit: int = 0) -> tuple[dict[str, Any], 
     return {"resultType": result.kind, "result": out}, warnings
 
 
-class SimulatorServer:
+class SimulatorServer(BackgroundHTTP):
     """The simulator's HTTP front end; start it, point `sdcclient` at `.url`, stop it.
 
     `fleet` is the `Storage` (normally a `Fleet`) the PromQL endpoints evaluate against.
@@ -210,39 +211,16 @@ class SimulatorServer:
         self._lock = threading.Lock()
         self._dashboards: dict[int, dict[str, Any]] = {}
         self._next_id = 1
-        self._httpd: ThreadingHTTPServer | None = None
-        self._thread: threading.Thread | None = None
 
     # ------------------------------------------------------------------ lifecycle
-    def start(self) -> SimulatorServer:
+    def start(self) -> Self:
         """Bind and serve in a background thread; returns self. Raises OSError if the port is
         taken."""
         if self._httpd is not None:
             return self
         handler = type("_Handler", (_Handler,), {"sim": self})
-        httpd = ThreadingHTTPServer((self._host, self._port), handler)
-        httpd.daemon_threads = True
-        self._httpd = httpd
-        self._thread = threading.Thread(target=httpd.serve_forever, name="sysdig-simulator",
-                                        kwargs={"poll_interval": 0.05}, daemon=True)
-        self._thread.start()
+        self._serve(ThreadingHTTPServer((self._host, self._port), handler), "sysdig-simulator")
         return self
-
-    def stop(self) -> None:
-        """Stop serving and release the port. Idempotent."""
-        httpd, thread = self._httpd, self._thread
-        self._httpd = self._thread = None
-        if httpd is not None:
-            httpd.shutdown()
-            httpd.server_close()
-        if thread is not None:
-            thread.join(timeout=5)
-
-    def __enter__(self) -> SimulatorServer:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     @property
     def port(self) -> int:
