@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Literal
 
+from exporter.frozen import fast_init
 from exporter.periods import Period
 
 Resource = Literal["cpu", "memory"]
@@ -22,6 +23,7 @@ INVALID = "__invalid__"
 GIB = 2**30
 
 
+@fast_init
 @dataclass(frozen=True, slots=True, order=True)
 class WorkloadKey:
     """The record grain: one workload in one namespace of one cluster."""
@@ -32,6 +34,7 @@ class WorkloadKey:
     name: str
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class SampleSums:
     """Usage, request and chargeable quantities of one resource.
@@ -46,6 +49,7 @@ class SampleSums:
     chargeable: Decimal
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class WorkloadUsage:
     """What the source measured for one workload in one period."""
@@ -68,6 +72,7 @@ class PeriodUsage:
     bytes_fetched: int = 0
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class OrgAssignment:
     """Resolved org labels and where each came from (`workload`, `namespace`, `default`, ...)."""
@@ -77,6 +82,7 @@ class OrgAssignment:
     original: Mapping[str, str] = field(default_factory=dict)  # raw value kept when `__invalid__`
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class ChargeLine:
     """One (period, workload, resource) in unit-hours, exact, not yet quantized or priced."""
@@ -98,6 +104,7 @@ class ChargeLine:
         return UNITS[self.resource]
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class PricedLine:
     """A charge line with its price applied (price fields are None when no rate card is set)."""

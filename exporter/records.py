@@ -24,6 +24,7 @@ from typing import Any
 
 from exporter.avro import AvroSchema, DecimalSpec, load_schema, nested_decimal_specs, quantize
 from exporter.errors import EncodingError
+from exporter.frozen import fast_init
 from exporter.model import (
     RESOURCES,
     UNALLOCATED,
@@ -135,6 +136,7 @@ def _ms(value: Any) -> int:
     return int(value)
 
 
+@fast_init
 @dataclass(frozen=True, slots=True)
 class BillingRecord:
     """One value of the billing-records topic (`schemas/billing_record.v1.avsc`)."""

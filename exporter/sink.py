@@ -6,7 +6,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from exporter.frozen import fast_init
 
+
+@fast_init
 @dataclass(frozen=True, slots=True)
 class OutMessage:
     """One encoded Kafka message."""
