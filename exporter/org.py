@@ -172,16 +172,52 @@ def _check_collisions(config: OrgConfig) -> None:
                 )
 
 
+# Resolutions kept per OrgModel (distinct label-value combinations, not workloads); past this
+# the memo starts over, which bounds memory in a long-running worker at the cost of one cold period.
+_MEMO_LIMIT = 1 << 15
+
+
+class _KindPlan:
+    """The label columns one set of workload kinds reads, computed once, and its memo.
+
+    `columns` is every column the resolution reads, so the tuple of their values decides the
+    result and keys `memo`.
+    """
+
+    __slots__ = ("columns", "keys", "memo")
+
+    def __init__(self, plans: Mapping[str, _KeyPlan], kinds: tuple[str, ...]) -> None:
+        self.keys = tuple(
+            (
+                key,
+                tuple(f"kube_{k}_label_{n}" for n in plan.workload for k in kinds),
+                tuple(f"kube_namespace_label_{n}" for n in plan.namespace),
+                plan,
+            )
+            for key, plan in plans.items()
+        )
+        self.columns = tuple(dict.fromkeys(c for _, w, ns, _ in self.keys for c in (*w, *ns)))
+        self.memo: dict[tuple[str | None, ...], OrgAssignment] = {}
+
+
 class OrgModel:
     """Resolves org keys from the label map Sysdig returns for a workload.
 
     Construction reads the allow-lists and validates the model; it raises `ConfigError`.
+    Resolutions are memoised: equal label values give the same (immutable) result object, so
+    callers must not mutate what `resolve` and `other_labels` return.
     """
 
     def __init__(self, config: OrgConfig) -> None:
         self._config = config
         _check_collisions(config)
         self._plans = {key: _plan(key, config.keys[key]) for key in ORG_KEYS}
+        # A kind Sysdig does not name (e.g. `replicaset`) reads the labels of every kind.
+        self._by_kind = {k: _KindPlan(self._plans, (k,)) for k in WORKLOAD_KINDS}
+        self._any_kind = _KindPlan(self._plans, WORKLOAD_KINDS)
+        self._other_columns = tuple((name, _other_columns(name)) for name in config.other_labels)
+        self._other_read = tuple(c for _, cols in self._other_columns for c in cols)
+        self._other_memo: dict[tuple[str | None, ...], dict[str, str]] = {}
 
     def allowed_values(self, key: str) -> AllowedValues | None:
         """The allow-list of `key`, if one is configured."""
@@ -198,49 +234,72 @@ class OrgModel:
         return label_columns(workload, namespace, others)
 
     def resolve(self, kind: str, labels: Mapping[str, str | None]) -> OrgAssignment:
-        """Resolve every org key for a workload of Sysdig kind `kind` (e.g. `deployment`)."""
+        """Resolve every org key for a workload of Sysdig kind `kind` (e.g. `deployment`).
+
+        Equal values of the columns read give the same `OrgAssignment` object; do not mutate it.
+        """
+        plan = self._by_kind.get(kind, self._any_kind)
+        signature = tuple(map(labels.get, plan.columns))
+        found = plan.memo.get(signature)
+        if found is None:
+            found = self._resolve(plan, labels)
+            if len(plan.memo) >= _MEMO_LIMIT:
+                plan.memo.clear()
+            plan.memo[signature] = found
+        return found
+
+    def _resolve(self, plan: _KindPlan, labels: Mapping[str, str | None]) -> OrgAssignment:
         values: dict[str, str] = {}
         sources: dict[str, str] = {}
         original: dict[str, str] = {}
-        kinds = (kind,) if kind in WORKLOAD_KINDS else WORKLOAD_KINDS
-        for key in ORG_KEYS:
-            plan = self._plans[key]
-            found = _lookup(labels, [f"kube_{k}_label_{n}" for n in plan.workload for k in kinds])
+        for key, workload_columns, namespace_columns, kp in plan.keys:
+            found = _lookup(labels, workload_columns)
             source = "workload"
             if found is None:
-                found = _lookup(labels, [f"kube_namespace_label_{n}" for n in plan.namespace])
+                found = _lookup(labels, namespace_columns)
                 source = "namespace"
-            if found is None and plan.default is not None:
-                found, source = plan.default, "default"
+            if found is None and kp.default is not None:
+                found, source = kp.default, "default"
             if found is None:
                 values[key], sources[key] = UNALLOCATED, "unallocated"
                 continue
             sources[key] = source
-            charged = found if plan.allowed is None else plan.allowed.lookup(found)
+            charged = found if kp.allowed is None else kp.allowed.lookup(found)
             if charged is None or found in RESERVED_VALUES:
                 values[key], original[key] = INVALID, found
             else:
                 values[key] = charged
         return OrgAssignment(values=values, sources=sources, original=original)
 
-    def other_labels(self, labels: Mapping[str, str | None]) -> dict[str, str]:
-        """The configured non-org labels present on the workload."""
-        out: dict[str, str] = {}
-        for name in self._config.other_labels:
-            col = sysdig_label_name(name)
-            for k in (*WORKLOAD_KINDS, "namespace"):
-                v = labels.get(f"kube_{k}_label_{col}")
-                if v:
-                    out[name] = v
-                    break
-            else:
-                v = labels.get(col)
-                if v:
-                    out[name] = v
-        return out
+    def other_labels(self, labels: Mapping[str, str | None]) -> Mapping[str, str]:
+        """The configured non-org labels present on the workload (the first non-empty of the
+        workload kinds' labels, the namespace's, then the bare label, per name).
+
+        Equal values of the columns read give the same mapping object; do not mutate it.
+        """
+        signature = tuple(map(labels.get, self._other_read))
+        found = self._other_memo.get(signature)
+        if found is None:
+            found = {}
+            for name, cols in self._other_columns:
+                for col in cols:
+                    v = labels.get(col)
+                    if v:
+                        found[name] = v
+                        break
+            if len(self._other_memo) >= _MEMO_LIMIT:
+                self._other_memo.clear()
+            self._other_memo[signature] = found
+        return found
 
 
-def _lookup(labels: Mapping[str, str | None], columns: list[str]) -> str | None:
+def _other_columns(name: str) -> tuple[str, ...]:
+    """Where a non-org label is read, in order: each workload kind's, the namespace's, bare."""
+    col = sysdig_label_name(name)
+    return (*(f"kube_{k}_label_{col}" for k in (*WORKLOAD_KINDS, "namespace")), col)
+
+
+def _lookup(labels: Mapping[str, str | None], columns: tuple[str, ...]) -> str | None:
     for col in columns:
         v = (labels.get(col) or "").strip()
         if v:
