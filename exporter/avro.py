@@ -52,6 +52,7 @@ ROUNDING = ROUND_HALF_EVEN
 
 # A context wide enough that scaling any sane decimal by 10**scale is exact.
 _EXACT = Context(prec=120, Emax=999_999, Emin=-999_999)
+EXACT = _EXACT  # for callers that inline `quantize`'s arithmetic
 
 
 # --------------------------------------------------------------------------------------------

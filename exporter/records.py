@@ -22,7 +22,15 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from exporter.avro import AvroSchema, DecimalSpec, load_schema, nested_decimal_specs, quantize
+from exporter.avro import (
+    EXACT,
+    ROUNDING,
+    AvroSchema,
+    DecimalSpec,
+    load_schema,
+    nested_decimal_specs,
+    quantize,
+)
 from exporter.errors import EncodingError
 from exporter.frozen import fast_init
 from exporter.model import (
@@ -71,16 +79,19 @@ def kubernetes_kind(sysdig_type: str) -> str:
 # --------------------------------------------------------------------------------------------
 
 
+def _chunk(part: str | int) -> bytes:
+    data = (str(part) if isinstance(part, int) else part).encode("utf-8")
+    return len(data).to_bytes(8, "big") + data
+
+
 def _digest(domain: str, parts: Iterable[str | int]) -> str:
     """First 32 hex chars of SHA-256 over `domain` and `parts`, each as 8-byte big-endian
     length + UTF-8 bytes (ints as ASCII decimal), so no two tuples share an encoding.
     """
-    chunks = []
-    for part in (domain, *parts):
-        data = (str(part) if isinstance(part, int) else part).encode("utf-8")
-        chunks.append(len(data).to_bytes(8, "big"))
-        chunks.append(data)
-    return hashlib.sha256(b"".join(chunks)).hexdigest()[:32]
+    return hashlib.sha256(b"".join(map(_chunk, (domain, *parts)))).hexdigest()[:32]
+
+
+_RECORD_DOMAIN = "chargeback.billing_record.v1"
 
 
 def record_id(*, cluster: str, period: Period, namespace: str, workload_kind: str,
@@ -92,7 +103,7 @@ def record_id(*, cluster: str, period: Period, namespace: str, workload_kind: st
     prices, org labels and the revision do not enter it, so a republication replaces the earlier
     one on upsert.
     """
-    return _digest("chargeback.billing_record.v1", (
+    return _digest(_RECORD_DOMAIN, (
         cluster, period.start * 1000, period.end * 1000, namespace, workload_kind,
         workload_name, resource, allocation, identity_method(method),
     ))
@@ -120,9 +131,25 @@ def manifest_id(*, cluster: str, period: Period) -> str:
 # --------------------------------------------------------------------------------------------
 
 
-def _sorted_map(m: Mapping[str, str]) -> dict[str, str]:
-    # Map order is part of the Avro bytes; sorting keeps payloads byte-identical.
-    return dict(sorted(m.items()))
+class SortedMap(dict[str, str]):
+    """A record's map field: keys in sorted order (map order is part of the Avro bytes, so
+    sorting keeps payloads byte-identical) and immutable, so records can share one."""
+
+    __slots__ = ()
+
+    def _immutable(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError("a billing record's map is immutable")
+
+    __setitem__ = __delitem__ = __ior__ = _immutable
+    clear = pop = popitem = setdefault = update = _immutable
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # pickle and copy would otherwise rebuild it item by item through __setitem__.
+        return (SortedMap, (list(self.items()),))
+
+
+def _sorted_map(m: Mapping[str, str]) -> SortedMap:
+    return m if type(m) is SortedMap else SortedMap(sorted(m.items()))
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -172,8 +199,11 @@ class BillingRecord:
     generated_at: int
 
     def __post_init__(self) -> None:
+        # Maps from `build_records` are already sorted (and shared by a workload's records).
         for name in ("org_label_sources", "invalid_org_values", "labels"):
-            object.__setattr__(self, name, _sorted_map(getattr(self, name)))
+            value = getattr(self, name)
+            if type(value) is not SortedMap:
+                object.__setattr__(self, name, SortedMap(sorted(value.items())))
 
     def to_avro(self) -> dict[str, Any]:
         """The Avro datum: every field by name, maps sorted by key."""
@@ -331,77 +361,149 @@ def build_records(lines: Sequence[PricedLine], *, revision: Revision, generated_
     unknown resource or allocation, a malformed currency, a cost without currency, a negative
     quantity, or two lines with the same identity.
     """
-    schema = load_schema("billing_record")
-    specs = schema.decimals
+    specs = load_schema("billing_record").decimals
+    quantity = _Quantizer(specs["usage_quantity"], non_negative=True)
+    if (specs["request_quantity"], specs["chargeable_quantity"]) != (quantity.spec, quantity.spec):
+        raise AssertionError("the three quantities share one decimal type")  # pragma: no cover
+    price_q, cost_q = _Quantizer(specs["unit_price"]), _Quantizer(specs["cost"])
+    coverage_q = _Quantizer(specs["sample_coverage"])
+    fixed_revision = revision if type(revision) is int and 0 <= revision < 2**31 else None
+    ids = _RecordIds()
     out: list[BillingRecord] = []
     seen: set[str] = set()
-    coverage_memo: dict[Decimal, Decimal] = {}
+    # A workload's lines are adjacent and share their org and label maps: sort those once.
+    last_org: Any = None
+    last_labels: Any = None
+    sources: dict[str, str] = {}
+    invalid: dict[str, str] = {}
+    labels: dict[str, str] = {}
+    kinds: dict[str, str] = {}
+    # Values repeat (prices per rule, coverage per cluster): quantize each distinct one once.
+    memo: dict[tuple[str, Decimal], Decimal] = {}
+    append = out.append
     for priced in lines:
         line = priced.line
         wl = line.workload
-        kind = kubernetes_kind(wl.kind)
-        rid = record_id(cluster=wl.cluster, period=line.period, namespace=wl.namespace,
-                        workload_kind=kind, workload_name=wl.name, resource=line.resource,
-                        allocation=line.allocation, method=line.method)
-        where = f"record {rid} ({wl.cluster}/{wl.namespace}/{kind}/{wl.name} {line.resource})"
+        kind = kinds.get(wl.kind)
+        if kind is None:
+            kind = kinds[wl.kind] = kubernetes_kind(wl.kind)
+        resource, allocation = line.resource, line.allocation
+        rid = ids(wl, kind, line.period, resource, allocation, line.method)
         if rid in seen:
-            raise EncodingError(f"{where}: two charge lines have the same identity")
+            raise EncodingError(f"{_where(rid, wl, kind, resource)}: two charge lines have the same "
+                                "identity")
         seen.add(rid)
-        if line.resource not in RESOURCES:
-            raise EncodingError(f"{where}: unknown resource {line.resource!r}")
-        if line.allocation not in ALLOCATIONS:
-            raise EncodingError(f"{where}: unknown allocation {line.allocation!r}")
-        quantities = {}
-        for name, value in (("usage_quantity", line.usage), ("request_quantity", line.request),
-                            ("chargeable_quantity", line.chargeable)):
-            q = quantize(value, specs[name], f"{where} field {name}")
-            if q < 0:
-                raise EncodingError(f"{where} field {name}: negative quantity {value}")
-            quantities[name] = q
-        unit_price = _optional(priced.unit_price, specs["unit_price"], f"{where} field unit_price")
-        cost = _optional(priced.cost, specs["cost"], f"{where} field cost")
+        if resource not in RESOURCES:
+            raise EncodingError(f"{_where(rid, wl, kind, resource)}: unknown resource {resource!r}")
+        if allocation not in ALLOCATIONS:
+            raise EncodingError(f"{_where(rid, wl, kind, resource)}: unknown allocation "
+                                f"{allocation!r}")
+        usage = quantity(line.usage, rid, wl, kind, resource, "usage_quantity")
+        request = quantity(line.request, rid, wl, kind, resource, "request_quantity")
+        chargeable = quantity(line.chargeable, rid, wl, kind, resource, "chargeable_quantity")
+        unit_price = priced.unit_price
+        if unit_price is not None:
+            unit_price = memo.get(("unit_price", unit_price))
+            if unit_price is None:
+                unit_price = memo[("unit_price", priced.unit_price)] = price_q(  # type: ignore[index]
+                    priced.unit_price, rid, wl, kind, resource, "unit_price")
+        cost = priced.cost
+        if cost is not None:
+            cost = cost_q(cost, rid, wl, kind, resource, "cost")
         currency = priced.currency
-        if currency is not None and not _CURRENCY.match(currency):
-            raise EncodingError(f"{where} field currency: {currency!r} is not an ISO 4217 code")
+        if currency is not None and (len(currency) != 3 or not _CURRENCY.match(currency)):
+            raise EncodingError(f"{_where(rid, wl, kind, resource)} field currency: {currency!r} "
+                                "is not an ISO 4217 code")
         if (unit_price is not None or cost is not None) and currency is None:
-            raise EncodingError(f"{where} field currency: a priced record needs a currency")
-        # One coverage object per distinct value lets the encoder reuse its bytes.
-        coverage = coverage_memo.get(line.coverage)
+            raise EncodingError(f"{_where(rid, wl, kind, resource)} field currency: a priced "
+                                "record needs a currency")
+        # One coverage object per distinct value also lets the encoder reuse its bytes.
+        coverage = memo.get(("sample_coverage", line.coverage))
         if coverage is None:
-            coverage = quantize(line.coverage, specs["sample_coverage"],
-                                f"{where} field sample_coverage")
-            coverage_memo[line.coverage] = coverage
-        org = line.org.values
-        out.append(BillingRecord(
-            record_id=rid,
-            period_start=line.period.start * 1000,
-            period_end=line.period.end * 1000,
-            cluster=wl.cluster,
-            namespace=wl.namespace,
-            workload_kind=kind,
-            workload_name=wl.name,
-            costcenter=org.get("costcenter", UNALLOCATED),
-            businessunit=org.get("businessunit", UNALLOCATED),
-            department=org.get("department", UNALLOCATED),
-            team=org.get("team", UNALLOCATED),
-            org_label_sources=line.org.sources,
-            invalid_org_values=line.org.original,
-            labels=line.labels,
-            resource=line.resource,
-            unit=UNITS[line.resource],
-            unit_price=unit_price,
-            cost=cost,
-            currency=currency,
-            price_version=priced.price_version,
-            revision=_revision(revision, rid),
-            method=line.method,
-            allocation=line.allocation,
-            sample_coverage=coverage,
-            exporter_version=exporter_version,
-            generated_at=generated_at_ms,
-            **quantities,
+            coverage = memo[("sample_coverage", line.coverage)] = coverage_q(
+                line.coverage, rid, wl, kind, resource, "sample_coverage")
+        org = line.org
+        if org is not last_org:
+            last_org = org
+            sources = _sorted_map(org.sources)
+            invalid = _sorted_map(org.original)
+        if line.labels is not last_labels:
+            last_labels = line.labels
+            labels = _sorted_map(line.labels)
+        values = org.values
+        append(BillingRecord(
+            rid, line.period.start * 1000, line.period.end * 1000, wl.cluster, wl.namespace, kind,
+            wl.name, values.get("costcenter", UNALLOCATED), values.get("businessunit", UNALLOCATED),
+            values.get("department", UNALLOCATED), values.get("team", UNALLOCATED),
+            sources, invalid, labels, resource, UNITS[resource], usage, request, chargeable,
+            unit_price, cost, currency, priced.price_version,
+            fixed_revision if fixed_revision is not None else _revision(revision, rid),
+            line.method, allocation, coverage, exporter_version, generated_at_ms,
         ))
     return out
+
+
+def _where(rid: str, wl: Any, kind: str, resource: str) -> str:
+    return f"record {rid} ({wl.cluster}/{wl.namespace}/{kind}/{wl.name} {resource})"
+
+
+class _Quantizer:
+    """`exporter.avro.quantize` for one decimal type, with its checks inlined for the usual
+    case; anything unusual (not a finite Decimal, too many digits, negative when that is
+    refused) goes through `quantize` itself, so errors are exactly the same."""
+
+    __slots__ = ("_max", "_min", "_quantum", "spec")
+
+    def __init__(self, spec: DecimalSpec, non_negative: bool = False) -> None:
+        self.spec = spec
+        self._quantum = spec.quantum
+        self._max = spec.max_value
+        self._min = Decimal(0) if non_negative else -spec.max_value
+
+    def __call__(self, value: Any, rid: str, wl: Any, kind: str, resource: str,
+                 name: str) -> Decimal:
+        if type(value) is Decimal and value.is_finite():
+            try:
+                q = value.quantize(self._quantum, ROUNDING, EXACT)
+            except ArithmeticError:
+                pass
+            else:
+                if self._min <= q <= self._max:
+                    return q
+        what = f"{_where(rid, wl, kind, resource)} field {name}"
+        q = quantize(value, self.spec, what)
+        if q < self._min:
+            raise EncodingError(f"{what}: negative quantity {value}")
+        return q  # pragma: no cover - the fast path accepts whatever quantize accepts
+
+
+class _RecordIds:
+    """`record_id` for a run of lines: the SHA-256 state after the workload's parts is kept
+    while consecutive lines share workload and period, so each line only hashes its resource,
+    allocation and method (memoised). Same bytes hashed as `record_id`, so the same ids."""
+
+    __slots__ = ("_key", "_prefix", "_suffixes")
+
+    def __init__(self) -> None:
+        self._key: tuple[Any, ...] = ()
+        self._prefix = hashlib.sha256()
+        self._suffixes: dict[tuple[str, str, str], bytes] = {}
+
+    def __call__(self, wl: Any, kind: str, period: Period, resource: str, allocation: str,
+                 method: str) -> str:
+        key = self._key
+        if not key or key[0] is not wl or key[1] != kind or key[2] != period:
+            self._key = (wl, kind, period)
+            self._prefix = hashlib.sha256(b"".join(map(_chunk, (
+                _RECORD_DOMAIN, wl.cluster, period.start * 1000, period.end * 1000,
+                wl.namespace, kind, wl.name))))
+        suffix = self._suffixes.get((resource, allocation, method))
+        if suffix is None:
+            suffix = self._suffixes[(resource, allocation, method)] = b"".join(
+                map(_chunk, (resource, allocation, identity_method(method))))
+        h = self._prefix.copy()
+        h.update(suffix)
+        return h.hexdigest()[:32]
 
 
 def _optional(value: Decimal | None, spec: DecimalSpec, what: str) -> Decimal | None:

@@ -193,6 +193,46 @@ def test_build_records_rejects_bad_lines_naming_record_and_field(kwargs: dict[st
     assert "prod/shop/Deployment/api cpu" in str(err.value)
 
 
+def test_ids_stay_right_when_workloads_and_periods_interleave() -> None:
+    """`build_records` hashes a workload's parts once per run of lines; out-of-order input
+    must still give every line the id `record_id` defines."""
+    later = Period(HOUR.end, HOUR.end + 3600)
+    lines = [charge(), charge(name="web"), charge(resource="memory"), charge(period=later),
+             charge(kind="statefulset"), charge(resource="memory", allocation="shared-source"),
+             charge(name="web", resource="memory", namespace="shop2")]
+    for priced, rec in zip(lines, build(*lines), strict=True):
+        ln = priced.line
+        assert rec.record_id == record_id(
+            cluster=ln.workload.cluster, period=ln.period, namespace=ln.workload.namespace,
+            workload_kind=kubernetes_kind(ln.workload.kind), workload_name=ln.workload.name,
+            resource=ln.resource, allocation=ln.allocation, method=ln.method)
+
+
+def test_a_workloads_records_share_their_sorted_immutable_maps() -> None:
+    import copy
+    import pickle
+
+    labels = {"tier": "web", "app": "shop"}
+    first = charge(labels=labels)  # as from `units.charge_lines`: one workload, shared maps
+    cpu, mem = build(first, replace(first, line=replace(first.line, resource="memory")))
+    assert list(cpu.labels) == ["app", "tier"] and cpu.labels is mem.labels
+    assert cpu.org_label_sources is mem.org_label_sources
+    with pytest.raises(TypeError, match="immutable"):
+        cpu.labels["x"] = "y"  # type: ignore[index]
+    with pytest.raises(TypeError, match="immutable"):
+        cpu.labels.update(x="y")  # type: ignore[attr-defined]
+    for clone in (pickle.loads(pickle.dumps(cpu)),  # noqa: S301 - our own bytes
+                  copy.deepcopy(cpu), replace(cpu, revision=1)):
+        assert clone.labels == labels and list(clone.labels) == ["app", "tier"]
+    assert load_schema("billing_record").encode_object(replace(cpu, labels=dict(labels))) == \
+        load_schema("billing_record").encode_object(cpu)
+
+
+def test_a_currency_with_a_trailing_newline_is_refused() -> None:
+    with pytest.raises(EncodingError, match="ISO 4217"):
+        build(charge(price="1", currency="EUR\n"))
+
+
 def test_two_lines_with_one_identity_are_rejected() -> None:
     with pytest.raises(EncodingError, match="same identity"):
         build(charge(), charge(chargeable="3"))
