@@ -143,7 +143,13 @@ def _now() -> tuple[float, float]:
 
 def run_period(rig: Rig, p: Period, timers: Timers | None = None) -> dict[str, Any]:
     """Export period `p` the way `Pipeline.compute` + `Pipeline.publish` do, phase by phase
-    (the fetch is timed inside `compute`, which runs it)."""
+    (the fetch is timed inside `compute`, which runs it). As in the worker, the whole period
+    runs in one collector pause (`Worker._export_one`)."""
+    with gc_paused():
+        return _run_period(rig, p, timers)
+
+
+def _run_period(rig: Rig, p: Period, timers: Timers | None) -> dict[str, Any]:
     rig.clock.set(p.end + SETTLE)
     if timers is not None:
         timers.reset()
