@@ -14,8 +14,10 @@ periods are summed per workload.
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Mapping, Sequence
-from decimal import ROUND_HALF_EVEN, Decimal, localcontext
+from dataclasses import dataclass
+from decimal import ROUND_HALF_EVEN, Context, Decimal
 
 from rich.console import Group
 from rich.table import Table
@@ -30,78 +32,136 @@ from exporter.model import (
     KeyCoverage,
     LabelCoverage,
     Offender,
+    OrgAssignment,
     Resource,
 )
 
 SHARE_QUANTUM = Decimal("0.000001")
 _DISTRIBUTION = "shared-distribution"
+# One 60-digit context used through its methods: entering a `localcontext` per share is slow.
+_SHARE_CONTEXT = Context(prec=60, rounding=ROUND_HALF_EVEN)
+_ZERO = Decimal(0)
 
 
 def share(part: Decimal, total: Decimal) -> Decimal:
     """`part / total` quantized to 6 decimals (ROUND_HALF_EVEN); 0 when `total` is 0."""
     if total == 0:
         return Decimal(0).quantize(SHARE_QUANTUM)
-    with localcontext() as ctx:
-        ctx.prec = 60
-        return (part / total).quantize(SHARE_QUANTUM, rounding=ROUND_HALF_EVEN)
+    ctx = _SHARE_CONTEXT
+    return ctx.quantize(ctx.divide(part, total), SHARE_QUANTUM)
+
+
+@dataclass(frozen=True, slots=True)
+class _Gaps:
+    """The org keys one assignment leaves unallocated or invalid (in `ORG_KEYS` order)."""
+
+    pairs: tuple[tuple[str, str], ...]  # (key, UNALLOCATED or INVALID)
+    bad: frozenset[str]
+    invalid: frozenset[str]
+
+
+_NO_GAPS = _Gaps((), frozenset(), frozenset())
+
+
+def _gaps(org: OrgAssignment) -> _Gaps:
+    values = org.values
+    pairs: list[tuple[str, str]] = []
+    for key in ORG_KEYS:
+        value = values.get(key, UNALLOCATED)
+        if value in (UNALLOCATED, INVALID):
+            pairs.append((key, value))
+    if not pairs:
+        return _NO_GAPS  # the common case: every key placed
+    return _Gaps(
+        pairs=tuple(pairs),
+        bad=frozenset(key for key, _ in pairs),
+        invalid=frozenset(key for key, value in pairs if value == INVALID),
+    )
+
+
+# (namespace, kind, name) -> (chargeable, keys missing, keys invalid), per cluster and resource
+_Offenders = dict[tuple[str, str, str], tuple[Decimal, frozenset[str], frozenset[str]]]
+
+
+@dataclass(slots=True)
+class _ClusterSums:
+    """One cluster's running sums, per resource."""
+
+    totals: dict[Resource, Decimal]
+    missing: dict[Resource, dict[tuple[str, str], Decimal]]  # (key, value) -> chargeable
+    offenders: dict[Resource, _Offenders]
 
 
 def label_coverage(lines: Sequence[ChargeLine], top_n: int = 10) -> dict[str, LabelCoverage]:
-    """Coverage per cluster (clusters in name order); see the module docstring."""
+    """Coverage per cluster (clusters in name order); see the module docstring.
+
+    Sums are taken in line order in the caller's decimal context, so the result does not
+    depend on how lines share their `OrgAssignment` objects.
+    """
     if top_n < 0:
         raise ValueError("top_n must not be negative")
-    totals: dict[str, dict[Resource, Decimal]] = {}
-    missing: dict[tuple[str, str, str, Resource], Decimal] = {}
-    # (cluster, namespace, kind, name, resource) -> [chargeable, missing keys, invalid keys]
-    offenders: dict[tuple[str, str, str, str, Resource], tuple[Decimal, set[str], set[str]]] = {}
+    clusters: dict[str, _ClusterSums] = {}
+    # Lines share assignments (see `OrgModel.resolve`): classify each object once. The lines
+    # keep every assignment alive for this call, so an id is never reused meanwhile.
+    gaps_of: dict[int, _Gaps] = {}
     for ln in lines:
         if ln.allocation == _DISTRIBUTION:
             continue
-        cluster = ln.workload.cluster
-        per_res = totals.setdefault(cluster, {r: Decimal(0) for r in RESOURCES})
-        per_res[ln.resource] = per_res.get(ln.resource, Decimal(0)) + ln.chargeable
-        bad: set[str] = set()
-        invalid: set[str] = set()
-        for key in ORG_KEYS:
-            value = ln.org.values.get(key, UNALLOCATED)
-            if value in (UNALLOCATED, INVALID):
-                k = (cluster, key, value, ln.resource)
-                missing[k] = missing.get(k, Decimal(0)) + ln.chargeable
-                bad.add(key)
-                if value == INVALID:
-                    invalid.add(key)
-        if bad:
-            w = ln.workload
-            ok = (cluster, w.namespace, w.kind, w.name, ln.resource)
-            q, b, inv = offenders.get(ok, (Decimal(0), set(), set()))
-            offenders[ok] = (q + ln.chargeable, b | bad, inv | invalid)
+        sums = clusters.get(ln.workload.cluster)
+        if sums is None:
+            sums = clusters[ln.workload.cluster] = _ClusterSums(
+                totals={r: Decimal(0) for r in RESOURCES},
+                missing={r: {} for r in RESOURCES},
+                offenders={r: {} for r in RESOURCES},
+            )
+        res = ln.resource
+        chargeable = ln.chargeable
+        sums.totals[res] = sums.totals.get(res, _ZERO) + chargeable
+        gaps = gaps_of.get(id(ln.org))
+        if gaps is None:
+            gaps = gaps_of[id(ln.org)] = _gaps(ln.org)
+        if not gaps.pairs:
+            continue
+        missing = sums.missing.get(res)
+        if missing is None:
+            missing = sums.missing[res] = {}
+        for pair in gaps.pairs:
+            missing[pair] = missing.get(pair, _ZERO) + chargeable
+        offenders = sums.offenders.get(res)
+        if offenders is None:
+            offenders = sums.offenders[res] = {}
+        w = ln.workload
+        ok = (w.namespace, w.kind, w.name)
+        seen = offenders.get(ok)
+        if seen is None:
+            offenders[ok] = (_ZERO + chargeable, gaps.bad, gaps.invalid)
+        else:
+            offenders[ok] = (seen[0] + chargeable, seen[1] | gaps.bad, seen[2] | gaps.invalid)
 
     out: dict[str, LabelCoverage] = {}
-    for cluster in sorted(totals):
+    for cluster in sorted(clusters):
+        sums = clusters[cluster]
         keys = tuple(
             KeyCoverage(
                 org_key=key,
                 resource=res,
                 unallocated_share=share(
-                    missing.get((cluster, key, UNALLOCATED, res), Decimal(0)), totals[cluster][res]
+                    sums.missing[res].get((key, UNALLOCATED), _ZERO), sums.totals[res]
                 ),
-                invalid_share=share(
-                    missing.get((cluster, key, INVALID, res), Decimal(0)), totals[cluster][res]
-                ),
+                invalid_share=share(sums.missing[res].get((key, INVALID), _ZERO), sums.totals[res]),
             )
             for key in ORG_KEYS
             for res in RESOURCES
         )
         top: list[Offender] = []
         for res in RESOURCES:
-            ranked = sorted(
-                (
-                    (k, v) for k, v in offenders.items()
-                    if k[0] == cluster and k[4] == res and v[0] > 0
-                ),
-                key=lambda kv: (-kv[1][0], kv[0][1], kv[0][2], kv[0][3]),
+            # nsmallest(n, ...) is sorted(...)[:n], without sorting every offender.
+            ranked = heapq.nsmallest(
+                top_n,
+                ((k, v) for k, v in sums.offenders[res].items() if v[0] > 0),
+                key=lambda kv: (-kv[1][0], kv[0][0], kv[0][1], kv[0][2]),
             )
-            for (_, ns, kind, name, _), (q, bad, inv) in ranked[:top_n]:
+            for (ns, kind, name), (q, bad, inv) in ranked:
                 top.append(Offender(
                     namespace=ns, workload_kind=kind, workload_name=name, resource=res,
                     chargeable=q,

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from decimal import Context, Decimal
 
-from exporter.model import GIB, ChargeLine, PeriodUsage, Resource, SampleSums
+from exporter.model import GIB, RESOURCES, ChargeLine, PeriodUsage, Resource, SampleSums
 from exporter.org import OrgModel
 
 CALCULATION_VERSION = "v1"
@@ -26,16 +26,27 @@ def method_id(grain: str, step: int) -> str:
     return f"max-request-usage/{grain}/{step}s/{CALCULATION_VERSION}"
 
 
-def to_unit_hours(value: Decimal, resource: Resource, step: int) -> Decimal:
-    """Σ samples (cores or bytes) × step seconds → Core-Hours or GiB-Hours, exact to 60 digits."""
+_SECONDS_PER_HOUR = Decimal(3600)
+_BYTES_PER_GIB = Decimal(GIB)
+
+
+def to_unit_hours(value: Decimal, resource: Resource, step: int | Decimal) -> Decimal:
+    """Σ samples (cores or bytes) × step seconds → Core-Hours or GiB-Hours, exact to 60 digits.
+
+    Bytes are divided by 3600 and then by 2^30, two roundings at 60 digits (kept: one division
+    by 3600 × 2^30 can differ in the 60th digit).
+    """
     ctx = _CONTEXT
-    hours = ctx.divide(ctx.multiply(value, step), 3600)
+    hours = ctx.divide(ctx.multiply(value, step), _SECONDS_PER_HOUR)
     if resource == "memory":
-        hours = ctx.divide(hours, GIB)
-    return ctx.plus(hours)
+        hours = ctx.divide(hours, _BYTES_PER_GIB)
+    # Division keeps the sign of a zero; `plus` turns -0 into 0. Other values are already
+    # rounded to the context, so `plus` would return them unchanged.
+    return hours if hours else ctx.plus(hours)
 
 
-def convert(sums: SampleSums, resource: Resource, step: int) -> SampleSums:
+def convert(sums: SampleSums, resource: Resource, step: int | Decimal) -> SampleSums:
+    """`sums` (Σ over sample steps) in unit-hours; see `to_unit_hours`."""
     return SampleSums(
         usage=to_unit_hours(sums.usage, resource, step),
         request=to_unit_hours(sums.request, resource, step),
@@ -44,25 +55,34 @@ def convert(sums: SampleSums, resource: Resource, step: int) -> SampleSums:
 
 
 def charge_lines(usage: PeriodUsage, org: OrgModel) -> list[ChargeLine]:
-    """One `ChargeLine` per (workload, resource), with org labels resolved, in a stable order."""
+    """One `ChargeLine` per (workload, resource), with org labels resolved, in a stable order.
+
+    Workloads with equal org labels share one `OrgAssignment` and one labels mapping (see
+    `OrgModel.resolve`); neither is to be mutated.
+    """
     lines: list[ChargeLine] = []
+    append = lines.append
+    period = usage.period
     method = method_id(usage.grain, usage.step_seconds)
+    step = Decimal(usage.step_seconds)  # converted once per period, not once per value
+    coverage_of = usage.coverage
+    no_coverage = Decimal(0)
     for w in usage.workloads:
-        assignment = org.resolve(w.key.kind, w.labels)
+        key = w.key
+        assignment = org.resolve(key.kind, w.labels)
         others = org.other_labels(w.labels)
-        coverage = usage.coverage.get(w.key.cluster, Decimal(0))
-        for resource in ("cpu", "memory"):
+        coverage = coverage_of.get(key.cluster, no_coverage)
+        for resource in RESOURCES:
             sums = w.sums.get(resource)
             if sums is None:
                 continue
-            hours = convert(sums, resource, usage.step_seconds)
-            lines.append(
-                ChargeLine(
-                    period=usage.period, workload=w.key, resource=resource,
-                    usage=hours.usage, request=hours.request, chargeable=hours.chargeable,
-                    org=assignment, labels=others, coverage=coverage, method=method,
-                )
-            )
+            append(ChargeLine(
+                period=period, workload=key, resource=resource,
+                usage=to_unit_hours(sums.usage, resource, step),
+                request=to_unit_hours(sums.request, resource, step),
+                chargeable=to_unit_hours(sums.chargeable, resource, step),
+                org=assignment, labels=others, coverage=coverage, method=method,
+            ))
     return lines
 
 
