@@ -27,7 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from decimal import ROUND_HALF_EVEN, Decimal, InvalidOperation, localcontext
+from decimal import ROUND_HALF_EVEN, Context, Decimal, InvalidOperation, localcontext
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -60,6 +60,11 @@ ROUNDING = ROUND_HALF_EVEN
 
 # Exact products: quantity digits plus price digits, with room to spare.
 _EXACT_PREC = 80
+_CONTEXT = Context(prec=_EXACT_PREC)
+_QUANTITY_QUANTUM = Decimal(1).scaleb(-QUANTITY_SCALE)
+_QUANTITY_MAX = Decimal(10**QUANTITY_PRECISION - 1).scaleb(-QUANTITY_SCALE)
+_COST_QUANTUM = Decimal(1).scaleb(-COST_SCALE)
+_COST_MAX = Decimal(10**COST_PRECISION - 1).scaleb(-COST_SCALE)
 
 # ISO 4217 List One (SIX, as published 2026-01-01) without the codes that are not money one
 # can be billed in: precious metals (XAU XAG XPD XPT), bond-market units (XBA-XBD), XTS, XXX.
@@ -277,33 +282,55 @@ class PriceVersion:
     namespaces: Mapping[tuple[str | None, str], _Rule]
     selectors: tuple[_Rule, ...]
 
+    @property
+    def selector_keys(self) -> tuple[str, ...]:
+        """Every label the selectors read: with cluster, namespace and resource, all a quote
+        depends on."""
+        return tuple(sorted({k for s in self.selectors for k, _ in s.match}))
+
     def quote(self, line: ChargeLine) -> PriceQuote:
         """The unit price for `line` under this version, by precedence (module docstring)."""
-        res = line.resource
-        candidates: list[_Rule] = []
-        matching = [s for s in self.selectors if s.prices.get(res) is not None and _matches(s, line)]
-        # Matching selectors form a chain under inclusion (checked at load): the longest wins.
-        candidates.extend(sorted(matching, key=lambda s: -len(s.match))[:1])
         w = line.workload
-        for scope in ((w.cluster, w.namespace), (None, w.namespace)):
-            if scope in self.namespaces:
-                candidates.append(self.namespaces[scope])
-        if w.cluster in self.clusters:
-            candidates.append(self.clusters[w.cluster])
-        candidates.append(self.default)
-        for rule in candidates:
-            price = rule.prices.get(res)
+        return (self.selector_quote(line)
+                or self.scope_quote(line.resource, w.cluster, w.namespace))
+
+    def selector_quote(self, line: ChargeLine) -> PriceQuote | None:
+        """The quote of the most specific selector that matches `line` and prices its
+        resource, if any. Depends only on the resource and the `selector_keys` labels."""
+        res = line.resource
+        best: _Rule | None = None
+        for s in self.selectors:
+            # Matching selectors form a chain under inclusion (checked at load): the longest
+            # wins (the first of that length, as a stable sort would pick).
+            if (s.prices.get(res) is not None and _matches(s, line)
+                    and (best is None or len(s.match) > len(best.match))):
+                best = s
+        if best is None:
+            return None
+        price = best.prices.get(res)
+        assert price is not None
+        return PriceQuote(self.id, price, best.path)
+
+    def scope_quote(self, resource: Resource, cluster: str, namespace: str) -> PriceQuote:
+        """The quote without selectors: namespace in the cluster, namespace in any cluster,
+        cluster, then the default."""
+        for rule in (self.namespaces.get((cluster, namespace)),
+                     self.namespaces.get((None, namespace)), self.clusters.get(cluster),
+                     self.default):
+            price = None if rule is None else rule.prices.get(resource)
             if price is not None:
+                assert rule is not None
                 return PriceQuote(self.id, price, rule.path)
         raise AssertionError("the default prices every resource")  # pragma: no cover
 
 
+def _label(line: ChargeLine, key: str) -> str | None:
+    """The value a selector compares for `key`: the resolved org value or another label."""
+    return line.org.values.get(key) if key in ORG_KEYS else line.labels.get(key)
+
+
 def _matches(rule: _Rule, line: ChargeLine) -> bool:
-    for key, value in rule.match:
-        actual = line.org.values.get(key) if key in ORG_KEYS else line.labels.get(key)
-        if actual != value:
-            return False
-    return True
+    return all(_label(line, key) == value for key, value in rule.match)
 
 
 def _overlapping(a: _Rule, b: _Rule) -> bool:
@@ -451,19 +478,70 @@ class RateCard:
         """`line` priced: cost = quantize_quantity(chargeable) × unit price, quantized to the
         cost scale (ROUND_HALF_EVEN). Raises PricingError when no version covers the period,
         the period straddles a price change, or a value does not fit its record precision."""
-        q = self.quote(line)
+        return self.price_lines((line,))[0]
+
+    def price_lines(self, lines: Iterable[ChargeLine]) -> list[PricedLine]:
+        """Every line priced (as `price`), in order.
+
+        A period's lines share the version; the selector part of a quote depends only on the
+        resource and the labels the selectors read, the rest only on resource, cluster and
+        namespace: each is looked up once per distinct input. The arithmetic is `price`'s for
+        every line, with the range checks inlined; a value out of range goes through the
+        checked functions for their error.
+        """
+        out: list[PricedLine] = []
+        append = out.append
+        current: Period | None = None
+        version: PriceVersion | None = None
+        selector_keys: tuple[str, ...] = ()
+        by_selector: dict[tuple[str | None, ...], PriceQuote | None] = {}
+        by_scope: dict[tuple[str, str, str], PriceQuote] = {}
+        currency = self.currency
+        for line in lines:
+            if line.period != current:
+                version = self.version_at(line.period.start)
+                self._check_straddle(line.period)
+                current = line.period
+                selector_keys = version.selector_keys
+                by_selector, by_scope = {}, {}
+            assert version is not None
+            res = line.resource
+            q: PriceQuote | None = None
+            if selector_keys:
+                skey = (res, *[_label(line, k) for k in selector_keys])
+                if skey in by_selector:
+                    q = by_selector[skey]
+                else:
+                    q = by_selector[skey] = version.selector_quote(line)
+            if q is None:
+                w = line.workload
+                key = (res, w.cluster, w.namespace)
+                q = by_scope.get(key)
+                if q is None:
+                    q = by_scope[key] = version.scope_quote(res, w.cluster, w.namespace)
+            chargeable = line.chargeable
+            cost: Decimal | None = None
+            if type(chargeable) is Decimal and chargeable.is_finite():
+                qty = chargeable.quantize(_QUANTITY_QUANTUM, ROUNDING, _CONTEXT)
+                if -_QUANTITY_MAX <= qty <= _QUANTITY_MAX:
+                    cost = _CONTEXT.multiply(qty, q.unit_price).quantize(
+                        _COST_QUANTUM, ROUNDING, _CONTEXT)
+                    if not -_COST_MAX <= cost <= _COST_MAX:
+                        cost = None
+            if cost is None:
+                cost = self._checked_cost(line, q)
+            append(PricedLine(line, q.unit_price, cost, currency, q.version))
+        return out
+
+    def _checked_cost(self, line: ChargeLine, q: PriceQuote) -> Decimal:
+        """The cost through the checked quantize functions, for their one-line errors."""
         with localcontext() as ctx:
             ctx.prec = _EXACT_PREC
             product = quantize_quantity(line.chargeable) * q.unit_price
         try:
-            cost = quantize_cost(product)
+            return quantize_cost(product)
         except PricingError as exc:
             raise PricingError(f"{self.source}: {q.rule}: {exc} for {_describe(line)}") from None
-        return PricedLine(line, q.unit_price, cost, self.currency, q.version)
-
-    def price_lines(self, lines: Iterable[ChargeLine]) -> list[PricedLine]:
-        """Every line priced, in order."""
-        return [self.price(ln) for ln in lines]
 
     def _check_straddle(self, period: Period) -> None:
         for v in self.versions:

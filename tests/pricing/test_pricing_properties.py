@@ -137,3 +137,43 @@ def test_effective_dating_picks_the_last_version_started(gaps: list[int], offset
     priced = card.price(line("1", period=period))
     assert priced.price_version == f"v{expected}"
     assert priced.unit_price == expected
+
+
+MIXED_CARD = {
+    "currency": "EUR",
+    "versions": [{
+        "id": "v1", "effective_from": iso(START),
+        "default": {"cpu": "0.03", "memory": "0.004"},
+        "clusters": {"c2": {"cpu": "0.025"}},
+        "namespaces": [{"namespace": "app", "memory": "0.0045"},
+                       {"namespace": "app", "cluster": "c2", "cpu": "0.021"}],
+        "selectors": [{"match": {"team": "t1"}, "cpu": "0.05"},
+                      {"match": {"team": "t1", "tier": "gold"}, "cpu": "0.06", "memory": "0.007"},
+                      {"match": {"team": "t2", "costcenter": "cc2"}, "memory": "0.006"}],
+    }, {"id": "v2", "effective_from": iso(START + 2 * HOUR), "default": {"cpu": "1", "memory": "2"}}],
+}
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(
+    quantities, st.sampled_from(["cpu", "memory"]), st.sampled_from(["c1", "c2"]),
+    st.sampled_from(["app", "web"]), st.sampled_from([None, "t1", "t2"]),
+    st.sampled_from([None, "gold"]), st.sampled_from([None, "cc2"]), st.integers(0, 3),
+), min_size=1, max_size=60))
+def test_a_batch_prices_every_line_as_it_would_be_priced_alone(rows: list) -> None:
+    """`price_lines` looks quotes up once per distinct input: the batch must give each line
+    exactly the quote and cost that line gets on its own."""
+    card = RateCard.from_data(MIXED_CARD, period_length=HOUR, other_labels=["tier"])
+    lines = [
+        line(q, resource=res, cluster=cluster, namespace=ns,
+             org_values={k: v for k, v in (("team", team), ("costcenter", cc)) if v},
+             labels={"tier": tier} if tier else {},
+             period=Period(START + hour * HOUR, START + (hour + 1) * HOUR))
+        for q, res, cluster, ns, team, tier, cc, hour in rows
+    ]
+    batch = card.price_lines(lines)
+    for ln, priced in zip(lines, batch, strict=True):
+        alone = card.quote(ln)
+        assert (priced.unit_price, priced.price_version) == (alone.unit_price, alone.version)
+        assert priced == card.price(ln)
+        assert priced.cost == quantize_cost(quantize_quantity(ln.chargeable) * alone.unit_price)
