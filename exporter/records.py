@@ -27,6 +27,7 @@ from exporter.avro import (
     ROUNDING,
     AvroSchema,
     DecimalSpec,
+    FrozenMap,
     load_schema,
     nested_decimal_specs,
     quantize,
@@ -131,21 +132,11 @@ def manifest_id(*, cluster: str, period: Period) -> str:
 # --------------------------------------------------------------------------------------------
 
 
-class SortedMap(dict[str, str]):
+class SortedMap(FrozenMap):
     """A record's map field: keys in sorted order (map order is part of the Avro bytes, so
     sorting keeps payloads byte-identical) and immutable, so records can share one."""
 
     __slots__ = ()
-
-    def _immutable(self, *args: Any, **kwargs: Any) -> Any:
-        raise TypeError("a billing record's map is immutable")
-
-    __setitem__ = __delitem__ = __ior__ = _immutable
-    clear = pop = popitem = setdefault = update = _immutable
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        # pickle and copy would otherwise rebuild it item by item through __setitem__.
-        return (SortedMap, (list(self.items()),))
 
 
 def _sorted_map(m: Mapping[str, str]) -> SortedMap:

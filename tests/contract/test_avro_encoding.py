@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 from exporter.avro import (
     SCHEMA_FILES,
     DecimalSpec,
+    FrozenMap,
     SchemaSet,
     SingleObjectFraming,
     body_of,
@@ -33,7 +34,7 @@ from exporter.avro import (
     quantize,
 )
 from exporter.errors import EncodingError
-from exporter.records import BillingRecord, Checkpoint, PeriodManifest
+from exporter.records import BillingRecord, Checkpoint, PeriodManifest, SortedMap
 
 from .samples import BILLING, CHECKPOINT, DATUMS, FIXED, MANIFEST, decimals, read_golden
 
@@ -149,6 +150,41 @@ def test_same_record_always_gives_the_same_bytes_whatever_the_map_order() -> Non
     shuffled = BillingRecord(**{**BILLING.to_avro(),
                                 "labels": dict(reversed(list(BILLING.labels.items())))})
     assert schema.encode_object(shuffled) == schema.encode_object(BILLING)
+
+
+@settings(max_examples=40, deadline=None)
+@given(datums=st.lists(DATUMS["billing_record"], min_size=2, max_size=6))
+def test_reused_bytes_never_outlive_a_change(datums: list[dict[str, Any]]) -> None:
+    """The encoder reuses the bytes of the last FrozenMap and of the last two decimals it
+    wrote: a sequence mixing shared maps, mutated plain dicts and alternating decimals must
+    encode exactly as fastavro encodes each datum on its own."""
+    schema = load_schema("billing_record")
+    shared = SortedMap(sorted(datums[0]["labels"].items()))  # a FrozenMap, kept by records
+    plain = dict(datums[0]["labels"])
+    price_a, price_b = datums[0]["unit_price"], datums[1]["unit_price"]
+    for i, datum in enumerate(datums):
+        plain[f"k{i}"] = str(i)  # the same dict object, changed between two encodings
+        datum = {**datum, "labels": shared if i % 2 else plain,
+                 "unit_price": price_a if i % 2 else price_b}
+        expected = fastavro_encode(schema, {**datum, "labels": dict(datum["labels"])})
+        assert schema.encode(datum) == expected
+        record = BillingRecord(**datum)  # sorts a plain dict into a new SortedMap
+        assert schema.encode_object(record) == fastavro_encode(
+            schema, {**record.to_avro(), "labels": dict(record.labels)})
+
+
+def test_a_frozen_map_refuses_changes_and_survives_copies() -> None:
+    import copy
+    import pickle
+
+    m = FrozenMap({"a": "1"})
+    for change in (lambda: m.__setitem__("b", "2"), lambda: m.update(b="2"), lambda: m.pop("a"),
+                   lambda: m.clear(), lambda: m.setdefault("b", "2"), lambda: m.__delitem__("a")):
+        with pytest.raises(TypeError, match="immutable"):
+            change()
+    assert m == {"a": "1"}
+    for clone in (copy.copy(m), copy.deepcopy(m), pickle.loads(pickle.dumps(m))):  # noqa: S301
+        assert type(clone) is FrozenMap and clone == m
 
 
 @pytest.mark.parametrize("value", [-(2**63), 2**63 - 1, -(2**31), 2**31, 8191, 8192, -8193])
