@@ -254,3 +254,29 @@ def test_period_log_event_carries_period_counts_and_durations(caplog: pytest.Log
     assert fields["period_start"] == T0 - HOUR and fields["period_end"] == T0
     assert fields["records"] == 4 and fields["step_seconds"] == 10
     assert fields["compute_seconds"] == 0 and fields["publish_seconds"] == 0
+
+
+def test_the_collector_is_paused_for_the_whole_period_and_resumed_after() -> None:
+    """Compute and publish run in one collector pause, so the period's objects are freed
+    before the collector can scan them; it is on again once the period is done."""
+    import gc
+
+    r = make_rig()
+    seen: list[tuple[str, bool]] = []
+    compute, publish = r.pipeline.compute, r.pipeline.publish
+
+    def watched_compute(*args: object, **kwargs: object) -> object:
+        seen.append(("compute", gc.isenabled()))
+        return compute(*args, **kwargs)  # type: ignore[arg-type]
+
+    def watched_publish(*args: object, **kwargs: object) -> None:
+        seen.append(("publish", gc.isenabled()))
+        publish(*args, **kwargs)  # type: ignore[arg-type]
+
+    r.pipeline.compute = watched_compute  # type: ignore[method-assign]
+    r.pipeline.publish = watched_publish  # type: ignore[method-assign]
+    assert gc.isenabled()
+    r.worker.start()
+    assert r.worker.export_due().exported == (Period(T0 - HOUR, T0),)
+    assert seen == [("compute", False), ("publish", False)]
+    assert gc.isenabled()
