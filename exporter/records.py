@@ -356,7 +356,9 @@ def build_records(lines: Sequence[PricedLine], *, revision: Revision, generated_
     quantity = _Quantizer(specs["usage_quantity"], non_negative=True)
     if (specs["request_quantity"], specs["chargeable_quantity"]) != (quantity.spec, quantity.spec):
         raise AssertionError("the three quantities share one decimal type")  # pragma: no cover
+    fast_quantity = quantity.fast
     price_q, cost_q = _Quantizer(specs["unit_price"]), _Quantizer(specs["cost"])
+    fast_cost = cost_q.fast
     coverage_q = _Quantizer(specs["sample_coverage"])
     fixed_revision = revision if type(revision) is int and 0 <= revision < 2**31 else None
     ids = _RecordIds()
@@ -369,8 +371,13 @@ def build_records(lines: Sequence[PricedLine], *, revision: Revision, generated_
     invalid: dict[str, str] = {}
     labels: dict[str, str] = {}
     kinds: dict[str, str] = {}
-    # Values repeat (prices per rule, coverage per cluster): quantize each distinct one once.
-    memo: dict[tuple[str, Decimal], Decimal] = {}
+    # Values repeat (prices per rule, coverage per cluster, one period): each distinct one is
+    # checked and converted once, and records share the result (the encoder reuses bytes of
+    # the object it last wrote).
+    prices: dict[Decimal, Decimal] = {}
+    coverages: dict[Decimal, Decimal] = {}
+    currencies: set[str] = set()
+    bounds: dict[Period, tuple[int, int]] = {}
     append = out.append
     for priced in lines:
         line = priced.line
@@ -389,29 +396,39 @@ def build_records(lines: Sequence[PricedLine], *, revision: Revision, generated_
         if allocation not in ALLOCATIONS:
             raise EncodingError(f"{_where(rid, wl, kind, resource)}: unknown allocation "
                                 f"{allocation!r}")
-        usage = quantity(line.usage, rid, wl, kind, resource, "usage_quantity")
-        request = quantity(line.request, rid, wl, kind, resource, "request_quantity")
-        chargeable = quantity(line.chargeable, rid, wl, kind, resource, "chargeable_quantity")
+        # (`fast` gives None, never a falsy zero, when the checked path must decide.)
+        usage = fast_quantity(line.usage)
+        if usage is None:
+            usage = quantity(line.usage, rid, wl, kind, resource, "usage_quantity")
+        request = fast_quantity(line.request)
+        if request is None:
+            request = quantity(line.request, rid, wl, kind, resource, "request_quantity")
+        chargeable = fast_quantity(line.chargeable)
+        if chargeable is None:
+            chargeable = quantity(line.chargeable, rid, wl, kind, resource, "chargeable_quantity")
         unit_price = priced.unit_price
         if unit_price is not None:
-            unit_price = memo.get(("unit_price", unit_price))
-            if unit_price is None:
-                unit_price = memo[("unit_price", priced.unit_price)] = price_q(  # type: ignore[index]
-                    priced.unit_price, rid, wl, kind, resource, "unit_price")
+            known = prices.get(unit_price)
+            if known is None:
+                known = prices[unit_price] = price_q(unit_price, rid, wl, kind, resource,
+                                                     "unit_price")
+            unit_price = known
         cost = priced.cost
         if cost is not None:
-            cost = cost_q(cost, rid, wl, kind, resource, "cost")
+            checked = fast_cost(cost)
+            cost = checked if checked is not None else cost_q(cost, rid, wl, kind, resource, "cost")
         currency = priced.currency
-        if currency is not None and (len(currency) != 3 or not _CURRENCY.match(currency)):
-            raise EncodingError(f"{_where(rid, wl, kind, resource)} field currency: {currency!r} "
-                                "is not an ISO 4217 code")
+        if currency is not None and currency not in currencies:
+            if len(currency) != 3 or not _CURRENCY.match(currency):
+                raise EncodingError(f"{_where(rid, wl, kind, resource)} field currency: "
+                                    f"{currency!r} is not an ISO 4217 code")
+            currencies.add(currency)
         if (unit_price is not None or cost is not None) and currency is None:
             raise EncodingError(f"{_where(rid, wl, kind, resource)} field currency: a priced "
                                 "record needs a currency")
-        # One coverage object per distinct value also lets the encoder reuse its bytes.
-        coverage = memo.get(("sample_coverage", line.coverage))
+        coverage = coverages.get(line.coverage)
         if coverage is None:
-            coverage = memo[("sample_coverage", line.coverage)] = coverage_q(
+            coverage = coverages[line.coverage] = coverage_q(
                 line.coverage, rid, wl, kind, resource, "sample_coverage")
         org = line.org
         if org is not last_org:
@@ -421,9 +438,13 @@ def build_records(lines: Sequence[PricedLine], *, revision: Revision, generated_
         if line.labels is not last_labels:
             last_labels = line.labels
             labels = _sorted_map(line.labels)
+        period = line.period
+        start_end = bounds.get(period)
+        if start_end is None:
+            start_end = bounds[period] = (period.start * 1000, period.end * 1000)
         values = org.values
         append(BillingRecord(
-            rid, line.period.start * 1000, line.period.end * 1000, wl.cluster, wl.namespace, kind,
+            rid, start_end[0], start_end[1], wl.cluster, wl.namespace, kind,
             wl.name, values.get("costcenter", UNALLOCATED), values.get("businessunit", UNALLOCATED),
             values.get("department", UNALLOCATED), values.get("team", UNALLOCATED),
             sources, invalid, labels, resource, UNITS[resource], usage, request, chargeable,
@@ -451,16 +472,23 @@ class _Quantizer:
         self._max = spec.max_value
         self._min = Decimal(0) if non_negative else -spec.max_value
 
-    def __call__(self, value: Any, rid: str, wl: Any, kind: str, resource: str,
-                 name: str) -> Decimal:
+    def fast(self, value: Any) -> Decimal | None:
+        """The rounded value when `value` is a finite Decimal that fits; else None, and the
+        caller goes through `__call__` (which raises the checked error)."""
         if type(value) is Decimal and value.is_finite():
             try:
                 q = value.quantize(self._quantum, ROUNDING, EXACT)
             except ArithmeticError:
-                pass
-            else:
-                if self._min <= q <= self._max:
-                    return q
+                return None
+            if self._min <= q <= self._max:
+                return q
+        return None
+
+    def __call__(self, value: Any, rid: str, wl: Any, kind: str, resource: str,
+                 name: str) -> Decimal:
+        q = self.fast(value)
+        if q is not None:
+            return q
         what = f"{_where(rid, wl, kind, resource)} field {name}"
         q = quantize(value, self.spec, what)
         if q < self._min:
@@ -471,13 +499,17 @@ class _Quantizer:
 class _RecordIds:
     """`record_id` for a run of lines: the SHA-256 state after the workload's parts is kept
     while consecutive lines share workload and period, so each line only hashes its resource,
-    allocation and method (memoised). Same bytes hashed as `record_id`, so the same ids."""
+    allocation and method; the encoded parts that repeat (domain + cluster + period bounds,
+    namespace, kind, the suffixes) are memoised. Same bytes hashed as `record_id`, so the
+    same ids."""
 
-    __slots__ = ("_key", "_prefix", "_suffixes")
+    __slots__ = ("_head", "_key", "_parts", "_prefix", "_suffixes")
 
     def __init__(self) -> None:
         self._key: tuple[Any, ...] = ()
         self._prefix = hashlib.sha256()
+        self._head: dict[tuple[str, Period], bytes] = {}
+        self._parts: dict[str, bytes] = {}
         self._suffixes: dict[tuple[str, str, str], bytes] = {}
 
     def __call__(self, wl: Any, kind: str, period: Period, resource: str, allocation: str,
@@ -485,9 +517,18 @@ class _RecordIds:
         key = self._key
         if not key or key[0] is not wl or key[1] != kind or key[2] != period:
             self._key = (wl, kind, period)
-            self._prefix = hashlib.sha256(b"".join(map(_chunk, (
-                _RECORD_DOMAIN, wl.cluster, period.start * 1000, period.end * 1000,
-                wl.namespace, kind, wl.name))))
+            head = self._head.get((wl.cluster, period))
+            if head is None:
+                head = self._head[(wl.cluster, period)] = b"".join(map(_chunk, (
+                    _RECORD_DOMAIN, wl.cluster, period.start * 1000, period.end * 1000)))
+            parts = self._parts
+            namespace = parts.get(wl.namespace)
+            if namespace is None:
+                namespace = parts[wl.namespace] = _chunk(wl.namespace)
+            kind_part = parts.get(kind)
+            if kind_part is None:
+                kind_part = parts[kind] = _chunk(kind)
+            self._prefix = hashlib.sha256(b"".join((head, namespace, kind_part, _chunk(wl.name))))
         suffix = self._suffixes.get((resource, allocation, method))
         if suffix is None:
             suffix = self._suffixes[(resource, allocation, method)] = b"".join(
