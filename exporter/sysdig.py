@@ -14,11 +14,13 @@ from __future__ import annotations
 
 import math
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from itertools import chain
+from operator import itemgetter
+from typing import Any, TypeVar
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -38,6 +40,7 @@ from exporter.retry import call_with_retries
 NO_WORKLOAD = "__no_workload__"
 # Far above any real sum (1 PiB for a year of 10 s steps is ~3e21): larger is a broken answer.
 MAX_VALUE = Decimal("1e30")
+_K = TypeVar("_K")
 
 # Sysdig's documented retention tiers: (resolution seconds, how far back it is kept).
 RETENTION_TIERS: tuple[tuple[int, int], ...] = (
@@ -241,7 +244,63 @@ def parse_series(result: Sequence[Any], at: float, where: str) -> list[Series]:
 
     Values must be finite and non-negative; anything else makes the period unusable.
     """
-    out: list[Series] = []
+    return [Series(labels, value) for labels, value in _series_values(result, at, where)]
+
+
+def _series_values(result: Sequence[Any], at: float, where: str) -> list[tuple[dict[str, str], Decimal]]:
+    """`parse_series` as (labels, value) pairs: the same checks, results and errors.
+
+    `_common_values` takes the shape of every real answer; any other answer goes through
+    `_checked_values`, the full per-series checks, which raise the exact error.
+    """
+    fast = _common_values(result, at)
+    return _checked_values(result, at, where) if fast is None else fast
+
+
+def _common_values(result: Sequence[Any], at: float) -> list[tuple[dict[str, str], Decimal]] | None:
+    """The values of an answer whose every series is plain: a `metric` dict of strings and a
+    single `values` point `[at, "<number>"]` with a usable value. None if any series is not.
+
+    Whatever it accepts, `_checked_values` accepts with the same result (tests check this), so
+    None only ever means "check it the long way", never a verdict.
+    """
+    out: list[tuple[dict[str, str], Decimal]] = []
+    append = out.append
+    for item in result:
+        if type(item) is not dict:
+            return None
+        labels = item.get("metric")
+        points = item.get("values")
+        if type(labels) is not dict or type(points) is not list or len(points) != 1:
+            return None
+        point = points[0]
+        if type(point) is not list or len(point) != 2:
+            return None
+        ts, raw = point
+        # Exactly `at` is within math.isclose of it; any other instant takes the long way.
+        if not ((type(ts) is int or type(ts) is float) and ts == at and type(raw) is str):
+            return None
+        try:
+            value = Decimal(raw)
+            # Also false for ±Infinity; NaN raises (or compares false without the trap).
+            usable = 0 <= value <= MAX_VALUE
+        except ArithmeticError:
+            return None
+        if not usable:
+            return None
+        append((labels, value))
+    try:
+        # One pass in C over every label name and value: join raises TypeError on a non-str.
+        "".join(chain.from_iterable(map(_first, out)))
+        "".join(chain.from_iterable(map(dict.values, map(_first, out))))
+    except TypeError:
+        return None
+    return out
+
+
+def _checked_values(result: Sequence[Any], at: float, where: str) -> list[tuple[dict[str, str], Decimal]]:
+    """Series by series, every check, in order: the first problem is the error raised."""
+    out: list[tuple[dict[str, str], Decimal]] = []
     for item in result:
         if not isinstance(item, dict) or not isinstance(item.get("metric"), dict):
             raise SourceQueryError(f"{where}: malformed series: missing 'metric' map")
@@ -272,7 +331,7 @@ def parse_series(result: Sequence[Any], at: float, where: str) -> list[Series]:
                     f"{where}: unusable value {_printable(raw[:40])} for series {_brief(labels)}"
                 )
         if value is not None:
-            out.append(Series(labels, value))
+            out.append((labels, value))
     return out
 
 
@@ -338,10 +397,10 @@ class SysdigSource:
         before_requests, before_bytes = self._client.requests, self._client.bytes
         named = qplan.all()
 
-        def run(item: tuple[str, str]) -> tuple[str, list[Series]]:
+        def run(item: tuple[str, str]) -> tuple[str, list[tuple[dict[str, str], Decimal]]]:
             name, query = item
             raw = self._client.query_range(query, at, at, step, f"{name} {period}")
-            return name, parse_series(raw, at, f"Sysdig ({name} {period})")
+            return name, _series_values(raw, at, f"Sysdig ({name} {period})")
 
         if self._concurrency > 1:
             with ThreadPoolExecutor(max_workers=min(self._concurrency, len(named))) as pool:
@@ -354,69 +413,105 @@ class SysdigSource:
         )
 
     def _assemble(
-        self, period: Period, step: int, results: Mapping[str, list[Series]], queries: int, nbytes: int
+        self, period: Period, step: int, results: Mapping[str, Sequence[tuple[Mapping[str, str], Decimal]]],
+        queries: int, nbytes: int,
     ) -> PeriodUsage:
-        key_of = _Keys()
-        sums: dict[WorkloadKey, dict[str, Decimal]] = {}
-        for res in ("cpu", "memory"):
-            for part in ("usage", "request", "chargeable"):
-                slot = f"{res}.{part}"
-                for s in results[slot]:
-                    key = key_of(s.labels)
+        """One `PeriodUsage` from the (labels, value) pairs of each answer, by answer name.
+
+        Runs in the caller's thread: sums and coverage shares use its decimal context.
+        """
+        keys = _Keys()
+        # Per workload, one sum per `_SLOTS` entry (None: no series yet). Sums run in series
+        # order with plain `+`, so any rounding is the one `+` has always done here.
+        sums: dict[_Grain, list[Decimal | None]] = {}
+        # The same lists by raw grain labels, so a series costs one lookup (`keys`, inlined).
+        rows: dict[_Grain, list[Decimal | None]] = {}
+        grain_of = _grain_of
+        for i, slot in enumerate(_SLOTS):
+            for labels, value in results[slot]:
+                try:
+                    raw = grain_of(labels)
+                except KeyError:
+                    raw = _raw_grain(labels)
+                got = rows.get(raw)
+                if got is None:
+                    key = keys(labels)
                     got = sums.get(key)
                     if got is None:
-                        sums[key] = {slot: s.value}
-                    else:
-                        prev = got.get(slot)
-                        got[slot] = s.value if prev is None else prev + s.value
-        labels = _pick_labels(results["labels"], self._columns, key_of)
+                        got = sums[key] = [None] * len(_SLOTS)
+                    rows[raw] = got
+                prev = got[i]
+                got[i] = value if prev is None else prev + value
+        picked = _best_labels(results["labels"], self._columns, keys)
         coverage: dict[str, Decimal] = {}
         expected = Decimal(period.length // step)
-        for s in results["coverage"]:
-            cluster = s.labels.get("kube_cluster_name", "")
-            coverage[cluster] = min(Decimal(1), s.value / expected)
-        for key in sums:
-            coverage.setdefault(key.cluster, Decimal(0))
+        for labels, value in results["coverage"]:
+            cluster = labels.get("kube_cluster_name", "")
+            coverage[cluster] = min(Decimal(1), value / expected)
+        for cluster in dict.fromkeys(key[0] for key in sums):  # first-seen order, once each
+            coverage.setdefault(cluster, Decimal(0))
         for cluster in self._clusters:
             coverage.setdefault(cluster, Decimal(0))
         workloads = []
         zero = Decimal(0)
-        # Field tuples compare in C; WorkloadKey's generated __lt__ builds them in Python.
-        for key in sorted(sums, key=lambda k: (k.cluster, k.namespace, k.kind, k.name)):
-            got = sums[key]
-            per: dict[Resource, SampleSums] = {}
-            for res in ("cpu", "memory"):
-                per[res] = SampleSums(  # type: ignore[index]
-                    usage=got.get(f"{res}.usage", zero),
-                    request=got.get(f"{res}.request", zero),
-                    chargeable=got.get(f"{res}.chargeable", zero),
-                )
-            workloads.append(WorkloadUsage(key, labels.get(key, {}), per))
+        # Grain tuples sort exactly as their WorkloadKeys do (field order), but in C.
+        for key in sorted(sums):
+            cu, cr, cc, mu, mr, mc = [zero if v is None else v for v in sums[key]]
+            per: dict[Resource, SampleSums] = {
+                "cpu": SampleSums(cu, cr, cc), "memory": SampleSums(mu, mr, mc)}
+            found = picked.get(key)
+            workloads.append(WorkloadUsage(WorkloadKey(*key), {} if found is None else found, per))
         return PeriodUsage(
             period=period, step_seconds=step, grain=self._grain, workloads=tuple(workloads),
             coverage=coverage, queries=queries, bytes_fetched=nbytes,
         )
 
 
+# The six quantity answers, per resource in `SampleSums` field order (usage, request, chargeable).
+_SLOTS: tuple[str, ...] = tuple(
+    f"{res}.{part}" for res in ("cpu", "memory") for part in ("usage", "request", "chargeable"))
+_Grain = tuple[str, str, str, str]
+_grain_of = itemgetter(*RECORD_GRAIN)
+_first = itemgetter(0)
+
+
+def _raw_grain(labels: Mapping[str, str]) -> _Grain:
+    """The grain labels of a series; a missing one is ""."""
+    try:
+        raw: _Grain = _grain_of(labels)
+    except KeyError:
+        raw = (labels.get(RECORD_GRAIN[0], ""), labels.get(RECORD_GRAIN[1], ""),
+               labels.get(RECORD_GRAIN[2], ""), labels.get(RECORD_GRAIN[3], ""))
+    return raw
+
+
+def _canonical(raw: _Grain) -> _Grain:
+    """The `WorkloadKey` fields of grain labels `raw`: no kind is "unknown", no name NO_WORKLOAD.
+
+    A plain tuple is equal to and sorts as its WorkloadKey does, but is hashed and compared in C.
+    """
+    cluster, namespace, kind, name = raw
+    if kind and name:
+        return raw
+    return (cluster, namespace, kind or "unknown", name or NO_WORKLOAD)
+
+
 def _key(labels: Mapping[str, str]) -> WorkloadKey:
-    cluster, namespace, kind, name = (labels.get(n, "") for n in RECORD_GRAIN)
-    return WorkloadKey(cluster, namespace, kind or "unknown", name or NO_WORKLOAD)
+    return WorkloadKey(*_canonical(_raw_grain(labels)))
 
 
 class _Keys:
-    """`_key`, built once per distinct label tuple: a period has one series per workload and
-    quantity, so the same key is seen seven times."""
+    """`_canonical` once per distinct grain labels: a period has one series per workload and
+    answer, so the same labels are seen seven times. Calls map labels to the grain tuple."""
 
     def __init__(self) -> None:
-        self._by_raw: dict[tuple[str, str, str, str], WorkloadKey] = {}
+        self.known: dict[_Grain, _Grain] = {}  # raw grain labels -> canonical
 
-    def __call__(self, labels: Mapping[str, str]) -> WorkloadKey:
-        get = labels.get
-        raw = (get("kube_cluster_name", ""), get("kube_namespace_name", ""),
-               get("kube_workload_type", ""), get("kube_workload_name", ""))
-        key = self._by_raw.get(raw)
+    def __call__(self, labels: Mapping[str, str]) -> _Grain:
+        raw = _raw_grain(labels)
+        key = self.known.get(raw)
         if key is None:
-            key = self._by_raw[raw] = _key(labels)
+            key = self.known[raw] = _canonical(raw)
         return key
 
 
@@ -424,12 +519,18 @@ def _pick_labels(series: Sequence[Series], columns: Sequence[str],
                  key_of: Callable[[Mapping[str, str]], WorkloadKey] = _key,
                  ) -> dict[WorkloadKey, dict[str, str]]:
     """Per workload, the label combination seen in the most samples (ties: sorted first)."""
+    return _best_labels([(s.labels, s.value) for s in series], columns, key_of)
+
+
+def _best_labels(series: Iterable[tuple[Mapping[str, str], Decimal]], columns: Sequence[str],
+                 key_of: Callable[[Mapping[str, str]], _K]) -> dict[_K, dict[str, str]]:
+    """`_pick_labels` over (labels, sample count) pairs, keyed by `key_of`."""
     wanted = frozenset(columns)
-    best: dict[WorkloadKey, tuple[Decimal, tuple[tuple[str, str], ...]]] = {}
-    for s in series:
-        key = key_of(s.labels)
-        combo = tuple(sorted([kv for kv in s.labels.items() if kv[0] in wanted]))
+    best: dict[_K, tuple[Decimal, tuple[tuple[str, str], ...]]] = {}
+    for labels, value in series:
+        key = key_of(labels)
+        combo = tuple(sorted([kv for kv in labels.items() if kv[0] in wanted]))
         current = best.get(key)
-        if current is None or s.value > current[0] or (s.value == current[0] and combo < current[1]):
-            best[key] = (s.value, combo)
+        if current is None or value > current[0] or (value == current[0] and combo < current[1]):
+            best[key] = (value, combo)
     return {k: dict(v[1]) for k, v in best.items()}
