@@ -247,19 +247,23 @@ def parse_series(result: Sequence[Any], at: float, where: str) -> list[Series]:
     return [Series(labels, value) for labels, value in _series_values(result, at, where)]
 
 
-def _series_values(result: Sequence[Any], at: float, where: str) -> list[tuple[dict[str, str], Decimal]]:
+def _series_values(result: Sequence[Any], at: float, where: str, *, from_json: bool = False,
+                   ) -> list[tuple[dict[str, str], Decimal]]:
     """`parse_series` as (labels, value) pairs: the same checks, results and errors.
 
     `_common_values` takes the shape of every real answer; any other answer goes through
-    `_checked_values`, the full per-series checks, which raise the exact error.
+    `_checked_values`, the full per-series checks, which raise the exact error. `from_json`:
+    `result` was decoded from JSON, so every label name is a str (JSON object keys are).
     """
-    fast = _common_values(result, at)
+    fast = _common_values(result, at, names_are_str=from_json)
     return _checked_values(result, at, where) if fast is None else fast
 
 
-def _common_values(result: Sequence[Any], at: float) -> list[tuple[dict[str, str], Decimal]] | None:
+def _common_values(result: Sequence[Any], at: float, *, names_are_str: bool = False,
+                   ) -> list[tuple[dict[str, str], Decimal]] | None:
     """The values of an answer whose every series is plain: a `metric` dict of strings and a
     single `values` point `[at, "<number>"]` with a usable value. None if any series is not.
+    `names_are_str`: the caller guarantees label names are str, so only values are checked.
 
     Whatever it accepts, `_checked_values` accepts with the same result (tests check this), so
     None only ever means "check it the long way", never a verdict.
@@ -290,9 +294,10 @@ def _common_values(result: Sequence[Any], at: float) -> list[tuple[dict[str, str
             return None
         append((labels, value))
     try:
-        # One pass in C over every label name and value: join raises TypeError on a non-str.
-        "".join(chain.from_iterable(map(_first, out)))
+        # One pass in C over every label value (and name): join raises TypeError on a non-str.
         "".join(chain.from_iterable(map(dict.values, map(_first, out))))
+        if not names_are_str:
+            "".join(chain.from_iterable(map(_first, out)))
     except TypeError:
         return None
     return out
@@ -400,7 +405,8 @@ class SysdigSource:
         def run(item: tuple[str, str]) -> tuple[str, list[tuple[dict[str, str], Decimal]]]:
             name, query = item
             raw = self._client.query_range(query, at, at, step, f"{name} {period}")
-            return name, _series_values(raw, at, f"Sysdig ({name} {period})")
+            # sdcclient decodes the body with `Response.json`: JSON, so label names are str.
+            return name, _series_values(raw, at, f"Sysdig ({name} {period})", from_json=True)
 
         if self._concurrency > 1:
             with ThreadPoolExecutor(max_workers=min(self._concurrency, len(named))) as pool:

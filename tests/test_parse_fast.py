@@ -8,6 +8,7 @@ order or error message counts; sums run under random decimal precisions, as `+` 
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable, Mapping, Sequence
 from decimal import Decimal, InvalidOperation, localcontext
@@ -215,6 +216,15 @@ def outcome(fn: Callable[[], Sequence[Any]]) -> str:
 def test_parse_series_gives_what_the_series_by_series_parse_gives(result: list[Any]) -> None:
     assert outcome(lambda: parse_series(result, AT, "Sysdig (q)")) == outcome(
         lambda: _ref_parse_series(result, AT, "Sysdig (q)"))
+
+
+@settings(max_examples=300, deadline=None)
+@given(answers)
+def test_decoded_json_answers_parse_the_same_without_the_name_check(result: list[Any]) -> None:
+    """What `SysdigSource` parses comes from `json.loads`, whose object keys are always str."""
+    decoded = json.loads(json.dumps(result))
+    assert outcome(lambda: _series_values(decoded, AT, "Sysdig (q)", from_json=True)) == outcome(
+        lambda: _ref_parse_series(decoded, AT, "Sysdig (q)"))
 
 
 @settings(max_examples=300, deadline=None)
