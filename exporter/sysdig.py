@@ -17,7 +17,7 @@ import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from decimal import Context, Decimal, Inexact, InvalidOperation, Overflow
 from itertools import chain
 from operator import itemgetter
 from typing import Any, TypeVar
@@ -424,11 +424,13 @@ class SysdigSource:
     ) -> PeriodUsage:
         """One `PeriodUsage` from the (labels, value) pairs of each answer, by answer name.
 
-        Runs in the caller's thread: sums and coverage shares use its decimal context.
+        Runs in the caller's thread: coverage shares use its decimal context; sums are exact.
         """
         keys = _Keys()
-        # Per workload, one sum per `_SLOTS` entry (None: no series yet). Sums run in series
-        # order with plain `+`, so any rounding is the one `+` has always done here.
+        # Per workload, one sum per `_SLOTS` entry (None: no series yet). Several series of one
+        # workload (pod or container grain beyond one workload label set) add up exactly, or
+        # the period is refused: never rounded at the default 28 digits.
+        add = _SUM.add
         sums: dict[_Grain, list[Decimal | None]] = {}
         # The same lists by raw grain labels, so a series costs one lookup (`keys`, inlined).
         rows: dict[_Grain, list[Decimal | None]] = {}
@@ -447,7 +449,15 @@ class SysdigSource:
                         got = sums[key] = [None] * len(_SLOTS)
                     rows[raw] = got
                 prev = got[i]
-                got[i] = value if prev is None else prev + value
+                if prev is None:
+                    got[i] = value
+                else:
+                    try:
+                        got[i] = add(prev, value)
+                    except Inexact:
+                        raise SourceQueryError(
+                            f"Sysdig ({slot}): the series of {_brief(labels)} do not add up "
+                            f"exactly in {_SUM.prec} digits") from None
         picked = _best_labels(results["labels"], self._columns, keys)
         coverage: dict[str, Decimal] = {}
         expected = Decimal(period.length // step)
@@ -472,6 +482,9 @@ class SysdigSource:
             coverage=coverage, queries=queries, bytes_fetched=nbytes,
         )
 
+
+# Exact sums of a workload's series (values are at most MAX_VALUE; Sysdig's have 17 digits).
+_SUM = Context(prec=120, Emax=999_999, Emin=-999_999, traps=[InvalidOperation, Inexact, Overflow])
 
 # The six quantity answers, per resource in `SampleSums` field order (usage, request, chargeable).
 _SLOTS: tuple[str, ...] = tuple(

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Callable, Mapping, Sequence
-from decimal import Decimal, InvalidOperation, localcontext
+from decimal import Context, Decimal, Inexact, InvalidOperation, localcontext
 from typing import Any, cast
 
 import pytest
@@ -81,6 +81,9 @@ def _ref_parse_series(result: Sequence[Any], at: float, where: str) -> list[Seri
             out.append(Series(labels, value))
     return out
 
+# The exporter's contract for sums of one workload's series: exact in 120 digits, else refused.
+_EXACT_SUM = Context(prec=120, Emax=999_999, Emin=-999_999, traps=[Inexact, InvalidOperation])
+
 
 def _ref_key(labels: Mapping[str, str]) -> WorkloadKey:
     cluster, namespace, kind, name = (labels.get(n, "") for n in RECORD_GRAIN)
@@ -111,7 +114,8 @@ def _ref_assemble(results: Mapping[str, list[Series]], clusters: Sequence[str]) 
                 sums[key] = {slot: s.value}
             else:
                 prev = got.get(slot)
-                got[slot] = s.value if prev is None else prev + s.value
+                # Exact, whatever the ambient context (a change from the original `+`).
+                got[slot] = s.value if prev is None else _EXACT_SUM.add(prev, s.value)
     labels = _ref_pick_labels(results["labels"], COLUMNS)
     coverage: dict[str, Decimal] = {}
     expected = Decimal(PERIOD.length // STEP)
@@ -274,14 +278,21 @@ def test_assemble_gives_what_the_series_objects_gave(
                           clusters=clusters)
     with localcontext() as ctx:
         ctx.prec = precision
-        old = _ref_assemble({k: _ref_parse_series(v, AT, k) for k, v in bodies.items()}, clusters)
-        new = source._assemble(PERIOD, STEP, {k: _series_values(v, AT, k) for k, v in bodies.items()},
-                               8, 123)
+        parsed = {k: _series_values(v, AT, k) for k, v in bodies.items()}
+        try:
+            old = _ref_assemble({k: _ref_parse_series(v, AT, k) for k, v in bodies.items()},
+                                clusters)
+        except Inexact:
+            with pytest.raises(SourceQueryError, match="do not add up exactly"):
+                source._assemble(PERIOD, STEP, parsed, 8, 123)
+            return
+        new = source._assemble(PERIOD, STEP, parsed, 8, 123)
     assert repr(new) == repr(old)
 
 
-def test_duplicate_series_sum_with_the_callers_rounding() -> None:
-    """Two series of one workload in one answer are added with `+`, as before the fast path."""
+def test_duplicate_series_add_up_exactly() -> None:
+    """Two series of one workload in one answer add up exactly (the default context would
+    round this sum to 28 digits)."""
     labels = dict.fromkeys(RECORD_GRAIN, "w")
     long = "123456789012345678901234567.891"
     bodies: dict[str, list[dict[str, Any]]] = {slot: [] for slot in (*SLOTS, "labels", "coverage")}
@@ -290,7 +301,17 @@ def test_duplicate_series_sum_with_the_callers_rounding() -> None:
     source = SysdigSource(cast(Any, None), clock=FakeClock(0), label_columns=COLUMNS)
     got = source._assemble(PERIOD, STEP, {k: _checked_values(v, AT, k) for k, v in bodies.items()},
                            8, 123)
-    old = _ref_assemble({k: _ref_parse_series(v, AT, k) for k, v in bodies.items()}, ())
     (workload,) = got.workloads
-    assert workload.sums["cpu"].usage == Decimal(long) + Decimal("0.001")
-    assert repr(got) == repr(old)
+    assert workload.sums["cpu"].usage == Decimal("123456789012345678901234567.892")
+    assert str(workload.sums["cpu"].usage) == "123456789012345678901234567.892"
+
+
+def test_series_that_cannot_add_up_exactly_refuse_the_period() -> None:
+    labels = dict.fromkeys(RECORD_GRAIN, "w")
+    bodies: dict[str, list[dict[str, Any]]] = {slot: [] for slot in (*SLOTS, "labels", "coverage")}
+    bodies["memory.request"] = [{"metric": labels, "values": [[AT, "1e29"]]},
+                                {"metric": {**labels, "app": "x"}, "values": [[AT, "1e-200"]]}]
+    source = SysdigSource(cast(Any, None), clock=FakeClock(0), label_columns=COLUMNS)
+    with pytest.raises(SourceQueryError, match=r"memory.request.*do not add up exactly"):
+        source._assemble(PERIOD, STEP, {k: _checked_values(v, AT, k) for k, v in bodies.items()},
+                         8, 123)
