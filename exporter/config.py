@@ -31,6 +31,7 @@ from pydantic import (
 from exporter.errors import ConfigError
 from exporter.model import ORG_KEYS
 from exporter.periods import format_duration, parse_duration, parse_time
+from exporter.yamlfile import read_yaml
 
 ENV_PREFIX = "CHARGEBACK_"
 ENV_DELIMITER = "__"
@@ -407,19 +408,7 @@ def load_config(
     origin = "configuration"
     if path is not None:
         origin = str(path)
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ConfigError(f"{path}: cannot read config file: {exc.strerror}") from exc
-        except UnicodeDecodeError as exc:
-            raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from None
-        try:
-            loaded = yaml.safe_load(text)
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-            problem = getattr(exc, "problem", None) or "invalid YAML"
-            raise ConfigError(f"{path}: {problem}{where}") from exc
+        loaded = read_yaml(path, "config file", ConfigError)
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):

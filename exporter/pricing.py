@@ -46,6 +46,7 @@ from exporter.avro import load_schema
 from exporter.errors import PricingError
 from exporter.model import ORG_KEYS, RESOURCES, ChargeLine, PricedLine, Resource
 from exporter.periods import Period, iso, parse_time
+from exporter.yamlfile import read_yaml
 
 # Record scales, read from the shipped billing-record schema so pricing can never round to a
 # scale the record does not have: quantities decimal(18,9), unit price (22,10), cost (20,6).
@@ -413,19 +414,7 @@ class RateCard:
         selector keys to the org keys and these labels (a typo would otherwise never match).
         Raises `PricingError` with one line naming the file and the key path.
         """
-        try:
-            text = path.read_text(encoding="utf-8")
-        except OSError as exc:
-            raise PricingError(f"{path}: cannot read rate card: {exc.strerror}") from None
-        except UnicodeDecodeError as exc:
-            raise PricingError(f"{path}: rate card is not UTF-8 (byte {exc.start})") from None
-        try:
-            data = yaml.load(text, Loader=_CardLoader)  # noqa: S506 - a SafeLoader subclass
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-            problem = getattr(exc, "problem", None) or "invalid YAML"
-            raise PricingError(f"{path}: {where}{problem}") from None
+        data = read_yaml(path, "rate card", PricingError, _CardLoader)
         return cls.from_data(data, str(path), period_length, other_labels)
 
     @classmethod
