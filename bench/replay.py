@@ -11,13 +11,15 @@ from __future__ import annotations
 import json
 import socket
 import sys
+import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 from urllib.parse import parse_qs, urlsplit
 
 from bench.fleets import TOKEN
 from bench.record import QUERY_RANGE, Recording
+from exporter.simulator.background import BackgroundHTTP
 
 
 def _stamp(at: float) -> bytes:
@@ -47,10 +49,7 @@ def _error(message: str) -> bytes:
     return json.dumps({"status": "error", "errorType": "bad_data", "error": message}).encode()
 
 
-def make_server(directory: Path, port: int = 0) -> ThreadingHTTPServer:
-    """A server on 127.0.0.1 answering `query_range` from the recording in `directory`."""
-    templates = Templates(directory)
-
+def _handler(templates: Templates) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
 
@@ -84,14 +83,46 @@ def make_server(directory: Path, port: int = 0) -> ThreadingHTTPServer:
             self.end_headers()
             self.wfile.write(body)
 
-    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+    return Handler
+
+
+class ReplayServer(BackgroundHTTP):
+    """Answers `query_range` from the recording in `directory`, on 127.0.0.1, from a background
+    thread: `with ReplayServer(directory) as server:` then point the source at `server.url`.
+
+    The recording is read when the server is built, so a bad directory fails before binding.
+    """
+
+    def __init__(self, directory: Path, port: int = 0) -> None:
+        self._templates = Templates(directory)
+        self._port = port
+
+    def start(self) -> Self:
+        """Bind and serve; returns self. Raises OSError if the port is taken. Idempotent."""
+        if self._httpd is None:
+            self._serve(ThreadingHTTPServer(("127.0.0.1", self._port), _handler(self._templates)),
+                        "bench-replay")
+        return self
+
+    @property
+    def url(self) -> str:
+        """Base URL to give the exporter as `sysdig.url`."""
+        if self._httpd is None:
+            raise RuntimeError("replay server is not started")
+        return f"http://127.0.0.1:{self._httpd.server_address[1]}"
+
+
+def make_server(directory: Path, port: int = 0) -> ThreadingHTTPServer:
+    """A bound, not yet serving server answering `query_range` from the recording in
+    `directory`; the caller runs and stops it (prefer `ReplayServer`, which does both)."""
+    server = ThreadingHTTPServer(("127.0.0.1", port), _handler(Templates(directory)))
     server.daemon_threads = True
     return server
 
 
 def serve(directory: Path) -> None:
-    """Serve until terminated; the first stdout line is the base URL."""
-    server = make_server(directory)
-    sys.stdout.write(f"http://127.0.0.1:{server.server_address[1]}\n")
-    sys.stdout.flush()
-    server.serve_forever()
+    """Serve until the process is terminated; the first stdout line is the base URL."""
+    with ReplayServer(directory) as server:
+        sys.stdout.write(f"{server.url}\n")
+        sys.stdout.flush()
+        threading.Event().wait()  # the bench ends this process with SIGTERM

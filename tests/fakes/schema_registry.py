@@ -30,12 +30,14 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, Self
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import avro.errors
 import avro.schema
 from avro.compatibility import ReaderWriterCompatibilityChecker, SchemaCompatibilityType
+
+from exporter.simulator.background import BackgroundHTTP
 
 CONTENT_TYPE = "application/vnd.schemaregistry.v1+json"
 LEVELS = ("NONE", "BACKWARD", "BACKWARD_TRANSITIVE", "FORWARD", "FORWARD_TRANSITIVE", "FULL",
@@ -96,7 +98,7 @@ class RegistryState:
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
-class FakeSchemaRegistry:
+class FakeSchemaRegistry(BackgroundHTTP):
     """Start with `with FakeSchemaRegistry() as sr:` and point a client at `sr.url`.
 
     `auth=("user", "secret")` turns on basic auth. `requests` lists `(method, path)` served;
@@ -108,25 +110,24 @@ class FakeSchemaRegistry:
         self.auth = auth
         self.requests: list[tuple[str, str]] = []
         self._failures: list[int] = []
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
-        self._server.daemon_threads = True
-        # A short poll interval keeps shutdown (and so each test's teardown) quick.
-        self._thread = threading.Thread(target=self._server.serve_forever, args=(0.02,), name="fake-sr",
-                                        daemon=True)
+
+    def start(self) -> Self:
+        """Bind a free port on 127.0.0.1 and serve in a background thread; returns self."""
+        if self._httpd is None:
+            self._serve(ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class()), "fake-sr")
+        return self
+
+    @property
+    def _server(self) -> ThreadingHTTPServer:
+        """The running server, e.g. for a test to wrap its listening socket in TLS."""
+        if self._httpd is None:
+            raise RuntimeError("fake schema registry is not started")
+        return self._httpd
 
     @property
     def url(self) -> str:
         host, port = self._server.server_address[:2]
         return f"http://{host!s}:{port}"
-
-    def __enter__(self) -> FakeSchemaRegistry:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        self._thread.join(timeout=5)
 
     def fail_next(self, status: int, times: int = 1) -> None:
         """Answer the next `times` requests with `status` (error_code = status * 100 + 1)."""
