@@ -112,14 +112,6 @@ class ReplayServer(BackgroundHTTP):
         return f"http://127.0.0.1:{self._httpd.server_address[1]}"
 
 
-def make_server(directory: Path, port: int = 0) -> ThreadingHTTPServer:
-    """A bound, not yet serving server answering `query_range` from the recording in
-    `directory`; the caller runs and stops it (prefer `ReplayServer`, which does both)."""
-    server = ThreadingHTTPServer(("127.0.0.1", port), _handler(Templates(directory)))
-    server.daemon_threads = True
-    return server
-
-
 def serve(directory: Path) -> None:
     """Serve until the process is terminated; the first stdout line is the base URL."""
     with ReplayServer(directory) as server:

@@ -9,7 +9,6 @@ import json
 import math
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +17,7 @@ import pytest
 from bench.__main__ import ROOT, _env
 from bench.fleets import exporter_config, fleet_spec, period
 from bench.record import Recording, record
-from bench.replay import make_server
+from bench.replay import ReplayServer
 from bench.report import render
 from exporter.clock import FakeClock
 from exporter.commands import build_source
@@ -36,15 +35,8 @@ def recording(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def replay_url(recording: Path) -> Iterator[str]:
-    server = make_server(recording)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+    with ReplayServer(recording) as server:
+        yield server.url
 
 
 def test_recording_matches_the_fleet(recording: Path) -> None:

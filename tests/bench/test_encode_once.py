@@ -3,7 +3,6 @@ and the published values share the bodies, and stay consistent after a revision 
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -12,7 +11,7 @@ import pytest
 
 from bench.fleets import exporter_config, period, write_rate_card
 from bench.record import record
-from bench.replay import make_server
+from bench.replay import ReplayServer
 from exporter.avro import AvroSchema, body_of, load_schema
 from exporter.clock import FakeClock
 from exporter.commands import build_pipeline
@@ -26,13 +25,8 @@ TINY = 40
 def replay_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     directory = tmp_path_factory.mktemp("rec")
     record(TINY, directory)
-    server = make_server(directory)
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
-    thread.join(timeout=5)
+    with ReplayServer(directory) as server:
+        yield server.url
 
 
 @pytest.fixture

@@ -118,15 +118,10 @@ class FakeSchemaRegistry(BackgroundHTTP):
         return self
 
     @property
-    def _server(self) -> ThreadingHTTPServer:
-        """The running server, e.g. for a test to wrap its listening socket in TLS."""
+    def url(self) -> str:
         if self._httpd is None:
             raise RuntimeError("fake schema registry is not started")
-        return self._httpd
-
-    @property
-    def url(self) -> str:
-        host, port = self._server.server_address[:2]
+        host, port = self._httpd.server_address[:2]
         return f"http://{host!s}:{port}"
 
     def fail_next(self, status: int, times: int = 1) -> None:

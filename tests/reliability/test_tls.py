@@ -111,8 +111,9 @@ def test_a_ca_that_did_not_sign_the_server_is_refused(https_sim: Sim, tmp_path: 
 @pytest.fixture
 def https_registry(pki: Pki) -> Iterator[tuple[FakeSchemaRegistry, str]]:
     with FakeSchemaRegistry() as sr:
-        serve_tls(sr._server, pki)
-        sr._server.handle_error = lambda request, client_address: None  # type: ignore[method-assign]
+        assert sr._httpd is not None
+        serve_tls(sr._httpd, pki)
+        sr._httpd.handle_error = lambda request, client_address: None  # type: ignore[method-assign]
         yield sr, sr.url.replace("http://", "https://")
 
 

@@ -10,7 +10,6 @@ import subprocess
 import sys
 import threading
 import urllib.request
-from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
 
@@ -28,16 +27,6 @@ from tests.fakes.memory import FakeSource, MemoryBroker, MemoryPipeline, MemoryS
 from .conftest import HOUR, SETTLE, T0, make_rig
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(autouse=True)
-def _restore_logging() -> Iterator[None]:
-    """`run` configures the root logger for JSON output; give the other tests theirs back."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
 
 
 class Fakes:
