@@ -1,15 +1,15 @@
 """The fast path of the Sysdig answer parse gives exactly what the series-by-series parse gives.
 
-`_ref_parse_series` and `_ref_assemble` below are the plain algorithms `exporter.sysdig` used
-before its fast path (one `Series` per series, then dicts of Decimals per workload). Properties
-compare them with the module on random answers by exact `repr`, so a changed exponent, rounding,
-order or error message counts; sums run under random decimal precisions, as `+` rounds to them.
+`_ref_parse_series` (the module's series-by-series checks) and `_ref_assemble` below (the plain
+assembly `exporter.sysdig` used before its fast path: dicts of Decimals per workload) are the
+references. Properties compare them with the module on random answers by exact `repr`, so a
+changed exponent, rounding, order or error message counts; the coverage shares run under random
+decimal precisions, and sums must stay exact whatever the precision.
 """
 
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable, Mapping, Sequence
 from decimal import Context, Decimal, Inexact, InvalidOperation, localcontext
 from typing import Any, cast
@@ -24,14 +24,11 @@ from exporter.model import PeriodUsage, Resource, SampleSums, WorkloadKey, Workl
 from exporter.periods import Period
 from exporter.queries import RECORD_GRAIN
 from exporter.sysdig import (
-    MAX_VALUE,
     NO_WORKLOAD,
     Series,
     SysdigSource,
-    _brief,
     _checked_values,
     _common_values,
-    _printable,
     _series_values,
     parse_series,
 )
@@ -47,39 +44,10 @@ COLUMNS = ("kube_deployment_label_team", "kube_namespace_label_costcenter", "app
 # --- reference algorithms ----------------------------------------------------------------------
 
 def _ref_parse_series(result: Sequence[Any], at: float, where: str) -> list[Series]:
-    out: list[Series] = []
-    for item in result:
-        if not isinstance(item, dict) or not isinstance(item.get("metric"), dict):
-            raise SourceQueryError(f"{where}: malformed series: missing 'metric' map")
-        labels = item["metric"]
-        if not all(isinstance(k, str) and isinstance(v, str) for k, v in labels.items()):
-            raise SourceQueryError(f"{where}: malformed series: labels must be strings")
-        points = item.get("values")
-        if points is None and "value" in item:
-            points = [item["value"]]
-        if not isinstance(points, list):
-            raise SourceQueryError(f"{where}: malformed series: missing 'values'")
-        value: Decimal | None = None
-        for point in points:
-            if not isinstance(point, list | tuple) or len(point) != 2:
-                raise SourceQueryError(f"{where}: malformed point {str(point)[:80]}")
-            ts, raw = point
-            if not isinstance(ts, int | float) or not isinstance(raw, str):
-                raise SourceQueryError(f"{where}: malformed point {str(point)[:80]}")
-            if not math.isclose(float(ts), at, abs_tol=1e-3):
-                continue
-            try:
-                value = Decimal(raw)
-            except InvalidOperation:
-                raise SourceQueryError(
-                    f"{where}: value {_printable(raw[:40])} is not a number") from None
-            if not value.is_finite() or value < 0 or value > MAX_VALUE:
-                raise SourceQueryError(
-                    f"{where}: unusable value {_printable(raw[:40])} for series {_brief(labels)}"
-                )
-        if value is not None:
-            out.append(Series(labels, value))
-    return out
+    """The series-by-series parse: `_checked_values`, the original checks, kept unchanged in
+    the module (its errors are pinned by tests/unit/test_sysdig_parse.py)."""
+    return [Series(labels, value) for labels, value in _checked_values(result, at, where)]
+
 
 # The exporter's contract for sums of one workload's series: exact in 120 digits, else refused.
 _EXACT_SUM = Context(prec=120, Emax=999_999, Emin=-999_999, traps=[Inexact, InvalidOperation])
