@@ -192,6 +192,19 @@ class DecimalSpec:
         object.__setattr__(self, "quantum", Decimal(1).scaleb(-self.scale))
         object.__setattr__(self, "max_value", Decimal(10**self.precision - 1).scaleb(-self.scale))
 
+    def rounded(self, value: Any) -> Decimal | None:
+        """`quantize(value, self, ...)` for the plain case, without building an error text:
+        the rounded value when `value` is a finite Decimal that fits, else None (and
+        `quantize` is the one to call, for its error)."""
+        if type(value) is Decimal and value.is_finite():
+            try:
+                q = value.quantize(self.quantum, ROUNDING, _EXACT)
+            except ArithmeticError:
+                return None
+            if -self.max_value <= q <= self.max_value:
+                return q
+        return None
+
 
 def quantize(value: Decimal | int, spec: DecimalSpec, what: str) -> Decimal:
     """`value` rounded half-even to `spec.scale` decimals, checked against `spec.precision`.

@@ -62,10 +62,8 @@ ROUNDING = ROUND_HALF_EVEN
 # Exact products: quantity digits plus price digits, with room to spare.
 _EXACT_PREC = 80
 _CONTEXT = Context(prec=_EXACT_PREC)
-_QUANTITY_QUANTUM = Decimal(1).scaleb(-QUANTITY_SCALE)
-_QUANTITY_MAX = Decimal(10**QUANTITY_PRECISION - 1).scaleb(-QUANTITY_SCALE)
-_COST_QUANTUM = Decimal(1).scaleb(-COST_SCALE)
-_COST_MAX = Decimal(10**COST_PRECISION - 1).scaleb(-COST_SCALE)
+_QUANTITY = _RECORD["chargeable_quantity"]
+_COST = _RECORD["cost"]
 
 # ISO 4217 List One (SIX, as published 2026-01-01) without the codes that are not money one
 # can be billed in: precious metals (XAU XAG XPD XPT), bond-market units (XBA-XBD), XTS, XXX.
@@ -486,6 +484,7 @@ class RateCard:
         by_selector: dict[tuple[str | None, ...], PriceQuote | None] = {}
         by_scope: dict[tuple[str, str, str], PriceQuote] = {}
         currency = self.currency
+        quantity_rounded, cost_rounded, multiply = _QUANTITY.rounded, _COST.rounded, _CONTEXT.multiply
         for line in lines:
             if line.period != current:
                 version = self.version_at(line.period.start)
@@ -508,15 +507,8 @@ class RateCard:
                 q = by_scope.get(key)
                 if q is None:
                     q = by_scope[key] = version.scope_quote(res, w.cluster, w.namespace)
-            chargeable = line.chargeable
-            cost: Decimal | None = None
-            if type(chargeable) is Decimal and chargeable.is_finite():
-                qty = chargeable.quantize(_QUANTITY_QUANTUM, ROUNDING, _CONTEXT)
-                if -_QUANTITY_MAX <= qty <= _QUANTITY_MAX:
-                    cost = _CONTEXT.multiply(qty, q.unit_price).quantize(
-                        _COST_QUANTUM, ROUNDING, _CONTEXT)
-                    if not -_COST_MAX <= cost <= _COST_MAX:
-                        cost = None
+            qty = quantity_rounded(line.chargeable)
+            cost = None if qty is None else cost_rounded(multiply(qty, q.unit_price))
             if cost is None:
                 cost = self._checked_cost(line, q)
             append(PricedLine(line, q.unit_price, cost, currency, q.version))

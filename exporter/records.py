@@ -23,8 +23,6 @@ from decimal import Decimal
 from typing import Any
 
 from exporter.avro import (
-    EXACT,
-    ROUNDING,
     AvroSchema,
     DecimalSpec,
     FrozenMap,
@@ -51,7 +49,7 @@ PUBLISHED_AT_HEADER = "published_at"
 """Kafka header carrying the wall-clock publication time (UTC epoch ms, ASCII digits); it is
 kept out of the Avro payload so that payloads of unchanged data stay byte-identical."""
 
-_CURRENCY = re.compile(r"^[A-Z]{3}$")
+_CURRENCY = re.compile(r"[A-Z]{3}")  # with fullmatch: no trailing newline slips through
 
 # Sysdig's lowercase kube_workload_type -> Kubernetes Kind; anything else passes through.
 KINDS: Mapping[str, str] = {
@@ -193,8 +191,9 @@ class BillingRecord:
         # Maps from `build_records` are already sorted (and shared by a workload's records).
         for name in ("org_label_sources", "invalid_org_values", "labels"):
             value = getattr(self, name)
-            if type(value) is not SortedMap:
-                object.__setattr__(self, name, SortedMap(sorted(value.items())))
+            ordered = _sorted_map(value)
+            if ordered is not value:
+                object.__setattr__(self, name, ordered)
 
     def to_avro(self) -> dict[str, Any]:
         """The Avro datum: every field by name, maps sorted by key."""
@@ -356,9 +355,9 @@ def build_records(lines: Sequence[PricedLine], *, revision: Revision, generated_
     quantity = _Quantizer(specs["usage_quantity"], non_negative=True)
     if (specs["request_quantity"], specs["chargeable_quantity"]) != (quantity.spec, quantity.spec):
         raise AssertionError("the three quantities share one decimal type")  # pragma: no cover
-    fast_quantity = quantity.fast
+    rounded_quantity = quantity.spec.rounded
     price_q, cost_q = _Quantizer(specs["unit_price"]), _Quantizer(specs["cost"])
-    fast_cost = cost_q.fast
+    rounded_cost = cost_q.spec.rounded
     coverage_q = _Quantizer(specs["sample_coverage"])
     fixed_revision = revision if type(revision) is int and 0 <= revision < 2**31 else None
     ids = _RecordIds()
@@ -396,15 +395,16 @@ def build_records(lines: Sequence[PricedLine], *, revision: Revision, generated_
         if allocation not in ALLOCATIONS:
             raise EncodingError(f"{_where(rid, wl, kind, resource)}: unknown allocation "
                                 f"{allocation!r}")
-        # (`fast` gives None, never a falsy zero, when the checked path must decide.)
-        usage = fast_quantity(line.usage)
-        if usage is None:
+        # `rounded` handles the plain case (None, never a falsy zero, otherwise); anything
+        # else, and a negative quantity, goes through the checked quantizer for its error.
+        usage = rounded_quantity(line.usage)
+        if usage is None or usage < 0:
             usage = quantity(line.usage, rid, wl, kind, resource, "usage_quantity")
-        request = fast_quantity(line.request)
-        if request is None:
+        request = rounded_quantity(line.request)
+        if request is None or request < 0:
             request = quantity(line.request, rid, wl, kind, resource, "request_quantity")
-        chargeable = fast_quantity(line.chargeable)
-        if chargeable is None:
+        chargeable = rounded_quantity(line.chargeable)
+        if chargeable is None or chargeable < 0:
             chargeable = quantity(line.chargeable, rid, wl, kind, resource, "chargeable_quantity")
         unit_price = priced.unit_price
         if unit_price is not None:
@@ -415,11 +415,11 @@ def build_records(lines: Sequence[PricedLine], *, revision: Revision, generated_
             unit_price = known
         cost = priced.cost
         if cost is not None:
-            checked = fast_cost(cost)
+            checked = rounded_cost(cost)
             cost = checked if checked is not None else cost_q(cost, rid, wl, kind, resource, "cost")
         currency = priced.currency
         if currency is not None and currency not in currencies:
-            if len(currency) != 3 or not _CURRENCY.match(currency):
+            if not _CURRENCY.fullmatch(currency):
                 raise EncodingError(f"{_where(rid, wl, kind, resource)} field currency: "
                                     f"{currency!r} is not an ISO 4217 code")
             currencies.add(currency)
@@ -460,40 +460,25 @@ def _where(rid: str, wl: Any, kind: str, resource: str) -> str:
 
 
 class _Quantizer:
-    """`exporter.avro.quantize` for one decimal type, with its checks inlined for the usual
-    case; anything unusual (not a finite Decimal, too many digits, negative when that is
-    refused) goes through `quantize` itself, so errors are exactly the same."""
+    """`exporter.avro.quantize` for one decimal type, naming the record and field in its
+    error; quantities also refuse a negative value. `DecimalSpec.rounded` first, so a value
+    `quantize` accepts costs no error text."""
 
-    __slots__ = ("_max", "_min", "_quantum", "spec")
+    __slots__ = ("_non_negative", "spec")
 
     def __init__(self, spec: DecimalSpec, non_negative: bool = False) -> None:
         self.spec = spec
-        self._quantum = spec.quantum
-        self._max = spec.max_value
-        self._min = Decimal(0) if non_negative else -spec.max_value
-
-    def fast(self, value: Any) -> Decimal | None:
-        """The rounded value when `value` is a finite Decimal that fits; else None, and the
-        caller goes through `__call__` (which raises the checked error)."""
-        if type(value) is Decimal and value.is_finite():
-            try:
-                q = value.quantize(self._quantum, ROUNDING, EXACT)
-            except ArithmeticError:
-                return None
-            if self._min <= q <= self._max:
-                return q
-        return None
+        self._non_negative = non_negative
 
     def __call__(self, value: Any, rid: str, wl: Any, kind: str, resource: str,
                  name: str) -> Decimal:
-        q = self.fast(value)
-        if q is not None:
-            return q
-        what = f"{_where(rid, wl, kind, resource)} field {name}"
-        q = quantize(value, self.spec, what)
-        if q < self._min:
-            raise EncodingError(f"{what}: negative quantity {value}")
-        return q  # pragma: no cover - the fast path accepts whatever quantize accepts
+        q = self.spec.rounded(value)
+        if q is None:
+            q = quantize(value, self.spec, f"{_where(rid, wl, kind, resource)} field {name}")
+        if self._non_negative and q < 0:
+            raise EncodingError(f"{_where(rid, wl, kind, resource)} field {name}: negative "
+                                f"quantity {value}")
+        return q
 
 
 class _RecordIds:
@@ -536,10 +521,6 @@ class _RecordIds:
         h = self._prefix.copy()
         h.update(suffix)
         return h.hexdigest()[:32]
-
-
-def _optional(value: Decimal | None, spec: DecimalSpec, what: str) -> Decimal | None:
-    return None if value is None else quantize(value, spec, what)
 
 
 # --------------------------------------------------------------------------------------------
