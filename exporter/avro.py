@@ -52,7 +52,6 @@ ROUNDING = ROUND_HALF_EVEN
 
 # A context wide enough that scaling any sane decimal by 10**scale is exact.
 _EXACT = Context(prec=120, Emax=999_999, Emin=-999_999)
-EXACT = _EXACT  # for callers that inline `quantize`'s arithmetic
 
 
 # --------------------------------------------------------------------------------------------
@@ -520,7 +519,7 @@ class _Codegen:
         body.append("    ap(b'\\x00')")
         body.append("    out = b''.join(parts)")
         if last is not None:
-            body.append("    if type(c) is FrozenMap or isinstance(c, FrozenMap):")
+            body.append("    if isinstance(c, FrozenMap):")
             body.append(f"        {last}[0] = (c, out)")
         body.append("    return out")
         return fname
