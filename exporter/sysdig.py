@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from decimal import Context, Decimal, Inexact, InvalidOperation, Overflow
 from itertools import chain
 from operator import itemgetter
-from typing import Any, TypeVar
+from typing import Any
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -40,7 +40,6 @@ from exporter.retry import call_with_retries
 NO_WORKLOAD = "__no_workload__"
 # Far above any real sum (1 PiB for a year of 10 s steps is ~3e21): larger is a broken answer.
 MAX_VALUE = Decimal("1e30")
-_K = TypeVar("_K")
 
 # Sysdig's documented retention tiers: (resolution seconds, how far back it is kept).
 RETENTION_TIERS: tuple[tuple[int, int], ...] = (
@@ -426,13 +425,12 @@ class SysdigSource:
 
         Runs in the caller's thread: coverage shares use its decimal context; sums are exact.
         """
-        keys = _Keys()
         # Per workload, one sum per `_SLOTS` entry (None: no series yet). Several series of one
         # workload (pod or container grain beyond one workload label set) add up exactly, or
         # the period is refused: never rounded at the default 28 digits.
         add = _SUM.add
         sums: dict[_Grain, list[Decimal | None]] = {}
-        # The same lists by raw grain labels, so a series costs one lookup (`keys`, inlined).
+        # The same lists by raw grain labels, so a series costs one lookup.
         rows: dict[_Grain, list[Decimal | None]] = {}
         grain_of = _grain_of
         for i, slot in enumerate(_SLOTS):
@@ -443,7 +441,7 @@ class SysdigSource:
                     raw = _raw_grain(labels)
                 got = rows.get(raw)
                 if got is None:
-                    key = keys(labels)
+                    key = _canonical(raw)
                     got = sums.get(key)
                     if got is None:
                         got = sums[key] = [None] * len(_SLOTS)
@@ -458,7 +456,7 @@ class SysdigSource:
                         raise SourceQueryError(
                             f"Sysdig ({slot}): the series of {_brief(labels)} do not add up "
                             f"exactly in {_SUM.prec} digits") from None
-        picked = _best_labels(results["labels"], self._columns, keys)
+        picked = _best_labels(results["labels"], self._columns)
         coverage: dict[str, Decimal] = {}
         expected = Decimal(period.length // step)
         for labels, value in results["coverage"]:
@@ -515,39 +513,19 @@ def _canonical(raw: _Grain) -> _Grain:
     return (cluster, namespace, kind or "unknown", name or NO_WORKLOAD)
 
 
-def _key(labels: Mapping[str, str]) -> WorkloadKey:
-    return WorkloadKey(*_canonical(_raw_grain(labels)))
-
-
-class _Keys:
-    """`_canonical` once per distinct grain labels: a period has one series per workload and
-    answer, so the same labels are seen seven times. Calls map labels to the grain tuple."""
-
-    def __init__(self) -> None:
-        self.known: dict[_Grain, _Grain] = {}  # raw grain labels -> canonical
-
-    def __call__(self, labels: Mapping[str, str]) -> _Grain:
-        raw = _raw_grain(labels)
-        key = self.known.get(raw)
-        if key is None:
-            key = self.known[raw] = _canonical(raw)
-        return key
-
-
-def _pick_labels(series: Sequence[Series], columns: Sequence[str],
-                 key_of: Callable[[Mapping[str, str]], WorkloadKey] = _key,
-                 ) -> dict[WorkloadKey, dict[str, str]]:
-    """Per workload, the label combination seen in the most samples (ties: sorted first)."""
-    return _best_labels([(s.labels, s.value) for s in series], columns, key_of)
+def _grain(labels: Mapping[str, str]) -> _Grain:
+    """The canonical grain (`WorkloadKey` fields) of a series' labels."""
+    return _canonical(_raw_grain(labels))
 
 
 def _best_labels(series: Iterable[tuple[Mapping[str, str], Decimal]], columns: Sequence[str],
-                 key_of: Callable[[Mapping[str, str]], _K]) -> dict[_K, dict[str, str]]:
-    """`_pick_labels` over (labels, sample count) pairs, keyed by `key_of`."""
+                 ) -> dict[_Grain, dict[str, str]]:
+    """Per workload grain, the label combination of `columns` seen in the most samples (ties:
+    sorted first), from (labels, sample count) pairs."""
     wanted = frozenset(columns)
-    best: dict[_K, tuple[Decimal, tuple[tuple[str, str], ...]]] = {}
+    best: dict[_Grain, tuple[Decimal, tuple[tuple[str, str], ...]]] = {}
     for labels, value in series:
-        key = key_of(labels)
+        key = _grain(labels)
         combo = tuple(sorted([kv for kv in labels.items() if kv[0] in wanted]))
         current = best.get(key)
         if current is None or value > current[0] or (value == current[0] and combo < current[1]):

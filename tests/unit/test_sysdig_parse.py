@@ -3,7 +3,7 @@ from decimal import Decimal
 import pytest
 
 from exporter.errors import SourceQueryError
-from exporter.sysdig import _matrix, _pick_labels, parse_series, step_for_age
+from exporter.sysdig import _best_labels, _matrix, parse_series, step_for_age
 
 AT = 1000.0
 
@@ -59,7 +59,7 @@ def test_label_combination_seen_longest_wins() -> None:
         series("300", **base, kube_deployment_label_team="old"),
         series("60", **base, kube_deployment_label_team="new"),
     ], AT, "q")
-    picked = _pick_labels(got, cols)
+    picked = _best_labels([(s.labels, s.value) for s in got], cols)
     assert list(picked.values()) == [{"kube_deployment_label_team": "old"}]
 
 
