@@ -22,6 +22,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from exporter.processes import stop_process
+
 ROOT = Path(__file__).resolve().parent.parent
 STEP_TIMEOUT = 1200  # seconds; any one subprocess taking longer is a failure, not a hang
 
@@ -142,12 +144,7 @@ def replay_server(directory: Path) -> Iterator[str]:
             raise BenchError(f"replay server for {directory.name} did not start")
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        stop_process(proc, 10)
 
 
 def _say(text: str) -> None:

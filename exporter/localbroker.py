@@ -8,9 +8,7 @@ real processes bound to 127.0.0.1 and started from the virtualenv's own packages
 from __future__ import annotations
 
 import contextlib
-import os
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -21,6 +19,7 @@ from types import TracebackType
 from typing import Literal
 
 from exporter.errors import SinkUnavailable
+from exporter.processes import stop_process
 
 Kind = Literal["noida", "tansu"]
 
@@ -104,13 +103,7 @@ class LocalBroker:
         """Stop the process (SIGTERM, or SIGKILL when `kill`); data stays for a restart."""
         if self._proc is None:
             return
-        if self._proc.poll() is None:
-            os.killpg(self._proc.pid, signal.SIGKILL if kill else signal.SIGTERM)
-            try:
-                self._proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(self._proc.pid, signal.SIGKILL)
-                self._proc.wait(timeout=10)
+        stop_process(self._proc, 60, group=True, kill=kill)
         self._proc = None
 
     def restart(self, timeout: float = 120.0) -> None:

@@ -21,6 +21,7 @@ from typing import Any, Self
 
 import requests
 
+from exporter.processes import stop_process
 from exporter.simulator.background import BackgroundHTTP
 from exporter.simulator.fleet import Fleet
 
@@ -128,14 +129,8 @@ class RealPrometheus:
     def stop(self) -> None:
         """Terminate the server started by `start()` (by its PID). Idempotent."""
         proc, self._proc = self._proc, None
-        if proc is None:
-            return
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        if proc is not None:
+            stop_process(proc, 10)
 
     def __enter__(self) -> RealPrometheus:
         return self.start()
