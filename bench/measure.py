@@ -205,6 +205,21 @@ def json_ceiling(bodies: list[bytes], repeat: int = 3, collector: bool = True) -
     return _median_pair(times)
 
 
+def floor(rig: Rig, result: Any, answers: dict[str, bytes]) -> dict[str, Any]:
+    """`bench.floor` on the recorded answers of `result`'s period, and whether it wrote the
+    same bodies and content hashes as the exporter did for that period."""
+    from bench.floor import time_floor
+
+    usage = result.usage
+    best, bodies, hashes = time_floor(
+        answers, period=result.period, step=usage.step_seconds, org=rig.pipeline.org,
+        card=rig.pipeline.pricer.__self__, columns=rig.source.inner.plan_for(result.period)[0].label_columns,
+        settle_delay=rig.pipeline.settle_delay, exporter_version=rig.pipeline.exporter_version)
+    expected = {m.cluster: m.content_hash for m in result.manifests if m.record_count}
+    return {"wall": best[0], "cpu": best[1], "records": len(bodies),
+            "identical": bodies == result.bodies and hashes == expected}
+
+
 def produce_ceiling(cfg: Config, messages: list[OutMessage], checkpoint: OutMessage,
                     repeat: int = 3) -> list[float]:
     """Median [wall, CPU] seconds to produce the same pre-encoded messages in one transaction with a bare
@@ -363,12 +378,11 @@ def measure(recording: Path, url: str, bootstrap: str, tag: str, periods: int,
             warm = run_period(rig, period(-1), timers)
             runs = [run_period(rig, period(i), timers) for i in range(periods)]
         peak = peak_rss_mib()
-        last = runs[-1]
-        messages, checkpoint = last["_messages"]
-        for r in (warm, *runs[:-1]):
+        for r in (warm, *runs):
             r.pop("_messages"), r.pop("_records")
-        # The ceilings run on a heap like the exporter's between periods, not one that still
-        # holds every measured period (a bigger heap makes the collector slower).
+        # The JSON ceilings run on a heap like the exporter's between periods: its objects and
+        # caches, none of a period's records or messages (every object the heap holds makes
+        # the collector, and so the ceiling, slower).
         gc.collect()
         bodies = list(rec.bodies(recording).values())
         result: dict[str, Any] = {
@@ -384,9 +398,19 @@ def measure(recording: Path, url: str, bootstrap: str, tag: str, periods: int,
             result["consumer"] = consumer_throughput(rig.cfg)
         result["ceiling_json"] = json_ceiling(bodies)
         result["json_without_gc"] = json_ceiling(bodies, collector=False)
+        # The same period's messages and records once more (computed, not published) for
+        # the produce ceiling and the Avro rates.
+        p = period(periods - 1)
+        with gc_paused():
+            rig.clock.set(p.end + SETTLE)
+            last = rig.pipeline.compute(p)
+            messages = rig.pipeline.messages(last)
+            checkpoint = rig.pipeline.codec.checkpoint(INSTANCE, p.end, p.length,
+                                                       int(rig.clock.time() * 1000))
         result["ceiling_produce"] = produce_ceiling(rig.cfg, messages, checkpoint)
+        result["floor"] = floor(rig, last, rec.bodies(recording))
         if avro_records:
-            result["avro"] = avro_throughput(last["_records"], at_least=avro_records)
+            result["avro"] = avro_throughput(last.records, at_least=avro_records)
         return result
     finally:
         rig.close()

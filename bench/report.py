@@ -111,6 +111,30 @@ def ceilings_table(sizes: Sequence[dict[str, Any]]) -> str:
                    "exporter own", "ratio", f"≤ {OWN_RATIO_TARGET:g}×"), rows)
 
 
+def floor_table(sizes: Sequence[dict[str, Any]]) -> str:
+    """`bench.floor` next to the exporter's own parse and compute, and the ratio the floor
+    itself would score against the ceilings (with the bare producer's time added)."""
+    rows = []
+    for s in sizes:
+        f = s.get("floor")
+        if not f:
+            continue
+        runs = s["runs"]
+        exporter_cpu = _median(runs, "parse", 1) + _median(runs, "compute", 1)
+        ceiling = s["ceiling_json"][0] + s["ceiling_produce"][0]
+        floor_own = f["wall"] + s["ceiling_produce"][0]
+        rows.append((f"{s['target_pods']:,}", f"{f['records']:,}",
+                     f"{_ms(f['wall'])} / {_ms(f['cpu'])}", _ms(exporter_cpu),
+                     f"{exporter_cpu / f['cpu']:.2f}×" if f["cpu"] else "-",
+                     f"{_ms(floor_own)}", f"{_ms(ceiling)}",
+                     f"{floor_own / ceiling:.2f}×" if ceiling else "-",
+                     "yes" if f["identical"] else "**no**"))
+    return _table(("fleet", "records", "floor: JSON to bodies (wall / CPU ms)",
+                   "exporter parse + compute (CPU ms)", "exporter / floor",
+                   "floor + bare produce (ms)", "ceiling sum (ms)", "floor's own ratio",
+                   "same bodies and hashes"), rows)
+
+
 def avro_table(sizes: Sequence[dict[str, Any]]) -> str:
     rows = []
     for s in sizes:
@@ -171,6 +195,8 @@ def render(results: dict[str, Any]) -> str:
         phases_table(sizes),
         "\n## Ceilings\n",
         ceilings_table(sizes),
+        "\n## Floor: the same bodies from a plain loop without checks\n",
+        floor_table(sizes),
         "\n## Avro encoding\n",
         avro_table(sizes),
         "\n## Consumer side\n",

@@ -91,6 +91,9 @@ def test_harness_runs_end_to_end_on_a_tiny_fleet(tmp_path: Path) -> None:
     assert math.isclose(phases, run["total"][0], rel_tol=1e-6)
     assert 0 < run["own"] <= run["total"][0]
     assert all(v > 0 for v in (*size["ceiling_json"], size["ceiling_produce"][0]))
+    # The floor wrote the exporter's very bodies and content hashes, from the same answers.
+    assert size["floor"]["identical"] is True and size["floor"]["records"] == run["records"]
+    assert size["floor"]["cpu"] > 0
     assert size["avro"]["records"] == run["records"]
     assert size["avro"]["generated_objects"] > 0 and size["avro"]["fastavro_naive"] > 0
     # warm-up + one measured period, every record read back by both consumers

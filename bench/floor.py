@@ -1,0 +1,190 @@
+"""The floor: what the job costs in this interpreter with every check, object and report left out.
+
+One plain loop takes the period's recorded answers from `json.loads` to the billing records'
+Avro bodies and each cluster's content hash: sums per workload, unit-hours, price, cost,
+record id, body. It reuses the exporter's own lookups (org resolution, price quotes, memoised
+string bytes) and writes the same bytes, which `measure` checks body by body, so it does the
+exporter's work and nothing else. What it leaves out is what the exporter adds to that work:
+HTTP and sdcclient, validating the answers, exact sums, the record, line and quote objects,
+label coverage, manifests, framing and every error path.
+
+It is a yardstick for the ratio target, not a second implementation: it assumes answers that
+are plain and valid (one value per series, no duplicate workload, prices that fit), and is
+only ever run on the benchmark's recordings.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Mapping, Sequence
+from decimal import Decimal
+from typing import Any
+
+from exporter import avro
+from exporter.model import ORG_KEYS, UNALLOCATED, UNITS
+from exporter.periods import Period
+from exporter.records import _RECORD_DOMAIN, _chunk, identity_method, kubernetes_kind
+from exporter.units import _CONTEXT, method_id
+
+_SLOTS = ("cpu.usage", "cpu.request", "cpu.chargeable",
+          "memory.usage", "memory.request", "memory.chargeable")
+_GRAIN = ("kube_cluster_name", "kube_namespace_name", "kube_workload_type", "kube_workload_name")
+
+
+class _Line:
+    """The three attributes `PriceVersion.selector_quote` reads."""
+
+    __slots__ = ("labels", "org", "resource")
+
+    def __init__(self, resource: str, org: Any, labels: Mapping[str, str]) -> None:
+        self.resource, self.org, self.labels = resource, org, labels
+
+
+def floor_bodies(answers: Mapping[str, bytes], *, period: Period, step: int, org: Any, card: Any,
+                 columns: Sequence[str], settle_delay: int, exporter_version: str,
+                 ) -> tuple[dict[str, bytes], dict[str, str]]:
+    """record_id -> Avro body, and cluster -> content hash, from the raw answer bodies by name."""
+    docs = {name: json.loads(body)["data"]["result"] for name, body in answers.items()}
+    sums: dict[tuple[str, str, str, str], list[Decimal]] = {}
+    zero = Decimal(0)
+    for i, slot in enumerate(_SLOTS):
+        for item in docs[slot]:
+            m = item["metric"]
+            key = (m[_GRAIN[0]], m[_GRAIN[1]], m.get(_GRAIN[2]) or "unknown", m[_GRAIN[3]])
+            row = sums.get(key)
+            if row is None:
+                row = sums[key] = [zero] * 6
+            row[i] = Decimal(item["values"][0][1])
+    wanted = frozenset(columns)
+    best: dict[tuple[str, str, str, str], tuple[Decimal, tuple[tuple[str, str], ...]]] = {}
+    for item in docs["labels"]:
+        m = item["metric"]
+        key = (m[_GRAIN[0]], m[_GRAIN[1]], m.get(_GRAIN[2]) or "unknown", m[_GRAIN[3]])
+        value = Decimal(item["values"][0][1])
+        combo = tuple(sorted([kv for kv in m.items() if kv[0] in wanted]))
+        seen = best.get(key)
+        if seen is None or value > seen[0] or (value == seen[0] and combo < seen[1]):
+            best[key] = (value, combo)
+    expected = Decimal(period.length // step)
+    coverage = {item["metric"].get("kube_cluster_name", ""):
+                min(Decimal(1), Decimal(item["values"][0][1]) / expected) for item in docs["coverage"]}
+
+    strs, slow, lengths, longs = avro._STRS, avro._str_slow, avro._LEN, avro._LONGS64
+    mul, div, exact = _CONTEXT.multiply, _CONTEXT.divide, avro._EXACT
+
+    def s(v: str) -> bytes:
+        return strs.get(v) or slow(v)
+
+    def dec(v: Decimal, factor: Decimal) -> bytes:
+        n = int(exact.multiply(v, factor))
+        raw = n.to_bytes((n.bit_length() + 8) >> 3, "big", signed=True)
+        return lengths[len(raw)] + raw
+
+    maps: dict[int, bytes] = {}
+
+    def sorted_map(m: Mapping[str, str]) -> bytes:
+        # Org assignments and label maps are memoised objects that stay alive: by identity.
+        out = maps.get(id(m))
+        if out is None:
+            out = maps[id(m)] = b"".join((
+                lengths[len(m)], *[s(k) + s(v) for k, v in sorted(m.items())], b"\x00",
+            )) if m else b"\x00"
+        return out
+
+    q9, q10, q6 = Decimal("1e-9"), Decimal("1e-10"), Decimal("1e-6")
+    f9, f10, f6 = Decimal(10**9), Decimal(10**10), Decimal(10**6)
+    hour, gib, step_d = Decimal(3600), Decimal(2**30), Decimal(step)
+    method = method_id("pod", step)
+    version = card.version_at(period.start)
+    selector_keys = version.selector_keys
+    start_ms, end_ms = period.start * 1000, period.end * 1000
+    bounds = (longs.get(start_ms) or avro._varint(start_ms << 1)) + (
+        longs.get(end_ms) or avro._varint(end_ms << 1))
+    generated = (period.end + settle_delay) * 1000
+    suffix: dict[str, bytes] = {
+        r: b"".join(map(_chunk, (r, "direct", identity_method(method)))) for r in UNITS}
+    units: dict[str, bytes] = {r: s(r) + s(u) for r, u in UNITS.items()}
+    currency = b"\x02" + s(card.currency)
+    tail = s(method) + s("direct")
+    end = s(exporter_version) + (longs.get(generated) or avro._varint(generated << 1))
+    cov_bytes = {c: dec(v.quantize(q6, context=exact), f6) for c, v in coverage.items()}
+    by_selector: dict[tuple[Any, ...], Any] = {}
+    by_scope: dict[tuple[str, str, str], Any] = {}
+    bodies: dict[str, bytes] = {}
+    by_cluster: dict[str, list[str]] = {}
+    for key in sorted(sums):
+        cluster, namespace, raw_kind, name = key
+        labels = dict(best[key][1]) if key in best else {}
+        org_of = org.resolve(raw_kind, labels)
+        others = org.other_labels(labels)
+        kind = kubernetes_kind(raw_kind)
+        values = org_of.values
+        shared = b"".join((
+            bounds, s(cluster), s(namespace), s(kind), s(name),
+            s(values.get("costcenter", UNALLOCATED)), s(values.get("businessunit", UNALLOCATED)),
+            s(values.get("department", UNALLOCATED)), s(values.get("team", UNALLOCATED)),
+            sorted_map(org_of.sources), sorted_map(org_of.original), sorted_map(others)))
+        identity: tuple[str | int, ...] = (
+            _RECORD_DOMAIN, cluster, start_ms, end_ms, namespace, kind, name)
+        prefix = hashlib.sha256(b"".join(map(_chunk, identity)))
+        row = sums[key]
+        ids = by_cluster.setdefault(cluster, [])
+        for offset, resource in ((0, "cpu"), (3, "memory")):
+            # A selector reads only its keys' values (as `RateCard.price_lines` memoises it).
+            skey = (resource, *[values.get(k) if k in ORG_KEYS else others.get(k)
+                                for k in selector_keys])
+            if skey in by_selector:
+                quote = by_selector[skey]
+            else:
+                quote = by_selector[skey] = version.selector_quote(_Line(resource, org_of, others))
+            if quote is None:
+                scope = (resource, cluster, namespace)
+                quote = by_scope.get(scope)
+                if quote is None:
+                    quote = by_scope[scope] = version.scope_quote(resource, cluster, namespace)
+            parts = []
+            for v in row[offset:offset + 3]:
+                x = div(mul(v, step_d), hour)
+                if offset:
+                    x = div(x, gib)
+                parts.append(x.quantize(q9, context=exact))
+            cost = mul(parts[2], quote.unit_price).quantize(q6, context=exact)
+            h = prefix.copy()
+            h.update(suffix[resource])
+            rid = h.hexdigest()[:32]
+            bodies[rid] = b"".join((
+                avro._plain_string(rid), shared, units[resource],
+                dec(parts[0], f9), dec(parts[1], f9), dec(parts[2], f9),
+                b"\x02" + dec(quote.unit_price.quantize(q10, context=exact), f10),
+                b"\x02" + dec(cost, f6), currency, b"\x02" + s(quote.version), b"\x00",
+                tail, cov_bytes.get(cluster) or dec(zero, f6), end))
+            ids.append(rid)
+    hashes = {}
+    for cluster, ids in by_cluster.items():
+        h = hashlib.sha256()
+        for rid in sorted(ids):
+            body = bodies[rid]
+            h.update(len(body).to_bytes(8, "big"))
+            h.update(body)
+        hashes[cluster] = h.hexdigest()
+    return bodies, hashes
+
+
+def time_floor(answers: Mapping[str, bytes], repeat: int = 3, **kwargs: Any
+               ) -> tuple[list[float], dict[str, bytes], dict[str, str]]:
+    """Lowest [wall, CPU] seconds of `floor_bodies` over `repeat` runs (collector paused, as the
+    exporter runs a period), and the bodies and hashes of the last run."""
+    from exporter.gcpause import gc_paused
+
+    best = [float("inf"), float("inf")]
+    bodies: dict[str, bytes] = {}
+    hashes: dict[str, str] = {}
+    for _ in range(repeat):
+        bodies, hashes = {}, {}  # the previous run's are freed before this one
+        with gc_paused():
+            w, c = time.perf_counter(), time.process_time()
+            bodies, hashes = floor_bodies(answers, **kwargs)
+            best = [min(best[0], time.perf_counter() - w), min(best[1], time.process_time() - c)]
+    return best, bodies, hashes
