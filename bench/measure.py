@@ -32,6 +32,7 @@ import requests
 
 import exporter.sysdig as sysdig_module
 from bench.fleets import SETTLE, exporter_config, period, write_rate_card
+from bench.floor import floor_bodies, time_floor
 from bench.record import Recording
 from exporter.clock import FakeClock
 from exporter.commands import build_pipeline, build_sink, build_source
@@ -181,8 +182,6 @@ def _run_period(rig: Rig, p: Period, timers: Timers | None) -> dict[str, Any]:
         http = timers.get("http")
         out["parse"] = [out["fetch"][0] - http.wall, out["fetch"][1] - http.cpu]
         out["own"] = out["total"][0] - (http.wall - http.cpu)
-    out["_messages"] = (messages, checkpoint)
-    out["_records"] = result.records
     return out
 
 
@@ -205,19 +204,21 @@ def json_ceiling(bodies: list[bytes], repeat: int = 3, collector: bool = True) -
     return _median_pair(times)
 
 
-def floor(rig: Rig, result: Any, answers: dict[str, bytes]) -> dict[str, Any]:
-    """`bench.floor` on the recorded answers of `result`'s period, and whether it wrote the
-    same bodies and content hashes as the exporter did for that period."""
-    from bench.floor import time_floor
+def _floor_args(rig: Rig, p: Period) -> dict[str, Any]:
+    """`bench.floor.floor_bodies`' arguments for period `p`, from the rig's own objects."""
+    qplan, step, _ = rig.source.inner.plan_for(p)
+    return {"period": p, "step": step, "org": rig.pipeline.org,
+            "card": rig.pipeline.pricer.__self__, "columns": qplan.label_columns,
+            "settle_delay": rig.pipeline.settle_delay,
+            "exporter_version": rig.pipeline.exporter_version}
 
-    usage = result.usage
-    best, bodies, hashes = time_floor(
-        answers, period=result.period, step=usage.step_seconds, org=rig.pipeline.org,
-        card=rig.pipeline.pricer.__self__, columns=rig.source.inner.plan_for(result.period)[0].label_columns,
-        settle_delay=rig.pipeline.settle_delay, exporter_version=rig.pipeline.exporter_version)
+
+def same_as_floor(result: Any, answers: dict[str, bytes], args: dict[str, Any]) -> dict[str, Any]:
+    """Whether `bench.floor` writes the very bodies and content hashes the exporter wrote
+    for `result`'s period, from the same answers."""
+    bodies, hashes = floor_bodies(answers, **args)
     expected = {m.cluster: m.content_hash for m in result.manifests if m.record_count}
-    return {"wall": best[0], "cpu": best[1], "records": len(bodies),
-            "identical": bodies == result.bodies and hashes == expected}
+    return {"records": len(bodies), "identical": bodies == result.bodies and hashes == expected}
 
 
 def produce_ceiling(cfg: Config, messages: list[OutMessage], checkpoint: OutMessage,
@@ -369,37 +370,42 @@ def current_rss_mib() -> float:
 
 def measure(recording: Path, url: str, bootstrap: str, tag: str, periods: int,
             consumer: bool = True, avro_records: int = 20_000) -> dict[str, Any]:
-    """Warm up on one period, measure `periods` more, then the ceilings on the same data."""
+    """Warm up on one period, then measure `periods` more, each followed by the JSON ceiling and
+    the floor on the same answers (so each period's ratios pair figures taken seconds apart),
+    then the produce ceiling, the floor's byte check and the Avro rates."""
     rec = Recording.load(recording)
     rig = make_rig(url, bootstrap, tag, recording.parent)
     timers = Timers()
+    answers = rec.bodies(recording)
+    bodies = list(answers.values())
     try:
+        floor_args = _floor_args(rig, period(0))
         with instrumented(timers):
             warm = run_period(rig, period(-1), timers)
-            runs = [run_period(rig, period(i), timers) for i in range(periods)]
+            runs = []
+            for i in range(periods):
+                run = run_period(rig, period(i), timers)
+                # The JSON ceiling runs on a heap like the exporter's between periods: its
+                # objects and caches, none of a period's records or messages (every object
+                # the heap holds makes the collector, and so the ceiling, slower).
+                gc.collect()
+                run["ceiling_json"] = json_ceiling(bodies, repeat=1)
+                run["floor"] = time_floor(answers, repeat=1, **floor_args)[0]
+                runs.append(run)
         peak = peak_rss_mib()
-        for r in (warm, *runs):
-            r.pop("_messages"), r.pop("_records")
-        # The JSON ceilings run on a heap like the exporter's between periods: its objects and
-        # caches, none of a period's records or messages (every object the heap holds makes
-        # the collector, and so the ceiling, slower).
-        gc.collect()
-        bodies = list(rec.bodies(recording).values())
         result: dict[str, Any] = {
             "target_pods": rec.target_pods, "pods": rec.pods, "workloads": rec.workloads,
             "pod_samples": rec.pod_samples, "pod_steps": rec.pod_steps,
             "simulator_seconds": rec.simulator_seconds, "periods": periods,
-            "warmup_total": warm["total"],
-            "runs": [{k: v for k, v in r.items() if not k.startswith("_")} for r in runs],
-            "peak_rss_mib": peak,
+            "warmup_total": warm["total"], "runs": runs, "peak_rss_mib": peak,
+            "ceiling_json": _median_pair([tuple(r["ceiling_json"]) for r in runs]),
         }
         if consumer:
             # Before the produce ceiling, which writes to the same topics.
             result["consumer"] = consumer_throughput(rig.cfg)
-        result["ceiling_json"] = json_ceiling(bodies)
         result["json_without_gc"] = json_ceiling(bodies, collector=False)
-        # The same period's messages and records once more (computed, not published) for
-        # the produce ceiling and the Avro rates.
+        # The last period's messages and records once more (computed, not published) for the
+        # produce ceiling, the floor's byte check and the Avro rates.
         p = period(periods - 1)
         with gc_paused():
             rig.clock.set(p.end + SETTLE)
@@ -408,7 +414,9 @@ def measure(recording: Path, url: str, bootstrap: str, tag: str, periods: int,
             checkpoint = rig.pipeline.codec.checkpoint(INSTANCE, p.end, p.length,
                                                        int(rig.clock.time() * 1000))
         result["ceiling_produce"] = produce_ceiling(rig.cfg, messages, checkpoint)
-        result["floor"] = floor(rig, last, rec.bodies(recording))
+        floor_wall, floor_cpu = _median_pair([tuple(r["floor"]) for r in runs])
+        result["floor"] = {"wall": floor_wall, "cpu": floor_cpu,
+                           **same_as_floor(last, answers, _floor_args(rig, p))}
         if avro_records:
             result["avro"] = avro_throughput(last.records, at_least=avro_records)
         return result

@@ -33,16 +33,17 @@ def _verdict(ok: bool) -> str:
 
 
 def summary(size: dict[str, Any]) -> dict[str, float]:
-    """Per-period medians of one fleet size, and its ratio to the ceilings."""
+    """Per-period medians of one fleet size, and its ratio to the ceilings: the median of each
+    period's own time over the JSON ceiling measured right after it plus the produce ceiling."""
     runs = size["runs"]
-    own = _median(runs, "own")
-    own_cpu = _median(runs, "total", 1)
-    ceiling = size["ceiling_json"][0] + size["ceiling_produce"][0]
-    ceiling_cpu = size["ceiling_json"][1] + size["ceiling_produce"][1]
+    produce = size["ceiling_produce"]
+    ratios = [r["own"] / (r["ceiling_json"][0] + produce[0]) for r in runs]
+    ratios_cpu = [r["total"][1] / (r["ceiling_json"][1] + produce[1]) for r in runs]
     return {
-        "own": own, "ceiling": ceiling, "ratio": own / ceiling if ceiling else float("inf"),
-        "own_cpu": own_cpu, "ceiling_cpu": ceiling_cpu,
-        "ratio_cpu": own_cpu / ceiling_cpu if ceiling_cpu else float("inf"),
+        "own": _median(runs, "own"), "own_cpu": _median(runs, "total", 1),
+        "ceiling": size["ceiling_json"][0] + produce[0],
+        "ceiling_cpu": size["ceiling_json"][1] + produce[1],
+        "ratio": statistics.median(ratios), "ratio_cpu": statistics.median(ratios_cpu),
         "total": _median(runs, "total", 0),
         "records": _median(runs, "records"),
         "records_per_s": _median(runs, "records") / _median(runs, "total", 0),
@@ -113,21 +114,23 @@ def ceilings_table(sizes: Sequence[dict[str, Any]]) -> str:
 
 def floor_table(sizes: Sequence[dict[str, Any]]) -> str:
     """`bench.floor` next to the exporter's own parse and compute, and the ratio the floor
-    itself would score against the ceilings (with the bare producer's time added)."""
+    itself would score against the ceilings (with the bare producer's time added). Ratios are
+    medians of each period's, paired as in `summary`."""
     rows = []
     for s in sizes:
         f = s.get("floor")
         if not f:
             continue
         runs = s["runs"]
-        exporter_cpu = _median(runs, "parse", 1) + _median(runs, "compute", 1)
-        ceiling = s["ceiling_json"][0] + s["ceiling_produce"][0]
-        floor_own = f["wall"] + s["ceiling_produce"][0]
+        produce = s["ceiling_produce"][0]
+        exporter = [r["parse"][1] + r["compute"][1] for r in runs]
+        to_floor = [e / r["floor"][1] for e, r in zip(exporter, runs, strict=True)]
+        floor_ratio = [(r["floor"][0] + produce) / (r["ceiling_json"][0] + produce) for r in runs]
         rows.append((f"{s['target_pods']:,}", f"{f['records']:,}",
-                     f"{_ms(f['wall'])} / {_ms(f['cpu'])}", _ms(exporter_cpu),
-                     f"{exporter_cpu / f['cpu']:.2f}×" if f["cpu"] else "-",
-                     f"{_ms(floor_own)}", f"{_ms(ceiling)}",
-                     f"{floor_own / ceiling:.2f}×" if ceiling else "-",
+                     f"{_ms(f['wall'])} / {_ms(f['cpu'])}", _ms(statistics.median(exporter)),
+                     f"{statistics.median(to_floor):.2f}×", _ms(f["wall"] + produce),
+                     _ms(s["ceiling_json"][0] + produce),
+                     f"{statistics.median(floor_ratio):.2f}×",
                      "yes" if f["identical"] else "**no**"))
     return _table(("fleet", "records", "floor: JSON to bodies (wall / CPU ms)",
                    "exporter parse + compute (CPU ms)", "exporter / floor",

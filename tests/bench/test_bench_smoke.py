@@ -91,6 +91,8 @@ def test_harness_runs_end_to_end_on_a_tiny_fleet(tmp_path: Path) -> None:
     assert math.isclose(phases, run["total"][0], rel_tol=1e-6)
     assert 0 < run["own"] <= run["total"][0]
     assert all(v > 0 for v in (*size["ceiling_json"], size["ceiling_produce"][0]))
+    # Each period is paired with a JSON ceiling and a floor taken right after it.
+    assert all(v > 0 for v in (*run["ceiling_json"], *run["floor"]))
     # The floor wrote the exporter's very bodies and content hashes, from the same answers.
     assert size["floor"]["identical"] is True and size["floor"]["records"] == run["records"]
     assert size["floor"]["cpu"] > 0
