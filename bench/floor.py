@@ -112,6 +112,10 @@ def floor_bodies(answers: Mapping[str, bytes], *, period: Period, step: int, org
     cov_bytes = {c: dec(v.quantize(q6, context=exact), f6) for c, v in coverage.items()}
     by_selector: dict[tuple[Any, ...], Any] = {}
     by_scope: dict[tuple[str, str, str], Any] = {}
+    # Per quote: its price and the fields written after the cost (currency, version, ...).
+    quote_parts: dict[int, tuple[Decimal, bytes, bytes]] = {}
+    heads: dict[tuple[str, str, str], bytes] = {}
+    no_coverage = dec(zero, f6)
     bodies: dict[str, bytes] = {}
     by_cluster: dict[str, list[str]] = {}
     for key in sorted(sums):
@@ -126,15 +130,21 @@ def floor_bodies(answers: Mapping[str, bytes], *, period: Period, step: int, org
             s(values.get("costcenter", UNALLOCATED)), s(values.get("businessunit", UNALLOCATED)),
             s(values.get("department", UNALLOCATED)), s(values.get("team", UNALLOCATED)),
             sorted_map(org_of.sources), sorted_map(org_of.original), sorted_map(others)))
-        identity: tuple[str | int, ...] = (
-            _RECORD_DOMAIN, cluster, start_ms, end_ms, namespace, kind, name)
-        prefix = hashlib.sha256(b"".join(map(_chunk, identity)))
-        row = sums[key]
+        # The record id's parts that repeat (cluster and period, namespace, kind) are encoded
+        # once, as `records._RecordIds` does.
+        head = heads.get((cluster, namespace, kind))
+        if head is None:
+            identity: tuple[str | int, ...] = (
+                _RECORD_DOMAIN, cluster, start_ms, end_ms, namespace, kind)
+            head = heads[(cluster, namespace, kind)] = b"".join(map(_chunk, identity))
+        prefix = hashlib.sha256(head + _chunk(name))
+        after_cost_tail = tail + (cov_bytes.get(cluster) or no_coverage) + end
+        # A selector reads only its keys' values (as `RateCard.price_lines` memoises it).
+        selected = tuple([values.get(k) if k in ORG_KEYS else others.get(k) for k in selector_keys])
+        cu, cr, cc, mu, mr, mc = sums[key]
         ids = by_cluster.setdefault(cluster, [])
-        for offset, resource in ((0, "cpu"), (3, "memory")):
-            # A selector reads only its keys' values (as `RateCard.price_lines` memoises it).
-            skey = (resource, *[values.get(k) if k in ORG_KEYS else others.get(k)
-                                for k in selector_keys])
+        for resource, u, r, c in (("cpu", cu, cr, cc), ("memory", mu, mr, mc)):
+            skey = (resource, selected)
             if skey in by_selector:
                 quote = by_selector[skey]
             else:
@@ -144,22 +154,29 @@ def floor_bodies(answers: Mapping[str, bytes], *, period: Period, step: int, org
                 quote = by_scope.get(scope)
                 if quote is None:
                     quote = by_scope[scope] = version.scope_quote(resource, cluster, namespace)
-            parts = []
-            for v in row[offset:offset + 3]:
-                x = div(mul(v, step_d), hour)
-                if offset:
-                    x = div(x, gib)
-                parts.append(x.quantize(q9, context=exact))
-            cost = mul(parts[2], quote.unit_price).quantize(q6, context=exact)
+            qp = quote_parts.get(id(quote))
+            if qp is None:
+                qp = quote_parts[id(quote)] = (
+                    quote.unit_price,
+                    b"\x02" + dec(quote.unit_price.quantize(q10, context=exact), f10),
+                    currency + b"\x02" + s(quote.version) + b"\x00")
+            price, price_bytes, after_cost = qp
+            if resource == "cpu":
+                u, r, c = div(mul(u, step_d), hour), div(mul(r, step_d), hour), div(mul(c, step_d), hour)
+            else:
+                u = div(div(mul(u, step_d), hour), gib)
+                r = div(div(mul(r, step_d), hour), gib)
+                c = div(div(mul(c, step_d), hour), gib)
+            u, r = u.quantize(q9, context=exact), r.quantize(q9, context=exact)
+            c = c.quantize(q9, context=exact)
+            cost = mul(c, price).quantize(q6, context=exact)
             h = prefix.copy()
             h.update(suffix[resource])
             rid = h.hexdigest()[:32]
             bodies[rid] = b"".join((
                 avro._plain_string(rid), shared, units[resource],
-                dec(parts[0], f9), dec(parts[1], f9), dec(parts[2], f9),
-                b"\x02" + dec(quote.unit_price.quantize(q10, context=exact), f10),
-                b"\x02" + dec(cost, f6), currency, b"\x02" + s(quote.version), b"\x00",
-                tail, cov_bytes.get(cluster) or dec(zero, f6), end))
+                dec(u, f9), dec(r, f9), dec(c, f9), price_bytes, b"\x02" + dec(cost, f6),
+                after_cost, after_cost_tail))
             ids.append(rid)
     hashes = {}
     for cluster, ids in by_cluster.items():
