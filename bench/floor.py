@@ -82,16 +82,17 @@ def floor_bodies(answers: Mapping[str, bytes], *, period: Period, step: int, org
         raw = n.to_bytes((n.bit_length() + 8) >> 3, "big", signed=True)
         return lengths[len(raw)] + raw
 
-    maps: dict[int, bytes] = {}
+    # Org assignments and label maps are memoised objects: by identity, each kept alive here
+    # so that its id cannot be reused by another map.
+    maps: dict[int, tuple[Mapping[str, str], bytes]] = {}
 
     def sorted_map(m: Mapping[str, str]) -> bytes:
-        # Org assignments and label maps are memoised objects that stay alive: by identity.
-        out = maps.get(id(m))
-        if out is None:
-            out = maps[id(m)] = b"".join((
+        found = maps.get(id(m))
+        if found is None:
+            found = maps[id(m)] = (m, b"".join((
                 lengths[len(m)], *[s(k) + s(v) for k, v in sorted(m.items())], b"\x00",
-            )) if m else b"\x00"
-        return out
+            )) if m else b"\x00")
+        return found[1]
 
     q9, q10, q6 = Decimal("1e-9"), Decimal("1e-10"), Decimal("1e-6")
     f9, f10, f6 = Decimal(10**9), Decimal(10**10), Decimal(10**6)
@@ -154,7 +155,7 @@ def floor_bodies(answers: Mapping[str, bytes], *, period: Period, step: int, org
                 quote = by_scope.get(scope)
                 if quote is None:
                     quote = by_scope[scope] = version.scope_quote(resource, cluster, namespace)
-            qp = quote_parts.get(id(quote))
+            qp = quote_parts.get(id(quote))  # quotes stay alive in the two memos above
             if qp is None:
                 qp = quote_parts[id(quote)] = (
                     quote.unit_price,
