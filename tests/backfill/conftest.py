@@ -21,7 +21,7 @@ import yaml
 from confluent_kafka import Consumer, TopicPartition
 
 from exporter import backfill
-from exporter.commands import build_codec, build_pipeline, build_sink
+from exporter.commands import build_codec, build_pipeline
 from exporter.config import Config, load_config
 from exporter.errors import ExporterError
 from exporter.kafka_sink import ReadMessage, consumer_config, read_topic
@@ -32,6 +32,7 @@ from exporter.simulator.fleet import FleetSpec
 from exporter.simulator.promql import LabelMatcher, SeriesSet
 from exporter.simulator.server import SimulatorServer
 from tests.integration.conftest import T0, TOKEN, H, Sim
+from tests.kafka.conftest import publish_live
 
 __all__ = ["T0", "EditableStorage", "H", "Result", "Rig", "hours"]
 
@@ -140,15 +141,7 @@ class Rig:
 
     def live_export(self, periods: Sequence[Period]) -> None:
         """What `run --once` does for `periods`: the live pipeline, sink and checkpoint."""
-        cfg = self.cfg
-        pipeline = build_pipeline(cfg, self.clock)
-        sink = build_sink(cfg, self.clock)
-        sink.start()
-        try:
-            for p in periods:
-                pipeline.publish(pipeline.compute(p), sink, cfg.kafka.transactional_id)
-        finally:
-            sink.close()
+        publish_live(build_pipeline(self.cfg, self.clock), self.cfg, self.clock, periods)
 
     # --- the backfill CLI ---------------------------------------------------------------------
 

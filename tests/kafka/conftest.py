@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import uuid
+from collections.abc import Sequence
 from typing import Any
 
 from exporter.clock import FakeClock
@@ -41,10 +42,17 @@ def hours(count: int, start: int = T0) -> list[Period]:
 
 def publish_periods(cfg: Config, clock: FakeClock, periods: list[Period], source: Any = None) -> None:
     """Publish `periods` in order as the live path does (one transaction each), fake source."""
-    from exporter.commands import build_pipeline, build_sink
+    from exporter.commands import build_pipeline
     from tests.fakes.memory import FakeSource
 
-    pipeline = build_pipeline(cfg, clock, source=source or FakeSource(clock))
+    publish_live(build_pipeline(cfg, clock, source=source or FakeSource(clock)), cfg, clock, periods)
+
+
+def publish_live(pipeline: Any, cfg: Config, clock: FakeClock, periods: Sequence[Period]) -> None:
+    """What `run --once` does for `periods` with `pipeline`: the live sink, one transaction
+    (records, manifests, checkpoint) per period, in order."""
+    from exporter.commands import build_sink
+
     sink = build_sink(cfg, clock)
     sink.start()
     try:
