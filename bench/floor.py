@@ -25,12 +25,10 @@ from typing import Any
 from exporter import avro
 from exporter.model import ORG_KEYS, UNALLOCATED, UNITS
 from exporter.periods import Period
+from exporter.queries import RECORD_GRAIN
 from exporter.records import _RECORD_DOMAIN, _chunk, identity_method, kubernetes_kind
+from exporter.sysdig import _SLOTS
 from exporter.units import _CONTEXT, method_id
-
-_SLOTS = ("cpu.usage", "cpu.request", "cpu.chargeable",
-          "memory.usage", "memory.request", "memory.chargeable")
-_GRAIN = ("kube_cluster_name", "kube_namespace_name", "kube_workload_type", "kube_workload_name")
 
 
 class _Line:
@@ -47,12 +45,14 @@ def floor_bodies(answers: Mapping[str, bytes], *, period: Period, step: int, org
                  ) -> tuple[dict[str, bytes], dict[str, str]]:
     """record_id -> Avro body, and cluster -> content hash, from the raw answer bodies by name."""
     docs = {name: json.loads(body)["data"]["result"] for name, body in answers.items()}
+    # The grain labels, inline below: a call per series would slow the yardstick itself.
+    cluster_l, namespace_l, kind_l, name_l = RECORD_GRAIN
     sums: dict[tuple[str, str, str, str], list[Decimal]] = {}
     zero = Decimal(0)
     for i, slot in enumerate(_SLOTS):
         for item in docs[slot]:
             m = item["metric"]
-            key = (m[_GRAIN[0]], m[_GRAIN[1]], m.get(_GRAIN[2]) or "unknown", m[_GRAIN[3]])
+            key = (m[cluster_l], m[namespace_l], m.get(kind_l) or "unknown", m[name_l])
             row = sums.get(key)
             if row is None:
                 row = sums[key] = [zero] * 6
@@ -61,7 +61,7 @@ def floor_bodies(answers: Mapping[str, bytes], *, period: Period, step: int, org
     best: dict[tuple[str, str, str, str], tuple[Decimal, tuple[tuple[str, str], ...]]] = {}
     for item in docs["labels"]:
         m = item["metric"]
-        key = (m[_GRAIN[0]], m[_GRAIN[1]], m.get(_GRAIN[2]) or "unknown", m[_GRAIN[3]])
+        key = (m[cluster_l], m[namespace_l], m.get(kind_l) or "unknown", m[name_l])
         value = Decimal(item["values"][0][1])
         combo = tuple(sorted([kv for kv in m.items() if kv[0] in wanted]))
         seen = best.get(key)

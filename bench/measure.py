@@ -32,7 +32,7 @@ import requests
 
 import exporter.sysdig as sysdig_module
 from bench.fleets import SETTLE, exporter_config, period, write_rate_card
-from bench.floor import floor_bodies, time_floor
+from bench.floor import time_floor
 from bench.record import Recording
 from exporter.clock import FakeClock
 from exporter.commands import build_pipeline, build_sink, build_source
@@ -213,10 +213,9 @@ def _floor_args(rig: Rig, p: Period) -> dict[str, Any]:
             "exporter_version": rig.pipeline.exporter_version}
 
 
-def same_as_floor(result: Any, answers: dict[str, bytes], args: dict[str, Any]) -> dict[str, Any]:
-    """Whether `bench.floor` writes the very bodies and content hashes the exporter wrote
-    for `result`'s period, from the same answers."""
-    bodies, hashes = floor_bodies(answers, **args)
+def same_as_floor(result: Any, bodies: dict[str, bytes], hashes: dict[str, str]) -> dict[str, Any]:
+    """Whether the floor's bodies and content hashes for `result`'s period are the very ones
+    the exporter wrote."""
     expected = {m.cluster: m.content_hash for m in result.manifests if m.record_count}
     return {"records": len(bodies), "identical": bodies == result.bodies and hashes == expected}
 
@@ -379,18 +378,21 @@ def measure(recording: Path, url: str, bootstrap: str, tag: str, periods: int,
     answers = rec.bodies(recording)
     bodies = list(answers.values())
     try:
-        floor_args = _floor_args(rig, period(0))
         with instrumented(timers):
             warm = run_period(rig, period(-1), timers)
             runs = []
+            floor_output: tuple[dict[str, bytes], dict[str, str]] | None = None
             for i in range(periods):
+                floor_output = None  # the previous period's, freed before this one runs
                 run = run_period(rig, period(i), timers)
                 # The JSON ceiling runs on a heap like the exporter's between periods: its
                 # objects and caches, none of a period's records or messages (every object
                 # the heap holds makes the collector, and so the ceiling, slower).
                 gc.collect()
                 run["ceiling_json"] = json_ceiling(bodies, repeat=1)
-                run["floor"] = time_floor(answers, repeat=1, **floor_args)[0]
+                measured = time_floor(answers, repeat=1, **_floor_args(rig, period(i)))
+                run["floor"], floor_output = measured[0], (measured[1], measured[2])
+                del measured
                 runs.append(run)
         peak = peak_rss_mib()
         result: dict[str, Any] = {
@@ -405,7 +407,7 @@ def measure(recording: Path, url: str, bootstrap: str, tag: str, periods: int,
             result["consumer"] = consumer_throughput(rig.cfg)
         result["json_without_gc"] = json_ceiling(bodies, collector=False)
         # The last period's messages and records once more (computed, not published) for the
-        # produce ceiling, the floor's byte check and the Avro rates.
+        # produce ceiling, the floor's byte check (against its last run) and the Avro rates.
         p = period(periods - 1)
         with gc_paused():
             rig.clock.set(p.end + SETTLE)
@@ -415,8 +417,9 @@ def measure(recording: Path, url: str, bootstrap: str, tag: str, periods: int,
                                                        int(rig.clock.time() * 1000))
         result["ceiling_produce"] = produce_ceiling(rig.cfg, messages, checkpoint)
         floor_wall, floor_cpu = _median_pair([tuple(r["floor"]) for r in runs])
+        assert floor_output is not None
         result["floor"] = {"wall": floor_wall, "cpu": floor_cpu,
-                           **same_as_floor(last, answers, _floor_args(rig, p))}
+                           **same_as_floor(last, *floor_output)}
         if avro_records:
             result["avro"] = avro_throughput(last.records, at_least=avro_records)
         return result
