@@ -19,6 +19,10 @@ MetricName = Literal[
     "chargeback_period_failures_total",
     "chargeback_period_duration_seconds",
     "chargeback_coarse_periods_total",
+    "chargeback_period_held",
+    "chargeback_held_period_age_seconds",
+    "chargeback_cluster_missing",
+    "chargeback_expected_clusters",
 ]
 
 
@@ -64,6 +68,22 @@ class Metrics:
             "chargeback_coarse_periods",
             "Periods measured at a coarser step than periods.resolution (Sysdig retention), by step.",
             ["step"], registry=r)
+        self.period_held = Gauge(
+            "chargeback_period_held",
+            "1 while the next period is held (not published) for this reason, else 0.",
+            ["reason"], registry=r)
+        self.held_period_age = Gauge(
+            "chargeback_held_period_age_seconds",
+            "Now minus the end of the period being held; 0 when no period is held.", registry=r)
+        self.cluster_missing = Gauge(
+            "chargeback_cluster_missing",
+            "1 when an expected cluster had no usage or no request series in the last measured "
+            "period (`what`: usage, requests), else 0.",
+            ["cluster", "what"], registry=r)
+        self.expected_clusters = Gauge(
+            "chargeback_expected_clusters",
+            "Clusters the exporter expects in every period (configured, seen or recently "
+            "published).", registry=r)
 
     def observe_sysdig(self, query: str, status: int | None, seconds: float) -> None:
         """Record one Sysdig request (hooked into the Sysdig client)."""
