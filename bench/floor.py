@@ -56,20 +56,20 @@ def floor_bodies(answers: Mapping[str, bytes], *, period: Period, step: int, org
             row = sums.get(key)
             if row is None:
                 row = sums[key] = [zero] * 6
-            row[i] = Decimal(item["values"][0][1])
+            row[i] = Decimal(item["value"][1])
     wanted = frozenset(columns)
     best: dict[tuple[str, str, str, str], tuple[Decimal, tuple[tuple[str, str], ...]]] = {}
     for item in docs["labels"]:
         m = item["metric"]
         key = (m[cluster_l], m[namespace_l], m.get(kind_l) or "unknown", m[name_l])
-        value = Decimal(item["values"][0][1])
+        value = Decimal(item["value"][1])
         combo = tuple(sorted([kv for kv in m.items() if kv[0] in wanted]))
         seen = best.get(key)
         if seen is None or value > seen[0] or (value == seen[0] and combo < seen[1]):
             best[key] = (value, combo)
     expected = Decimal(period.length // step)
     coverage = {item["metric"].get("kube_cluster_name", ""):
-                min(Decimal(1), Decimal(item["values"][0][1]) / expected) for item in docs["coverage"]}
+                min(Decimal(1), Decimal(item["value"][1]) / expected) for item in docs["coverage"]}
 
     strs, slow, lengths, longs = avro._STRS, avro._str_slow, avro._LEN, avro._LONGS64
     mul, div, exact = _CONTEXT.multiply, _CONTEXT.divide, avro._EXACT

@@ -4,7 +4,7 @@ the ceilings measured on the same bytes and broker, Avro and consumer throughput
 Phases of a period (one Sysdig request at a time, so they add up):
 - fetch: `SysdigSource.fetch`, split into HTTP (requests' `Session.send`: sending, waiting on
   the server and reading the whole body) and parse (everything else: sdcclient,
-  `Response.json`, validating the series (`sysdig._series_values`), assembling `PeriodUsage`);
+  `Response.json`, validating the series (`sysdig.parse_vector`), assembling `PeriodUsage`);
 - compute: the rest of `Pipeline.compute` (units, pricing, shared costs, label coverage,
   records and their Avro bodies, content hashes, manifests);
 - encode: `Pipeline.messages` (framing the bodies, manifests, headers);
@@ -82,16 +82,16 @@ class Timers:
 def instrumented(timers: Timers) -> Iterator[None]:
     """Time HTTP sends, JSON decoding and series validation for the duration of the block."""
     saved = (requests.sessions.Session.send, requests.models.Response.json,
-             sysdig_module._series_values)
+             sysdig_module.parse_vector)
     requests.sessions.Session.send = timers.wrap("http", saved[0])  # type: ignore[method-assign]
     requests.models.Response.json = timers.wrap("json", saved[1])  # type: ignore[method-assign]
-    sysdig_module._series_values = timers.wrap("series", saved[2])
+    sysdig_module.parse_vector = timers.wrap("series", saved[2])
     try:
         yield
     finally:
         requests.sessions.Session.send = saved[0]  # type: ignore[method-assign]
         requests.models.Response.json = saved[1]  # type: ignore[method-assign]
-        sysdig_module._series_values = saved[2]
+        sysdig_module.parse_vector = saved[2]
 
 
 class TimedSource:

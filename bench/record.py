@@ -18,7 +18,7 @@ from exporter.commands import build_source
 from exporter.simulator.fleet import SAMPLE_INTERVAL, Fleet
 from exporter.simulator.server import SimulatorServer
 
-QUERY_RANGE = "/prometheus/api/v1/query_range"
+QUERY = "/prometheus/api/v1/query"
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,9 +81,9 @@ def record(target_pods: int, directory: Path, seed: int = 1, max_replicas: int =
     seconds: dict[str, float] = {}
     total = 0
     for i, (name, query) in enumerate(qplan.all()):
-        params = {"query": [query], "start": [str(at)], "end": [str(at)], "step": [str(step)]}
+        params = {"query": [query], "time": [str(at)]}
         began = time.perf_counter()
-        status, payload, _ = server.handle("GET", QUERY_RANGE, params, {}, b"")
+        status, payload, _ = server.handle("GET", QUERY, params, {}, b"")
         body = json.dumps(payload, separators=(",", ":")).encode("utf-8")
         seconds[name] = time.perf_counter() - began
         if status != 200:

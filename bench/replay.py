@@ -18,7 +18,7 @@ from typing import Any, Self
 from urllib.parse import parse_qs, urlsplit
 
 from bench.fleets import TOKEN
-from bench.record import QUERY_RANGE, Recording
+from bench.record import QUERY, Recording
 from exporter.simulator.background import BackgroundHTTP
 
 
@@ -67,10 +67,10 @@ def _handler(templates: Templates) -> type[BaseHTTPRequestHandler]:
             params = parse_qs(url.query)
             if self.headers.get("Authorization") != f"Bearer {TOKEN}":
                 self._send(401, b'{"status":401,"error":"Unauthorized"}')
-            elif url.path != QUERY_RANGE or "query" not in params or "start" not in params:
+            elif url.path != QUERY or "query" not in params or "time" not in params:
                 self._send(400, _error(f"not a recorded request: {url.path}"))
             else:
-                body = templates.body(params["query"][0], float(params["start"][0]))
+                body = templates.body(params["query"][0], float(params["time"][0]))
                 if body is None:
                     self._send(400, _error("query not in the recording"))
                 else:
@@ -87,7 +87,7 @@ def _handler(templates: Templates) -> type[BaseHTTPRequestHandler]:
 
 
 class ReplayServer(BackgroundHTTP):
-    """Answers `query_range` from the recording in `directory`, on 127.0.0.1, from a background
+    """Answers instant queries from the recording in `directory`, on 127.0.0.1, from a background
     thread: `with ReplayServer(directory) as server:` then point the source at `server.url`.
 
     The recording is read when the server is built, so a bad directory fails before binding.

@@ -17,8 +17,8 @@ import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from decimal import Context, Decimal, Inexact, InvalidOperation, Overflow
-from itertools import chain
 from operator import itemgetter
 from typing import Any
 
@@ -27,6 +27,7 @@ from requests.adapters import HTTPAdapter
 
 from exporter.clock import Clock
 from exporter.errors import (
+    IncompleteDataError,
     SourceAuthError,
     SourceQueryError,
     SourceUnavailable,
@@ -38,6 +39,8 @@ from exporter.queries import RECORD_GRAIN, QueryPlan, plan
 from exporter.retry import call_with_retries
 
 NO_WORKLOAD = "__no_workload__"
+# Sysdig caps aggregated answers at 100k result segments, without an error.
+SERIES_CAP = 100_000
 # Far above any real sum (1 PiB for a year of 10 s steps is ~3e21): larger is a broken answer.
 MAX_VALUE = Decimal("1e30")
 
@@ -71,14 +74,6 @@ class StrictAdapter(HTTPAdapter):
 class QueryStats:
     requests: int
     bytes: int
-
-
-@dataclass(frozen=True, slots=True)
-class Series:
-    """One result series: its labels and the value at the evaluation instant."""
-
-    labels: Mapping[str, str]
-    value: Decimal
 
 
 def _redact(text: str, secret: str | None) -> str:
@@ -131,28 +126,47 @@ class SysdigClient:
             self.requests += 1
             self.bytes += len(response.content or b"")
 
-    def query_range(self, query: str, start: float, end: float, step: int, what: str) -> list[dict[str, Any]]:
-        """Run a range query with retries; return the raw `result` list of a matrix."""
+    def query_instant(self, query: str, at: float, what: str) -> list[Any]:
+        """Evaluate `query` at instant `at` (`/query?time=`), with retries.
 
-        def once() -> list[dict[str, Any]]:
-            return self._query_once(query, start, end, step, what)
+        Returns the raw `result` list of a vector answer. Raises `SourceUnavailable` (after
+        retries), `SourceAuthError`, `SourceQueryError` for a rejected query or a malformed
+        answer, and `IncompleteDataError` when Sysdig warns or caps the answer.
+        """
 
-        return call_with_retries(
-            once,
-            clock=self._clock,
-            attempts=self._attempts,
-            max_delay=self._max_retry_time,
-            what=f"sysdig {what}",
-        )
+        def once() -> list[Any]:
+            where = f"Sysdig {self._url} ({what})"
+            body = self._call(what, lambda: self._client.get_data_promql_instant(
+                query, _num(at), timeout=f"{self._timeout}s"))
+            return _result(body, "vector", where)
 
-    def _query_once(self, query: str, start: float, end: float, step: int, what: str) -> list[dict[str, Any]]:
+        return call_with_retries(once, clock=self._clock, attempts=self._attempts,
+                                 max_delay=self._max_retry_time, what=f"sysdig {what}")
+
+    def query_range(self, query: str, start: float, end: float, step: int, what: str) -> list[Any]:
+        """Evaluate `query` over `[start, end]` every `step` (`/query_range`), with retries.
+
+        Returns the raw `result` list of a matrix answer; raises as `query_instant`. Billing
+        never reads range answers (Sysdig aligns their stamps to the step); `check-sysdig`
+        uses this to observe that stamping.
+        """
+
+        def once() -> list[Any]:
+            where = f"Sysdig {self._url} ({what})"
+            body = self._call(what, lambda: self._client.get_data_promql(
+                query, _num(start), _num(end), step, timeout=f"{self._timeout}s"))
+            return _result(body, "matrix", where)
+
+        return call_with_retries(once, clock=self._clock, attempts=self._attempts,
+                                 max_delay=self._max_retry_time, what=f"sysdig {what}")
+
+    def _call(self, what: str, request: Callable[[], Any]) -> Any:
+        """Run one sdcclient call and return its body, or raise our error for its failure."""
         self._local.response = None
         where = f"Sysdig {self._url} ({what})"
         began = self._clock.time()
         try:
-            ok, result = self._client.get_data_promql(
-                query, _num(start), _num(end), step, timeout=f"{self._timeout}s"
-            )
+            ok, result = request()
         except requests.exceptions.SSLError as exc:
             raise SourceQueryError(f"{where}: TLS verification failed: {_first_line(exc)}") from None
         except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
@@ -174,7 +188,7 @@ class SysdigClient:
             status = response.status_code if response is not None else None
             message = _redact(str(result), self._token).strip().replace("\n", "; ")
             self._raise_for(status, message, response, where)
-        return _matrix(result, where)
+        return result
 
     def _status(self) -> int | None:
         response: requests.Response | None = getattr(self._local, "response", None)
@@ -222,88 +236,41 @@ def _retry_after(response: requests.Response | None) -> float | None:
         return None
 
 
-def _matrix(body: Any, where: str) -> list[dict[str, Any]]:
+def _result(body: Any, kind: str, where: str) -> list[Any]:
+    """The `data.result` list of a successful answer of `kind` ("vector" or "matrix").
+
+    Any warning makes the answer incomplete: Sysdig warns when it truncates (the 1,000-series
+    limit of queries without aggregation, `limit`), and a warning we cannot read is no better.
+    An answer of `SERIES_CAP` series or more may have been capped silently (aggregated
+    queries are cut at 100k result segments without an error), so it is incomplete too.
+    """
     if not isinstance(body, dict) or body.get("status") != "success":
         raise SourceQueryError(f"{where}: malformed response: missing status 'success'")
-    warnings = body.get("warnings") or []
-    for w in warnings:
-        if "limit" in str(w).lower() or "truncat" in str(w).lower():
-            raise SourceQueryError(f"{where}: result truncated by Sysdig: {str(w)[:200]}")
+    warnings = body.get("warnings")
+    if warnings:
+        first = _printable(str(warnings[0] if isinstance(warnings, list) else warnings)[:200])
+        raise IncompleteDataError(f"{where}: Sysdig answered with a warning, so the answer may "
+                                  f"be incomplete: {first}")
     data = body.get("data")
-    if not isinstance(data, dict) or data.get("resultType") not in ("matrix", "vector"):
-        raise SourceQueryError(f"{where}: malformed response: data.resultType is not matrix")
+    if not isinstance(data, dict) or data.get("resultType") != kind:
+        raise SourceQueryError(f"{where}: malformed response: data.resultType is not {kind}")
     result = data.get("result")
     if not isinstance(result, list):
         raise SourceQueryError(f"{where}: malformed response: data.result is not a list")
+    if len(result) >= SERIES_CAP:
+        raise IncompleteDataError(
+            f"{where}: {len(result)} series, at Sysdig's cap of {SERIES_CAP} result segments; "
+            "the answer may have been cut short")
     return result
 
 
-def parse_series(result: Sequence[Any], at: float, where: str) -> list[Series]:
-    """Validate a matrix result and take each series' value at instant `at`.
+def parse_vector(result: Sequence[Any], at: float, where: str) -> list[tuple[dict[str, str], Decimal]]:
+    """Validate an instant answer evaluated at `at`: (labels, value) per series, in order.
 
-    Values must be finite and non-negative; anything else makes the period unusable.
+    Every series must carry string labels and one `[at, "<number>"]` sample. A sample stamped
+    at another instant than `at` is an error naming both instants: it is never read as "no
+    series". Values must be finite, non-negative and at most `MAX_VALUE`.
     """
-    return [Series(labels, value) for labels, value in _series_values(result, at, where)]
-
-
-def _series_values(result: Sequence[Any], at: float, where: str, *, from_json: bool = False,
-                   ) -> list[tuple[dict[str, str], Decimal]]:
-    """`parse_series` as (labels, value) pairs: the same checks, results and errors.
-
-    `_common_values` takes the shape of every real answer; any other answer goes through
-    `_checked_values`, the full per-series checks, which raise the exact error. `from_json`:
-    `result` was decoded from JSON, so every label name is a str (JSON object keys are).
-    """
-    fast = _common_values(result, at, names_are_str=from_json)
-    return _checked_values(result, at, where) if fast is None else fast
-
-
-def _common_values(result: Sequence[Any], at: float, *, names_are_str: bool = False,
-                   ) -> list[tuple[dict[str, str], Decimal]] | None:
-    """The values of an answer whose every series is plain: a `metric` dict of strings and a
-    single `values` point `[at, "<number>"]` with a usable value. None if any series is not.
-    `names_are_str`: the caller guarantees label names are str, so only values are checked.
-
-    Whatever it accepts, `_checked_values` accepts with the same result (tests check this), so
-    None only ever means "check it the long way", never a verdict.
-    """
-    out: list[tuple[dict[str, str], Decimal]] = []
-    append = out.append
-    for item in result:
-        if type(item) is not dict:
-            return None
-        labels = item.get("metric")
-        points = item.get("values")
-        if type(labels) is not dict or type(points) is not list or len(points) != 1:
-            return None
-        point = points[0]
-        if type(point) is not list or len(point) != 2:
-            return None
-        ts, raw = point
-        # Exactly `at` is within math.isclose of it; any other instant takes the long way.
-        if not ((type(ts) is int or type(ts) is float) and ts == at and type(raw) is str):
-            return None
-        try:
-            value = Decimal(raw)
-            # Also false for ±Infinity; NaN raises (or compares false without the trap).
-            usable = 0 <= value <= MAX_VALUE
-        except ArithmeticError:
-            return None
-        if not usable:
-            return None
-        append((labels, value))
-    try:
-        # One pass in C over every label value (and name): join raises TypeError on a non-str.
-        "".join(chain.from_iterable(map(dict.values, map(_first, out))))
-        if not names_are_str:
-            "".join(chain.from_iterable(map(_first, out)))
-    except TypeError:
-        return None
-    return out
-
-
-def _checked_values(result: Sequence[Any], at: float, where: str) -> list[tuple[dict[str, str], Decimal]]:
-    """Series by series, every check, in order: the first problem is the error raised."""
     out: list[tuple[dict[str, str], Decimal]] = []
     for item in result:
         if not isinstance(item, dict) or not isinstance(item.get("metric"), dict):
@@ -311,32 +278,31 @@ def _checked_values(result: Sequence[Any], at: float, where: str) -> list[tuple[
         labels = item["metric"]
         if not all(isinstance(k, str) and isinstance(v, str) for k, v in labels.items()):
             raise SourceQueryError(f"{where}: malformed series: labels must be strings")
-        points = item.get("values")
-        if points is None and "value" in item:
-            points = [item["value"]]
-        if not isinstance(points, list):
-            raise SourceQueryError(f"{where}: malformed series: missing 'values'")
-        value: Decimal | None = None
-        for point in points:
-            if not isinstance(point, list | tuple) or len(point) != 2:
-                raise SourceQueryError(f"{where}: malformed point {str(point)[:80]}")
-            ts, raw = point
-            if not isinstance(ts, int | float) or not isinstance(raw, str):
-                raise SourceQueryError(f"{where}: malformed point {str(point)[:80]}")
-            if not math.isclose(float(ts), at, abs_tol=1e-3):
-                continue
-            try:
-                value = Decimal(raw)
-            except InvalidOperation:
-                raise SourceQueryError(
-                    f"{where}: value {_printable(raw[:40])} is not a number") from None
-            if not value.is_finite() or value < 0 or value > MAX_VALUE:
-                raise SourceQueryError(
-                    f"{where}: unusable value {_printable(raw[:40])} for series {_brief(labels)}"
-                )
-        if value is not None:
-            out.append((labels, value))
+        point = item.get("value")
+        if not isinstance(point, list | tuple) or len(point) != 2:
+            raise SourceQueryError(f"{where}: malformed series: missing 'value' [time, value]")
+        ts, raw = point
+        if not isinstance(ts, int | float) or isinstance(ts, bool) or not isinstance(raw, str):
+            raise SourceQueryError(f"{where}: malformed point {_printable(str(point)[:80])}")
+        if not math.isclose(float(ts), at, abs_tol=1e-3):
+            raise SourceQueryError(
+                f"{where}: answer stamped at {_instant(float(ts))}, asked for {_instant(at)}; "
+                "the period is held rather than read as having no series")
+        try:
+            value = Decimal(raw)
+        except InvalidOperation:
+            raise SourceQueryError(f"{where}: value {_printable(raw[:40])} is not a number") from None
+        if not value.is_finite() or value < 0 or value > MAX_VALUE:
+            raise SourceQueryError(
+                f"{where}: unusable value {_printable(raw[:40])} for series {_brief(labels)}")
+        out.append((labels, value))
     return out
+
+
+def _instant(t: float) -> str:
+    """An instant as epoch seconds and UTC time, for error messages."""
+    stamp = datetime.fromtimestamp(t, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return f"{_num(t)} ({stamp})"
 
 
 def _brief(labels: Mapping[str, str]) -> str:
@@ -403,9 +369,8 @@ class SysdigSource:
 
         def run(item: tuple[str, str]) -> tuple[str, list[tuple[dict[str, str], Decimal]]]:
             name, query = item
-            raw = self._client.query_range(query, at, at, step, f"{name} {period}")
-            # sdcclient decodes the body with `Response.json`: JSON, so label names are str.
-            return name, _series_values(raw, at, f"Sysdig ({name} {period})", from_json=True)
+            raw = self._client.query_instant(query, at, f"{name} {period}")
+            return name, parse_vector(raw, at, f"Sysdig ({name} {period})")
 
         if self._concurrency > 1:
             with ThreadPoolExecutor(max_workers=min(self._concurrency, len(named))) as pool:
@@ -489,7 +454,6 @@ _SLOTS: tuple[str, ...] = tuple(
     f"{res}.{part}" for res in ("cpu", "memory") for part in ("usage", "request", "chargeable"))
 _Grain = tuple[str, str, str, str]
 _grain_of = itemgetter(*RECORD_GRAIN)
-_first = itemgetter(0)
 
 
 def _raw_grain(labels: Mapping[str, str]) -> _Grain:

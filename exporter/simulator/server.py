@@ -38,6 +38,9 @@ TIMELINES = "/api/history/timelines/"
 TIMELINE_WINDOWS = ((10, 6 * 3600), (60, 2 * 86400), (600, 14 * 86400), (3600, 90 * 86400),
                     (86400, 365 * 86400))
 
+# How range answers are stamped: aligned to the step (Sysdig) or from `start` (Prometheus).
+STAMPINGS = ("sysdig", "prometheus")
+
 JsonBody = Mapping[str, Any] | list[Any]
 
 
@@ -193,12 +196,20 @@ class SimulatorServer(BackgroundHTTP):
     `tokens` are accepted Bearer tokens; `forbidden_tokens` authenticate but get 403. Time
     defaults ("now" for instant queries, 401 timestamps, timelines) come from `clock`;
     `sleep` serves fault delays and `timer` measures query timeouts (both real by default).
+
+    `stamping` is how range answers are stamped: "sysdig" (the default) aligns `start` and
+    `end` down to a multiple of `step`, as Sysdig's own sdcclient examples show; "prometheus"
+    stamps at `start + k*step`, as stock Prometheus does. The exporter must be exact under both.
     """
 
     def __init__(self, fleet: Storage, clock: Clock, tokens: Iterable[str] = ("sim-token",),
                  forbidden_tokens: Iterable[str] = (), host: str = "127.0.0.1", port: int = 0,
                  sleep: Callable[[float], None] = time.sleep,
-                 timer: Callable[[], float] = time.monotonic) -> None:
+                 timer: Callable[[], float] = time.monotonic,
+                 stamping: str = "sysdig") -> None:
+        if stamping not in STAMPINGS:
+            raise ValueError(f"stamping must be one of {', '.join(STAMPINGS)}, got {stamping!r}")
+        self.stamping = stamping
         self.fleet = fleet
         self.clock = clock
         self.tokens = frozenset(tokens)
@@ -318,6 +329,8 @@ class SimulatorServer(BackgroundHTTP):
                     raise _BadRequest("exceeded maximum resolution of 11,000 points per "
                                       "timeseries. Try decreasing the query resolution "
                                       "(?step=XX)")
+                if self.stamping == "sysdig":
+                    start, end = math.floor(start / step) * step, math.floor(end / step) * step
                 result = self.engine.range(text, start, end, step, timeout=timeout)
         except _BadRequest as exc:
             return 400, _prom_error("bad_data", str(exc)), {}

@@ -75,7 +75,8 @@ def prometheus_proxy(prometheus: RealPrometheus,
 
 @pytest.fixture(scope="session")
 def simulator(conformance_data: ConformanceData) -> Iterator[SimulatorServer]:
-    """The simulator serving the same fleet."""
+    """The simulator serving the same fleet, stamping range answers as Prometheus does: these
+    tests compare PromQL semantics, not Sysdig's alignment of range answers."""
     with SimulatorServer(conformance_data.fleet, conformance_data.clock,
-                         tokens=[conformance_data.token]) as server:
+                         tokens=[conformance_data.token], stamping="prometheus") as server:
         yield server

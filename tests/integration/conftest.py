@@ -20,11 +20,12 @@ TOKEN = "sim-token-4f1c9a"
 class Sim:
     """A running simulator with its fleet and clock."""
 
-    def __init__(self, spec: FleetSpec, now: int, history: int = 12 * H) -> None:
+    def __init__(self, spec: FleetSpec, now: int, history: int = 12 * H,
+                 stamping: str = "sysdig") -> None:
         self.clock = FakeClock(now)
         self.fleet = Fleet(spec, clock=self.clock, history=history)
         self.server = SimulatorServer(self.fleet, self.clock, tokens=[TOKEN],
-                                      forbidden_tokens=["read-only-token"])
+                                      forbidden_tokens=["read-only-token"], stamping=stamping)
 
     def config(self, **overrides: Any) -> Config:
         base: dict[str, Any] = {
@@ -41,8 +42,9 @@ class Sim:
 def sim_factory() -> Iterator[Callable[..., Sim]]:
     started: list[Sim] = []
 
-    def make(seed: int = 1, now: int = T0 + 3 * H + 300, **spec: Any) -> Sim:
-        sim = Sim(FleetSpec(seed=seed, **spec), now)
+    def make(seed: int = 1, now: int = T0 + 3 * H + 300, stamping: str = "sysdig",
+             **spec: Any) -> Sim:
+        sim = Sim(FleetSpec(seed=seed, **spec), now, stamping=stamping)
         sim.server.start()
         started.append(sim)
         return sim

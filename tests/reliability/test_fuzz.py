@@ -31,7 +31,7 @@ from exporter.config import Config, load_config, masked_dict
 from exporter.errors import ConfigError, ExporterError, SourceQueryError
 from exporter.pipeline import Pipeline
 from exporter.queries import RECORD_GRAIN
-from exporter.sysdig import parse_series
+from exporter.sysdig import parse_vector
 from tests.reliability.campaign import tune_server
 from tests.reliability.conftest import PERIOD, Sim
 
@@ -71,7 +71,7 @@ def series(draw: st.DrawFn, dirty: bool = True) -> dict[str, Any]:
         labels.update(draw(st.fixed_dictionaries({n: texts for n in RECORD_GRAIN})))
     value = draw(values if dirty else good_values)
     ts = draw(st.sampled_from([AT, AT, AT, int(AT), AT - 10, "now"]) if dirty else st.just(AT))
-    return {"metric": labels, "values": [[ts, value]]}
+    return {"metric": labels, "value": [ts, value]}
 
 
 @st.composite
@@ -91,7 +91,7 @@ def answers(draw: st.DrawFn) -> list[list[dict[str, Any]]]:
     return [draw(matrices(dirty)) for _ in QUERIES]
 
 
-# --- parse_series ------------------------------------------------------------------------------
+# --- parse_vector ------------------------------------------------------------------------------
 
 raw_items = st.one_of(
     series(),
@@ -104,20 +104,21 @@ raw_items = st.one_of(
 
 @settings(max_examples=400, deadline=None)
 @given(st.lists(raw_items, max_size=6))
-def test_parse_series_returns_usable_values_or_a_query_error(result: list[Any]) -> None:
+def test_parse_vector_returns_usable_values_or_a_query_error(result: list[Any]) -> None:
     try:
-        out = parse_series(result, AT, "Sysdig (fuzz)")
+        out = parse_vector(result, AT, "Sysdig (fuzz)")
     except SourceQueryError as exc:
         assert str(exc).startswith("Sysdig (fuzz): ")
+        assert "\n" not in str(exc)
         return
-    for s in out:
-        assert s.value.is_finite() and s.value >= 0
-        assert all(isinstance(k, str) and isinstance(v, str) for k, v in s.labels.items())
+    for labels, value in out:
+        assert value.is_finite() and value >= 0
+        assert all(isinstance(k, str) and isinstance(v, str) for k, v in labels.items())
 
 
 def test_an_unusable_value_error_is_one_line_whatever_the_labels() -> None:
     with pytest.raises(SourceQueryError) as caught:
-        parse_series([{"metric": {"kube_workload_name": "api\nworker"}, "values": [[AT, "-1"]]}],
+        parse_vector([{"metric": {"kube_workload_name": "api\nworker"}, "value": [AT, "-1"]}],
                      AT, "Sysdig (fuzz)")
     assert "\n" not in str(caught.value)
 
@@ -193,7 +194,7 @@ def test_any_sysdig_answer_is_measured_exactly_or_refused_clearly(
     sim.server.faults.clear()
     for rows in bodies:  # one query at a time, in plan order: each body answers its query
         sim.server.faults.push("/prometheus", status=200, body=json.dumps(
-            {"status": "success", "data": {"resultType": "matrix", "result": rows}}))
+            {"status": "success", "data": {"resultType": "vector", "result": rows}}))
     try:
         result = pipeline.compute(PERIOD)
         messages = pipeline.messages(result)
@@ -217,10 +218,10 @@ def test_any_sysdig_answer_is_measured_exactly_or_refused_clearly(
 def test_an_astronomical_value_is_refused_clearly(fuzz_sim: tuple[Sim, Pipeline]) -> None:
     sim, pipeline = fuzz_sim
     sim.server.faults.clear()
-    row = {"metric": dict.fromkeys(RECORD_GRAIN, "x"), "values": [[AT, "1E+999999999"]]}
+    row = {"metric": dict.fromkeys(RECORD_GRAIN, "x"), "value": [AT, "1E+999999999"]}
     for rows in ([row], [], [], [], [], [], [], []):
         sim.server.faults.push("/prometheus", status=200, body=json.dumps(
-            {"status": "success", "data": {"resultType": "matrix", "result": rows}}))
+            {"status": "success", "data": {"resultType": "vector", "result": rows}}))
     with pytest.raises(ExporterError):
         pipeline.compute(PERIOD)
 

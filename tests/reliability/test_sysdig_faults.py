@@ -172,26 +172,48 @@ def test_json_cut_inside_a_complete_response_is_retried_then_reported(sim: Sim) 
 
 
 @pytest.mark.parametrize("body", [
-    {"status": "success", "data": {"resultType": "matrix", "result": {"not": "a list"}}},
+    {"status": "success", "data": {"resultType": "vector", "result": {"not": "a list"}}},
     {"status": "success", "data": {"resultType": "string", "result": "x"}},
+    {"status": "success", "data": {"resultType": "matrix", "result": []}},
     {"status": "error", "errorType": "internal", "error": "but HTTP 200"},
     {"status": "success"},
     [1, 2, 3],
     "just a string",
     None,
     {"status": "success",
-     "data": {"resultType": "matrix", "result": [{"metric": {}, "values": [[1, 2, 3]]}]}},
-    {"status": "success", "data": {"resultType": "matrix", "result": [{"values": []}]}},
-    {"status": "success", "warnings": ["results truncated due to limit: 10 of 99 series"],
-     "data": {"resultType": "matrix", "result": []}},
-], ids=["result-not-list", "string-result", "error-status-200", "no-data", "list", "string", "null",
-        "bad-point", "no-metric", "truncated-by-limit"])
+     "data": {"resultType": "vector", "result": [{"metric": {}, "value": [1, 2, 3]}]}},
+    {"status": "success", "data": {"resultType": "vector", "result": [{"value": []}]}},
+], ids=["result-not-list", "string-result", "matrix-result", "error-status-200", "no-data", "list",
+        "string", "null", "bad-point", "no-metric"])
 def test_a_well_formed_but_unusable_answer_is_not_retried(sim: Sim, body: Any) -> None:
     sim.server.faults.push(PROM, status=200, body=json.dumps(body))
     with pytest.raises(SourceQueryError) as caught:
         sim.source(max_attempts=3).fetch(PERIOD)
-    assert "malformed" in one_line(caught.value) or "truncated" in str(caught.value)
+    assert "malformed" in one_line(caught.value)
     assert sim.prometheus_requests() == 1 and sim.clock.sleeps == []
+
+
+@pytest.mark.parametrize("warning", ["results truncated due to limit: 10 of 99 series",
+                                     "query exceeded the 1000 series limit"])
+def test_a_warned_answer_is_incomplete_and_not_retried(sim: Sim, warning: str) -> None:
+    sim.server.faults.push(PROM, status=200, body=json.dumps(
+        {"status": "success", "warnings": [warning],
+         "data": {"resultType": "vector", "result": []}}))
+    with pytest.raises(IncompleteDataError, match="warning") as caught:
+        sim.source(max_attempts=3).fetch(PERIOD)
+    assert warning in one_line(caught.value)
+    assert sim.prometheus_requests() == 1 and sim.clock.sleeps == []
+
+
+def test_an_answer_stamped_elsewhere_names_both_instants(sim: Sim) -> None:
+    at = PERIOD.end - 5
+    sim.server.faults.push(PROM, status=200, body=json.dumps(
+        {"status": "success", "data": {"resultType": "vector", "result": [
+            {"metric": {"kube_cluster_name": "c"}, "value": [PERIOD.end - 10, "1"]}]}}))
+    with pytest.raises(SourceQueryError) as caught:
+        sim.source(max_attempts=3).fetch(PERIOD)
+    assert f"stamped at {PERIOD.end - 10} " in str(caught.value)
+    assert f"asked for {at} " in str(caught.value)
 
 
 # --- series missing for part of a period -------------------------------------------------------

@@ -312,3 +312,27 @@ def test_concurrent_clients_get_identical_answers(server: SimulatorServer) -> No
         answers = list(pool.map(run, range(8)))
     assert all(a == answers[0] for a in answers)
     assert answers[0]["data"]["result"]  # type: ignore[index]
+
+
+def test_range_answers_are_aligned_to_the_step_by_default(client: SdMonitorClient) -> None:
+    # As sdcclient's own examples show for Sysdig: start = now - 300, step = 60 answers on
+    # multiples of 60, never at `start + k*step`.
+    start = T0 + 3600 + 17
+    ok, res = client.get_data_promql(f"count({CPU})", start, start + 300, 60)
+    assert ok, res
+    stamps = [v[0] for v in res["data"]["result"][0]["values"]]
+    assert stamps == list(range(T0 + 3600, T0 + 3600 + 301, 60))
+    ok, res = client.get_data_promql(f"count({CPU})", start, start, 60)
+    assert ok and [v[0] for v in res["data"]["result"][0]["values"]] == [T0 + 3600]
+
+
+def test_prometheus_stamping_is_an_option(fleet: Fleet, clock: FakeClock) -> None:
+    with SimulatorServer(fleet, clock, tokens=[TOKEN], stamping="prometheus") as srv:
+        c = SdMonitorClient(token=TOKEN, sdc_url=srv.url)
+        start = T0 + 3600 + 17
+        ok, res = c.get_data_promql(f"count({CPU})", start, start + 300, 60)
+        assert ok, res
+        assert [v[0] for v in res["data"]["result"][0]["values"]] == list(
+            range(start, start + 301, 60))
+    with pytest.raises(ValueError, match="stamping"):
+        SimulatorServer(fleet, clock, stamping="grafana")
