@@ -437,7 +437,11 @@ class _Codegen:
         if not name.isidentifier():
             raise _Unsupported(f"field name {name!r}")
         if "default" in fld and fld["default"] is not None:
-            raise _Unsupported("non-null default")
+            # A field added with a default (schema evolution): written as the default when
+            # absent, as fastavro does. The default object is only ever read.
+            default = self.const(fld["default"], "default")
+            return (f"getattr({obj}, {name!r}, {default})" if self.attr
+                    else f"{obj}.get({name!r}, {default})")
         if "default" not in fld and not _accepts_null(fld["type"]):
             return f"{obj}.{name}" if self.attr else f"{obj}[{name!r}]"
         # fastavro writes a missing field as its default, and as null when it has none.

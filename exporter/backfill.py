@@ -215,7 +215,8 @@ def read_backfill_checkpoint(cfg: Config, codec: Any, clock: Clock,
         if m.value is None:
             found = None
             continue
-        found = BackfillCheckpoint(codec.decode_checkpoint(m.value), _int_header(m, FROM_HEADER),
+        found = BackfillCheckpoint(codec.decode_checkpoint(m.value).last_period_end,
+                                   _int_header(m, FROM_HEADER),
                                    _int_header(m, TO_HEADER))
     return found
 
@@ -231,12 +232,12 @@ def _int_header(m: ReadMessage, name: str) -> int | None:
 def read_live_checkpoint(cfg: Config, clock: Clock, live_id: str) -> int | None:
     """The live worker's committed `last_period_end`, or None (no checkpoint, or no topic yet)."""
     try:
-        end: int | None = build_checkpoints(cfg, clock, transactional_id=live_id).read()
+        state = build_checkpoints(cfg, clock, transactional_id=live_id).read()
     except SinkError as exc:
         if _missing_topic(exc):
             return None
         raise
-    return end
+    return None if state is None else state.last_period_end
 
 
 class RangeCheckpointSink:

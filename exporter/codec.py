@@ -9,7 +9,7 @@ from exporter.avro import Framing
 from exporter.config import TopicsConfig
 from exporter.errors import EncodingError
 from exporter.records import BillingRecord, Checkpoint, PeriodManifest
-from exporter.sink import OutMessage
+from exporter.sink import CheckpointState, OutMessage
 
 RECORD_SCHEMA = "billing_record"
 MANIFEST_SCHEMA = "period_manifest"
@@ -42,17 +42,22 @@ class AvroCodec:
                            self.framing.encode_object(topic, MANIFEST_SCHEMA, m), h)
                 for m in manifests]
 
-    def checkpoint(self, instance: str, last_period_end: int, period_seconds: int, now_ms: int) -> OutMessage:
+    def checkpoint(self, instance: str, last_period_end: int, period_seconds: int, now_ms: int,
+                   clusters: Mapping[str, int] | None = None) -> OutMessage:
+        """The instance's checkpoint; `clusters` maps each published cluster to the end (epoch
+        seconds) of the last period that carried it."""
         topic = self.topics.checkpoint
         cp = Checkpoint(instance=instance, last_period_end=last_period_end * 1000,
-                        period_seconds=period_seconds, updated_at=now_ms)
+                        period_seconds=period_seconds, updated_at=now_ms,
+                        clusters={c: end * 1000 for c, end in sorted((clusters or {}).items())})
         return OutMessage(topic, instance.encode(),
                           self.framing.encode_object(topic, CHECKPOINT_SCHEMA, cp))
 
-    def decode_checkpoint(self, value: bytes) -> int:
-        """The checkpoint's `last_period_end` in epoch seconds."""
+    def decode_checkpoint(self, value: bytes) -> CheckpointState:
+        """The checkpoint's period end and clusters, in epoch seconds."""
         cp = Checkpoint.from_avro(self.framing.decode(value))
-        return cp.last_period_end // 1000
+        return CheckpointState(cp.last_period_end // 1000,
+                               {c: end // 1000 for c, end in cp.clusters.items()})
 
     def decode_record(self, value: bytes) -> BillingRecord:
         return BillingRecord.from_avro(self.framing.decode(value))

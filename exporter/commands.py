@@ -215,6 +215,8 @@ def build_pipeline(cfg: Config, clock: Clock, metrics: Any = None, source: Any =
         distribute=share if shared_cfg.enabled else None,
         coverage_fn=cov.label_coverage, min_coverage=cfg.periods.min_coverage,
         incomplete_policy=cfg.periods.incomplete_policy,
+        clusters=cfg.sysdig.clusters, retired_clusters=cfg.sysdig.retired_clusters,
+        publish_empty=cfg.periods.publish_empty,
     )
 
 

@@ -86,6 +86,8 @@ class SysdigConfig(Section):
     max_retry_time: Duration = 300
     max_concurrency: int = Field(default=4, ge=1, le=64)
     clusters: tuple[str, ...] = ()
+    # Clusters no longer expected in every period (decommissioned): see docs/operations.md.
+    retired_clusters: tuple[str, ...] = ()
     retention_tiers: bool = True
 
     @field_validator("url")
@@ -114,6 +116,10 @@ class PeriodsConfig(Section):
     grain: Literal["pod", "container"] = "pod"
     min_coverage: Decimal = Field(default=Decimal("0.95"), ge=0, le=1)
     incomplete_policy: Literal["hold", "publish-flagged"] = "hold"
+    # Publish periods (and expected clusters) for which Sysdig shows no series at all as having
+    # no usage. Off: such a period is held, since Sysdig answers "no series" just as well when
+    # a metric was renamed, an agent stopped or the token's team sees nothing.
+    publish_empty: bool = False
 
     @field_validator("length")
     @classmethod

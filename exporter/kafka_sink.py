@@ -33,7 +33,7 @@ from exporter.errors import (
     TopicMissing,
 )
 from exporter.retry import call_with_retries
-from exporter.sink import OutMessage
+from exporter.sink import CheckpointState, OutMessage
 
 log = logging.getLogger("exporter.kafka")
 T = TypeVar("T")
@@ -421,16 +421,17 @@ def read_topic(cfg: KafkaConfig, topic: str, timeout: float = 30.0,
 class KafkaCheckpointStore:
     """Reads an instance's checkpoint back from the compacted checkpoint topic."""
 
-    def __init__(self, cfg: KafkaConfig, decode: Callable[[bytes], int], clock: Clock) -> None:
+    def __init__(self, cfg: KafkaConfig, decode: Callable[[bytes], CheckpointState],
+                 clock: Clock) -> None:
         self._cfg = cfg
         self._decode = decode
         self._clock = clock
 
-    def read(self) -> int | None:
+    def read(self) -> CheckpointState | None:
         key = self._cfg.transactional_id.encode()
 
-        def once() -> int | None:
-            last: int | None = None
+        def once() -> CheckpointState | None:
+            last: CheckpointState | None = None
             for m in read_topic(self._cfg, self._cfg.topics.checkpoint):
                 if m.key == key and m.value is not None:
                     last = self._decode(m.value)

@@ -68,6 +68,10 @@ class PeriodUsage:
     grain: str
     workloads: tuple[WorkloadUsage, ...]
     coverage: Mapping[str, Decimal]  # cluster -> share of expected sample steps present
+    # Clusters with any usage series / any request series in the period: what the source saw,
+    # so that a cluster missing one of them (or everything) is told from one with no usage.
+    usage_clusters: frozenset[str] = frozenset()
+    request_clusters: frozenset[str] = frozenset()
     queries: int = 0
     bytes_fetched: int = 0
 

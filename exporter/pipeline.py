@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 from exporter import __version__
 from exporter.clock import Clock
+from exporter.completeness import check, empty_clusters, expected_clusters
 from exporter.errors import IncompleteDataError
 from exporter.gcpause import gc_paused
 from exporter.model import ChargeLine, LabelCoverage, PeriodUsage, PricedLine
@@ -43,8 +44,10 @@ class Codec(Protocol):
         """Encode manifests, keyed by `manifest_id`."""
         ...
 
-    def checkpoint(self, instance: str, last_period_end: int, period_seconds: int, now_ms: int) -> OutMessage:
-        """Encode the instance's checkpoint, keyed by the instance id."""
+    def checkpoint(self, instance: str, last_period_end: int, period_seconds: int, now_ms: int,
+                   clusters: Mapping[str, int] | None = None) -> OutMessage:
+        """Encode the instance's checkpoint, keyed by the instance id; `clusters` maps each
+        published cluster to the end of the last period that carried it."""
         ...
 
 
@@ -92,27 +95,45 @@ class Pipeline:
     min_coverage: Decimal = Decimal("0.95")
     incomplete_policy: str = "hold"
     exporter_version: str = __version__
+    # `sysdig.clusters`, `sysdig.retired_clusters`, `periods.publish_empty`: see completeness.
+    clusters: tuple[str, ...] = ()
+    retired_clusters: tuple[str, ...] = ()
+    publish_empty: bool = False
 
-    def compute(self, period: Period, prior: Mapping[str, Prior] | None = None) -> PeriodResult:
+    def compute(self, period: Period, prior: Mapping[str, Prior] | None = None,
+                published: Mapping[str, int] | None = None) -> PeriodResult:
         """Measure and price `period` and build its records and manifests (no publication).
 
-        `prior` maps cluster -> what was published before; a cluster whose content hash is
-        unchanged keeps its revision, a changed one gets revision + 1.
+        `prior` maps cluster -> what was published before for this period; a cluster whose
+        content hash is unchanged keeps its revision, a changed one gets revision + 1.
+        `published` maps clusters of earlier periods to the end of the last one that carried
+        them (the worker's checkpoint). Those clusters and the configured ones are expected
+        (a cluster of `prior` without data now is left as published: backfill reports it):
+        `MissingClusters` (an `IncompleteDataError`) is raised when one of them, or a cluster
+        the period shows, lacks usage or request series. Every expected cluster gets
+        a manifest, with 0 records when it is published empty (`publish_empty`).
         """
         with gc_paused():
-            return self._compute(period, prior)
+            return self._compute(period, prior, published)
 
-    def _compute(self, period: Period, prior: Mapping[str, Prior] | None) -> PeriodResult:
+    def _compute(self, period: Period, prior: Mapping[str, Prior] | None,
+                 published: Mapping[str, int] | None) -> PeriodResult:
         from exporter import records as rec
         from exporter.avro import load_schema
 
         usage = self.source.fetch(period)
+        expected = expected_clusters(
+            configured=self.clusters,
+            published=published,
+            retired=self.retired_clusters)
+        check(usage, expected, publish_empty=self.publish_empty)
+        empty = empty_clusters(usage, expected) if self.publish_empty else frozenset()
         lines = charge_lines(usage, self.org)
         priced = self.pricer(lines) if self.pricer else [PricedLine(ln, None, None, None) for ln in lines]
         if self.distribute is not None:
             priced = self.distribute(priced)
         coverage = self.coverage_fn([p.line for p in priced]) if self.coverage_fn else {}
-        low = sorted(c for c, v in usage.coverage.items() if v < self.min_coverage)
+        low = sorted(c for c, v in usage.coverage.items() if v < self.min_coverage and c not in empty)
         status = "low-coverage" if low else "final"
         if low and self.incomplete_policy == "hold":
             raise IncompleteDataError(
@@ -124,7 +145,7 @@ class Pipeline:
         by_cluster: dict[str, list[PricedLine]] = {}
         for p in priced:
             by_cluster.setdefault(p.line.workload.cluster, []).append(p)
-        for cluster in usage.coverage:
+        for cluster in (*usage.coverage, *expected):
             by_cluster.setdefault(cluster, [])
         records: list[Any] = []
         manifests: list[Any] = []
@@ -177,11 +198,12 @@ class Pipeline:
                 *self.codec.manifests(result.manifests, headers)]
 
     def publish(self, result: PeriodResult, sink: PeriodSink, instance: str,
-                checkpoint_end: int | None = None) -> None:
-        """Publish records, manifests and the checkpoint in one transaction."""
+                checkpoint_end: int | None = None,
+                clusters: Mapping[str, int] | None = None) -> None:
+        """Publish records, manifests and the checkpoint (with `clusters`) in one transaction."""
         end = result.period.end if checkpoint_end is None else checkpoint_end
         checkpoint = self.codec.checkpoint(instance, end, result.period.length,
-                                           int(self.clock.time() * 1000))
+                                           int(self.clock.time() * 1000), clusters)
         sink.publish(self.messages(result), checkpoint)
         log.info("period published", extra={
             "period_start": result.period.start, "period_end": result.period.end,

@@ -52,6 +52,7 @@ class QueryPlan:
     chargeable: dict[Resource, str]
     labels: str
     coverage: str
+    request_presence: str
     label_columns: tuple[str, ...]
 
     def all(self) -> list[tuple[str, str]]:
@@ -63,6 +64,7 @@ class QueryPlan:
             out.append((f"{res}.chargeable", self.chargeable[res]))
         out.append(("labels", self.labels))
         out.append(("coverage", self.coverage))
+        out.append(("requests.present", self.request_presence))
         return out
 
 
@@ -120,7 +122,12 @@ def plan(
         f"(last_over_time({selector(REQUESTS, [*m, ('resource', '=', 'cpu')])}[{half}s]))"
     )
     coverage = f"count_over_time(({cu} and {cr})[{period_seconds}s:{step}s])"
-    return QueryPlan(usage, request, charge, labels, coverage, tuple(columns))
+    # Clusters with any request series in the period, running pods or not: with `labels` (any
+    # usage series), what tells a cluster whose agent or kube-state-metrics is gone.
+    present = ("count by (kube_cluster_name) "
+               f"(count_over_time({selector(REQUESTS, [*m, ('resource', '=', 'cpu')])}"
+               f"[{period_seconds}s]))")
+    return QueryPlan(usage, request, charge, labels, coverage, present, tuple(columns))
 
 
 def _re_escape(value: str) -> str:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import hashlib
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -306,6 +306,9 @@ class Checkpoint:
     last_period_end: int
     period_seconds: int
     updated_at: int
+    # cluster -> end (epoch ms) of the last period published with it; {} in checkpoints written
+    # before the field existed (the schema default).
+    clusters: Mapping[str, int] = field(default_factory=dict)
 
     def to_avro(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.__slots__}
@@ -315,6 +318,7 @@ class Checkpoint:
         return cls(
             instance=datum["instance"], last_period_end=_ms(datum["last_period_end"]),
             period_seconds=int(datum["period_seconds"]), updated_at=_ms(datum["updated_at"]),
+            clusters={str(k): _ms(v) for k, v in (datum.get("clusters") or {}).items()},
         )
 
 

@@ -61,7 +61,8 @@ def assemble(cfg: Config, clock: Clock, metrics: Metrics, build: Build, *, serve
               if serve_http and cfg.web.enabled else None)
     pipeline, sink, checkpoints = build(cfg, clock, metrics)
     worker = Worker(pipeline, sink, checkpoints, clock, cfg.periods, cfg.worker, metrics,
-                    cfg.kafka.transactional_id, state)
+                    cfg.kafka.transactional_id, state, clusters=cfg.sysdig.clusters,
+                    retired_clusters=cfg.sysdig.retired_clusters)
     return Service(worker, health, metrics)
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -45,11 +45,23 @@ class PeriodSink(Protocol):
         ...
 
 
-class CheckpointStore(Protocol):
-    """Where the last committed period end of an instance is read back from."""
+@dataclass(frozen=True, slots=True)
+class CheckpointState:
+    """What an instance's last committed checkpoint says.
 
-    def read(self) -> int | None:
-        """Return the committed `last_period_end` (epoch seconds), or None if there is none.
+    `last_period_end`: where the next period starts (epoch seconds). `clusters`: every cluster
+    the instance has published, with the end (epoch seconds) of the last period that carried it.
+    """
+
+    last_period_end: int
+    clusters: Mapping[str, int] = field(default_factory=dict)
+
+
+class CheckpointStore(Protocol):
+    """Where the last committed checkpoint of an instance is read back from."""
+
+    def read(self) -> CheckpointState | None:
+        """Return the committed checkpoint, or None if there is none.
 
         Reads only committed data (`read_committed`). Blocking; raises `SinkUnavailable`.
         """

@@ -442,7 +442,11 @@ class SysdigSource:
             workloads.append(WorkloadUsage(WorkloadKey(*key), {} if found is None else found, per))
         return PeriodUsage(
             period=period, step_seconds=step, grain=self._grain, workloads=tuple(workloads),
-            coverage=coverage, queries=queries, bytes_fetched=nbytes,
+            coverage=coverage,
+            usage_clusters=frozenset(lbl.get("kube_cluster_name", "") for lbl, _ in results["labels"]),
+            request_clusters=frozenset(
+                lbl.get("kube_cluster_name", "") for lbl, _ in results["requests.present"]),
+            queries=queries, bytes_fetched=nbytes,
         )
 
 

@@ -14,12 +14,13 @@ from __future__ import annotations
 import itertools
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
 from exporter.clock import Clock
+from exporter.completeness import MissingClusters, remembered
 from exporter.config import PeriodsConfig, WorkerConfig
 from exporter.errors import (
     CommitUncertain,
@@ -53,13 +54,17 @@ class ExportPipeline(Protocol):
     def source(self) -> UsageSource:
         ...
 
-    def compute(self, period: Period) -> PeriodResult:
-        """Measure and price `period`; raises `IncompleteDataError`, source errors."""
+    def compute(self, period: Period, prior: None = None,
+                published: Mapping[str, int] | None = None) -> PeriodResult:
+        """Measure and price `period`, expecting the `published` clusters (cluster -> end of
+        the last period that carried it); raises `IncompleteDataError`, source errors."""
         ...
 
     def publish(self, result: PeriodResult, sink: PeriodSink, instance: str,
-                checkpoint_end: int | None = None) -> None:
-        """Publish the result and the checkpoint in one transaction; all or nothing."""
+                checkpoint_end: int | None = None,
+                clusters: Mapping[str, int] | None = None) -> None:
+        """Publish the result and the checkpoint (with `clusters`) in one transaction; all or
+        nothing."""
         ...
 
 
@@ -132,6 +137,8 @@ class Worker:
         *,
         publish_attempts: int = 3,
         publish_max_retry_time: float = 60.0,
+        clusters: Sequence[str] = (),
+        retired_clusters: Sequence[str] = (),
     ) -> None:
         self._pipeline = pipeline
         self._sink = sink
@@ -145,12 +152,19 @@ class Worker:
         self._publish_attempts = publish_attempts
         self._publish_max_retry_time = publish_max_retry_time
         self._next: int | None = None
+        # Clusters published so far (from the checkpoint) -> end of the last period with each.
+        self._published: dict[str, int] = {}
+        self._configured = tuple(clusters)
+        self._retired = tuple(retired_clusters)
+        self._flagged: set[tuple[str, str]] = set()  # (cluster, what) set to 1 in cluster_missing
+        self._held: tuple[Period, str] | None = None
         self._busy = threading.Lock()
         self._stopping = threading.Event()
         self._wake = threading.Event()
         self._fatal: ExporterError | None = None
         self._closed = False
         metrics.export_lag.set_function(self._lag)
+        metrics.held_period_age.set_function(self._held_age)
 
     # --- state ------------------------------------------------------------------------------
 
@@ -163,6 +177,13 @@ class Worker:
         lag = self._health.lag()
         return float("nan") if lag is None else lag
 
+    def _held_age(self) -> float:
+        held = self._held
+        return 0.0 if held is None else max(0.0, self._clock.time() - held[0].end)
+
+    def _expected_count(self) -> int:
+        return len(set(self._configured).union(self._published).difference(self._retired))
+
     def start(self) -> None:
         """Start the sink, then read the checkpoint (read_committed) to find the next period.
 
@@ -171,9 +192,11 @@ class Worker:
         """
         self._sink.start()
         self._health.sink_started()
-        last = self._checkpoints.read()
+        state = self._checkpoints.read()
         length = self._periods.length
-        if last is not None:
+        if state is not None:
+            last = state.last_period_end
+            self._published = remembered(state.clusters, (), last, self._retired)
             if last % length:
                 raise ExporterError(
                     f"checkpoint {iso(last)} of instance {self._instance} is not aligned to "
@@ -191,8 +214,9 @@ class Worker:
             newest_end = align_down(int(self._clock.time()) - self._periods.settle_delay, length)
             self._next = newest_end - length
             origin = "last closed period"
+        self._metrics.expected_clusters.set(self._expected_count())
         log.info("worker started", extra={"instance": self._instance, "next_period_start": iso(self._next),
-                                          "from": origin})
+                                          "from": origin, "clusters": sorted(self._published)})
 
     # --- exporting ----------------------------------------------------------------------------
 
@@ -258,11 +282,34 @@ class Worker:
                 return exported
 
     def _hold(self, period: Period, reason: str, exc: ExporterError) -> None:
-        self._metrics.period_failures.labels(reason).inc()
+        m = self._metrics
+        m.period_failures.labels(reason).inc()
+        if self._held is not None and self._held[1] != reason:
+            m.period_held.labels(self._held[1]).set(0)
+        self._held = (period, reason)
+        m.period_held.labels(reason).set(1)
+        missing = exc.missing if isinstance(exc, MissingClusters) else {}
+        self._flag_missing({(c, what) for c, lacks in missing.items() for what in lacks})
         log.warning("period held for retry", extra={
             "period": str(period), "period_start": period.start, "period_end": period.end,
             "reason": reason, "error": str(exc),
+            **({"missing_clusters": sorted(missing)} if missing else {}),
         })
+
+    def _flag_missing(self, flags: set[tuple[str, str]]) -> None:
+        """Set `chargeback_cluster_missing` to 1 for `flags` and back to 0 for the others."""
+        for cluster, what in self._flagged - flags:
+            self._metrics.cluster_missing.labels(cluster, what).set(0)
+        for cluster, what in flags:
+            self._metrics.cluster_missing.labels(cluster, what).set(1)
+        self._flagged = flags
+
+    def _released(self) -> None:
+        """A period was committed: nothing is held any more."""
+        if self._held is not None:
+            self._metrics.period_held.labels(self._held[1]).set(0)
+            self._held = None
+        self._flag_missing(set())
 
     def _check_retention(self, period: Period) -> int:
         age = int(self._clock.time()) - period.start
@@ -292,7 +339,7 @@ class Worker:
         if recover is not None:
             recover()
         committed = self._checkpoints.read()
-        done = committed is not None and committed >= period.end
+        done = committed is not None and committed.last_period_end >= period.end
         log.warning("commit outcome settled", extra={"period": str(period), "committed": done})
         return done
 
@@ -307,12 +354,14 @@ class Worker:
     def _export(self, period: Period) -> None:
         began = self._clock.time()
         step = self._check_retention(period)
-        result = self._pipeline.compute(period)
+        result = self._pipeline.compute(period, published=self._published)
         computed = self._clock.time()
+        clusters = remembered(self._published, [mf.cluster for mf in result.manifests], period.end,
+                              self._retired)
 
         def publish() -> None:
             try:
-                self._pipeline.publish(result, self._sink, self._instance)
+                self._pipeline.publish(result, self._sink, self._instance, clusters=clusters)
             except CommitUncertain:
                 if self._committed_since(period):
                     return
@@ -321,9 +370,12 @@ class Worker:
         call_with_retries(publish, clock=self._clock, attempts=self._publish_attempts,
                           max_delay=self._publish_max_retry_time, what=f"publish {period}")
         self._next = period.end
+        self._published = clusters
+        self._released()
         done = self._clock.time()
         self._health.committed(period.end)
         m = self._metrics
+        m.expected_clusters.set(self._expected_count())
         m.periods_exported.labels("live").inc()
         m.records_produced.labels("live").inc(result.record_count)
         m.last_closed_period_end.set(period.end)

@@ -8,6 +8,7 @@ import json
 from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import avro.io
@@ -411,7 +412,7 @@ def test_single_object_decode_of_an_older_writer_schema_uses_schema_resolution()
     resolving.add(old_schema)
     assert SingleObjectFraming(resolving).decode(old_value) == {
         "instance": "a", "last_period_end": datetime(1970, 1, 1, tzinfo=UTC), "period_seconds": 3600,
-        "updated_at": 0}
+        "updated_at": 0, "clusters": {}}
 
 
 @pytest.mark.parametrize("data,reason", [
@@ -444,3 +445,15 @@ def test_a_bad_value_inside_a_nested_record_names_the_top_level_field() -> None:
         load_schema("period_manifest").encode_object(replace(MANIFEST, totals=(bad_total,)))
     assert MANIFEST.manifest_id in str(err.value) and "'totals'" in str(err.value)
     assert "expected Decimal" in str(err.value)
+
+
+def test_a_checkpoint_written_before_clusters_existed_reads_with_no_clusters() -> None:
+    """Upgrading keeps the checkpoint: the released v1.0 writer decodes, `clusters` = {}."""
+    released = (Path(__file__).resolve().parents[2] / "schemas" / "released" / "checkpoint.v1.avsc")
+    old_schema = build_schema("checkpoint-old", released.read_text())
+    schemas = SchemaSet([load_schema("checkpoint")])
+    schemas.add(old_schema)
+    old_value = old_schema.header + old_schema.encode(
+        {"instance": "a", "last_period_end": 3_600_000, "period_seconds": 3600, "updated_at": 1})
+    cp = Checkpoint.from_avro(SingleObjectFraming(schemas).decode(old_value))
+    assert (cp.last_period_end, cp.clusters) == (3_600_000, {})

@@ -32,7 +32,7 @@ from exporter.model import PeriodUsage, PricedLine, SampleSums, WorkloadKey, Wor
 from exporter.org import OrgModel
 from exporter.periods import Period
 from exporter.pipeline import PeriodResult
-from exporter.sink import OutMessage, PeriodSink
+from exporter.sink import CheckpointState, OutMessage, PeriodSink
 from exporter.sysdig import step_for_age
 from exporter.units import charge_lines
 
@@ -40,14 +40,17 @@ CHECKPOINT_TOPIC = "chargeback.checkpoint.v1"
 RECORDS_TOPIC = "chargeback.records.v1"
 
 
-def encode_checkpoint(instance: str, last_period_end: int, period_seconds: int) -> OutMessage:
+def encode_checkpoint(instance: str, last_period_end: int, period_seconds: int,
+                      clusters: Mapping[str, int] | None = None) -> OutMessage:
     """A JSON checkpoint message keyed by instance (the fake codec's format)."""
-    body = {"instance": instance, "last_period_end": last_period_end, "period_seconds": period_seconds}
+    body = {"instance": instance, "last_period_end": last_period_end,
+            "period_seconds": period_seconds, "clusters": dict(clusters or {})}
     return OutMessage(CHECKPOINT_TOPIC, instance.encode(), json.dumps(body, sort_keys=True).encode())
 
 
-def decode_checkpoint(value: bytes) -> int:
-    return int(json.loads(value)["last_period_end"])
+def decode_checkpoint(value: bytes) -> CheckpointState:
+    body = json.loads(value)
+    return CheckpointState(int(body["last_period_end"]), dict(body.get("clusters", {})))
 
 
 @dataclass(frozen=True)
@@ -61,8 +64,8 @@ class Transaction:
 class MemoryBroker:
     """Committed transactions, in commit order, shared by every `MemorySink` on it."""
 
-    def __init__(self, decode: Callable[[bytes], int] = decode_checkpoint) -> None:
-        """`decode` reads `last_period_end` from a checkpoint value (JSON unless a codec's)."""
+    def __init__(self, decode: Callable[[bytes], CheckpointState] = decode_checkpoint) -> None:
+        """`decode` reads a checkpoint value (JSON unless a codec's)."""
         self.decode = decode
         self.transactions: list[Transaction] = []
         self.epoch = 0
@@ -77,7 +80,7 @@ class MemoryBroker:
     def checkpoint_ends(self) -> list[int]:
         """Every committed checkpoint's period end, in commit order."""
         with self.lock:
-            return [self.decode(t.checkpoint.value) for t in self.transactions]
+            return [self.decode(t.checkpoint.value).last_period_end for t in self.transactions]
 
     def committed_messages(self) -> list[OutMessage]:
         with self.lock:
@@ -156,11 +159,12 @@ class MemorySink:
         self._abort("close")
         self.closed = True
 
-    def read(self) -> int | None:
+    def read(self) -> CheckpointState | None:
         if self.unavailable:
             raise SinkUnavailable("memory broker: unreachable")
-        ends = self.broker.checkpoint_ends()
-        return ends[-1] if ends else None
+        with self.broker.lock:
+            last = self.broker.transactions[-1] if self.broker.transactions else None
+        return None if last is None else self.broker.decode(last.checkpoint.value)
 
 
 # --- source ---------------------------------------------------------------------------------
@@ -203,7 +207,8 @@ class FakeSource:
             for key, labels in WORKLOADS
         )
         cov = self.coverage.get(period.start, Decimal(1))
-        return PeriodUsage(period, step, "pod", workloads, {"prod": cov})
+        return PeriodUsage(period, step, "pod", workloads, {"prod": cov},
+                           usage_clusters=frozenset({"prod"}), request_clusters=frozenset({"prod"}))
 
 
 @dataclass
@@ -215,7 +220,8 @@ class MemoryPipeline:
     org: OrgModel = field(default_factory=lambda: OrgModel(OrgConfig()))
     computed: list[Period] = field(default_factory=list)
 
-    def compute(self, period: Period, prior: Mapping[str, object] | None = None) -> PeriodResult:
+    def compute(self, period: Period, prior: Mapping[str, object] | None = None,
+                published: Mapping[str, int] | None = None) -> PeriodResult:
         usage = self.source.fetch(period)
         self.computed.append(period)
         low = sorted(c for c, v in usage.coverage.items() if v < self.min_coverage)
@@ -234,14 +240,15 @@ class MemoryPipeline:
         return PeriodResult(period, usage, lines, priced, records, [], label_coverage(lines))
 
     def publish(self, result: PeriodResult, sink: PeriodSink, instance: str,
-                checkpoint_end: int | None = None) -> None:
+                checkpoint_end: int | None = None,
+                clusters: Mapping[str, int] | None = None) -> None:
         end = result.period.end if checkpoint_end is None else checkpoint_end
         messages = [
             OutMessage(RECORDS_TOPIC, f"{r['cluster']}/{r['workload']}/{r['resource']}".encode(),
                        json.dumps(r, sort_keys=True).encode())
             for r in result.records if isinstance(r, dict)
         ]
-        sink.publish(messages, encode_checkpoint(instance, end, result.period.length))
+        sink.publish(messages, encode_checkpoint(instance, end, result.period.length, clusters))
 
 
 def published_periods(broker: MemoryBroker) -> list[int]:

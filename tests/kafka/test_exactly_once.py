@@ -47,7 +47,7 @@ def test_periods_commit_with_their_checkpoint(kafka_config: Callable[..., Config
     assert len(keys) == 3 * 2 * 2  # 3 periods x 2 workloads x 2 resources
     assert set(keys.values()) == {1}
     assert {r.revision for r in records} == {0}
-    assert build_checkpoints(cfg, clock).read() == T0 + 3 * H
+    assert build_checkpoints(cfg, clock).read().last_period_end == T0 + 3 * H
     manifests = list(read_topic(cfg.kafka, cfg.kafka.topics.manifests))
     assert len(manifests) == 3  # one cluster per period
     # the fake source: 0.5 cores chargeable for the whole hour, per workload
@@ -111,11 +111,11 @@ def test_crash_mid_transaction_leaves_no_trace(kafka_config: Callable[..., Confi
         zombie.produce(m.topic, m.value, m.key)
     zombie.flush(10)
     # restart: the new instance reads the checkpoint and republishes the period
-    assert build_checkpoints(cfg, clock).read() == T0 + H
+    assert build_checkpoints(cfg, clock).read().last_period_end == T0 + H
     export(cfg, clock, [periods(2)[1]])
     keys = Counter((r.period_start, r.workload_name, r.resource) for r in committed_records(cfg))
     assert len(keys) == 8 and set(keys.values()) == {1}
-    assert build_checkpoints(cfg, clock).read() == T0 + 2 * H
+    assert build_checkpoints(cfg, clock).read().last_period_end == T0 + 2 * H
 
 
 def test_missing_topic_with_creation_disabled(kafka_config: Callable[..., Config]) -> None:

@@ -16,6 +16,7 @@ from exporter.model import ChargeLine
 from exporter.org import OrgModel
 from exporter.periods import Period
 from exporter.simulator.fleet import REQUESTS, Fleet, FleetSpec
+from exporter.simulator.hostile import Hiding
 from exporter.simulator.series import METRIC_NAME, LabelMatcher, SeriesSet
 from exporter.simulator.server import SimulatorServer
 from exporter.sysdig import SysdigSource
@@ -55,13 +56,15 @@ class GapStorage:
 
 
 class Sim:
-    """A simulator serving `SPEC` through a `GapStorage`, on a fake clock 3 h after T0."""
+    """A simulator serving `SPEC` through a `GapStorage` and `Hiding`, on a fake clock 3 h after
+    T0."""
 
     def __init__(self) -> None:
         self.clock = FakeClock(T0 + 3 * H + 300)
         self.fleet = Fleet(SPEC, clock=self.clock, history=12 * H)
         self.storage = GapStorage(self.fleet)
-        self.server = SimulatorServer(self.storage, self.clock, tokens=[TOKEN])
+        self.hiding = Hiding(self.storage)
+        self.server = SimulatorServer(self.hiding, self.clock, tokens=[TOKEN])
 
     def config(self, **overrides: dict[str, Any]) -> Config:
         """Sysdig pointed at the simulator (one query at a time, so faults hit in order)."""

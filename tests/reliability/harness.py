@@ -208,7 +208,8 @@ def read_committed(cfg: Config, topic: str) -> list[Raw]:
 def last_checkpoint(cfg: Config) -> int | None:
     """The instance's committed checkpoint (epoch seconds), read the way the exporter reads it."""
     store = KafkaCheckpointStore(reader_kafka(cfg), build_codec(cfg).decode_checkpoint, SystemClock())
-    return store.read()
+    state = store.read()
+    return None if state is None else state.last_period_end
 
 
 def read_uncommitted(cfg: Config, topic: str, timeout: float = 30.0) -> list[Raw]:
@@ -439,7 +440,7 @@ def check_ledger(cfg: Config, fleet: Fleet, start: int, end: int, *,
 
     # The checkpoint of this instance: each period end once, in order.
     instance = cfg.kafka.transactional_id.encode()
-    ledger.checkpoints = [codec.decode_checkpoint(m.value)
+    ledger.checkpoints = [codec.decode_checkpoint(m.value).last_period_end
                           for m in read_committed(cfg, topics.checkpoint) if m.key == instance]
     want_cp = list(range(start + length, end + 1, length))
     if ledger.checkpoints != want_cp:

@@ -37,7 +37,7 @@ from tests.reliability.conftest import PERIOD, Sim
 
 AT = float(PERIOD.end - 5)  # the instant the exporter evaluates a 1 h period at, 10 s step
 QUERIES = ("cpu.usage", "cpu.request", "cpu.chargeable", "memory.usage", "memory.request",
-           "memory.chargeable", "labels", "coverage")  # in the order of QueryPlan.all()
+           "memory.chargeable", "labels", "coverage", "requests.present")  # QueryPlan.all() order
 SCHEMAS = {key: fastavro.parse_schema(json.loads(schema_text(key))) for key in SCHEMA_FILES}
 NOTABLE_VALUES = ("NaN", "+Inf", "-Inf", "Inf", "-1", "-0", "0", "1e300", "-1e300", "1e-300", "1e18",
                   "123456789012.5", "0x10", "", " 1", "1_000", "١٢٣", "sNaN", "-0.0", "1e-12",
@@ -219,7 +219,7 @@ def test_an_astronomical_value_is_refused_clearly(fuzz_sim: tuple[Sim, Pipeline]
     sim, pipeline = fuzz_sim
     sim.server.faults.clear()
     row = {"metric": dict.fromkeys(RECORD_GRAIN, "x"), "value": [AT, "1E+999999999"]}
-    for rows in ([row], [], [], [], [], [], [], []):
+    for rows in ([row], [], [], [], [], [], [], [], []):
         sim.server.faults.push("/prometheus", status=200, body=json.dumps(
             {"status": "success", "data": {"resultType": "vector", "result": rows}}))
     with pytest.raises(ExporterError):

@@ -28,7 +28,7 @@ from tests.reliability.conftest import PERIOD, Sim
 from tests.reliability.harness import check_ledger, read_committed
 
 pytestmark = pytest.mark.integration
-QUERIES = 8  # one period: usage, request, chargeable for cpu and memory, labels, coverage
+QUERIES = 9  # one period: usage, request, chargeable for cpu and memory, labels, coverage, presence
 PROM = "/prometheus"
 
 

@@ -92,7 +92,7 @@ def test_label_combination_seen_longest_wins() -> None:
 def _answers(**slots: list[tuple[dict[str, str], Decimal]]
              ) -> dict[str, list[tuple[dict[str, str], Decimal]]]:
     out: dict[str, list[tuple[dict[str, str], Decimal]]] = {
-        slot: [] for slot in (*SLOTS, "labels", "coverage")}
+        slot: [] for slot in (*SLOTS, "labels", "coverage", "requests.present")}
     out.update(slots)
     return out
 

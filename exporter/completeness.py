@@ -1,0 +1,103 @@
+"""Which clusters a period must show, and when what Sysdig returned is too little to publish.
+
+Sysdig answers `success` with no series, or with fewer, when a metric was renamed, an agent
+stopped, kube-state-metrics is gone from a cluster, or the token's team sees only part of the
+fleet. None of that is "nothing ran", so a period is published only when every expected
+cluster shows both usage and request series (see docs/operations.md, "Missing cluster").
+
+Expected clusters are `sysdig.clusters`, the clusters the period itself shows, and the clusters
+of earlier periods that the worker keeps in its checkpoint; minus `sysdig.retired_clusters`.
+(Backfill leaves a cluster published before but without data now as it was, and reports it.)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping
+
+from exporter.errors import IncompleteDataError
+from exporter.model import PeriodUsage
+from exporter.periods import iso
+
+USAGE = "usage"
+REQUESTS = "requests"
+
+
+class MissingClusters(IncompleteDataError):
+    """Expected clusters show no usage or no request series; `missing` maps each to what it
+    lacks (`usage`, `requests` or both)."""
+
+    def __init__(self, message: str, missing: Mapping[str, tuple[str, ...]]) -> None:
+        super().__init__(message)
+        self.missing = dict(missing)
+
+
+def expected_clusters(
+    *,
+    configured: Collection[str] = (),
+    published: Mapping[str, int | None] | None = None,
+    retired: Collection[str] = (),
+) -> dict[str, int | None]:
+    """Cluster -> end (epoch seconds) of the last period published with it, None when unknown
+    (configured only); retired clusters left out."""
+    out: dict[str, int | None] = dict.fromkeys(configured)
+    for cluster, end in (published or {}).items():
+        if out.get(cluster) is None:
+            out[cluster] = end
+    for cluster in retired:
+        out.pop(cluster, None)
+    return out
+
+
+def check(usage: PeriodUsage, expected: Mapping[str, int | None], *, publish_empty: bool) -> None:
+    """Raise `MissingClusters` unless every expected or present cluster shows usage and request
+    series.
+
+    With `publish_empty`, a cluster with no series at all (and a period with no series at all)
+    counts as having had no usage; a cluster with one kind of series but not the other never
+    does, since that is a broken collection, not an idle cluster.
+    """
+    period = usage.period
+    seen_usage, seen_requests = usage.usage_clusters, usage.request_clusters
+    missing: dict[str, tuple[str, ...]] = {}
+    for cluster in sorted({*expected, *seen_usage, *seen_requests}):
+        lacks = tuple(what for what, seen in ((USAGE, seen_usage), (REQUESTS, seen_requests))
+                      if cluster not in seen)
+        if lacks and not (publish_empty and len(lacks) == 2):
+            missing[cluster] = lacks
+    if not seen_usage and not seen_requests and not publish_empty:
+        expected_part = f"; expected cluster(s) {', '.join(sorted(expected))}" if expected else ""
+        raise MissingClusters(
+            f"period {period}: Sysdig returned no series at all (a renamed metric, a stopped "
+            f"agent or a token whose team sees nothing look the same){expected_part}; held. "
+            "Set periods.publish_empty: true only if an empty fleet is possible", missing)
+    if missing:
+        parts = [f"cluster {c}: {_lacks(what)}{_last(expected.get(c))}"
+                 for c, what in missing.items()]
+        raise MissingClusters(
+            f"period {period}: {'; '.join(parts)}; held. A decommissioned cluster is retired "
+            "with sysdig.retired_clusters", missing)
+
+
+def empty_clusters(usage: PeriodUsage, expected: Collection[str]) -> frozenset[str]:
+    """Expected clusters with no series at all in `usage` (published empty with
+    `periods.publish_empty`)."""
+    return frozenset(c for c in expected
+                     if c not in usage.usage_clusters and c not in usage.request_clusters)
+
+
+def remembered(known: Mapping[str, int], published: Collection[str], period_end: int,
+               retired: Collection[str] = ()) -> dict[str, int]:
+    """The checkpoint's cluster map after publishing `published` clusters up to `period_end`."""
+    out = dict(known)
+    out.update(dict.fromkeys(published, period_end))
+    for cluster in retired:
+        out.pop(cluster, None)
+    return dict(sorted(out.items()))
+
+
+def _lacks(what: tuple[str, ...]) -> str:
+    return " and ".join(f"no {'request' if w == REQUESTS else w} series" for w in what)
+
+
+def _last(end: int | None) -> str:
+    return "" if end is None else f" (last published in the period ending {iso(end)})"

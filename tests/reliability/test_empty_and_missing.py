@@ -1,0 +1,164 @@
+"""An empty or partial Sysdig never yields a final period.
+
+Sysdig answers `success` with no series when a metric is renamed, an agent stops or a token's
+team sees nothing, and with fewer series when one cluster's agent or kube-state-metrics is gone.
+The worker holds such periods, names the reason in one log line and a metric, and publishes a
+manifest for every expected cluster once the data is there.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from exporter.config import Config
+from exporter.errors import IncompleteDataError
+from exporter.localbroker import LocalBroker
+from exporter.metrics import Metrics
+from exporter.periods import Period
+from exporter.run import assemble, default_build
+from exporter.simulator.fleet import REQUESTS
+from tests.reliability.conftest import PERIOD, Sim
+from tests.reliability.harness import build_codec, check_ledger, read_committed
+
+pytestmark = pytest.mark.integration
+NEXT = Period(PERIOD.end, PERIOD.end + 3600)
+
+
+def worker_for(sim: Sim, noida: LocalBroker, tag: str | None = None, **sections: dict[str, Any]
+               ) -> tuple[Any, Config, Metrics]:
+    tag = tag or uuid.uuid4().hex[:8]
+    cfg = sim.config(periods={"length": "1h", "settle_delay": "5m", "start": PERIOD.start,
+                              **sections.get("periods", {})},
+                     kafka={"bootstrap_servers": noida.bootstrap, "transactional_id": f"em-{tag}",
+                            "topics": {"records": f"r-{tag}", "manifests": f"m-{tag}",
+                                       "checkpoint": f"c-{tag}"}},
+                     sysdig={"max_concurrency": 4, **sections.get("sysdig", {})})
+    metrics = Metrics(CollectorRegistry())
+    worker = assemble(cfg, sim.clock, metrics, default_build, serve_http=False).worker
+    worker.start()
+    return worker, cfg, metrics
+
+
+def clusters_of(sim: Sim) -> list[str]:
+    return sorted({w.key.cluster for w in sim.fleet.workloads()})
+
+
+def test_an_always_empty_sysdig_holds_the_first_period(sim: Sim, noida: LocalBroker,
+                                                      caplog: pytest.LogCaptureFixture) -> None:
+    sim.hiding.hide_all()
+    worker, cfg, metrics = worker_for(sim, noida)
+    try:
+        with caplog.at_level(logging.WARNING, logger="exporter.worker"):
+            out = worker.export_due()
+    finally:
+        worker.close()
+    assert out.exported == () and out.held == PERIOD
+    assert isinstance(out.error, IncompleteDataError)
+    assert "no series at all" in str(out.error) and "\n" not in str(out.error)
+    assert read_committed(cfg, cfg.kafka.topics.checkpoint) == []
+    assert metrics.registry.get_sample_value("chargeback_period_held", {"reason": "incomplete"}) == 1
+    assert metrics.registry.get_sample_value("chargeback_held_period_age_seconds") == (
+        sim.clock.time() - PERIOD.end)
+    held = [r for r in caplog.records if r.getMessage() == "period held for retry"]
+    assert held and "no series at all" in held[0].__dict__["error"]
+
+
+def test_empty_periods_are_published_only_when_the_user_opts_in(sim: Sim,
+                                                                noida: LocalBroker) -> None:
+    sim.hiding.hide_all()
+    worker, cfg, _ = worker_for(sim, noida, periods={"publish_empty": True})
+    try:
+        out = worker.export_due()
+    finally:
+        worker.close()
+    assert out.error is None and out.exported[0] == PERIOD
+    assert read_committed(cfg, cfg.kafka.topics.records) == []
+
+
+def test_a_cluster_seen_before_and_missing_now_holds_until_it_returns_or_is_retired(
+        sim: Sim, noida: LocalBroker, caplog: pytest.LogCaptureFixture) -> None:
+    gone = clusters_of(sim)[0]
+    tag = uuid.uuid4().hex[:8]
+    sim.clock.advance(-3600)  # only PERIOD is closed
+    worker, cfg, metrics = worker_for(sim, noida, tag)
+    try:
+        assert worker.export_due().exported == (PERIOD,)
+    finally:
+        worker.close()
+    sim.clock.advance(3600)
+    sim.hiding.hide_clusters([gone])
+    # A restarted worker remembers the cluster through the checkpoint.
+    worker, cfg, metrics = worker_for(sim, noida, tag)
+    try:
+        with caplog.at_level(logging.WARNING, logger="exporter.worker"):
+            out = worker.export_due()
+        assert out.held == NEXT and isinstance(out.error, IncompleteDataError)
+        assert f"cluster {gone}" in str(out.error) and "\n" not in str(out.error)
+        assert "retired_clusters" in str(out.error)
+        for what in ("usage", "requests"):
+            assert metrics.registry.get_sample_value(
+                "chargeback_cluster_missing", {"cluster": gone, "what": what}) == 1
+        assert metrics.registry.get_sample_value("chargeback_expected_clusters") == 2
+        sim.hiding.reset()  # its agent is back
+        assert worker.export_due().exported == (NEXT,)
+        assert metrics.registry.get_sample_value(
+            "chargeback_cluster_missing", {"cluster": gone, "what": "usage"}) == 0
+        assert metrics.registry.get_sample_value("chargeback_period_held",
+                                                 {"reason": "incomplete"}) == 0
+    finally:
+        worker.close()
+    ledger = check_ledger(cfg, sim.fleet, PERIOD.start, NEXT.end)
+    assert ledger.problems == [] and ledger.statuses == {"final": 4}
+
+
+def test_retiring_a_cluster_releases_the_period(sim: Sim, noida: LocalBroker) -> None:
+    gone = clusters_of(sim)[0]
+    tag = uuid.uuid4().hex[:8]
+    sim.clock.advance(-3600)
+    worker, cfg, _ = worker_for(sim, noida, tag)
+    try:
+        assert worker.export_due().exported == (PERIOD,)
+    finally:
+        worker.close()
+    sim.clock.advance(3600)
+    sim.hiding.hide_clusters([gone])
+    worker, cfg, _ = worker_for(sim, noida, tag, sysdig={"retired_clusters": [gone]})
+    try:
+        assert worker.export_due().exported == (NEXT,)
+    finally:
+        worker.close()
+    codec = build_codec(cfg)
+    manifests = [codec.decode_manifest(m.value) for m in read_committed(cfg, cfg.kafka.topics.manifests)]
+    assert sorted(m.cluster for m in manifests if m.period == NEXT) == clusters_of(sim)[1:]
+
+
+@pytest.mark.parametrize("policy", ["hold", "publish-flagged"])
+def test_a_cluster_without_request_series_holds_whatever_the_coverage_policy(
+        sim: Sim, noida: LocalBroker, policy: str) -> None:
+    broken = clusters_of(sim)[1]
+    sim.hiding.hide_metric(broken, REQUESTS)
+    worker, cfg, metrics = worker_for(sim, noida, periods={"incomplete_policy": policy})
+    try:
+        out = worker.export_due()
+    finally:
+        worker.close()
+    assert out.held == PERIOD and isinstance(out.error, IncompleteDataError)
+    assert f"cluster {broken}" in str(out.error) and "no request series" in str(out.error)
+    assert metrics.registry.get_sample_value(
+        "chargeback_cluster_missing", {"cluster": broken, "what": "requests"}) == 1
+    assert read_committed(cfg, cfg.kafka.topics.records) == []
+
+
+def test_a_configured_cluster_with_no_series_gets_no_final_period(sim: Sim,
+                                                                   noida: LocalBroker) -> None:
+    worker, _, _ = worker_for(sim, noida, sysdig={"clusters": [*clusters_of(sim), "prod-new-99"]})
+    try:
+        out = worker.export_due()
+    finally:
+        worker.close()
+    assert out.held == PERIOD and "cluster prod-new-99" in str(out.error)
