@@ -87,6 +87,8 @@ class SysdigConfig(Section):
     max_concurrency: int = Field(default=4, ge=1, le=64)
     clusters: tuple[str, ...] = ()
     retention_tiers: bool = True
+    # How long Sysdig's retention timelines are trusted before they are read again.
+    retention_refresh: Duration = Field(default=86400, ge=60)
 
     @field_validator("url")
     @classmethod
