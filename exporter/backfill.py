@@ -22,7 +22,6 @@ import argparse
 import dataclasses
 import json
 import logging
-import re
 import sys
 import threading
 from collections import deque
@@ -75,7 +74,7 @@ from exporter.retry import call_with_retries
 from exporter.run import stop_on_signals
 from exporter.sink import OutMessage, PeriodSink
 from exporter.source import UsageSource
-from exporter.units import CALCULATION_VERSION
+from exporter.units import CALCULATION_VERSION, method_step
 
 log = logging.getLogger("exporter.backfill")
 
@@ -84,7 +83,6 @@ FROM_HEADER = "backfill_from"
 TO_HEADER = "backfill_to"
 """Headers of the backfill's checkpoint message: the range it belongs to (epoch seconds, ASCII)."""
 
-_METHOD = re.compile(r"^max-request-usage/(?P<grain>[a-z]+)/(?P<step>\d+)s/(?P<version>v\d+)$")
 
 
 class BackfillRefused(ConfigError):
@@ -271,13 +269,6 @@ class PeriodPlan:
     coarse: bool = False
 
 
-def _method_step(method: str, grain: str) -> int | None:
-    m = _METHOD.match(method)
-    if m is None or m["grain"] != grain or m["version"] != CALCULATION_VERSION:
-        return None
-    return int(m["step"])
-
-
 def _first(items: Sequence[Period]) -> str:
     more = f" and {len(items) - 1} more" if len(items) > 1 else ""
     return f"{items[0]}{more}"
@@ -348,7 +339,7 @@ def plan_periods(
         allow_coarse = opts.allow_coarse or cfg.backfill.allow_coarse
         pinned: set[int] = set()
         for cluster, pub in sorted(before.items()):
-            was = _method_step(pub.method, cfg.periods.grain)
+            was = method_step(pub.method, cfg.periods.grain)
             if was is None:
                 raise BackfillRefused(
                     f"period {p} cluster {cluster} was published with method {pub.method}, which "

@@ -146,12 +146,17 @@ def report_window(args: argparse.Namespace, cfg: Config, clock: Clock) -> list[P
     return periods
 
 
-def collect_lines(source: SysdigSource, cfg: Config, periods: list[Period]) -> list[ChargeLine]:
+def collect_lines(source: SysdigSource, cfg: Config, periods: list[Period]
+                  ) -> tuple[list[ChargeLine], list[int]]:
+    """The charge lines of `periods`, and the step each period was measured at."""
     org = OrgModel(cfg.org)
     lines: list[ChargeLine] = []
+    steps: list[int] = []
     for p in periods:
-        lines.extend(charge_lines(source.fetch(p), org))
-    return lines
+        usage = source.fetch(p)
+        steps.append(usage.step_seconds)
+        lines.extend(charge_lines(usage, org))
+    return lines, steps
 
 
 def cmd_report(args: argparse.Namespace, clock: Clock | None = None) -> int:
@@ -161,8 +166,11 @@ def cmd_report(args: argparse.Namespace, clock: Clock | None = None) -> int:
     cfg = config_from_args(args)
     periods = report_window(args, cfg, clock)
     source = build_source(cfg, clock)
-    lines = collect_lines(source, cfg, periods)
+    lines, steps = collect_lines(source, cfg, periods)
     window = (iso(periods[0].start), iso(periods[-1].end))
+    warning = report.coarse_warning(steps)
+    if warning is not None:
+        sys.stderr.write(warning + "\n")
     if getattr(args, "coverage", False):
         from exporter import coverage as cov
 
@@ -175,7 +183,8 @@ def cmd_report(args: argparse.Namespace, clock: Clock | None = None) -> int:
     elif args.format == "json":
         sys.stdout.write(report.render_json(rows, args.by, window) + "\n")
     else:
-        title = f"Consumption by {args.by}, {window[0]} to {window[1]} ({len(periods)} periods)"
+        title = (f"Consumption by {args.by}, {window[0]} to {window[1]} ({len(periods)} periods, "
+                 f"at {report.steps_phrase(sorted(set(steps)))} steps)")
         report.print_table(report.render_table(rows, args.by, title), sys.stdout.write)
     return 0
 
