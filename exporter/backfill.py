@@ -22,7 +22,6 @@ import argparse
 import dataclasses
 import json
 import logging
-import re
 import sys
 import threading
 from collections import deque
@@ -33,7 +32,6 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Literal, Protocol, TextIO
 
-import requests
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -50,6 +48,7 @@ from exporter.commands import (
     build_checkpoints,
     build_codec,
     build_pipeline,
+    build_retention,
     build_sink,
     build_source,
     config_from_args,
@@ -63,8 +62,6 @@ from exporter.errors import (
     SinkError,
     SinkUnavailable,
     SourceAuthError,
-    SourceError,
-    SourceQueryError,
     SourceUnavailable,
     TopicMissing,
 )
@@ -72,12 +69,12 @@ from exporter.kafka_sink import ReadMessage, read_topic
 from exporter.model import PeriodUsage
 from exporter.periods import Period, format_duration, iso, iter_periods, parse_duration, parse_time
 from exporter.pipeline import PeriodResult, Pipeline, Prior
+from exporter.retention import Pinned, Retention
 from exporter.retry import call_with_retries
 from exporter.run import stop_on_signals
 from exporter.sink import OutMessage, PeriodSink
 from exporter.source import UsageSource
-from exporter.sysdig import RETENTION_TIERS, SysdigClient
-from exporter.units import CALCULATION_VERSION
+from exporter.units import CALCULATION_VERSION, method_step
 
 log = logging.getLogger("exporter.backfill")
 
@@ -86,7 +83,6 @@ FROM_HEADER = "backfill_from"
 TO_HEADER = "backfill_to"
 """Headers of the backfill's checkpoint message: the range it belongs to (epoch seconds, ASCII)."""
 
-_METHOD = re.compile(r"^max-request-usage/(?P<grain>[a-z]+)/(?P<step>\d+)s/(?P<version>v\d+)$")
 
 
 class BackfillRefused(ConfigError):
@@ -259,111 +255,6 @@ class RangeCheckpointSink:
 
 
 # --------------------------------------------------------------------------------------------
-# Sysdig retention
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Tier:
-    """Sysdig keeps data at `step` seconds from `since` (epoch seconds; None: forever) to now."""
-
-    step: int
-    since: int | None
-
-
-def documented_tiers(now: float) -> tuple[Tier, ...]:
-    """Sysdig's documented tiers (10 s for 6 h, 1 min for 2 days, ... 1 d for a year)."""
-    return tuple(Tier(step, int(now) - keep) for step, keep in RETENTION_TIERS)
-
-
-def parse_timelines(body: Any) -> tuple[Tier, ...]:
-    """Tiers from `GET /api/history/timelines/` (`agents`: from/to/sampling in microseconds)."""
-    agents = body.get("agents") if isinstance(body, dict) else None
-    if not isinstance(agents, list) or not agents:
-        raise SourceQueryError("Sysdig retention timelines: malformed response: no 'agents' list")
-    tiers = []
-    for a in agents:
-        sampling = a.get("sampling") if isinstance(a, dict) else None
-        since = a.get("from") if isinstance(a, dict) else None
-        valid_since = since is None or isinstance(since, int)
-        if not isinstance(sampling, int) or sampling < 1_000_000 or not valid_since:
-            raise SourceQueryError(f"Sysdig retention timelines: malformed entry {str(a)[:80]}")
-        tiers.append(Tier(sampling // 1_000_000, None if since is None else since // 1_000_000))
-    return tuple(sorted(tiers, key=lambda t: t.step))
-
-
-def tier_step(tiers: Sequence[Tier], period: Period, resolution: int) -> int | None:
-    """The finest step Sysdig still holds `period` at (at least `resolution`); None: none."""
-    for t in sorted(tiers, key=lambda t: t.step):
-        if t.since is None or t.since <= period.start:
-            return max(t.step, resolution)
-    return None
-
-
-class RetentionClient(SysdigClient):
-    """The Sysdig client with sdcclient's `get_data_retention_info()` (retention timelines)."""
-
-    def timelines(self) -> Any:
-        """The timelines body, or None when the endpoint does not exist (HTTP 404).
-
-        Retries like the query calls; raises `SourceUnavailable`, `SourceAuthError`,
-        `SourceQueryError`.
-        """
-        where = f"Sysdig {self._url} (retention timelines)"
-
-        def once() -> Any:
-            self._local.response = None
-            try:
-                ok, body = self._client.get_data_retention_info()
-            except requests.exceptions.SSLError:
-                raise SourceQueryError(f"{where}: TLS verification failed") from None
-            except ValueError:
-                raise SourceQueryError(f"{where}: malformed response: body is not JSON") from None
-            except requests.exceptions.RequestException as exc:
-                raise SourceUnavailable(f"{where}: request failed: {type(exc).__name__}") from None
-            if ok:
-                return body
-            response: requests.Response | None = self._local.response
-            status = response.status_code if response is not None else None
-            if status == 404:
-                return None
-            message = str(body).replace(self._token, "***") if self._token else str(body)
-            self._raise_for(status, message.replace("\n", "; ")[:200], response, where)
-            return None
-
-        return call_with_retries(once, clock=self._clock, attempts=self._attempts,
-                                 max_delay=self._max_retry_time, what="sysdig timelines")
-
-
-def fetch_tiers(cfg: Config, clock: Clock) -> tuple[tuple[Tier, ...], str]:
-    """(tiers, origin): from Sysdig's timelines, else the documented ones; `origin` says which.
-
-    With `sysdig.retention_tiers` off every period is measured at `periods.resolution`, as the
-    live worker does. Raises `SourceAuthError` (a bad token is not a reason to guess).
-    """
-    if not cfg.sysdig.retention_tiers:
-        return (Tier(cfg.periods.resolution, None),), "disabled"
-    token = cfg.sysdig.resolved_token() or ""
-    verify: bool | str = cfg.sysdig.verify_tls
-    if cfg.sysdig.verify_tls and cfg.sysdig.ca_file is not None:
-        verify = str(cfg.sysdig.ca_file)
-    client = RetentionClient(cfg.sysdig.url, token, clock=clock, timeout=cfg.sysdig.timeout,
-                             verify=verify, attempts=cfg.sysdig.max_attempts,
-                             max_retry_time=min(cfg.sysdig.max_retry_time, 60))
-    try:
-        body = client.timelines()
-        if body is not None:
-            return parse_timelines(body), "timelines"
-        log.info("Sysdig serves no retention timelines; using the documented tiers")
-    except SourceAuthError:
-        raise
-    except (SourceUnavailable, SourceError) as exc:
-        log.warning("retention timelines unavailable; using the documented tiers",
-                    extra={"error": str(exc)})
-    return documented_tiers(clock.time()), "documented"
-
-
-# --------------------------------------------------------------------------------------------
 # Planning: what to measure, at which step, and what is refused
 # --------------------------------------------------------------------------------------------
 
@@ -379,13 +270,6 @@ class PeriodPlan:
     coarse: bool = False
 
 
-def _method_step(method: str, grain: str) -> int | None:
-    m = _METHOD.match(method)
-    if m is None or m["grain"] != grain or m["version"] != CALCULATION_VERSION:
-        return None
-    return int(m["step"])
-
-
 def _first(items: Sequence[Period]) -> str:
     more = f" and {len(items) - 1} more" if len(items) > 1 else ""
     return f"{items[0]}{more}"
@@ -395,7 +279,7 @@ def plan_periods(
     periods: Sequence[Period],
     *,
     cfg: Config,
-    tiers: Sequence[Tier],
+    retention: Retention,
     published: Mapping[tuple[Period, str], Published],
     now: float,
     live_end: int | None,
@@ -406,7 +290,7 @@ def plan_periods(
 
     Refused: periods the live worker has not committed yet (they are its to publish); periods
     not closed yet; periods older than the age guard without `--allow-old`; periods beyond every
-    retention tier; periods only available at a step coarser than the period (or not dividing
+    retention window of `retention`; periods only available at a step coarser than the period (or not dividing
     it) without `--allow-coarse`; published periods whose calculation method can no longer be
     reproduced (rolled up since, or another grain), since new record ids would double count.
     """
@@ -441,7 +325,7 @@ def plan_periods(
     coarse: list[Period] = []
     gone: list[Period] = []
     for p in periods:
-        available = tier_step(tiers, p, cfg.periods.resolution)
+        available = retention.available_step(p)
         if available is None:
             gone.append(p)
             continue
@@ -456,7 +340,7 @@ def plan_periods(
         allow_coarse = opts.allow_coarse or cfg.backfill.allow_coarse
         pinned: set[int] = set()
         for cluster, pub in sorted(before.items()):
-            was = _method_step(pub.method, cfg.periods.grain)
+            was = method_step(pub.method, cfg.periods.grain)
             if was is None:
                 raise BackfillRefused(
                     f"period {p} cluster {cluster} was published with method {pub.method}, which "
@@ -486,7 +370,7 @@ def plan_periods(
             "usage can no longer be measured"
         )
     if coarse and not (opts.allow_coarse or cfg.backfill.allow_coarse):
-        first = tier_step(tiers, coarse[0], cfg.periods.resolution) or 0
+        first = retention.available_step(coarse[0]) or 0
         raise BackfillRefused(
             f"{len(coarse)} period(s) only available at {format_duration(first)} steps, too "
             f"coarse for periods.length {format_duration(length)} (first: {_first(coarse)}); pass "
@@ -532,10 +416,8 @@ def sysdig_at_step(cfg: Config, clock: Clock, on_request: Any = None) -> Callabl
 
     def build(step: int) -> UsageSource:
         pinned = cfg.model_copy(update={
-            "periods": cfg.periods.model_copy(update={"resolution": step}),
-            "sysdig": cfg.sysdig.model_copy(update={"retention_tiers": False}),
-        })
-        return build_source(pinned, clock, on_request=on_request)
+            "periods": cfg.periods.model_copy(update={"resolution": step})})
+        return build_source(pinned, clock, on_request=on_request, retention=Pinned(step))
 
     return build
 
@@ -1125,10 +1007,11 @@ def prepare(cfg: Config, opts: Options, clock: Clock, *, sink_factory: SinkFacto
         log.info("resuming", extra={"from": iso(start), "instance": instance})
     periods = list(iter_periods(start, opts.end, length))
     published = read_published(cfg, codec, clock)
-    tiers, origin = fetch_tiers(cfg, clock)
-    plans = plan_periods(periods, cfg=cfg, tiers=tiers, published=published, now=clock.time(),
-                         live_end=live_end, live_id=live_id, opts=opts)
-    report = Report(opts.start, opts.end, instance, opts.dry_run, origin, resumed, planned=len(plans))
+    retention = build_retention(cfg, clock)
+    plans = plan_periods(periods, cfg=cfg, retention=retention, published=published,
+                         now=clock.time(), live_end=live_end, live_id=live_id, opts=opts)
+    report = Report(opts.start, opts.end, instance, opts.dry_run, retention.origin, resumed,
+                    planned=len(plans))
     limit = AdaptiveLimit(cfg.backfill.max_concurrency)
 
     def on_request(what: str, status: int | None, seconds: float) -> None:

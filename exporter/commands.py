@@ -18,7 +18,8 @@ from exporter.logs import register_secret, setup
 from exporter.model import ChargeLine
 from exporter.org import OrgModel
 from exporter.periods import Period, closed_periods, iso, iter_periods, parse_duration, parse_time
-from exporter.sysdig import SysdigClient, SysdigSource
+from exporter.retention import Retention, RetentionModel, TimelinesClient
+from exporter.sysdig import SysdigSource
 from exporter.units import charge_lines
 
 
@@ -53,30 +54,55 @@ def register_secrets(cfg: Config) -> None:
             register_secret(info.split(":", 1)[1])
 
 
-def build_source(cfg: Config, clock: Clock, on_request: Any = None) -> SysdigSource:
-    """The Sysdig usage source described by `cfg.sysdig` and `cfg.periods`."""
+def build_client(cfg: Config, clock: Clock, on_request: Any = None, *, warn: bool = True,
+                 ) -> TimelinesClient:
+    """The Sysdig client described by `cfg.sysdig` (queries and retention timelines).
+
+    Raises `ConfigError` when no token is set.
+    """
     token = cfg.sysdig.resolved_token()
     if not token:
         raise ConfigError(
             "sysdig.token: not set (use sysdig.token, sysdig.token_file or CHARGEBACK_SYSDIG__TOKEN)"
         )
     verify: bool | str = cfg.sysdig.verify_tls
-    if not cfg.sysdig.verify_tls:
+    if not cfg.sysdig.verify_tls and warn:
         logging.getLogger("exporter.sysdig").warning(
             "TLS certificate verification of Sysdig is off (sysdig.verify_tls: false)",
             extra={"sysdig_url": cfg.sysdig.url})
     if cfg.sysdig.verify_tls and cfg.sysdig.ca_file is not None:
         verify = str(cfg.sysdig.ca_file)
-    client = SysdigClient(
+    return TimelinesClient(
         cfg.sysdig.url, token, clock=clock, timeout=cfg.sysdig.timeout, verify=verify,
         attempts=cfg.sysdig.max_attempts, max_retry_time=cfg.sysdig.max_retry_time,
         on_request=on_request,
     )
+
+
+def build_retention(cfg: Config, clock: Clock, client: TimelinesClient | None = None) -> Retention:
+    """The retention model of `cfg` (the one the worker, the report and the backfill use).
+
+    `client` reads the timelines; without one a client of `cfg.sysdig` is built. Raises
+    `ConfigError` when no token is set.
+    """
+    if client is None and cfg.sysdig.retention_tiers:
+        client = build_client(cfg, clock, warn=False)
+    return Retention(client, clock=clock, resolution=cfg.periods.resolution,
+                     refresh=cfg.sysdig.retention_refresh, enabled=cfg.sysdig.retention_tiers)
+
+
+def build_source(cfg: Config, clock: Clock, on_request: Any = None,
+                 retention: RetentionModel | None = None) -> SysdigSource:
+    """The Sysdig usage source described by `cfg.sysdig` and `cfg.periods`.
+
+    `retention` replaces the configured retention model (a backfill pins each period's step).
+    """
+    client = build_client(cfg, clock, on_request)
     return SysdigSource(
         client, clock=clock, label_columns=OrgModel(cfg.org).label_columns(),
         resolution=cfg.periods.resolution, grain=cfg.periods.grain,
         clusters=cfg.sysdig.clusters, concurrency=cfg.sysdig.max_concurrency,
-        retention_tiers=cfg.sysdig.retention_tiers,
+        retention=build_retention(cfg, clock, client) if retention is None else retention,
     )
 
 
@@ -120,12 +146,17 @@ def report_window(args: argparse.Namespace, cfg: Config, clock: Clock) -> list[P
     return periods
 
 
-def collect_lines(source: SysdigSource, cfg: Config, periods: list[Period]) -> list[ChargeLine]:
+def collect_lines(source: SysdigSource, cfg: Config, periods: list[Period]
+                  ) -> tuple[list[ChargeLine], list[int]]:
+    """The charge lines of `periods`, and the step each period was measured at."""
     org = OrgModel(cfg.org)
     lines: list[ChargeLine] = []
+    steps: list[int] = []
     for p in periods:
-        lines.extend(charge_lines(source.fetch(p), org))
-    return lines
+        usage = source.fetch(p)
+        steps.append(usage.step_seconds)
+        lines.extend(charge_lines(usage, org))
+    return lines, steps
 
 
 def cmd_report(args: argparse.Namespace, clock: Clock | None = None) -> int:
@@ -135,8 +166,11 @@ def cmd_report(args: argparse.Namespace, clock: Clock | None = None) -> int:
     cfg = config_from_args(args)
     periods = report_window(args, cfg, clock)
     source = build_source(cfg, clock)
-    lines = collect_lines(source, cfg, periods)
+    lines, steps = collect_lines(source, cfg, periods)
     window = (iso(periods[0].start), iso(periods[-1].end))
+    warning = report.coarse_warning(steps)
+    if warning is not None:
+        sys.stderr.write(warning + "\n")
     if getattr(args, "coverage", False):
         from exporter import coverage as cov
 
@@ -149,7 +183,8 @@ def cmd_report(args: argparse.Namespace, clock: Clock | None = None) -> int:
     elif args.format == "json":
         sys.stdout.write(report.render_json(rows, args.by, window) + "\n")
     else:
-        title = f"Consumption by {args.by}, {window[0]} to {window[1]} ({len(periods)} periods)"
+        title = (f"Consumption by {args.by}, {window[0]} to {window[1]} ({len(periods)} periods, "
+                 f"at {report.steps_phrase(sorted(set(steps)))} steps)")
         report.print_table(report.render_table(rows, args.by, title), sys.stdout.write)
     return 0
 

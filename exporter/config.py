@@ -89,6 +89,8 @@ class SysdigConfig(Section):
     # Clusters no longer expected in every period (decommissioned): see docs/operations.md.
     retired_clusters: tuple[str, ...] = ()
     retention_tiers: bool = True
+    # How long Sysdig's retention timelines are trusted before they are read again.
+    retention_refresh: Duration = Field(default=86400, ge=60)
 
     @field_validator("url")
     @classmethod

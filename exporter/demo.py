@@ -21,19 +21,23 @@ from exporter.clock import SystemClock
 from exporter.commands import build_codec, register_secrets
 from exporter.config import load_config
 from exporter.consumer import latest_records, read_manifests, read_records
-from exporter.errors import ConfigError
+from exporter.errors import ConfigError, ExporterError
 from exporter.logs import setup
 from exporter.metrics import Metrics
 from exporter.periods import align_down, iso
+from exporter.units import method_step
 
 TOKEN = "demo-token"  # noqa: S105 - the embedded simulator accepts this token only
 Q = Decimal("0.000001")
 
 
-def _sum_truth(fleet: Any, starts: list[int], length: int) -> dict[tuple[str, str], list[Decimal]]:
+def _sum_truth(fleet: Any, steps: dict[int, int], length: int
+               ) -> dict[tuple[str, str], list[Decimal]]:
+    """Ground truth per (cluster, costcenter) of the periods starting at `steps`' keys, each at
+    the step its records were measured at (older than Sysdig's 10 s window: rolled-up data)."""
     out: dict[tuple[str, str], list[Decimal]] = defaultdict(lambda: [Decimal(0), Decimal(0)])
-    for s in starts:
-        for key, per in fleet.ground_truth(s, s + length).items():
+    for s, step in steps.items():
+        for key, per in fleet.ground_truth(s, s + length, resolution=step).items():
             cc = fleet.org_labels(key)["costcenter"]
             out[(key.cluster, cc)][0] += per["cpu"].chargeable
             out[(key.cluster, cc)][1] += per["memory"].chargeable
@@ -86,7 +90,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
         got: dict[tuple[str, str], list[Decimal]] = defaultdict(lambda: [Decimal(0), Decimal(0)])
         for r in latest.values():
             got[(r.cluster, r.costcenter)][0 if r.resource == "cpu" else 1] += r.chargeable_quantity
-        truth = _sum_truth(fleet, [first + i * length for i in range(args.periods)], length)
+        steps = {first + i * length: 10 for i in range(args.periods)}
+        for r in latest.values():
+            step = method_step(r.method)
+            if step is None:
+                raise ExporterError(f"demo: record {r.record_id} has an unknown method {r.method}")
+            steps[r.period_start // 1000] = step
+        truth = _sum_truth(fleet, steps, length)
         table = Table(title="Chargeable units by cost center: Kafka records vs simulator ground truth")
         for col in ("cluster", "costcenter", "Core-Hours (Kafka)", "Core-Hours (truth)",
                     "GiB-Hours (Kafka)", "GiB-Hours (truth)", "match"):

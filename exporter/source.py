@@ -21,5 +21,8 @@ class UsageSource(Protocol):
         ...
 
     def step_for(self, period: Period) -> int:
-        """The sample step (seconds) the source will use for `period`."""
+        """The sample step (seconds) the source will use for `period`.
+
+        Raises `RetentionError` when the source keeps no data for `period` any more.
+        """
         ...

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Context, Decimal, Inexact, InvalidOperation, Overflow
 from operator import itemgetter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -38,20 +38,14 @@ from exporter.periods import Period
 from exporter.queries import RECORD_GRAIN, QueryPlan, plan
 from exporter.retry import call_with_retries
 
+if TYPE_CHECKING:
+    from exporter.retention import RetentionModel
+
 NO_WORKLOAD = "__no_workload__"
 # Sysdig caps aggregated answers at 100k result segments, without an error.
 SERIES_CAP = 100_000
 # Far above any real sum (1 PiB for a year of 10 s steps is ~3e21): larger is a broken answer.
 MAX_VALUE = Decimal("1e30")
-
-# Sysdig's documented retention tiers: (resolution seconds, how far back it is kept).
-RETENTION_TIERS: tuple[tuple[int, int], ...] = (
-    (10, 6 * 3600),
-    (60, 2 * 86400),
-    (600, 14 * 86400),
-    (3600, 90 * 86400),
-    (86400, 365 * 86400),
-)
 
 
 class StrictAdapter(HTTPAdapter):
@@ -314,16 +308,12 @@ def _printable(text: str) -> str:
     return text.encode("unicode_escape").decode("ascii")
 
 
-def step_for_age(age_seconds: float, configured: int) -> int:
-    """The finest retention tier that still holds data `age_seconds` old, at least `configured`."""
-    for resolution, keep in RETENTION_TIERS:
-        if age_seconds <= keep:
-            return max(resolution, configured)
-    return max(RETENTION_TIERS[-1][0], configured)
-
-
 class SysdigSource:
-    """Measures periods by sending the `exporter.queries` plan to Sysdig."""
+    """Measures periods by sending the `exporter.queries` plan to Sysdig.
+
+    `retention` chooses each period's step (`exporter.retention`); without one every period is
+    measured at `resolution`.
+    """
 
     def __init__(
         self,
@@ -335,7 +325,7 @@ class SysdigSource:
         grain: str = "pod",
         clusters: Sequence[str] = (),
         concurrency: int = 4,
-        retention_tiers: bool = True,
+        retention: RetentionModel | None = None,
     ) -> None:
         self._client = client
         self._clock = clock
@@ -344,12 +334,13 @@ class SysdigSource:
         self._grain = grain
         self._clusters = tuple(clusters)
         self._concurrency = concurrency
-        self._tiers = retention_tiers
+        self._retention = retention
 
     def step_for(self, period: Period) -> int:
-        if not self._tiers:
+        """See `UsageSource.step_for`; raises `RetentionError` beyond Sysdig's retention."""
+        if self._retention is None:
             return self._resolution
-        return step_for_age(self._clock.time() - period.start, self._resolution)
+        return self._retention.step_for(period)
 
     def plan_for(self, period: Period) -> tuple[QueryPlan, int, float]:
         step = self.step_for(period)

@@ -8,6 +8,7 @@ Everything stays `Decimal`; quantization to the record scale happens in `records
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from decimal import Context, Decimal
 
@@ -24,6 +25,18 @@ _CONTEXT = Context(prec=_PRECISION)
 def method_id(grain: str, step: int) -> str:
     """The calculation method: max of request and usage, at `grain`, sampled every `step`."""
     return f"max-request-usage/{grain}/{step}s/{CALCULATION_VERSION}"
+
+
+_METHOD = re.compile(r"^max-request-usage/(?P<grain>[a-z]+)/(?P<step>\d+)s/(?P<version>v\d+)$")
+
+
+def method_step(method: str, grain: str | None = None) -> int | None:
+    """The step of a `method_id` of this calculation version (and of `grain` when given);
+    None for any other method."""
+    m = _METHOD.match(method)
+    if m is None or m["version"] != CALCULATION_VERSION or grain not in (None, m["grain"]):
+        return None
+    return int(m["step"])
 
 
 _SECONDS_PER_HOUR = Decimal(3600)

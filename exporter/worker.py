@@ -39,12 +39,8 @@ from exporter.pipeline import PeriodResult
 from exporter.retry import call_with_retries
 from exporter.sink import CheckpointStore, PeriodSink
 from exporter.source import UsageSource
-from exporter.sysdig import RETENTION_TIERS
 
 log = logging.getLogger("exporter.worker")
-
-# Sysdig keeps nothing older than its last roll-up tier (1 day resolution for a year).
-MAX_RETENTION = RETENTION_TIERS[-1][1]
 
 
 class ExportPipeline(Protocol):
@@ -312,14 +308,12 @@ class Worker:
         self._flag_missing(set())
 
     def _check_retention(self, period: Period) -> int:
+        # The source's retention model (exporter.retention) picks the step, or refuses.
+        try:
+            step = self._pipeline.source.step_for(period)
+        except RetentionError as exc:
+            raise RetentionError(f"{exc}. Move periods.start or the checkpoint forward") from None
         age = int(self._clock.time()) - period.start
-        if age > MAX_RETENTION:
-            raise RetentionError(
-                f"period {period} is {format_duration(age)} old, beyond Sysdig's longest retention "
-                f"({format_duration(MAX_RETENTION)}); its usage can no longer be measured. "
-                "Move periods.start or the checkpoint forward"
-            )
-        step = self._pipeline.source.step_for(period)
         if step > self._periods.resolution:
             self._metrics.coarse_periods.labels(str(step)).inc()
             log.warning("period older than the retention of the configured resolution", extra={

@@ -12,7 +12,7 @@ from typing import Any
 from exporter.clock import Clock, FakeClock, SystemClock
 from exporter.errors import ConfigError
 from exporter.periods import parse_duration, parse_time
-from exporter.simulator.fleet import Fleet, FleetSpec
+from exporter.simulator.fleet import DEFAULT_TIMELINES, Fleet, FleetSpec
 from exporter.simulator.server import SimulatorServer
 
 DEFAULT_TOKEN = "sim-token"  # noqa: S105 - a well-known development token, not a secret
@@ -43,6 +43,10 @@ def register(subparsers: Any) -> None:
                    help="freeze the simulator's clock at this time (default: follow real time)")
     p.add_argument("--history", default="24h",
                    help="how far before now the data starts (default 24h)")
+    p.add_argument("--timelines", default=None, metavar="SAMPLING=WINDOW,...",
+                   help="the tenant's retention, finest first, e.g. 10s=4h,1m=1w,10m=2w,1h=60d,"
+                        "1d=450d (the default, Sysdig's July 2020 table); 'none': 10 s data "
+                        "forever, never rolled up")
     p.set_defaults(handler=simulate)
 
 
@@ -55,18 +59,38 @@ def build(args: argparse.Namespace) -> tuple[Fleet, Clock, SimulatorServer]:
                          max_containers=args.containers)
         history = parse_duration(args.history)
         clock: Clock = SystemClock() if args.now is None else FakeClock(parse_time(args.now))
+        timelines = parse_timelines(args.timelines)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     if history <= 0:
         raise ConfigError(f"--history must be positive, got {args.history!r}")
     if not 0 <= args.port <= 65535:
         raise ConfigError(f"--port must be in 0..65535, got {args.port}")
-    fleet = Fleet(spec, clock=clock, history=history)
+    try:
+        fleet = Fleet(spec, clock=clock, history=history, timelines=timelines)
+    except ValueError as exc:
+        raise ConfigError(f"--timelines: {exc}") from None
     tokens = args.token or [DEFAULT_TOKEN]
     if any(not t.strip() for t in tokens):
         raise ConfigError("--token must not be empty")
     return fleet, clock, SimulatorServer(fleet, clock, tokens=tokens, host=args.host,
                                          port=args.port)
+
+
+def parse_timelines(text: str | None) -> tuple[tuple[int, int], ...] | None:
+    """`--timelines`: `10s=4h,1m=1w,...` as (sampling, window) seconds; `none` is None; not
+    given is the July 2020 table. Raises ValueError."""
+    if text is None:
+        return DEFAULT_TIMELINES
+    if text.strip().lower() == "none":
+        return None
+    out = []
+    for item in text.split(","):
+        sampling, sep, window = item.partition("=")
+        if not sep:
+            raise ValueError(f"--timelines: expected SAMPLING=WINDOW, got {item.strip()!r}")
+        out.append((parse_duration(sampling), parse_duration(window)))
+    return tuple(out)
 
 
 def simulate(args: argparse.Namespace) -> int:

@@ -14,6 +14,7 @@ converted to `Decimal` only at the end.
 from __future__ import annotations
 
 import itertools
+import math
 import threading
 from collections import OrderedDict
 from collections.abc import Collection, Iterable, Mapping, Sequence
@@ -27,6 +28,7 @@ import numpy.typing as npt
 
 from exporter.clock import Clock
 from exporter.model import ORG_KEYS, UNALLOCATED, Resource, SampleSums, WorkloadKey
+from exporter.retention import DOCUMENTED
 from exporter.simulator.series import (
     METRIC_NAME,
     IntArray,
@@ -43,6 +45,10 @@ MIB = 2**20  # memory values are integer multiples of 1 MiB
 CPU_USED = "sysdig_container_cpu_cores_used"
 MEM_USED = "sysdig_container_memory_used_bytes"
 REQUESTS = "kube_pod_container_resource_requests"
+
+# (sampling, window) in seconds per Sysdig timeline, finest first: the July 2020 table.
+DEFAULT_TIMELINES: tuple[tuple[int, int], ...] = tuple(
+    (t.step, t.window) for t in DOCUMENTED if t.window is not None)
 
 Grain = Literal["pod", "container"]
 Quantity = Literal["cpu_used", "mem_used", "cpu_req", "mem_req"]
@@ -127,6 +133,18 @@ def _hash(*parts: int) -> int:
 def _below(h: U64Array, n: int) -> IntArray:
     """Map uniform 64-bit hashes to `[0, n)` with a multiply-shift (no slow modulo)."""
     out: IntArray = (((h >> np.uint64(32)) * np.uint64(n)) >> np.uint64(32)).astype(np.int64)
+    return out
+
+
+def _checked_timelines(timelines: Sequence[tuple[int, int]]) -> tuple[tuple[int, int], ...]:
+    """`timelines` as a tuple, or ValueError: 10 s first, then ever coarser and longer tiers."""
+    out = tuple((int(step), int(window)) for step, window in timelines)
+    ok = bool(out) and out[0][0] == SAMPLE_INTERVAL and out[0][1] > 0
+    for (step, window), (finer, shorter) in zip(out[1:], out, strict=False):
+        ok = ok and step > finer and step % SAMPLE_INTERVAL == 0 and window > shorter
+    if not ok:
+        raise ValueError(f"timelines must start at 10 s and get coarser and longer tier by tier "
+                         f"(sampling, window seconds), got {timelines!r}")
     return out
 
 
@@ -266,17 +284,28 @@ class Fleet:
 
     `clock` bounds the data at "now" (samples exist only at `t <= now`); `history` (seconds)
     additionally hides samples older than `now - history`. Without a clock every time has data.
+
+    `timelines` is the simulated tenant's retention, as Sysdig's timelines: (sampling, window)
+    seconds, finest first (default the July 2020 table). With a clock, each instant `t` is
+    served at the finest sampling whose window still holds it (`t >= now - window`): 10 s
+    samples in the first window, then points stamped on multiples of the sampling, each the
+    roll-up of that series' 10 s samples in `[t, t + sampling)`: their mean, rounded to the
+    quantum (1/64 core, 1 MiB; halves up) so it stays exact. Nothing is served beyond the last
+    window. `timelines=None`: 10 s samples at every time, never rolled up.
+
     Thread-safe: all state after construction is read-only except a result cache bounded by
     `cache_bytes`.
     """
 
     def __init__(self, spec: FleetSpec, clock: Clock | None = None, history: int | None = None,
-                 cache_bytes: int = 512 * 2**20) -> None:
+                 cache_bytes: int = 512 * 2**20,
+                 timelines: Sequence[tuple[int, int]] | None = DEFAULT_TIMELINES) -> None:
         if history is not None and history <= 0:
             raise ValueError(f"history must be positive, got {history}")
         self.spec = spec
         self.clock = clock
         self.history = history
+        self.timelines = None if timelines is None else _checked_timelines(timelines)
         self._seed = _hash(0x5EED, spec.seed)
         self._workloads = self._build()
         self._by_key = {w.key: w for w in self._workloads}
@@ -449,13 +478,38 @@ class Fleet:
         return None if self.clock is None else self.clock.time()
 
     def available(self, start: int, end: int) -> tuple[int, int]:
-        """Clip `[start, end)` (seconds) to where samples exist: `[now - history, now]`."""
+        """Clip `[start, end)` (seconds) to where data exists: not after now, not before
+        `now - history`, not beyond the last timeline's window."""
         now = self.now()
         if now is not None:
             end = min(end, int(now // SAMPLE_INTERVAL) * SAMPLE_INTERVAL + SAMPLE_INTERVAL)
             if self.history is not None:
                 start = max(start, int(now) - self.history)
+            if self.timelines is not None:
+                start = max(start, math.ceil(now - self.timelines[-1][1]))
         return start, end
+
+    def served(self, start: int, end: int) -> tuple[IntArray, IntArray | None]:
+        """The instants (seconds) with data in `[start, end)`, and the sampling each is served
+        at (None: all are 10 s samples, the common case, kept on the fast path)."""
+        a, b = self.available(start, end)
+        now = self.now()
+        segments: list[tuple[int, int, int]] = []
+        if now is not None and self.timelines is not None:
+            newer = b
+            for step, window in self.timelines:
+                lo = max(a, math.ceil(now - window))
+                if lo < newer:
+                    segments.append((lo, newer, step))
+                newer = min(newer, lo)
+        if all(step == SAMPLE_INTERVAL for _, _, step in segments):
+            a = -(-a // SAMPLE_INTERVAL) * SAMPLE_INTERVAL
+            return np.arange(a, max(a, b), SAMPLE_INTERVAL, dtype=np.int64), None
+        parts = [np.arange(-(-lo // step) * step, hi, step, dtype=np.int64)
+                 for lo, hi, step in reversed(segments)]
+        steps = [np.full(len(p), step, dtype=np.int64)
+                 for p, (_, _, step) in zip(parts, reversed(segments), strict=True)]
+        return np.concatenate(parts), np.concatenate(steps)
 
     def pods(self, start: int, end: int) -> list[Pod]:
         """Pods with at least one sample in `[start, end)` (availability applied to bounds)."""
@@ -578,17 +632,25 @@ class Fleet:
         return f"{name}-{_suffix(pid, 5)}"
 
     # ----------------------------------------------------------------- ground truth
-    def sample_sums(self, start: int, end: int, grain: Grain = "pod"
-                    ) -> dict[WorkloadKey, dict[Resource, UnitSums]]:
+    def sample_sums(self, start: int, end: int, grain: Grain = "pod",
+                    resolution: int | None = None) -> dict[WorkloadKey, dict[Resource, UnitSums]]:
         """Integer ground truth over the 10 s steps `t` with `start <= t < end`.
 
         usage = sum over steps and containers of usage; request likewise over containers that
         have a request; chargeable = sum over steps and pods of max(sum of container requests,
         sum of container usage) for grain "pod", or of the per-container max for "container".
         Only workloads with at least one sample in the window appear.
+
+        With `resolution` (seconds), the same sums over the instants `t` on multiples of
+        `resolution` instead, each series taking the latest value the fleet serves in
+        `(t - resolution/2, t]` (a roll-up where the timelines say so, see the class docstring; a
+        pod is the series of one pod name): what the exporter's queries (`exporter/queries.py`)
+        give at that step. Units are then quanta x `resolution` seconds.
         """
         if grain not in ("pod", "container"):
             raise ValueError(f"grain must be 'pod' or 'container', got {grain!r}")
+        if resolution is not None:
+            return self._served_sums(start, end, grain, resolution)
         n = len(self._workloads)
         acc = np.zeros((n, 6), dtype=np.int64)
         seen = np.zeros(n, dtype=bool)
@@ -644,26 +706,93 @@ class Fleet:
                 owner = w[pod_starts]
             np.add.at(acc[:, 3 * r + 2], owner, charge.sum(axis=1))
 
-    def ground_truth(self, start: int, end: int, grain: Grain = "pod"
+    def ground_truth(self, start: int, end: int, grain: Grain = "pod",
+                     resolution: int | None = None,
                      ) -> dict[WorkloadKey, dict[Resource, SampleSums]]:
         """Ground truth in unit-hours: Core-Hours for cpu and GiB-Hours (2**30 bytes) for memory.
 
-        Each step weighs 10 s / 3600. Values are exact whenever the decimal expansion terminates
-        and otherwise correctly rounded to 50 significant digits (1/360 does not terminate).
+        Each step weighs 10 s / 3600, or `resolution` / 3600 for the served values at that
+        resolution (see `sample_sums`). Values are exact whenever the decimal expansion
+        terminates and otherwise correctly rounded to 50 significant digits (1/360 does not
+        terminate).
         """
-        cpu_div = Decimal(CPU_QUANTUM * 3600 // SAMPLE_INTERVAL)  # quanta-steps per core-hour
-        mem_div = Decimal(1024 * 3600 // SAMPLE_INTERVAL)  # MiB-steps per GiB-hour
+        step = Decimal(SAMPLE_INTERVAL if resolution is None else resolution)
+        cpu_div = Decimal(CPU_QUANTUM * 3600)  # quanta-seconds per core-hour
+        mem_div = Decimal(1024 * 3600)  # MiB-seconds per GiB-hour
         divisors: tuple[tuple[Resource, Decimal], ...] = (("cpu", cpu_div), ("memory", mem_div))
         out: dict[WorkloadKey, dict[Resource, SampleSums]] = {}
         with localcontext() as ctx:
             ctx.prec = 50
-            for key, sums in self.sample_sums(start, end, grain).items():
+            for key, sums in self.sample_sums(start, end, grain, resolution).items():
                 per: dict[Resource, SampleSums] = {}
                 for res, div in divisors:
                     s = sums[res]
-                    per[res] = SampleSums(Decimal(s.usage) / div, Decimal(s.request) / div,
-                                          Decimal(s.chargeable) / div)
+                    per[res] = SampleSums(Decimal(s.usage * step) / div,
+                                          Decimal(s.request * step) / div,
+                                          Decimal(s.chargeable * step) / div)
                 out[key] = per
+        return out
+
+    def _served_sums(self, start: int, end: int, grain: Grain, resolution: int
+                     ) -> dict[WorkloadKey, dict[Resource, UnitSums]]:
+        """`sample_sums` at `resolution`: per series, at each multiple `t` of `resolution`,
+        the latest value served in `(t - resolution/2, t]`."""
+        if resolution <= 0 or (resolution % (2 * SAMPLE_INTERVAL) and resolution != SAMPLE_INTERVAL):
+            raise ValueError(f"resolution must be 10 s or a multiple of 20 s, got {resolution}")
+        half = resolution // 2
+        out: dict[WorkloadKey, dict[Resource, UnitSums]] = {}
+        served, sampling = self.served(start - half + 1, end)
+        if sampling is None:
+            sampling = np.full(len(served), SAMPLE_INTERVAL, dtype=np.int64)
+        at = np.arange(-(-start // resolution) * resolution, end, resolution, dtype=np.int64)
+        if not len(served) or not len(at):
+            return out
+        inst = self._pods(int(served[0]), int((served + sampling).max()), None)
+        if not len(inst.w):
+            return out
+        quantities: tuple[Quantity, ...] = ("cpu_used", "cpu_req", "mem_used", "mem_req")
+        counts, sums = self._rolled(inst, served, sampling, quantities)
+        series = self._series_ids(inst)
+        first, merged_counts, _ = self._merge(series, counts, sums["cpu_used"])
+        # Per series and instant of `at`: the column of its latest point in the half step.
+        columns = np.arange(len(served), dtype=np.int64)
+        latest = np.maximum.accumulate(np.where(merged_counts > 0, columns, -1), axis=1)
+        upto = np.searchsorted(served, at, side="right") - 1
+        pick = np.where(upto[None, :] >= 0, latest[:, np.maximum(upto, 0)], -1)
+        present = (pick >= 0) & (served[np.maximum(pick, 0)] > at[None, :] - half)
+        pick = np.maximum(pick, 0)
+        values = {q: np.take_along_axis(self._merge(series, counts, sums[q])[2], pick, axis=1)
+                  for q in quantities}
+        w = inst.w[first]
+        has_req = self._cont_has_req[inst.cont[first]][:, None]
+        # Pods by name: a statefulset pod's series share its slot; any other pod is its own.
+        pod = np.where(self._is_sts[w], -1 - inst.pod_slot[inst.pod[first]], inst.pod[first])
+        pod_ids, pod_of = np.unique(pod, return_inverse=True)
+        pod_of = pod_of.reshape(-1)
+        pod_w = np.zeros(len(pod_ids), dtype=np.int64)
+        pod_w[pod_of] = w
+        acc = np.zeros((len(self._workloads), 6), dtype=np.int64)
+        pairs: tuple[tuple[Quantity, Quantity], ...] = (("cpu_used", "cpu_req"),
+                                                        ("mem_used", "mem_req"))
+        for r, (used_q, req_q) in enumerate(pairs):
+            used = np.where(present, values[used_q], 0)
+            req = np.where(present & has_req, values[req_q], 0)
+            np.add.at(acc[:, 3 * r], w, used.sum(axis=1))
+            np.add.at(acc[:, 3 * r + 1], w, req.sum(axis=1))
+            if grain == "container":
+                np.add.at(acc[:, 3 * r + 2], w, np.maximum(used, req).sum(axis=1))
+            else:
+                pod_used = np.zeros((len(pod_ids), len(at)), dtype=np.int64)
+                pod_req = np.zeros_like(pod_used)
+                np.add.at(pod_used, pod_of, used)
+                np.add.at(pod_req, pod_of, req)
+                np.add.at(acc[:, 3 * r + 2], pod_w, np.maximum(pod_used, pod_req).sum(axis=1))
+        seen = np.zeros(len(self._workloads), dtype=bool)
+        seen[w[present.any(axis=1)]] = True
+        for i in np.flatnonzero(seen):
+            row = [int(x) for x in acc[i]]
+            out[self._workloads[i].key] = {"cpu": UnitSums(*row[0:3]),
+                                           "memory": UnitSums(*row[3:6])}
         return out
 
     # ----------------------------------------------------------------- PromQL storage
@@ -673,15 +802,17 @@ class Fleet:
         Results are cached (least recently used, bounded in bytes) because one period's queries
         select the same series several times. Callers must not modify the returned arrays.
         """
-        a, b = self._grid(-(-start_ms // 1000), end_ms // 1000 + 1)
-        times = np.arange(a, max(a, b), SAMPLE_INTERVAL, dtype=np.int64)
-        key = (frozenset((m.name, m.op, m.value) for m in matchers), a, b)
+        times, steps = self.served(-(-start_ms // 1000), end_ms // 1000 + 1)
+        key: tuple[object, ...] = (frozenset((m.name, m.op, m.value) for m in matchers),
+                                   int(times[0]) if len(times) else 0, len(times))
+        if steps is not None:
+            key += (steps.tobytes(), times.tobytes())
         with self._lock:
             hit = self._cache.get(key)
             if hit is not None:
                 self._cache.move_to_end(key)
                 return hit
-        result = self._select(matchers, times)
+        result = self._select(matchers, times, steps=steps)
         size = result.values.nbytes
         with self._lock:
             if size <= self._cache_bytes:
@@ -706,9 +837,11 @@ class Fleet:
         return hit
 
     def _select(self, matchers: Sequence[LabelMatcher], times: IntArray,
-                within: npt.NDArray[np.bool_] | None = None) -> SeriesSet:
+                within: npt.NDArray[np.bool_] | None = None, steps: IntArray | None = None,
+                ) -> SeriesSet:
         """Rows for the matching series over `times` (seconds), optionally only for the
-        workloads flagged in `within`."""
+        workloads flagged in `within`; `steps[j]` is the sampling `times[j]` is served at (None:
+        10 s samples throughout)."""
         ts_ms = times * 1000
         families = [
             (name, dict(extra), q) for name, extra, q in _FAMILIES
@@ -723,7 +856,8 @@ class Fleet:
             wmask = wmask & within
         if not wmask.any():
             return SeriesSet.empty(ts_ms)
-        inst = self._pods(int(times[0]), int(times[-1]) + SAMPLE_INTERVAL, wmask)
+        last = int(times[-1]) + (SAMPLE_INTERVAL if steps is None else int(steps[-1]))
+        inst = self._pods(int(times[0]), last, wmask)
         pod_names = [
             self._pod_name(self._workloads[w], s, g, p)
             for w, s, g, p in zip(inst.pod_w.tolist(), inst.pod_slot.tolist(),
@@ -737,11 +871,16 @@ class Fleet:
             keep = np.array([
                 all(m.matches(p if m.name == "kube_pod_name" else c) for m in pod_matchers)
                 for p, c in zip(row_pod, row_cont, strict=True)], dtype=bool)
-        # Every instance overlaps the grid, so each kept row has at least one sample.
         rows_of: dict[Quantity, IntArray] = {}
         has_req = self._cont_has_req[inst.cont]
         for _, _, q in families:
             rows_of[q] = np.flatnonzero(keep & has_req if q in ("cpu_req", "mem_req") else keep)
+        # A statefulset pod reborn under its old name continues the same series.
+        series_id = self._series_ids(inst)
+        if steps is not None:
+            return self._select_rolled(inst, families, rows_of, series_id, row_pod, row_cont,
+                                       times, steps)
+        # Every instance overlaps the grid, so each kept row has at least one sample.
         dense = {q: np.empty((len(r), len(times))) for q, r in rows_of.items()}
         position = {q: np.cumsum(np.isin(np.arange(len(inst.w)), r)) - 1
                     for q, r in rows_of.items()}
@@ -753,11 +892,6 @@ class Fleet:
                 local = sel - chunk.start
                 dense[q][position[q][sel]] = np.where(present[local],
                                                       values[q][local] * scale, np.nan)
-        # A statefulset pod reborn under its old name continues the same series.
-        within = inst.cont - self._cont_first[inst.w]
-        ident = np.where(self._is_sts[inst.w], inst.pod_slot[inst.pod] * 64 + within,
-                         -1 - np.arange(len(inst.w)))
-        _, series_id = np.unique(ident, return_inverse=True)
         out_labels: list[Labels] = []
         blocks = []
         for name, extra, q in families:
@@ -781,16 +915,85 @@ class Fleet:
                                    **extra})
         return SeriesSet(out_labels, ts_ms, np.concatenate(blocks, axis=0))
 
+    def _series_ids(self, inst: _Instances) -> IntArray:
+        """Per instance row, its series: a statefulset pod's containers keep theirs across
+        restarts (same pod name); any other instance is a series of its own."""
+        within = inst.cont - self._cont_first[inst.w]
+        ident = np.where(self._is_sts[inst.w], inst.pod_slot[inst.pod] * 64 + within,
+                         -1 - np.arange(len(inst.w)))
+        series_id: IntArray = np.unique(ident, return_inverse=True)[1].reshape(-1)
+        return series_id
+
+    def _rolled(self, inst: _Instances, times: IntArray, steps: IntArray,
+                which: Collection[Quantity]) -> tuple[IntArray, dict[Quantity, IntArray]]:
+        """Per instance row and instant `times[j]`: how many 10 s samples lie in
+        `[times[j], times[j] + steps[j])`, and their sum in quanta per quantity."""
+        n, width = len(inst.w), len(times)
+        counts = np.zeros((n, width), dtype=np.int64)
+        sums = {q: np.zeros((n, width), dtype=np.int64) for q in which}
+        for step in np.unique(steps).tolist():
+            cols = np.flatnonzero(steps == step)
+            k = step // SAMPLE_INTERVAL
+            # The buckets of one sampling are disjoint and ascending: one sorted 10 s grid.
+            raw = (times[cols][:, None]
+                   + np.arange(0, step, SAMPLE_INTERVAL, dtype=np.int64)[None, :]).reshape(-1)
+            for rows in self._row_chunks(n, len(raw)):
+                present, values = self._values(inst, rows, raw, which)
+                shape = (len(present), len(cols), k)
+                counts[rows, cols] = present.reshape(shape).sum(axis=2)
+                for q in which:
+                    kept = np.where(present, values[q], 0).astype(np.int64)
+                    sums[q][rows, cols] = kept.reshape(shape).sum(axis=2)
+        return counts, sums
+
+    @staticmethod
+    def _merge(series: IntArray, counts: IntArray, sums: IntArray
+               ) -> tuple[IntArray, IntArray, IntArray]:
+        """Rows of one series added together (their samples never overlap), then each point's
+        roll-up: the mean in quanta, halves up. Returns (first row of each series, counts,
+        values), series in order of first row."""
+        uniq, first, inverse = np.unique(series, return_index=True, return_inverse=True)
+        inverse = inverse.reshape(-1)
+        c = np.zeros((len(uniq), counts.shape[1]), dtype=np.int64)
+        t = np.zeros_like(c)
+        np.add.at(c, inverse, counts)
+        np.add.at(t, inverse, sums)
+        order = np.argsort(first, kind="stable")
+        c, t = c[order], t[order]
+        values = (2 * t + c) // np.maximum(2 * c, 1)
+        out_first: IntArray = first[order]
+        return out_first, c, values
+
+    def _select_rolled(self, inst: _Instances,
+                       families: Sequence[tuple[str, dict[str, str], Quantity]],
+                       rows_of: Mapping[Quantity, IntArray], series_id: IntArray,
+                       row_pod: Sequence[str], row_cont: Sequence[str], times: IntArray,
+                       steps: IntArray) -> SeriesSet:
+        """`_select` where some instants are roll-ups (see the class docstring)."""
+        counts, sums = self._rolled(inst, times, steps, list(rows_of))
+        out_labels: list[Labels] = []
+        blocks = []
+        for name, extra, q in families:
+            idx = rows_of[q]
+            first, c, values = self._merge(series_id[idx], counts[idx], sums[q][idx])
+            live = c.any(axis=1)
+            scale = 1.0 / CPU_QUANTUM if q.startswith("cpu") else float(MIB)
+            blocks.append(np.where(c[live] > 0, values[live] * scale, np.nan))
+            for i in idx[first[live]].tolist():
+                out_labels.append({**self._wire[int(inst.w[i])], "kube_pod_name": row_pod[i],
+                                   "kube_pod_container_name": row_cont[i], METRIC_NAME: name,
+                                   **extra})
+        return SeriesSet(out_labels, times * 1000, np.concatenate(blocks, axis=0))
+
     # ----------------------------------------------------------------- OpenMetrics export
     def export_openmetrics(self, start: int, end: int, path: str | Path) -> int:
-        """Write every sample stamped in `[start, end)` as OpenMetrics text; returns the count.
+        """Write every sample served in `[start, end)` as OpenMetrics text; returns the count.
 
         Families are grouped with a `# TYPE <name> gauge` line, each series' samples are
         contiguous and in time order with explicit timestamps in seconds, and the file ends with
         `# EOF`: the input `promtool tsdb create-blocks-from openmetrics` expects.
         """
-        a, b = self._grid(start, end)
-        times = np.arange(a, max(a, b), SAMPLE_INTERVAL, dtype=np.int64)
+        times, steps = self.served(start, end)
         stamps = [str(int(t)) for t in times]
         # Workloads in batches bound memory; a series never spans two workloads.
         batch = max(1, _CHUNK // max(1, len(times)))
@@ -802,7 +1005,7 @@ class Fleet:
                     within = np.zeros(len(self._workloads), dtype=bool)
                     within[first:first + batch] = True
                     data = self._select([LabelMatcher.of(METRIC_NAME, "=", family)], times,
-                                        within)
+                                        within, steps)
                     count += self._write_series(out, family, data, stamps)
             out.write("# EOF\n")
         return count

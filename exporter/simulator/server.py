@@ -26,6 +26,7 @@ import promql_parser as pp
 
 from exporter.clock import Clock
 from exporter.simulator.background import BackgroundHTTP
+from exporter.simulator.fleet import DEFAULT_TIMELINES, SAMPLE_INTERVAL
 from exporter.simulator.promql import Engine, PromQLError, QueryResult
 from exporter.simulator.series import Storage, format_value
 
@@ -34,9 +35,6 @@ MAX_TIMEOUT = 120.0
 PROMETHEUS = "/prometheus/api/v1/"
 DASHBOARDS = "/api/v3/dashboards"
 TIMELINES = "/api/history/timelines/"
-# Sysdig's documented roll-ups: 10 s for 6 h, 1 min for 2 d, 10 min for 2 w, 1 h for 90 d, 1 d.
-TIMELINE_WINDOWS = ((10, 6 * 3600), (60, 2 * 86400), (600, 14 * 86400), (3600, 90 * 86400),
-                    (86400, 365 * 86400))
 
 # How range answers are stamped: aligned to the step (Sysdig) or from `start` (Prometheus).
 STAMPINGS = ("sysdig", "prometheus")
@@ -200,6 +198,10 @@ class SimulatorServer(BackgroundHTTP):
     `stamping` is how range answers are stamped: "sysdig" (the default) aligns `start` and
     `end` down to a multiple of `step`, as Sysdig's own sdcclient examples show; "prometheus"
     stamps at `start + k*step`, as stock Prometheus does. The exporter must be exact under both.
+
+    The retention timelines served are the storage's (`Fleet.timelines`, which its data
+    honours); a storage without them (a wrapper) is served the July 2020 table, unless
+    `timelines` is set on the server.
     """
 
     def __init__(self, fleet: Storage, clock: Clock, tokens: Iterable[str] = ("sim-token",),
@@ -212,6 +214,8 @@ class SimulatorServer(BackgroundHTTP):
         self.stamping = stamping
         self.fleet = fleet
         self.clock = clock
+        self.timelines: tuple[tuple[int, int], ...] | None = getattr(
+            fleet, "timelines", DEFAULT_TIMELINES)
         self.tokens = frozenset(tokens)
         self.forbidden_tokens = frozenset(forbidden_tokens)
         self.engine = Engine(fleet, timer=timer)
@@ -348,9 +352,12 @@ class SimulatorServer(BackgroundHTTP):
 
     def _timelines(self) -> dict[str, Any]:
         now_us = int(self.clock.time() * 1_000_000)
+        if self.timelines is None:  # never rolled up: 10 s samples forever
+            return {"agents": [{"from": None, "to": now_us,
+                                "sampling": SAMPLE_INTERVAL * 1_000_000}]}
         return {"agents": [{"from": now_us - window * 1_000_000, "to": now_us,
                             "sampling": sampling * 1_000_000}
-                           for sampling, window in TIMELINE_WINDOWS]}
+                           for sampling, window in self.timelines]}
 
     def _dashboard(self, method: str, ident: str, body: bytes
                    ) -> tuple[int, Any, dict[str, str]]:

@@ -1,4 +1,4 @@
-"""Pure parts of the backfill: identities, retention tiers, planning and refusals, AIMD."""
+"""Pure parts of the backfill: identities, planning (with the retention model) and refusals, AIMD."""
 
 from __future__ import annotations
 
@@ -12,16 +12,15 @@ from exporter.backfill import (
     BackfillRefused,
     Options,
     Published,
-    documented_tiers,
-    parse_timelines,
     plan_periods,
     resolve_ids,
-    tier_step,
 )
+from exporter.clock import FakeClock
 from exporter.config import Config, load_config
-from exporter.errors import ConfigError, SourceQueryError
+from exporter.errors import ConfigError
 from exporter.periods import Period
 from exporter.pipeline import Prior
+from exporter.retention import Retention
 
 H = 3600
 D = 86400
@@ -38,11 +37,23 @@ def hour(i: int) -> Period:
 
 
 def plan(periods: list[Period], cfg: Config | None = None, *, published: Any = None,
-         live_end: int | None = None, tiers: Any = None, **opts: Any) -> Any:
+         live_end: int | None = None, timelines: Any = None, **opts: Any) -> Any:
     cfg = cfg or config()
     o = Options(periods[0].start, periods[-1].end, **opts)
-    return plan_periods(periods, cfg=cfg, tiers=tiers or documented_tiers(NOW),
+    reader = None if timelines is None else Timelines(timelines)
+    retention = Retention(reader, clock=FakeClock(NOW), resolution=cfg.periods.resolution)
+    return plan_periods(periods, cfg=cfg, retention=retention,
                         published=published or {}, now=NOW, live_end=live_end, live_id="live", opts=o)
+
+
+class Timelines:
+    """A `TimelinesReader` serving one body."""
+
+    def __init__(self, body: Any) -> None:
+        self.body = body
+
+    def timelines(self) -> Any:
+        return self.body
 
 
 @pytest.mark.parametrize(("configured", "flag", "backfill_id", "expected"), [
@@ -64,32 +75,30 @@ def test_the_live_id_is_refused_as_the_backfill_id() -> None:
         resolve_ids(cfg, "chargeback")
 
 
-def test_timelines_give_the_finest_tier_holding_the_period() -> None:
+def test_plan_steps_come_from_the_retention_model() -> None:
     us = 1_000_000
-    tiers = parse_timelines({"agents": [
+    body = {"agents": [
         {"from": (NOW - 2 * D) * us, "to": NOW * us, "sampling": 60 * us},
         {"from": (NOW - 6 * H) * us, "to": NOW * us, "sampling": 10 * us},
         {"from": None, "to": None, "sampling": 3600 * us},
-    ]})
-    assert [t.step for t in tiers] == [10, 60, 3600]
-    assert tier_step(tiers, hour(5), 10) == 10
-    assert tier_step(tiers, hour(-24), 10) == 60
-    assert tier_step(tiers, hour(-24), 600) == 600  # never finer than periods.resolution
-    assert tier_step(tiers, hour(-24 * 400), 10) == 3600
+    ]}
+    steps = [p.available_step for p in plan([hour(1), hour(2), hour(5)], timelines=body,
+                                            allow_coarse=True)]
+    assert steps == [10, 10, 10]  # this tenant keeps 10 s data for 6 h
+    [old] = plan([hour(-24)], timelines=body, allow_coarse=True)
+    assert old.step == 60
+    [ancient] = plan([hour(-24 * 400)], timelines=body, allow_coarse=True, allow_old=True)
+    assert ancient.step == 3600
+    [p] = plan([hour(-24)], config(periods={"resolution": "10m", "settle_delay": "2m"}),
+               timelines=body)
+    assert p.step == 600  # never finer than periods.resolution
 
 
-@pytest.mark.parametrize("body", [None, [], {"agents": []}, {"agents": [{"from": 1}]},
-                                  {"agents": [{"from": "x", "sampling": 10_000_000}]}])
-def test_malformed_timelines_are_a_query_error(body: Any) -> None:
-    with pytest.raises(SourceQueryError, match="retention timelines"):
-        parse_timelines(body)
-
-
-def test_documented_tiers_beyond_a_year_hold_nothing() -> None:
-    tiers = documented_tiers(NOW)
-    assert tier_step(tiers, hour(-24 * 366), 10) is None
-    assert tier_step(tiers, hour(-24 * 100), 10) == 86400
-    assert tier_step(tiers, hour(-24 * 3), 10) == 600
+def test_documented_table_steps_and_its_end() -> None:
+    assert plan([hour(-2)])[0].step == 60  # 8 h old: beyond the documented 4 h of 10 s data
+    assert plan([hour(-24 * 10)], allow_old=True)[0].step == 600
+    with pytest.raises(BackfillRefused, match="beyond Sysdig's retention"):
+        plan([hour(-24 * 451)], allow_old=True)
 
 
 def test_plan_pins_the_published_step_and_carries_the_priors() -> None:
@@ -112,7 +121,7 @@ def test_plan_refuses_what_would_double_count() -> None:
 
 def test_plan_refuses_beyond_retention_even_with_allow_old() -> None:
     with pytest.raises(BackfillRefused, match="beyond Sysdig's retention"):
-        plan([hour(-24 * 400)], allow_old=True)
+        plan([hour(-24 * 460)], allow_old=True)
 
 
 def test_allow_coarse_from_configuration() -> None:

@@ -32,8 +32,8 @@ from exporter.model import PeriodUsage, PricedLine, SampleSums, WorkloadKey, Wor
 from exporter.org import OrgModel
 from exporter.periods import Period
 from exporter.pipeline import PeriodResult
+from exporter.retention import Retention
 from exporter.sink import CheckpointState, OutMessage, PeriodSink
-from exporter.sysdig import step_for_age
 from exporter.units import charge_lines
 
 CHECKPOINT_TOPIC = "chargeback.checkpoint.v1"
@@ -185,13 +185,14 @@ class FakeSource:
 
     def __init__(self, clock: Clock, resolution: int = 10) -> None:
         self._clock = clock
-        self._resolution = resolution
+        # The exporter's retention model on Sysdig's documented table (no timelines to read).
+        self.retention = Retention(None, clock=clock, resolution=resolution)
         self.coverage: dict[int, Decimal] = {}
         self.unavailable: set[int] = set()
         self.fetched: list[Period] = []
 
     def step_for(self, period: Period) -> int:
-        return step_for_age(self._clock.time() - period.start, self._resolution)
+        return self.retention.step_for(period)
 
     def fetch(self, period: Period) -> PeriodUsage:
         self.fetched.append(period)

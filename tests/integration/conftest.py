@@ -42,9 +42,9 @@ class Sim:
 def sim_factory() -> Iterator[Callable[..., Sim]]:
     started: list[Sim] = []
 
-    def make(seed: int = 1, now: int = T0 + 3 * H + 300, stamping: str = "sysdig",
-             **spec: Any) -> Sim:
-        sim = Sim(FleetSpec(seed=seed, **spec), now, stamping=stamping)
+    def make(seed: int = 1, now: int = T0 + 3 * H + 300, history: int = 12 * H,
+             stamping: str = "sysdig", **spec: Any) -> Sim:
+        sim = Sim(FleetSpec(seed=seed, **spec), now, history, stamping=stamping)
         sim.server.start()
         started.append(sim)
         return sim

@@ -163,3 +163,55 @@ def test_unknown_config_key(sim: Sim, tmp_path: Path, run: Callable[..., tuple[i
     code, _, err = run("report", "--config.file", str(cfg), *WINDOW)
     assert code == 2
     assert_one_line(code, err, "sysdgi: unknown key", str(cfg))
+
+
+def test_report_states_its_steps_and_warns_when_coarser_than_10s(
+        sim_factory: Callable[..., Sim], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    sim = sim_factory(now=T0 + 6 * H + 300)
+    monkeypatch.setattr(commands, "SystemClock", lambda: sim.clock)
+    cfg = write_config(tmp_path, sim, retention_tiers=True)
+    # Periods starting 5 h, 4 h and 3 h before now: Sysdig keeps 10 s data for 4 h only.
+    window = ["--from", iso(T0 + H), "--to", iso(T0 + 4 * H)]
+    steps = {T0 + H: 60, T0 + 2 * H: 60, T0 + 3 * H: 10}
+
+    def report(*argv: str) -> tuple[str, str]:
+        code = cli.main(["report", "--config.file", str(cfg), *window, *argv])
+        out, err = capsys.readouterr()
+        assert code == 0, err
+        return out, err
+
+    out, err = report("--format", "csv", "--by", "costcenter-workload")
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert rows and {r["step_seconds"] for r in rows} <= {"10", "60", "10 60"}
+    assert "10 60" in {r["step_seconds"] for r in rows}
+    # The same steps as the worker's retention choice: the totals are exact at those steps.
+    total = sum(Decimal(r["cpu_chargeable"]) for r in rows)
+    exact = sum((per["cpu"].chargeable for start, step in steps.items()
+                 for per in sim.fleet.ground_truth(start, start + H, resolution=step).values()),
+                Decimal(0))
+    assert abs(total - exact) <= Decimal("0.000001") * len(rows)
+    warning = [ln for ln in err.splitlines() if "coarser than 10s" in ln]
+    assert warning == ["warning: 2 of 3 periods measured at 60s steps, coarser than 10s: "
+                       "Sysdig keeps no 10s data for them any more (retention)"]
+
+    out, err = report("--format", "json")
+    doc = json.loads(out)
+    assert doc["step_seconds"] == [10, 60]
+    assert all(r["step_seconds"] for r in doc["rows"])
+    assert "coarser than 10s" in err
+
+    out, err = report()
+    assert "at 10s and 60s steps" in out
+    assert "coarser than 10s" in err
+
+
+def test_report_at_10s_steps_does_not_warn(sim: Sim, tmp_path: Path,
+                                           run: Callable[..., tuple[int, str, str]]) -> None:
+    cfg = write_config(tmp_path, sim, retention_tiers=True)
+    code, out, err = run("report", "--config.file", str(cfg), *WINDOW, "--format", "json")
+    assert code == 0, err
+    assert json.loads(out)["step_seconds"] == [10]
+    assert "coarser" not in err
+    code, out, err = run("report", "--config.file", str(cfg), *WINDOW)
+    assert code == 0 and "at 10s steps" in out and "coarser" not in err

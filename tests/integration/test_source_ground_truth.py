@@ -31,8 +31,8 @@ def measure(sim: Sim, period: Period, cfg: Config | None = None) -> list[ChargeL
 
 
 def assert_equals_ground_truth(fleet: Fleet, period: Period, lines: list[ChargeLine],
-                               grain: str = "pod") -> None:
-    truth = fleet.ground_truth(period.start, period.end, grain)  # type: ignore[arg-type]
+                               grain: str = "pod", resolution: int | None = None) -> None:
+    truth = fleet.ground_truth(period.start, period.end, grain, resolution)  # type: ignore[arg-type]
     got = {(ln.workload, ln.resource): ln for ln in lines}
     expected_keys = {(k, r) for k, per in truth.items() for r in per}
     assert set(got) == expected_keys
@@ -55,6 +55,28 @@ def test_units_equal_ground_truth(sim_factory: Callable[..., Sim], seed: int, ho
     lines = measure(sim, period)
     assert lines, "the fleet has workloads in every hour"
     assert_equals_ground_truth(sim.fleet, period, lines)
+
+
+@pytest.mark.parametrize(("age", "step"), [
+    (5 * H, 60),  # beyond Sysdig's 4 h of 10 s data: 1-minute roll-ups
+    (4 * H + 1800, 60),  # across the 4 h boundary: roll-ups, then 10 s samples every minute
+    (10 * 24 * H, 600),  # beyond the week of 1-minute data: 10-minute roll-ups
+])
+@pytest.mark.parametrize("grain", ["pod", "container"])
+def test_old_periods_are_measured_exactly_on_the_rolled_up_data(
+        sim_factory: Callable[..., Sim], age: int, step: int, grain: str) -> None:
+    sim = sim_factory(now=T0 + age, history=age + 2 * H)
+    period = Period(T0, T0 + H)
+    cfg = sim.config(periods={"grain": grain})
+    source = build_source(cfg, sim.clock)
+    assert source.step_for(period) == step  # from the simulator's timelines
+    lines = charge_lines(source.fetch(period), OrgModel(cfg.org))
+    assert lines and {ln.method for ln in lines} == {f"max-request-usage/{grain}/{step}s/v1"}
+    assert_equals_ground_truth(sim.fleet, period, lines, grain, resolution=step)
+    # Measured at 10 s instead, the rolled-up data would be missed: the step matters.
+    raw = sim.fleet.ground_truth(period.start, period.end, grain)  # type: ignore[arg-type]
+    assert raw != sim.fleet.ground_truth(period.start, period.end, grain,  # type: ignore[arg-type]
+                                         resolution=step)
 
 
 def test_container_grain_and_ten_minute_periods(sim: Sim) -> None:

@@ -159,7 +159,10 @@ class Campaign:
         self.broker = broker
         self.clock = SystemClock()
         history = (spec.hours + 3) * 3600
-        self.fleet = Fleet(spec.fleet, clock=self.clock, history=history)
+        # 10 s data over the whole history: the campaign measures at 10 s with retention tiers
+        # off, and tests crash safety, not Sysdig's roll-ups.
+        self.fleet = Fleet(spec.fleet, clock=self.clock, history=history,
+                           timelines=((10, history),))
         self.server = SimulatorServer(self.fleet, self.clock, tokens=[TOKEN])
         now = int(self.clock.time())
         self.start = align_down(now - spec.hours * 3600, spec.period)

@@ -10,7 +10,7 @@ from requests.adapters import HTTPAdapter
 from sdcclient import SdMonitorClient
 
 from exporter.clock import FakeClock
-from exporter.simulator.fleet import Fleet, FleetSpec
+from exporter.simulator.fleet import DEFAULT_TIMELINES, Fleet, FleetSpec
 from exporter.simulator.server import SimulatorServer
 
 T0 = 1704067200  # 2024-01-01T00:00:00Z, an hour boundary
@@ -19,6 +19,8 @@ TOKEN = "test-token"
 READ_ONLY = "no-privileges-token"
 SMALL = FleetSpec(seed=7, clusters=2, namespaces_per_cluster=2, workloads_per_namespace=3,
                   max_replicas=2, max_containers=2)
+# This tenant keeps 10 s data for 13 h (the fixture's whole history), then the July 2020 tiers.
+TIMELINES = ((10, 13 * 3600), *DEFAULT_TIMELINES[1:])
 
 
 @pytest.fixture
@@ -28,8 +30,8 @@ def clock() -> FakeClock:
 
 @pytest.fixture
 def fleet(clock: FakeClock) -> Fleet:
-    """A small fleet whose data ends at NOW and starts 6 h before T0."""
-    return Fleet(SMALL, clock=clock, history=NOW - (T0 - 6 * 3600))
+    """A small fleet whose 10 s data ends at NOW and starts 6 h before T0."""
+    return Fleet(SMALL, clock=clock, history=NOW - (T0 - 6 * 3600), timelines=TIMELINES)
 
 
 @pytest.fixture

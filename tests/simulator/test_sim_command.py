@@ -28,6 +28,9 @@ REPO = Path(__file__).resolve().parents[2]
     (["--now", "tomorrow"], "not a time"),
     (["--port", "70000"], "--port must be in 0..65535"),
     (["--token", " "], "--token must not be empty"),
+    (["--timelines", "10s=4h,1m"], "--timelines"),
+    (["--timelines", "1m=4h"], "timelines must start at 10 s"),
+    (["--timelines", "10s=4h,1m=2h"], "coarser and longer"),
 ])
 def test_bad_flags_are_one_line_and_exit_2(argv: list[str], message: str,
                                            capsys: pytest.CaptureFixture[str]) -> None:
@@ -46,6 +49,18 @@ def test_build_wires_flags_into_fleet_clock_and_server() -> None:
     assert fleet.spec.seed == 4 and len(fleet.workloads()) == 1 * 2 * 2 + 3
     assert fleet.available(0, 10**10) == (T0 + 3600, T0 + 7210)
     assert server.tokens == {"a", "b"}
+    assert fleet.timelines == ((10, 4 * 3600), (60, 7 * 86400), (600, 14 * 86400),
+                               (3600, 60 * 86400), (86400, 450 * 86400))
+
+
+@pytest.mark.parametrize(("flag", "timelines"), [
+    ("10s=6h,1m=2d,1h=90d", ((10, 6 * 3600), (60, 2 * 86400), (3600, 90 * 86400))),
+    ("none", None),
+])
+def test_timelines_flag_sets_the_tenants_retention(flag: str, timelines: object) -> None:
+    args = cli.build_parser().parse_args(["simulate", "--timelines", flag])
+    fleet, _, server = build(args)
+    assert fleet.timelines == timelines and server.timelines == timelines
 
 
 @pytest.mark.integration

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from decimal import Decimal
+from decimal import Decimal, localcontext
 from pathlib import Path
 
 import numpy as np
@@ -189,17 +189,30 @@ def test_statefulset_restart_keeps_one_series_per_pod_name() -> None:
     assert len(identities) == len(set(identities))
 
 
-def _brute_force(fleet: Fleet, start: int, end: int, grain: str) -> dict[WorkloadKey, list[int]]:
-    """Ground truth recomputed from the raw series, per step, with plain Python dictionaries."""
+def _brute_force(fleet: Fleet, start: int, end: int, grain: str, step: int = SAMPLE_INTERVAL
+                 ) -> dict[WorkloadKey, list[int]]:
+    """Ground truth recomputed from the served series, per `step`, with plain Python dictionaries:
+    at each multiple `t` of `step`, each series' latest point in `(t - step/2, t]`."""
     raw = {}
+    half = step // 2
+    at = range(-(-start // step) * step, end, step)
     for name, metric, labels, quantum in (("cu", CPU_USED, {}, CPU_QUANTUM),
                                           ("mu", MEM_USED, {}, 1 / MIB),
                                           ("cr", REQUESTS, {"resource": "cpu"}, CPU_QUANTUM),
                                           ("mr", REQUESTS, {"resource": "memory"}, 1 / MIB)):
-        data = _select(fleet, metric, start, end, **labels)
-        raw[name] = {(_key(lb), lb["kube_pod_name"], lb["kube_pod_container_name"]):
-                     np.nan_to_num(row * quantum) for lb, row in
-                     zip(data.labels, data.values, strict=True)}
+        data = _select(fleet, metric, start - half + 1, end, **labels)
+        stamps = data.ts // 1000
+        windows = [(stamps > t - half) & (stamps <= t) for t in at] if step > SAMPLE_INTERVAL else []
+        raw[name] = {}
+        for lb, row in zip(data.labels, data.values, strict=True):
+            if step == SAMPLE_INTERVAL:  # each window holds one 10 s sample
+                values = row
+            else:
+                values = np.array([row[w][~np.isnan(row[w])][-1:].sum() if (
+                    ~np.isnan(row[w])).any() else np.nan for w in windows])
+            if not np.isnan(values).all():
+                raw[name][(_key(lb), lb["kube_pod_name"], lb["kube_pod_container_name"])] = (
+                    np.nan_to_num(np.array(values) * quantum))
     totals: dict[WorkloadKey, list[int]] = defaultdict(lambda: [0] * 6)
     for r, (u, q) in enumerate((("cu", "cr"), ("mu", "mr"))):
         pods: dict[tuple[WorkloadKey, str], list[np.ndarray]] = defaultdict(lambda: [0, 0])
@@ -220,7 +233,7 @@ def _brute_force(fleet: Fleet, start: int, end: int, grain: str) -> dict[Workloa
 @pytest.mark.parametrize("grain", ["pod", "container"])
 @pytest.mark.parametrize("start", [T0, T0 + 3600, NOW - 1234])
 def test_ground_truth_equals_brute_force_over_raw_series(grain: str, start: int) -> None:
-    fleet = Fleet(MEDIUM, clock=FakeClock(NOW))
+    fleet = Fleet(MEDIUM, clock=FakeClock(NOW), timelines=None)
     truth = fleet.sample_sums(start, start + 3600, grain)  # type: ignore[arg-type]
     brute = _brute_force(fleet, start, start + 3600, grain)
     assert set(truth) == set(brute)
@@ -280,3 +293,107 @@ def test_openmetrics_export_is_grouped_timestamped_and_complete(tmp_path: Path) 
                    for m, lb in ((CPU_USED, {}), (MEM_USED, {}), (REQUESTS, {})))
     assert count == expected
     assert 'kube_namespace_name="sim-batch"' in path.read_text()
+
+
+# --- retention: the data honours the timelines -----------------------------------------------
+
+RAW = (T0 // 86400) * 86400  # a day boundary before T0, so every roll-up bucket is whole
+
+
+def _rows(data: SeriesSet) -> dict[tuple[tuple[str, str], ...], np.ndarray]:
+    return {tuple(sorted(labels.items())): data.values[i] for i, labels in enumerate(data.labels)}
+
+
+def test_the_default_timelines_are_sysdigs_july_2020_table() -> None:
+    assert Fleet(SMALL).timelines == ((10, 4 * 3600), (60, 7 * 86400), (600, 14 * 86400),
+                                      (3600, 60 * 86400), (86400, 450 * 86400))
+
+
+def test_a_10s_query_beyond_4h_finds_only_one_minute_points_the_rounded_mean_of_the_minute() -> None:
+    now = RAW + 8 * 3600
+    fleet = Fleet(SMALL, clock=FakeClock(now))
+    raw = Fleet(SMALL, timelines=None)  # every 10 s sample, no roll-up
+    start = now - 6 * 3600  # 6 h old: beyond the 10 s window, inside the 1-minute one
+    for metric, quantum in ((CPU_USED, 1 / CPU_QUANTUM), (MEM_USED, MIB), (REQUESTS, 1 / CPU_QUANTUM)):
+        extra = {"resource": "cpu"} if metric == REQUESTS else {}
+        data = _select(fleet, metric, start, start + 3600, **extra)
+        assert len(data) > 0
+        stamps = data.ts // 1000
+        assert (stamps % 60 == 0).all() and stamps.min() == start and stamps.max() == start + 3540
+        samples = _rows(_select(raw, metric, start, start + 3600 + 60, **extra))
+        checked = 0
+        for key, row in _rows(data).items():
+            tens = samples[key]
+            for j in np.flatnonzero(~np.isnan(row)):
+                minute = tens[6 * j: 6 * j + 6]
+                quanta = minute[~np.isnan(minute)] / quantum
+                mean = Decimal(int(quanta.sum())) / len(quanta)
+                expected = int(mean.to_integral_value(rounding="ROUND_HALF_UP"))
+                assert row[j] / quantum == expected
+                checked += 1
+            assert np.isnan(row).sum() == np.isnan(tens[:360].reshape(60, 6)).all(axis=1).sum()
+        assert checked > 100
+
+
+def test_each_instant_is_served_at_the_finest_resolution_still_kept_for_it() -> None:
+    now = RAW + 20 * 86400 + 5 * 3600
+    fleet = Fleet(SMALL, clock=FakeClock(now))
+    cases = [(now - 3 * 3600, 10), (now - 5 * 3600, 60), (now - 6 * 86400, 60),
+             (now - 8 * 86400, 600), (now - 15 * 86400, 3600)]
+    for start, step in cases:
+        start -= start % 3600
+        stamps = _select(fleet, CPU_USED, start, start + 3600).ts // 1000
+        assert len(stamps) == 3600 // step and (stamps % step == 0).all(), (start, step)
+    # A range across the 4 h boundary: 1-minute points before it, 10 s samples from it on.
+    edge = int(now) - 4 * 3600
+    stamps = _select(fleet, CPU_USED, edge - 600, edge + 600).ts // 1000
+    assert (stamps[stamps < edge] % 60 == 0).all() and len(stamps[stamps < edge]) == 10
+    assert stamps[stamps >= edge].tolist() == list(range(edge, edge + 600, 10))
+
+
+def test_nothing_is_kept_beyond_the_last_window() -> None:
+    now = RAW + 40 * 86400
+    fleet = Fleet(SMALL, clock=FakeClock(now), timelines=((10, 3600), (60, 86400)))
+    assert len(_select(fleet, CPU_USED, now - 86400 - 7200, now - 86400 - 3600)) == 0
+    assert len(_select(fleet, CPU_USED, now - 7200, now - 3600)) > 0
+    assert fleet.sample_sums(now - 86400 - 7200, now - 86400 - 3600) == {}
+
+
+@pytest.mark.parametrize("timelines", [((60, 3600),), ((10, 3600), (15, 7200)),
+                                       ((10, 7200), (60, 3600)), ((60, 3600), (10, 7200)),
+                                       ((10, 0),)])
+def test_timelines_must_be_coarser_and_longer_tier_by_tier(timelines: tuple[tuple[int, int], ...]
+                                                          ) -> None:
+    with pytest.raises(ValueError, match="timelines"):
+        Fleet(SMALL, timelines=timelines)
+
+
+@pytest.mark.parametrize("grain", ["pod", "container"])
+@pytest.mark.parametrize(("age", "resolution"), [(5 * 3600, 60), (10 * 86400, 600), (3600, 60)])
+def test_coarse_ground_truth_equals_a_brute_force_over_the_served_points(
+        grain: str, age: int, resolution: int) -> None:
+    now = RAW + 20 * 86400
+    fleet = Fleet(MEDIUM, clock=FakeClock(now))
+    start = now - age
+    truth = fleet.sample_sums(start, start + 3600, grain, resolution)  # type: ignore[arg-type]
+    brute = _brute_force(fleet, start, start + 3600, grain, step=resolution)
+    assert set(truth) == set(brute) and truth
+    for key, sums in truth.items():
+        got = [sums["cpu"].usage, sums["cpu"].request, sums["cpu"].chargeable,
+               sums["memory"].usage, sums["memory"].request, sums["memory"].chargeable]
+        assert got == brute[key], key
+
+
+def test_coarse_ground_truth_in_unit_hours_weighs_each_point_by_the_resolution() -> None:
+    now = RAW + 20 * 86400
+    fleet = Fleet(SMALL, clock=FakeClock(now))
+    start = now - 5 * 3600
+    units = fleet.sample_sums(start, start + 3600, resolution=60)
+    hours = fleet.ground_truth(start, start + 3600, resolution=60)
+    assert units and units.keys() == hours.keys()
+    with localcontext() as ctx:
+        ctx.prec = 50  # the ground truth's precision
+        for key, per in units.items():
+            # 1/64 core for 60 s = 1/3840 core-hour; 1 MiB for 60 s = 1/61440 GiB-hour
+            assert hours[key]["cpu"].chargeable == Decimal(per["cpu"].chargeable) / 3840
+            assert hours[key]["memory"].usage == Decimal(per["memory"].usage) / 61440

@@ -21,7 +21,7 @@ from exporter.simulator.promql import (
 )
 from exporter.simulator.series import MemoryStorage
 
-from .conftest import NOW, SMALL, T0
+from .conftest import NOW, SMALL, T0, TIMELINES
 
 ORG = ["costcenter", "businessunit", "department", "team"]
 
@@ -213,7 +213,7 @@ def _by_workload(result: QueryResult) -> dict[WorkloadKey, float]:
 @pytest.mark.parametrize("hour", [0, 3, 6])  # hour 6 is the partial one, cut at NOW
 def test_plan_queries_equal_ground_truth(grain: str, hour: int) -> None:
     fleet = Fleet(FleetSpec(seed=5, clusters=2, namespaces_per_cluster=3,
-                            workloads_per_namespace=4), clock=FakeClock(NOW))
+                            workloads_per_namespace=4), clock=FakeClock(NOW), timelines=TIMELINES)
     start = T0 + hour * 3600
     queries = plan(3600, 10, grain, columns=label_columns(ORG, ORG))
     truth = fleet.sample_sums(start, start + 3600, grain)  # type: ignore[arg-type]
@@ -236,7 +236,7 @@ def test_plan_queries_equal_ground_truth(grain: str, hour: int) -> None:
 
 
 def test_plan_cluster_filter_selects_one_cluster() -> None:
-    fleet = Fleet(SMALL, clock=FakeClock(NOW))
+    fleet = Fleet(SMALL, clock=FakeClock(NOW), timelines=TIMELINES)
     cluster = fleet.workloads()[0].key.cluster
     queries = plan(3600, 10, "pod", clusters=[cluster])
     e = Engine(fleet)
@@ -249,7 +249,7 @@ def test_plan_cluster_filter_selects_one_cluster() -> None:
 
 
 def test_range_query_with_hourly_step_evaluates_each_period() -> None:
-    fleet = Fleet(SMALL, clock=FakeClock(NOW))
+    fleet = Fleet(SMALL, clock=FakeClock(NOW), timelines=TIMELINES)
     e = Engine(fleet)
     q = plan(3600, 10, "pod").chargeable["memory"]
     result = e.range(q, T0 + 3595, T0 + 5 * 3600 - 5, 3600)

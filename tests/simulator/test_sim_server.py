@@ -17,7 +17,7 @@ from exporter.queries import plan
 from exporter.simulator.fleet import Fleet
 from exporter.simulator.server import SimulatorServer
 
-from .conftest import NOW, READ_ONLY, T0, TOKEN
+from .conftest import NOW, READ_ONLY, SMALL, T0, TIMELINES, TOKEN
 
 Get = Callable[..., requests.Response]
 CPU = "sysdig_container_cpu_cores_used"
@@ -256,15 +256,31 @@ def test_request_log_records_method_path_query_and_headers(client: SdMonitorClie
     assert "X-Sysdig-Product" not in req.headers
 
 
-def test_timelines_relative_to_the_clock(client: SdMonitorClient) -> None:
+def test_timelines_are_the_fleets_relative_to_the_clock(client: SdMonitorClient) -> None:
     ok, res = client.get_data_retention_info()
     assert ok
     agents = res["agents"]
-    assert [a["sampling"] for a in agents] == [10_000_000, 60_000_000, 600_000_000,
-                                               3_600_000_000, 86_400_000_000]
-    assert all(a["to"] == NOW * 1_000_000 for a in agents)
-    assert agents[0]["from"] == (NOW - 6 * 3600) * 1_000_000
-    assert agents[-1]["from"] == (NOW - 365 * 86400) * 1_000_000
+    assert [(a["sampling"], a["from"], a["to"]) for a in agents] == [
+        (s * 1_000_000, (NOW - w) * 1_000_000, NOW * 1_000_000) for s, w in TIMELINES]
+
+
+def test_by_default_the_simulator_serves_the_july_2020_timelines() -> None:
+    clock = FakeClock(NOW)
+    with SimulatorServer(Fleet(SMALL, clock=clock), clock, tokens=[TOKEN]) as server:
+        ok, res = SdMonitorClient(token=TOKEN, sdc_url=server.url).get_data_retention_info()
+    assert ok
+    windows = [(a["sampling"] // 1_000_000, (a["to"] - a["from"]) // 1_000_000)
+               for a in res["agents"]]
+    assert windows == [(10, 4 * 3600), (60, 7 * 86400), (600, 14 * 86400), (3600, 60 * 86400),
+                       (86400, 450 * 86400)]
+
+
+def test_a_simulator_without_roll_ups_serves_10s_forever() -> None:
+    clock = FakeClock(NOW)
+    with SimulatorServer(Fleet(SMALL, clock=clock, timelines=None), clock,
+                         tokens=[TOKEN]) as server:
+        ok, res = SdMonitorClient(token=TOKEN, sdc_url=server.url).get_data_retention_info()
+    assert ok and res["agents"] == [{"from": None, "to": NOW * 1_000_000, "sampling": 10_000_000}]
 
 
 def test_dashboards_crud_through_sdcclient(client: SdMonitorClient, server: SimulatorServer,

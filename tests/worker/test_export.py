@@ -179,9 +179,9 @@ def test_fenced_instance_stops_with_exit_code_4() -> None:
 
 
 def test_period_beyond_the_last_retention_tier_raises_retention_error() -> None:
-    r = make_rig(start=T0 - 400 * 24 * HOUR)
+    r = make_rig(start=T0 - 460 * 24 * HOUR)
     r.worker.start()
-    with pytest.raises(RetentionError, match=r"beyond Sysdig's longest retention \(365d\)"):
+    with pytest.raises(RetentionError, match=r"beyond Sysdig's longest retention \(450d"):
         r.worker.export_due()
     assert r.broker.transactions == []
     assert r.pipeline.computed == []
@@ -189,7 +189,7 @@ def test_period_beyond_the_last_retention_tier_raises_retention_error() -> None:
 
 def test_period_older_than_resolution_retention_is_reported_with_its_coarser_step(
         caplog: pytest.LogCaptureFixture) -> None:
-    r = make_rig(start=T0 - 3 * 24 * HOUR, worker_cfg=WorkerConfig(max_batch_periods=2))
+    r = make_rig(start=T0 - 10 * 24 * HOUR, worker_cfg=WorkerConfig(max_batch_periods=2))
     r.worker.start()
     with caplog.at_level(logging.WARNING, logger="exporter.worker"):
         outcome = r.worker.export_due()

@@ -14,8 +14,11 @@ from exporter.errors import IncompleteDataError
 from exporter.health import HealthState
 from exporter.metrics import Metrics
 from exporter.periods import Period
+from exporter.simulator.fleet import FleetSpec
 from exporter.worker import Worker
 from tests.fakes.memory import FakeSource, MemoryBroker, MemorySink
+from tests.integration.conftest import T0 as SIM_T0
+from tests.integration.conftest import Sim
 
 from .conftest import HOUR, SETTLE, T0
 
@@ -23,11 +26,16 @@ INSTANCE = "chargeback-real"
 
 
 class RealRig:
-    def __init__(self, cfg: Config, clock: FakeClock, broker: MemoryBroker | None = None) -> None:
+    """The real pipeline on an in-memory broker; `sysdig`: measured by the real Sysdig source
+    (point `cfg` at a simulator), else by a `FakeSource`."""
+
+    def __init__(self, cfg: Config, clock: FakeClock, broker: MemoryBroker | None = None,
+                 sysdig: bool = False) -> None:
         self.clock = clock
         self.metrics = Metrics(CollectorRegistry())
         self.source = FakeSource(clock, cfg.periods.resolution)
-        self.pipeline = build_pipeline(cfg, clock, self.metrics, source=self.source)
+        self.pipeline = build_pipeline(cfg, clock, self.metrics,
+                                       source=None if sysdig else self.source)
         self.codec = self.pipeline.codec
         self.broker = broker or MemoryBroker(self.codec.decode_checkpoint)
         self.sink = MemorySink(self.broker)
@@ -92,11 +100,40 @@ def test_catch_up_publishes_avro_records_manifest_and_checkpoint_per_period() ->
 
 def test_old_period_records_name_the_coarser_step() -> None:
     clock = FakeClock(T0 + SETTLE)
-    r = RealRig(config(start=T0 - 3 * 24 * HOUR), clock)
+    r = RealRig(config(start=T0 - 10 * 24 * HOUR), clock)
     r.worker.start()
     r.worker.export_due()
     methods = {rec.method for tx in r.transactions() for rec in tx["billing_record"]}
     assert methods == {"max-request-usage/pod/600s/v1"}
+
+
+def test_a_period_five_hours_old_is_measured_at_60s_from_the_simulators_timelines() -> None:
+    """The worker asks Sysdig's timelines (here the simulator's defaults: 10 s data for 4 h) and
+    measures a period whose start is 5 h old at 1-minute steps, exactly."""
+    sim = Sim(FleetSpec(seed=3), now=SIM_T0 + 5 * HOUR + SETTLE)
+    sim.server.start()
+    try:
+        cfg = sim.config(periods={"start": SIM_T0, "settle_delay": "5m"},
+                         worker={"max_batch_periods": 1})
+        r = RealRig(cfg, sim.clock, sysdig=True)
+        r.worker.start()
+        outcome = r.worker.export_due()
+    finally:
+        sim.server.stop()
+    assert outcome.exported == (Period(SIM_T0, SIM_T0 + HOUR),)
+    records = [rec for tx in r.transactions() for rec in tx["billing_record"]]
+    assert records and {rec.method for rec in records} == {"max-request-usage/pod/60s/v1"}
+    assert r.metrics.registry.get_sample_value("chargeback_coarse_periods_total",
+                                               {"step": "60"}) == 1
+    assert any(req.path == "/api/history/timelines/" for req in sim.server.requests)
+    truth = sim.fleet.ground_truth(SIM_T0, SIM_T0 + HOUR, resolution=60)
+    scale = Decimal("0.000000001")  # the records' quantity scale
+    got = {(rec.cluster, rec.namespace, rec.workload_kind.lower(), rec.workload_name, rec.resource):
+           (rec.usage_quantity, rec.request_quantity, rec.chargeable_quantity) for rec in records}
+    want = {(key.cluster, key.namespace, key.kind, key.name, res):
+            tuple(v.quantize(scale) for v in (s.usage, s.request, s.chargeable))
+            for key, per in truth.items() for res, s in per.items()}
+    assert got == want
 
 
 def test_low_coverage_is_held_by_the_real_pipeline() -> None:
