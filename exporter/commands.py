@@ -53,8 +53,8 @@ def register_secrets(cfg: Config) -> None:
             register_secret(info.split(":", 1)[1])
 
 
-def build_source(cfg: Config, clock: Clock, on_request: Any = None) -> SysdigSource:
-    """The Sysdig usage source described by `cfg.sysdig` and `cfg.periods`."""
+def build_client(cfg: Config, clock: Clock, on_request: Any = None) -> SysdigClient:
+    """The Sysdig client described by `cfg.sysdig`; raises `ConfigError` when no token is set."""
     token = cfg.sysdig.resolved_token()
     if not token:
         raise ConfigError(
@@ -67,17 +67,34 @@ def build_source(cfg: Config, clock: Clock, on_request: Any = None) -> SysdigSou
             extra={"sysdig_url": cfg.sysdig.url})
     if cfg.sysdig.verify_tls and cfg.sysdig.ca_file is not None:
         verify = str(cfg.sysdig.ca_file)
-    client = SysdigClient(
+    return SysdigClient(
         cfg.sysdig.url, token, clock=clock, timeout=cfg.sysdig.timeout, verify=verify,
         attempts=cfg.sysdig.max_attempts, max_retry_time=cfg.sysdig.max_retry_time,
         on_request=on_request,
     )
+
+
+def build_source(cfg: Config, clock: Clock, on_request: Any = None) -> SysdigSource:
+    """The Sysdig usage source described by `cfg.sysdig` and `cfg.periods`."""
+    client = build_client(cfg, clock, on_request)
     return SysdigSource(
         client, clock=clock, label_columns=OrgModel(cfg.org).label_columns(),
         resolution=cfg.periods.resolution, grain=cfg.periods.grain,
         clusters=cfg.sysdig.clusters, concurrency=cfg.sysdig.max_concurrency,
         retention_tiers=cfg.sysdig.retention_tiers,
     )
+
+
+def check_team(cfg: Config, clock: Clock) -> None:
+    """At start: refuse a token whose Sysdig team sees only part of the fleet (`exporter.teams`).
+
+    Raises `TeamScopeError` (exit 2) unless `sysdig.allow_scoped_team`, `ConfigError` without a
+    token, `SourceAuthError` for a rejected one.
+    """
+    from exporter.teams import check_team_scope
+
+    check_team_scope(build_client(cfg, clock), f"Sysdig {cfg.sysdig.url} (team scope)",
+                     allow=cfg.sysdig.allow_scoped_team)
 
 
 # --- check-config -------------------------------------------------------------------------
@@ -134,6 +151,7 @@ def cmd_report(args: argparse.Namespace, clock: Clock | None = None) -> int:
     clock = clock or SystemClock()
     cfg = config_from_args(args)
     periods = report_window(args, cfg, clock)
+    check_team(cfg, clock)
     source = build_source(cfg, clock)
     lines = collect_lines(source, cfg, periods)
     window = (iso(periods[0].start), iso(periods[-1].end))

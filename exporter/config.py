@@ -87,6 +87,8 @@ class SysdigConfig(Section):
     max_concurrency: int = Field(default=4, ge=1, le=64)
     clusters: tuple[str, ...] = ()
     retention_tiers: bool = True
+    # A token of a scoped team sees part of the fleet: refused unless explicitly allowed.
+    allow_scoped_team: bool = False
 
     @field_validator("url")
     @classmethod
