@@ -344,11 +344,8 @@ def fetch_tiers(cfg: Config, clock: Clock) -> tuple[tuple[Tier, ...], str]:
     if not cfg.sysdig.retention_tiers:
         return (Tier(cfg.periods.resolution, None),), "disabled"
     token = cfg.sysdig.resolved_token() or ""
-    verify: bool | str = cfg.sysdig.verify_tls
-    if cfg.sysdig.verify_tls and cfg.sysdig.ca_file is not None:
-        verify = str(cfg.sysdig.ca_file)
     client = RetentionClient(cfg.sysdig.url, token, clock=clock, timeout=cfg.sysdig.timeout,
-                             verify=verify, attempts=cfg.sysdig.max_attempts,
+                             verify=cfg.sysdig.tls_verify(), attempts=cfg.sysdig.max_attempts,
                              max_retry_time=min(cfg.sysdig.max_retry_time, 60))
     try:
         body = client.timelines()

@@ -60,13 +60,11 @@ def build_client(cfg: Config, clock: Clock, on_request: Any = None) -> SysdigCli
         raise ConfigError(
             "sysdig.token: not set (use sysdig.token, sysdig.token_file or CHARGEBACK_SYSDIG__TOKEN)"
         )
-    verify: bool | str = cfg.sysdig.verify_tls
+    verify = cfg.sysdig.tls_verify()
     if not cfg.sysdig.verify_tls:
         logging.getLogger("exporter.sysdig").warning(
             "TLS certificate verification of Sysdig is off (sysdig.verify_tls: false)",
             extra={"sysdig_url": cfg.sysdig.url})
-    if cfg.sysdig.verify_tls and cfg.sysdig.ca_file is not None:
-        verify = str(cfg.sysdig.ca_file)
     return SysdigClient(
         cfg.sysdig.url, token, clock=clock, timeout=cfg.sysdig.timeout, verify=verify,
         attempts=cfg.sysdig.max_attempts, max_retry_time=cfg.sysdig.max_retry_time,
