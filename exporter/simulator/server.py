@@ -108,7 +108,8 @@ class Fault:
     `raw` bytes are written to the socket as-is and the connection closed (truncated or
     non-HTTP answers). Otherwise, after `delay` seconds, `status` (if set) is answered with
     `body` (a default Sysdig/Prometheus error body when None) and `headers`; a fault with no
-    status only delays and the request is then served normally.
+    status only delays and the request is then served normally. With `query`, only requests
+    whose PromQL (`query` parameter) contains it match.
     """
 
     prefix: str
@@ -118,6 +119,7 @@ class Fault:
     delay: float = 0.0
     raw: bytes | None = None
     remaining: int = 1
+    query: str | None = None
 
 
 class FaultQueue:
@@ -130,21 +132,23 @@ class FaultQueue:
     def push(self, path_prefix: str, *, status: int | None = None,
              body: JsonBody | str | bytes | None = None,
              headers: Mapping[str, str] | None = None, delay: float = 0.0,
-             raw: bytes | None = None, count: int = 1) -> None:
-        """Script the next `count` requests under `path_prefix` (e.g. `/prometheus`)."""
+             raw: bytes | None = None, count: int = 1, query: str | None = None) -> None:
+        """Script the next `count` requests under `path_prefix` (e.g. `/prometheus`), or only
+        those whose PromQL contains `query`."""
         if count < 1:
             raise ValueError(f"fault count must be >= 1, got {count}")
         if delay < 0:
             raise ValueError(f"fault delay must be >= 0, got {delay}")
         with self._lock:
             self._faults.append(Fault(path_prefix, status, body, dict(headers or {}), delay, raw,
-                                      count))
+                                      count, query))
 
-    def take(self, path: str) -> Fault | None:
-        """Consume one use of the first fault matching `path`, if any."""
+    def take(self, path: str, promql: str = "") -> Fault | None:
+        """Consume one use of the first fault matching `path` (and `promql`), if any."""
         with self._lock:
             for i, fault in enumerate(self._faults):
-                if path.startswith(fault.prefix):
+                if path.startswith(fault.prefix) and (fault.query is None
+                                                      or fault.query in promql):
                     fault.remaining -= 1
                     if fault.remaining == 0:
                         del self._faults[i]
@@ -550,7 +554,9 @@ class _Handler(BaseHTTPRequestHandler):
         body = self.rfile.read(length) if length > 0 else b""
         headers = {k: v for k, v in self.headers.items()}
         self.sim._record(RecordedRequest(method, path, query, headers, body))
-        fault = self.sim.faults.take(path)
+        form = parse_qs(body.decode("utf-8", "replace")) if method == "POST" and body else {}
+        promql = " ".join(query.get("query", []) + form.get("query", []))
+        fault = self.sim.faults.take(path, promql)
         if fault is not None:
             if fault.delay:
                 self.sim._sleep(fault.delay)
