@@ -28,6 +28,8 @@ REPO = Path(__file__).resolve().parents[2]
     (["--now", "tomorrow"], "not a time"),
     (["--port", "70000"], "--port must be in 0..65535"),
     (["--token", " "], "--token must not be empty"),
+    (["--scoped-token", "t:kube_cluster_name"], "--scoped-token must be TOKEN:LABEL=VALUE"),
+    (["--scoped-token", ":kube_cluster_name=x"], "--scoped-token must be TOKEN:LABEL=VALUE"),
 ])
 def test_bad_flags_are_one_line_and_exit_2(argv: list[str], message: str,
                                            capsys: pytest.CaptureFixture[str]) -> None:
@@ -46,6 +48,18 @@ def test_build_wires_flags_into_fleet_clock_and_server() -> None:
     assert fleet.spec.seed == 4 and len(fleet.workloads()) == 1 * 2 * 2 + 3
     assert fleet.available(0, 10**10) == (T0 + 3600, T0 + 7210)
     assert server.tokens == {"a", "b"}
+
+
+def test_a_scoped_token_gets_a_scoped_team() -> None:
+    args = cli.build_parser().parse_args(
+        ["simulate", "--scoped-token", "pay-token:kube_namespace_name=payments-1",
+         "--scoped-token", "eu-token:kube_cluster_name=prod-eu-west-01"])
+    _, _, server = build(args)
+    assert server.tokens == {DEFAULT_TOKEN, "pay-token", "eu-token"}
+    assert server.team_of(DEFAULT_TOKEN).filter == ""
+    pay, eu = server.team_of("pay-token"), server.team_of("eu-token")
+    assert pay.filter == 'kube_namespace_name = "payments-1"'
+    assert eu.filter == 'kube_cluster_name = "prod-eu-west-01"' and eu.id != pay.id
 
 
 @pytest.mark.integration
