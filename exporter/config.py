@@ -34,9 +34,9 @@ from exporter.periods import format_duration, parse_duration, parse_time
 from exporter.yamlfile import read_yaml
 
 ENV_PREFIX = "CHARGEBACK_"
+ENV_DELIMITER = "__"
 # Where `requests` looks for a CA bundle, in its order (`Session.merge_environment_settings`).
 CA_BUNDLE_VARIABLES = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
-ENV_DELIMITER = "__"
 
 
 def _duration(value: Any) -> int:
