@@ -51,6 +51,7 @@ from exporter.commands import (
     build_retention,
     build_sink,
     build_source,
+    check_team,
     config_from_args,
 )
 from exporter.config import Config
@@ -996,6 +997,7 @@ def prepare(cfg: Config, opts: Options, clock: Clock, *, sink_factory: SinkFacto
     length = cfg.periods.length
     check_range(opts, length)
     require_token(cfg)
+    check_team(cfg, clock)
     live_id, instance = resolve_ids(cfg, opts.transactional_id)
     codec = build_codec(cfg)
     live_end = read_live_checkpoint(cfg, clock, live_id)

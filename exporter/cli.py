@@ -21,6 +21,7 @@ Handler = Callable[[argparse.Namespace], int]
 # Modules that contribute subcommands through `register(subparsers) -> None`.
 _COMMAND_MODULES: tuple[str, ...] = (
     "exporter.commands",
+    "exporter.preflight",
     "exporter.labelcheck",
     "exporter.run",
     "exporter.backfill",

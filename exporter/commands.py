@@ -65,13 +65,11 @@ def build_client(cfg: Config, clock: Clock, on_request: Any = None, *, warn: boo
         raise ConfigError(
             "sysdig.token: not set (use sysdig.token, sysdig.token_file or CHARGEBACK_SYSDIG__TOKEN)"
         )
-    verify: bool | str = cfg.sysdig.verify_tls
+    verify = cfg.sysdig.tls_verify()
     if not cfg.sysdig.verify_tls and warn:
         logging.getLogger("exporter.sysdig").warning(
             "TLS certificate verification of Sysdig is off (sysdig.verify_tls: false)",
             extra={"sysdig_url": cfg.sysdig.url})
-    if cfg.sysdig.verify_tls and cfg.sysdig.ca_file is not None:
-        verify = str(cfg.sysdig.ca_file)
     return TimelinesClient(
         cfg.sysdig.url, token, clock=clock, timeout=cfg.sysdig.timeout, verify=verify,
         attempts=cfg.sysdig.max_attempts, max_retry_time=cfg.sysdig.max_retry_time,
@@ -104,6 +102,18 @@ def build_source(cfg: Config, clock: Clock, on_request: Any = None,
         clusters=cfg.sysdig.clusters, concurrency=cfg.sysdig.max_concurrency,
         retention=build_retention(cfg, clock, client) if retention is None else retention,
     )
+
+
+def check_team(cfg: Config, clock: Clock) -> None:
+    """At start: refuse a token whose Sysdig team sees only part of the fleet (`exporter.teams`).
+
+    Raises `TeamScopeError` (exit 2) unless `sysdig.allow_scoped_team`, `ConfigError` without a
+    token, `SourceAuthError` for a rejected one.
+    """
+    from exporter.teams import check_team_scope
+
+    check_team_scope(build_client(cfg, clock), f"Sysdig {cfg.sysdig.url} (team scope)",
+                     allow=cfg.sysdig.allow_scoped_team)
 
 
 # --- check-config -------------------------------------------------------------------------
@@ -165,6 +175,7 @@ def cmd_report(args: argparse.Namespace, clock: Clock | None = None) -> int:
     clock = clock or SystemClock()
     cfg = config_from_args(args)
     periods = report_window(args, cfg, clock)
+    check_team(cfg, clock)
     source = build_source(cfg, clock)
     lines, steps = collect_lines(source, cfg, periods)
     window = (iso(periods[0].start), iso(periods[-1].end))

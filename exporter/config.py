@@ -35,6 +35,8 @@ from exporter.yamlfile import read_yaml
 
 ENV_PREFIX = "CHARGEBACK_"
 ENV_DELIMITER = "__"
+# Where `requests` looks for a CA bundle, in its order (`Session.merge_environment_settings`).
+CA_BUNDLE_VARIABLES = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
 
 
 def _duration(value: Any) -> int:
@@ -91,6 +93,8 @@ class SysdigConfig(Section):
     retention_tiers: bool = True
     # How long Sysdig's retention timelines are trusted before they are read again.
     retention_refresh: Duration = Field(default=86400, ge=60)
+    # A token of a scoped team sees part of the fleet: refused unless explicitly allowed.
+    allow_scoped_team: bool = False
 
     @field_validator("url")
     @classmethod
@@ -108,6 +112,27 @@ class SysdigConfig(Section):
 
     def resolved_token(self) -> str | None:
         return read_secret(self.token, self.token_file, "sysdig.token")
+
+    def tls_verify(self, environ: Mapping[str, str] | None = None) -> bool | str:
+        """What every Sysdig client the exporter builds verifies certificates with.
+
+        False with `verify_tls: false`; else `ca_file`; else, as `requests` does, the bundle
+        named by `REQUESTS_CA_BUNDLE`, then `CURL_CA_BUNDLE` (empty values are ignored); else
+        True (requests' own bundle). Raises `ConfigError` when the named bundle does not exist,
+        which requests would only report mid-request.
+        """
+        if not self.verify_tls:
+            return False
+        env = os.environ if environ is None else environ
+        named = [("sysdig.ca_file", str(self.ca_file))] if self.ca_file is not None else []
+        named += [(var, env[var]) for var in CA_BUNDLE_VARIABLES if env.get(var)]
+        if not named:
+            return True
+        origin, path = named[0]
+        if not os.path.exists(path):
+            raise ConfigError(f"{origin}: CA bundle {path} does not exist (TLS verification of "
+                              "Sysdig needs it)")
+        return path
 
 
 class PeriodsConfig(Section):

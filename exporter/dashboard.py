@@ -517,10 +517,7 @@ def installer_from_config(config: Config) -> DashboardInstaller:
         raise ConfigError(
             "sysdig.token: not set (use sysdig.token, sysdig.token_file or CHARGEBACK_SYSDIG__TOKEN)"
         )
-    verify: bool | str = config.sysdig.verify_tls
-    if config.sysdig.verify_tls and config.sysdig.ca_file is not None:
-        verify = str(config.sysdig.ca_file)
-    return DashboardInstaller(config.sysdig.url, token, verify=verify,
+    return DashboardInstaller(config.sysdig.url, token, verify=config.sysdig.tls_verify(),
                               timeout=float(config.sysdig.timeout))
 
 

@@ -32,7 +32,14 @@ class SourceUnavailable(RetryableError):
 
 
 class SourceError(ExporterError):
-    """Sysdig answered, but the answer cannot be used (auth, rejected query, malformed body)."""
+    """Sysdig answered, but the answer cannot be used (auth, rejected query, malformed body).
+
+    `status` is the HTTP status Sysdig answered with, when there was one.
+    """
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class SourceAuthError(SourceError):
@@ -41,6 +48,10 @@ class SourceAuthError(SourceError):
 
 class SourceQueryError(SourceError):
     """Sysdig rejected the query (400/422) or its response is malformed."""
+
+
+class TeamScopeError(ConfigError):
+    """The token's Sysdig team sees only part of the fleet, or whether it does is unknown."""
 
 
 class IncompleteDataError(ExporterError):

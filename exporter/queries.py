@@ -95,9 +95,7 @@ def plan(
     by_grain = POD_GRAIN if grain == "pod" else CONTAINER_GRAIN
     g = ", ".join(by_grain)
     rec = ", ".join(RECORD_GRAIN)
-    m: list[tuple[str, str, str]] = []
-    if clusters:
-        m.append(("kube_cluster_name", "=~", "|".join(_re_escape(c) for c in clusters)))
+    m = cluster_matchers(clusters)
 
     def sample(metric: str, extra: Sequence[tuple[str, str, str]] = ()) -> str:
         return f"sum by ({g}) (last_over_time({selector(metric, [*m, *extra])}[{half}s]))"
@@ -128,6 +126,13 @@ def plan(
                f"(count_over_time({selector(REQUESTS, [*m, ('resource', '=', 'cpu')])}"
                f"[{period_seconds}s]))")
     return QueryPlan(usage, request, charge, labels, coverage, present, tuple(columns))
+
+
+def cluster_matchers(clusters: Sequence[str]) -> list[tuple[str, str, str]]:
+    """The matchers that restrict a selector to `clusters` (sharding); none when empty."""
+    if not clusters:
+        return []
+    return [("kube_cluster_name", "=~", "|".join(_re_escape(c) for c in clusters))]
 
 
 def _re_escape(value: str) -> str:

@@ -22,7 +22,14 @@ from types import FrameType
 from typing import Any, Protocol
 
 from exporter.clock import Clock, SystemClock
-from exporter.commands import add_common, build_checkpoints, build_pipeline, build_sink, config_from_args
+from exporter.commands import (
+    add_common,
+    build_checkpoints,
+    build_pipeline,
+    build_sink,
+    check_team,
+    config_from_args,
+)
 from exporter.config import Config
 from exporter.health import HealthServer, HealthState
 from exporter.metrics import Metrics
@@ -52,6 +59,12 @@ def default_build(cfg: Config, clock: Clock, metrics: Metrics) -> Parts:
     sink: PeriodSink = build_sink(cfg, clock, metrics)
     checkpoints: CheckpointStore = build_checkpoints(cfg, clock)
     return pipeline, sink, checkpoints
+
+
+def checked_build(cfg: Config, clock: Clock, metrics: Metrics) -> Parts:
+    """`default_build`, once the token's Sysdig team is known to see the whole fleet."""
+    check_team(cfg, clock)
+    return default_build(cfg, clock, metrics)
 
 
 def assemble(cfg: Config, clock: Clock, metrics: Metrics, build: Build, *, serve_http: bool) -> Service:
@@ -134,7 +147,7 @@ def cmd_run(args: argparse.Namespace, *, clock: Clock | None = None, build: Buil
         overrides["web"] = {"listen_address": args.web_listen_address}
     cfg = config_from_args(args, overrides or None)
     clock = clock or SystemClock()
-    service = assemble(cfg, clock, Metrics(), build or default_build, serve_http=not args.once)
+    service = assemble(cfg, clock, Metrics(), build or checked_build, serve_http=not args.once)
     return execute(service, once=args.once)
 
 

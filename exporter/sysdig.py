@@ -154,6 +154,16 @@ class SysdigClient:
         return call_with_retries(once, clock=self._clock, attempts=self._attempts,
                                  max_delay=self._max_retry_time, what=f"sysdig {what}")
 
+    def api(self, what: str, request: Callable[[Any], Any]) -> Any:
+        """Run one non-PromQL sdcclient call, with retries, and return its body.
+
+        `request` gets the wrapped `SdMonitorClient` and returns its `(ok, result)`. Raises as
+        `query_instant`; a refusal's `SourceError.status` is the HTTP status (e.g. 403, 404).
+        """
+        return call_with_retries(lambda: self._call(what, lambda: request(self._client)),
+                                 clock=self._clock, attempts=self._attempts,
+                                 max_delay=self._max_retry_time, what=f"sysdig {what}")
+
     def _call(self, what: str, request: Callable[[], Any]) -> Any:
         """Run one sdcclient call and return its body, or raise our error for its failure."""
         self._local.response = None
@@ -193,15 +203,15 @@ class SysdigClient:
     ) -> None:
         if status in (401, 403):
             hint = "wrong or expired token" if status == 401 else "token lacks privileges"
-            raise SourceAuthError(f"{where}: HTTP {status} {message} ({hint})")
+            raise SourceAuthError(f"{where}: HTTP {status} {message} ({hint})", status)
         if status == 429:
             retry_after = _retry_after(response)
             raise SourceUnavailable(f"{where}: HTTP 429 {message} (rate limited)", retry_after)
         if status is not None and status >= 500:
             raise SourceUnavailable(f"{where}: HTTP {status} {message}")
         if status in (400, 422):
-            raise SourceQueryError(f"{where}: query rejected, HTTP {status}: {message}")
-        raise SourceQueryError(f"{where}: HTTP {status}: {message}")
+            raise SourceQueryError(f"{where}: query rejected, HTTP {status}: {message}", status)
+        raise SourceQueryError(f"{where}: HTTP {status}: {message}", status)
 
 
 def _num(value: float) -> str:

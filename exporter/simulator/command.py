@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import re
 import signal
 import sys
 import threading
@@ -13,7 +14,7 @@ from exporter.clock import Clock, FakeClock, SystemClock
 from exporter.errors import ConfigError
 from exporter.periods import parse_duration, parse_time
 from exporter.simulator.fleet import DEFAULT_TIMELINES, Fleet, FleetSpec
-from exporter.simulator.server import SimulatorServer
+from exporter.simulator.server import DEFAULT_TEAM, SimulatorServer, Team
 
 DEFAULT_TOKEN = "sim-token"  # noqa: S105 - a well-known development token, not a secret
 
@@ -39,6 +40,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--port", type=int, default=0, help="port (default: any free port)")
     p.add_argument("--token", action="append", default=None, metavar="T",
                    help=f"accepted Bearer token, repeatable (default {DEFAULT_TOKEN!r})")
+    p.add_argument("--scoped-token", action="append", default=[], metavar="TOKEN:LABEL=VALUE",
+                   help="an accepted token whose team sees only the series with LABEL=VALUE, "
+                        "repeatable (e.g. t:kube_namespace_name=payments-1)")
     p.add_argument("--now", default=None, metavar="RFC3339",
                    help="freeze the simulator's clock at this time (default: follow real time)")
     p.add_argument("--history", default="24h",
@@ -73,8 +77,14 @@ def build(args: argparse.Namespace) -> tuple[Fleet, Clock, SimulatorServer]:
     tokens = args.token or [DEFAULT_TOKEN]
     if any(not t.strip() for t in tokens):
         raise ConfigError("--token must not be empty")
+    teams: dict[str, Team] = {}
+    for i, text in enumerate(args.scoped_token):
+        m = re.fullmatch(r"([^:\s]+):([a-zA-Z_][a-zA-Z0-9_]*)=(.*)", text)
+        if m is None:
+            raise ConfigError(f"--scoped-token must be TOKEN:LABEL=VALUE, got {text!r}")
+        teams[m[1]] = Team.scoped(DEFAULT_TEAM.id + 1 + i, f"scoped to {m[2]}={m[3]}", m[2], m[3])
     return fleet, clock, SimulatorServer(fleet, clock, tokens=tokens, host=args.host,
-                                         port=args.port)
+                                         port=args.port, teams=teams)
 
 
 def parse_timelines(text: str | None) -> tuple[tuple[int, int], ...] | None:

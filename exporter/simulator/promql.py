@@ -52,7 +52,7 @@ _COMPARISON = {"==", "!=", ">", "<", ">=", "<="}
 _SET = {"and", "or", "unless"}
 _RANGE_FUNCS = {"sum_over_time", "avg_over_time", "max_over_time", "min_over_time",
                 "count_over_time", "last_over_time", "present_over_time"}
-_AGGREGATIONS = {"sum", "max", "min", "avg", "count", "group"}
+_AGGREGATIONS = {"sum", "max", "min", "avg", "count", "group", "topk", "bottomk"}
 
 
 class PromQLError(Exception):
@@ -371,6 +371,11 @@ class _Context:
             index[i] = groups[key]
         if not len(inner):
             return SeriesSet.empty(ts)
+        if op in ("topk", "bottomk"):
+            k = self.eval(node.param, ts)
+            if not isinstance(k, Scalar):
+                raise QueryUnsupported(f"{op}() needs a scalar parameter")
+            return _select_k(inner, index, int(k.values[0]), op == "topk")
         if bool(np.all(index[1:] >= index[:-1])):
             values, sorted_index = inner.values, index  # groups already contiguous
         else:
@@ -422,6 +427,24 @@ class _Context:
 
 
 # ---------------------------------------------------------------------- helpers
+def _select_k(inner: SeriesSet, groups: IntArray, k: int, largest: bool) -> SeriesSet:
+    """`topk`/`bottomk`: per group and timestamp, the `k` largest (smallest) samples.
+
+    The series keep all their labels; ties go to the row sorted first.
+    """
+    values = inner.values
+    keep = np.zeros(values.shape, dtype=bool)
+    if k > 0:
+        for g in np.unique(groups):
+            rows = np.flatnonzero(groups == g)
+            block = values[rows]
+            rank = np.where(np.isnan(block), np.inf, -block if largest else block)
+            chosen = np.zeros(block.shape, dtype=bool)
+            np.put_along_axis(chosen, np.argsort(rank, axis=0, kind="stable")[:k], True, axis=0)
+            keep[rows] = chosen & ~np.isnan(block)
+    return _drop_empty(SeriesSet(inner.labels, inner.ts, np.where(keep, values, np.nan)))
+
+
 def _subquery_steps(at: IntArray, rng: int, step: int) -> IntArray:
     """Absolute multiples of `step` in `[t - rng, t]` for every t, merged and sorted."""
     first = -(-(at - rng) // step) * step

@@ -2,8 +2,10 @@
 
 Serves the Prometheus-compatible API under `/prometheus/api/v1/` (evaluated by the simulator's
 PromQL engine over a `Storage`, normally a `Fleet`), `/api/history/timelines/`, an in-memory
-`/api/v3/dashboards` and `/api/user/me`, with Sysdig's auth and error bodies. Every request is
-recorded, and a per-path fault queue scripts failures (status, body, headers, delay, raw bytes).
+`/api/v3/dashboards`, and the user and team API (`/api/user/me`, `/api/teams[/<id>]`), with
+Sysdig's auth and error bodies. Each token belongs to a team; a scoped team's tokens see only
+their part of the fleet. Every request is recorded, and a per-path fault queue scripts failures
+(status, body, headers, delay, raw bytes).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import math
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -28,7 +30,7 @@ from exporter.clock import Clock
 from exporter.simulator.background import BackgroundHTTP
 from exporter.simulator.fleet import DEFAULT_TIMELINES, SAMPLE_INTERVAL
 from exporter.simulator.promql import Engine, PromQLError, QueryResult
-from exporter.simulator.series import Storage, format_value
+from exporter.simulator.series import LabelMatcher, SeriesSet, Storage, format_value
 
 MAX_POINTS = 11_000
 MAX_TIMEOUT = 120.0
@@ -40,6 +42,50 @@ TIMELINES = "/api/history/timelines/"
 STAMPINGS = ("sysdig", "prometheus")
 
 JsonBody = Mapping[str, Any] | list[Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Team:
+    """A Sysdig team as the team API shows it, and what its tokens' PromQL answers may see.
+
+    `filter` is the team's scope as Sysdig writes it ("" for the whole fleet); `scope` is the
+    same restriction as label matchers, added to every selector of the team's queries.
+    """
+
+    id: int
+    name: str
+    filter: str = ""
+    scope: tuple[LabelMatcher, ...] = ()
+
+    @classmethod
+    def scoped(cls, ident: int, name: str, label: str, value: str) -> Team:
+        """A team that sees only the series whose `label` is `value`."""
+        return cls(ident, name, f'{label} = "{value}"', (LabelMatcher.of(label, "=", value),))
+
+    def body(self) -> dict[str, Any]:
+        """The team object of `GET /api/teams/<id>` (Sysdig's field names)."""
+        doc: dict[str, Any] = {"id": self.id, "name": self.name, "description": "",
+                               "theme": "#7BB0B2", "show": "container", "products": ["SDC"],
+                               "default": self.id == DEFAULT_TEAM_ID, "immutable": False}
+        if self.filter:
+            doc["filter"] = self.filter
+        return doc
+
+
+DEFAULT_TEAM_ID = 1
+# Sysdig's built-in Monitor team: no scope, so its tokens see the whole fleet.
+DEFAULT_TEAM = Team(DEFAULT_TEAM_ID, "Monitor Operations")
+
+
+class ScopedStorage:
+    """A storage whose every selection also carries a team's scope matchers."""
+
+    def __init__(self, inner: Storage, scope: tuple[LabelMatcher, ...]) -> None:
+        self.inner = inner
+        self.scope = scope
+
+    def select(self, matchers: Sequence[LabelMatcher], start_ms: int, end_ms: int) -> SeriesSet:
+        return self.inner.select([*matchers, *self.scope], start_ms, end_ms)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +106,8 @@ class Fault:
     `raw` bytes are written to the socket as-is and the connection closed (truncated or
     non-HTTP answers). Otherwise, after `delay` seconds, `status` (if set) is answered with
     `body` (a default Sysdig/Prometheus error body when None) and `headers`; a fault with no
-    status only delays and the request is then served normally.
+    status only delays and the request is then served normally. With `query`, only requests
+    whose PromQL (`query` parameter) contains it match.
     """
 
     prefix: str
@@ -70,6 +117,7 @@ class Fault:
     delay: float = 0.0
     raw: bytes | None = None
     remaining: int = 1
+    query: str | None = None
 
 
 class FaultQueue:
@@ -82,21 +130,23 @@ class FaultQueue:
     def push(self, path_prefix: str, *, status: int | None = None,
              body: JsonBody | str | bytes | None = None,
              headers: Mapping[str, str] | None = None, delay: float = 0.0,
-             raw: bytes | None = None, count: int = 1) -> None:
-        """Script the next `count` requests under `path_prefix` (e.g. `/prometheus`)."""
+             raw: bytes | None = None, count: int = 1, query: str | None = None) -> None:
+        """Script the next `count` requests under `path_prefix` (e.g. `/prometheus`), or only
+        those whose PromQL contains `query`."""
         if count < 1:
             raise ValueError(f"fault count must be >= 1, got {count}")
         if delay < 0:
             raise ValueError(f"fault delay must be >= 0, got {delay}")
         with self._lock:
             self._faults.append(Fault(path_prefix, status, body, dict(headers or {}), delay, raw,
-                                      count))
+                                      count, query))
 
-    def take(self, path: str) -> Fault | None:
-        """Consume one use of the first fault matching `path`, if any."""
+    def take(self, path: str, promql: str = "") -> Fault | None:
+        """Consume one use of the first fault matching `path` (and `promql`), if any."""
         with self._lock:
             for i, fault in enumerate(self._faults):
-                if path.startswith(fault.prefix):
+                if path.startswith(fault.prefix) and (fault.query is None
+                                                      or fault.query in promql):
                     fault.remaining -= 1
                     if fault.remaining == 0:
                         del self._faults[i]
@@ -202,13 +252,16 @@ class SimulatorServer(BackgroundHTTP):
     The retention timelines served are the storage's (`Fleet.timelines`, which its data
     honours); a storage without them (a wrapper) is served the July 2020 table, unless
     `timelines` is set on the server.
+
+    `teams` maps tokens (accepted too) to their team; every other token is in `DEFAULT_TEAM`.
+    A scoped team's PromQL answers see only the series its scope matches, as in Sysdig.
     """
 
     def __init__(self, fleet: Storage, clock: Clock, tokens: Iterable[str] = ("sim-token",),
                  forbidden_tokens: Iterable[str] = (), host: str = "127.0.0.1", port: int = 0,
                  sleep: Callable[[float], None] = time.sleep,
                  timer: Callable[[], float] = time.monotonic,
-                 stamping: str = "sysdig") -> None:
+                 stamping: str = "sysdig", teams: Mapping[str, Team] | None = None) -> None:
         if stamping not in STAMPINGS:
             raise ValueError(f"stamping must be one of {', '.join(STAMPINGS)}, got {stamping!r}")
         self.stamping = stamping
@@ -216,9 +269,15 @@ class SimulatorServer(BackgroundHTTP):
         self.clock = clock
         self.timelines: tuple[tuple[int, int], ...] | None = getattr(
             fleet, "timelines", DEFAULT_TIMELINES)
-        self.tokens = frozenset(tokens)
+        self.token_teams = dict(teams or {})
+        self.tokens = frozenset(tokens) | frozenset(self.token_teams)
         self.forbidden_tokens = frozenset(forbidden_tokens)
         self.engine = Engine(fleet, timer=timer)
+        self._engines = {DEFAULT_TEAM_ID: self.engine}
+        for team in self.token_teams.values():
+            if team.id not in self._engines:
+                storage = ScopedStorage(fleet, team.scope) if team.scope else fleet
+                self._engines[team.id] = Engine(storage, timer=timer)
         self.faults = FaultQueue()
         self._sleep = sleep
         self._host, self._port = host, port
@@ -271,22 +330,43 @@ class SimulatorServer(BackgroundHTTP):
             return copy.deepcopy(self._dashboards)
 
     # ------------------------------------------------------------------ dispatch
+    def team_of(self, token: str | None) -> Team:
+        """The team a token belongs to (`DEFAULT_TEAM` unless `teams` says otherwise)."""
+        return self.token_teams.get(token or "", DEFAULT_TEAM)
+
+    def teams(self) -> list[Team]:
+        """Every team the simulated tenant has, by id."""
+        known = {DEFAULT_TEAM_ID: DEFAULT_TEAM, **{t.id: t for t in self.token_teams.values()}}
+        return [known[k] for k in sorted(known)]
+
     def handle(self, method: str, path: str, query: Mapping[str, list[str]],
                headers: Mapping[str, str], body: bytes) -> tuple[int, Any, dict[str, str]]:
         """Answer one authenticated request: (status, JSON body or None, extra headers)."""
+        team = self.team_of(_bearer(headers.get("Authorization", "")))
         if path.startswith(PROMETHEUS):
-            return self._prometheus(method, path[len(PROMETHEUS):], query, body)
+            return self._prometheus(method, path[len(PROMETHEUS):], query, body,
+                                    self._engines[team.id])
         if path in (TIMELINES, TIMELINES.rstrip("/")) and method == "GET":
             return 200, self._timelines(), {}
         if path == DASHBOARDS or path.startswith(DASHBOARDS + "/"):
             return self._dashboard(method, path[len(DASHBOARDS):].strip("/"), body)
         if path == "/api/user/me" and method == "GET":
             return 200, {"user": {"id": 1, "username": "simulator@example.invalid",
-                                  "enabled": True}}, {}
+                                  "enabled": True, "currentTeam": team.id,
+                                  "teamRoles": [{"teamId": team.id, "teamName": team.name,
+                                                 "role": "ROLE_TEAM_READ"}]}}, {}
+        if path == "/api/teams" and method == "GET":
+            return 200, {"teams": [t.body() for t in self.teams()]}, {}
+        if path.startswith("/api/teams/") and method == "GET":
+            ident = path[len("/api/teams/"):]
+            found = [t for t in self.teams() if str(t.id) == ident]
+            if found:
+                return 200, {"team": found[0].body()}, {}
+            return 404, _errors("Not Found", f"team {ident!r} not found"), {}
         return 404, _errors("Not Found", f"no route for {method} {path}"), {}
 
     def _prometheus(self, method: str, endpoint: str, query: Mapping[str, list[str]],
-                    body: bytes) -> tuple[int, Any, dict[str, str]]:
+                    body: bytes, engine: Engine) -> tuple[int, Any, dict[str, str]]:
         if endpoint not in ("query", "query_range"):
             return 404, _errors("Not Found", f"unknown Prometheus endpoint {endpoint!r}"), {}
         if method not in ("GET", "POST"):
@@ -317,7 +397,7 @@ class SimulatorServer(BackgroundHTTP):
                 limit = int(raw_limit)
             if endpoint == "query":
                 t = self.clock.time() if one("time") is None else _parse_time("time", one("time"))
-                result = self.engine.instant(text, t, timeout=timeout)
+                result = engine.instant(text, t, timeout=timeout)
             else:
                 start = _parse_time("start", one("start"))
                 end = _parse_time("end", one("end"))
@@ -335,7 +415,7 @@ class SimulatorServer(BackgroundHTTP):
                                       "(?step=XX)")
                 if self.stamping == "sysdig":
                     start, end = math.floor(start / step) * step, math.floor(end / step) * step
-                result = self.engine.range(text, start, end, step, timeout=timeout)
+                result = engine.range(text, start, end, step, timeout=timeout)
         except _BadRequest as exc:
             return 400, _prom_error("bad_data", str(exc)), {}
         except PromQLError as exc:
@@ -412,6 +492,10 @@ class SimulatorServer(BackgroundHTTP):
                 "error": "Unauthorized", "path": path}
 
 
+def _bearer(auth: str) -> str | None:
+    return auth[len("Bearer "):] if auth.startswith("Bearer ") else None
+
+
 def _dashboard_body(body: bytes) -> dict[str, Any] | None:
     try:
         doc = json.loads(body or b"null")
@@ -477,7 +561,9 @@ class _Handler(BaseHTTPRequestHandler):
         body = self.rfile.read(length) if length > 0 else b""
         headers = {k: v for k, v in self.headers.items()}
         self.sim._record(RecordedRequest(method, path, query, headers, body))
-        fault = self.sim.faults.take(path)
+        form = parse_qs(body.decode("utf-8", "replace")) if method == "POST" and body else {}
+        promql = " ".join(query.get("query", []) + form.get("query", []))
+        fault = self.sim.faults.take(path, promql)
         if fault is not None:
             if fault.delay:
                 self.sim._sleep(fault.delay)
@@ -489,8 +575,7 @@ class _Handler(BaseHTTPRequestHandler):
             if fault.status is not None:
                 self._fault(fault, path)
                 return
-        auth = self.headers.get("Authorization", "")
-        token = auth[len("Bearer "):] if auth.startswith("Bearer ") else None
+        token = _bearer(self.headers.get("Authorization", ""))
         if token in self.sim.forbidden_tokens:
             self._send(403, _errors("Forbidden", "Not enough privileges"))
             return

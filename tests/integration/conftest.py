@@ -10,7 +10,7 @@ import pytest
 from exporter.clock import FakeClock
 from exporter.config import Config, load_config
 from exporter.simulator.fleet import Fleet, FleetSpec
-from exporter.simulator.server import SimulatorServer
+from exporter.simulator.server import SimulatorServer, Team
 
 H = 3600
 T0 = 1_794_009_600  # 2026-11-07T00:00:00Z, aligned to hours and days
@@ -21,11 +21,12 @@ class Sim:
     """A running simulator with its fleet and clock."""
 
     def __init__(self, spec: FleetSpec, now: int, history: int = 12 * H,
-                 stamping: str = "sysdig") -> None:
+                 stamping: str = "sysdig", teams: dict[str, Team] | None = None) -> None:
         self.clock = FakeClock(now)
         self.fleet = Fleet(spec, clock=self.clock, history=history)
         self.server = SimulatorServer(self.fleet, self.clock, tokens=[TOKEN],
-                                      forbidden_tokens=["read-only-token"], stamping=stamping)
+                                      forbidden_tokens=["read-only-token"], stamping=stamping,
+                                      teams=teams)
 
     def config(self, **overrides: Any) -> Config:
         base: dict[str, Any] = {
@@ -43,8 +44,8 @@ def sim_factory() -> Iterator[Callable[..., Sim]]:
     started: list[Sim] = []
 
     def make(seed: int = 1, now: int = T0 + 3 * H + 300, history: int = 12 * H,
-             stamping: str = "sysdig", **spec: Any) -> Sim:
-        sim = Sim(FleetSpec(seed=seed, **spec), now, history, stamping=stamping)
+             stamping: str = "sysdig", teams: dict[str, Team] | None = None, **spec: Any) -> Sim:
+        sim = Sim(FleetSpec(seed=seed, **spec), now, history, stamping=stamping, teams=teams)
         sim.server.start()
         started.append(sim)
         return sim

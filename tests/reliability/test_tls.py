@@ -8,6 +8,7 @@ served over HTTPS with a certificate from a CA made for the test.
 
 from __future__ import annotations
 
+import json
 import logging
 import warnings
 from collections.abc import Iterator
@@ -16,15 +17,20 @@ from pathlib import Path
 import pytest
 from urllib3.exceptions import InsecureRequestWarning
 
+from exporter import commands
+from exporter.backfill import fetch_tiers
+from exporter.cli import main
 from exporter.commands import build_source
 from exporter.config import KafkaConfig, SchemaRegistryConfig, SysdigConfig
-from exporter.errors import ExporterError, SinkUnavailable, SourceQueryError
+from exporter.dashboard import installer_from_config
+from exporter.errors import ConfigError, ExporterError, SinkUnavailable, SourceQueryError
 from exporter.kafka_sink import client_config
+from exporter.periods import iso
 from exporter.registry import ConfluentFraming
 from exporter.sysdig import SysdigSource
 from tests.contract.samples import BILLING
 from tests.fakes.schema_registry import FakeSchemaRegistry
-from tests.reliability.conftest import PERIOD, Sim
+from tests.reliability.conftest import PERIOD, TOKEN, Sim
 from tests.reliability.tls import Pki, make_pki, serve_tls
 
 pytestmark = pytest.mark.integration
@@ -147,3 +153,67 @@ def test_registry_tls_failure_says_so_and_is_not_retried(
     error = registry_error_without_ca(https_registry[1], monkeypatch)
     assert "certificate" in str(error).lower() or "tls" in str(error).lower(), str(error)
     assert not isinstance(error, SinkUnavailable)
+
+
+# --- CA bundles from the environment, as `requests` users expect -------------------------------
+
+def test_requests_ca_bundle_is_honoured_for_sysdig(https_sim: Sim, pki: Pki,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(pki.ca_file))
+    https_sim.assert_ground_truth(https_sim.lines(https_source(https_sim)))
+
+
+def test_curl_ca_bundle_is_honoured_for_sysdig(https_sim: Sim, pki: Pki,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CURL_CA_BUNDLE", str(pki.ca_file))
+    https_sim.assert_ground_truth(https_sim.lines(https_source(https_sim)))
+
+
+def test_requests_ca_bundle_comes_before_curl_ca_bundle(https_sim: Sim, pki: Pki, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(make_pki(tmp_path).ca_file))
+    monkeypatch.setenv("CURL_CA_BUNDLE", str(pki.ca_file))
+    with pytest.raises(SourceQueryError, match="TLS verification failed"):
+        https_source(https_sim).fetch(PERIOD)
+
+
+def test_the_configured_ca_file_comes_before_the_environment(https_sim: Sim, pki: Pki, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(make_pki(tmp_path).ca_file))
+    https_sim.assert_ground_truth(https_sim.lines(https_source(https_sim, ca_file=str(pki.ca_file))))
+
+
+def test_a_missing_ca_bundle_is_one_config_line(https_sim: Sim, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(tmp_path / "nowhere.pem"))
+    with pytest.raises(ConfigError) as caught:
+        https_source(https_sim).fetch(PERIOD)
+    text = str(caught.value)
+    assert "REQUESTS_CA_BUNDLE" in text and "nowhere.pem" in text and "\n" not in text
+
+
+def test_the_dashboard_installer_and_the_retention_fetch_honour_the_bundle(
+        https_sim: Sim, pki: Pki, monkeypatch: pytest.MonkeyPatch) -> None:
+    url = https_sim.server.url.replace("http://", "https://")
+    cfg = https_sim.config(sysdig={"url": url, "retention_tiers": True})
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(pki.ca_file))
+    assert installer_from_config(cfg).find("no such dashboard") == []
+    assert fetch_tiers(cfg, https_sim.clock)[1] == "timelines"
+
+
+def test_report_over_https_connects_with_the_bundle_and_says_one_line_without(
+        https_sim: Sim, pki: Pki, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(commands, "SystemClock", lambda: https_sim.clock)
+    url = https_sim.server.url.replace("http://", "https://")
+    path = tmp_path / "config.yaml"
+    path.write_text(json.dumps({"sysdig": {"url": url, "token": TOKEN, "retention_tiers": False,
+                                           "max_attempts": 1},
+                                "logging": {"format": "text", "level": "ERROR"}}))
+    window = ["--from", iso(PERIOD.start), "--to", iso(PERIOD.end), "--format", "csv"]
+    assert main(["report", "--config.file", str(path), *window]) != 0
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "TLS verification failed" in err and "Traceback" not in err
+    monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(pki.ca_file))
+    assert main(["report", "--config.file", str(path), *window]) == 0
+    assert len(capsys.readouterr().out.splitlines()) > 2

@@ -31,6 +31,8 @@ REPO = Path(__file__).resolve().parents[2]
     (["--timelines", "10s=4h,1m"], "--timelines"),
     (["--timelines", "1m=4h"], "timelines must start at 10 s"),
     (["--timelines", "10s=4h,1m=2h"], "coarser and longer"),
+    (["--scoped-token", "t:kube_cluster_name"], "--scoped-token must be TOKEN:LABEL=VALUE"),
+    (["--scoped-token", ":kube_cluster_name=x"], "--scoped-token must be TOKEN:LABEL=VALUE"),
 ])
 def test_bad_flags_are_one_line_and_exit_2(argv: list[str], message: str,
                                            capsys: pytest.CaptureFixture[str]) -> None:
@@ -61,6 +63,18 @@ def test_timelines_flag_sets_the_tenants_retention(flag: str, timelines: object)
     args = cli.build_parser().parse_args(["simulate", "--timelines", flag])
     fleet, _, server = build(args)
     assert fleet.timelines == timelines and server.timelines == timelines
+
+
+def test_a_scoped_token_gets_a_scoped_team() -> None:
+    args = cli.build_parser().parse_args(
+        ["simulate", "--scoped-token", "pay-token:kube_namespace_name=payments-1",
+         "--scoped-token", "eu-token:kube_cluster_name=prod-eu-west-01"])
+    _, _, server = build(args)
+    assert server.tokens == {DEFAULT_TOKEN, "pay-token", "eu-token"}
+    assert server.team_of(DEFAULT_TOKEN).filter == ""
+    pay, eu = server.team_of("pay-token"), server.team_of("eu-token")
+    assert pay.filter == 'kube_namespace_name = "payments-1"'
+    assert eu.filter == 'kube_cluster_name = "prod-eu-west-01"' and eu.id != pay.id
 
 
 @pytest.mark.integration

@@ -133,6 +133,23 @@ def test_aggregations_by_and_without(store: MemoryStorage) -> None:
     assert _vector(e.instant("count by (nothing) (m)", at)) == {(): 3.0}
 
 
+def test_topk_and_bottomk_keep_the_series_labels(store: MemoryStorage) -> None:
+    e = Engine(store)
+    at = 50  # m: a=5, b=30 (lookback), ab=7
+    assert _vector(e.instant("topk(1, m)", at)) == {
+        (("__name__", "m"), ("pod", "b"), ("team", "x")): 30.0}
+    assert _vector(e.instant("bottomk(2, m)", at)) == {
+        (("__name__", "m"), ("pod", "a"), ("team", "x")): 5.0,
+        (("__name__", "m"), ("pod", "ab"), ("team", "y")): 7.0}
+    assert {dict(k)["pod"] for k in _vector(e.instant("topk by (team) (1, m)", at))} == {"b", "ab"}
+    assert len(_vector(e.instant("topk(10, m)", at))) == 3
+    assert _vector(e.instant("topk(0, m)", at)) == {}
+    r = e.range('topk(1, m{team="x"})', 0, 20, 10)  # a: 0,1,2; b: 10,10,30 (lookback)
+    assert r.series is not None
+    assert {lb["pod"]: row.tolist() for lb, row in zip(r.series.labels, r.series.values,
+                                                       strict=True)} == {"b": [10.0, 10.0, 30.0]}
+
+
 def test_binary_operators(store: MemoryStorage) -> None:
     e = Engine(store)
     assert _vector(e.instant('m{pod="a"} * 2', 30)) == {(("pod", "a"), ("team", "x")): 6.0}
@@ -176,7 +193,7 @@ def test_errors_are_typed(store: MemoryStorage) -> None:
         e.instant("", 0)
     with pytest.raises(QueryParseError):
         e.range("m[5m]", 0, 60, 10)
-    for query in ("rate(m[5m])", "topk(1, m)", "m @ 10", "m + on (pod) group_left n"):
+    for query in ("rate(m[5m])", "quantile(0.5, m)", "m @ 10", "m + on (pod) group_left n"):
         with pytest.raises(QueryUnsupported):
             e.instant(query, 60)
 

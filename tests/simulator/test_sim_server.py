@@ -245,6 +245,17 @@ def test_faults_match_by_prefix_and_count(client: SdMonitorClient,
         server.faults.push("/x", status=500, count=0)
 
 
+def test_faults_can_match_the_promql_text(no_retry_client: SdMonitorClient,
+                                         server: SimulatorServer) -> None:
+    server.faults.push("/prometheus", status=400, query="count(")
+    ok, _ = no_retry_client.get_data_promql_instant("vector(1)", T0)
+    assert ok and server.faults.pending() == 1
+    ok, _ = no_retry_client.get_data_promql_instant(f"count({CPU})", T0)
+    assert not ok and server.faults.pending() == 0
+    ok, _ = no_retry_client.get_data_promql_instant(f"count({CPU})", T0)
+    assert ok
+
+
 def test_request_log_records_method_path_query_and_headers(client: SdMonitorClient,
                                                            server: SimulatorServer) -> None:
     client.get_data_promql("vector(1)", T0, T0 + 60, 30, timeout="30s", limit=5)

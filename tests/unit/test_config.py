@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from exporter.config import load_config, masked_dict
+from exporter.config import SysdigConfig, load_config, masked_dict
 from exporter.errors import ConfigError
 
 
@@ -77,3 +77,19 @@ def test_missing_secret_file_is_a_config_error(tmp_path: Path) -> None:
 def test_confluent_framing_needs_registry() -> None:
     with pytest.raises(ConfigError, match="schema_registry"):
         load_config(environ={"CHARGEBACK_KAFKA__FRAMING": "confluent"})
+
+
+def test_sysdig_tls_verify_follows_requests_order(tmp_path: Path) -> None:
+    a, b, c = (tmp_path / n for n in ("a.pem", "b.pem", "c.pem"))
+    for f in (a, b, c):
+        f.write_text("x")
+    both = {"REQUESTS_CA_BUNDLE": str(a), "CURL_CA_BUNDLE": str(b)}
+    assert SysdigConfig().tls_verify({}) is True
+    assert SysdigConfig().tls_verify(both) == str(a)
+    assert SysdigConfig().tls_verify({"REQUESTS_CA_BUNDLE": "", "CURL_CA_BUNDLE": str(b)}) == str(b)
+    assert SysdigConfig(ca_file=c).tls_verify(both) == str(c)
+    assert SysdigConfig(verify_tls=False, ca_file=c).tls_verify(both) is False
+    with pytest.raises(ConfigError, match=r"^CURL_CA_BUNDLE: CA bundle .*missing.pem does not exist"):
+        SysdigConfig().tls_verify({"CURL_CA_BUNDLE": str(tmp_path / "missing.pem")})
+    with pytest.raises(ConfigError, match=r"^sysdig.ca_file: "):
+        SysdigConfig(ca_file=tmp_path / "missing.pem").tls_verify({})
