@@ -42,7 +42,7 @@ from exporter.sysdig import StrictAdapter
 DEFAULT_NAME = "Kubernetes Chargeback"
 DATA_FILE = "dashboard.json"
 STEP_SECONDS = 60  # panel sampling: Sysdig keeps 1-minute data for 2 days, 10 s only for 6 h
-GRID_WIDTH = 12  # Sysdig v3 layouts are 12 columns wide
+GRID_WIDTH = 24  # Sysdig lays dashboards out on 24 columns (its Terraform provider checks it)
 
 _G = ", ".join(POD_GRAIN)
 _TRIM = r"\\s*(.*\\S)\\s*"  # PromQL string for the RE2 regex \s*(.*\S)\s*: non-blank, trimmed
@@ -256,31 +256,31 @@ def panels(q: Queries) -> list[Panel]:
         out.append(Panel(
             f"Chargeable {unit_hours[res]}, last hour",
             f"max(request, usage) of {what[res]} per pod and minute, summed over the last hour.",
-            ((scaled(res, total), "", unit_hours[res]),), "number", 3, 3, number=True,
+            ((scaled(res, total), "", unit_hours[res]),), "number", 6, 3, number=True,
             tags=("total",)))
     for res in RESOURCES:
         out.append(Panel(
             f"Unallocated share of {unit_hours[res]} (no {cc}), last hour",
             f"Share of chargeable {unit_hours[res]} of pods whose usage carries no {cc} label "
             "on the workload or its namespace.",
-            ((share_hour(res, cc), "", "unallocated"),), "%", 3, 3, number=True,
+            ((share_hour(res, cc), "", "unallocated"),), "%", 6, 3, number=True,
             tags=("unallocated",)))
     for res in RESOURCES:
         out.append(Panel(
             f"Chargeable {unit_hours[res]} per hour by {cc}",
             f"max(request, usage) per pod and minute over the past hour, by {cc}.",
-            ((hours(res, [cc]), legend([cc]), ""),), "number", 6, 4, tags=("by-costcenter",)))
+            ((hours(res, [cc]), legend([cc]), ""),), "number", 12, 4, tags=("by-costcenter",)))
     for res in RESOURCES:
         out.append(Panel(
             f"Chargeable {what[res]} ({unit_now[res]}) by {cc}",
             f"max(request, usage) of {what[res]} right now, per pod, by {cc}.",
-            ((scaled(res, now("chargeable", res, [cc])), legend([cc]), ""),), "number", 6, 4,
+            ((scaled(res, now("chargeable", res, [cc])), legend([cc]), ""),), "number", 12, 4,
             tags=("by-costcenter",)))
     for res in RESOURCES:
         out.append(Panel(
             f"{title_of[res]} consumption ({unit_now[res]} used) by {cc}",
             f"{title_of[res]} actually used, by {cc}.",
-            ((scaled(res, now("usage", res, [cc])), legend([cc]), ""),), "number", 6, 4,
+            ((scaled(res, now("usage", res, [cc])), legend([cc]), ""),), "number", 12, 4,
             tags=("by-costcenter",)))
     drill = [
         ["businessunit"], ["businessunit", "department"], ["department", "team"],
@@ -294,7 +294,7 @@ def panels(q: Queries) -> list[Panel]:
             out.append(Panel(
                 f"Chargeable {unit_hours[res]} per hour by {title}",
                 f"Drill-down: chargeable {unit_hours[res]} in the past hour by {title}.",
-                ((hours(res, by), legend(by), ""),), "number", 6, 4, tags=("drill-down",)))
+                ((hours(res, by), legend(by), ""),), "number", 12, 4, tags=("drill-down",)))
     workload = [cc, *org_keys(["team"]), "kube_cluster_name", "kube_namespace_name",
                 "kube_workload_type", "kube_workload_name"]
     for res in RESOURCES:
@@ -303,25 +303,25 @@ def panels(q: Queries) -> list[Panel]:
             "Drill-down to the workload, with its org labels.",
             ((f"topk(20, {hours(res, workload)})",
               "{{kube_namespace_name}}/{{kube_workload_name}} ({{" + cc + "}})", ""),),
-            "number", 6, 5, tags=("drill-down",)))
+            "number", 12, 5, tags=("drill-down",)))
     for res in RESOURCES:
         ratio = f"100 * {now('usage', res, [cc])} / {now('request', res, [cc])}"
         out.append(Panel(
             f"{title_of[res]} efficiency (used / requested) by {cc}",
             f"Usage as a percentage of requests; low values mean paying for idle {what[res]}.",
-            ((ratio, legend([cc]), ""),), "%", 6, 4, tags=("by-costcenter", "efficiency")))
+            ((ratio, legend([cc]), ""),), "%", 12, 4, tags=("by-costcenter", "efficiency")))
     for res in RESOURCES:
         idle = f"{now('chargeable', res, [cc])} - {now('usage', res, [cc])}"
         out.append(Panel(
             f"Idle but charged {what[res]} ({unit_now[res]}) by {cc}",
             "Chargeable minus used: requested capacity that is billed but not used.",
-            ((scaled(res, idle), legend([cc]), ""),), "number", 6, 4,
+            ((scaled(res, idle), legend([cc]), ""),), "number", 12, 4,
             tags=("by-costcenter", "efficiency")))
     for res in RESOURCES:
         out.append(Panel(
             f"Unallocated share of chargeable {what[res]} per org key",
             "Per org key, the share of chargeable capacity of pods without that label.",
-            tuple((share_now(res, key), "", key) for key in q.keys), "%", 6, 4,
+            tuple((share_now(res, key), "", key) for key in q.keys), "%", 12, 4,
             tags=("unallocated",)))
     for res in RESOURCES:
         expr = (f"sum by (kube_cluster_name, kube_namespace_name, kube_workload_type, "
@@ -332,12 +332,12 @@ def panels(q: Queries) -> list[Panel]:
             "check-labels`).",
             ((f"topk(20, {scaled(res, expr)})",
               "{{kube_namespace_name}}/{{kube_workload_name}}", ""),),
-            "number", 6, 5, tags=("unallocated",)))
+            "number", 12, 5, tags=("unallocated",)))
     return out
 
 
 def _layout(items: Sequence[Panel]) -> list[dict[str, int]]:
-    """Left to right, top to bottom, on the 12-column grid."""
+    """Left to right, top to bottom, on the 24-column grid."""
     layout: list[dict[str, int]] = []
     x = y = row_h = 0
     for i, p in enumerate(items, 1):

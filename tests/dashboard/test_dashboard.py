@@ -15,7 +15,6 @@ from exporter.cli import main
 from exporter.config import OrgConfig, OrgKeyConfig, load_config
 from exporter.dashboard import (
     DEFAULT_NAME,
-    GRID_WIDTH,
     OrgSources,
     Queries,
     build_dashboard,
@@ -55,13 +54,6 @@ def test_v3_structure_and_layout() -> None:
     ids = [p["id"] for p in board["panels"]]
     assert ids == list(range(1, len(ids) + 1))
     assert sorted(item["panelId"] for item in board["layout"]) == ids
-    cells: set[tuple[int, int]] = set()
-    for item in board["layout"]:
-        assert item["x"] >= 0 and item["x"] + item["w"] <= GRID_WIDTH
-        area = {(x, y) for x in range(item["x"], item["x"] + item["w"])
-                for y in range(item["y"], item["y"] + item["h"])}
-        assert not cells & area, f"panel {item['panelId']} overlaps another"
-        cells |= area
     for panel in board["panels"]:
         assert panel["type"] in ("advancedTimechart", "advancedNumber")
         assert panel["name"] and panel["advancedQueries"]
@@ -69,6 +61,28 @@ def test_v3_structure_and_layout() -> None:
             assert q["enabled"] is True
             assert set(q["format"]) >= {"unit", "inputFormat", "displayFormat", "yAxis"}
             assert set(q["displayInfo"]) == {"displayName", "timeSeriesDisplayNameTemplate", "type"}
+
+
+@pytest.mark.parametrize("org", [None, OrgConfig(keys={
+    "costcenter": OrgKeyConfig(workload_labels=("cc",)), "team": OrgKeyConfig(workload_labels=()),
+})], ids=["default", "fewer-keys"])
+def test_layout_is_on_sysdigs_24_column_grid(org: OrgConfig | None) -> None:
+    # Sysdig lays dashboards out on 24 columns (its Terraform provider rejects x + w > 24).
+    layout = build_dashboard(org)["dashboard"]["layout"]
+    cells: set[tuple[int, int]] = set()
+    rows: dict[int, int] = {}
+    for item in layout:
+        assert set(item) == {"panelId", "x", "y", "w", "h"}
+        assert all(isinstance(v, int) for v in item.values())
+        assert item["x"] >= 0 and item["w"] >= 1 and item["h"] >= 1
+        assert item["x"] + item["w"] <= 24, item
+        area = {(x, y) for x in range(item["x"], item["x"] + item["w"])
+                for y in range(item["y"], item["y"] + item["h"])}
+        assert not cells & area, f"panel {item['panelId']} overlaps another"
+        cells |= area
+        rows[item["y"]] = rows.get(item["y"], 0) + item["w"]
+    # Every row but the last spans the whole width (a 12-column layout would fill half of it).
+    assert all(width == 24 for y, width in rows.items() if y != max(rows)), rows
 
 
 def test_every_query_parses_and_uses_sysdig_metric_names() -> None:
