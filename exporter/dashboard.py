@@ -41,6 +41,8 @@ from exporter.sysdig import StrictAdapter
 
 DEFAULT_NAME = "Kubernetes Chargeback"
 DATA_FILE = "dashboard.json"
+# What a re-install replaces; every other field of an existing dashboard is the users'.
+OWNED_FIELDS = ("panels", "layout", "description")
 STEP_SECONDS = 60  # panel sampling: Sysdig keeps 1-minute data for 2 days, 10 s only for 6 h
 GRID_WIDTH = 24  # Sysdig lays dashboards out on 24 columns (its Terraform provider checks it)
 
@@ -467,9 +469,11 @@ class DashboardInstaller:
     def install(self, dashboard: dict[str, Any], name: str, shared: bool = False) -> InstallResult:
         """Create `dashboard` (v3 export format) named `name`, or update the one of that name.
 
-        An existing dashboard keeps its id, sharing and public settings; its panels, layout and
-        description are replaced and its version moves on. With several of that name, the one
-        with the lowest id is updated and the others are reported in `duplicates`.
+        An existing dashboard has only its panels, layout and description replaced; whatever
+        users set in the UI (scope, events overlay, sharing, public link, favourite, and any
+        field this version does not know) is sent back as it was, and its version moves on.
+        With several of that name, the one with the lowest id is updated and the others are
+        reported in `duplicates`.
         """
         existing = self.find(name)
         if existing:
@@ -477,10 +481,8 @@ class DashboardInstaller:
             full = self._call("get dashboard", self._client.get_dashboard, target["id"])
             current = dict(full.get("dashboard", full))
             body = dashboard["dashboard"]
-            for key, value in body.items():
-                if key not in ("id", "version", "name", "shared", "public", "publicToken"):
-                    current[key] = value
-            current["name"] = name
+            for key in OWNED_FIELDS:
+                current[key] = body[key]
             updated = self._call("update dashboard", self._client.update_dashboard, current)
             board = updated.get("dashboard", updated)
             return InstallResult("updated", board.get("id"), board.get("version"),
