@@ -22,6 +22,7 @@ from exporter.dashboard import (
     installer_from_config,
     panels,
     shipped_text,
+    sysdig_variables,
 )
 from exporter.queries import CPU_USED, MEM_USED, REQUESTS
 
@@ -90,10 +91,22 @@ def test_every_query_parses_and_uses_sysdig_metric_names() -> None:
     assert len(queries) >= 28
     metric = re.compile(r"\b(sysdig_[a-z_]+|kube_pod_container_resource_[a-z]+)\b")
     for name, query in queries:
-        promql_parser.parse(query)  # raises on a syntax error
+        promql_parser.parse(sysdig_variables(query, interval=600, range_=86400))  # syntax
         assert set(metric.findall(query)) <= {CPU_USED, MEM_USED, REQUESTS}, name
         assert "rate(" not in query, f"{name}: Sysdig's CPU metric is a gauge in cores"
         assert len(query) < 8000, f"{name}: query too long for a GET"
+
+
+def test_no_query_assumes_a_resolution() -> None:
+    # Sysdig serves 10 s to 1 day samples depending on age and picks each panel's interval from
+    # the viewed range: every window is that interval (or the viewed range), none is fixed.
+    durations = re.compile(r"\[([^\]]*)\]")
+    for name, query in all_queries(json.loads(SHIPPED.read_text())):
+        windows = set(durations.findall(query))
+        assert windows, name
+        assert windows <= {"$__interval", "$__range:$__interval"}, (name, windows)
+        assert "last_over_time" not in query, name
+        assert re.findall(r"\boffset\s+([0-9a-z]+)", query) == ["5s"] * query.count("offset"), name
 
 
 def test_required_views_are_present() -> None:
@@ -109,7 +122,9 @@ def test_required_views_are_present() -> None:
         "Top 20 workloads by chargeable core-hours per hour",
         "CPU efficiency (used / requested) by costcenter",
         "Memory efficiency (used / requested) by costcenter",
-        "Unallocated share of core-hours (no costcenter), last hour",
+        "Unallocated share of core-hours (no costcenter) in the viewed range",
+        "Chargeable core-hours in the viewed range",
+        "Chargeable GiB-hours in the viewed range",
         "Unallocated share of chargeable CPU per org key",
     ):
         assert expected in names
@@ -131,7 +146,7 @@ def test_label_sources_follow_the_org_config() -> None:
     assert "kube_job_label_cost_center" in text
     assert "kube_namespace_label_costcenter" not in text
     for _, query in all_queries(build_dashboard(org)):
-        promql_parser.parse(query)
+        promql_parser.parse(sysdig_variables(query, interval=60, range_=3600))
 
 
 def test_precedence_workload_label_wins_over_namespace() -> None:
