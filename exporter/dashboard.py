@@ -1,14 +1,24 @@
 """The Sysdig chargeback dashboard: its PromQL, the shipped JSON, and `dashboard install|export`.
 
-The panels show, live in Sysdig, what the exporter bills: per pod and per 1-minute step the
-larger of CPU/memory request and usage, summed to cost center, business unit, department, team,
-namespace and workload, with unlabelled usage shown as `__unallocated__`. They sample once a
-minute, so they are a close view of the bill, not the bill: the exported records are.
+The panels show, live in Sysdig, what the exporter bills: per pod the larger of CPU/memory
+request and usage, summed to cost center, business unit, department, team, namespace and
+workload, with unlabelled usage shown as `__unallocated__`.
+
+They are right at any viewed range, whatever resolution Sysdig serves (10 s for hours, then
+1 min, 10 min, 1 h and 1 day roll-ups): they never count samples. Each chart point averages its
+panel interval (`$__interval`, which Sysdig sets from the viewed range): per pod, the sums of
+usage and of request samples in the interval, the larger of the two, divided by the number of
+samples a full-interval series has there. That is cores (or bytes) on average, i.e. unit-hours
+per hour, and a pod present for part of the interval counts for that part only. Totals over the
+viewed range (`$__range`) add the intervals' averages times the interval length. The max is
+taken per pod and interval, which is per sample when Sysdig serves data at the panel's sampling
+(its choice); the exported records, per 10 s sample and exact, are the bill.
 
 Org labels resolve as in `exporter.org` (workload label, then namespace label; blank values
-skipped, values trimmed), with one chain of `label_replace` per key over
-`sysdig_container_cpu_cores_used` (the series the exporter reads labels from too). Defaults and
-allow-lists are applied by the exporter only; the dashboard shows labels as Sysdig sees them.
+skipped, values trimmed), with one chain of `label_replace` per key over the pod's
+`sysdig_container_cpu_cores_used` series (the series the exporter reads labels from too).
+Defaults and allow-lists are applied by the exporter only; the dashboard shows labels as Sysdig
+sees them.
 
 `exporter/data/dashboard.json` is `build_dashboard()` for the default org configuration,
 regenerated with `python -m exporter.dashboard > exporter/data/dashboard.json` (a test checks
@@ -41,10 +51,17 @@ from exporter.sysdig import StrictAdapter
 
 DEFAULT_NAME = "Kubernetes Chargeback"
 DATA_FILE = "dashboard.json"
-# Panel sampling: by Sysdig's documented retention (exporter.retention.DOCUMENTED) 10 s data
-# lasts 4 h but 1-minute data a week, so the panels' one-hour sums hold over any recent range.
-STEP_SECONDS = 60
-GRID_WIDTH = 12  # Sysdig v3 layouts are 12 columns wide
+# What a re-install replaces; every other field of an existing dashboard is the users'.
+OWNED_FIELDS = ("panels", "layout", "description")
+# Sysdig's panel variables: the sampling it picks for the viewed range, and that range.
+INTERVAL = "$__interval"
+INTERVAL_SEC = "$__interval_sec"
+RANGE = "$__range"
+# A panel interval ending at step t holds the samples stamped in [t - interval, t): shifted by
+# 5 s, neither edge sits on Sysdig's 10 s grid, so closed (Prometheus 2.x) and left-open (3.x)
+# ranges read the same samples and consecutive intervals never share one.
+WINDOW = f"[{INTERVAL}] offset 5s"
+GRID_WIDTH = 24  # Sysdig lays dashboards out on 24 columns (its Terraform provider checks it)
 
 _G = ", ".join(POD_GRAIN)
 _TRIM = r"\\s*(.*\\S)\\s*"  # PromQL string for the RE2 regex \s*(.*\S)\s*: non-blank, trimmed
@@ -87,38 +104,52 @@ def _names(primary: Sequence[str], aliases: Sequence[str]) -> tuple[str, ...]:
 class Queries:
     """The PromQL of every panel, built from the org label sources.
 
-    Per pod (`POD_GRAIN`) and per step: usage `U`, request `R`, chargeable `(U >= R) or R or U`,
-    each the last sample in the half step before it (no 5-minute lookback). `org(x)` attaches the
-    org keys from the pod's usage series and sets a missing key to `__unallocated__`.
+    Per pod (`POD_GRAIN`) and panel interval: usage `U` and request `R` are the sums of their
+    samples in the interval (over the pod's containers), chargeable is `(U >= R) or R or U`.
+    `rate(x)` divides such sums by the samples a full-interval series has (`slots`), giving the
+    interval's average; `org(x)` attaches the org keys from the pod's usage series and sets a
+    missing key to `__unallocated__`.
     """
 
-    def __init__(self, sources: OrgSources, step_seconds: int = STEP_SECONDS) -> None:
-        if step_seconds <= 0 or step_seconds % 2 or 3600 % step_seconds:
-            raise ValueError("step_seconds must be even and divide an hour")
+    def __init__(self, sources: OrgSources) -> None:
         self.sources = sources
         self.keys = tuple(sources.labels)
-        self.step = format_duration(step_seconds)
-        # Half a step, as in exporter/queries.py: a step sees only its own sample, never the
-        # previous step's (Prometheus 2.x ranges are closed) and no 5-minute lookback.
-        self.window = format_duration(step_seconds // 2)
-        self.steps_per_hour = 3600 // step_seconds
 
-    def _sample(self, metric: str, matchers: Sequence[tuple[str, str, str]] = ()) -> str:
-        return f"sum by ({_G}) (last_over_time({selector(metric, matchers)}[{self.window}]))"
+    @staticmethod
+    def _sum(metric: str, matchers: Sequence[tuple[str, str, str]] = ()) -> str:
+        return f"sum by ({_G}) (sum_over_time({selector(metric, matchers)}{WINDOW}))"
 
     def usage(self, res: str) -> str:
-        return self._sample(CPU_USED if res == "cpu" else MEM_USED)
+        return self._sum(CPU_USED if res == "cpu" else MEM_USED)
 
     def request(self, res: str) -> str:
-        return self._sample(REQUESTS, [("resource", "=", res)])
+        return self._sum(REQUESTS, [("resource", "=", res)])
 
     def chargeable(self, res: str) -> str:
         u, r = self.usage(res), self.request(res)
         return f"({u} >= {r}) or {r} or {u}"
 
+    @staticmethod
+    def slots() -> str:
+        """Samples per interval at the resolution served: those of the fullest usage series.
+
+        Counted, not assumed, so 10 s data and hourly roll-ups give the same averages.
+        """
+        return f"max(count_over_time({CPU_USED}{WINDOW}))"
+
+    def rate(self, expr: str) -> str:
+        """Sums of samples as the interval's average (cores, bytes); none without usage data."""
+        return f"({expr}) / on() group_left() {self.slots()}"
+
+    @staticmethod
+    def _chosen() -> str:
+        # One usage series per pod and interval (the one with most samples): a pod relabelled
+        # within the interval would otherwise join to two label sets, which PromQL refuses.
+        return f"topk by ({_G}) (1, count_over_time({CPU_USED}{WINDOW}))"
+
     def info(self, keys: Sequence[str]) -> str:
-        """One series of value 1 per pod, labelled with the org `keys` its usage series carry."""
-        expr = f"last_over_time({CPU_USED}[{self.window}])"
+        """One series of value 1 per pod, labelled with the org `keys` its usage series carries."""
+        expr = self._chosen()
         for key in keys:
             for src in reversed(self.sources.labels[key]):  # innermost = lowest precedence
                 expr = f'label_replace({expr}, "{key}", "$1", "{src}", "{_TRIM}")'
@@ -136,24 +167,34 @@ class Queries:
         return joined
 
     def has_key(self, key: str) -> str:
-        """Pods whose usage series carry a non-blank label for `key`."""
-        blank = [(src, "=~", _BLANK) for src in self.sources.labels[key]]
-        every = f"group by ({_G}) (last_over_time({CPU_USED}[{self.window}]))"
-        if not blank:
-            return f"({every} unless on({_G}) {every})"
-        unlabelled = f"group by ({_G}) (last_over_time({selector(CPU_USED, blank)}[{self.window}]))"
-        return f"({every} unless on({_G}) {unlabelled})"
+        """Pods whose chosen usage series carries a non-blank label for `key`."""
+        sources = self.sources.labels[key]
+        if not sources:
+            return f"({self._chosen()} unless on({_G}) {self._chosen()})"
+        blank = selector(CPU_USED, [(src, "=~", _BLANK) for src in sources])
+        on = ", ".join((*POD_GRAIN, *sources))
+        return (f"group by ({_G}) ({self._chosen()} unless on({on}) "
+                f"count_over_time({blank}{WINDOW}))")
 
     def unallocated(self, res: str, key: str) -> str:
         return f"({self.chargeable(res)}) unless on({_G}) {self.has_key(key)}"
 
-    def per_hour(self, expr: str) -> str:
-        """Sum of the step values over the last hour / steps per hour: unit-hours in that hour."""
-        return f"sum_over_time(({expr})[1h:{self.step}]) / {self.steps_per_hour}"
+    def total(self, expr: str) -> str:
+        """Unit-hours in the viewed range: each interval's average times its length."""
+        return f"(sum_over_time(({expr})[{RANGE}:{INTERVAL}]) * {INTERVAL_SEC} / 3600)"
 
     @staticmethod
     def gib(expr: str) -> str:
         return f"({expr}) / {GIB}"
+
+
+def sysdig_variables(query: str, *, interval: int, range_: int) -> str:
+    """`query` with Sysdig's time variables replaced as Sysdig replaces them for a panel whose
+    sampling is `interval` seconds and whose viewed range is `range_` seconds (for evaluating
+    panels against a plain Prometheus). The `_sec` forms are numbers, the others durations."""
+    for name, seconds in (("$__interval", interval), ("$__range", range_)):
+        query = query.replace(f"{name}_sec", str(seconds)).replace(name, format_duration(seconds))
+    return query
 
 
 # ---------------------------------------------------------------------------------------------
@@ -221,7 +262,11 @@ class Panel:
 
 
 def panels(q: Queries) -> list[Panel]:
-    """Every panel, in layout order. `tags` mark what the tests check (e.g. `by-costcenter`)."""
+    """Every panel, in layout order. `tags` mark what the tests check (e.g. `by-costcenter`).
+
+    Charts show each interval's average (unit-hours per hour, i.e. cores or GiB); number panels
+    show totals over the viewed range.
+    """
     cc = "costcenter" if "costcenter" in q.keys else q.keys[0]
     unit_hours = {"cpu": "core-hours", "memory": "GiB-hours"}
     what = {"cpu": "CPU", "memory": "memory"}
@@ -234,17 +279,16 @@ def panels(q: Queries) -> list[Panel]:
     def org_keys(by: Sequence[str]) -> list[str]:
         return [k for k in by if k in q.keys]
 
-    def hours(res: str, by: Sequence[str]) -> str:
-        charged = q.org(q.chargeable(res), org_keys(by))
-        return scaled(res, f"sum by ({', '.join(by)}) ({q.per_hour(charged)})")
-
-    def now(kind: str, res: str, by: Sequence[str]) -> str:
+    def summed(kind: str, res: str, by: Sequence[str]) -> str:
         base = {"chargeable": q.chargeable, "usage": q.usage, "request": q.request}[kind](res)
         return f"sum by ({', '.join(by)}) ({q.org(base, org_keys(by))})"
 
-    def share_hour(res: str, key: str) -> str:
-        part = f"sum({q.per_hour(q.unallocated(res, key))}) or vector(0)"
-        return f"100 * ({part}) / sum({q.per_hour(q.chargeable(res))})"
+    def per_hour(kind: str, res: str, by: Sequence[str]) -> str:
+        return scaled(res, q.rate(summed(kind, res, by)))
+
+    def share_range(res: str, key: str) -> str:
+        part = f"{q.total(q.rate(f'sum({q.unallocated(res, key)})'))} or vector(0)"
+        return f"100 * ({part}) / {q.total(q.rate(f'sum({q.chargeable(res)})'))}"
 
     def share_now(res: str, key: str) -> str:
         return f"100 * (sum({q.unallocated(res, key)}) or vector(0)) / sum({q.chargeable(res)})"
@@ -254,35 +298,31 @@ def panels(q: Queries) -> list[Panel]:
 
     out: list[Panel] = []
     for res in RESOURCES:
-        total = f"sum({q.per_hour(q.chargeable(res))})"
+        total = q.total(q.rate(f"sum({q.chargeable(res)})"))
         out.append(Panel(
-            f"Chargeable {unit_hours[res]}, last hour",
-            f"max(request, usage) of {what[res]} per pod and minute, summed over the last hour.",
-            ((scaled(res, total), "", unit_hours[res]),), "number", 3, 3, number=True,
+            f"Chargeable {unit_hours[res]} in the viewed range",
+            f"max(request, usage) of {what[res]} per pod and interval, added up over the "
+            "viewed range.",
+            ((scaled(res, total), "", unit_hours[res]),), "number", 6, 3, number=True,
             tags=("total",)))
     for res in RESOURCES:
         out.append(Panel(
-            f"Unallocated share of {unit_hours[res]} (no {cc}), last hour",
+            f"Unallocated share of {unit_hours[res]} (no {cc}) in the viewed range",
             f"Share of chargeable {unit_hours[res]} of pods whose usage carries no {cc} label "
             "on the workload or its namespace.",
-            ((share_hour(res, cc), "", "unallocated"),), "%", 3, 3, number=True,
+            ((share_range(res, cc), "", "unallocated"),), "%", 6, 3, number=True,
             tags=("unallocated",)))
     for res in RESOURCES:
         out.append(Panel(
             f"Chargeable {unit_hours[res]} per hour by {cc}",
-            f"max(request, usage) per pod and minute over the past hour, by {cc}.",
-            ((hours(res, [cc]), legend([cc]), ""),), "number", 6, 4, tags=("by-costcenter",)))
-    for res in RESOURCES:
-        out.append(Panel(
-            f"Chargeable {what[res]} ({unit_now[res]}) by {cc}",
-            f"max(request, usage) of {what[res]} right now, per pod, by {cc}.",
-            ((scaled(res, now("chargeable", res, [cc])), legend([cc]), ""),), "number", 6, 4,
+            f"max(request, usage) of {what[res]} per pod, averaged over each interval, by {cc}.",
+            ((per_hour("chargeable", res, [cc]), legend([cc]), ""),), "number", 12, 4,
             tags=("by-costcenter",)))
     for res in RESOURCES:
         out.append(Panel(
             f"{title_of[res]} consumption ({unit_now[res]} used) by {cc}",
-            f"{title_of[res]} actually used, by {cc}.",
-            ((scaled(res, now("usage", res, [cc])), legend([cc]), ""),), "number", 6, 4,
+            f"{title_of[res]} actually used, averaged over each interval, by {cc}.",
+            ((per_hour("usage", res, [cc]), legend([cc]), ""),), "number", 12, 4,
             tags=("by-costcenter",)))
     drill = [
         ["businessunit"], ["businessunit", "department"], ["department", "team"],
@@ -295,51 +335,52 @@ def panels(q: Queries) -> list[Panel]:
         for res in RESOURCES:
             out.append(Panel(
                 f"Chargeable {unit_hours[res]} per hour by {title}",
-                f"Drill-down: chargeable {unit_hours[res]} in the past hour by {title}.",
-                ((hours(res, by), legend(by), ""),), "number", 6, 4, tags=("drill-down",)))
+                f"Drill-down: chargeable {unit_hours[res]} per hour by {title}.",
+                ((per_hour("chargeable", res, by), legend(by), ""),), "number", 12, 4,
+                tags=("drill-down",)))
     workload = [cc, *org_keys(["team"]), "kube_cluster_name", "kube_namespace_name",
                 "kube_workload_type", "kube_workload_name"]
     for res in RESOURCES:
         out.append(Panel(
             f"Top 20 workloads by chargeable {unit_hours[res]} per hour",
             "Drill-down to the workload, with its org labels.",
-            ((f"topk(20, {hours(res, workload)})",
+            ((f"topk(20, {per_hour('chargeable', res, workload)})",
               "{{kube_namespace_name}}/{{kube_workload_name}} ({{" + cc + "}})", ""),),
-            "number", 6, 5, tags=("drill-down",)))
+            "number", 12, 5, tags=("drill-down",)))
     for res in RESOURCES:
-        ratio = f"100 * {now('usage', res, [cc])} / {now('request', res, [cc])}"
+        ratio = f"100 * {summed('usage', res, [cc])} / {summed('request', res, [cc])}"
         out.append(Panel(
             f"{title_of[res]} efficiency (used / requested) by {cc}",
             f"Usage as a percentage of requests; low values mean paying for idle {what[res]}.",
-            ((ratio, legend([cc]), ""),), "%", 6, 4, tags=("by-costcenter", "efficiency")))
+            ((ratio, legend([cc]), ""),), "%", 12, 4, tags=("by-costcenter", "efficiency")))
     for res in RESOURCES:
-        idle = f"{now('chargeable', res, [cc])} - {now('usage', res, [cc])}"
+        idle = q.rate(f"{summed('chargeable', res, [cc])} - {summed('usage', res, [cc])}")
         out.append(Panel(
             f"Idle but charged {what[res]} ({unit_now[res]}) by {cc}",
             "Chargeable minus used: requested capacity that is billed but not used.",
-            ((scaled(res, idle), legend([cc]), ""),), "number", 6, 4,
+            ((scaled(res, idle), legend([cc]), ""),), "number", 12, 4,
             tags=("by-costcenter", "efficiency")))
     for res in RESOURCES:
         out.append(Panel(
             f"Unallocated share of chargeable {what[res]} per org key",
             "Per org key, the share of chargeable capacity of pods without that label.",
-            tuple((share_now(res, key), "", key) for key in q.keys), "%", 6, 4,
+            tuple((share_now(res, key), "", key) for key in q.keys), "%", 12, 4,
             tags=("unallocated",)))
     for res in RESOURCES:
-        expr = (f"sum by (kube_cluster_name, kube_namespace_name, kube_workload_type, "
-                f"kube_workload_name) ({q.unallocated(res, cc)})")
+        expr = q.rate(f"sum by (kube_cluster_name, kube_namespace_name, kube_workload_type, "
+                      f"kube_workload_name) ({q.unallocated(res, cc)})")
         out.append(Panel(
             f"Top 20 workloads without {cc} ({what[res]})",
             f"Workloads charged to {UNALLOCATED}: label them (see `chargeback-exporter "
             "check-labels`).",
             ((f"topk(20, {scaled(res, expr)})",
               "{{kube_namespace_name}}/{{kube_workload_name}}", ""),),
-            "number", 6, 5, tags=("unallocated",)))
+            "number", 12, 5, tags=("unallocated",)))
     return out
 
 
 def _layout(items: Sequence[Panel]) -> list[dict[str, int]]:
-    """Left to right, top to bottom, on the 12-column grid."""
+    """Left to right, top to bottom, on the 24-column grid."""
     layout: list[dict[str, int]] = []
     x = y = row_h = 0
     for i, p in enumerate(items, 1):
@@ -351,22 +392,17 @@ def _layout(items: Sequence[Panel]) -> list[dict[str, int]]:
     return layout
 
 
-def build_dashboard(
-    org: OrgConfig | None = None, name: str = DEFAULT_NAME, step_seconds: int = STEP_SECONDS
-) -> dict[str, Any]:
-    """The dashboard as Sysdig's v3 export format: `{"version": "v3", "dashboard": {...}}`.
-
-    `step_seconds` is the panels' sampling step (tests use the 10 s sample interval to compare
-    with the exporter's exact integrals).
-    """
-    items = panels(Queries(OrgSources.from_config(org), step_seconds))
+def build_dashboard(org: OrgConfig | None = None, name: str = DEFAULT_NAME) -> dict[str, Any]:
+    """The dashboard as Sysdig's v3 export format: `{"version": "v3", "dashboard": {...}}`."""
+    items = panels(Queries(OrgSources.from_config(org)))
     return {
         "version": "v3",
         "dashboard": {
             "name": name,
             "description": (
                 "Chargeback view of the Sysdig chargeback exporter: chargeable = max(request, "
-                "usage) per pod and minute. Sampled per minute; the exported billing records "
+                "usage) per pod, averaged over each panel interval at whatever resolution "
+                "Sysdig serves; totals cover the viewed range. The exported billing records "
                 "are authoritative."
             ),
             "schema": 3,
@@ -469,9 +505,11 @@ class DashboardInstaller:
     def install(self, dashboard: dict[str, Any], name: str, shared: bool = False) -> InstallResult:
         """Create `dashboard` (v3 export format) named `name`, or update the one of that name.
 
-        An existing dashboard keeps its id, sharing and public settings; its panels, layout and
-        description are replaced and its version moves on. With several of that name, the one
-        with the lowest id is updated and the others are reported in `duplicates`.
+        An existing dashboard has only its panels, layout and description replaced; whatever
+        users set in the UI (scope, events overlay, sharing, public link, favourite, and any
+        field this version does not know) is sent back as it was, and its version moves on.
+        With several of that name, the one with the lowest id is updated and the others are
+        reported in `duplicates`.
         """
         existing = self.find(name)
         if existing:
@@ -479,10 +517,8 @@ class DashboardInstaller:
             full = self._call("get dashboard", self._client.get_dashboard, target["id"])
             current = dict(full.get("dashboard", full))
             body = dashboard["dashboard"]
-            for key, value in body.items():
-                if key not in ("id", "version", "name", "shared", "public", "publicToken"):
-                    current[key] = value
-            current["name"] = name
+            for key in OWNED_FIELDS:
+                current[key] = body[key]
             updated = self._call("update dashboard", self._client.update_dashboard, current)
             board = updated.get("dashboard", updated)
             return InstallResult("updated", board.get("id"), board.get("version"),

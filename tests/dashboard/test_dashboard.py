@@ -15,7 +15,6 @@ from exporter.cli import main
 from exporter.config import OrgConfig, OrgKeyConfig, load_config
 from exporter.dashboard import (
     DEFAULT_NAME,
-    GRID_WIDTH,
     OrgSources,
     Queries,
     build_dashboard,
@@ -23,6 +22,7 @@ from exporter.dashboard import (
     installer_from_config,
     panels,
     shipped_text,
+    sysdig_variables,
 )
 from exporter.queries import CPU_USED, MEM_USED, REQUESTS
 
@@ -55,13 +55,6 @@ def test_v3_structure_and_layout() -> None:
     ids = [p["id"] for p in board["panels"]]
     assert ids == list(range(1, len(ids) + 1))
     assert sorted(item["panelId"] for item in board["layout"]) == ids
-    cells: set[tuple[int, int]] = set()
-    for item in board["layout"]:
-        assert item["x"] >= 0 and item["x"] + item["w"] <= GRID_WIDTH
-        area = {(x, y) for x in range(item["x"], item["x"] + item["w"])
-                for y in range(item["y"], item["y"] + item["h"])}
-        assert not cells & area, f"panel {item['panelId']} overlaps another"
-        cells |= area
     for panel in board["panels"]:
         assert panel["type"] in ("advancedTimechart", "advancedNumber")
         assert panel["name"] and panel["advancedQueries"]
@@ -71,15 +64,49 @@ def test_v3_structure_and_layout() -> None:
             assert set(q["displayInfo"]) == {"displayName", "timeSeriesDisplayNameTemplate", "type"}
 
 
+@pytest.mark.parametrize("org", [None, OrgConfig(keys={
+    "costcenter": OrgKeyConfig(workload_labels=("cc",)), "team": OrgKeyConfig(workload_labels=()),
+})], ids=["default", "fewer-keys"])
+def test_layout_is_on_sysdigs_24_column_grid(org: OrgConfig | None) -> None:
+    # Sysdig lays dashboards out on 24 columns (its Terraform provider rejects x + w > 24).
+    layout = build_dashboard(org)["dashboard"]["layout"]
+    cells: set[tuple[int, int]] = set()
+    rows: dict[int, int] = {}
+    for item in layout:
+        assert set(item) == {"panelId", "x", "y", "w", "h"}
+        assert all(isinstance(v, int) for v in item.values())
+        assert item["x"] >= 0 and item["w"] >= 1 and item["h"] >= 1
+        assert item["x"] + item["w"] <= 24, item
+        area = {(x, y) for x in range(item["x"], item["x"] + item["w"])
+                for y in range(item["y"], item["y"] + item["h"])}
+        assert not cells & area, f"panel {item['panelId']} overlaps another"
+        cells |= area
+        rows[item["y"]] = rows.get(item["y"], 0) + item["w"]
+    # Every row but the last spans the whole width (a 12-column layout would fill half of it).
+    assert all(width == 24 for y, width in rows.items() if y != max(rows)), rows
+
+
 def test_every_query_parses_and_uses_sysdig_metric_names() -> None:
     queries = all_queries(json.loads(SHIPPED.read_text()))
     assert len(queries) >= 28
     metric = re.compile(r"\b(sysdig_[a-z_]+|kube_pod_container_resource_[a-z]+)\b")
     for name, query in queries:
-        promql_parser.parse(query)  # raises on a syntax error
+        promql_parser.parse(sysdig_variables(query, interval=600, range_=86400))  # syntax
         assert set(metric.findall(query)) <= {CPU_USED, MEM_USED, REQUESTS}, name
         assert "rate(" not in query, f"{name}: Sysdig's CPU metric is a gauge in cores"
         assert len(query) < 8000, f"{name}: query too long for a GET"
+
+
+def test_no_query_assumes_a_resolution() -> None:
+    # Sysdig serves 10 s to 1 day samples depending on age and picks each panel's interval from
+    # the viewed range: every window is that interval (or the viewed range), none is fixed.
+    durations = re.compile(r"\[([^\]]*)\]")
+    for name, query in all_queries(json.loads(SHIPPED.read_text())):
+        windows = set(durations.findall(query))
+        assert windows, name
+        assert windows <= {"$__interval", "$__range:$__interval"}, (name, windows)
+        assert "last_over_time" not in query, name
+        assert re.findall(r"\boffset\s+([0-9a-z]+)", query) == ["5s"] * query.count("offset"), name
 
 
 def test_required_views_are_present() -> None:
@@ -95,7 +122,9 @@ def test_required_views_are_present() -> None:
         "Top 20 workloads by chargeable core-hours per hour",
         "CPU efficiency (used / requested) by costcenter",
         "Memory efficiency (used / requested) by costcenter",
-        "Unallocated share of core-hours (no costcenter), last hour",
+        "Unallocated share of core-hours (no costcenter) in the viewed range",
+        "Chargeable core-hours in the viewed range",
+        "Chargeable GiB-hours in the viewed range",
         "Unallocated share of chargeable CPU per org key",
     ):
         assert expected in names
@@ -117,7 +146,7 @@ def test_label_sources_follow_the_org_config() -> None:
     assert "kube_job_label_cost_center" in text
     assert "kube_namespace_label_costcenter" not in text
     for _, query in all_queries(build_dashboard(org)):
-        promql_parser.parse(query)
+        promql_parser.parse(sysdig_variables(query, interval=60, range_=3600))
 
 
 def test_precedence_workload_label_wins_over_namespace() -> None:

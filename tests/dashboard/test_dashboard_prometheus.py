@@ -1,9 +1,11 @@
 """Every dashboard query evaluated by a real Prometheus 2.x over the synthetic fleet.
 
-With the panels' step set to the 10 s sample interval, the per-hour panels must reproduce the
-fleet's ground truth (the same integrals the exporter bills) by cost center, org drill-down and
-workload; at the default 1-minute step every query must succeed and the by-cost-center views
-must have data.
+The fleet has 10 s samples, so Sysdig would give the panels a 10 s `$__interval` over a short
+view: the charts then hold one sample per point, and adding up an hour of points (or the total
+over a one-hour viewed range) must reproduce the fleet's ground truth (the same integrals the
+exporter bills) by cost center, org drill-down and workload. At a 1-minute interval every query
+must succeed and the by-cost-center views must have data. Rolled-up data is covered by
+test_dashboard_resolution.py.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import pytest
 import requests
 from conformance.conftest import T0, ConformanceData
 
-from exporter.dashboard import OrgSources, Panel, Queries, panels
+from exporter.dashboard import OrgSources, Panel, Queries, panels, sysdig_variables
 from exporter.model import UNALLOCATED
 from exporter.simulator.fleet import CPU_QUANTUM, MIB
 from exporter.simulator.prometheus import RealPrometheus
@@ -26,7 +28,7 @@ from exporter.simulator.prometheus import RealPrometheus
 pytestmark = pytest.mark.integration
 
 HOUR = T0 + 3600  # a full hour of data: [T0+1h, T0+2h)
-EXACT_STEP = 10
+STEP = 10  # the fleet's sample interval, and the panels' interval in these tests
 
 
 def query(prom: RealPrometheus, expr: str, at: float) -> list[dict[str, Any]]:
@@ -35,6 +37,22 @@ def query(prom: RealPrometheus, expr: str, at: float) -> list[dict[str, Any]]:
     assert resp.status_code == 200 and body["status"] == "success", body.get("error")
     result: list[dict[str, Any]] = body["data"]["result"]
     return result
+
+
+def hour_of_points(prom: RealPrometheus, expr: str, names: tuple[str, ...]
+                   ) -> dict[tuple[str, ...], float]:
+    """A chart's points over HOUR (10 s interval) added up, in unit-hours, by `names`."""
+    resp = requests.get(f"{prom.url}/api/v1/query_range", timeout=120, params={
+        "query": sysdig_variables(expr, interval=STEP, range_=3600),
+        "start": HOUR + STEP, "end": HOUR + 3600, "step": STEP})
+    body = resp.json()
+    assert resp.status_code == 200 and body["status"] == "success", body.get("error")
+    out: dict[tuple[str, ...], float] = defaultdict(float)
+    for r in body["data"]["result"]:
+        assert len(r["values"]) <= 3600 // STEP
+        out[tuple(r["metric"].get(n, "") for n in names)] += sum(
+            float(v) for _, v in r["values"]) * STEP / 3600
+    return dict(out)
 
 
 def by_labels(result: list[dict[str, Any]], names: tuple[str, ...]) -> dict[tuple[str, ...], float]:
@@ -62,18 +80,13 @@ def default_panels() -> list[Panel]:
     return panels(Queries(OrgSources.from_config()))
 
 
-@pytest.fixture(scope="module")
-def exact_panels() -> list[Panel]:
-    return panels(Queries(OrgSources.from_config(), step_seconds=EXACT_STEP))
-
-
 def test_every_panel_query_succeeds(
     prometheus: RealPrometheus, conformance_data: ConformanceData, default_panels: list[Panel]
 ) -> None:
     at = conformance_data.now - 300
     for p in default_panels:
         for expr, _, label in p.queries:
-            result = query(prometheus, expr, at)
+            result = query(prometheus, sysdig_variables(expr, interval=60, range_=3600), at)
             if "by-costcenter" in p.tags or "total" in p.tags or "drill-down" in p.tags:
                 assert result, f"{p.name} {label}: no data"
             if "by-costcenter" in p.tags:
@@ -92,13 +105,12 @@ def _truth_by(data: ConformanceData, res: str, keys: Callable[[Any], tuple[str, 
 
 @pytest.mark.parametrize("res", ["cpu", "memory"])
 def test_per_hour_by_costcenter_equals_ground_truth(
-    prometheus: RealPrometheus, conformance_data: ConformanceData, exact_panels: list[Panel],
+    prometheus: RealPrometheus, conformance_data: ConformanceData, default_panels: list[Panel],
     res: str,
 ) -> None:
     unit = "core-hours" if res == "cpu" else "GiB-hours"
-    expr = panel(exact_panels, f"Chargeable {unit} per hour by costcenter")
-    # At end - step/2 the 1 h subquery visits exactly the hour's 360 sample steps.
-    got = by_labels(query(prometheus, expr, HOUR + 3600 - EXACT_STEP / 2), ("costcenter",))
+    got = hour_of_points(prometheus, panel(default_panels, f"Chargeable {unit} per hour by costcenter"),
+                         ("costcenter",))
     fleet = conformance_data.fleet
     truth = _truth_by(conformance_data, res, lambda k: (fleet.org_labels(k)["costcenter"],),
                       HOUR, HOUR + 3600)
@@ -116,7 +128,7 @@ def test_per_hour_by_costcenter_equals_ground_truth(
     ],
 )
 def test_drill_down_equals_ground_truth(
-    prometheus: RealPrometheus, conformance_data: ConformanceData, exact_panels: list[Panel],
+    prometheus: RealPrometheus, conformance_data: ConformanceData, default_panels: list[Panel],
     title: str, names: tuple[str, ...],
 ) -> None:
     fleet = conformance_data.fleet
@@ -126,40 +138,49 @@ def test_drill_down_equals_ground_truth(
         return tuple(k.namespace if n == "kube_namespace_name" else org[n] for n in names)
 
     for res, unit in (("cpu", "core-hours"), ("memory", "GiB-hours")):
-        expr = panel(exact_panels, f"Chargeable {unit} per hour by {title}")
-        got = by_labels(query(prometheus, expr, HOUR + 3600 - EXACT_STEP / 2), names)
+        got = hour_of_points(prometheus, panel(default_panels, f"Chargeable {unit} per hour by {title}"),
+                             names)
         assert_close(got, _truth_by(conformance_data, res, keys, HOUR, HOUR + 3600))
 
 
-def test_top_workloads_and_unallocated_share(
-    prometheus: RealPrometheus, conformance_data: ConformanceData, exact_panels: list[Panel],
+def test_top_workloads_totals_and_unallocated_share(
+    prometheus: RealPrometheus, conformance_data: ConformanceData, default_panels: list[Panel],
 ) -> None:
     fleet = conformance_data.fleet
-    at = HOUR + 3600 - EXACT_STEP / 2
     truth = fleet.ground_truth(HOUR, HOUR + 3600)
     assert len(truth) <= 20  # topk(20) then returns every workload
-    expr = panel(exact_panels, "Top 20 workloads by chargeable core-hours per hour")
     names = ("kube_cluster_name", "kube_namespace_name", "kube_workload_type",
              "kube_workload_name", "costcenter")
-    got = by_labels(query(prometheus, expr, at), names)
+    top = panel(default_panels, "Top 20 workloads by chargeable core-hours per hour")
+    got = hour_of_points(prometheus, top, names)
     expected = {(k.cluster, k.namespace, k.kind, k.name, fleet.org_labels(k)["costcenter"]):
                 s["cpu"].chargeable for k, s in truth.items()}
     assert_close(got, expected)
 
-    total = sum((s["cpu"].chargeable for s in truth.values()), Decimal(0))
-    unallocated = sum((s["cpu"].chargeable for k, s in truth.items()
-                       if fleet.org_labels(k)["costcenter"] == UNALLOCATED), Decimal(0))
-    share = panel(exact_panels, "Unallocated share of core-hours (no costcenter), last hour")
-    [r] = query(prometheus, share, at)
-    assert math.isclose(float(r["value"][1]), float(100 * unallocated / total), rel_tol=1e-9)
+    # Number panels over a one-hour viewed range, looked at live (a few seconds past the hour).
+    at = HOUR + 3600 + 3
+
+    def number(name: str) -> float:
+        expr = sysdig_variables(panel(default_panels, name), interval=STEP, range_=3600)
+        [r] = query(prometheus, expr, at)
+        return float(r["value"][1])
+
+    for res, unit in (("cpu", "core-hours"), ("memory", "GiB-hours")):
+        total = sum((s[res].chargeable for s in truth.values()), Decimal(0))
+        unallocated = sum((s[res].chargeable for k, s in truth.items()
+                           if fleet.org_labels(k)["costcenter"] == UNALLOCATED), Decimal(0))
+        assert math.isclose(number(f"Chargeable {unit} in the viewed range"), float(total),
+                            rel_tol=1e-9)
+        share = number(f"Unallocated share of {unit} (no costcenter) in the viewed range")
+        assert math.isclose(share, float(100 * unallocated / total), rel_tol=1e-9)
 
 
-def test_instant_views_equal_one_sample_step(
-    prometheus: RealPrometheus, conformance_data: ConformanceData, exact_panels: list[Panel],
+def test_interval_views_equal_one_sample_step(
+    prometheus: RealPrometheus, conformance_data: ConformanceData, default_panels: list[Panel],
 ) -> None:
     fleet = conformance_data.fleet
-    step = HOUR + 1800  # a sample instant
-    sums = fleet.sample_sums(step, step + EXACT_STEP)
+    step = HOUR + 1800  # a sample instant: the 10 s interval ending at step + 10 holds it alone
+    sums = fleet.sample_sums(step, step + STEP)
     cc: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     for k, s in sums.items():
         c = cc[fleet.org_labels(k)["costcenter"]]
@@ -170,9 +191,10 @@ def test_instant_views_equal_one_sample_step(
         c["mem_req"] += s["memory"].request
 
     def get(name: str) -> dict[tuple[str, ...], float]:
-        return by_labels(query(prometheus, panel(exact_panels, name), step), ("costcenter",))
+        expr = sysdig_variables(panel(default_panels, name), interval=STEP, range_=3600)
+        return by_labels(query(prometheus, expr, step + STEP), ("costcenter",))
 
-    assert_close(get("Chargeable CPU (cores) by costcenter"),
+    assert_close(get("Chargeable core-hours per hour by costcenter"),
                  {(k,): v["charge"] / CPU_QUANTUM for k, v in cc.items()})
     assert_close(get("CPU consumption (cores used) by costcenter"),
                  {(k,): v["used"] / CPU_QUANTUM for k, v in cc.items()})

@@ -94,6 +94,55 @@ def test_second_install_updates_in_place(
     ]
 
 
+def test_reinstall_keeps_what_users_set_in_the_ui(
+    sim: SimulatorServer, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
+    cfg = config(tmp_path, sim.url)
+    assert install(capsys, cfg)[0] == 0
+    headers = {"Authorization": f"Bearer {TOKEN}"}
+    # What a user sets in the UI: scope, events overlay, sharing, favourite, a panel edit.
+    scope = [{"operand": "kube_cluster_name", "operator": "in", "value": ["prod-eu"],
+              "displayName": "cluster", "variable": True, "isVariable": True}]
+    ui: dict[str, Any] = {
+        "scopeExpressionList": scope,
+        "scope": "kube_cluster_name in (\"prod-eu\")",
+        "eventsOverlaySettings": {"filterNotificationsUserInputFilter": "severity <= 3",
+                                  "showNotificationsDoNotFilterSameMetrics": True},
+        "eventDisplaySettings": {"enabled": True, "queryParams": {
+            "severities": ["high"], "alertStatuses": [], "categories": ["alert"], "filter": "x",
+            "teamScope": True}},
+        "shared": True,
+        "sharingSettings": [{"role": "ROLE_RESOURCE_READ", "member": {"type": "TEAM", "id": 7}}],
+        "public": True,
+        "publicToken": "pub-123",
+        "publicNotation": {"kube_cluster_name": "prod-eu"},
+        "timeSettings": {"from": 0, "to": 3600},
+        "description": "edited in the UI",
+    }
+    board = sim.dashboards[1]
+    board.update(ui, panels=board["panels"][:1], layout=board["layout"][:1])
+    resp = requests.put(f"{sim.url}/api/v3/dashboards/1", json={"dashboard": board},
+                        headers=headers, timeout=5)
+    assert resp.status_code == 200
+    resp = requests.patch(f"{sim.url}/api/v3/dashboards/1", json={"favorite": True},
+                          headers=headers, timeout=5)
+    assert resp.status_code == 200
+
+    code, out, err = install(capsys, cfg)
+    assert code == 0, err
+    assert out.startswith(f"updated dashboard '{DEFAULT_NAME}' (id 1, version 3)")
+    board = sim.dashboards[1]
+    for key, value in ui.items():
+        if key != "description":
+            assert board[key] == value, key
+    assert board["favorite"] is True
+    # Only panels, layout and description are the shipped ones again.
+    assert board["panels"] == SHIPPED["dashboard"]["panels"]
+    assert board["layout"] == SHIPPED["dashboard"]["layout"]
+    assert board["description"] == SHIPPED["dashboard"]["description"]
+    assert board["name"] == DEFAULT_NAME
+
+
 def test_name_option_and_other_dashboards_untouched(
     sim: SimulatorServer, capsys: pytest.CaptureFixture[str], tmp_path: Path
 ) -> None:

@@ -1,8 +1,9 @@
-"""Fixtures for the Helm chart checks: a real helm binary and offline manifest validation."""
+"""Fixtures for the Helm chart checks: real helm and promtool binaries, offline manifest validation."""
 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -27,6 +28,35 @@ def _ensure_helm() -> Path:
 def helm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Helm]:
     binary = _ensure_helm()
     yield Helm(binary, tmp_path_factory.mktemp("helm-home"), tmp_path_factory.mktemp("values"))
+
+
+def _ensure_promtool() -> Path:
+    # Debian's `prometheus` package, installed by scripts/test-infra.sh (as `make test` does).
+    found = shutil.which("promtool")
+    if found is None:
+        proc = subprocess.run(
+            ["bash", str(REPO / "scripts" / "test-infra.sh")],
+            capture_output=True, text=True, timeout=COMMAND_TIMEOUT * 5, check=False,
+        )
+        found = shutil.which("promtool")
+        if found is None:
+            pytest.fail(f"scripts/test-infra.sh could not provide promtool: {proc.stderr.strip()}")
+    return Path(found)
+
+
+@pytest.fixture(scope="session")
+def promtool() -> Callable[..., Result]:
+    """Runs `promtool` with the given arguments (in the given working directory)."""
+    binary = _ensure_promtool()
+
+    def run(*args: str, cwd: Path | None = None) -> Result:
+        proc = subprocess.run(
+            [str(binary), *args], capture_output=True, text=True, timeout=COMMAND_TIMEOUT,
+            check=False, cwd=cwd,
+        )
+        return Result(proc.returncode, proc.stdout, proc.stderr)
+
+    return run
 
 
 @pytest.fixture(scope="session")

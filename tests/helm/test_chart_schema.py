@@ -40,6 +40,22 @@ BAD_VALUES: list[tuple[str, dict[str, Any], str]] = [
     ),
     ("service-type", {"service": {"type": "ExternalName"}}, "service.type must be one of"),
     ("monitor-typo", {"serviceMonitor": {"enable": True}}, "Additional property enable is not allowed"),
+    ("rule-typo", {"prometheusRule": {"enable": True}}, "Additional property enable is not allowed"),
+    (
+        "alert-typo",
+        {"prometheusRule": {"alerts": {"periodHold": {"enabled": False}}}},
+        "Additional property periodHold is not allowed",
+    ),
+    (
+        "alert-for",
+        {"prometheusRule": {"alerts": {"exportLag": {"for": "15 minutes"}}}},
+        "prometheusRule.alerts.exportLag.for: Does not match pattern",
+    ),
+    (
+        "alert-threshold",
+        {"prometheusRule": {"alerts": {"exportLag": {"thresholdSeconds": "2h"}}}},
+        "prometheusRule.alerts.exportLag.thresholdSeconds: Invalid type. Expected: integer",
+    ),
     ("file-name", {"files": {"config.yaml": "x: 1"}}, "files"),
     ("digest", {"image": {"digest": "latest"}}, "image.digest: Does not match pattern"),
 ]

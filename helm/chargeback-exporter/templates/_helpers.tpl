@@ -364,3 +364,33 @@ spec:
 {{- define "chargeback-exporter.backfillTransactionalId" -}}
 {{- .Values.backfill.transactionalId | default (printf "%s-backfill" (dig "kafka" "transactional_id" "chargeback-exporter" .Values.config)) }}
 {{- end }}
+
+{{/*
+Label matchers of the exporter's own series in alert expressions: `prometheusRule.selector`, or
+the job and namespace the chart's ServiceMonitor gives them (its jobLabel is the Service's
+app.kubernetes.io/name).
+*/}}
+{{- define "chargeback-exporter.alertSelector" -}}
+{{- .Values.prometheusRule.selector | default (printf "job=%q,namespace=%q" (include "chargeback-exporter.name" .) .Release.Namespace) }}
+{{- end }}
+
+{{/* An alert's labels: its own (`labels`, with the severity) over `additionalAlertLabels`. */}}
+{{- define "chargeback-exporter.alertLabels" -}}
+{{- $pr := index . 0 }}
+{{- $alert := index . 1 }}
+{{- toYaml (merge (deepCopy ($alert.labels | default dict)) ($pr.additionalAlertLabels | default dict)) }}
+{{- end }}
+
+{{/*
+Where an alert's runbook is: its section of docs/operations.md (headings are the alert names),
+as `runbook_url` under `prometheusRule.runbookBaseUrl` when that is set.
+*/}}
+{{- define "chargeback-exporter.runbook" -}}
+{{- $pr := index . 0 }}
+{{- $section := index . 1 | lower }}
+{{- if $pr.runbookBaseUrl }}
+runbook_url: {{ printf "%s#%s" $pr.runbookBaseUrl $section | quote }}
+{{- else }}
+runbook: {{ printf "docs/operations.md#%s" $section | quote }}
+{{- end }}
+{{- end }}
