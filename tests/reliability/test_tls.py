@@ -18,9 +18,8 @@ import pytest
 from urllib3.exceptions import InsecureRequestWarning
 
 from exporter import commands
-from exporter.backfill import fetch_tiers
 from exporter.cli import main
-from exporter.commands import build_source
+from exporter.commands import build_retention, build_source
 from exporter.config import KafkaConfig, SchemaRegistryConfig, SysdigConfig
 from exporter.dashboard import installer_from_config
 from exporter.errors import ConfigError, ExporterError, SinkUnavailable, SourceQueryError
@@ -198,7 +197,9 @@ def test_the_dashboard_installer_and_the_retention_fetch_honour_the_bundle(
     cfg = https_sim.config(sysdig={"url": url, "retention_tiers": True})
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(pki.ca_file))
     assert installer_from_config(cfg).find("no such dashboard") == []
-    assert fetch_tiers(cfg, https_sim.clock)[1] == "timelines"
+    retention = build_retention(cfg, https_sim.clock)
+    retention.tiers()
+    assert retention.origin == "timelines"
 
 
 def test_report_over_https_connects_with_the_bundle_and_says_one_line_without(
