@@ -61,21 +61,17 @@ def default_build(cfg: Config, clock: Clock, metrics: Metrics) -> Parts:
     return pipeline, sink, checkpoints
 
 
-def checked_build(cfg: Config, clock: Clock, metrics: Metrics) -> Parts:
-    """`default_build`, once the token's Sysdig team is known to see the whole fleet."""
-    check_team(cfg, clock)
-    return default_build(cfg, clock, metrics)
-
-
-def assemble(cfg: Config, clock: Clock, metrics: Metrics, build: Build, *, serve_http: bool) -> Service:
-    """Wire a `Service`. The listen address is validated before any adapter is built."""
+def assemble(cfg: Config, clock: Clock, metrics: Metrics, build: Build, *, serve_http: bool,
+             preflight: Callable[[], None] | None = None) -> Service:
+    """Wire a `Service`. The listen address is validated before any adapter is built;
+    `preflight` runs at the worker's start, once the producer (and its settings) are up."""
     state = HealthState(clock, cfg.periods.length, cfg.periods.settle_delay)
     health = (HealthServer(cfg.web.listen_address, state, metrics.registry)
               if serve_http and cfg.web.enabled else None)
     pipeline, sink, checkpoints = build(cfg, clock, metrics)
     worker = Worker(pipeline, sink, checkpoints, clock, cfg.periods, cfg.worker, metrics,
                     cfg.kafka.transactional_id, state, clusters=cfg.sysdig.clusters,
-                    retired_clusters=cfg.sysdig.retired_clusters)
+                    retired_clusters=cfg.sysdig.retired_clusters, preflight=preflight)
     return Service(worker, health, metrics)
 
 
@@ -147,7 +143,11 @@ def cmd_run(args: argparse.Namespace, *, clock: Clock | None = None, build: Buil
         overrides["web"] = {"listen_address": args.web_listen_address}
     cfg = config_from_args(args, overrides or None)
     clock = clock or SystemClock()
-    service = assemble(cfg, clock, Metrics(), build or checked_build, serve_http=not args.once)
+    # The token's Sysdig team must see the whole fleet (exporter.teams); an injected `build`
+    # (tests) brings its own parts and skips it.
+    preflight = None if build is not None else (lambda: check_team(cfg, clock))
+    service = assemble(cfg, clock, Metrics(), build or default_build, serve_http=not args.once,
+                       preflight=preflight)
     return execute(service, once=args.once)
 
 

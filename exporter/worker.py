@@ -135,6 +135,7 @@ class Worker:
         publish_max_retry_time: float = 60.0,
         clusters: Sequence[str] = (),
         retired_clusters: Sequence[str] = (),
+        preflight: Callable[[], None] | None = None,
     ) -> None:
         self._pipeline = pipeline
         self._sink = sink
@@ -151,6 +152,7 @@ class Worker:
         # Clusters published so far (from the checkpoint) -> end of the last period with each.
         self._published: dict[str, int] = {}
         self._configured = tuple(clusters)
+        self._preflight = preflight
         self._retired = tuple(retired_clusters)
         self._flagged: set[tuple[str, str]] = set()  # (cluster, what) set to 1 in cluster_missing
         self._held: tuple[Period, str] | None = None
@@ -183,10 +185,13 @@ class Worker:
     def start(self) -> None:
         """Start the sink, then read the checkpoint (read_committed) to find the next period.
 
-        Blocking. Raises what `PeriodSink.start` and `CheckpointStore.read` raise, and
+        Blocking. Raises what `PeriodSink.start`, the `preflight` check and `CheckpointStore.read`
+        raise, and
         `ExporterError` when the checkpoint is not aligned to `periods.length`.
         """
         self._sink.start()
+        if self._preflight is not None:
+            self._preflight()
         self._health.sink_started()
         state = self._checkpoints.read()
         length = self._periods.length

@@ -202,6 +202,12 @@ def _match_op(op: Any) -> MatchOp:
     raise QueryUnsupported(f"unknown matcher operator {op}")
 
 
+def is_aggregation(query: str) -> bool:
+    """Whether the outermost operation of `query` is an aggregation (`sum by (...) (...)`):
+    what Sysdig's service limits call an aggregated query. Raises `QueryParseError`."""
+    return isinstance(_unwrap(parse(query)), pp.AggregateExpr)
+
+
 def _unwrap(node: Any) -> Any:
     while isinstance(node, pp.ParenExpr):
         node = node.expr

@@ -29,10 +29,12 @@ import promql_parser as pp
 from exporter.clock import Clock
 from exporter.simulator.background import BackgroundHTTP
 from exporter.simulator.fleet import DEFAULT_TIMELINES, SAMPLE_INTERVAL
-from exporter.simulator.promql import Engine, PromQLError, QueryResult
+from exporter.simulator.promql import Engine, PromQLError, QueryResult, is_aggregation
 from exporter.simulator.series import LabelMatcher, SeriesSet, Storage, format_value
 
 MAX_POINTS = 11_000
+SERIES_LIMIT = 1_000  # queries without aggregation: truncated, with a warning
+SEGMENT_CAP = 100_000  # aggregated queries: capped, without a warning
 MAX_TIMEOUT = 120.0
 PROMETHEUS = "/prometheus/api/v1/"
 DASHBOARDS = "/api/v3/dashboards"
@@ -206,8 +208,14 @@ def _ts(ms: int) -> int | float:
     return ms // 1000 if ms % 1000 == 0 else ms / 1000
 
 
-def render_result(result: QueryResult, limit: int = 0) -> tuple[dict[str, Any], list[str]]:
-    """The Prometheus `data` object of a result, and warnings (e.g. truncation by `limit`)."""
+def render_result(result: QueryResult, limit: int = 0, *, raw_limit: int = 0, cap: int = 0,
+                  ) -> tuple[dict[str, Any], list[str]]:
+    """The Prometheus `data` object of a result, and warnings (e.g. truncation by `limit`).
+
+    Sysdig's service limits: `raw_limit` cuts a query without aggregation to that many series
+    with a warning; `cap` cuts an aggregated one to that many series (result segments) with no
+    warning at all. The caller says which applies; 0 disables either.
+    """
     warnings: list[str] = []
     if result.kind == "scalar":
         assert result.scalar is not None
@@ -220,6 +228,12 @@ def render_result(result: QueryResult, limit: int = 0) -> tuple[dict[str, Any], 
     if limit and len(rows) > limit:
         rows = rows[:limit]
         warnings.append(f"results truncated due to limit: {limit} of {len(series)} series")
+    if raw_limit and len(rows) > raw_limit:
+        rows = rows[:raw_limit]
+        warnings.append(f"query without aggregation returned more than {raw_limit} time series; "
+                        f"results truncated to {raw_limit}")
+    if cap and len(rows) > cap:
+        rows = rows[:cap]  # silently, as Sysdig caps aggregated answers
     stamps = [_ts(int(t)) for t in series.ts]
     out: list[dict[str, Any]] = []
     for i in rows:
@@ -265,6 +279,10 @@ class SimulatorServer(BackgroundHTTP):
         if stamping not in STAMPINGS:
             raise ValueError(f"stamping must be one of {', '.join(STAMPINGS)}, got {stamping!r}")
         self.stamping = stamping
+        # Sysdig's Prometheus API service limits (docs.sysdig.com, "service limits"); tests
+        # lower them to reach them with a small fleet.
+        self.series_limit = SERIES_LIMIT
+        self.segment_cap = SEGMENT_CAP
         self.fleet = fleet
         self.clock = clock
         self.timelines: tuple[tuple[int, int], ...] | None = getattr(
@@ -424,7 +442,10 @@ class SimulatorServer(BackgroundHTTP):
             if exc.error_type == "bad_data":
                 message = f'invalid parameter "query": {message}'
             return status, _prom_error(exc.error_type, message), {}
-        data, warnings = render_result(result, limit)
+        aggregated = is_aggregation(text)
+        data, warnings = render_result(
+            result, limit, raw_limit=0 if aggregated else self.series_limit,
+            cap=self.segment_cap if aggregated else 0)
         payload: dict[str, Any] = {"status": "success", "data": data}
         if warnings:
             payload["warnings"] = warnings

@@ -80,7 +80,10 @@ def test_coarse_periods_need_allow_coarse(rig_factory: Callable[..., Rig]) -> No
     assert "only available at 1h steps, too coarse for periods.length 10m" in line
     assert "--allow-coarse" in line
     res = rig.backfill(*span, "--allow-coarse")
-    assert res.code == 0, res.err
+    # Hourly roll-ups leave the 10-minute period that holds no hourly point with no series at
+    # all: it fails loudly instead of being published as zero usage.
+    assert res.code == 3, res.err
+    assert "00:10:00Z" in res.err and "no series at all" in res.err
     assert methods(rig) == {"max-request-usage/pod/600s/v1"}  # one step per 10-minute period
 
 

@@ -213,6 +213,9 @@ def test_sdc_environment_cannot_override_config(
     monkeypatch.setenv("SDC_TOKEN", "from-env")
     monkeypatch.setenv("SDC_URL", "http://127.0.0.1:1")
     monkeypatch.setenv("SDC_SSL_VERIFY", "false")
+    # A CA bundle from the environment is honoured on purpose (docs/sysdig.md); not this test's.
+    monkeypatch.delenv("REQUESTS_CA_BUNDLE", raising=False)
+    monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
     cfg = tmp_path / "c.yaml"
     cfg.write_text("sysdig:\n  url: https://sysdig.example/\n  token: from-config\n")
     installer = installer_from_config(load_config(cfg, environ={}))

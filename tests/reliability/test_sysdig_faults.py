@@ -272,3 +272,14 @@ def test_missing_requests_for_20_minutes_are_published_flagged_when_configured(
     nxt = Period(PERIOD.end, PERIOD.end + 3600)
     later = [m for m in manifests if m.period == nxt]
     assert later and {m.status for m in later} == {"final"}
+
+
+def test_an_answer_cut_at_sysdigs_cap_is_incomplete(sim: Sim, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Sysdig caps aggregated answers without a warning; the simulator does the same, here at 3
+    series instead of 100k so that a small fleet reaches it."""
+    from exporter import sysdig as sysdig_module
+
+    sim.server.segment_cap = 3
+    monkeypatch.setattr(sysdig_module, "SERIES_CAP", 3)
+    with pytest.raises(IncompleteDataError, match="cap of 3"):
+        sim.source(max_attempts=1).fetch(PERIOD)

@@ -363,3 +363,20 @@ def test_prometheus_stamping_is_an_option(fleet: Fleet, clock: FakeClock) -> Non
             range(start, start + 301, 60))
     with pytest.raises(ValueError, match="stamping"):
         SimulatorServer(fleet, clock, stamping="grafana")
+
+
+def test_queries_without_aggregation_are_truncated_with_a_warning(server: SimulatorServer,
+                                                                   client: SdMonitorClient) -> None:
+    server.series_limit = 3
+    ok, res = client.get_data_promql_instant(CPU, T0 + 3600)
+    assert ok and len(res["data"]["result"]) == 3
+    assert "more than 3 time series" in res["warnings"][0]
+    ok, res = client.get_data_promql_instant(f"sum by (kube_pod_name) ({CPU})", T0 + 3600)
+    assert ok and len(res["data"]["result"]) > 3 and "warnings" not in res
+
+
+def test_aggregated_queries_are_capped_silently(server: SimulatorServer,
+                                                client: SdMonitorClient) -> None:
+    server.segment_cap = 2
+    ok, res = client.get_data_promql_instant(f"sum by (kube_pod_name) ({CPU})", T0 + 3600)
+    assert ok and len(res["data"]["result"]) == 2 and "warnings" not in res
