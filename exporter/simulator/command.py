@@ -14,7 +14,9 @@ from exporter.clock import Clock, FakeClock, SystemClock
 from exporter.errors import ConfigError
 from exporter.periods import parse_duration, parse_time
 from exporter.simulator.fleet import DEFAULT_TIMELINES, Fleet, FleetSpec
-from exporter.simulator.server import DEFAULT_TEAM, SimulatorServer, Team
+from exporter.simulator.hostile import Hiding
+from exporter.simulator.series import Storage
+from exporter.simulator.server import DEFAULT_TEAM, STAMPINGS, SimulatorServer, Team
 
 DEFAULT_TOKEN = "sim-token"  # noqa: S105 - a well-known development token, not a secret
 
@@ -51,6 +53,12 @@ def register(subparsers: Any) -> None:
                    help="the tenant's retention, finest first, e.g. 10s=4h,1m=1w,10m=2w,1h=60d,"
                         "1d=450d (the default, Sysdig's July 2020 table); 'none': 10 s data "
                         "forever, never rolled up")
+    p.add_argument("--stamping", choices=STAMPINGS, default="sysdig",
+                   help="how range answers are stamped: aligned to the step as Sysdig does "
+                        "(default), or at start + k*step as Prometheus does")
+    p.add_argument("--empty", action="store_true",
+                   help="answer every query with no series at all, as Sysdig does for a renamed "
+                        "metric, a stopped agent or a team that sees nothing")
     p.set_defaults(handler=simulate)
 
 
@@ -83,8 +91,15 @@ def build(args: argparse.Namespace) -> tuple[Fleet, Clock, SimulatorServer]:
         if m is None:
             raise ConfigError(f"--scoped-token must be TOKEN:LABEL=VALUE, got {text!r}")
         teams[m[1]] = Team.scoped(DEFAULT_TEAM.id + 1 + i, f"scoped to {m[2]}={m[3]}", m[2], m[3])
-    return fleet, clock, SimulatorServer(fleet, clock, tokens=tokens, host=args.host,
-                                         port=args.port, teams=teams)
+    storage: Storage = fleet
+    if args.empty:
+        hiding = Hiding(fleet)
+        hiding.hide_all()
+        storage = hiding
+    server = SimulatorServer(storage, clock, tokens=tokens, host=args.host, port=args.port,
+                             teams=teams, stamping=args.stamping)
+    server.timelines = fleet.timelines  # the wrapper has none of its own
+    return fleet, clock, server
 
 
 def parse_timelines(text: str | None) -> tuple[tuple[int, int], ...] | None:

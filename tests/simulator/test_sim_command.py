@@ -102,3 +102,17 @@ def test_subprocess_serves_until_sigterm() -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait(timeout=10)
+
+
+def test_stamping_and_empty_flags_make_the_server_hostile() -> None:
+    base = ["simulate", "--now", "2024-01-01T02:00:00Z", "--history", "1h"]
+    _, _, server = build(cli.build_parser().parse_args(base))
+    assert server.stamping == "sysdig"
+    _, clock, server = build(cli.build_parser().parse_args(
+        [*base, "--stamping", "prometheus", "--empty", "--timelines", "10s=6h"]))
+    assert server.stamping == "prometheus" and server.timelines == ((10, 6 * 3600),)
+    with server:
+        ok = server.handle("GET", "/prometheus/api/v1/query",
+                           {"query": ["count(sysdig_container_cpu_cores_used)"],
+                            "time": [str(T0 + 3600)]}, {}, b"")
+    assert ok[0] == 200 and ok[1]["data"]["result"] == []
