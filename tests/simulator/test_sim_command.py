@@ -108,7 +108,7 @@ def test_stamping_and_empty_flags_make_the_server_hostile() -> None:
     base = ["simulate", "--now", "2024-01-01T02:00:00Z", "--history", "1h"]
     _, _, server = build(cli.build_parser().parse_args(base))
     assert server.stamping == "sysdig"
-    _, clock, server = build(cli.build_parser().parse_args(
+    _, _, server = build(cli.build_parser().parse_args(
         [*base, "--stamping", "prometheus", "--empty", "--timelines", "10s=6h"]))
     assert server.stamping == "prometheus" and server.timelines == ((10, 6 * 3600),)
     with server:
