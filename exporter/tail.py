@@ -13,8 +13,9 @@ from rich.table import Table
 
 from exporter.commands import add_common, build_codec, config_from_args
 from exporter.consumer import latest_records, read_manifests, read_records, to_json
+from exporter.errors import ConfigError
 from exporter.periods import iso, parse_time
-from exporter.records import BillingRecord
+from exporter.records import BillingRecord, PeriodManifest
 
 
 def _in_window(r: Any, start: int | None, end: int | None) -> bool:
@@ -37,16 +38,47 @@ def record_table(records: Iterable[BillingRecord]) -> Table:
     return t
 
 
+def manifest_table(manifests: Iterable[PeriodManifest]) -> Table:
+    t = Table(title="Period manifests (read_committed)")
+    for col in ("period start", "cluster", "records", "status", "coverage", "method", "rev"):
+        t.add_column(col, justify="right" if col in ("records", "coverage", "rev") else "left")
+    for m in manifests:
+        t.add_row(iso(m.period_start // 1000), m.cluster, str(m.record_count), m.status,
+                  str(m.sample_coverage), m.method, str(m.revision))
+    return t
+
+
+def latest_manifests(manifests: Iterable[PeriodManifest]) -> list[PeriodManifest]:
+    """Upsert by `manifest_id`, keeping the highest revision (ties: the later one), in period
+    and cluster order."""
+    out: dict[str, PeriodManifest] = {}
+    for m in manifests:
+        cur = out.get(m.manifest_id)
+        if cur is None or m.revision >= cur.revision:
+            out[m.manifest_id] = m
+    return sorted(out.values(), key=lambda m: (m.period_start, m.cluster))
+
+
 def cmd_tail(args: argparse.Namespace) -> int:
-    cfg = config_from_args(args)
-    codec = build_codec(cfg)
     start = parse_time(args.start) if args.start else None
     end = parse_time(args.end) if args.end else None
+    if start is not None and end is not None and start >= end:
+        raise ConfigError(f"tail: --from {iso(start)} is not before --to {iso(end)}")
+    cfg = config_from_args(args)
+    codec = build_codec(cfg)
     out = sys.stdout
     if args.topic == "manifests":
-        for m in read_manifests(cfg.kafka, codec):
-            if _in_window(m, start, end):
-                out.write(to_json(m) + "\n")
+        manifests: Iterable[PeriodManifest] = (
+            m for m in read_manifests(cfg.kafka, codec) if _in_window(m, start, end))
+        if args.latest:
+            manifests = latest_manifests(manifests)
+        if args.format == "table":
+            shown = list(manifests)
+            Console(file=out, width=220).print(manifest_table(shown))
+            out.write(f"{len(shown)} manifests; {sum(m.record_count for m in shown)} records\n")
+            return 0
+        for m in manifests:
+            out.write(to_json(m) + "\n")
         return 0
     records: Iterable[BillingRecord] = (
         r for r in read_records(cfg.kafka, codec) if _in_window(r, start, end))
@@ -73,7 +105,8 @@ def register(sub: Any) -> None:
     p.add_argument("--topic", choices=("records", "manifests"), default="records")
     p.add_argument("--format", choices=("jsonl", "table"), default="jsonl")
     p.add_argument("--latest", action="store_true",
-                   help="only the highest revision per record_id (what an upserting consumer keeps)")
+                   help="only the highest revision per record_id or manifest_id (what an "
+                        "upserting consumer keeps)")
     p.add_argument("--from", dest="start", help="only periods starting at or after (RFC 3339)")
     p.add_argument("--to", dest="end", help="only periods ending at or before (RFC 3339)")
     p.set_defaults(handler=cmd_tail)
