@@ -136,23 +136,23 @@ def report_window(args: argparse.Namespace, cfg: Config, clock: Clock) -> list[P
     length = cfg.periods.length
     if args.start or args.end:
         if not (args.start and args.end):
-            raise ConfigError("report: --from and --to go together")
+            raise ConfigError("--from and --to go together")
         try:
             start, end = parse_time(args.start), parse_time(args.end)
         except ValueError as exc:
-            raise ConfigError(f"report: {exc}") from None
+            raise ConfigError(f"--from/--to: {exc}") from None
         periods = list(iter_periods(start, end, length))
     else:
         try:
             last = parse_duration(args.last)
         except ValueError as exc:
-            raise ConfigError(f"report: --last: {exc}") from None
+            raise ConfigError(f"--last: {exc}") from None
         now = clock.time()
         periods = list(closed_periods(int(now) - last - cfg.periods.settle_delay, now, length,
                                       cfg.periods.settle_delay))
         periods = periods[-max(1, last // length):]
     if not periods:
-        raise ConfigError("report: the window holds no complete, closed period")
+        raise ConfigError("the window holds no complete, closed period")
     return periods
 
 

@@ -215,3 +215,12 @@ def test_report_at_10s_steps_does_not_warn(sim: Sim, tmp_path: Path,
     assert "coarser" not in err
     code, out, err = run("report", "--config.file", str(cfg), *WINDOW)
     assert code == 0 and "at 10s steps" in out and "coarser" not in err
+
+
+def test_a_window_error_names_the_command_once(tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "c.yaml"
+    path.write_text('sysdig: {token: t, url: "http://127.0.0.1:9"}\n')
+    code = cli.main(["report", "--config.file", str(path), "--from", "2026-11-01T00:00:00Z"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and err.count("report:") == 1, err
