@@ -20,6 +20,7 @@ Anything outside the supported subset raises `QueryUnsupported` (HTTP 422, `exec
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -53,6 +54,7 @@ _SET = {"and", "or", "unless"}
 _RANGE_FUNCS = {"sum_over_time", "avg_over_time", "max_over_time", "min_over_time",
                 "count_over_time", "last_over_time", "present_over_time"}
 _AGGREGATIONS = {"sum", "max", "min", "avg", "count", "group", "topk", "bottomk"}
+_LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")  # Prometheus 2.x model.LabelNameRE
 
 
 class PromQLError(Exception):
@@ -341,6 +343,11 @@ class _Context:
             one = (~np.isnan(v.values)).sum(axis=0) == 1
             return Scalar(ts, np.where(one, np.nansum(v.values, axis=0) if len(v) else 0.0,
                                        np.nan))
+        if name == "label_replace":
+            v = self.eval(node.args[0], ts)
+            assert isinstance(v, SeriesSet)  # the parser checks the argument types
+            dst, repl, src, regex = (str(a.val) for a in node.args[1:])
+            return _label_replace(v, dst, repl, src, regex)
         raise QueryUnsupported(f"function {name}() is not supported by the simulator")
 
     # ------------------------------------------------------------------ aggregation
@@ -449,6 +456,74 @@ def _select_k(inner: SeriesSet, groups: IntArray, k: int, largest: bool) -> Seri
             np.put_along_axis(chosen, np.argsort(rank, axis=0, kind="stable")[:k], True, axis=0)
             keep[rows] = chosen & ~np.isnan(block)
     return _drop_empty(SeriesSet(inner.labels, inner.ts, np.where(keep, values, np.nan)))
+
+
+def _label_replace(data: SeriesSet, dst: str, repl: str, src: str, regex: str) -> SeriesSet:
+    """Prometheus' `label_replace`: where `regex` matches all of `src` (absent: ""), `dst` is set
+    to `repl` expanded (removed when that is empty); other series are unchanged, and the metric
+    name stays. Series that end up with one label set are Prometheus' duplicate error."""
+    try:
+        pattern = re.compile(f"(?:{regex})")
+    except re.error:
+        raise QueryExecutionError(
+            f"invalid regular expression in label_replace(): {regex}") from None
+    if not _LABEL_NAME.fullmatch(dst):
+        raise QueryExecutionError(f"invalid destination label name in label_replace(): {dst}")
+    # Many series share a source value (every container of a name): expand each value once.
+    expanded: dict[str, str | None] = {}
+    out: list[Labels] = []
+    for labels in data.labels:
+        value = labels.get(src, "")
+        if value not in expanded:
+            m = pattern.fullmatch(value)
+            expanded[value] = None if m is None else _expand(m, repl)
+        new = expanded[value]
+        if new is None:
+            out.append(labels)
+            continue
+        relabelled = {k: v for k, v in labels.items() if k != dst}
+        if new:
+            relabelled[dst] = new
+        out.append(relabelled)
+    return _collapse(out, data.ts, data.values)
+
+
+def _expand(m: re.Match[str], template: str) -> str:
+    """Go's `Regexp.ExpandString`: `$name`, `${name}`, `$1`, `$$`; an unknown or unmatched
+    group is empty, and a name is the longest run of letters, digits and `_` (`$1x` is the
+    group named "1x")."""
+    out: list[str] = []
+    i, n = 0, len(template)
+    while i < n:
+        j = template.find("$", i)
+        if j < 0:
+            out.append(template[i:])
+            break
+        out.append(template[i:j])
+        i = j + 1
+        if i < n and template[i] == "$":
+            out.append("$")
+            i += 1
+            continue
+        brace = i < n and template[i] == "{"
+        k = i + 1 if brace else i
+        end = k
+        while end < n and (template[end].isalpha() or template[end].isdecimal()
+                           or template[end] == "_"):
+            end += 1
+        name = template[k:end]
+        if not name or (brace and (end >= n or template[end] != "}")):
+            out.append("$")  # malformed: a literal $
+            continue
+        i = end + 1 if brace else end
+        group: int | str | None = None
+        if name.isascii() and name.isdigit() and not (name[0] == "0" and len(name) > 1):
+            group = int(name) if int(name) <= m.re.groups else None
+        elif name in m.re.groupindex:
+            group = name
+        if group is not None:
+            out.append(m.group(group) or "")
+    return "".join(out)
 
 
 def _subquery_steps(at: IntArray, rng: int, step: int) -> IntArray:

@@ -109,6 +109,11 @@ GENERIC = [
     "(sysdig_container_memory_used_bytes offset 5s))[30m:1m]))",
     "-sum without (kube_pod_name, kube_pod_container_name) "
     '(kube_pod_container_resource_requests{resource="cpu"}) * 64',
+    # A capture group, a name that does not match (unchanged) and one removed by an empty result.
+    'count by (kube_workload_type, w) (label_replace(label_replace('
+    'sysdig_container_memory_used_bytes, "w", "$1", "kube_workload_name", "(.+)-[0-9]+"), '
+    '"kube_workload_type", "", "kube_workload_type", "deployment|daemonset"))',
+
 ]
 
 
@@ -121,6 +126,17 @@ def test_other_promql_agrees(clients: tuple[Client, Client], query: str) -> None
     simulated, real = _both(clients, "get_data_promql", query, T0 + 5, T0 + 3 * 3600 + 5, 600)
     assert simulated == real
     assert simulated[1]
+
+
+@pytest.mark.parametrize("query", [
+    # Two series onto one label set.
+    'label_replace(sum by (kube_cluster_name, kube_namespace_name) '
+    '(sysdig_container_cpu_cores_used), "kube_namespace_name", "x", "", "")',
+    'label_replace(sysdig_container_cpu_cores_used, "1x", "x", "", "")',
+])
+def test_refused_promql_is_refused_by_both(clients: tuple[Client, Client], query: str) -> None:
+    answers = [c.get_data_promql_instant(query, T0 + 1805) for c in clients]
+    assert answers[0] == answers[1] and answers[0][0] is False, answers
 
 
 def test_proxy_speaks_sysdig_auth(prometheus_proxy: SysdigPrometheusProxy) -> None:

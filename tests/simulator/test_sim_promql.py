@@ -178,6 +178,45 @@ def test_scalar_results_and_functions(store: MemoryStorage) -> None:
     assert _one(e.instant("-sum(n)", 40)) == -5
 
 
+def test_label_replace_sets_copies_or_removes_a_label_as_prometheus_does(
+        store: MemoryStorage) -> None:
+    e = Engine(store)
+    # A full (anchored) match sets dst from the template; the metric name stays.
+    assert _vector(e.instant('label_replace(m{pod="ab"}, "c", "$1-${2}", "pod", "(a)(b)")', 50)) == {
+        (("__name__", "m"), ("c", "a-b"), ("pod", "ab"), ("team", "y")): 7.0}
+    # No match (the regex is anchored): the series is unchanged.
+    assert _vector(e.instant('label_replace(m{pod="ab"}, "c", "$1", "pod", "a")', 50)) == {
+        (("__name__", "m"), ("pod", "ab"), ("team", "y")): 7.0}
+    # `(.+)` does not match an absent source, so an existing dst is kept; `(.*)` empties it.
+    kept = 'label_replace(label_replace(n, "c", "k", "", ""), "c", "$1", "nope", "(.+)")'
+    assert {dict(k).get("c") for k in _vector(e.instant(kept, 50))} == {"k"}
+    emptied = 'label_replace(label_replace(n, "c", "k", "", ""), "c", "$1", "nope", "(.*)")'
+    assert [dict(k).get("c") for k in _vector(e.instant(emptied, 50))] == [None]
+    # Named groups, `$$`, and `$1x` read as the (absent) group named "1x", as Go expands them.
+    named = r'label_replace(n, "c", "$$${x}.$1x.$team", "pod", "(?P<x>a)")'
+    assert {dict(k)["c"] for k in _vector(e.instant(named, 50))} == {"$a.."}
+    # Moving a label onto another series' label set is Prometheus' duplicate-labelset error.
+    with pytest.raises(QueryExecutionError, match="same labelset"):
+        e.instant('label_replace(sum by (pod) (m), "pod", "same", "pod", ".*")', 50)
+    with pytest.raises(QueryExecutionError, match="invalid destination label name"):
+        e.instant('label_replace(m, "1bad", "x", "pod", ".*")', 50)
+    with pytest.raises(QueryExecutionError, match="invalid regular expression"):
+        e.instant('label_replace(m, "c", "x", "pod", "(")', 50)
+
+
+def test_label_replace_then_sum_joins_on_the_new_label() -> None:
+    """The exporter's container join: usage names its container in another label."""
+    s = MemoryStorage()
+    s.add({"__name__": "u", "pod": "p", "container_label_io_kubernetes_container_name": "app"},
+          [(10, 1)])
+    s.add({"__name__": "r", "pod": "p", "kube_pod_container_name": "app"}, [(10, 3)])
+    u = ('sum by (pod, kube_pod_container_name) (label_replace(u, "kube_pod_container_name", '
+         '"$1", "container_label_io_kubernetes_container_name", "(.+)"))')
+    r = "sum by (pod, kube_pod_container_name) (r)"
+    assert _vector(Engine(s).instant(f"({u} >= {r}) or {r} or {u}", 10)) == {
+        (("kube_pod_container_name", "app"), ("pod", "p")): 3.0}
+
+
 def test_top_level_range_vector_in_an_instant_query(store: MemoryStorage) -> None:
     r = Engine(store).instant('m{pod="a"}[25s]', 30)
     assert r.kind == "matrix" and r.series is not None
