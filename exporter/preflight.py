@@ -28,7 +28,9 @@ from exporter.periods import Period, align_down, format_duration, iso
 from exporter.queries import (
     CPU_USED,
     MEM_USED,
+    REQUEST_CONTAINER_LABEL,
     REQUESTS,
+    USAGE_CONTAINER_LABEL,
     cluster_matchers,
     plan,
     selector,
@@ -39,9 +41,6 @@ from exporter.teams import read_team_scope
 Result = Literal["ok", "warn", "FAIL"]
 SAMPLE_INTERVAL = 10  # Sysdig's native sample interval (seconds)
 DAY = 86400
-# Where Sysdig puts the container name: cAdvisor-style on usage, kube-state-metrics' on requests.
-USAGE_CONTAINER_LABEL = "container_label_io_kubernetes_container_name"
-REQUEST_CONTAINER_LABEL = "kube_pod_container_name"
 POD_KEY = ("kube_cluster_name", "kube_namespace_name", "kube_pod_name")
 # An answer this close to Sysdig's cap is reported as a warning before it becomes a failure.
 WARN_SHARE = Decimal("0.8")

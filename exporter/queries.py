@@ -25,9 +25,14 @@ CPU_USED = "sysdig_container_cpu_cores_used"
 MEM_USED = "sysdig_container_memory_used_bytes"
 REQUESTS = "kube_pod_container_resource_requests"
 
+# Sysdig names a container in the agent's cAdvisor-style label on usage series and in
+# kube-state-metrics' label on request series (docs/queries.md, "Container grain").
+USAGE_CONTAINER_LABEL = "container_label_io_kubernetes_container_name"
+REQUEST_CONTAINER_LABEL = "kube_pod_container_name"
+
 RECORD_GRAIN = ("kube_cluster_name", "kube_namespace_name", "kube_workload_type", "kube_workload_name")
 POD_GRAIN = (*RECORD_GRAIN, "kube_pod_name")
-CONTAINER_GRAIN = (*POD_GRAIN, "kube_pod_container_name")
+CONTAINER_GRAIN = (*POD_GRAIN, REQUEST_CONTAINER_LABEL)
 WORKLOAD_KINDS = ("deployment", "statefulset", "daemonset", "job", "cronjob")
 
 USAGE_METRIC: dict[Resource, str] = {"cpu": CPU_USED, "memory": MEM_USED}
@@ -41,6 +46,24 @@ def selector(metric: str, matchers: Sequence[tuple[str, str, str]] = ()) -> str:
     """`metric{l="v",...}` with values escaped."""
     inner = ",".join(f'{name}{op}"{_escape(value)}"' for name, op, value in matchers)
     return f"{metric}{{{inner}}}" if inner else metric
+
+
+def usage_container(expr: str) -> str:
+    """`expr` (usage series) with its container named as request series name it, so both sum
+    by the same labels. `(.+)`: a series without Sysdig's container label keeps what it has."""
+    return (f'label_replace({expr}, "{REQUEST_CONTAINER_LABEL}", "$1", '
+            f'"{USAGE_CONTAINER_LABEL}", "(.+)")')
+
+
+def grouped(metric: str, matchers: Sequence[tuple[str, str, str]], by: Sequence[str],
+            inner: str) -> str:
+    """`sum by (by) (inner(metric{matchers}))`, where `inner` is a template with `{}` for the
+    selector, e.g. `last_over_time({}[5s])`; usage is relabelled first when `by` names the
+    container."""
+    expr = inner.format(selector(metric, matchers))
+    if metric != REQUESTS and REQUEST_CONTAINER_LABEL in by:
+        expr = usage_container(expr)
+    return f"sum by ({', '.join(by)}) ({expr})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,12 +116,11 @@ def plan(
         raise ValueError("step must be even")
     half = step // 2
     by_grain = POD_GRAIN if grain == "pod" else CONTAINER_GRAIN
-    g = ", ".join(by_grain)
     rec = ", ".join(RECORD_GRAIN)
     m = cluster_matchers(clusters)
 
     def sample(metric: str, extra: Sequence[tuple[str, str, str]] = ()) -> str:
-        return f"sum by ({g}) (last_over_time({selector(metric, [*m, *extra])}[{half}s]))"
+        return grouped(metric, [*m, *extra], by_grain, f"last_over_time({{}}[{half}s])")
 
     def integral(expr: str) -> str:
         return f"sum by ({rec}) (sum_over_time(({expr})[{period_seconds}s:{step}s]))"

@@ -95,6 +95,27 @@ def test_container_grain_charges_at_least_pod_grain(sim: Sim) -> None:
     assert any(cont[k] > pod[k] for k in pod), "the fleet has pods where grain matters"
 
 
+def test_container_grain_bills_each_container_once(sim: Sim) -> None:
+    """Usage and requests name their containers in different labels: joined right, a container's
+    usage and request are compared with each other, never both billed."""
+    period = Period(T0 + H, T0 + 2 * H)
+    pod = {(ln.workload, ln.resource): ln for ln in measure(sim, period)}
+    cont = {(ln.workload, ln.resource): ln
+            for ln in measure(sim, period, sim.config(periods={"grain": "container"}))}
+    assert cont.keys() == pod.keys()
+    single = {w.key for w in sim.fleet.workloads() if len(w.containers) == 1}
+    assert single & {k for k, _ in cont} and {k for k, _ in cont} - single
+    for (key, res), c in cont.items():
+        p = pod[(key, res)]
+        # The same samples at both grains; only where the max is taken differs.
+        assert (c.usage, c.request) == (p.usage, p.request), key
+        assert p.chargeable <= c.chargeable <= c.usage + c.request, key
+        if key in single:  # one container: the pod's max is the container's
+            assert c.chargeable == p.chargeable, key
+        if res == "memory" and c.request:  # memory usage is never 0: max < sum
+            assert c.chargeable < c.usage + c.request, key
+
+
 def test_unlabeled_workload_is_unallocated(sim: Sim) -> None:
     period = Period(T0 + H, T0 + 2 * H)
     lines = measure(sim, period)
