@@ -50,18 +50,23 @@ REQUESTS = "kube_pod_container_resource_requests"
 DEFAULT_TIMELINES: tuple[tuple[int, int], ...] = tuple(
     (t.step, t.window) for t in DOCUMENTED if t.window is not None)
 
+# Where Sysdig names the container: the agent's usage series carry the cAdvisor-style label,
+# kube-state-metrics' request series their own.
+USAGE_CONTAINER_LABEL = "container_label_io_kubernetes_container_name"
+REQUEST_CONTAINER_LABEL = "kube_pod_container_name"
+
 Grain = Literal["pod", "container"]
 Quantity = Literal["cpu_used", "mem_used", "cpu_req", "mem_req"]
 U64Array = npt.NDArray[np.uint64]
 
-# (metric name, extra labels, quantity) for every series family the fleet serves.
-_FAMILIES: tuple[tuple[str, tuple[tuple[str, str], ...], Quantity], ...] = (
-    (CPU_USED, (), "cpu_used"),
-    (MEM_USED, (), "mem_used"),
-    (REQUESTS, (("resource", "cpu"),), "cpu_req"),
-    (REQUESTS, (("resource", "memory"),), "mem_req"),
+# (metric name, extra labels, quantity, container label) for every series family served.
+_FAMILIES: tuple[tuple[str, tuple[tuple[str, str], ...], Quantity, str], ...] = (
+    (CPU_USED, (), "cpu_used", USAGE_CONTAINER_LABEL),
+    (MEM_USED, (), "mem_used", USAGE_CONTAINER_LABEL),
+    (REQUESTS, (("resource", "cpu"),), "cpu_req", REQUEST_CONTAINER_LABEL),
+    (REQUESTS, (("resource", "memory"),), "mem_req", REQUEST_CONTAINER_LABEL),
 )
-_POD_LEVEL = frozenset({"kube_pod_name", "kube_pod_container_name"})
+_POD_LEVEL = frozenset({"kube_pod_name", USAGE_CONTAINER_LABEL, REQUEST_CONTAINER_LABEL})
 _METRIC_LEVEL = frozenset({METRIC_NAME, "resource"})
 
 # Value tables: requests in quanta (1/64 core, MiB); usage profiles relative to the request.
@@ -844,7 +849,7 @@ class Fleet:
         10 s samples throughout)."""
         ts_ms = times * 1000
         families = [
-            (name, dict(extra), q) for name, extra, q in _FAMILIES
+            (name, dict(extra), q, label) for name, extra, q, label in _FAMILIES
             if all(m.matches({METRIC_NAME: name, **dict(extra)}.get(m.name))
                    for m in matchers if m.name in _METRIC_LEVEL)
         ]
@@ -865,16 +870,20 @@ class Fleet:
         ]
         row_pod = [pod_names[i] for i in inst.pod.tolist()]
         row_cont = [self._cont_name[i] for i in inst.cont.tolist()]
-        keep = np.ones(len(inst.w), dtype=bool)
         pod_matchers = [m for m in matchers if m.name in _POD_LEVEL]
-        if pod_matchers:
-            keep = np.array([
-                all(m.matches(p if m.name == "kube_pod_name" else c) for m in pod_matchers)
-                for p, c in zip(row_pod, row_cont, strict=True)], dtype=bool)
+        keep: dict[str, npt.NDArray[np.bool_]] = {}
+        for label in {label for _, _, _, label in families}:
+            # A series without the matcher's label matches as if it were empty.
+            keep[label] = np.array([
+                all(m.matches(p if m.name == "kube_pod_name" else c if m.name == label else None)
+                    for m in pod_matchers)
+                for p, c in zip(row_pod, row_cont, strict=True)], dtype=bool
+            ) if pod_matchers else np.ones(len(inst.w), dtype=bool)
         rows_of: dict[Quantity, IntArray] = {}
         has_req = self._cont_has_req[inst.cont]
-        for _, _, q in families:
-            rows_of[q] = np.flatnonzero(keep & has_req if q in ("cpu_req", "mem_req") else keep)
+        for _, _, q, label in families:
+            rows_of[q] = np.flatnonzero(keep[label] & has_req if q in ("cpu_req", "mem_req")
+                                        else keep[label])
         # A statefulset pod reborn under its old name continues the same series.
         series_id = self._series_ids(inst)
         if steps is not None:
@@ -894,7 +903,7 @@ class Fleet:
                                                       values[q][local] * scale, np.nan)
         out_labels: list[Labels] = []
         blocks = []
-        for name, extra, q in families:
+        for name, extra, q, label in families:
             idx, block = rows_of[q], dense[q]
             sid = series_id[idx]
             dup = np.bincount(sid)[sid] > 1
@@ -911,8 +920,7 @@ class Fleet:
             wl = inst.w[idx].tolist()
             for i, w in zip(idx.tolist(), wl, strict=True):
                 out_labels.append({**self._wire[w], "kube_pod_name": row_pod[i],
-                                   "kube_pod_container_name": row_cont[i], METRIC_NAME: name,
-                                   **extra})
+                                   label: row_cont[i], METRIC_NAME: name, **extra})
         return SeriesSet(out_labels, ts_ms, np.concatenate(blocks, axis=0))
 
     def _series_ids(self, inst: _Instances) -> IntArray:
@@ -965,7 +973,7 @@ class Fleet:
         return out_first, c, values
 
     def _select_rolled(self, inst: _Instances,
-                       families: Sequence[tuple[str, dict[str, str], Quantity]],
+                       families: Sequence[tuple[str, dict[str, str], Quantity, str]],
                        rows_of: Mapping[Quantity, IntArray], series_id: IntArray,
                        row_pod: Sequence[str], row_cont: Sequence[str], times: IntArray,
                        steps: IntArray) -> SeriesSet:
@@ -973,7 +981,7 @@ class Fleet:
         counts, sums = self._rolled(inst, times, steps, list(rows_of))
         out_labels: list[Labels] = []
         blocks = []
-        for name, extra, q in families:
+        for name, extra, q, label in families:
             idx = rows_of[q]
             first, c, values = self._merge(series_id[idx], counts[idx], sums[q][idx])
             live = c.any(axis=1)
@@ -981,8 +989,7 @@ class Fleet:
             blocks.append(np.where(c[live] > 0, values[live] * scale, np.nan))
             for i in idx[first[live]].tolist():
                 out_labels.append({**self._wire[int(inst.w[i])], "kube_pod_name": row_pod[i],
-                                   "kube_pod_container_name": row_cont[i], METRIC_NAME: name,
-                                   **extra})
+                                   label: row_cont[i], METRIC_NAME: name, **extra})
         return SeriesSet(out_labels, times * 1000, np.concatenate(blocks, axis=0))
 
     # ----------------------------------------------------------------- OpenMetrics export
@@ -999,7 +1006,7 @@ class Fleet:
         batch = max(1, _CHUNK // max(1, len(times)))
         count = 0
         with open(path, "w", encoding="utf-8") as out:
-            for family in dict.fromkeys(name for name, _, _ in _FAMILIES):
+            for family in dict.fromkeys(name for name, _, _, _ in _FAMILIES):
                 out.write(f"# TYPE {family} gauge\n")
                 for first in range(0, len(self._workloads) if len(times) else 0, batch):
                     within = np.zeros(len(self._workloads), dtype=bool)

@@ -97,11 +97,14 @@ GENERIC = [
     'max_over_time(sysdig_container_memory_used_bytes{kube_namespace_name=~"sim-.*"}[10m])',
     'min_over_time(sysdig_container_cpu_cores_used{kube_workload_type!~"deployment|job"}[7m])',
     "sum(sysdig_container_cpu_cores_used) / count(sysdig_container_cpu_cores_used)",
-    'sysdig_container_cpu_cores_used{kube_pod_container_name!="app"} > 0.5',
-    'sysdig_container_cpu_cores_used > bool on (kube_pod_name, kube_pod_container_name) '
-    'kube_pod_container_resource_requests{resource="cpu"}',
-    'sysdig_container_cpu_cores_used unless on (kube_pod_name, kube_pod_container_name) '
-    'kube_pod_container_resource_requests{resource="cpu"}',
+    'sysdig_container_cpu_cores_used{container_label_io_kubernetes_container_name!="app"} > 0.5',
+    # Usage names its container in another label than requests: joined after label_replace.
+    'label_replace(sysdig_container_cpu_cores_used, "kube_pod_container_name", "$1", '
+    '"container_label_io_kubernetes_container_name", "(.+)") > bool on (kube_pod_name, '
+    'kube_pod_container_name) kube_pod_container_resource_requests{resource="cpu"}',
+    'label_replace(sysdig_container_cpu_cores_used, "kube_pod_container_name", "$1", '
+    '"container_label_io_kubernetes_container_name", "(.+)") unless on (kube_pod_name, '
+    'kube_pod_container_name) kube_pod_container_resource_requests{resource="cpu"}',
     "sum by (kube_namespace_name) (count_over_time(sysdig_container_cpu_cores_used[1h]))",
     # Subquery steps are multiples of 60 s, so a bare selector's 5-minute lookback would end
     # exactly on a sample (2.x includes it, 3.x and the simulator do not); `offset 5s` avoids it.

@@ -87,6 +87,7 @@ def test_the_default_simulator_is_safe_to_bill(sim: Sim, check: Run) -> None:
     assert "FAIL" not in results.values(), out
     assert results["auth"] == results["team scope"] == results["stamping"] == "ok"
     assert results["sample grid"] == results["retention"] == results["headroom"] == "ok"
+    assert results["container labels"] == "ok"  # named as Sysdig names them
     assert sum(1 for n in results if n.startswith("metric ")) == 4
     assert "aligned to the step" in out  # the simulator stamps range answers as Sysdig does
     assert err == ""
@@ -184,11 +185,32 @@ def test_a_day_of_10s_steps_is_required_only_for_daily_periods(
     assert rows(out)["1d subquery"] == "FAIL"
 
 
+class DropLabel:
+    """The fleet with one label removed from every series."""
+
+    def __init__(self, fleet: Fleet, label: str) -> None:
+        self.fleet, self.label = fleet, label
+
+    def select(self, matchers: Sequence[LabelMatcher], start_ms: int, end_ms: int) -> SeriesSet:
+        if any(m.name == self.label for m in matchers):
+            return SeriesSet.empty(self.fleet.select(matchers, start_ms, end_ms).ts)
+        data = self.fleet.select(matchers, start_ms, end_ms)
+        return SeriesSet([{k: v for k, v in lb.items() if k != self.label} for lb in data.labels],
+                         data.ts, data.values)
+
+
 def test_container_grain_needs_the_container_labels(sim: Sim, check: Run) -> None:
-    # The simulator's usage series carry kube_pod_container_name, not Sysdig's container label.
-    code, out, _ = check(sim.server)
-    assert code == 0 and rows(out)["container labels"] == "warn"
-    code, out, err = check(sim.server, periods={"grain": "container"})
+    code, out, _ = check(sim.server, periods={"grain": "container"})
+    assert code == 0 and rows(out)["container labels"] == "ok", out
+    # Usage series without Sysdig's container label cannot be joined to requests per container.
+    server = SimulatorServer(DropLabel(sim.fleet, "container_label_io_kubernetes_container_name"),
+                             sim.clock, tokens=[TOKEN]).start()
+    try:
+        code, out, _ = check(server)
+        assert code == 0 and rows(out)["container labels"] == "warn", out
+        code, out, err = check(server, periods={"grain": "container"})
+    finally:
+        server.stop()
     assert "container labels" in failing(code, err)
 
 

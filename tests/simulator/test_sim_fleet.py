@@ -25,6 +25,9 @@ from exporter.simulator.series import LabelMatcher, SeriesSet
 
 from .conftest import NOW, SMALL, T0
 
+# Literal, not the exporter's constants: the simulator stands for Sysdig, whatever the exporter reads.
+USAGE_CONTAINER_LABEL = "container_label_io_kubernetes_container_name"
+REQUEST_CONTAINER_LABEL = "kube_pod_container_name"
 MEDIUM = FleetSpec(seed=3, clusters=3, namespaces_per_cluster=4, workloads_per_namespace=6,
                    max_replicas=4, max_containers=3)
 
@@ -157,7 +160,7 @@ def test_usage_crosses_requests_and_requests_change_mid_pod() -> None:
                     for lb, row in zip(req.labels, req.values, strict=True)}
     above = below = changed = 0
     for lb, row in zip(used.labels, used.values, strict=True):
-        r = by_container.get((lb["kube_pod_name"], lb["kube_pod_container_name"]))
+        r = by_container.get((lb["kube_pod_name"], lb[USAGE_CONTAINER_LABEL]))
         if r is None:
             continue
         both = ~np.isnan(row) & ~np.isnan(r)
@@ -168,6 +171,23 @@ def test_usage_crosses_requests_and_requests_change_mid_pod() -> None:
     assert above > 0 and below > 0 and changed > 0
     # containers without a request still report usage
     assert len(used) > len(req)
+
+
+def test_containers_are_named_as_sysdig_names_them() -> None:
+    """Sysdig's usage series name their container in the cAdvisor-style label, kube-state-metrics'
+    request series in `kube_pod_container_name`; a matcher on one never selects the other."""
+    fleet = Fleet(MEDIUM)
+    for metric, extra, own, other in (
+            (CPU_USED, {}, USAGE_CONTAINER_LABEL, REQUEST_CONTAINER_LABEL),
+            (MEM_USED, {}, USAGE_CONTAINER_LABEL, REQUEST_CONTAINER_LABEL),
+            (REQUESTS, {"resource": "cpu"}, REQUEST_CONTAINER_LABEL, USAGE_CONTAINER_LABEL)):
+        data = _select(fleet, metric, T0, T0 + 3600, **extra)
+        assert len(data) and all(own in lb and other not in lb for lb in data.labels), metric
+        names = {lb[own] for lb in data.labels}
+        assert "app" in names and len(names) > 1
+        assert len(_select(fleet, metric, T0, T0 + 3600, **extra, **{own: "app"})) == sum(
+            lb[own] == "app" for lb in data.labels)
+        assert len(_select(fleet, metric, T0, T0 + 3600, **extra, **{other: "app"})) == 0
 
 
 def test_pods_start_and_stop_inside_a_period() -> None:
@@ -211,7 +231,9 @@ def _brute_force(fleet: Fleet, start: int, end: int, grain: str, step: int = SAM
                 values = np.array([row[w][~np.isnan(row[w])][-1:].sum() if (
                     ~np.isnan(row[w])).any() else np.nan for w in windows])
             if not np.isnan(values).all():
-                raw[name][(_key(lb), lb["kube_pod_name"], lb["kube_pod_container_name"])] = (
+                container = lb[REQUEST_CONTAINER_LABEL if metric == REQUESTS
+                               else USAGE_CONTAINER_LABEL]
+                raw[name][(_key(lb), lb["kube_pod_name"], container)] = (
                     np.nan_to_num(np.array(values) * quantum))
     totals: dict[WorkloadKey, list[int]] = defaultdict(lambda: [0] * 6)
     for r, (u, q) in enumerate((("cu", "cr"), ("mu", "mr"))):

@@ -66,7 +66,9 @@ def test_labels_are_sysdig_names_and_blank_values_stay(client: SdMonitorClient,
     metrics = [r["metric"] for r in res["data"]["result"]]
     for m in metrics:
         assert {"kube_cluster_name", "kube_namespace_name", "kube_workload_type",
-                "kube_workload_name", "kube_pod_name", "kube_pod_container_name"} <= set(m)
+                "kube_workload_name", "kube_pod_name",
+                "container_label_io_kubernetes_container_name"} <= set(m)
+        assert "kube_pod_container_name" not in m  # kube-state-metrics' label, on requests
         assert "" not in m.values()
     assert {m["kube_workload_type"] for m in metrics} <= {"deployment", "statefulset",
                                                           "daemonset", "job"}
