@@ -8,6 +8,9 @@ Every query is evaluated once per period as an instant query at `t = end - step/
   replaces the instant selector's 5-minute lookback, so a pod that stopped is not charged for
   the minutes after its last sample, and neither edge of a window ever sits on a sample (so
   Prometheus 2.x closed and 3.x left-open ranges give the same answer).
+- A request counts at a step only where its pod has a usage sample at that step (`R and on
+  (pod) U`): kube-state-metrics keeps the request series of Pending, Completed, Evicted and
+  Failed pods until the pod object is deleted, and such a pod is not running.
 - The max of request and usage is taken per step at the configured grain (pod by default) with
   `(U >= R) or R or U`: an element-wise max that keeps a side when the other is missing.
 - The integral is summed to the record grain on the server, so the response has one series per
@@ -64,6 +67,12 @@ def grouped(metric: str, matchers: Sequence[tuple[str, str, str]], by: Sequence[
     if metric != REQUESTS and REQUEST_CONTAINER_LABEL in by:
         expr = usage_container(expr)
     return f"sum by ({', '.join(by)}) ({expr})"
+
+
+def running(request: str, pod_usage: str) -> str:
+    """`request` (at pod or container grain) where the pod has usage in `pod_usage` (at pod
+    grain): a request counts only while its pod runs, which the agent's usage samples show."""
+    return f"({request} and on ({', '.join(POD_GRAIN)}) {pod_usage})"
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,7 +139,9 @@ def plan(
     charge: dict[Resource, str] = {}
     for res in ("cpu", "memory"):
         u = sample(USAGE_METRIC[res])
-        r = sample(REQUESTS, [("resource", "=", res)])
+        pod_u = u if by_grain == POD_GRAIN else grouped(
+            USAGE_METRIC[res], m, POD_GRAIN, f"last_over_time({{}}[{half}s])")
+        r = running(sample(REQUESTS, [("resource", "=", res)]), pod_u)
         usage[res] = integral(u)
         request[res] = integral(r)
         charge[res] = integral(f"({u} >= {r}) or {r} or {u}")
@@ -141,6 +152,8 @@ def plan(
         "count by (kube_cluster_name) "
         f"(last_over_time({selector(REQUESTS, [*m, ('resource', '=', 'cpu')])}[{half}s]))"
     )
+    # Any request series, running pods or not: coverage is about collection (agent and
+    # kube-state-metrics both reporting), not about what is billed.
     coverage = f"count_over_time(({cu} and {cr})[{period_seconds}s:{step}s])"
     # Clusters with any request series in the period, running pods or not: with `labels` (any
     # usage series), what tells a cluster whose agent or kube-state-metrics is gone.

@@ -291,6 +291,43 @@ def test_plan_queries_equal_ground_truth(grain: str, hour: int) -> None:
     assert fleet.special["unallocated"] in truth
 
 
+def _per_cluster(result: QueryResult) -> dict[str, float]:
+    assert result.series is not None
+    return {lb["kube_cluster_name"]: float(row[-1])
+            for lb, row in zip(result.series.labels, result.series.values, strict=True)}
+
+
+@pytest.mark.parametrize(("grain", "chargeable"), [("pod", 5.0), ("container", 5.5)])
+def test_plan_bills_a_request_only_at_steps_where_its_pod_has_usage(
+        grain: str, chargeable: float) -> None:
+    """Pod p is Pending at 0 and 10, runs 20 to 40 (usage of `app` only) and is Completed at 50;
+    kube-state-metrics reports the requests of `app` (1 core) and `side` (0.5 core) throughout.
+    Cluster c2 shows only a finished pod's request series."""
+    s = MemoryStorage()
+    pod = {"kube_cluster_name": "c1", "kube_namespace_name": "n", "kube_workload_type": "job",
+           "kube_workload_name": "w", "kube_pod_name": "p"}
+    s.add({**pod, "__name__": "sysdig_container_cpu_cores_used",
+           "container_label_io_kubernetes_container_name": "app"},
+          [(20, 0.25), (30, 2.0), (40, 0.25)])
+    for container, cores in (("app", 1.0), ("side", 0.5)):
+        s.add({**pod, "__name__": "kube_pod_container_resource_requests", "resource": "cpu",
+               "kube_pod_container_name": container}, [(t, cores) for t in range(0, 60, 10)])
+    s.add({**pod, "kube_cluster_name": "c2", "__name__": "kube_pod_container_resource_requests",
+           "resource": "cpu", "kube_pod_container_name": "app"}, [(t, 2) for t in range(0, 60, 10)])
+    queries = plan(60, 10, grain)
+    e = Engine(s)
+    key = WorkloadKey("c1", "n", "job", "w")
+    assert _by_workload(e.instant(queries.usage["cpu"], 55)) == {key: 2.5}
+    # 20, 30, 40: 1.5 core each; `side` has no usage sample but its pod runs.
+    assert _by_workload(e.instant(queries.request["cpu"], 55)) == {key: 4.5}
+    # pod: 1.5 + 2 + 1.5; container: app 1 + 2 + 1, side 0.5 x 3
+    assert _by_workload(e.instant(queries.chargeable["cpu"], 55)) == {key: chargeable}
+    # Collection is unchanged: c2's kube-state-metrics reports, though nothing of it is billed;
+    # c1 has usage and requests at three steps.
+    assert _per_cluster(e.instant(queries.request_presence, 55)).keys() == {"c1", "c2"}
+    assert _per_cluster(e.instant(queries.coverage, 55)) == {"c1": 3.0}
+
+
 def test_plan_cluster_filter_selects_one_cluster() -> None:
     fleet = Fleet(SMALL, clock=FakeClock(NOW), timelines=TIMELINES)
     cluster = fleet.workloads()[0].key.cluster
