@@ -12,7 +12,9 @@ samples a full-interval series has there. That is cores (or bytes) on average, i
 per hour, and a pod present for part of the interval counts for that part only. Totals over the
 viewed range (`$__range`) add the intervals' averages times the interval length. The max is
 taken per pod and interval, which is per sample when Sysdig serves data at the panel's sampling
-(its choice); the exported records, per 10 s sample and exact, are the bill.
+(its choice); the exported records, per 10 s sample and exact, are the bill. As in the bill, a
+request counts only where its pod has usage (runs): per interval here, so per sample at the
+panel's sampling.
 
 Org labels resolve as in `exporter.org` (workload label, then namespace label; blank values
 skipped, values trimmed), with one chain of `label_replace` per key over the pod's
@@ -46,7 +48,16 @@ from exporter.config import Config, OrgConfig
 from exporter.errors import ConfigError, SourceAuthError, SourceError, SourceUnavailable
 from exporter.model import GIB, ORG_KEYS, RESOURCES, UNALLOCATED
 from exporter.periods import format_duration
-from exporter.queries import CPU_USED, MEM_USED, POD_GRAIN, REQUESTS, WORKLOAD_KINDS, selector
+from exporter.queries import (
+    CPU_USED,
+    MEM_USED,
+    POD_GRAIN,
+    REQUESTS,
+    WORKLOAD_KINDS,
+    grouped,
+    running,
+    selector,
+)
 from exporter.sysdig import StrictAdapter
 
 DEFAULT_NAME = "Kubernetes Chargeback"
@@ -105,7 +116,8 @@ class Queries:
     """The PromQL of every panel, built from the org label sources.
 
     Per pod (`POD_GRAIN`) and panel interval: usage `U` and request `R` are the sums of their
-    samples in the interval (over the pod's containers), chargeable is `(U >= R) or R or U`.
+    samples in the interval (over the pod's containers), `R` only for pods with usage in the
+    interval (`exporter.queries.running`), chargeable is `(U >= R) or R or U`.
     `rate(x)` divides such sums by the samples a full-interval series has (`slots`), giving the
     interval's average; `org(x)` attaches the org keys from the pod's usage series and sets a
     missing key to `__unallocated__`.
@@ -117,13 +129,13 @@ class Queries:
 
     @staticmethod
     def _sum(metric: str, matchers: Sequence[tuple[str, str, str]] = ()) -> str:
-        return f"sum by ({_G}) (sum_over_time({selector(metric, matchers)}{WINDOW}))"
+        return grouped(metric, matchers, POD_GRAIN, f"sum_over_time({{}}{WINDOW})")
 
     def usage(self, res: str) -> str:
         return self._sum(CPU_USED if res == "cpu" else MEM_USED)
 
     def request(self, res: str) -> str:
-        return self._sum(REQUESTS, [("resource", "=", res)])
+        return running(self._sum(REQUESTS, [("resource", "=", res)]), self.usage(res))
 
     def chargeable(self, res: str) -> str:
         u, r = self.usage(res), self.request(res)

@@ -10,7 +10,9 @@ compared with what the served samples say:
 - a total over the viewed range is the sum over pods and samples of max(request, usage) times
   the sample spacing (the "known total"), whatever the spacing;
 - a chart point is, per group, the average over its interval of max(request, usage) per pod and
-  interval, in cores or GiB (unit-hours per hour).
+  interval, in cores or GiB (unit-hours per hour);
+- as in the bill, a request counts only where its pod has usage (runs) in the sample, or in the
+  interval.
 """
 
 from __future__ import annotations
@@ -141,7 +143,7 @@ PODS = (
         0, SPAN,
         lambda c, t: (0.0625, 0.125),
         lambda c, t: (128 * MIB, 128 * MIB)),
-    # Requests and no usage series (so no org labels either), from 01:00 to 05:00.
+    # Requests and no usage series (a pod that never runs, e.g. Pending): never charged.
     Pod("c2", "data", "statefulset", "cache", "cache-0", ("redis",),
         {"kube_statefulset_label_costcenter": "7300"},
         FULL,
@@ -178,21 +180,24 @@ def roll_up(spacing: int, pods: tuple[Pod, ...] = PODS, day: int | None = None) 
                 for columns, stamps in by_columns.items():
                     wire = {"kube_cluster_name": pod.cluster, "kube_namespace_name": pod.namespace,
                             "kube_workload_type": pod.kind, "kube_workload_name": pod.workload,
-                            "kube_pod_name": pod.name, "kube_pod_container_name": container,
-                            **dict(columns)}
+                            "kube_pod_name": pod.name, **dict(columns)}
                     _roll(served, pod, container, wire, day + bucket, stamps)
     return served
 
 
 def _roll(served: Served, pod: Pod, container: str, wire: Mapping[str, str], stamp: int,
           stamps: list[int]) -> None:
+    # The container named as Sysdig names it: the agent's label on usage, kube-state-metrics'
+    # on requests.
     for res, fn in (("cpu", pod.cpu), ("memory", pod.mem)):
         pairs = [fn(container, t) for t in stamps]
         if pairs[0][0] is not None:
             used = [u for u, _ in pairs if u is not None]
-            served.add({**wire, "__name__": CPU_USED if res == "cpu" else MEM_USED},
+            served.add({**wire, "__name__": CPU_USED if res == "cpu" else MEM_USED,
+                        "container_label_io_kubernetes_container_name": container},
                        stamp, sum(used) / len(used))
-        served.add({**wire, "__name__": REQUESTS, "resource": res},
+        served.add({**wire, "__name__": REQUESTS, "resource": res,
+                    "kube_pod_container_name": container},
                    stamp, sum(r for _, r in pairs) / len(pairs))
 
 
@@ -260,6 +265,9 @@ def window(served: Served, start: int, end: int) -> Window:
                 samples = max(samples, len(inside))
     for k in [(res, side) for res in ("cpu", "memory") for side in ("u", "r")]:
         used.setdefault(k, defaultdict(float))
+    for res in ("cpu", "memory"):  # a request counts only where its pod has usage
+        used[(res, "r")] = defaultdict(float, {p: v for p, v in used[(res, "r")].items()
+                                               if p in used[(res, "u")]})
     return Window({k: dict(v) for k, v in used.items()}, samples)
 
 
