@@ -67,6 +67,7 @@ _FAMILIES: tuple[tuple[str, tuple[tuple[str, str], ...], Quantity, str], ...] = 
     (REQUESTS, (("resource", "memory"),), "mem_req", REQUEST_CONTAINER_LABEL),
 )
 _POD_LEVEL = frozenset({"kube_pod_name", USAGE_CONTAINER_LABEL, REQUEST_CONTAINER_LABEL})
+_REQUESTED: frozenset[Quantity] = frozenset({"cpu_req", "mem_req"})  # served while requested
 _METRIC_LEVEL = frozenset({METRIC_NAME, "resource"})
 
 # Value tables: requests in quanta (1/64 core, MiB); usage profiles relative to the request.
@@ -205,6 +206,11 @@ class Workload:
     whitespace-only); `namespace_labels` likewise for its namespace. Pods of a replica slot live
     `[g*period - phase + offset, g*period - phase + offset + duration)` for every integer g;
     container requests stay constant for `request_segment` seconds (a power of two of steps).
+
+    Request series (kube-state-metrics) live as long as the pod object: one pod in four is
+    Pending for 10 s to `pending` seconds before it runs; a job's pods stay Completed for
+    `linger` seconds after they end (their TTL), and one deployment pod in four stays Evicted or
+    Failed for 60 s to `linger` seconds. Usage exists only while the pod runs.
     """
 
     index: int
@@ -218,6 +224,8 @@ class Workload:
     offset: int
     duration: int
     request_segment: int
+    pending: int = 0
+    linger: int = 0
 
     @property
     def wire_labels(self) -> Labels:
@@ -242,13 +250,17 @@ class Workload:
 
 @dataclass(frozen=True, slots=True)
 class Pod:
-    """One pod instance: it has samples at every 10 s step in `[start, end)` (seconds)."""
+    """One pod instance: it runs, with usage samples at every 10 s step, in `[start, end)`
+    (seconds); its request series have samples in `[requests_start, requests_end)`, from when
+    it is Pending to when its object is deleted."""
 
     workload: WorkloadKey
     name: str
     start: int
     end: int
     containers: tuple[str, ...]
+    requests_start: int
+    requests_end: int
 
     def samples(self, start: int, end: int) -> int:
         """Number of 10 s steps (per container) this pod has inside `[start, end)`."""
@@ -276,12 +288,16 @@ class _Instances:
     cid: U64Array
     start: IntArray
     end: IntArray
+    req_start: IntArray  # the pod's request series: Pending from here ...
+    req_end: IntArray  # ... to its object's deletion
     pod_w: IntArray
     pod_slot: IntArray
     pod_g: IntArray
     pod_pid: U64Array
     pod_start: IntArray
     pod_end: IntArray
+    pod_req_start: IntArray
+    pod_req_end: IntArray
 
 
 class Fleet:
@@ -396,9 +412,13 @@ class Fleet:
             period = life * {"deployment": 1, "statefulset": 4, "daemonset": 8}[kind]
             offset, duration = gap, period - gap
         segment = SAMPLE_INTERVAL << (8 + _hash(h, 11) % 4)  # 43 min to 5.7 h
+        # A statefulset pod's successor reuses its name, hence its series: it neither waits
+        # Pending nor lingers here. A job's TTL is 5, 10 or 15 minutes.
+        pending = 0 if kind == "statefulset" else 60
+        linger = {"job": 300 * (1 + _hash(h, 12) % 3), "deployment": 300}.get(kind, 0)
         return Workload(index, WorkloadKey(cluster, namespace, kind, name), labels,
                         dict(ns_labels), replicas, containers, has_request, period, offset,
-                        duration, segment)
+                        duration, segment, pending, linger)
 
     def _specials(self, cluster: str, start: int) -> list[Workload]:
         """Cases present whatever the seed (documented in docs/simulator.md)."""
@@ -409,10 +429,11 @@ class Fleet:
             Workload(start, WorkloadKey(cluster, "sim-unlabelled", "deployment", "orphan-api"),
                      {"app": "orphan-api"}, {}, 2, ("app", "istio-proxy"), (True, False),
                      1800, 20, 1780, 2560),
-            # (b) a Job whose single pod lives [HH:10:00, HH:17:00) every hour: 42 samples.
+            # (b) a Job whose single pod runs [HH:10:00, HH:17:00) every hour: 42 samples; it
+            # stays Completed, with its request series, until its TTL at HH:27:00.
             Workload(start + 1, WorkloadKey(cluster, "sim-batch", "job", "hourly-report"),
                      {**full, "app": "hourly-report"}, {}, 1, ("app",), (True,),
-                     3600, 600, 420, 2560),
+                     3600, 600, 420, 2560, linger=600),
             # (c) labelled only through its namespace.
             Workload(start + 2, WorkloadKey(cluster, "sim-inherited", "deployment",
                                             "inherited-web"),
@@ -433,10 +454,13 @@ class Fleet:
         self._slot_period = period[self._slot_w]
         self._slot_offset = np.array([w.offset for w in ws], dtype=np.int64)[self._slot_w]
         self._slot_duration = np.array([w.duration for w in ws], dtype=np.int64)[self._slot_w]
+        self._slot_pending = np.array([w.pending for w in ws], dtype=np.int64)[self._slot_w]
+        self._slot_linger = np.array([w.linger for w in ws], dtype=np.int64)[self._slot_w]
         gid = _mix(_u64(self._seed) ^ _u64(np.arange(len(self._slot_w), dtype=np.int64)))
         self._slot_gid = gid
         # Jobs start on their schedule; other replicas are spread over their period.
         is_job = np.array([w.key.kind == "job" for w in ws])[self._slot_w]
+        self._slot_is_job = is_job
         phase = (gid % _u64(self._slot_period)).astype(np.int64)
         phase -= phase % SAMPLE_INTERVAL
         self._slot_phase = np.where(is_job, 0, phase)
@@ -517,18 +541,21 @@ class Fleet:
         return np.concatenate(parts), np.concatenate(steps)
 
     def pods(self, start: int, end: int) -> list[Pod]:
-        """Pods with at least one sample in `[start, end)` (availability applied to bounds)."""
+        """Pods with at least one usage sample in `[start, end)` (availability applied to
+        bounds, of the run and of the request series)."""
         a, b = self._grid(start, end)
         if a >= b:
             return []
         inst = self._pods(a, b, None)
         out = []
-        for i in range(len(inst.pod_w)):
+        for i in np.flatnonzero((inst.pod_end > a) & (inst.pod_start < b)).tolist():
             w = self._workloads[int(inst.pod_w[i])]
             lo, hi = self.available(int(inst.pod_start[i]), int(inst.pod_end[i]))
+            rlo, rhi = self.available(int(inst.pod_req_start[i]), int(inst.pod_req_end[i]))
             out.append(Pod(w.key, self._pod_name(w, int(inst.pod_slot[i]), int(inst.pod_g[i]),
                                                  int(inst.pod_pid[i])),
-                           max(lo, int(inst.pod_start[i])), hi, w.containers))
+                           max(lo, int(inst.pod_start[i])), hi, w.containers,
+                           max(rlo, int(inst.pod_req_start[i])), rhi))
         return out
 
     # ----------------------------------------------------------------- instances and values
@@ -540,15 +567,18 @@ class Fleet:
         return a, b
 
     def _pods(self, a: int, b: int, wmask: npt.NDArray[np.bool_] | None) -> _Instances:
-        """Every pod (and container) instance whose lifetime overlaps `[a, b)`."""
+        """Every pod (and container) instance whose request series overlap `[a, b)` (they
+        span its run, see `Workload`)."""
         slots = np.arange(len(self._slot_w)) if wmask is None else np.flatnonzero(
             wmask[self._slot_w])
         period = self._slot_period[slots]
         phase = self._slot_phase[slots]
         off = self._slot_offset[slots]
         dur = self._slot_duration[slots]
-        gmin = (a - phase - off - dur) // period + 1
-        gmax = (b + phase - off - 1) // period
+        linger = self._slot_linger[slots]
+        # Pod g runs from g*period - phase + off: g's whose longest request extent meets [a, b).
+        gmin = (a + phase - off - dur - linger) // period + 1
+        gmax = (b + phase - off + self._slot_pending[slots] - 1) // period
         count = np.maximum(gmax - gmin + 1, 0)
         rep = np.repeat(np.arange(len(slots)), count)
         g = gmin[rep] + (np.arange(len(rep)) - np.repeat(np.cumsum(count) - count, count))
@@ -556,24 +586,50 @@ class Fleet:
         pod_start = g * period[rep] - phase[rep] + off[rep]
         pod_end = pod_start + dur[rep]
         pid = _mix(self._slot_gid[slot] ^ _mix(_u64(g) ^ _u64(0xB0D)))
+        req_start, req_end = self._request_extent(slot, pid, pod_start, pod_end)
+        live = (req_end > a) & (req_start < b)
+        if not live.all():
+            slot, g, pid = slot[live], g[live], pid[live]
+            pod_start, pod_end = pod_start[live], pod_end[live]
+            req_start, req_end = req_start[live], req_end[live]
         pod_w = self._slot_w[slot]
         nc = self._ncont[pod_w]
         prow = np.repeat(np.arange(len(slot)), nc)
         within = np.arange(len(prow)) - np.repeat(np.cumsum(nc) - nc, nc)
         cid = _mix(pid[prow] ^ _u64(within + 1))
         return _Instances(pod_w[prow], self._cont_first[pod_w[prow]] + within, prow, cid,
-                          pod_start[prow], pod_end[prow], pod_w, slot, g, pid, pod_start,
-                          pod_end)
+                          pod_start[prow], pod_end[prow], req_start[prow], req_end[prow],
+                          pod_w, slot, g, pid, pod_start, pod_end, req_start, req_end)
+
+    def _request_extent(self, slot: IntArray, pid: U64Array, start: IntArray, end: IntArray
+                        ) -> tuple[IntArray, IntArray]:
+        """Per pod, when its request series start (Pending) and end (object deleted)."""
+        steps = SAMPLE_INTERVAL
+        pending = self._slot_pending[slot]
+        linger = self._slot_linger[slot]
+        hp = (_mix(pid ^ _u64(0x9E4D)) >> np.uint64(33)).astype(np.int64)
+        hl = (_mix(pid ^ _u64(0x11F6)) >> np.uint64(33)).astype(np.int64)
+        waits = np.where((hp % 4 == 0) & (pending > 0),
+                         steps * (1 + (hp >> 2) % np.maximum(pending // steps, 1)), 0)
+        # Every Job pod stays Completed until its TTL; one other pod in four Evicted or Failed.
+        stays = np.where(self._slot_is_job[slot], linger,
+                         np.where((hl % 4 == 0) & (linger > 0),
+                                  60 + steps * ((hl >> 2) % np.maximum(linger // steps - 5, 1)),
+                                  0))
+        out_start: IntArray = start - waits
+        out_end: IntArray = end + stays
+        return out_start, out_end
 
     def _values(self, inst: _Instances, rows: slice, times: IntArray,
                 which: Collection[Quantity]
                 ) -> tuple[npt.NDArray[np.bool_], dict[Quantity, npt.NDArray[np.int32]]]:
-        """Presence mask and integer quanta (1/64 core, MiB) for `rows` x `times` (seconds).
+        """Running mask and integer quanta (1/64 core, MiB) for `rows` x `times` (seconds).
 
         Requests are constant on segments of 2**k steps counted from the pod's start (so they
-        change at restart and occasionally mid-pod); usage is the request (or a nominal value
-        when there is none) times a per-container profile times per-step noise. Callers pass
-        row chunks of ~`_CHUNK` cells so the temporaries stay in cache.
+        change at restart and occasionally mid-pod), and before and after the run are those of
+        its first and last step; usage is the request (or a nominal value when there is none)
+        times a per-container profile times per-step noise. Callers pass row chunks of
+        ~`_CHUNK` cells so the temporaries stay in cache.
         """
         cid = inst.cid[rows]
         start = inst.start[rows]
@@ -581,12 +637,15 @@ class Fleet:
         present = (times[None, :] >= start[:, None]) & (times[None, :] < inst.end[rows, None])
         shift = self._segshift[w].astype(np.int32)
         start_step = (start // SAMPLE_INTERVAL).astype(np.int32)
+        last_seg = (((inst.end[rows] // SAMPLE_INTERVAL).astype(np.int32) - 1 - start_step)
+                    >> shift)
         steps = (times // SAMPLE_INTERVAL).astype(np.int32)
-        seg0 = np.maximum((steps[0] - start_step) >> shift, 0)
-        nseg = int(np.max(((steps[-1] - start_step) >> shift) - seg0, initial=0)) + 1
+        seg0 = np.clip((steps[0] - start_step) >> shift, 0, last_seg)
+        nseg = int(np.max(np.minimum((steps[-1] - start_step) >> shift, last_seg) - seg0,
+                          initial=0)) + 1
         rel = (steps[None, :] - start_step[:, None]) >> shift[:, None]
         rel -= seg0[:, None]
-        np.clip(rel, 0, nseg - 1, out=rel)
+        np.clip(rel, 0, (last_seg - seg0)[:, None], out=rel)
         has_req = self._cont_has_req[inst.cont[rows]][:, None]
         tk = _u64(times) * _KT
         out: dict[Quantity, npt.NDArray[np.int32]] = {}
@@ -642,15 +701,18 @@ class Fleet:
         """Integer ground truth over the 10 s steps `t` with `start <= t < end`.
 
         usage = sum over steps and containers of usage; request likewise over containers that
-        have a request; chargeable = sum over steps and pods of max(sum of container requests,
-        sum of container usage) for grain "pod", or of the per-container max for "container".
-        Only workloads with at least one sample in the window appear.
+        have a request, at the steps where their pod has usage (runs): a Pending pod's and a
+        finished pod's request series never count; chargeable = sum over steps and pods of
+        max(sum of container requests, sum of container usage) for grain "pod", or of the
+        per-container max for "container". Only workloads with at least one usage sample in
+        the window appear.
 
         With `resolution` (seconds), the same sums over the instants `t` on multiples of
         `resolution` instead, each series taking the latest value the fleet serves in
         `(t - resolution/2, t]` (a roll-up where the timelines say so, see the class docstring; a
-        pod is the series of one pod name): what the exporter's queries (`exporter/queries.py`)
-        give at that step. Units are then quanta x `resolution` seconds.
+        pod is the series of one pod name), a request only where its pod has a usage point:
+        what the exporter's queries (`exporter/queries.py`) give at that step. Units are then
+        quanta x `resolution` seconds.
         """
         if grain not in ("pod", "container"):
             raise ValueError(f"grain must be 'pod' or 'container', got {grain!r}")
@@ -699,6 +761,8 @@ class Fleet:
         pod_starts = np.flatnonzero(np.r_[True, pod[1:] != pod[:-1]])
         for r, (used_q, req_q) in enumerate((("cpu_used", "cpu_req"), ("mem_used", "mem_req"))):
             used = np.where(present, v[used_q], 0).astype(np.int64)  # type: ignore[index]
+            # Requests count only where the pod has usage: `present`, as a pod's containers
+            # run together; the Pending and Completed parts of its request series never count.
             req = np.where(present & has_req, v[req_q], 0).astype(np.int64)  # type: ignore[index]
             np.add.at(acc[:, 3 * r], w, used.sum(axis=1))
             np.add.at(acc[:, 3 * r + 1], w, req.sum(axis=1))
@@ -756,18 +820,27 @@ class Fleet:
         if not len(inst.w):
             return out
         quantities: tuple[Quantity, ...] = ("cpu_used", "cpu_req", "mem_used", "mem_req")
-        counts, sums = self._rolled(inst, served, sampling, quantities)
+        counts, req_counts, sums = self._rolled(inst, served, sampling, quantities)
         series = self._series_ids(inst)
-        first, merged_counts, _ = self._merge(series, counts, sums["cpu_used"])
-        # Per series and instant of `at`: the column of its latest point in the half step.
         columns = np.arange(len(served), dtype=np.int64)
-        latest = np.maximum.accumulate(np.where(merged_counts > 0, columns, -1), axis=1)
         upto = np.searchsorted(served, at, side="right") - 1
-        pick = np.where(upto[None, :] >= 0, latest[:, np.maximum(upto, 0)], -1)
-        present = (pick >= 0) & (served[np.maximum(pick, 0)] > at[None, :] - half)
-        pick = np.maximum(pick, 0)
-        values = {q: np.take_along_axis(self._merge(series, counts, sums[q])[2], pick, axis=1)
-                  for q in quantities}
+
+        def latest(n: IntArray, which: Sequence[Quantity]
+                   ) -> tuple[IntArray, npt.NDArray[np.bool_], dict[Quantity, IntArray]]:
+            """Per series (rows of one series merged) and instant of `at`: has it a point in
+            the half step, and the values of its latest one."""
+            first, merged, _ = self._merge(series, n, sums[which[0]])
+            last = np.maximum.accumulate(np.where(merged > 0, columns, -1), axis=1)
+            pick = np.where(upto[None, :] >= 0, last[:, np.maximum(upto, 0)], -1)
+            present = (pick >= 0) & (served[np.maximum(pick, 0)] > at[None, :] - half)
+            pick = np.maximum(pick, 0)
+            return first, present, {q: np.take_along_axis(self._merge(series, n, sums[q])[2],
+                                                          pick, axis=1) for q in which}
+
+        first, present, values = latest(counts, ("cpu_used", "mem_used"))
+        # Request series are those of the same rows (every container has both families).
+        _, asked, req_values = latest(req_counts, ("cpu_req", "mem_req"))
+        values.update(req_values)
         w = inst.w[first]
         has_req = self._cont_has_req[inst.cont[first]][:, None]
         # Pods by name: a statefulset pod's series share its slot; any other pod is its own.
@@ -776,12 +849,16 @@ class Fleet:
         pod_of = pod_of.reshape(-1)
         pod_w = np.zeros(len(pod_ids), dtype=np.int64)
         pod_w[pod_of] = w
+        # The rule: a request counts only at instants where its pod has a usage point.
+        running = np.zeros((len(pod_ids), len(at)), dtype=np.int64)
+        np.add.at(running, pod_of, present)
+        counted = asked & has_req & (running[pod_of] > 0)
         acc = np.zeros((len(self._workloads), 6), dtype=np.int64)
         pairs: tuple[tuple[Quantity, Quantity], ...] = (("cpu_used", "cpu_req"),
                                                         ("mem_used", "mem_req"))
         for r, (used_q, req_q) in enumerate(pairs):
             used = np.where(present, values[used_q], 0)
-            req = np.where(present & has_req, values[req_q], 0)
+            req = np.where(counted, values[req_q], 0)
             np.add.at(acc[:, 3 * r], w, used.sum(axis=1))
             np.add.at(acc[:, 3 * r + 1], w, req.sum(axis=1))
             if grain == "container":
@@ -881,25 +958,30 @@ class Fleet:
             ) if pod_matchers else np.ones(len(inst.w), dtype=bool)
         rows_of: dict[Quantity, IntArray] = {}
         has_req = self._cont_has_req[inst.cont]
+        # Every instance's request series meet the window; its usage may not (Pending, or
+        # Completed and kept).
+        runs = (inst.end > int(times[0])) & (inst.start < last)
         for _, _, q, label in families:
-            rows_of[q] = np.flatnonzero(keep[label] & has_req if q in ("cpu_req", "mem_req")
-                                        else keep[label])
+            rows_of[q] = np.flatnonzero(keep[label] & has_req if q in _REQUESTED
+                                        else keep[label] & runs)
         # A statefulset pod reborn under its old name continues the same series.
         series_id = self._series_ids(inst)
         if steps is not None:
             return self._select_rolled(inst, families, rows_of, series_id, row_pod, row_cont,
                                        times, steps)
-        # Every instance overlaps the grid, so each kept row has at least one sample.
+        # Each kept row has at least one sample on the 10 s grid.
         dense = {q: np.empty((len(r), len(times))) for q, r in rows_of.items()}
         position = {q: np.cumsum(np.isin(np.arange(len(inst.w)), r)) - 1
                     for q, r in rows_of.items()}
         for chunk in self._row_chunks(len(inst.w), len(times)):
             present, values = self._values(inst, chunk, times, list(rows_of))
+            asked = self._requested(inst, chunk, times) if _REQUESTED & rows_of.keys() else None
             for q, r in rows_of.items():
                 sel = r[(r >= chunk.start) & (r < chunk.stop)]
                 scale = 1.0 / CPU_QUANTUM if q.startswith("cpu") else float(MIB)
                 local = sel - chunk.start
-                dense[q][position[q][sel]] = np.where(present[local],
+                mask = asked if asked is not None and q in _REQUESTED else present
+                dense[q][position[q][sel]] = np.where(mask[local],
                                                       values[q][local] * scale, np.nan)
         out_labels: list[Labels] = []
         blocks = []
@@ -932,12 +1014,22 @@ class Fleet:
         series_id: IntArray = np.unique(ident, return_inverse=True)[1].reshape(-1)
         return series_id
 
+    @staticmethod
+    def _requested(inst: _Instances, rows: slice, times: IntArray) -> npt.NDArray[np.bool_]:
+        """For `rows` x `times`: does the pod have its request series (Pending to deleted)?"""
+        out: npt.NDArray[np.bool_] = ((times[None, :] >= inst.req_start[rows, None])
+                                      & (times[None, :] < inst.req_end[rows, None]))
+        return out
+
     def _rolled(self, inst: _Instances, times: IntArray, steps: IntArray,
-                which: Collection[Quantity]) -> tuple[IntArray, dict[Quantity, IntArray]]:
-        """Per instance row and instant `times[j]`: how many 10 s samples lie in
-        `[times[j], times[j] + steps[j])`, and their sum in quanta per quantity."""
+                which: Collection[Quantity]
+                ) -> tuple[IntArray, IntArray, dict[Quantity, IntArray]]:
+        """Per instance row and instant `times[j]`: how many 10 s usage samples and how many
+        request samples lie in `[times[j], times[j] + steps[j])`, and their sum in quanta per
+        quantity (usage over the first, requests over the second)."""
         n, width = len(inst.w), len(times)
         counts = np.zeros((n, width), dtype=np.int64)
+        req_counts = np.zeros((n, width), dtype=np.int64)
         sums = {q: np.zeros((n, width), dtype=np.int64) for q in which}
         for step in np.unique(steps).tolist():
             cols = np.flatnonzero(steps == step)
@@ -949,10 +1041,14 @@ class Fleet:
                 present, values = self._values(inst, rows, raw, which)
                 shape = (len(present), len(cols), k)
                 counts[rows, cols] = present.reshape(shape).sum(axis=2)
+                asked = self._requested(inst, rows, raw) if _REQUESTED & set(which) else None
+                if asked is not None:
+                    req_counts[rows, cols] = asked.reshape(shape).sum(axis=2)
                 for q in which:
-                    kept = np.where(present, values[q], 0).astype(np.int64)
+                    mask = asked if asked is not None and q in _REQUESTED else present
+                    kept = np.where(mask, values[q], 0).astype(np.int64)
                     sums[q][rows, cols] = kept.reshape(shape).sum(axis=2)
-        return counts, sums
+        return counts, req_counts, sums
 
     @staticmethod
     def _merge(series: IntArray, counts: IntArray, sums: IntArray
@@ -978,12 +1074,13 @@ class Fleet:
                        row_pod: Sequence[str], row_cont: Sequence[str], times: IntArray,
                        steps: IntArray) -> SeriesSet:
         """`_select` where some instants are roll-ups (see the class docstring)."""
-        counts, sums = self._rolled(inst, times, steps, list(rows_of))
+        counts, req_counts, sums = self._rolled(inst, times, steps, list(rows_of))
         out_labels: list[Labels] = []
         blocks = []
         for name, extra, q, label in families:
             idx = rows_of[q]
-            first, c, values = self._merge(series_id[idx], counts[idx], sums[q][idx])
+            n = req_counts if q in _REQUESTED else counts
+            first, c, values = self._merge(series_id[idx], n[idx], sums[q][idx])
             live = c.any(axis=1)
             scale = 1.0 / CPU_QUANTUM if q.startswith("cpu") else float(MIB)
             blocks.append(np.where(c[live] > 0, values[live] * scale, np.nan))

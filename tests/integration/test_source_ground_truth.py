@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Callable
 from decimal import ROUND_HALF_EVEN, Decimal
 
+import numpy as np
 import pytest
 
 from exporter.commands import build_source
@@ -12,7 +14,9 @@ from exporter.config import Config
 from exporter.model import UNALLOCATED, ChargeLine, WorkloadKey
 from exporter.org import OrgModel
 from exporter.periods import Period
+from exporter.queries import REQUESTS
 from exporter.simulator.fleet import Fleet
+from exporter.simulator.series import LabelMatcher
 from exporter.units import charge_lines
 from tests.integration.conftest import T0, H, Sim
 
@@ -141,6 +145,37 @@ def test_seven_minute_pod_is_charged_for_seven_minutes(sim: Sim) -> None:
     # the request is constant over the job's life, so request-hours = request x 7 minutes
     req_cores = Decimal(sums["cpu"].request) / 64 / 42
     assert q(cpu.request) == q(req_cores * steps)
+
+
+def test_requests_of_pods_that_do_not_run_are_not_billed(sim: Sim) -> None:
+    """kube-state-metrics keeps the request series of Pending, Completed, Evicted and Failed
+    pods; a request is billed only at steps where its pod has a usage sample."""
+    period = Period(T0 + H, T0 + 2 * H)
+    lines = {ln.workload: ln for ln in measure(sim, period) if ln.resource == "cpu"}
+    data = sim.fleet.select([LabelMatcher.of("__name__", "=", REQUESTS),
+                             LabelMatcher.of("resource", "=", "cpu")],
+                            period.start * 1000, (period.end - 1) * 1000)
+    served: dict[WorkloadKey, Decimal] = defaultdict(Decimal)
+    for labels, row in zip(data.labels, data.values, strict=True):
+        key = WorkloadKey(labels["kube_cluster_name"], labels["kube_namespace_name"],
+                          labels["kube_workload_type"], labels["kube_workload_name"])
+        served[key] += Decimal(int(np.nansum(row) * 64)) / 64 * 10 / 3600
+    truth = sim.fleet.ground_truth(period.start, period.end)
+    kept = {key for key, ln in lines.items() if q(ln.request) < q(served[key])}
+    assert {k.kind for k in kept} >= {"job", "deployment"}  # Completed, Evicted, Pending
+    for key, ln in lines.items():
+        assert q(ln.request) == q(truth[key]["cpu"].request) <= q(served[key]), key
+        if key.kind == "statefulset":  # its pods never wait or linger in the simulator
+            assert q(ln.request) == q(served[key]), key
+    # In [HH:20, HH:30) the seven-minute job (run HH:10-HH:17) is Completed, its request series
+    # kept until HH:27: it is not billed at all.
+    job = sim.fleet.special["seven_minute_job"]
+    later = Period(T0 + H + 1200, T0 + H + 1800)
+    assert any(lb["kube_workload_name"] == job.name for lb in sim.fleet.select(
+        [LabelMatcher.of("__name__", "=", REQUESTS)], later.start * 1000,
+        (later.end - 1) * 1000).labels)
+    assert job not in {ln.workload for ln in measure(
+        sim, later, sim.config(periods={"length": "10m"}))}
 
 
 def test_environment_cannot_override_url_or_token(sim: Sim, monkeypatch: pytest.MonkeyPatch) -> None:

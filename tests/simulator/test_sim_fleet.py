@@ -202,6 +202,63 @@ def test_pods_start_and_stop_inside_a_period() -> None:
     assert rolled, "some deployment rolled over to new pod names within the hour"
 
 
+def test_listed_pods_run_in_the_window() -> None:
+    fleet = Fleet(MEDIUM)
+    for start in (T0, T0 + 5 * 3600 + 610):
+        pods = fleet.pods(start, start + 3600)
+        assert pods and all(p.samples(start, start + 3600) > 0 for p in pods)
+
+
+def _series(data: SeriesSet, label: str) -> dict[tuple[str, str], np.ndarray]:
+    return {(lb["kube_pod_name"], lb[label]): data.ts[~np.isnan(row)] // 1000
+            for lb, row in zip(data.labels, data.values, strict=True)}
+
+
+def test_request_series_exist_while_pods_are_pending_and_after_they_finish() -> None:
+    """kube-state-metrics keeps a pod's request series from its creation until the object is
+    deleted (kube-state-metrics #440): Pending before it runs, Completed (a Job's pods, until
+    their TTL), Evicted or Failed after; usage exists only while it runs."""
+    fleet = Fleet(MEDIUM)
+    start, end = T0, T0 + 6 * 3600
+    used = _series(_select(fleet, CPU_USED, start, end), USAGE_CONTAINER_LABEL)
+    req = _series(_select(fleet, REQUESTS, start, end, resource="cpu"), REQUEST_CONTAINER_LABEL)
+    pods = {p.name: p for p in fleet.pods(start, end)}
+    before = after = 0
+    kinds_after: set[str] = set()
+    for (pod, container), stamps in req.items():
+        p = pods.get(pod)
+        if p is None or not start + 3600 < p.start < p.end < end - 3600:
+            continue  # whole lives only
+        assert stamps.tolist() == list(range(p.requests_start, p.requests_end, SAMPLE_INTERVAL))
+        assert used[(pod, container)].tolist() == list(range(p.start, p.end, SAMPLE_INTERVAL))
+        assert p.requests_start <= p.start < p.end <= p.requests_end
+        before += p.requests_start < p.start
+        if p.requests_end > p.end:
+            after += 1
+            kinds_after.add(p.workload.kind)
+            assert p.requests_end - p.end <= 900  # deleted within 15 minutes
+    assert before and after and kinds_after == {"job", "deployment"}
+
+
+def test_a_completed_job_pod_keeps_its_requests_until_its_ttl() -> None:
+    fleet = Fleet(FleetSpec(seed=5))
+    job = fleet.special["seven_minute_job"]
+    hour = T0 + 3 * 3600
+    [pod] = [p for p in fleet.pods(hour, hour + 3600) if p.workload == job]
+    assert (pod.requests_start - hour, pod.start - hour, pod.end - hour,
+            pod.requests_end - hour) == (600, 600, 1020, 1620)
+    data = _select(fleet, REQUESTS, hour, hour + 3600, resource="memory",
+                   kube_workload_name=job.name)
+    assert (data.ts[~np.isnan(data.values[0])] // 1000).tolist() == list(
+        range(hour + 600, hour + 1620, SAMPLE_INTERVAL))
+    # Its request-hours are those of the 42 steps it ran, not of the 102 its series spans.
+    stamps = data.ts // 1000
+    ran = (stamps >= pod.start) & (stamps < pod.end)
+    steps = fleet.sample_sums(hour, hour + 3600)[job]["memory"].request
+    assert steps == int(np.nansum(data.values[0][ran]) / MIB) > 0
+    assert steps * 102 == int(np.nansum(data.values[0]) / MIB) * 42  # one request value
+
+
 def test_statefulset_restart_keeps_one_series_per_pod_name() -> None:
     fleet = Fleet(MEDIUM)
     data = _select(fleet, CPU_USED, T0, T0 + 24 * 3600)
@@ -212,7 +269,8 @@ def test_statefulset_restart_keeps_one_series_per_pod_name() -> None:
 def _brute_force(fleet: Fleet, start: int, end: int, grain: str, step: int = SAMPLE_INTERVAL
                  ) -> dict[WorkloadKey, list[int]]:
     """Ground truth recomputed from the served series, per `step`, with plain Python dictionaries:
-    at each multiple `t` of `step`, each series' latest point in `(t - step/2, t]`."""
+    at each multiple `t` of `step`, each series' latest point in `(t - step/2, t]`; a request
+    only where its pod has a usage point then."""
     raw = {}
     half = step // 2
     at = range(-(-start // step) * step, end, step)
@@ -234,12 +292,17 @@ def _brute_force(fleet: Fleet, start: int, end: int, grain: str, step: int = SAM
                 container = lb[REQUEST_CONTAINER_LABEL if metric == REQUESTS
                                else USAGE_CONTAINER_LABEL]
                 raw[name][(_key(lb), lb["kube_pod_name"], container)] = (
-                    np.nan_to_num(np.array(values) * quantum))
+                    np.array(values) * quantum)
     totals: dict[WorkloadKey, list[int]] = defaultdict(lambda: [0] * 6)
     for r, (u, q) in enumerate((("cu", "cr"), ("mu", "mr"))):
+        running: dict[tuple[WorkloadKey, str], np.ndarray] = {}
+        for ident, row in raw[u].items():
+            seen = ~np.isnan(row)
+            running[ident[:2]] = running.get(ident[:2], np.zeros(len(row), dtype=bool)) | seen
         pods: dict[tuple[WorkloadKey, str], list[np.ndarray]] = defaultdict(lambda: [0, 0])
         for ident, row in raw[u].items():
-            req = raw[q].get(ident, np.zeros_like(row))
+            row = np.nan_to_num(row)
+            req = np.where(running[ident[:2]], np.nan_to_num(raw[q].get(ident, 0.0)), 0.0)
             totals[ident[0]][3 * r] += int(row.sum())
             totals[ident[0]][3 * r + 1] += int(req.sum())
             if grain == "container":
@@ -273,10 +336,13 @@ def test_ground_truth_in_unit_hours() -> None:
     # 1/64 core for 10 s = 1/23040 core-hour; 1 MiB for 10 s = 1/368640 GiB-hour
     assert hours["cpu"].usage * 23040 == pytest.approx(Decimal(units["cpu"].usage), abs=Decimal("1e-40"))
     assert hours["memory"].request == Decimal(units["memory"].request) / 368640
-    # The job has one container with a request: 42 samples of a constant-per-segment request.
-    request = _select(fleet, REQUESTS, T0, T0 + 3600, resource="memory",
-                      kube_workload_name=job.name).values[0]
+    # The job has one container with a request: the 42 samples of its run count, not those of
+    # its Completed pod, which kube-state-metrics keeps until its TTL.
+    data = _select(fleet, REQUESTS, T0, T0 + 3600, resource="memory", kube_workload_name=job.name)
+    stamps = data.ts // 1000
+    request = data.values[0][(stamps >= T0 + 600) & (stamps < T0 + 1020)]
     assert Decimal(int(np.nansum(request))) / (2**30) * 10 / 3600 == hours["memory"].request
+    assert np.nansum(data.values[0]) > np.nansum(request)
     assert hours["cpu"].chargeable >= max(hours["cpu"].usage, hours["cpu"].request)
 
 
