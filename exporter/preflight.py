@@ -28,10 +28,13 @@ from exporter.periods import Period, align_down, format_duration, iso
 from exporter.queries import (
     CPU_USED,
     MEM_USED,
+    POD_GRAIN,
     REQUEST_CONTAINER_LABEL,
     REQUESTS,
     USAGE_CONTAINER_LABEL,
     cluster_matchers,
+    grouped,
+    not_running,
     plan,
     selector,
 )
@@ -41,7 +44,6 @@ from exporter.teams import read_team_scope
 Result = Literal["ok", "warn", "FAIL"]
 SAMPLE_INTERVAL = 10  # Sysdig's native sample interval (seconds)
 DAY = 86400
-POD_KEY = ("kube_cluster_name", "kube_namespace_name", "kube_pod_name")
 # An answer this close to Sysdig's cap is reported as a warning before it becomes a failure.
 WARN_SHARE = Decimal("0.8")
 
@@ -265,17 +267,17 @@ class Preflight:
         return Check("workload kinds", "ok", f"seen now: {shown}")
 
     def completed_pods(self) -> Check:
-        half = SAMPLE_INTERVAL // 2
-        req = f'last_over_time({self._sel(REQUESTS, [("resource", "=", "cpu")])}[{half}s])'
-        used = f"last_over_time({self._sel(CPU_USED)}[{half}s])"
+        # The billing queries' own test of a running pod (exporter.queries.running).
+        step = f"last_over_time({{}}[{SAMPLE_INTERVAL // 2}s])"
+        req = step.format(self._sel(REQUESTS, [("resource", "=", "cpu")]))
+        used = grouped(CPU_USED, self._m, POD_GRAIN, step)
         total = self._count(f"count({req})", "completed pods", self._settled)
-        alone = self._count(f"count({req} unless on ({', '.join(POD_KEY)}) {used})",
-                            "completed pods", self._settled)
+        alone = self._count(f"count{not_running(req, used)}", "completed pods", self._settled)
         if alone:
             return Check("completed pods", "warn",
                          f"{alone:,} of {total:,} cpu request series at {_instant(self._settled)} "
-                         "belong to pods with no usage sample then (Completed, Pending, ...); "
-                         "see docs/queries.md for how requests are billed")
+                         "belong to pods with no usage sample then (Pending, Completed, Evicted, "
+                         "Failed): their requests are not billed (docs/queries.md)")
         return Check("completed pods", "ok",
                      f"every one of {total:,} cpu request series at {_instant(self._settled)} "
                      "belongs to a pod with a usage sample then")

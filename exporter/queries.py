@@ -75,6 +75,11 @@ def running(request: str, pod_usage: str) -> str:
     return f"({request} and on ({', '.join(POD_GRAIN)}) {pod_usage})"
 
 
+def not_running(request: str, pod_usage: str) -> str:
+    """The rest of `request`: what `running` leaves out, never billed."""
+    return f"({request} unless on ({', '.join(POD_GRAIN)}) {pod_usage})"
+
+
 @dataclass(frozen=True, slots=True)
 class QueryPlan:
     """The queries for one period at one grain and step, with the instant to evaluate them."""

@@ -60,6 +60,21 @@ def rows(out: str) -> dict[str, str]:
     return found
 
 
+def evidence(out: str, name: str) -> str:
+    """The evidence cell of check `name` in the printed table, its wrapped lines joined."""
+    text: list[str] = []
+    inside = False
+    for line in out.splitlines():
+        cells = [c.strip() for c in line.strip().strip("│┃|").split("│")]
+        if len(cells) < 3:
+            inside = False  # a rule between rows
+            continue
+        inside = cells[0] == name or (inside and not cells[0])
+        if inside:
+            text.append(cells[2])
+    return " ".join(text)
+
+
 def failing(code: int, err: str) -> str:
     lines = err.strip().splitlines()
     assert code == 1 and len(lines) == 1, err
@@ -91,6 +106,16 @@ def test_the_default_simulator_is_safe_to_bill(sim: Sim, check: Run) -> None:
     assert sum(1 for n in results if n.startswith("metric ")) == 4
     assert "aligned to the step" in out  # the simulator stamps range answers as Sysdig does
     assert err == ""
+
+
+def test_request_series_of_pods_that_do_not_run_are_a_warning_and_not_billed(
+        sim_factory: Callable[..., Sim], check: Run) -> None:
+    # At 00:20 (a settle delay before now) the seven-minute job is Completed, its request series
+    # kept until its TTL at 00:27: kube-state-metrics' behaviour, which billing accounts for.
+    sim = sim_factory(now=T0 + 22 * 60)
+    code, out, err = check(sim.server)
+    assert code == 0 and rows(out)["completed pods"] == "warn", out + err
+    assert "not billed" in evidence(out, "completed pods")
 
 
 def test_prometheus_stamping_is_reported_and_safe(sim_factory: Callable[..., Sim], check: Run) -> None:
