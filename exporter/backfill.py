@@ -70,6 +70,7 @@ from exporter.kafka_sink import ReadMessage, read_topic
 from exporter.model import PeriodUsage
 from exporter.periods import Period, format_duration, iso, iter_periods, parse_duration, parse_time
 from exporter.pipeline import PeriodResult, Pipeline, Prior
+from exporter.publication import ExactlyOnceSink
 from exporter.retention import Pinned, Retention
 from exporter.retry import call_with_retries
 from exporter.run import stop_on_signals
@@ -250,6 +251,9 @@ class RangeCheckpointSink:
     def publish(self, messages: Sequence[OutMessage], checkpoint: OutMessage) -> None:
         tagged = dataclasses.replace(checkpoint, headers=(*checkpoint.headers, *self._headers))
         self._sink.publish(messages, tagged)
+
+    def recover(self) -> None:
+        self._sink.recover()
 
     def close(self) -> None:
         self._sink.close()
@@ -659,8 +663,7 @@ class Backfill:
     def __init__(self, pipeline: Pipeline, plans: Sequence[PeriodPlan], clock: Clock, cfg: Config, *,
                  sink: PeriodSink | None, instance: str, force: bool = False,
                  limit: AdaptiveLimit | None = None, progress: ProgressView | None = None,
-                 committed: int | None = None, publish_attempts: int = 3,
-                 publish_max_retry_time: float = 60.0) -> None:
+                 committed: int | None = None) -> None:
         self._pipeline = pipeline
         self._plans = list(plans)
         self._clock = clock
@@ -670,8 +673,6 @@ class Backfill:
         self._force = force
         self.limit = limit or AdaptiveLimit(cfg.backfill.max_concurrency)
         self._progress = progress or NoProgress()
-        self._publish_attempts = publish_attempts
-        self._publish_max_retry_time = publish_max_retry_time
         self._committed = committed
         self._length = cfg.periods.length
         self._stop = threading.Event()
@@ -803,12 +804,7 @@ class Backfill:
     def _publish(self, result: PeriodResult, checkpoint_end: int) -> None:
         sink = self._sink
         assert sink is not None
-
-        def once() -> None:
-            self._pipeline.publish(result, sink, self._instance, checkpoint_end)
-
-        call_with_retries(once, clock=self._clock, attempts=self._publish_attempts,
-                          max_delay=self._publish_max_retry_time, what=f"publish {result.period}")
+        self._pipeline.publish(result, sink, self._instance, checkpoint_end)
         self._committed = checkpoint_end
 
     def _finish(self, end: int) -> None:
@@ -817,9 +813,7 @@ class Backfill:
         checkpoint = self._pipeline.codec.checkpoint(self._instance, end, self._length,
                                                      int(self._clock.time() * 1000))
         try:
-            call_with_retries(lambda: sink.publish([], checkpoint), clock=self._clock,
-                              attempts=self._publish_attempts, max_delay=self._publish_max_retry_time,
-                              what="backfill checkpoint")
+            sink.publish([], checkpoint)
         except ExporterError as exc:
             # Every period is done; a rerun would only resume earlier than needed.
             log.warning("final checkpoint not committed", extra={"error": str(exc)})
@@ -1024,7 +1018,11 @@ def prepare(cfg: Config, opts: Options, clock: Clock, *, sink_factory: SinkFacto
     pipeline: Pipeline = build_pipeline(cfg, clock, source=source)
     sink: PeriodSink | None = None
     if not opts.dry_run:
-        sink = RangeCheckpointSink(sink_factory(cfg, clock, instance), opts.start, opts.end)
+        # The one publication policy of the worker too: retries, and an in-doubt commit settled
+        # on the backfill's own checkpoint before anything is published again.
+        sink = ExactlyOnceSink(
+            RangeCheckpointSink(sink_factory(cfg, clock, instance), opts.start, opts.end),
+            build_checkpoints(cfg, clock, transactional_id=instance), clock)
         try:
             sink.start()
         except FencedError as exc:

@@ -10,6 +10,7 @@ Exactly-once, as a `read_committed` consumer sees it, rests on three things:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 import uuid
@@ -33,7 +34,7 @@ from exporter.errors import (
     TopicMissing,
 )
 from exporter.retry import call_with_retries
-from exporter.sink import CheckpointState, OutMessage
+from exporter.sink import BATCH_HEADER, CheckpointState, OutMessage
 
 log = logging.getLogger("exporter.kafka")
 T = TypeVar("T")
@@ -434,7 +435,8 @@ class KafkaCheckpointStore:
             last: CheckpointState | None = None
             for m in read_topic(self._cfg, self._cfg.topics.checkpoint):
                 if m.key == key and m.value is not None:
-                    last = self._decode(m.value)
+                    last = dataclasses.replace(self._decode(m.value),
+                                               batch=m.headers.get(BATCH_HEADER))
             return last
 
         return call_with_retries(once, clock=self._clock, attempts=5, max_delay=120,

@@ -8,6 +8,10 @@ from typing import Protocol
 
 from exporter.frozen import fast_init
 
+# Header of every checkpoint message: a fresh id per publication attempt's batch, by which an
+# in-doubt commit is settled (`exporter.publication`).
+BATCH_HEADER = "batch_id"
+
 
 @fast_init
 @dataclass(frozen=True, slots=True)
@@ -40,6 +44,14 @@ class PeriodSink(Protocol):
         """
         ...
 
+    def recover(self) -> None:
+        """Settle a transaction left in doubt by `CommitUncertain`. Blocking.
+
+        Afterwards a `read_committed` read of the checkpoint tells whether that transaction
+        committed. Raises `SinkUnavailable` while the broker is unreachable; no-op otherwise.
+        """
+        ...
+
     def close(self) -> None:
         """Release the producer; an open transaction is aborted. Idempotent."""
         ...
@@ -51,10 +63,12 @@ class CheckpointState:
 
     `last_period_end`: where the next period starts (epoch seconds). `clusters`: every cluster
     the instance has published, with the end (epoch seconds) of the last period that carried it.
+    `batch`: the `batch_id` header of the transaction that committed it (None before it existed).
     """
 
     last_period_end: int
     clusters: Mapping[str, int] = field(default_factory=dict)
+    batch: bytes | None = None
 
 
 class CheckpointStore(Protocol):

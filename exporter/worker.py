@@ -23,7 +23,6 @@ from exporter.clock import Clock
 from exporter.completeness import MissingClusters, remembered
 from exporter.config import PeriodsConfig, WorkerConfig
 from exporter.errors import (
-    CommitUncertain,
     ExporterError,
     FencedError,
     IncompleteDataError,
@@ -36,7 +35,7 @@ from exporter.health import HealthState
 from exporter.metrics import Metrics
 from exporter.periods import Period, align_down, closed_periods, format_duration, iso
 from exporter.pipeline import PeriodResult
-from exporter.retry import call_with_retries
+from exporter.publication import ExactlyOnceSink
 from exporter.sink import CheckpointStore, PeriodSink
 from exporter.source import UsageSource
 
@@ -131,14 +130,13 @@ class Worker:
         instance: str,
         health_state: HealthState,
         *,
-        publish_attempts: int = 3,
-        publish_max_retry_time: float = 60.0,
         clusters: Sequence[str] = (),
         retired_clusters: Sequence[str] = (),
         preflight: Callable[[], None] | None = None,
     ) -> None:
         self._pipeline = pipeline
-        self._sink = sink
+        # Every publication goes through the one exactly-once policy (retries, in-doubt commits).
+        self._sink = ExactlyOnceSink(sink, checkpoints, clock)
         self._checkpoints = checkpoints
         self._clock = clock
         self._periods = periods_cfg
@@ -146,8 +144,6 @@ class Worker:
         self._metrics = metrics
         self._instance = instance
         self._health = health_state
-        self._publish_attempts = publish_attempts
-        self._publish_max_retry_time = publish_max_retry_time
         self._next: int | None = None
         # Clusters published so far (from the checkpoint) -> end of the last period with each.
         self._published: dict[str, int] = {}
@@ -327,21 +323,6 @@ class Worker:
             })
         return step
 
-    def _committed_since(self, period: Period) -> bool:
-        """After an in-doubt commit: settle it, then ask the checkpoint whether it happened.
-
-        The sink's `recover` re-creates the producer, which makes the coordinator finish or
-        abort the open transaction; only then does a read_committed checkpoint read tell the
-        truth. Raises `SinkUnavailable` while the broker is still away (the period is retried).
-        """
-        recover = getattr(self._sink, "recover", None)
-        if recover is not None:
-            recover()
-        committed = self._checkpoints.read()
-        done = committed is not None and committed.last_period_end >= period.end
-        log.warning("commit outcome settled", extra={"period": str(period), "committed": done})
-        return done
-
     def _export_one(self, period: Period) -> None:
         # One collector pause for the whole period: its records, messages and intermediate
         # objects are freed by reference counting when `_export` returns, before the
@@ -357,17 +338,7 @@ class Worker:
         computed = self._clock.time()
         clusters = remembered(self._published, [mf.cluster for mf in result.manifests], period.end,
                               self._retired)
-
-        def publish() -> None:
-            try:
-                self._pipeline.publish(result, self._sink, self._instance, clusters=clusters)
-            except CommitUncertain:
-                if self._committed_since(period):
-                    return
-                raise
-
-        call_with_retries(publish, clock=self._clock, attempts=self._publish_attempts,
-                          max_delay=self._publish_max_retry_time, what=f"publish {period}")
+        self._pipeline.publish(result, self._sink, self._instance, clusters=clusters)
         self._next = period.end
         self._published = clusters
         self._released()

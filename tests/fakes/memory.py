@@ -12,6 +12,7 @@ code; it has the shape of `exporter.pipeline.Pipeline` (compute + publish).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 from collections.abc import Callable, Mapping, Sequence
@@ -33,7 +34,7 @@ from exporter.org import OrgModel
 from exporter.periods import Period
 from exporter.pipeline import PeriodResult
 from exporter.retention import Retention
-from exporter.sink import CheckpointState, OutMessage, PeriodSink
+from exporter.sink import BATCH_HEADER, CheckpointState, OutMessage, PeriodSink
 from exporter.units import charge_lines
 
 CHECKPOINT_TOPIC = "chargeback.checkpoint.v1"
@@ -164,7 +165,13 @@ class MemorySink:
             raise SinkUnavailable("memory broker: unreachable")
         with self.broker.lock:
             last = self.broker.transactions[-1] if self.broker.transactions else None
-        return None if last is None else self.broker.decode(last.checkpoint.value)
+        if last is None:
+            return None
+        return dataclasses.replace(self.broker.decode(last.checkpoint.value),
+                                   batch=dict(last.checkpoint.headers).get(BATCH_HEADER))
+
+    def recover(self) -> None:
+        """Nothing is ever in doubt in memory."""
 
 
 # --- source ---------------------------------------------------------------------------------

@@ -25,11 +25,13 @@ H = 3600
 
 class LostAck:
     """The real sink, except that chosen publishes commit and then report an unknown outcome
-    (the broker committed, the answer to EndTxn was lost)."""
+    (the broker committed, the answer to EndTxn was lost); with `commit` False those publishes
+    send nothing (the transaction never reached the coordinator) and report the same."""
 
-    def __init__(self, inner: KafkaPeriodSink, lose: set[int]) -> None:
+    def __init__(self, inner: KafkaPeriodSink, lose: set[int], commit: bool = True) -> None:
         self.inner = inner
         self.lose = lose
+        self.commit = commit
         self.calls = 0
         self.recovered = 0
 
@@ -38,7 +40,8 @@ class LostAck:
 
     def publish(self, messages: Sequence[OutMessage], checkpoint: OutMessage) -> None:
         self.calls += 1
-        self.inner.publish(messages, checkpoint)
+        if self.commit or self.calls not in self.lose:
+            self.inner.publish(messages, checkpoint)
         if self.calls in self.lose:
             raise CommitUncertain("Kafka: commit outcome unknown (test: answer lost)")
 
