@@ -37,7 +37,6 @@ from bench.record import Recording
 from exporter.clock import FakeClock
 from exporter.commands import build_pipeline, build_sink, build_source
 from exporter.config import Config
-from exporter.gcpause import gc_paused
 from exporter.model import PeriodUsage
 from exporter.periods import Period
 from exporter.sink import OutMessage
@@ -144,13 +143,8 @@ def _now() -> tuple[float, float]:
 
 def run_period(rig: Rig, p: Period, timers: Timers | None = None) -> dict[str, Any]:
     """Export period `p` the way `Pipeline.compute` + `Pipeline.publish` do, phase by phase
-    (the fetch is timed inside `compute`, which runs it). As in the worker, the whole period
-    runs in one collector pause (`Worker._export_one`)."""
-    with gc_paused():
-        return _run_period(rig, p, timers)
-
-
-def _run_period(rig: Rig, p: Period, timers: Timers | None) -> dict[str, Any]:
+    (the fetch is timed inside `compute`, which runs it), with the collector on as in the
+    worker."""
     rig.clock.set(p.end + SETTLE)
     if timers is not None:
         timers.reset()
@@ -189,12 +183,22 @@ def _median_pair(pairs: list[tuple[float, float]]) -> list[float]:
     return [statistics.median(p[0] for p in pairs), statistics.median(p[1] for p in pairs)]
 
 
+@contextmanager
+def _collector_off() -> Iterator[None]:
+    """The "GC paused" column only: what `json.loads` costs without the cyclic collector."""
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
+
+
 def json_ceiling(bodies: list[bytes], repeat: int = 3, collector: bool = True) -> list[float]:
     """Median [wall, CPU] seconds to `json.loads` the period's response bodies (all kept
     until the end, as the source keeps them), with the cyclic GC on or off."""
     times = []
     for _ in range(repeat):
-        paused = gc_paused() if not collector else nullcontext()
+        paused = _collector_off() if not collector else nullcontext()
         with paused:
             t0 = _now()
             docs = [json.loads(b) for b in bodies]
@@ -409,12 +413,11 @@ def measure(recording: Path, url: str, bootstrap: str, tag: str, periods: int,
         # The last period's messages and records once more (computed, not published) for the
         # produce ceiling, the floor's byte check (against its last run) and the Avro rates.
         p = period(periods - 1)
-        with gc_paused():
-            rig.clock.set(p.end + SETTLE)
-            last = rig.pipeline.compute(p)
-            messages = rig.pipeline.messages(last)
-            checkpoint = rig.pipeline.codec.checkpoint(INSTANCE, p.end, p.length,
-                                                       int(rig.clock.time() * 1000))
+        rig.clock.set(p.end + SETTLE)
+        last = rig.pipeline.compute(p)
+        messages = rig.pipeline.messages(last)
+        checkpoint = rig.pipeline.codec.checkpoint(INSTANCE, p.end, p.length,
+                                                   int(rig.clock.time() * 1000))
         result["ceiling_produce"] = produce_ceiling(rig.cfg, messages, checkpoint)
         floor_wall, floor_cpu = _median_pair([tuple(r["floor"]) for r in runs])
         assert floor_output is not None

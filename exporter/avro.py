@@ -3,14 +3,13 @@
 The `.avsc` files under `schemas/` are the contract. They are read once, through the
 `exporter/schemas` link so an installed wheel finds them too, and parsed once.
 
-Encoding goes through an encoder generated from each schema at load time: one function per
-record type that binds the fields to locals and joins their parts, zig-zag varints from lookup
-tables, memoised repeated strings and timestamps, and decimals turned into two's-complement
-big-endian bytes with `int.to_bytes`. Its output is byte-for-byte what
-fastavro's `schemaless_writer` produces for the same valid datum (tests check this on random
-records), about three times faster. Unlike both libraries it also checks decimal precision and
-scale: fastavro accepts 1234567890123.5 under precision 18, and the reference `avro` package
-rescales decimals wrongly (style rule A9.4).
+Encoding goes through one plain encoder built from each schema at load time: a writer
+(closure) per schema node, with decimals turned into two's-complement big-endian bytes by
+`int.to_bytes`. fastavro's `schemaless_writer` is its test oracle, byte for byte on random
+records; it is not a production fallback. Unlike fastavro the encoder also checks decimal
+precision and scale: fastavro accepts 1234567890123.5 under precision 18, and the reference
+`avro` package rescales decimals wrongly (style rule A9.4). Canonical form and fingerprints
+are fastavro's (`fastavro.schema`); decoding is fastavro's `schemaless_reader`.
 
 Framings wrap a body for a Kafka message value. `SingleObjectFraming` is the Avro
 single-object encoding (`C3 01`, the 8-byte little-endian CRC-64-AVRO fingerprint of the
@@ -25,6 +24,7 @@ from __future__ import annotations
 
 import io
 import json
+import operator
 import struct
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -35,6 +35,7 @@ from importlib import resources
 from typing import Any, Protocol
 
 import fastavro
+import fastavro.schema
 
 from exporter.errors import EncodingError
 
@@ -55,33 +56,8 @@ _EXACT = Context(prec=120, Emax=999_999, Emin=-999_999)
 
 
 # --------------------------------------------------------------------------------------------
-# Parsing Canonical Form and CRC-64-AVRO (Avro specification, "Schema Fingerprints")
+# Parsing Canonical Form and fingerprints (Avro specification, "Schema Fingerprints")
 # --------------------------------------------------------------------------------------------
-
-CRC64_EMPTY = 0xC15D213AA4D7A795
-
-
-def _crc64_table() -> tuple[int, ...]:
-    table = []
-    for i in range(256):
-        fp = i
-        for _ in range(8):
-            fp = (fp >> 1) ^ (CRC64_EMPTY & -(fp & 1))
-        table.append(fp)
-    return tuple(table)
-
-
-_CRC64_TABLE = _crc64_table()
-
-
-def crc64_avro(data: bytes) -> int:
-    """The 64-bit Rabin fingerprint the Avro spec calls CRC-64-AVRO, as an unsigned int."""
-    fp = CRC64_EMPTY
-    table = _CRC64_TABLE
-    for byte in data:
-        fp = (fp >> 8) ^ table[(fp ^ byte) & 0xFF]
-    return fp
-
 
 _PRIMITIVES = frozenset({"null", "boolean", "int", "long", "float", "double", "bytes", "string"})
 
@@ -93,57 +69,16 @@ def _fullname(name: str, namespace: str | None) -> str:
 
 
 def parsing_canonical_form(schema: Any) -> str:
-    """The schema's Parsing Canonical Form: fullnames, only the attributes that affect parsing
-    (`name`, `type`, `fields`, `symbols`, `items`, `values`, `size`) in that order, no
-    whitespace. Logical types, docs, defaults and aliases are dropped. `schema` is the JSON
-    value (dict, list or str) of an `.avsc`.
-    """
-    defined: set[str] = set()
-
-    def q(text: str) -> str:
-        return json.dumps(text, ensure_ascii=False)
-
-    def walk(s: Any, namespace: str | None) -> str:
-        if isinstance(s, list):
-            return "[" + ",".join(walk(branch, namespace) for branch in s) + "]"
-        if isinstance(s, str):
-            if s in _PRIMITIVES:
-                return q(s)
-            return q(_fullname(s, namespace))
-        if not isinstance(s, dict):
-            raise ValueError(f"not an Avro schema: {s!r}")
-        kind = s["type"]
-        if isinstance(kind, dict | list):
-            return walk(kind, namespace)
-        if kind in _PRIMITIVES:
-            return q(kind)
-        if kind in ("record", "error", "enum", "fixed"):
-            ns = s.get("namespace", namespace)
-            name = _fullname(s["name"], ns)
-            ns = name.rpartition(".")[0] or None
-            defined.add(name)
-            if kind == "enum":
-                symbols = ",".join(q(sym) for sym in s["symbols"])
-                return f'{{"name":{q(name)},"type":"enum","symbols":[{symbols}]}}'
-            if kind == "fixed":
-                return f'{{"name":{q(name)},"type":"fixed","size":{int(s["size"])}}}'
-            fields = ",".join(
-                f'{{"name":{q(f["name"])},"type":{walk(f["type"], ns)}}}' for f in s["fields"]
-            )
-            return f'{{"name":{q(name)},"type":"record","fields":[{fields}]}}'
-        if kind == "array":
-            return f'{{"type":"array","items":{walk(s["items"], namespace)}}}'
-        if kind == "map":
-            return f'{{"type":"map","values":{walk(s["values"], namespace)}}}'
-        # A reference to a named type written as {"type": "Name"}.
-        return q(_fullname(kind, namespace))
-
-    return walk(schema, None)
+    """The schema's Parsing Canonical Form (fastavro's): fullnames, only the attributes that
+    affect parsing, no whitespace. `schema` is the JSON value of an `.avsc`."""
+    return str(fastavro.schema.to_parsing_canonical_form(schema))
 
 
 def fingerprint(schema: Any) -> int:
-    """CRC-64-AVRO of the Parsing Canonical Form (what single-object encoding carries)."""
-    return crc64_avro(parsing_canonical_form(schema).encode("utf-8"))
+    """CRC-64-AVRO of the Parsing Canonical Form (what single-object encoding carries), as the
+    unsigned integer whose 8 little-endian bytes follow `C3 01`."""
+    digest = fastavro.schema.fingerprint(parsing_canonical_form(schema), "CRC-64-AVRO")
+    return int.from_bytes(bytes.fromhex(digest), "little")
 
 
 def single_object_header(schema: Any) -> bytes:
@@ -157,8 +92,7 @@ def single_object_header(schema: Any) -> bytes:
 
 
 class FrozenMap(dict[str, Any]):
-    """A dict that refuses changes. The encoder may reuse the bytes it last wrote for the
-    same FrozenMap object, which is only sound because it cannot change in between."""
+    """A dict that refuses changes: the label maps that records and their ids share."""
 
     __slots__ = ()
 
@@ -244,20 +178,21 @@ def _unscaled(value: Any, scale: int, precision: int) -> int:
 
 
 # --------------------------------------------------------------------------------------------
-# The generated encoder
+# The encoder
 # --------------------------------------------------------------------------------------------
 #
-# Each record type becomes one function that binds its fields to locals and returns
-# `b"".join((part, part, ...))`; every part is an expression. Maps and arrays become helper
-# functions with a loop. Values that repeat across a period's records (org values, units,
-# timestamps, the coverage decimal) are memoised; ids and quantities are not.
+# One writer per schema node, built once when the schema is loaded: plain closures, no
+# generated code and no caches. A record's writer reads each field (by key, or by attribute
+# for record objects) and joins what its fields' writers return. fastavro's
+# `schemaless_writer` is the oracle it is tested against, byte for byte; unlike fastavro it
+# also refuses a decimal with more digits than the schema's precision or scale.
 
-_SMALL = 1 << 14
-_STR_CACHE_MAX = 1 << 14
-_LONG_CACHE_MAX = 1 << 12
+Writer = Callable[[Any], bytes]
 _INT32 = 1 << 31
 _INT64 = 1 << 63
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_pack_float = struct.Struct("<f").pack
+_pack_double = struct.Struct("<d").pack
 
 
 def _varint(n: int) -> bytes:
@@ -273,13 +208,9 @@ def _zigzag(n: int) -> int:
     return n << 1 if n >= 0 else ((-n) << 1) - 1
 
 
-# Zig-zag varints of the non-negative counts and lengths below _SMALL, by value.
-_LEN: tuple[bytes, ...] = tuple(_varint(n << 1) for n in range(_SMALL))
-_SMALL_LONGS: dict[int, bytes] = {n: _varint(_zigzag(n)) for n in range(-_SMALL // 2, _SMALL // 2)}
-
-
 def _count(n: int) -> bytes:
-    return _LEN[n] if n < _SMALL else _varint(n << 1)
+    """A non-negative length or block count."""
+    return _varint(n << 1)
 
 
 def _as_int(v: Any, logical: str | None) -> int:
@@ -287,280 +218,186 @@ def _as_int(v: Any, logical: str | None) -> int:
         if v.tzinfo is None:
             raise TypeError("naive datetime for timestamp-millis (give an aware UTC datetime)")
         delta = v - _EPOCH
-        # Same arithmetic as fastavro, so both encoders agree on sub-millisecond input.
+        # Same arithmetic as fastavro, so both agree on sub-millisecond input.
         return (delta.days * 86400 + delta.seconds) * 1000 + int(delta.microseconds / 1000)
     if isinstance(v, int) and not isinstance(v, bool):
         return int(v)
     raise TypeError(f"expected int, got {type(v).__name__}")
 
 
-def _long_writer(memo: dict[int, bytes], bits: int, logical: str | None) -> Callable[[Any], bytes]:
-    """The slow path that encodes an int or timestamp and fills `memo` (one memo per width,
-    so a 64-bit value never passes as a 32-bit one)."""
+def _long(bits: int, logical: str | None) -> Writer:
     limit = _INT32 if bits == 32 else _INT64
     kind = "int" if bits == 32 else "long"
 
-    def slow(v: Any) -> bytes:
-        if type(v) is not int:
-            v = _as_int(v, logical)
-        hit = memo.get(v)
-        if hit is not None:
-            return hit
-        if not -limit <= v < limit:
-            raise ValueError(f"{v} does not fit an Avro {kind}")
-        out = _varint(_zigzag(v))
-        if len(memo) >= len(_SMALL_LONGS) + _LONG_CACHE_MAX:
-            memo.clear()
-            memo.update(_SMALL_LONGS)
-        memo[v] = out
-        return out
+    def write(v: Any) -> bytes:
+        n = v if type(v) is int else _as_int(v, logical)
+        if not -limit <= n < limit:
+            raise ValueError(f"{n} does not fit an Avro {kind}")
+        return _varint(_zigzag(n))
 
-    return slow
+    return write
 
 
-_LONGS32: dict[int, bytes] = dict(_SMALL_LONGS)
-_LONGS64: dict[int, bytes] = dict(_SMALL_LONGS)
-# Length-prefixed UTF-8 of strings seen recently (org values, kinds, units repeat a lot).
-_STRS: dict[str, bytes] = {}
-
-
-def _str_slow(v: Any) -> bytes:
-    if not isinstance(v, str):
-        raise TypeError(f"expected string, got {type(v).__name__}")
-    b = v.encode()
-    out = _count(len(b)) + b
-    if len(_STRS) >= _STR_CACHE_MAX:
-        _STRS.clear()
-    _STRS[v] = out
-    return out
-
-
-def _plain_string(v: Any) -> bytes:
-    """A length-prefixed UTF-8 string, not memoised (ids are unique)."""
+def _string(v: Any) -> bytes:
     if not isinstance(v, str):
         raise TypeError(f"expected string, got {type(v).__name__}")
     b = v.encode()
     return _count(len(b)) + b
 
 
-def _decimal_writer(precision: int, scale: int) -> Callable[[Any], bytes]:
-    """Length-prefixed two's-complement bytes of a decimal, as fastavro writes them.
-
-    Remembers the last two values by identity: a period's records share one coverage object,
-    and a workload's two records alternate between the CPU and the memory price.
-    """
-    limit = 10**precision
-    factor = Decimal(10**scale)
-    mul = _EXACT.multiply
-    last: list[tuple[Any, bytes]] = [(None, b""), (None, b"")]
-
-    def write(v: Any) -> bytes:
-        prev = last[0]
-        if v is prev[0]:
-            return prev[1]
-        older = last[1]
-        if v is older[0]:
-            last[0], last[1] = older, prev
-            return older[1]
-        if type(v) is not Decimal:
-            _unscaled(v, scale, precision)  # raises the right TypeError
-        scaled = mul(v, factor)
-        n = int(scaled)
-        if scaled != n or not -limit < n < limit:
-            _unscaled(v, scale, precision)  # raises with the reason
-        # fastavro sizes by the magnitude's bit length plus a sign bit, rounded up to bytes
-        # (a negative number's bit_length is its magnitude's).
-        raw = n.to_bytes((n.bit_length() + 8) >> 3, "big", signed=True)
-        out = _LEN[len(raw)] + raw
-        last[0], last[1] = (v, out), prev
-        return out
-
-    return write
-
-
-def _bad(what: str) -> Callable[[Any], bytes]:
-    def fail(v: Any) -> bytes:
-        raise TypeError(f"expected {what}, got {type(v).__name__}")
-
-    return fail
-
-
-def _plain_bytes(v: Any) -> bytes:
+def _bytes(v: Any) -> bytes:
     if not isinstance(v, bytes | bytearray):
         raise TypeError(f"expected bytes, got {type(v).__name__}")
     return _count(len(v)) + bytes(v)
 
 
-class _Unsupported(Exception):
-    """The generator does not handle this schema construct; fastavro is used instead."""
+def _boolean(v: Any) -> bytes:
+    if v is True:
+        return b"\x01"
+    if v is False:
+        return b"\x00"
+    raise TypeError(f"expected boolean, got {type(v).__name__}")
 
 
-_RUNTIME: dict[str, Any] = {
-    "FrozenMap": FrozenMap,
-    "_LEN": _LEN,
-    "_count": _count,
-    "_plain_string": _plain_string,
-    "_STRS": _STRS,
-    "_str_slow": _str_slow,
-    "_LONGS32": _LONGS32,
-    "_LONGS64": _LONGS64,
-    "_plain_bytes": _plain_bytes,
-    "_bad_bool": _bad("boolean"),
-    "_bad_null": _bad("null"),
-    "_pack_f": struct.Struct("<f").pack,
-    "_pack_d": struct.Struct("<d").pack,
+def _null(v: Any) -> bytes:
+    if v is None:
+        return b""
+    raise TypeError(f"expected null, got {type(v).__name__}")
+
+
+def _decimal(precision: int, scale: int) -> Writer:
+    def write(v: Any) -> bytes:
+        n = _unscaled(v, scale, precision)
+        # fastavro sizes by the magnitude's bit length plus a sign bit, rounded up to bytes
+        # (a negative number's bit_length is its magnitude's).
+        raw = n.to_bytes((n.bit_length() + 8) >> 3, "big", signed=True)
+        return _count(len(raw)) + raw
+
+    return write
+
+
+_PRIMITIVE_WRITERS: Mapping[str, Writer] = {
+    "string": _string, "bytes": _bytes, "boolean": _boolean, "null": _null,
+    "float": _pack_float, "double": _pack_double,
 }
 
 
+class _Unsupported(Exception):
+    """The schema uses a construct the encoder does not implement (the shipped ones do not)."""
+
+
+def _getter(fld: Mapping[str, Any], attr: bool) -> Callable[[Any], Any]:
+    """How a record writer reads one field: missing fields are written as their default (or
+    null), as fastavro does; a required field that is missing raises."""
+    name = fld["name"]
+    if "default" in fld or _accepts_null(fld["type"]):
+        default = fld.get("default")
+        if attr:
+            return lambda datum: getattr(datum, name, default)
+        return lambda datum: datum.get(name, default)
+    return operator.attrgetter(name) if attr else operator.itemgetter(name)
+
+
 @dataclass
-class _Codegen:
-    """Turns a schema into Python source: one function per record, map and array type."""
+class _Builder:
+    """Builds the writer of a schema; `named` guards against named types used twice."""
 
     attr: bool
-    consts: dict[str, Any] = field(default_factory=dict)
-    functions: list[list[str]] = field(default_factory=list)
     named: set[str] = field(default_factory=set)
 
-    def const(self, value: Any, hint: str) -> str:
-        name = f"_{hint}{len(self.consts)}"
-        self.consts[name] = value
-        return name
-
-    def function(self, hint: str) -> tuple[str, list[str]]:
-        name = f"_{hint}{len(self.functions)}"
-        body: list[str] = []
-        self.functions.append(body)
-        return name, body
-
-    def access(self, obj: str, fld: Mapping[str, Any]) -> str:
-        name = fld["name"]
-        if not name.isidentifier():
-            raise _Unsupported(f"field name {name!r}")
-        if "default" in fld and fld["default"] is not None:
-            # A field added with a default (schema evolution): written as the default when
-            # absent, as fastavro does. The default object is only ever read.
-            default = self.const(fld["default"], "default")
-            return (f"getattr({obj}, {name!r}, {default})" if self.attr
-                    else f"{obj}.get({name!r}, {default})")
-        if "default" not in fld and not _accepts_null(fld["type"]):
-            return f"{obj}.{name}" if self.attr else f"{obj}[{name!r}]"
-        # fastavro writes a missing field as its default, and as null when it has none.
-        return f"getattr({obj}, {name!r}, None)" if self.attr else f"{obj}.get({name!r})"
-
-    def record(self, schema: Mapping[str, Any], namespace: str | None, cache_strings: bool,
-               only: Sequence[Mapping[str, Any]] | None = None) -> str:
-        """Compile a record type into a function; return its name."""
+    def record(self, schema: Mapping[str, Any], namespace: str | None,
+               only: Sequence[Mapping[str, Any]] | None = None) -> Writer:
         full = _fullname(schema["name"], schema.get("namespace", namespace))
         if full in self.named and only is None:
             raise _Unsupported(f"named type {full} used twice")
         self.named.add(full)
         ns = full.rpartition(".")[0] or None
-        fname, body = self.function("rec")
-        body.append(f"def {fname}(datum):")
-        parts: list[str] = []
-        fields = schema["fields"]
-        for i, fld in enumerate(fields if only is None else only):
-            local = f"v{i}"
-            body.append(f"    {local} = {self.access('datum', fld)}")
-            # The record's first field is its id (unique per record): not worth memoising.
-            memo = cache_strings and not (only is None and i == 0)
-            parts.append(self.value(fld["type"], local, ns, memo))
-        body.append(f"    return b''.join(({', '.join(parts)},))" if parts else "    return b''")
-        return fname
+        fields = [(_getter(f, self.attr), self.value(f["type"], ns))
+                  for f in (schema["fields"] if only is None else only)]
 
-    def value(self, schema: Any, v: str, namespace: str | None, memo: bool = True) -> str:
-        """An expression giving the bytes of local `v` under `schema`."""
+        def write(datum: Any) -> bytes:
+            return b"".join([put(get(datum)) for get, put in fields])
+
+        return write
+
+    def value(self, schema: Any, namespace: str | None) -> Writer:
         if isinstance(schema, list):
-            return self.union(schema, v, namespace)
+            return self.union(schema, namespace)
         if isinstance(schema, str):
             if schema in _PRIMITIVES:
-                return self.primitive(schema, None, v, memo)
+                return self.primitive(schema, None)
             raise _Unsupported(f"reference to named type {schema}")
         kind = schema["type"]
         logical = schema.get("logicalType")
         if isinstance(kind, dict | list):
-            return self.value(kind, v, namespace, memo)
+            return self.value(kind, namespace)
         if kind == "bytes" and logical == "decimal":
-            writer = _decimal_writer(int(schema["precision"]), int(schema.get("scale", 0)))
-            return f"{self.const(writer, 'dec')}({v})"
+            return _decimal(int(schema["precision"]), int(schema.get("scale", 0)))
         if kind in _PRIMITIVES:
-            return self.primitive(kind, logical, v, memo)
+            return self.primitive(kind, logical)
         if kind == "record":
-            return f"{self.record(schema, namespace, True)}({v})"
-        if kind in ("array", "map"):
-            return f"{self.container(schema, namespace)}({v})"
+            return self.record(schema, namespace)
+        if kind == "array":
+            return self.array(self.value(schema["items"], namespace))
+        if kind == "map":
+            return self.map(self.value(schema["values"], namespace))
         if kind == "enum":
-            full = _fullname(schema["name"], schema.get("namespace", namespace))
-            if full in self.named:
-                raise _Unsupported(f"named type {full} used twice")
-            self.named.add(full)
-            table = {s: _varint(i << 1) for i, s in enumerate(schema["symbols"])}
-            return f"{self.const(table, 'enum')}[{v}]"
+            return self.enum(schema, namespace)
         raise _Unsupported(f"type {kind}")
 
-    def container(self, schema: Mapping[str, Any], namespace: str | None) -> str:
-        fname, body = self.function(schema["type"])
-        is_map = schema["type"] == "map"
-        # A map that cannot change (`FrozenMap`) written twice in a row (a workload's records
-        # share theirs) reuses its bytes; only FrozenMaps are ever remembered.
-        last = self.const([(None, b"")], "last") if is_map else None
-        body.append(f"def {fname}(c):")
-        body.append("    if not c:")
-        body.append("        return b'\\x00'")
-        if last is not None:
-            body.append(f"    prev = {last}[0]")
-            body.append("    if c is prev[0]:")
-            body.append("        return prev[1]")
-        body.append("    parts = [_count(len(c))]")
-        body.append("    ap = parts.append")
-        if is_map:
-            body.append("    for k, x in c.items():")
-            body.append(f"        ap({self.primitive('string', None, 'k', True)})")
-            body.append(f"        ap({self.value(schema['values'], 'x', namespace)})")
-        else:
-            body.append("    for x in c:")
-            body.append(f"        ap({self.value(schema['items'], 'x', namespace)})")
-        body.append("    ap(b'\\x00')")
-        body.append("    out = b''.join(parts)")
-        if last is not None:
-            body.append("    if isinstance(c, FrozenMap):")
-            body.append(f"        {last}[0] = (c, out)")
-        body.append("    return out")
-        return fname
-
-    def primitive(self, kind: str, logical: str | None, v: str, memo: bool) -> str:
-        if kind == "string":
-            if not memo:
-                return f"_plain_string({v})"
-            return f"(_STRS.get({v}) or _str_slow({v}))"
+    @staticmethod
+    def primitive(kind: str, logical: str | None) -> Writer:
         if kind in ("int", "long"):
-            w = "32" if kind == "int" else "64"
-            slow = _long_writer(_LONGS32 if kind == "int" else _LONGS64, int(w), logical)
-            return f"((type({v}) is int and _LONGS{w}.get({v})) or {self.const(slow, 'long')}({v}))"
-        if kind == "boolean":
-            return f"(b'\\x01' if {v} is True else b'\\x00' if {v} is False else _bad_bool({v}))"
-        if kind == "null":
-            return f"(b'' if {v} is None else _bad_null({v}))"
-        if kind == "bytes":
-            return f"_plain_bytes({v})"
-        if kind == "float":
-            return f"_pack_f({v})"
-        if kind == "double":
-            return f"_pack_d({v})"
-        raise _Unsupported(kind)  # pragma: no cover - _PRIMITIVES is closed
+            return _long(32 if kind == "int" else 64, logical)
+        return _PRIMITIVE_WRITERS[kind]
 
-    def union(self, branches: list[Any], v: str, namespace: str | None) -> str:
+    def union(self, branches: list[Any], namespace: str | None) -> Writer:
         kinds = [b if isinstance(b, str) else b.get("type") for b in branches]
         if len(branches) != 2 or "null" not in kinds:
             raise _Unsupported("union other than [null, T]")
         null_at = kinds.index("null")
-        inner = self.value(branches[1 - null_at], v, namespace)
-        return f"({_LEN[null_at]!r} if {v} is None else {_LEN[1 - null_at]!r} + {inner})"
+        null_tag, value_tag = _count(null_at), _count(1 - null_at)
+        inner = self.value(branches[1 - null_at], namespace)
 
-    def source(self) -> str:
-        # Helpers are defined before the functions that call them at run time; order of
-        # definition does not matter for name lookup, so emit them in creation order.
-        return "\n\n".join("\n".join(body) for body in self.functions)
+        def write(v: Any) -> bytes:
+            return null_tag if v is None else value_tag + inner(v)
+
+        return write
+
+    @staticmethod
+    def array(item: Writer) -> Writer:
+        def write(c: Any) -> bytes:
+            if not c:
+                return b"\x00"
+            return b"".join([_count(len(c)), *(item(x) for x in c), b"\x00"])
+
+        return write
+
+    @staticmethod
+    def map(value: Writer) -> Writer:
+        def write(c: Any) -> bytes:
+            if not c:
+                return b"\x00"
+            parts = [_count(len(c))]
+            for k, x in c.items():
+                parts.append(_string(k))
+                parts.append(value(x))
+            parts.append(b"\x00")
+            return b"".join(parts)
+
+        return write
+
+    def enum(self, schema: Mapping[str, Any], namespace: str | None) -> Writer:
+        full = _fullname(schema["name"], schema.get("namespace", namespace))
+        if full in self.named:
+            raise _Unsupported(f"named type {full} used twice")
+        self.named.add(full)
+        table = {s: _count(i) for i, s in enumerate(schema["symbols"])}
+
+        def write(v: Any) -> bytes:
+            return table[v]
+
+        return write
 
 
 def _accepts_null(schema: Any) -> bool:
@@ -568,16 +405,9 @@ def _accepts_null(schema: Any) -> bool:
 
 
 def _compile(schema: Mapping[str, Any], attr: bool, only: Sequence[Mapping[str, Any]] | None = None
-             ) -> Callable[[Any], bytes]:
-    """Generate `encode(datum) -> bytes` for a record schema (or only some of its fields)."""
-    gen = _Codegen(attr=attr)
-    entry = gen.record(schema, None, True, only)
-    namespace: dict[str, Any] = dict(_RUNTIME)
-    namespace.update(gen.consts)
-    full = _fullname(schema["name"], schema.get("namespace"))
-    exec(compile(gen.source(), f"<avro encoder {full}>", "exec"), namespace)  # noqa: S102
-    fn: Callable[[Any], bytes] = namespace[entry]
-    return fn
+             ) -> Writer:
+    """The writer `encode(datum) -> bytes` of a record schema (or of only some of its fields)."""
+    return _Builder(attr=attr).record(schema, None, only)
 
 
 # --------------------------------------------------------------------------------------------
@@ -588,7 +418,8 @@ def _compile(schema: Mapping[str, Any], attr: bool, only: Sequence[Mapping[str, 
 @dataclass(frozen=True, eq=False)
 class AvroSchema:
     """One parsed schema with everything derived from it once: canonical form, fingerprint,
-    fastavro's parsed form, the generated encoders and the decimal specs of top-level fields.
+    fastavro's parsed form (for decoding), the encoders and the decimal specs of top-level
+    fields.
     """
 
     key: str
@@ -600,29 +431,21 @@ class AvroSchema:
     parsed: Any
     decimals: Mapping[str, DecimalSpec]
     id_field: str
-    _encode_item: Callable[[Any], bytes] | None
-    _encode_attr: Callable[[Any], bytes] | None
+    _encode_item: Writer
+    _encode_attr: Writer
 
     @property
     def header(self) -> bytes:
         """The single-object header for this schema."""
         return SINGLE_OBJECT_MARKER + self.fingerprint.to_bytes(8, "little")
 
-    @property
-    def generated(self) -> bool:
-        """Whether the fast generated encoder is in use (else fastavro)."""
-        return self._encode_item is not None
-
     def encode(self, datum: Mapping[str, Any]) -> bytes:
         """The Avro binary body of `datum` (a dict keyed by field name). Never blocks.
 
         Raises `EncodingError` naming the record and field when the datum does not fit.
         """
-        enc = self._encode_item
         try:
-            if enc is not None:
-                return enc(datum)
-            return fastavro_encode(self, datum)
+            return self._encode_item(datum)
         except EncodingError:
             raise
         except Exception as exc:
@@ -632,11 +455,8 @@ class AvroSchema:
         """Like `encode` for an object whose attributes are the fields (e.g. a record dataclass
         whose `to_avro()` would give the same dict); skips building the dict.
         """
-        enc = self._encode_attr
         try:
-            if enc is not None:
-                return enc(obj)
-            return fastavro_encode(self, obj.to_avro())
+            return self._encode_attr(obj)
         except EncodingError:
             raise
         except Exception as exc:
@@ -668,10 +488,7 @@ class AvroSchema:
             if value is missing and "default" not in fld and not _accepts_null(fld["type"]):
                 return EncodingError(f"{who}: field {name!r} is missing")
             try:
-                if self.generated:
-                    _compile(self.json, attr, [fld])(datum)
-                else:
-                    fastavro_encode_field(self, fld, value)
+                _compile(self.json, attr, [fld])(datum)
             except Exception as field_exc:
                 return EncodingError(f"{who}: field {name!r}: {_reason(field_exc)}")
         return EncodingError(f"{who}: {_reason(exc)}")
@@ -734,14 +551,14 @@ def build_schema(key: str, text: str) -> AvroSchema:
         raise EncodingError(f"schema {key}: top level must be a record")
     canonical = parsing_canonical_form(doc)
     try:
-        by_item: Callable[[Any], bytes] | None = _compile(doc, attr=False)
-        by_attr: Callable[[Any], bytes] | None = _compile(doc, attr=True)
-    except _Unsupported:
-        by_item = by_attr = None
+        by_item = _compile(doc, attr=False)
+        by_attr = _compile(doc, attr=True)
+    except _Unsupported as exc:
+        raise EncodingError(f"schema {key}: the encoder does not support it: {exc}") from exc
     first = doc["fields"][0]["name"] if doc["fields"] else ""
     return AvroSchema(
         key=key, text=text, json=doc, fullname=_fullname(doc["name"], doc.get("namespace")),
-        canonical=canonical, fingerprint=crc64_avro(canonical.encode("utf-8")), parsed=parsed,
+        canonical=canonical, fingerprint=fingerprint(doc), parsed=parsed,
         decimals=_decimal_specs(doc), id_field=first, _encode_item=by_item, _encode_attr=by_attr,
     )
 
@@ -759,24 +576,6 @@ def schema_text(key: str) -> str:
 def load_schema(key: str) -> AvroSchema:
     """The current schema `key` (see `SCHEMA_FILES`), loaded and compiled once per process."""
     return build_schema(key, schema_text(key))
-
-
-def fastavro_encode(schema: AvroSchema, datum: Mapping[str, Any]) -> bytes:
-    """fastavro's `schemaless_writer` output: the reference the generated encoder must match."""
-    buf = io.BytesIO()
-    fastavro.schemaless_writer(buf, schema.parsed, datum)
-    return buf.getvalue()
-
-
-def fastavro_encode_field(schema: AvroSchema, fld: Mapping[str, Any], value: Any) -> bytes:
-    """fastavro encoding of one field value (used to locate a failing field)."""
-    sub = fastavro.parse_schema(
-        {"type": "record", "name": "Probe", "namespace": schema.fullname.rpartition(".")[0] or None,
-         "fields": [dict(fld)]},
-    )
-    buf = io.BytesIO()
-    fastavro.schemaless_writer(buf, sub, {fld["name"]: value})
-    return buf.getvalue()
 
 
 # --------------------------------------------------------------------------------------------

@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Literal
 
-from exporter.frozen import fast_init
 from exporter.periods import Period
 
 Resource = Literal["cpu", "memory"]
@@ -23,7 +22,6 @@ INVALID = "__invalid__"
 GIB = 2**30
 
 
-@fast_init
 @dataclass(frozen=True, slots=True, order=True)
 class WorkloadKey:
     """The record grain: one workload in one namespace of one cluster."""
@@ -34,7 +32,6 @@ class WorkloadKey:
     name: str
 
 
-@fast_init
 @dataclass(frozen=True, slots=True)
 class SampleSums:
     """Usage, request and chargeable quantities of one resource.
@@ -49,7 +46,6 @@ class SampleSums:
     chargeable: Decimal
 
 
-@fast_init
 @dataclass(frozen=True, slots=True)
 class WorkloadUsage:
     """What the source measured for one workload in one period."""
@@ -76,7 +72,6 @@ class PeriodUsage:
     bytes_fetched: int = 0
 
 
-@fast_init
 @dataclass(frozen=True, slots=True)
 class OrgAssignment:
     """Resolved org labels and where each came from (`workload`, `namespace`, `default`, ...)."""
@@ -86,7 +81,6 @@ class OrgAssignment:
     original: Mapping[str, str] = field(default_factory=dict)  # raw value kept when `__invalid__`
 
 
-@fast_init
 @dataclass(frozen=True, slots=True)
 class ChargeLine:
     """One (period, workload, resource) in unit-hours, exact, not yet quantized or priced."""
@@ -108,7 +102,6 @@ class ChargeLine:
         return UNITS[self.resource]
 
 
-@fast_init
 @dataclass(frozen=True, slots=True)
 class PricedLine:
     """A charge line with its price applied (price fields are None when no rate card is set)."""

@@ -16,7 +16,6 @@ from exporter import __version__
 from exporter.clock import Clock
 from exporter.completeness import check, empty_clusters, expected_clusters
 from exporter.errors import IncompleteDataError
-from exporter.gcpause import gc_paused
 from exporter.model import ChargeLine, LabelCoverage, PeriodUsage, PricedLine
 from exporter.org import OrgModel
 from exporter.periods import Period
@@ -113,11 +112,6 @@ class Pipeline:
         the period shows, lacks usage or request series. Every expected cluster gets
         a manifest, with 0 records when it is published empty (`publish_empty`).
         """
-        with gc_paused():
-            return self._compute(period, prior, published)
-
-    def _compute(self, period: Period, prior: Mapping[str, Prior] | None,
-                 published: Mapping[str, int] | None) -> PeriodResult:
         from exporter import records as rec
         from exporter.avro import load_schema
 
@@ -186,10 +180,6 @@ class Pipeline:
 
     def messages(self, result: PeriodResult) -> list[OutMessage]:
         """The period's encoded records and manifests, with publication headers."""
-        with gc_paused():
-            return self._messages(result)
-
-    def _messages(self, result: PeriodResult) -> list[OutMessage]:
         headers = (
             ("published_at", str(int(self.clock.time() * 1000)).encode()),
             ("exporter_version", self.exporter_version.encode()),

@@ -172,10 +172,9 @@ class Preflight:
             return Check("sample grid", "FAIL", f"no {CPU_USED} series in the last 5 minutes")
         labels = {k: v for k, v in found[0][0].items() if k != "__name__"}
         query = selector(CPU_USED, sorted((k, "=", v) for k, v in labels.items())) + "[2m]"
-        body = self._client.api("check-sysdig sample grid", lambda sdc: sdc.get_data_promql_instant(
-            query, self._settled))
-        result = body.get("data", {}).get("result") if isinstance(body, dict) else None
-        if not isinstance(result, list) or not result or not isinstance(result[0], dict):
+        result = self._client.query_instant(query, self._settled, "check-sysdig sample grid",
+                                            answer="matrix")
+        if not result or not isinstance(result[0], dict):
             raise SourceQueryError(f"{self._where} (check-sysdig sample grid): no raw samples "
                                    "(a matrix answer) for one series over 2 minutes")
         stamps = [float(p[0]) for p in result[0].get("values") or () if isinstance(p, list) and p]

@@ -31,7 +31,6 @@ from exporter.avro import (
     quantize,
 )
 from exporter.errors import EncodingError
-from exporter.frozen import fast_init
 from exporter.model import (
     RESOURCES,
     UNALLOCATED,
@@ -90,22 +89,34 @@ def _digest(domain: str, parts: Iterable[str | int]) -> str:
     return hashlib.sha256(b"".join(map(_chunk, (domain, *parts)))).hexdigest()[:32]
 
 
-_RECORD_DOMAIN = "chargeback.billing_record.v1"
+RECORD_ID_DOMAIN = "chargeback.billing_record.v1"
+"""The first part hashed into every record id (ids of other kinds of object never collide)."""
+
+
+def record_id_prefix(*, cluster: str, period: Period, namespace: str, workload_kind: str,
+                     workload_name: str) -> hashlib._Hash:
+    """The SHA-256 state after a workload's identity parts: `record_id` of its lines continues
+    from a copy, so a workload with several lines hashes its parts once."""
+    parts: tuple[str | int, ...] = (RECORD_ID_DOMAIN, cluster, period.start * 1000,
+                                    period.end * 1000, namespace, workload_kind, workload_name)
+    return hashlib.sha256(b"".join(map(_chunk, parts)))
 
 
 def record_id(*, cluster: str, period: Period, namespace: str, workload_kind: str,
-              workload_name: str, resource: str, allocation: str, method: str) -> str:
+              workload_name: str, resource: str, allocation: str, method: str,
+              prefix: hashlib._Hash | None = None) -> str:
     """The deterministic id of a billing record; recomputable from the record's own fields.
 
     Changes with any identity field (cluster, period bounds, namespace, kind, name, resource,
     allocation, calculation method without its sample step) and with nothing else: quantities,
     prices, org labels and the revision do not enter it, so a republication replaces the earlier
-    one on upsert.
+    one on upsert. `prefix`, when given, is `record_id_prefix` of the same first five fields.
     """
-    return _digest(_RECORD_DOMAIN, (
-        cluster, period.start * 1000, period.end * 1000, namespace, workload_kind,
-        workload_name, resource, allocation, identity_method(method),
-    ))
+    h = (prefix or record_id_prefix(cluster=cluster, period=period, namespace=namespace,
+                                    workload_kind=workload_kind, workload_name=workload_name)
+         ).copy()
+    h.update(b"".join(map(_chunk, (resource, allocation, identity_method(method)))))
+    return h.hexdigest()[:32]
 
 
 _STEP = re.compile(r"/\d+s/")
@@ -152,7 +163,6 @@ def _ms(value: Any) -> int:
     return int(value)
 
 
-@fast_init
 @dataclass(frozen=True, slots=True)
 class BillingRecord:
     """One value of the billing-records topic (`schemas/billing_record.v1.avsc`)."""
@@ -364,7 +374,8 @@ def build_records(lines: Sequence[PricedLine], *, revision: Revision, generated_
     rounded_cost = cost_q.spec.rounded
     coverage_q = _Quantizer(specs["sample_coverage"])
     fixed_revision = revision if type(revision) is int and 0 <= revision < 2**31 else None
-    ids = _RecordIds()
+    prefix_of: tuple[Any, ...] = ()
+    prefix = hashlib.sha256()
     out: list[BillingRecord] = []
     seen: set[str] = set()
     # A workload's lines are adjacent and share their org and label maps: sort those once.
@@ -389,7 +400,16 @@ def build_records(lines: Sequence[PricedLine], *, revision: Revision, generated_
         if kind is None:
             kind = kinds[wl.kind] = kubernetes_kind(wl.kind)
         resource, allocation = line.resource, line.allocation
-        rid = ids(wl, kind, line.period, resource, allocation, line.method)
+        # A workload's lines are adjacent: its identity parts are hashed once for all of them.
+        if not prefix_of or prefix_of[0] is not wl or prefix_of[1] != kind \
+                or prefix_of[2] != line.period:
+            prefix_of = (wl, kind, line.period)
+            prefix = record_id_prefix(cluster=wl.cluster, period=line.period,
+                                      namespace=wl.namespace, workload_kind=kind,
+                                      workload_name=wl.name)
+        rid = record_id(cluster=wl.cluster, period=line.period, namespace=wl.namespace,
+                        workload_kind=kind, workload_name=wl.name, resource=resource,
+                        allocation=allocation, method=line.method, prefix=prefix)
         if rid in seen:
             raise EncodingError(f"{_where(rid, wl, kind, resource)}: two charge lines have the same "
                                 "identity")
@@ -483,48 +503,6 @@ class _Quantizer:
             raise EncodingError(f"{_where(rid, wl, kind, resource)} field {name}: negative "
                                 f"quantity {value}")
         return q
-
-
-class _RecordIds:
-    """`record_id` for a run of lines: the SHA-256 state after the workload's parts is kept
-    while consecutive lines share workload and period, so each line only hashes its resource,
-    allocation and method; the encoded parts that repeat (domain + cluster + period bounds,
-    namespace, kind, the suffixes) are memoised. Same bytes hashed as `record_id`, so the
-    same ids."""
-
-    __slots__ = ("_head", "_key", "_parts", "_prefix", "_suffixes")
-
-    def __init__(self) -> None:
-        self._key: tuple[Any, ...] = ()
-        self._prefix = hashlib.sha256()
-        self._head: dict[tuple[str, Period], bytes] = {}
-        self._parts: dict[str, bytes] = {}
-        self._suffixes: dict[tuple[str, str, str], bytes] = {}
-
-    def __call__(self, wl: Any, kind: str, period: Period, resource: str, allocation: str,
-                 method: str) -> str:
-        key = self._key
-        if not key or key[0] is not wl or key[1] != kind or key[2] != period:
-            self._key = (wl, kind, period)
-            head = self._head.get((wl.cluster, period))
-            if head is None:
-                head = self._head[(wl.cluster, period)] = b"".join(map(_chunk, (
-                    _RECORD_DOMAIN, wl.cluster, period.start * 1000, period.end * 1000)))
-            parts = self._parts
-            namespace = parts.get(wl.namespace)
-            if namespace is None:
-                namespace = parts[wl.namespace] = _chunk(wl.namespace)
-            kind_part = parts.get(kind)
-            if kind_part is None:
-                kind_part = parts[kind] = _chunk(kind)
-            self._prefix = hashlib.sha256(b"".join((head, namespace, kind_part, _chunk(wl.name))))
-        suffix = self._suffixes.get((resource, allocation, method))
-        if suffix is None:
-            suffix = self._suffixes[(resource, allocation, method)] = b"".join(
-                map(_chunk, (resource, allocation, identity_method(method))))
-        h = self._prefix.copy()
-        h.update(suffix)
-        return h.hexdigest()[:32]
 
 
 # --------------------------------------------------------------------------------------------

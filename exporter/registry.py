@@ -4,8 +4,8 @@ A value is `00`, the 4-byte big-endian schema id, then the Avro body. Subjects f
 TopicNameStrategy (`<topic>-value`). The first value per (topic, schema) goes through
 confluent-kafka's `AvroSerializer`, which registers the schema (or, with auto-registration
 off, looks it up) and returns the framed bytes; the id is kept, the serializer's body is checked
-against ours, and every later value is framed with the generated encoder (same bytes, about
-three times faster). Decoding resolves ids through `SchemaRegistryClient.get_schema` and reads
+against ours, and every later value is framed with our encoder (the same bytes, without a
+registry round trip or the serializer's per-value work). Decoding resolves ids through `SchemaRegistryClient.get_schema` and reads
 with the current schema of the same full name.
 
 Registry answers become exporter errors at this boundary: 409 (incompatible schema), 401/403,
@@ -130,7 +130,7 @@ class ConfluentFraming:
                 raise EncodingError(f"{s.fullname}: serializer returned no Confluent frame")
             if framed[HEADER_LEN:] != body:
                 raise EncodingError(
-                    f"{s.fullname}: generated encoder and AvroSerializer disagree on "
+                    f"{s.fullname}: our encoder and AvroSerializer disagree on "
                     f"{s.id_field} {record.get(s.id_field)!s:.64}; not publishing"
                 )
             prefix = bytes(framed[:HEADER_LEN])

@@ -6,14 +6,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from exporter.frozen import fast_init
-
 # Header of every checkpoint message: a fresh id per publication attempt's batch, by which an
 # in-doubt commit is settled (`exporter.publication`).
 BATCH_HEADER = "batch_id"
 
 
-@fast_init
 @dataclass(frozen=True, slots=True)
 class OutMessage:
     """One encoded Kafka message."""

@@ -32,7 +32,6 @@ from exporter.errors import (
     SourceQueryError,
     SourceUnavailable,
 )
-from exporter.gcpause import gc_paused
 from exporter.model import PeriodUsage, Resource, SampleSums, WorkloadKey, WorkloadUsage
 from exporter.periods import Period
 from exporter.queries import RECORD_GRAIN, QueryPlan, plan
@@ -120,10 +119,11 @@ class SysdigClient:
             self.requests += 1
             self.bytes += len(response.content or b"")
 
-    def query_instant(self, query: str, at: float, what: str) -> list[Any]:
+    def query_instant(self, query: str, at: float, what: str, answer: str = "vector") -> list[Any]:
         """Evaluate `query` at instant `at` (`/query?time=`), with retries.
 
-        Returns the raw `result` list of a vector answer. Raises `SourceUnavailable` (after
+        Returns the raw `result` list of an answer of kind `answer` ("vector"; "matrix" for a
+        range selector such as `metric[2m]`, which gives raw samples). Raises `SourceUnavailable` (after
         retries), `SourceAuthError`, `SourceQueryError` for a rejected query or a malformed
         answer, and `IncompleteDataError` when Sysdig warns or caps the answer.
         """
@@ -132,7 +132,7 @@ class SysdigClient:
             where = f"Sysdig {self._url} ({what})"
             body = self._call(what, lambda: self._client.get_data_promql_instant(
                 query, _num(at), timeout=f"{self._timeout}s"))
-            return _result(body, "vector", where)
+            return _result(body, answer, where)
 
         return call_with_retries(once, clock=self._clock, attempts=self._attempts,
                                  max_delay=self._max_retry_time, what=f"sysdig {what}")
@@ -360,10 +360,6 @@ class SysdigSource:
         return p, step, period.end - step / 2
 
     def fetch(self, period: Period) -> PeriodUsage:
-        with gc_paused():
-            return self._fetch(period)
-
-    def _fetch(self, period: Period) -> PeriodUsage:
         qplan, step, at = self.plan_for(period)
         before_requests, before_bytes = self._client.requests, self._client.bytes
         named = qplan.all()
