@@ -17,7 +17,15 @@ from exporter.errors import ConfigError
 from exporter.logs import register_secret, setup
 from exporter.model import ChargeLine
 from exporter.org import OrgModel
-from exporter.periods import Period, closed_periods, iso, iter_periods, parse_duration, parse_time
+from exporter.periods import (
+    Period,
+    align_down,
+    closed_periods,
+    iso,
+    iter_periods,
+    parse_duration,
+    parse_time,
+)
 from exporter.retention import Retention, RetentionModel, TimelinesClient
 from exporter.sysdig import SysdigSource
 from exporter.units import charge_lines
@@ -148,9 +156,12 @@ def report_window(args: argparse.Namespace, cfg: Config, clock: Clock) -> list[P
         except ValueError as exc:
             raise ConfigError(f"--last: {exc}") from None
         now = clock.time()
-        periods = list(closed_periods(int(now) - last - cfg.periods.settle_delay, now, length,
-                                      cfg.periods.settle_delay))
-        periods = periods[-max(1, last // length):]
+        settle = cfg.periods.settle_delay
+        # The closed periods are those the worker publishes (end + settle delay passed); the
+        # window is the last of them, as many as cover `last`.
+        newest_end = align_down(int(now) - settle, length)
+        count = max(1, -(-last // length))
+        periods = list(closed_periods(newest_end - count * length, now, length, settle))
     if not periods:
         raise ConfigError("the window holds no complete, closed period")
     return periods
