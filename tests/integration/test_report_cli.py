@@ -224,3 +224,15 @@ def test_a_window_error_names_the_command_once(tmp_path: Path,
     code = cli.main(["report", "--config.file", str(path), "--from", "2026-11-01T00:00:00Z"])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and err.count("report:") == 1, err
+
+
+@pytest.mark.parametrize("argv", [["report", "--format", "xml"], ["report", "--by", "team"],
+                                  ["report", "--no-such-flag"], ["no-such-command"]])
+def test_a_usage_error_is_one_line_without_the_usage_block(
+        argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(argv)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2
+    assert err.count("\n") == 1 and "usage:" not in err, err
+    assert err.startswith("chargeback-exporter") and ": error: " in err
