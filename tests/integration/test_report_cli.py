@@ -402,3 +402,15 @@ def test_a_configured_coarse_resolution_is_not_blamed_on_retention(
         "warning: 3 of 3 periods measured at 60s steps, coarser than 10s: periods.resolution "
         "is 60s"]
 
+
+
+def test_a_broken_rate_card_is_one_line_before_sysdig_is_asked(
+        tmp_path: Path, run: Callable[..., tuple[int, str, str]]) -> None:
+    card = tmp_path / "rate-card.yaml"
+    card.write_text(RATE_CARD.replace('"0.0310"', '"-1"'))
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(yaml.safe_dump({"sysdig": {"url": "http://127.0.0.1:9", "token": TOKEN},
+                                   "pricing": {"rate_card_file": str(card)}}))
+    code, _, err = run("report", "--config.file", str(cfg), *WINDOW)
+    assert_one_line(code, err, str(card))
+    assert code == 2 and "127.0.0.1:9" not in err
