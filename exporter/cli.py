@@ -12,6 +12,7 @@ import argparse
 import importlib
 import sys
 from collections.abc import Callable, Sequence
+from typing import NoReturn
 
 from exporter import __version__
 from exporter.errors import ExporterError
@@ -33,8 +34,18 @@ _COMMAND_MODULES: tuple[str, ...] = (
 )
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with its errors on one line: no usage block above them (`--help` has it).
+
+    Subcommand parsers are of this class too (`add_subparsers` uses the parent's class).
+    """
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="chargeback-exporter",
         description="Sysdig usage to exactly-once Avro billing records on Kafka.",
     )

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -17,10 +18,21 @@ from exporter.errors import ConfigError
 from exporter.logs import register_secret, setup
 from exporter.model import ChargeLine
 from exporter.org import OrgModel
-from exporter.periods import Period, closed_periods, iso, iter_periods, parse_duration, parse_time
+from exporter.periods import (
+    Period,
+    align_down,
+    closed_periods,
+    iso,
+    iter_periods,
+    parse_duration,
+    parse_time,
+)
 from exporter.retention import Retention, RetentionModel, TimelinesClient
 from exporter.sysdig import SysdigSource
 from exporter.units import charge_lines
+
+if TYPE_CHECKING:
+    from exporter.pricing import RateCard
 
 
 def add_common(parser: argparse.ArgumentParser) -> None:
@@ -148,9 +160,12 @@ def report_window(args: argparse.Namespace, cfg: Config, clock: Clock) -> list[P
         except ValueError as exc:
             raise ConfigError(f"--last: {exc}") from None
         now = clock.time()
-        periods = list(closed_periods(int(now) - last - cfg.periods.settle_delay, now, length,
-                                      cfg.periods.settle_delay))
-        periods = periods[-max(1, last // length):]
+        settle = cfg.periods.settle_delay
+        # The closed periods are those the worker publishes (end + settle delay passed); the
+        # window is the last of them, as many as cover `last`.
+        newest_end = align_down(int(now) - settle, length)
+        count = max(1, -(-last // length))
+        periods = list(closed_periods(newest_end - count * length, now, length, settle))
     if not periods:
         raise ConfigError("the window holds no complete, closed period")
     return periods
@@ -171,32 +186,47 @@ def collect_lines(source: SysdigSource, cfg: Config, periods: list[Period]
 
 def cmd_report(args: argparse.Namespace, clock: Clock | None = None) -> int:
     from exporter import report
+    from exporter.pricing import price_lines
 
     clock = clock or SystemClock()
     cfg = config_from_args(args)
+    coverage = getattr(args, "coverage", False)
+    if coverage and args.format == "csv":
+        raise ConfigError("--coverage: --format csv is not available (coverage has two tables); "
+                          "use --format table or json")
     periods = report_window(args, cfg, clock)
+    # Priced before Sysdig is asked, so a broken rate card costs no queries.
+    card = None if coverage else build_rate_card(cfg)
     check_team(cfg, clock)
     source = build_source(cfg, clock)
     lines, steps = collect_lines(source, cfg, periods)
     window = (iso(periods[0].start), iso(periods[-1].end))
-    warning = report.coarse_warning(steps)
+    warning = report.coarse_warning(steps, cfg.periods.resolution)
     if warning is not None:
         sys.stderr.write(warning + "\n")
-    if getattr(args, "coverage", False):
+    measured = (f"{window[0]} to {window[1]} ({len(periods)} period{'s' * (len(periods) > 1)}, "
+                f"at {report.steps_phrase(sorted(set(steps)))} steps)")
+    if coverage:
         from exporter import coverage as cov
 
-        table = cov.render_coverage_table(cov.label_coverage(lines))
-        report.print_table(table, sys.stdout.write)
+        covered = cov.label_coverage(lines)
+        if args.format == "json":
+            doc = {"from": window[0], "to": window[1], "step_seconds": sorted(set(steps)),
+                   "clusters": cov.coverage_document(covered)}
+            sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+        else:
+            sys.stdout.write(f"Label coverage, {measured}\n")
+            report.print_table(cov.render_coverage(covered), sys.stdout.write, fit=True)
         return 0
-    rows = report.aggregate(lines, args.by)
+    rows = report.aggregate(price_lines(lines, card), args.by)
     if args.format == "csv":
         sys.stdout.write(report.render_csv(rows, args.by))
     elif args.format == "json":
         sys.stdout.write(report.render_json(rows, args.by, window) + "\n")
     else:
-        title = (f"Consumption by {args.by}, {window[0]} to {window[1]} ({len(periods)} periods, "
-                 f"at {report.steps_phrase(sorted(set(steps)))} steps)")
-        report.print_table(report.render_table(rows, args.by, title), sys.stdout.write)
+        title = f"Consumption by {args.by}, {measured}"
+        report.print_table(report.render_table(rows, args.by, title), sys.stdout.write,
+                           fit=True)
     return 0
 
 
@@ -236,19 +266,26 @@ def build_codec(cfg: Config) -> Any:
     return AvroCodec(build_framing(cfg), cfg.kafka.topics)
 
 
+def build_rate_card(cfg: Config) -> RateCard | None:
+    """The rate card `pricing.rate_card_file` names, as the worker prices with it; None when
+    none is configured. Raises `PricingError` naming the file and the key path."""
+    from exporter.pricing import RateCard
+
+    if cfg.pricing.rate_card_file is None:
+        return None
+    return RateCard.load(cfg.pricing.rate_card_file, period_length=cfg.periods.length,
+                         other_labels=cfg.org.other_labels)
+
+
 def build_pipeline(cfg: Config, clock: Clock, metrics: Any = None, source: Any = None) -> Any:
     """The export pipeline described by `cfg`; `source` replaces the Sysdig source (tests)."""
     from exporter import coverage as cov
     from exporter.pipeline import Pipeline
-    from exporter.pricing import RateCard
     from exporter.shared import distribute
 
     on_request = metrics.observe_sysdig if metrics is not None else None
     src = source if source is not None else build_source(cfg, clock, on_request=on_request)
-    card = None
-    if cfg.pricing.rate_card_file is not None:
-        card = RateCard.load(cfg.pricing.rate_card_file, period_length=cfg.periods.length,
-                             other_labels=cfg.org.other_labels)
+    card = build_rate_card(cfg)
     pricer = card.price_lines if card is not None else None
     shared_cfg = cfg.shared_costs
 

@@ -18,6 +18,7 @@ import heapq
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Context, Decimal
+from typing import Any
 
 from rich.console import Group
 from rich.table import Table
@@ -35,6 +36,8 @@ from exporter.model import (
     OrgAssignment,
     Resource,
 )
+from exporter.pricing import quantize_quantity
+from exporter.records import kubernetes_kind
 
 SHARE_QUANTUM = Decimal("0.000001")
 _DISTRIBUTION = "shared-distribution"
@@ -211,7 +214,7 @@ def render_offenders_table(coverage: Mapping[str, LabelCoverage]) -> Table:
         for o in cov.top_offenders:
             unallocated = [k for k in o.missing_keys if k not in o.invalid_keys]
             table.add_row(
-                cluster, o.namespace, o.workload_kind, o.workload_name, o.resource,
+                cluster, o.namespace, kubernetes_kind(o.workload_kind), o.workload_name, o.resource,
                 str(o.chargeable.quantize(SHARE_QUANTUM, rounding=ROUND_HALF_EVEN)),
                 UNITS[o.resource], ", ".join(unallocated), ", ".join(o.invalid_keys),
             )
@@ -221,3 +224,32 @@ def render_offenders_table(coverage: Mapping[str, LabelCoverage]) -> Table:
 def render_coverage(coverage: Mapping[str, LabelCoverage]) -> Group:
     """Both tables, for `chargeback-exporter report --coverage`."""
     return Group(render_coverage_table(coverage), render_offenders_table(coverage))
+
+
+def coverage_document(coverage: Mapping[str, LabelCoverage]) -> list[dict[str, Any]]:
+    """What both tables show, as JSON-ready data (`report --coverage --format json`).
+
+    One entry per cluster (name order) with its shares and top offenders, shaped as the period
+    manifest carries them: shares at 6 decimals, an offender's chargeable quantity at the
+    records' scale, kinds spelled as records spell them; decimals as exact strings.
+    """
+    return [
+        {
+            "cluster": cluster,
+            "keys": [
+                {"org_key": k.org_key, "resource": k.resource,
+                 "unallocated_share": format(k.unallocated_share, "f"),
+                 "invalid_share": format(k.invalid_share, "f")}
+                for k in cov.keys
+            ],
+            "top_offenders": [
+                {"namespace": o.namespace, "workload_kind": kubernetes_kind(o.workload_kind),
+                 "workload": o.workload_name, "resource": o.resource,
+                 "chargeable_quantity": format(quantize_quantity(o.chargeable), "f"),
+                 "unit": UNITS[o.resource], "missing_keys": list(o.missing_keys),
+                 "invalid_keys": list(o.invalid_keys)}
+                for o in cov.top_offenders
+            ],
+        }
+        for cluster, cov in sorted(coverage.items())
+    ]

@@ -1,8 +1,12 @@
 """Consumption report: chargeable units grouped by cost center, workload or org tree.
 
-Every group is shown; there is no top-N truncation. Quantities are exact sums of the per-line
-Decimals, displayed at the record scale. Every format states the sample steps the quantities
-were measured at (Sysdig's retention decides them per period, `exporter.retention`).
+Every group is shown; there is no top-N truncation. Quantities and costs are the records' own:
+each line is rounded as its billing record is (`exporter.pricing`: quantities to the record's
+9 decimals, cost from the rounded quantity times the unit price, to 6), and a row is the exact
+sum of those, so CSV and JSON match what a consumer adds up from the records. Only the table
+rounds further, for display, and says so. Workload kinds are spelled as records spell them
+(`Deployment`). Every format states the sample steps the quantities were measured at (Sysdig's
+retention decides them per period, `exporter.retention`, as for the worker).
 """
 
 from __future__ import annotations
@@ -13,19 +17,34 @@ import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Decimal
-from typing import Literal
+from typing import Any, Literal
 
-from rich.console import Console
+from rich.console import Console, RenderableType
 from rich.table import Table
 
-from exporter.model import ChargeLine
+from exporter.model import UNITS, PricedLine, Resource
+from exporter.pricing import quantize_quantity
+from exporter.records import kubernetes_kind
 from exporter.units import method_step
 
 GroupBy = Literal["costcenter", "costcenter-workload", "org"]
-COLUMNS = (
-    "cpu_usage", "cpu_request", "cpu_chargeable", "mem_usage", "mem_request", "mem_chargeable",
-)
+# Machine column names carry their unit (`UNITS`), as the `core_hours`/`gib_hours` keys of the
+# backfill summary do; the table's headers spell the unit itself.
+_COLUMNS_OF: dict[Resource, tuple[str, str, str]] = {
+    "cpu": ("cpu_usage_core_hours", "cpu_request_core_hours", "cpu_chargeable_core_hours"),
+    "memory": ("mem_usage_gib_hours", "mem_request_gib_hours", "mem_chargeable_gib_hours"),
+}
+COLUMNS: tuple[str, ...] = (*_COLUMNS_OF["cpu"], *_COLUMNS_OF["memory"])
+RESOURCE_OF: dict[str, Resource] = {c: r for r, cols in _COLUMNS_OF.items() for c in cols}
+HEADERS: dict[str, str] = {
+    c: f"{UNITS[r]}\n{word}"
+    for r, cols in _COLUMNS_OF.items()
+    for c, word in zip(cols, ("used", "requested", "chargeable"), strict=True)
+}
+# The table's display scale; the machine formats carry the records' full scale.
 DISPLAY_SCALE = Decimal("0.000001")
+DISPLAY_NOTE = ("Quantities rounded to 6 decimals for display; --format csv and json carry the "
+                "records' 9.")
 
 _KEYS: dict[str, tuple[str, ...]] = {
     "costcenter": ("cluster", "costcenter"),
@@ -34,12 +53,12 @@ _KEYS: dict[str, tuple[str, ...]] = {
 }
 
 
-def _group_values(line: ChargeLine, by: GroupBy) -> tuple[str, ...]:
-    org = line.org.values
-    w = line.workload
+def _group_values(line: PricedLine, by: GroupBy) -> tuple[str, ...]:
+    ln = line.line
+    w = ln.workload
     fields = {
-        "cluster": w.cluster, "namespace": w.namespace, "workload_kind": w.kind,
-        "workload": w.name, **org,
+        "cluster": w.cluster, "namespace": w.namespace, "workload_kind": kubernetes_kind(w.kind),
+        "workload": w.name, **ln.org.values,
     }
     return tuple(fields[k] for k in _KEYS[by])
 
@@ -48,44 +67,77 @@ def _group_values(line: ChargeLine, by: GroupBy) -> tuple[str, ...]:
 class Row:
     group: tuple[str, ...]
     values: dict[str, Decimal]
+    """Per column of `COLUMNS`: the sum of the lines' record-rounded quantities."""
     steps: tuple[int, ...] = ()
     """The sample steps (seconds) of the lines summed into this row, ascending."""
+    cost: Decimal | None = None
+    """The sum of the lines' costs (None without a rate card)."""
+    currency: str | None = None
 
 
 FINEST_STEP = 10  # Sysdig's finest sampling; a coarser step is worth a warning
 
 
-def coarse_warning(period_steps: Sequence[int]) -> str | None:
-    """The warning line for periods measured coarser than 10 s (one step per period), or None."""
+def coarse_warning(period_steps: Sequence[int], resolution: int = FINEST_STEP) -> str | None:
+    """The warning line for periods measured coarser than 10 s (one step per period), or None.
+
+    It gives the reason: `periods.resolution` when configured coarser than 10 s, and Sysdig's
+    retention for periods measured coarser than that resolution.
+    """
     coarse = [s for s in period_steps if s > FINEST_STEP]
     if not coarse:
         return None
+    reasons = []
+    if resolution > FINEST_STEP:
+        reasons.append(f"periods.resolution is {resolution}s")
+    rolled_up = [s for s in coarse if s > resolution]
+    if rolled_up:
+        which = "them" if len(rolled_up) == len(coarse) else f"{len(rolled_up)} of them"
+        reasons.append(f"Sysdig keeps no {resolution}s data for {which} any more (retention)")
     return (f"warning: {len(coarse)} of {len(period_steps)} periods measured at "
-            f"{steps_phrase(sorted(set(coarse)))} steps, coarser than {FINEST_STEP}s: Sysdig keeps "
-            f"no {FINEST_STEP}s data for them any more (retention)")
+            f"{steps_phrase(sorted(set(coarse)))} steps, coarser than {FINEST_STEP}s: "
+            + "; ".join(reasons))
 
 
-def line_step(line: ChargeLine) -> int:
+def line_step(line: PricedLine) -> int:
     """The sample step a line was measured at, from its method."""
-    step = method_step(line.method)
+    step = method_step(line.line.method)
     if step is None:
-        raise ValueError(f"report: unknown calculation method {line.method!r}")
+        raise ValueError(f"report: unknown calculation method {line.line.method!r}")
     return step
 
 
-def aggregate(lines: Sequence[ChargeLine], by: GroupBy) -> list[Row]:
-    """Sum usage, request and chargeable per group and resource; rows sorted by group."""
-    rows: dict[tuple[str, ...], dict[str, Decimal]] = {}
+def aggregate(lines: Sequence[PricedLine], by: GroupBy) -> list[Row]:
+    """Sum usage, request, chargeable (and cost when priced) per group; rows sorted by group.
+
+    Each line enters at its record's rounding (`quantize_quantity`; its cost already is), so a
+    row equals the sum of its records.
+    """
+    rows: dict[tuple[str, ...], Row] = {}
     steps: dict[tuple[str, ...], set[int]] = {}
-    for ln in lines:
-        g = _group_values(ln, by)
-        vals = rows.setdefault(g, {c: Decimal(0) for c in COLUMNS})
-        steps.setdefault(g, set()).add(line_step(ln))
-        prefix = "cpu" if ln.resource == "cpu" else "mem"
-        vals[f"{prefix}_usage"] += ln.usage
-        vals[f"{prefix}_request"] += ln.request
-        vals[f"{prefix}_chargeable"] += ln.chargeable
-    return [Row(g, rows[g], tuple(sorted(steps[g]))) for g in sorted(rows)]
+    for priced in lines:
+        g = _group_values(priced, by)
+        row = rows.get(g)
+        if row is None:
+            row = rows[g] = Row(g, {c: Decimal(0) for c in COLUMNS})
+        steps.setdefault(g, set()).add(line_step(priced))
+        ln = priced.line
+        usage, request, chargeable = _COLUMNS_OF[ln.resource]
+        vals = row.values
+        vals[usage] += quantize_quantity(ln.usage)
+        vals[request] += quantize_quantity(ln.request)
+        vals[chargeable] += quantize_quantity(ln.chargeable)
+        if priced.cost is not None:
+            row.cost = priced.cost if row.cost is None else row.cost + priced.cost
+            row.currency = priced.currency
+    for g, row in rows.items():
+        row.steps = tuple(sorted(steps[g]))
+    return [rows[g] for g in sorted(rows)]
+
+
+def currency_of(rows: Sequence[Row]) -> str | None:
+    """The currency of the rows' costs (a rate card has one), or None when unpriced."""
+    return next((r.currency for r in rows if r.currency is not None), None)
 
 
 def all_steps(rows: Sequence[Row]) -> tuple[int, ...]:
@@ -103,53 +155,87 @@ def key_names(by: GroupBy) -> tuple[str, ...]:
     return _KEYS[by]
 
 
-def _fmt(v: Decimal) -> str:
-    return str(v.quantize(DISPLAY_SCALE, rounding=ROUND_HALF_EVEN))
+def _exact(v: Decimal) -> str:
+    """A record-scale value as plain digits (`0.000000000`, never `0E-9`)."""
+    return format(v, "f")
+
+
+def _display(v: Decimal) -> str:
+    return format(v.quantize(DISPLAY_SCALE, rounding=ROUND_HALF_EVEN), "f")
+
+
+def _cost_columns(rows: Sequence[Row]) -> tuple[str, ...]:
+    return ("cost", "currency") if currency_of(rows) is not None else ()
+
+
+def _costs(row: Row, priced: bool) -> list[str]:
+    if not priced:
+        return []
+    return [_exact(row.cost if row.cost is not None else Decimal(0)), row.currency or ""]
 
 
 def render_csv(rows: Sequence[Row], by: GroupBy) -> str:
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow([*key_names(by), *COLUMNS, "step_seconds"])
+    cost_columns = _cost_columns(rows)
+    writer.writerow([*key_names(by), *COLUMNS, *cost_columns, "step_seconds"])
     for r in rows:
-        writer.writerow([*r.group, *(_fmt(r.values[c]) for c in COLUMNS),
-                         " ".join(str(s) for s in r.steps)])
+        writer.writerow([*r.group, *(_exact(r.values[c]) for c in COLUMNS),
+                         *_costs(r, bool(cost_columns)), " ".join(str(s) for s in r.steps)])
     return buf.getvalue()
 
 
 def render_json(rows: Sequence[Row], by: GroupBy, window: tuple[str, str]) -> str:
-    doc = {
+    cost_columns = _cost_columns(rows)
+    doc: dict[str, Any] = {
         "from": window[0], "to": window[1], "group_by": by,
-        "units": {"cpu": "Core-Hours", "mem": "GiB-Hours"},
+        "units": {c: UNITS[RESOURCE_OF[c]] for c in COLUMNS},
         "step_seconds": list(all_steps(rows)),
-        "rows": [
-            {**dict(zip(key_names(by), r.group, strict=True)),
-             **{c: _fmt(r.values[c]) for c in COLUMNS}, "step_seconds": list(r.steps)}
-            for r in rows
-        ],
     }
+    if cost_columns:
+        doc["currency"] = currency_of(rows)
+    doc["rows"] = [
+        {**dict(zip(key_names(by), r.group, strict=True)),
+         **{c: _exact(r.values[c]) for c in COLUMNS},
+         **dict(zip(cost_columns, _costs(r, bool(cost_columns)), strict=True)),
+         "step_seconds": list(r.steps)}
+        for r in rows
+    ]
     return json.dumps(doc, indent=2)
 
 
 def render_table(rows: Sequence[Row], by: GroupBy, title: str) -> Table:
-    table = Table(title=title, show_lines=False)
+    table = Table(title=title, caption=DISPLAY_NOTE, show_lines=False)
     for k in key_names(by):
         table.add_column(k)
-    headers = ("CPU used", "CPU req", "CPU charge", "GiB used", "GiB req", "GiB charge")
-    for h in headers:
-        table.add_column(h + (" (Core-h)" if h.startswith("CPU") else "-h"), justify="right")
+    for c in COLUMNS:
+        table.add_column(HEADERS[c], justify="right")
+    currency = currency_of(rows)
+    if currency is not None:
+        table.add_column(f"Cost ({currency})", justify="right")
     totals = {c: Decimal(0) for c in COLUMNS}
+    total_cost = Decimal(0)
     for r in rows:
-        table.add_row(*r.group, *(_fmt(r.values[c]) for c in COLUMNS))
+        cost = [] if currency is None else [_exact(r.cost or Decimal(0))]
+        table.add_row(*r.group, *(_display(r.values[c]) for c in COLUMNS), *cost)
         for c in COLUMNS:
             totals[c] += r.values[c]
+        total_cost += r.cost or Decimal(0)
     table.add_section()
-    table.add_row("TOTAL", *([""] * (len(key_names(by)) - 1)), *(_fmt(totals[c]) for c in COLUMNS))
+    table.add_row("TOTAL", *([""] * (len(key_names(by)) - 1)),
+                  *(_display(totals[c]) for c in COLUMNS),
+                  *([] if currency is None else [_exact(total_cost)]))
     return table
 
 
-def print_table(table: Table, write: Callable[[str], object] | None = None) -> None:
-    console = Console(width=200) if write is None else Console(file=io.StringIO(), width=200)
+def print_table(table: RenderableType, write: Callable[[str], object] | None = None, *,
+                fit: bool = False) -> None:
+    """Print `table` 200 columns wide; with `fit`, wider when its cells need it, so that no
+    name or number is cut short."""
+    width = 200
+    if fit:
+        width = max(width, Console(file=io.StringIO(), width=100_000).measure(table).maximum)
+    console = Console(width=width) if write is None else Console(file=io.StringIO(), width=width)
     console.print(table)
     if write is not None:
         file = console.file

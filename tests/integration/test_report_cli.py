@@ -15,6 +15,8 @@ import yaml
 from exporter import cli, commands
 from exporter.clock import FakeClock
 from exporter.periods import iso
+from exporter.pricing import quantize_cost, quantize_quantity
+from exporter.records import KINDS
 from tests.integration.conftest import T0, TOKEN, H, Sim
 
 pytestmark = pytest.mark.integration
@@ -54,7 +56,7 @@ def test_report_csv_has_every_group_and_exact_totals(sim: Sim, tmp_path: Path,
     truth_keys = {(k.cluster, k.namespace, k.name) for k in sim.fleet.ground_truth(T0, T0 + 3 * H)}
     assert {(r["cluster"], r["namespace"], r["workload"]) for r in rows} == truth_keys
     assert len(rows) > 10  # no top-10 truncation
-    total = sum(Decimal(r["cpu_chargeable"]) for r in rows)
+    total = sum(Decimal(r["cpu_chargeable_core_hours"]) for r in rows)
     exact = sum(
         (per["cpu"].chargeable for h in range(3)
          for per in sim.fleet.ground_truth(T0 + h * H, T0 + (h + 1) * H).values()),
@@ -186,7 +188,7 @@ def test_report_states_its_steps_and_warns_when_coarser_than_10s(
     assert rows and {r["step_seconds"] for r in rows} <= {"10", "60", "10 60"}
     assert "10 60" in {r["step_seconds"] for r in rows}
     # The same steps as the worker's retention choice: the totals are exact at those steps.
-    total = sum(Decimal(r["cpu_chargeable"]) for r in rows)
+    total = sum(Decimal(r["cpu_chargeable_core_hours"]) for r in rows)
     exact = sum((per["cpu"].chargeable for start, step in steps.items()
                  for per in sim.fleet.ground_truth(start, start + H, resolution=step).values()),
                 Decimal(0))
@@ -224,3 +226,191 @@ def test_a_window_error_names_the_command_once(tmp_path: Path,
     code = cli.main(["report", "--config.file", str(path), "--from", "2026-11-01T00:00:00Z"])
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1 and err.count("report:") == 1, err
+
+
+@pytest.mark.parametrize("argv", [["report", "--format", "xml"], ["report", "--by", "team"],
+                                  ["report", "--no-such-flag"], ["no-such-command"]])
+def test_a_usage_error_is_one_line_without_the_usage_block(
+        argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(argv)
+    err = capsys.readouterr().err
+    assert exit_info.value.code == 2
+    assert err.count("\n") == 1 and "usage:" not in err, err
+    assert err.startswith("chargeback-exporter") and ": error: " in err
+
+
+QUANTITIES = ("cpu_usage_core_hours", "cpu_request_core_hours", "cpu_chargeable_core_hours",
+              "mem_usage_gib_hours", "mem_request_gib_hours", "mem_chargeable_gib_hours")
+
+
+def record_sums(sim: Sim, periods: int) -> dict[tuple[str, str, str], dict[str, Decimal]]:
+    """Per (cluster, namespace, workload): the sums of the records' values (each line rounded
+    to the records' 9 decimals), from the simulator's ground truth of each hour."""
+    out: dict[tuple[str, str, str], dict[str, Decimal]] = {}
+    for h in range(periods):
+        for key, per in sim.fleet.ground_truth(T0 + h * H, T0 + (h + 1) * H).items():
+            sums = out.setdefault((key.cluster, key.namespace, key.name),
+                                  {c: Decimal(0) for c in QUANTITIES})
+            for res, unit in (("cpu", "core_hours"), ("memory", "gib_hours")):
+                prefix = "cpu" if res == "cpu" else "mem"
+                for q in ("usage", "request", "chargeable"):
+                    sums[f"{prefix}_{q}_{unit}"] += quantize_quantity(getattr(per[res], q))
+    return out
+
+
+def test_machine_formats_carry_the_records_full_precision(
+        sim: Sim, tmp_path: Path, run: Callable[..., tuple[int, str, str]]) -> None:
+    cfg = write_config(tmp_path, sim)
+    truth = record_sums(sim, 3)
+    code, out, err = run("report", "--config.file", str(cfg), *WINDOW, "--by",
+                         "costcenter-workload", "--format", "csv")
+    assert code == 0, err
+    rows = list(csv.DictReader(io.StringIO(out)))
+    for r in rows:
+        for c in QUANTITIES:
+            assert r[c] == format(truth[(r["cluster"], r["namespace"], r["workload"])][c], "f"), c
+            assert len(r[c].partition(".")[2]) == 9, r[c]
+    code, out, err = run("report", "--config.file", str(cfg), *WINDOW, "--by",
+                         "costcenter-workload", "--format", "json")
+    assert code == 0, err
+    for r in json.loads(out)["rows"]:
+        for c in QUANTITIES:
+            assert r[c] == format(truth[(r["cluster"], r["namespace"], r["workload"])][c], "f")
+    code, out, err = run("report", "--config.file", str(cfg), *WINDOW)
+    assert code == 0, err
+    assert "rounded to 6 decimals" in out
+
+
+def test_kinds_are_spelled_as_records_spell_them(
+        sim: Sim, tmp_path: Path, run: Callable[..., tuple[int, str, str]]) -> None:
+    cfg = write_config(tmp_path, sim)
+    code, out, _ = run("report", "--config.file", str(cfg), *WINDOW, "--by",
+                       "costcenter-workload", "--format", "csv")
+    kinds = {r["workload_kind"] for r in csv.DictReader(io.StringIO(out))}
+    assert code == 0 and "Deployment" in kinds and kinds <= set(KINDS.values()), kinds
+    code, out, _ = run("report", "--config.file", str(cfg), *WINDOW, "--by",
+                       "costcenter-workload", "--format", "json")
+    assert {r["workload_kind"] for r in json.loads(out)["rows"]} == kinds
+    code, out, _ = run("report", "--config.file", str(cfg), *WINDOW, "--by", "costcenter-workload")
+    assert "Deployment" in out and "deployment" not in out
+
+
+def test_every_format_names_its_units(sim: Sim, tmp_path: Path,
+                                      run: Callable[..., tuple[int, str, str]]) -> None:
+    cfg = write_config(tmp_path, sim)
+    _, out, _ = run("report", "--config.file", str(cfg), *WINDOW, "--format", "csv")
+    assert out.splitlines()[0] == "cluster,costcenter," + ",".join(QUANTITIES) + ",step_seconds"
+    _, out, _ = run("report", "--config.file", str(cfg), *WINDOW, "--format", "json")
+    doc = json.loads(out)
+    assert doc["units"] == {c: "Core-Hours" if c.startswith("cpu") else "GiB-Hours"
+                            for c in QUANTITIES}
+    assert all(set(QUANTITIES) <= set(r) for r in doc["rows"])
+    _, out, _ = run("report", "--config.file", str(cfg), *WINDOW)
+    assert out.count("Core-Hours") == 3 and out.count("GiB-Hours") == 3, out
+
+
+RATE_CARD = """\
+currency: EUR
+versions:
+  - id: "2026-01"
+    effective_from: 2026-01-01T00:00:00Z
+    default: {cpu: "0.0310", memory: "0.0042"}
+"""
+
+
+def test_cost_and_currency_with_a_rate_card_rounded_as_records(
+        sim: Sim, tmp_path: Path, run: Callable[..., tuple[int, str, str]]) -> None:
+    cfg = write_config(tmp_path, sim)
+    card = tmp_path / "rate-card.yaml"
+    card.write_text(RATE_CARD)
+    doc = yaml.safe_load(cfg.read_text())
+    doc["pricing"] = {"rate_card_file": str(card)}
+    cfg.write_text(yaml.safe_dump(doc))
+    price = {"cpu": Decimal("0.0310"), "memory": Decimal("0.0042")}
+    expected: dict[tuple[str, str, str], Decimal] = {}
+    for h in range(3):
+        for key, per in sim.fleet.ground_truth(T0 + h * H, T0 + (h + 1) * H).items():
+            k = (key.cluster, key.namespace, key.name)
+            for res in ("cpu", "memory"):
+                cost = quantize_cost(quantize_quantity(per[res].chargeable) * price[res])
+                expected[k] = expected.get(k, Decimal(0)) + cost
+    code, out, err = run("report", "--config.file", str(cfg), *WINDOW, "--by",
+                         "costcenter-workload", "--format", "csv")
+    assert code == 0, err
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert rows and list(rows[0])[-3:] == ["cost", "currency", "step_seconds"]
+    for r in rows:
+        assert r["currency"] == "EUR"
+        assert r["cost"] == format(expected[(r["cluster"], r["namespace"], r["workload"])], "f")
+    code, out, err = run("report", "--config.file", str(cfg), *WINDOW, "--format", "json")
+    doc = json.loads(out)
+    assert doc["currency"] == "EUR" and all(r["currency"] == "EUR" for r in doc["rows"])
+    assert sum(Decimal(r["cost"]) for r in doc["rows"]) == sum(expected.values())
+    code, out, err = run("report", "--config.file", str(cfg), *WINDOW)
+    assert code == 0 and "Cost (EUR)" in out and str(sum(expected.values())) in out
+
+
+def test_no_cost_columns_without_a_rate_card(sim: Sim, tmp_path: Path,
+                                            run: Callable[..., tuple[int, str, str]]) -> None:
+    cfg = write_config(tmp_path, sim)
+    _, out, _ = run("report", "--config.file", str(cfg), *WINDOW, "--format", "json")
+    doc = json.loads(out)
+    assert "currency" not in doc and all("cost" not in r for r in doc["rows"])
+    _, out, _ = run("report", "--config.file", str(cfg), *WINDOW)
+    assert "Cost" not in out
+
+
+def test_coverage_follows_the_format(sim: Sim, tmp_path: Path,
+                                     run: Callable[..., tuple[int, str, str]]) -> None:
+    cfg = write_config(tmp_path, sim)
+    code, out, err = run("report", "--config.file", str(cfg), *WINDOW, "--coverage",
+                         "--format", "json")
+    assert code == 0, err
+    doc = json.loads(out)
+    assert doc["from"] == iso(T0) and doc["to"] == iso(T0 + 3 * H) and doc["step_seconds"] == [10]
+    clusters = {c["cluster"] for c in doc["clusters"]}
+    assert clusters == {k.cluster for k in sim.fleet.ground_truth(T0, T0 + 3 * H)}
+    first = doc["clusters"][0]
+    assert {(s["org_key"], s["resource"]) for s in first["keys"]} == {
+        (k, r) for k in ("costcenter", "businessunit", "department", "team")
+        for r in ("cpu", "memory")}
+    offenders = [o for c in doc["clusters"] for o in c["top_offenders"]]
+    assert offenders and {o["workload_kind"] for o in offenders} <= set(KINDS.values())
+    assert all(o["unit"] in ("Core-Hours", "GiB-Hours") and o["missing_keys"] for o in offenders)
+    code, out, err = run("report", "--config.file", str(cfg), *WINDOW, "--coverage")
+    assert code == 0, err
+    assert "Label coverage" in out and "Top workloads without valid org labels" in out
+    assert "at 10s steps" in out
+    assert " Deployment " in out and "deployment" not in out
+    code, out, err = run("report", "--config.file", str(cfg), *WINDOW, "--coverage",
+                         "--format", "csv")
+    assert_one_line(code, err, "--coverage", "csv")
+    assert code == 2
+
+
+def test_a_configured_coarse_resolution_is_not_blamed_on_retention(
+        sim: Sim, tmp_path: Path, run: Callable[..., tuple[int, str, str]]) -> None:
+    cfg = write_config(tmp_path, sim)
+    doc = yaml.safe_load(cfg.read_text())
+    doc["periods"] = {"resolution": 60}
+    cfg.write_text(yaml.safe_dump(doc))
+    code, out, err = run("report", "--config.file", str(cfg), *WINDOW, "--format", "json")
+    assert code == 0, err
+    assert json.loads(out)["step_seconds"] == [60]
+    assert [ln for ln in err.splitlines() if "coarser than 10s" in ln] == [
+        "warning: 3 of 3 periods measured at 60s steps, coarser than 10s: periods.resolution "
+        "is 60s"]
+
+
+
+def test_a_broken_rate_card_is_one_line_before_sysdig_is_asked(
+        tmp_path: Path, run: Callable[..., tuple[int, str, str]]) -> None:
+    card = tmp_path / "rate-card.yaml"
+    card.write_text(RATE_CARD.replace('"0.0310"', '"-1"'))
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(yaml.safe_dump({"sysdig": {"url": "http://127.0.0.1:9", "token": TOKEN},
+                                   "pricing": {"rate_card_file": str(card)}}))
+    code, _, err = run("report", "--config.file", str(cfg), *WINDOW)
+    assert_one_line(code, err, str(card))
+    assert code == 2 and "127.0.0.1:9" not in err
