@@ -18,7 +18,7 @@ from exporter.config import Config, load_config, masked_dict
 from exporter.errors import ConfigError
 from exporter.logs import register_secret, setup
 from exporter.model import ChargeLine
-from exporter.org import OrgModel, read_allow_lists
+from exporter.org import AllowedValues, OrgModel, read_allow_lists
 from exporter.periods import Period, closed_periods, iso, iter_periods, parse_duration, parse_time
 from exporter.retention import Retention, RetentionModel, TimelinesClient
 from exporter.sysdig import SysdigSource
@@ -145,15 +145,17 @@ def load_referenced(cfg: Config) -> Referenced:
 
     problems: list[str] = []
     org: OrgModel | None = None
+    allowed: dict[str, AllowedValues] = {}
     try:
-        org = OrgModel(cfg.org, read_allow_lists(cfg.org))
+        allowed = read_allow_lists(cfg.org)
+        org = OrgModel(cfg.org, allowed)
     except ConfigError as exc:
         problems.extend(exc.problems)
     card = None
     if cfg.pricing.rate_card_file is not None:
         try:
             card = RateCard.load(cfg.pricing.rate_card_file, period_length=cfg.periods.length,
-                                 other_labels=cfg.org.other_labels)
+                                 other_labels=cfg.org.other_labels, allowed=allowed)
         except ConfigError as exc:
             problems.extend(exc.problems)
     if problems:

@@ -30,7 +30,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Context, Decimal, InvalidOperation, localcontext
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import yaml
 from pydantic import (
@@ -45,9 +45,20 @@ from pydantic import (
 
 from exporter.avro import load_schema
 from exporter.errors import PricingError
-from exporter.model import ORG_KEYS, RESOURCES, ChargeLine, PricedLine, Resource
+from exporter.model import (
+    INVALID,
+    ORG_KEYS,
+    RESOURCES,
+    UNALLOCATED,
+    ChargeLine,
+    PricedLine,
+    Resource,
+)
 from exporter.periods import Period, iso, parse_time
 from exporter.yamlfile import Location, Positions, read_yaml_positions
+
+if TYPE_CHECKING:
+    from exporter.org import AllowedValues
 
 # Record scales, read from the shipped billing-record schema so pricing can never round to a
 # scale the record does not have: quantities decimal(18,9), unit price (22,10), cost (20,6).
@@ -358,8 +369,20 @@ Problems = list[tuple[Location, str]]
 """What is wrong with a card: key path and message, one entry per problem."""
 
 
+def _allowed_problem(value: str, allowed: AllowedValues) -> str | None:
+    """Why a selector's `value` for an allow-listed key never matches, or None when it can.
+
+    A resolved value is the list's own spelling or a reserved bucket (exporter.org).
+    """
+    if value in allowed.canonical.values() or value in (UNALLOCATED, INVALID):
+        return None
+    spelled = allowed.lookup(value)
+    hint = f"; the list spells it {spelled!r}" if spelled is not None else ""
+    return f"{value!r} is not in the allow-list {allowed.source}, so it never matches{hint}"
+
+
 def _build_version(v: _Version, i: int, label_keys: frozenset[str] | None,
-                   problems: Problems) -> PriceVersion:
+                   allowed: Mapping[str, AllowedValues], problems: Problems) -> PriceVersion:
     base = ("versions", i)
     path = _loc(base)
     clusters = {c: _Rule(f"{path}.clusters.{c}", p) for c, p in v.clusters.items()}
@@ -381,6 +404,10 @@ def _build_version(v: _Version, i: int, label_keys: frozenset[str] | None,
                     problems.append(((*loc, "match", key), (
                         f"unknown label; a selector matches org keys {', '.join(ORG_KEYS)} or a "
                         "label listed in org.other_labels")))
+        for key, value in sel.match.items():
+            why = _allowed_problem(value, allowed[key]) if key in allowed else None
+            if why is not None:
+                problems.append(((*loc, "match", key), why))
         rule = _Rule(_loc(loc), sel, tuple(sorted(sel.match.items())))
         for other in selectors:
             both = [r for r in RESOURCES if sel.get(r) is not None and other.prices.get(r) is not None]
@@ -438,17 +465,20 @@ class RateCard:
         path: Path,
         period_length: int | None = None,
         other_labels: Iterable[str] | None = None,
+        allowed: Mapping[str, AllowedValues] | None = None,
     ) -> RateCard:
         """Read and validate the YAML rate card at `path`.
 
         `period_length` (seconds), when given, requires every version boundary to be aligned to
         it, so no period can straddle a price change. `other_labels`, when given, restricts
         selector keys to the org keys and these labels (a typo would otherwise never match).
+        `allowed` (org key to its allow-list) refuses a selector value that the key can never
+        resolve to.
         Raises `PricingError` with one line naming the file and, for each problem, its line
         and column in the file and its key path; `problems` has each on its own.
         """
         data, positions = read_yaml_positions(path, "rate card", PricingError, _CardLoader)
-        return cls.from_data(data, str(path), period_length, other_labels, positions)
+        return cls.from_data(data, str(path), period_length, other_labels, positions, allowed)
 
     @classmethod
     def from_data(
@@ -458,6 +488,7 @@ class RateCard:
         period_length: int | None = None,
         other_labels: Iterable[str] | None = None,
         positions: Positions | None = None,
+        allowed: Mapping[str, AllowedValues] | None = None,
     ) -> RateCard:
         """Validate an already parsed rate card; `source` names it in error messages and
         `positions` (from the parser) places each problem in the file."""
@@ -469,7 +500,8 @@ class RateCard:
             raise _card_error(source, _pydantic_problems(exc), positions) from None
         keys = None if other_labels is None else frozenset((*ORG_KEYS, *other_labels))
         problems: Problems = []
-        versions = [_build_version(v, i, keys, problems) for i, v in enumerate(card.versions)]
+        versions = [_build_version(v, i, keys, allowed or {}, problems)
+                    for i, v in enumerate(card.versions)]
         _check_dating(versions, period_length, problems)
         if problems:
             raise _card_error(source, problems, positions)

@@ -312,3 +312,41 @@ def test_integer_prices_are_read_in_decimal(tmp_path: Path) -> None:
     path.write_text(CARD.replace('"0.03"', "010").replace('"0.004"', "1_000"), encoding="utf-8")
     default = RateCard.load(path).versions[0].default.prices
     assert (default.cpu, default.memory) == (Decimal(10), Decimal(1000))
+
+
+# --- the rate card against the allow-lists --------------------------------------------------
+
+
+def test_a_selector_value_outside_its_allow_list_fails_check_config(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = allow_list_config(tmp_path, costcenter="costcenter\nCC-1\ncc-2\n", team="team\nweb\n")
+    config["org"]["keys"]["costcenter"]["allowed_values_case_sensitive"] = False
+    card = CARD + (
+        "    selectors:\n"
+        "      - {match: {costcenter: CC-1}, cpu: 1}\n"
+        "      - {match: {costcenter: cc-1, team: web}, cpu: 2}\n"
+        "      - {match: {costcenter: cc-3}, memory: 3}\n"
+        "      - {match: {costcenter: __unallocated__, team: __invalid__}, memory: 4}\n"
+        "      - {match: {team: Web, costcenter: cc-2}, memory: 5}\n"
+    )
+    csv = tmp_path / "costcenter.csv"
+    path = tmp_path / "card.yaml"
+    assert problems(tmp_path, capsys, card, config) == [
+        f"{path}: line 8, column 18: versions[0].selectors[1].match.costcenter: 'cc-1' is not in "
+        f"the allow-list {csv}, so it never matches; the list spells it 'CC-1'",
+        f"{path}: line 9, column 18: versions[0].selectors[2].match.costcenter: 'cc-3' is not in "
+        f"the allow-list {csv}, so it never matches",
+        f"{path}: line 11, column 18: versions[0].selectors[4].match.team: 'Web' is not in the "
+        f"allow-list {tmp_path / 'team.csv'}, so it never matches",
+    ]
+
+
+def test_selector_values_in_their_allow_lists_pass(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    config = allow_list_config(tmp_path, costcenter="costcenter\ncc-1\n")
+    card = CARD + "    selectors:\n      - {match: {costcenter: cc-1, tier: gold}, cpu: 1}\n"
+    config["org"]["other_labels"] = ["tier"]
+    code, err, _ = check(write_config(tmp_path, config, card), capsys)
+    assert (code, err) == (0, [])

@@ -1,7 +1,7 @@
 """Every rate card and allow-list the docs show loads the way the worker loads it.
 
 The examples are read out of the docs themselves: the fenced YAML blocks of docs/pricing.md and
-docs/deploy.md, the CSV of docs/labels-and-dashboard.md and examples/rate-card.yaml. Each is
+docs/deploy.md, the allow-list CSV of docs/pricing.md and examples/rate-card.yaml. Each is
 loaded by `build_pipeline`, the worker's own start-up path, for every period length, and then
 checked by `check-config`, which must agree.
 """
@@ -73,7 +73,7 @@ def worker_config(tmp_path: Path, card: str, section: dict[str, Any], length: st
     config["periods"] = {**config.get("periods", {}), "length": length}
     config["sysdig"] = {"token": "docs-example-token"}
     keys = config.get("org", {}).get("keys", {})
-    csv = fenced("labels-and-dashboard.md", "csv")[0]
+    csv = fenced("pricing.md", "csv")[0]
     for key, rule in keys.items():
         if rule.get("allowed_values_file"):
             path = tmp_path / f"{key}.csv"
