@@ -4,8 +4,8 @@ Sources, highest precedence first: explicit overrides (CLI flags), environment v
 YAML file, defaults. Environment variables are `CHARGEBACK_<SECTION>__<KEY>` (upper case, `__`
 between levels), e.g. `CHARGEBACK_KAFKA__BOOTSTRAP_SERVERS`. Values are parsed as YAML scalars or
 lists. Unknown keys anywhere, including unknown `CHARGEBACK_*` variables, are errors naming the
-key's path. Secrets are `SecretStr` and may also be read from files (`*_file` keys), the way
-Kubernetes mounts Secrets.
+key's path, and so is a key given twice in one mapping of the file. Secrets are `SecretStr` and
+may also be read from files (`*_file` keys), the way Kubernetes mounts Secrets.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from pydantic import (
 from exporter.errors import ConfigError
 from exporter.model import ORG_KEYS
 from exporter.periods import format_duration, parse_duration, parse_time
-from exporter.yamlfile import read_yaml
+from exporter.yamlfile import UniqueKeyLoader, read_yaml
 
 ENV_PREFIX = "CHARGEBACK_"
 ENV_DELIMITER = "__"
@@ -441,7 +441,7 @@ def load_config(
     origin = "configuration"
     if path is not None:
         origin = str(path)
-        loaded = read_yaml(path, "config file", ConfigError)
+        loaded = read_yaml(path, "config file", ConfigError, UniqueKeyLoader)
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):

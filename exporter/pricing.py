@@ -55,7 +55,7 @@ from exporter.model import (
     Resource,
 )
 from exporter.periods import Period, iso, parse_time
-from exporter.yamlfile import Location, Positions, read_yaml_positions
+from exporter.yamlfile import Location, Positions, UniqueKeyLoader, read_yaml_positions
 
 if TYPE_CHECKING:
     from exporter.org import AllowedValues
@@ -121,8 +121,8 @@ def _quantize(value: Decimal, scale: int, precision: int, what: str) -> Decimal:
 # --- YAML: exact decimals, timestamps kept as text, duplicate keys refused -------------------
 
 
-class _CardLoader(yaml.SafeLoader):
-    """SafeLoader that reads numbers in decimal only (floats as exact Decimals) and refuses
+class _CardLoader(UniqueKeyLoader):
+    """Loader that reads numbers in decimal only (floats as exact Decimals) and refuses
     duplicate mapping keys."""
 
 
@@ -150,26 +150,9 @@ def _construct_text(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> Any:
     return str(loader.construct_scalar(node))
 
 
-def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> Any:
-    seen: dict[Any, int] = {}
-    for key_node, _ in node.value:
-        if key_node.tag == "tag:yaml.org,2002:merge":
-            continue  # `<<: *anchor`; explicit keys may override merged ones
-        key = loader.construct_object(key_node, deep=True)
-        if isinstance(key, str | int) and key in seen:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r} (first at line {seen[key] + 1})",
-                key_node.start_mark,
-            )
-        if isinstance(key, str | int):
-            seen[key] = key_node.start_mark.line
-    return loader.construct_mapping(node, deep=True)
-
-
 _CardLoader.add_constructor("tag:yaml.org,2002:float", _construct_decimal)
 _CardLoader.add_constructor("tag:yaml.org,2002:int", _construct_integer)
 _CardLoader.add_constructor("tag:yaml.org,2002:timestamp", _construct_text)
-_CardLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
 # --- The file's schema ------------------------------------------------------------------------

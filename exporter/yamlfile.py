@@ -15,6 +15,29 @@ Location = Sequence[str | int]
 """A key path into a document: mapping keys and sequence indexes, e.g. ("versions", 0, "id")."""
 
 
+class UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping (YAML keeps the last silently)."""
+
+
+def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> Any:
+    seen: dict[Any, int] = {}
+    for key_node, _ in node.value:
+        if key_node.tag == "tag:yaml.org,2002:merge":
+            continue  # `<<: *anchor`; explicit keys may override merged ones
+        key = loader.construct_object(key_node, deep=True)
+        if isinstance(key, str | int) and key in seen:
+            raise yaml.constructor.ConstructorError(
+                None, None, f"duplicate key {key!r} (first at line {seen[key] + 1})",
+                key_node.start_mark,
+            )
+        if isinstance(key, str | int):
+            seen[key] = key_node.start_mark.line
+    return loader.construct_mapping(node, deep=True)
+
+
+UniqueKeyLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
+
+
 @dataclass(frozen=True, slots=True)
 class Positions:
     """Where each part of a parsed document is in its file."""

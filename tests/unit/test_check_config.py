@@ -350,3 +350,19 @@ def test_selector_values_in_their_allow_lists_pass(
     config["org"]["other_labels"] = ["tier"]
     code, err, _ = check(write_config(tmp_path, config, card), capsys)
     assert (code, err) == (0, [])
+
+
+# --- the config file itself -----------------------------------------------------------------
+
+
+def test_a_duplicate_key_in_the_config_file_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text("kafka:\n  bootstrap_servers: a:9092\nperiods: {length: 1h}\n"
+                    "kafka:\n  partitions: 3\n", encoding="utf-8")
+    code, err, out = check(path, capsys)
+    assert (code, out) == (2, "")
+    assert err == [f"{PREFIX}{path}: line 4, column 1: duplicate key 'kafka' (first at line 1)"]
+    with pytest.raises(ConfigError, match="duplicate key 'kafka'"):
+        load_config(path, environ={})
