@@ -366,3 +366,27 @@ def test_a_duplicate_key_in_the_config_file_is_refused(
     assert err == [f"{PREFIX}{path}: line 4, column 1: duplicate key 'kafka' (first at line 1)"]
     with pytest.raises(ConfigError, match="duplicate key 'kafka'"):
         load_config(path, environ={})
+
+
+def test_each_problem_of_the_config_file_is_its_own_line_with_its_position(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text("kafka:\n  partitions: 0\n  bootstrap_servers: a:9092\n"
+                    "periods:\n  length: 7m\n  resolution: 10s\n  grainn: pod\n", encoding="utf-8")
+    monkeypatch.setenv("CHARGEBACK_WORKER__MAX_BATCH_PERIODS", "0")
+    code, err, out = check(path, capsys)
+    assert (code, out) == (2, "")
+    origin = f"{path} + environment"
+    assert err == [PREFIX + line for line in (
+        f"{origin}: line 5, column 3: periods.length: must be one of 10m, 1h, 1d",
+        f"{origin}: line 7, column 3: periods.grainn: unknown key",
+        f"{origin}: line 2, column 3: kafka.partitions: Input should be greater than or equal to 1",
+        f"{origin}: worker.max_batch_periods: Input should be greater than or equal to 1",
+    )]
+    with pytest.raises(ConfigError) as one:
+        load_config(path)
+    assert str(one.value) == (
+        f"{origin}: periods.length: must be one of 10m, 1h, 1d; periods.grainn: unknown key; "
+        "kafka.partitions: Input should be greater than or equal to 1; "
+        "worker.max_batch_periods: Input should be greater than or equal to 1")
