@@ -3,7 +3,8 @@
 This is the only module that builds concrete adapters (Sysdig client, Kafka producer, clock).
 Each subcommand lives in the module that owns it, which exposes `register(subparsers)`; the
 registered handler takes the parsed namespace and returns an exit code. Every `ExporterError`
-becomes one line on stderr and its exit code; nothing else escapes as a traceback.
+becomes one line on stderr (a `ConfigError`, one line per problem) and its exit code; nothing
+else escapes as a traceback.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections.abc import Callable, Sequence
 from typing import NoReturn
 
 from exporter import __version__
-from exporter.errors import ExporterError
+from exporter.errors import ConfigError, ExporterError
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -67,7 +68,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return handler(args)
     except ExporterError as exc:
-        print(f"chargeback-exporter {args.command}: error: {exc}", file=sys.stderr)
+        for problem in exc.problems if isinstance(exc, ConfigError) else (str(exc),):
+            print(f"chargeback-exporter {args.command}: error: {problem}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
         print(f"chargeback-exporter {args.command}: interrupted", file=sys.stderr)

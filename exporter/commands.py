@@ -7,6 +7,8 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -17,7 +19,7 @@ from exporter.config import Config, load_config, masked_dict
 from exporter.errors import ConfigError
 from exporter.logs import register_secret, setup
 from exporter.model import ChargeLine
-from exporter.org import OrgModel
+from exporter.org import AllowedValues, OrgModel, read_allow_lists
 from exporter.periods import (
     Period,
     align_down,
@@ -102,14 +104,17 @@ def build_retention(cfg: Config, clock: Clock, client: TimelinesClient | None = 
 
 
 def build_source(cfg: Config, clock: Clock, on_request: Any = None,
-                 retention: RetentionModel | None = None) -> SysdigSource:
+                 retention: RetentionModel | None = None, org: OrgModel | None = None,
+                 ) -> SysdigSource:
     """The Sysdig usage source described by `cfg.sysdig` and `cfg.periods`.
 
-    `retention` replaces the configured retention model (a backfill pins each period's step).
+    `retention` replaces the configured retention model (a backfill pins each period's step);
+    `org` is the org model already built from `cfg.org` (else it is built here).
     """
     client = build_client(cfg, clock, on_request)
+    org = OrgModel(cfg.org) if org is None else org
     return SysdigSource(
-        client, clock=clock, label_columns=OrgModel(cfg.org).label_columns(),
+        client, clock=clock, label_columns=org.label_columns(),
         resolution=cfg.periods.resolution, grain=cfg.periods.grain,
         clusters=cfg.sysdig.clusters, concurrency=cfg.sysdig.max_concurrency,
         retention=build_retention(cfg, clock, client) if retention is None else retention,
@@ -128,16 +133,94 @@ def check_team(cfg: Config, clock: Clock) -> None:
                      allow=cfg.sysdig.allow_scoped_team)
 
 
+# --- the files the configuration names -------------------------------------------------------
+
+@dataclass(frozen=True)
+class Referenced:
+    """What the worker builds from the files the configuration names."""
+
+    org: OrgModel
+    rate_card: RateCard | None
+
+
+def load_referenced(cfg: Config) -> Referenced:
+    """Read and validate every allow-list and the rate card `cfg` names: the worker's loading,
+    which `check-config` runs too.
+
+    Raises one `ConfigError` whose `problems` are every problem found, each a line naming the
+    file and, where the parser gives it, the line and column.
+    """
+    from exporter.pricing import RateCard
+
+    problems: list[str] = []
+    org: OrgModel | None = None
+    allowed: dict[str, AllowedValues] = {}
+    try:
+        allowed = read_allow_lists(cfg.org)
+        org = OrgModel(cfg.org, allowed)
+    except ConfigError as exc:
+        problems.extend(exc.problems)
+    card = None
+    if cfg.pricing.rate_card_file is not None:
+        try:
+            card = RateCard.load(cfg.pricing.rate_card_file, period_length=cfg.periods.length,
+                                 other_labels=cfg.org.other_labels, allowed=allowed)
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+    if problems:
+        raise ConfigError.of(problems)
+    assert org is not None
+    return Referenced(org, card)
+
+
+def _readable(path: Path | None, what: str) -> Callable[[], object]:
+    """A check that `path` (a file another library opens, such as a certificate) can be read."""
+    def check() -> None:
+        if path is None:
+            return
+        try:
+            with path.open("rb") as file:
+                file.read(1)
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read {what}: {exc.strerror}") from None
+    return check
+
+
+def check_files(cfg: Config) -> None:
+    """Read every file `cfg` names, as the worker and its clients will: secrets, CA bundles,
+    TLS material, allow-lists and the rate card.
+
+    Raises one `ConfigError` with every problem (`problems`: one line each), in the order of
+    the configuration's sections.
+    """
+    kafka, registry = cfg.kafka, cfg.kafka.schema_registry
+    checks: list[Callable[[], object]] = [
+        cfg.sysdig.resolved_token, cfg.sysdig.tls_verify, kafka.resolved_sasl_password,
+        _readable(kafka.ssl_ca_location, "kafka.ssl_ca_location"),
+        _readable(kafka.ssl_certificate_location, "kafka.ssl_certificate_location"),
+        _readable(kafka.ssl_key_location, "kafka.ssl_key_location"),
+    ]
+    if registry is not None:
+        checks += [registry.resolved_user_info,
+                   _readable(registry.ca_location, "kafka.schema_registry.ca_location")]
+    checks.append(lambda: load_referenced(cfg))
+    problems: list[str] = []
+    for check in checks:
+        try:
+            check()
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+    if problems:
+        raise ConfigError.of(problems)
+
+
 # --- check-config -------------------------------------------------------------------------
 
 def cmd_check_config(args: argparse.Namespace) -> int:
     cfg = load_config(args.config_file)
+    # Every file is read so that a missing mount or a broken rate card fails here, not at 3 a.m.
+    check_files(cfg)
     register_secrets(cfg)
-    # Secrets in files are resolved so a missing mount fails here, not at 3 a.m.
-    cfg.sysdig.resolved_token()
-    cfg.kafka.resolved_sasl_password()
-    if cfg.kafka.schema_registry is not None:
-        cfg.kafka.schema_registry.resolved_user_info()
     sys.stdout.write(yaml.safe_dump(masked_dict(cfg), sort_keys=False))
     return 0
 
@@ -195,10 +278,11 @@ def cmd_report(args: argparse.Namespace, clock: Clock | None = None) -> int:
         raise ConfigError("--coverage: --format csv is not available (coverage has two tables); "
                           "use --format table or json")
     periods = report_window(args, cfg, clock)
-    # Priced before Sysdig is asked, so a broken rate card costs no queries.
-    card = None if coverage else build_rate_card(cfg)
+    # Loaded before Sysdig is asked, so a broken rate card or allow-list costs no queries.
+    files = load_referenced(cfg)
+    card = None if coverage else files.rate_card
     check_team(cfg, clock)
-    source = build_source(cfg, clock)
+    source = build_source(cfg, clock, org=files.org)
     lines, steps = collect_lines(source, cfg, periods)
     window = (iso(periods[0].start), iso(periods[-1].end))
     warning = report.coarse_warning(steps, cfg.periods.resolution)
@@ -231,7 +315,8 @@ def cmd_report(args: argparse.Namespace, clock: Clock | None = None) -> int:
 
 
 def register(sub: Any) -> None:
-    p = sub.add_parser("check-config", help="validate the configuration and print it, secrets masked")
+    p = sub.add_parser("check-config", help="validate the configuration and every file it names, "
+                       "and print it, secrets masked")
     add_common(p)
     p.set_defaults(handler=cmd_check_config)
 
@@ -266,17 +351,6 @@ def build_codec(cfg: Config) -> Any:
     return AvroCodec(build_framing(cfg), cfg.kafka.topics)
 
 
-def build_rate_card(cfg: Config) -> RateCard | None:
-    """The rate card `pricing.rate_card_file` names, as the worker prices with it; None when
-    none is configured. Raises `PricingError` naming the file and the key path."""
-    from exporter.pricing import RateCard
-
-    if cfg.pricing.rate_card_file is None:
-        return None
-    return RateCard.load(cfg.pricing.rate_card_file, period_length=cfg.periods.length,
-                         other_labels=cfg.org.other_labels)
-
-
 def build_pipeline(cfg: Config, clock: Clock, metrics: Any = None, source: Any = None) -> Any:
     """The export pipeline described by `cfg`; `source` replaces the Sysdig source (tests)."""
     from exporter import coverage as cov
@@ -284,8 +358,10 @@ def build_pipeline(cfg: Config, clock: Clock, metrics: Any = None, source: Any =
     from exporter.shared import distribute
 
     on_request = metrics.observe_sysdig if metrics is not None else None
-    src = source if source is not None else build_source(cfg, clock, on_request=on_request)
-    card = build_rate_card(cfg)
+    files = load_referenced(cfg)
+    src = source if source is not None else build_source(cfg, clock, on_request=on_request,
+                                                         org=files.org)
+    card = files.rate_card
     pricer = card.price_lines if card is not None else None
     shared_cfg = cfg.shared_costs
 
@@ -293,7 +369,7 @@ def build_pipeline(cfg: Config, clock: Clock, metrics: Any = None, source: Any =
         return list(distribute(lines, shared_cfg).lines)
 
     return Pipeline(
-        source=src, org=OrgModel(cfg.org), codec=build_codec(cfg), clock=clock,
+        source=src, org=files.org, codec=build_codec(cfg), clock=clock,
         settle_delay=cfg.periods.settle_delay, pricer=pricer,
         distribute=share if shared_cfg.enabled else None,
         coverage_fn=cov.label_coverage, min_coverage=cfg.periods.min_coverage,

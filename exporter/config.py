@@ -4,8 +4,8 @@ Sources, highest precedence first: explicit overrides (CLI flags), environment v
 YAML file, defaults. Environment variables are `CHARGEBACK_<SECTION>__<KEY>` (upper case, `__`
 between levels), e.g. `CHARGEBACK_KAFKA__BOOTSTRAP_SERVERS`. Values are parsed as YAML scalars or
 lists. Unknown keys anywhere, including unknown `CHARGEBACK_*` variables, are errors naming the
-key's path. Secrets are `SecretStr` and may also be read from files (`*_file` keys), the way
-Kubernetes mounts Secrets.
+key's path, and so is a key given twice in one mapping of the file. Secrets are `SecretStr` and
+may also be read from files (`*_file` keys), the way Kubernetes mounts Secrets.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from pydantic import (
 from exporter.errors import ConfigError
 from exporter.model import ORG_KEYS
 from exporter.periods import format_duration, parse_duration, parse_time
-from exporter.yamlfile import read_yaml
+from exporter.yamlfile import Location, Positions, UniqueKeyLoader, read_yaml_positions
 
 ENV_PREFIX = "CHARGEBACK_"
 ENV_DELIMITER = "__"
@@ -414,17 +414,35 @@ def _key_text(part: object) -> str:
     return text if text.isprintable() else text.encode("unicode_escape").decode("ascii")
 
 
-def format_validation_error(exc: ValidationError, origin: str) -> str:
-    """One line per problem: `origin: path.to.key: message`."""
-    parts = []
+def _validation_problems(exc: ValidationError) -> list[tuple[Location, str]]:
+    """Each problem's key path and message (`unknown key` for an unknown key)."""
+    problems: list[tuple[Location, str]] = []
     for err in exc.errors():
-        path = ".".join(_key_text(p) for p in err["loc"]) or "(root)"
-        msg = err["msg"]
-        if err["type"] == "extra_forbidden":
-            msg = "unknown key"
-        msg = msg.removeprefix("Value error, ")
-        parts.append(f"{path}: {msg}")
-    return f"{origin}: " + "; ".join(parts)
+        msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
+        problems.append((err["loc"], msg.removeprefix("Value error, ")))
+    return problems
+
+
+def _key_path(loc: Location) -> str:
+    return ".".join(_key_text(p) for p in loc) or "(root)"
+
+
+def format_validation_error(exc: ValidationError, origin: str) -> str:
+    """Every problem in one line: `origin: path.to.key: message; path.to.other: message`."""
+    return f"{origin}: " + "; ".join(f"{_key_path(loc)}: {msg}"
+                                     for loc, msg in _validation_problems(exc))
+
+
+def _set_in(tree: Mapping[str, Any], loc: Location) -> bool:
+    """True when `tree` (environment or flags) sets the value at `loc` or one around it."""
+    node: Any = tree
+    for part in loc:
+        if not isinstance(node, Mapping) or part not in node:
+            return False
+        node = node[part]
+        if not isinstance(node, Mapping):
+            return True
+    return True
 
 
 def load_config(
@@ -434,14 +452,17 @@ def load_config(
 ) -> Config:
     """Build the configuration from a YAML file, the environment and overrides.
 
-    Raises `ConfigError` with one line naming the file and the key path of every problem.
+    Raises `ConfigError` with one line naming the file and the key path of every problem; its
+    `problems` are the same one by one, each with the line and column of the key in the file
+    when the file gave the value.
     """
     env = os.environ if environ is None else environ
     data: dict[str, Any] = {}
     origin = "configuration"
+    positions = Positions(None)
     if path is not None:
         origin = str(path)
-        loaded = read_yaml(path, "config file", ConfigError)
+        loaded, positions = read_yaml_positions(path, "config file", ConfigError, UniqueKeyLoader)
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):
@@ -456,7 +477,13 @@ def load_config(
     try:
         return Config.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(format_validation_error(exc, origin)) from None
+        problems = [
+            f"{origin}: "
+            f"{'' if _set_in(env_tree, loc) or _set_in(overrides or {}, loc) else positions.at(loc)}"
+            f"{_key_path(loc)}: {msg}"
+            for loc, msg in _validation_problems(exc)
+        ]
+        raise ConfigError(format_validation_error(exc, origin), problems) from None
 
 
 def masked_dict(config: Config) -> dict[str, Any]:

@@ -6,6 +6,9 @@ what failed and where, and never a secret. The CLI prints `str(error)` and exits
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Self
+
 
 class ExporterError(Exception):
     """Base class. `exit_code` is what the CLI returns for it."""
@@ -14,9 +17,23 @@ class ExporterError(Exception):
 
 
 class ConfigError(ExporterError):
-    """The configuration (file, environment, flags, rate card, org model) is invalid."""
+    """The configuration (file, environment, flags, rate card, org model) is invalid.
+
+    `problems` are the problems one by one, each a line naming its file (and position) or key;
+    the message is the one line that says them all. Without `problems`, the message is the one
+    problem. The CLI prints one line per problem.
+    """
 
     exit_code = 2
+
+    def __init__(self, message: str, problems: Sequence[str] = ()) -> None:
+        super().__init__(message)
+        self.problems: tuple[str, ...] = tuple(problems) or (message,)
+
+    @classmethod
+    def of(cls, problems: Sequence[str]) -> Self:
+        """One error for several problems; its message joins them with `; `."""
+        return cls("; ".join(problems), problems)
 
 
 class RetryableError(ExporterError):

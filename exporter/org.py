@@ -121,6 +121,27 @@ def load_allowed_values(
     return AllowedValues(key, str(path), canonical, case_sensitive)
 
 
+def read_allow_lists(config: OrgConfig) -> dict[str, AllowedValues]:
+    """Every configured allow-list by key, read with `load_allowed_values`.
+
+    Raises one `ConfigError` whose `problems` name each list that cannot be used.
+    """
+    allowed: dict[str, AllowedValues] = {}
+    problems: list[str] = []
+    for key in ORG_KEYS:
+        kc = config.keys[key]
+        if kc.allowed_values_file is not None:
+            try:
+                allowed[key] = load_allowed_values(kc.allowed_values_file, key,
+                                                   kc.allowed_values_column,
+                                                   kc.allowed_values_case_sensitive)
+            except ConfigError as exc:
+                problems.extend(exc.problems)
+    if problems:
+        raise ConfigError.of(problems)
+    return allowed
+
+
 @dataclass(frozen=True, slots=True)
 class _KeyPlan:
     workload: tuple[str, ...]  # sanitised Sysdig label names, in lookup order
@@ -135,9 +156,8 @@ def _names(primary: tuple[str, ...], aliases: tuple[str, ...]) -> tuple[str, ...
     return tuple(dict.fromkeys(sysdig_label_name(n.strip()) for n in (*primary, *aliases)))
 
 
-def _plan(key: str, kc: OrgKeyConfig) -> _KeyPlan:
-    allowed = None
-    if kc.allowed_values_file is not None:
+def _plan(key: str, kc: OrgKeyConfig, allowed: AllowedValues | None) -> _KeyPlan:
+    if allowed is None and kc.allowed_values_file is not None:
         allowed = load_allowed_values(
             kc.allowed_values_file, key, kc.allowed_values_column, kc.allowed_values_case_sensitive
         )
@@ -203,15 +223,18 @@ class _KindPlan:
 class OrgModel:
     """Resolves org keys from the label map Sysdig returns for a workload.
 
-    Construction reads the allow-lists and validates the model; it raises `ConfigError`.
+    Construction reads the allow-lists (those not given in `allowed`, by key, as read by
+    `load_allowed_values`) and validates the model; it raises `ConfigError`.
     Resolutions are memoised: equal label values give the same (immutable) result object, so
     callers must not mutate what `resolve` and `other_labels` return.
     """
 
-    def __init__(self, config: OrgConfig) -> None:
+    def __init__(self, config: OrgConfig,
+                 allowed: Mapping[str, AllowedValues] | None = None) -> None:
         self._config = config
         _check_collisions(config)
-        self._plans = {key: _plan(key, config.keys[key]) for key in ORG_KEYS}
+        given = allowed or {}
+        self._plans = {key: _plan(key, config.keys[key], given.get(key)) for key in ORG_KEYS}
         # A kind Sysdig does not name (e.g. `replicaset`) reads the labels of every kind.
         self._by_kind = {k: _KindPlan(self._plans, (k,)) for k in WORKLOAD_KINDS}
         self._any_kind = _KindPlan(self._plans, WORKLOAD_KINDS)

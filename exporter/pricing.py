@@ -25,11 +25,12 @@ one with more decimals than the unit-price scale is rejected at load.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Context, Decimal, InvalidOperation, localcontext
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import yaml
 from pydantic import (
@@ -44,9 +45,20 @@ from pydantic import (
 
 from exporter.avro import load_schema
 from exporter.errors import PricingError
-from exporter.model import ORG_KEYS, RESOURCES, ChargeLine, PricedLine, Resource
+from exporter.model import (
+    INVALID,
+    ORG_KEYS,
+    RESOURCES,
+    UNALLOCATED,
+    ChargeLine,
+    PricedLine,
+    Resource,
+)
 from exporter.periods import Period, iso, parse_time
-from exporter.yamlfile import read_yaml
+from exporter.yamlfile import Location, Positions, UniqueKeyLoader, read_yaml_positions
+
+if TYPE_CHECKING:
+    from exporter.org import AllowedValues
 
 # Record scales, read from the shipped billing-record schema so pricing can never round to a
 # scale the record does not have: quantities decimal(18,9), unit price (22,10), cost (20,6).
@@ -109,8 +121,9 @@ def _quantize(value: Decimal, scale: int, precision: int, what: str) -> Decimal:
 # --- YAML: exact decimals, timestamps kept as text, duplicate keys refused -------------------
 
 
-class _CardLoader(yaml.SafeLoader):
-    """SafeLoader that reads floats as exact Decimals and refuses duplicate mapping keys."""
+class _CardLoader(UniqueKeyLoader):
+    """Loader that reads numbers in decimal only (floats as exact Decimals) and refuses
+    duplicate mapping keys."""
 
 
 def _construct_decimal(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> Any:
@@ -122,29 +135,24 @@ def _construct_decimal(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> Any:
     return value if value.is_finite() else text
 
 
+_DECIMAL_INTEGER = re.compile(r"[-+]?[0-9]+")
+
+
+def _construct_integer(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> Any:
+    # YAML 1.1 also reads 0x1F, 0b11, 1:30 (base 60) and 010 (octal) as integers: a price so
+    # written is left as text (and refused), and 010 is ten.
+    text = str(loader.construct_scalar(node))
+    digits = text.replace("_", "")
+    return int(digits) if _DECIMAL_INTEGER.fullmatch(digits) else text
+
+
 def _construct_text(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> Any:
     return str(loader.construct_scalar(node))
 
 
-def _construct_mapping(loader: yaml.SafeLoader, node: yaml.MappingNode) -> Any:
-    seen: dict[Any, int] = {}
-    for key_node, _ in node.value:
-        if key_node.tag == "tag:yaml.org,2002:merge":
-            continue  # `<<: *anchor`; explicit keys may override merged ones
-        key = loader.construct_object(key_node, deep=True)
-        if isinstance(key, str | int) and key in seen:
-            raise yaml.constructor.ConstructorError(
-                None, None, f"duplicate key {key!r} (first at line {seen[key] + 1})",
-                key_node.start_mark,
-            )
-        if isinstance(key, str | int):
-            seen[key] = key_node.start_mark.line
-    return loader.construct_mapping(node, deep=True)
-
-
 _CardLoader.add_constructor("tag:yaml.org,2002:float", _construct_decimal)
+_CardLoader.add_constructor("tag:yaml.org,2002:int", _construct_integer)
 _CardLoader.add_constructor("tag:yaml.org,2002:timestamp", _construct_text)
-_CardLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
 # --- The file's schema ------------------------------------------------------------------------
@@ -340,54 +348,90 @@ def _overlapping(a: _Rule, b: _Rule) -> bool:
     return not (set(a.match) < set(b.match) or set(b.match) < set(a.match))
 
 
-def _build_version(v: _Version, i: int, label_keys: frozenset[str] | None) -> PriceVersion:
-    base = f"versions[{i}]"
-    clusters = {c: _Rule(f"{base}.clusters.{c}", p) for c, p in v.clusters.items()}
+Problems = list[tuple[Location, str]]
+"""What is wrong with a card: key path and message, one entry per problem."""
+
+
+def _allowed_problem(value: str, allowed: AllowedValues) -> str | None:
+    """Why a selector's `value` for an allow-listed key never matches, or None when it can.
+
+    A resolved value is the list's own spelling or a reserved bucket (exporter.org).
+    """
+    if value in allowed.canonical.values() or value in (UNALLOCATED, INVALID):
+        return None
+    spelled = allowed.lookup(value)
+    hint = f"; the list spells it {spelled!r}" if spelled is not None else ""
+    return f"{value!r} is not in the allow-list {allowed.source}, so it never matches{hint}"
+
+
+def _build_version(v: _Version, i: int, label_keys: frozenset[str] | None,
+                   allowed: Mapping[str, AllowedValues], problems: Problems) -> PriceVersion:
+    base = ("versions", i)
+    path = _loc(base)
+    clusters = {c: _Rule(f"{path}.clusters.{c}", p) for c, p in v.clusters.items()}
     namespaces: dict[tuple[str | None, str], _Rule] = {}
     for j, ns in enumerate(v.namespaces):
         scope = (ns.cluster, ns.namespace)
-        path = f"{base}.namespaces[{j}]"
+        loc = (*base, "namespaces", j)
         if scope in namespaces:
-            raise ValueError(
-                f"{path}: same namespace and cluster as {namespaces[scope].path} "
-                "(ambiguous price; merge them)"
-            )
-        namespaces[scope] = _Rule(path, ns)
+            problems.append((loc, f"same namespace and cluster as {namespaces[scope].path} "
+                                  "(ambiguous price; merge them)"))
+            continue
+        namespaces[scope] = _Rule(_loc(loc), ns)
     selectors: list[_Rule] = []
     for j, sel in enumerate(v.selectors):
-        path = f"{base}.selectors[{j}]"
+        loc = (*base, "selectors", j)
         if label_keys is not None:
             for key in sel.match:
                 if key not in label_keys:
-                    raise ValueError(
-                        f"{path}.match.{key}: unknown label; a selector matches org keys "
-                        f"{', '.join(ORG_KEYS)} or a label listed in org.other_labels"
-                    )
-        rule = _Rule(path, sel, tuple(sorted(sel.match.items())))
+                    problems.append(((*loc, "match", key), (
+                        f"unknown label; a selector matches org keys {', '.join(ORG_KEYS)} or a "
+                        "label listed in org.other_labels")))
+        for key, value in sel.match.items():
+            why = _allowed_problem(value, allowed[key]) if key in allowed else None
+            if why is not None:
+                problems.append(((*loc, "match", key), why))
+        rule = _Rule(_loc(loc), sel, tuple(sorted(sel.match.items())))
         for other in selectors:
             both = [r for r in RESOURCES if sel.get(r) is not None and other.prices.get(r) is not None]
             if both and _overlapping(rule, other):
-                raise ValueError(
-                    f"{path}: ties with {other.path} for {' and '.join(both)} (a line can match "
-                    "both and neither is more specific); make one a superset of the other"
-                )
+                problems.append((loc, (
+                    f"ties with {other.path} for {' and '.join(both)} (a line can match both and "
+                    "neither is more specific); make one a superset of the other")))
         selectors.append(rule)
     return PriceVersion(
         id=v.id or iso(v.effective_from),
         start=v.effective_from,
         end=v.effective_until,
-        default=_Rule(f"{base}.default", v.default),
+        default=_Rule(f"{path}.default", v.default),
         clusters=clusters,
         namespaces=namespaces,
         selectors=tuple(selectors),
     )
 
 
-def _loc(loc: Sequence[int | str]) -> str:
+def _loc(loc: Location) -> str:
     out = ""
     for part in loc:
         out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
     return out
+
+
+def _is_price_rule(loc: Location) -> bool:
+    """True when `loc` is a version's default or a cluster's prices (only resources as keys)."""
+    return (len(loc) == 3 and loc[2] == "default") or (len(loc) == 4 and loc[2] == "clusters")
+
+
+def _pydantic_problems(exc: ValidationError) -> Problems:
+    problems: Problems = []
+    for err in exc.errors():
+        loc = err["loc"]
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = ("unknown resource (a price is for cpu or memory)" if _is_price_rule(loc[:-1])
+                   else "unknown key")
+        problems.append((loc, msg))
+    return problems
 
 
 class RateCard:
@@ -404,16 +448,20 @@ class RateCard:
         path: Path,
         period_length: int | None = None,
         other_labels: Iterable[str] | None = None,
+        allowed: Mapping[str, AllowedValues] | None = None,
     ) -> RateCard:
         """Read and validate the YAML rate card at `path`.
 
         `period_length` (seconds), when given, requires every version boundary to be aligned to
         it, so no period can straddle a price change. `other_labels`, when given, restricts
         selector keys to the org keys and these labels (a typo would otherwise never match).
-        Raises `PricingError` with one line naming the file and the key path.
+        `allowed` (org key to its allow-list) refuses a selector value that the key can never
+        resolve to.
+        Raises `PricingError` with one line naming the file and, for each problem, its line
+        and column in the file and its key path; `problems` has each on its own.
         """
-        data = read_yaml(path, "rate card", PricingError, _CardLoader)
-        return cls.from_data(data, str(path), period_length, other_labels)
+        data, positions = read_yaml_positions(path, "rate card", PricingError, _CardLoader)
+        return cls.from_data(data, str(path), period_length, other_labels, positions, allowed)
 
     @classmethod
     def from_data(
@@ -422,24 +470,24 @@ class RateCard:
         source: str = "rate card",
         period_length: int | None = None,
         other_labels: Iterable[str] | None = None,
+        positions: Positions | None = None,
+        allowed: Mapping[str, AllowedValues] | None = None,
     ) -> RateCard:
-        """Validate an already parsed rate card; `source` names it in error messages."""
+        """Validate an already parsed rate card; `source` names it in error messages and
+        `positions` (from the parser) places each problem in the file."""
         if not isinstance(data, dict):
             raise PricingError(f"{source}: top level must be a mapping with currency and versions")
         try:
             card = _CardFile.model_validate(data)
         except ValidationError as exc:
-            parts = []
-            for err in exc.errors():
-                msg = "unknown key" if err["type"] == "extra_forbidden" else err["msg"]
-                parts.append(f"{_loc(err['loc']) or '(root)'}: {msg.removeprefix('Value error, ')}")
-            raise PricingError(f"{source}: " + "; ".join(parts)) from None
+            raise _card_error(source, _pydantic_problems(exc), positions) from None
         keys = None if other_labels is None else frozenset((*ORG_KEYS, *other_labels))
-        try:
-            versions = [_build_version(v, i, keys) for i, v in enumerate(card.versions)]
-            _check_dating(versions, period_length)
-        except ValueError as exc:
-            raise PricingError(f"{source}: {exc}") from None
+        problems: Problems = []
+        versions = [_build_version(v, i, keys, allowed or {}, problems)
+                    for i, v in enumerate(card.versions)]
+        _check_dating(versions, period_length, problems)
+        if problems:
+            raise _card_error(source, problems, positions)
         return cls(card.currency, versions, source)
 
     def version_at(self, ts: int) -> PriceVersion:
@@ -541,36 +589,40 @@ def price_lines(lines: Iterable[ChargeLine], card: RateCard | None) -> list[Pric
     return card.price_lines(lines)
 
 
-def _check_dating(versions: Sequence[PriceVersion], period_length: int | None) -> None:
+def _card_error(source: str, problems: Problems, positions: Positions | None) -> PricingError:
+    """One error for every problem: `<source>: line L, column C: <key path>: <message>`."""
+    lines = [
+        f"{source}: {positions.at(loc) if positions is not None else ''}{_loc(loc) or '(root)'}: {msg}"
+        for loc, msg in problems
+    ]
+    return PricingError.of(lines)
+
+
+def _check_dating(versions: Sequence[PriceVersion], period_length: int | None,
+                  problems: Problems) -> None:
     ids: dict[str, int] = {}
     for i, v in enumerate(versions):
         if v.id in ids:
-            raise ValueError(f"versions[{i}].id: {v.id!r} is also versions[{ids[v.id]}].id")
-        ids[v.id] = i
+            problems.append((("versions", i, "id"), f"{v.id!r} is also versions[{ids[v.id]}].id"))
+        ids.setdefault(v.id, i)
         if i:
             prev = versions[i - 1]
             if v.start == prev.start:
-                raise ValueError(
-                    f"versions[{i}].effective_from: overlaps versions[{i - 1}] "
-                    f"(both start at {iso(v.start)})"
-                )
-            if v.start < prev.start:
-                raise ValueError(
-                    f"versions[{i}].effective_from: {iso(v.start)} is before versions[{i - 1}]'s "
-                    f"{iso(prev.start)}; list versions in ascending effective_from"
-                )
-            if prev.end is not None and prev.end > v.start:
-                raise ValueError(
-                    f"versions[{i - 1}].effective_until: {iso(prev.end)} overlaps versions[{i}], "
-                    f"which starts at {iso(v.start)}"
-                )
+                problems.append((("versions", i, "effective_from"), (
+                    f"overlaps versions[{i - 1}] (both start at {iso(v.start)})")))
+            elif v.start < prev.start:
+                problems.append((("versions", i, "effective_from"), (
+                    f"{iso(v.start)} is before versions[{i - 1}]'s {iso(prev.start)}; list "
+                    "versions in ascending effective_from")))
+            elif prev.end is not None and prev.end > v.start:
+                problems.append((("versions", i - 1, "effective_until"), (
+                    f"{iso(prev.end)} overlaps versions[{i}], which starts at {iso(v.start)}")))
         if period_length:
             for name, edge in (("effective_from", v.start), ("effective_until", v.end)):
                 if edge is not None and edge % period_length:
-                    raise ValueError(
-                        f"versions[{i}].{name}: {iso(edge)} is not aligned to the "
-                        f"{period_length}s period length, so a period would straddle it"
-                    )
+                    problems.append((("versions", i, name), (
+                        f"{iso(edge)} is not aligned to the {period_length}s period length, so a "
+                        "period would straddle it")))
 
 
 def _describe(line: ChargeLine) -> str:

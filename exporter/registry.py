@@ -5,8 +5,8 @@ TopicNameStrategy (`<topic>-value`). The first value per (topic, schema) goes th
 confluent-kafka's `AvroSerializer`, which registers the schema (or, with auto-registration
 off, looks it up) and returns the framed bytes; the id is kept, the serializer's body is checked
 against ours, and every later value is framed with our encoder (the same bytes, without a
-registry round trip or the serializer's per-value work). Decoding resolves ids through `SchemaRegistryClient.get_schema` and reads
-with the current schema of the same full name.
+registry round trip or the serializer's per-value work). Decoding resolves ids through
+`SchemaRegistryClient.get_schema` and reads with the current schema of the same full name.
 
 Registry answers become exporter errors at this boundary: 409 (incompatible schema), 401/403,
 a schema missing with auto-registration off, 422 become `SinkError`; 408, 429, 5xx and

@@ -161,7 +161,8 @@ def test_a_period_never_straddles_a_price_change(tmp_path: Path) -> None:
     [
         (BASE.replace("currency: EUR", "currency: EUR\nkurrency: EUR"), "kurrency: unknown key"),
         (BASE + "    discount: 3\n", "versions[0].discount: unknown key"),
-        (BASE.replace('cpu: "0.03"', 'cpu: "0.03", gpu: 1'), "versions[0].default.gpu: unknown key"),
+        (BASE.replace('cpu: "0.03"', 'cpu: "0.03", gpu: 1'),
+         "versions[0].default.gpu: unknown resource (a price is for cpu or memory)"),
         (BASE.replace("EUR", "EURO"), "currency: 'EURO' is not an active ISO 4217 currency"),
         (BASE.replace("EUR", "eur"), "currency: 'eur' is not an active ISO 4217"),
         (BASE.replace("EUR", "XAU"), "currency: 'XAU' is not an active ISO 4217"),  # gold
