@@ -224,12 +224,24 @@ class OrgConfig(Section):
         return merged
 
 
+CompatibilityLevel = Literal["BACKWARD", "BACKWARD_TRANSITIVE", "FORWARD", "FORWARD_TRANSITIVE",
+                             "FULL", "FULL_TRANSITIVE", "NONE"]
+
+
+def _upper(value: Any) -> Any:
+    return value.upper() if isinstance(value, str) else value
+
+
 class SchemaRegistryConfig(Section):
+    """`kafka.schema_registry`. `compatibility` is set on each subject before the exporter first
+    registers a schema there (with `auto_register`); null leaves the subjects' levels alone."""
+
     url: str
     basic_auth_user_info: SecretStr | None = None
     basic_auth_user_info_file: Path | None = None
     ca_location: Path | None = None
     auto_register: bool = True
+    compatibility: Annotated[CompatibilityLevel | None, BeforeValidator(_upper)] = "BACKWARD_TRANSITIVE"
 
     def resolved_user_info(self) -> str | None:
         return read_secret(
