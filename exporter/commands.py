@@ -387,7 +387,9 @@ def build_sink(cfg: Config, clock: Clock, metrics: Any = None, transactional_id:
         update={"transactional_id": transactional_id})
     on_abort = (lambda reason: metrics.transaction_aborts.inc()) if metrics is not None else None
     on_err = metrics.kafka_delivery_errors.inc if metrics is not None else None
-    return KafkaPeriodSink(kcfg, clock, on_abort=on_abort, on_delivery_error=on_err)
+    on_retention = metrics.topic_retention if metrics is not None else None
+    return KafkaPeriodSink(kcfg, clock, on_abort=on_abort, on_delivery_error=on_err,
+                           on_retention=on_retention)
 
 
 def build_checkpoints(cfg: Config, clock: Clock, transactional_id: str | None = None) -> Any:

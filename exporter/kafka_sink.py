@@ -24,7 +24,7 @@ from confluent_kafka.admin._config import ConfigResource
 from confluent_kafka.cimpl import NewTopic
 
 from exporter.clock import Clock
-from exporter.config import KafkaConfig
+from exporter.config import RETENTION_KEYS, KafkaConfig, retention_limited
 from exporter.errors import (
     CommitUncertain,
     ConfigError,
@@ -101,22 +101,29 @@ def _is_fenced(err: KafkaError | None) -> bool:
 
 
 class TopicAdmin:
-    """Creates or verifies the exporter's topics."""
+    """Creates or verifies the exporter's topics.
 
-    def __init__(self, cfg: KafkaConfig, timeout: float = 15.0) -> None:
+    Every topic is created with its full `kafka.topic_configs` (unlimited retention unless
+    configured). An existing topic is checked: manifests and checkpoint must be compacted (else
+    `SinkError`), and a retention shorter than configured, where its cleanup.policy deletes, is
+    reported in one warning per topic and through `on_retention(topic, setting, short)`.
+    """
+
+    def __init__(self, cfg: KafkaConfig, timeout: float = 15.0,
+                 on_retention: Callable[[str, str, bool], None] | None = None) -> None:
         self._cfg = cfg
         self._timeout = timeout
+        self._on_retention = on_retention
         self._admin = _construct(AdminClient, client_config(cfg))
 
     def specs(self) -> dict[str, tuple[int, dict[str, str]]]:
-        """topic -> (partitions, config). Manifests and checkpoint are compacted."""
+        """topic -> (partitions, config), the config as `kafka.topic_configs` has it."""
         t = self._cfg.topics
-        extra = self._cfg.topic_configs
+        conf = self._cfg.topic_configs
         return {
-            t.records: (self._cfg.partitions, {"cleanup.policy": "delete", **extra.get("records", {})}),
-            t.manifests: (self._cfg.partitions,
-                          {"cleanup.policy": "compact", **extra.get("manifests", {})}),
-            t.checkpoint: (1, {"cleanup.policy": "compact", **extra.get("checkpoint", {})}),
+            t.records: (self._cfg.partitions, dict(conf["records"])),
+            t.manifests: (self._cfg.partitions, dict(conf["manifests"])),
+            t.checkpoint: (1, dict(conf["checkpoint"])),
         }
 
     def ensure(self) -> None:
@@ -128,7 +135,8 @@ class TopicAdmin:
                 f"Kafka {self._cfg.bootstrap_servers}: unreachable: {_describe(_error_of(exc))}"
             ) from None
         existing = set(meta.topics)
-        missing = [name for name in self.specs() if name not in existing]
+        specs = self.specs()
+        missing = [name for name in specs if name not in existing]
         if missing and not self._cfg.create_topics:
             raise TopicMissing(
                 f"Kafka {self._cfg.bootstrap_servers}: topic(s) {', '.join(missing)} do not exist "
@@ -138,18 +146,22 @@ class TopicAdmin:
             new = [
                 NewTopic(name, num_partitions=parts, replication_factor=self._cfg.replication_factor,
                          config=conf)
-                for name, (parts, conf) in self.specs().items() if name in missing
+                for name, (parts, conf) in specs.items() if name in missing
             ]
             for name, fut in self._admin.create_topics(new, request_timeout=self._timeout).items():
                 try:
                     fut.result()
-                    log.info("topic created", extra={"topic": name})
+                    conf = specs[name][1]
+                    log.info("topic created", extra={
+                        "topic": name, "cleanup_policy": conf.get("cleanup.policy"),
+                        "retention_ms": conf.get("retention.ms"),
+                        "retention_bytes": conf.get("retention.bytes")})
                 except KafkaException as exc:
                     err = _error_of(exc)
                     if err is not None and err.code() == KafkaError.TOPIC_ALREADY_EXISTS:
                         continue
                     raise SinkError(f"Kafka: cannot create topic {name}: {_describe(err)}") from None
-        self._verify([n for n in self.specs() if n not in missing])
+        self._verify([n for n in specs if n not in missing])
 
     def _verify(self, names: Sequence[str]) -> None:
         if not names:
@@ -160,16 +172,56 @@ class TopicAdmin:
         except KafkaException as exc:  # pragma: no cover - broker specific
             raise SinkUnavailable(f"Kafka: describe_configs failed: {_describe(_error_of(exc))}") from None
         for res, fut in described.items():
+            wanted = self.specs()[res.name][1]
             try:
-                entries = fut.result()
-            except KafkaException:
-                continue  # not every broker serves DescribeConfigs; creation already checked
+                entries = {k: str(e.value) for k, e in fut.result().items() if e.value is not None}
+            except KafkaException as exc:
+                # Not every broker serves DescribeConfigs, and it needs its own ACL.
+                self._unreported(res.name, wanted, _describe(_error_of(exc)))
+                continue
             policy = entries.get("cleanup.policy")
-            wanted = self.specs()[res.name][1]["cleanup.policy"]
-            if policy is not None and wanted == "compact" and "compact" not in str(policy.value):
+            if policy is not None and "compact" in wanted["cleanup.policy"] and "compact" not in policy:
                 raise SinkError(
-                    f"Kafka: topic {res.name} has cleanup.policy={policy.value}, expected compact"
+                    f"Kafka: topic {res.name} has cleanup.policy={policy}, expected compact"
                 )
+            self._check_retention(res.name, wanted, entries)
+
+    def _unreported(self, topic: str, wanted: Mapping[str, str], reason: str) -> None:
+        log.warning("topic retention not reported by the broker", extra={
+            "topic": topic, "reason": reason, "configured_retention_ms": wanted.get("retention.ms"),
+            "configured_retention_bytes": wanted.get("retention.bytes")})
+
+    def _check_retention(self, topic: str, wanted: Mapping[str, str],
+                         actual: Mapping[str, str]) -> None:
+        if any(key not in actual for key in RETENTION_KEYS):
+            self._unreported(topic, wanted, "no retention.ms or retention.bytes in DescribeConfigs")
+            return
+        # Kafka's default policy is delete; under compact alone retention deletes nothing.
+        deletes = retention_limited(actual.get("cleanup.policy", "delete"))
+        short = {key: deletes and _shorter(actual[key], wanted.get(key, "-1"))
+                 for key in RETENTION_KEYS}
+        if self._on_retention is not None:
+            for key, is_short in short.items():
+                self._on_retention(topic, key, is_short)
+        if any(short.values()):
+            extra: dict[str, Any] = {"topic": topic,
+                                     "cleanup_policy": actual.get("cleanup.policy", "delete")}
+            for key in (k for k, is_short in short.items() if is_short):
+                field = key.replace(".", "_")
+                extra[field] = actual[key]
+                extra[f"configured_{field}"] = wanted.get(key, "-1")
+            log.warning("topic retention shorter than configured", extra=extra)
+
+
+def _shorter(actual: str, configured: str) -> bool:
+    """Whether a retention.ms/.bytes value keeps less than the configured one (-1: unlimited)."""
+    try:
+        have, want = int(actual), int(configured)
+    except ValueError:
+        return False
+    if have < 0:
+        return False
+    return want < 0 or have < want
 
 
 class KafkaPeriodSink:
@@ -178,12 +230,14 @@ class KafkaPeriodSink:
     def __init__(self, cfg: KafkaConfig, clock: Clock, *, attempts: int = 5,
                  max_retry_time: float = 120.0, admin: TopicAdmin | None = None,
                  on_abort: Callable[[str], None] | None = None,
-                 on_delivery_error: Callable[[], None] | None = None) -> None:
+                 on_delivery_error: Callable[[], None] | None = None,
+                 on_retention: Callable[[str, str, bool], None] | None = None) -> None:
         self._cfg = cfg
         self._clock = clock
         self._attempts = attempts
         self._max_retry_time = max_retry_time
-        self._admin = admin or TopicAdmin(cfg, timeout=float(cfg.connect_timeout))
+        self._admin = admin or TopicAdmin(cfg, timeout=float(cfg.connect_timeout),
+                                          on_retention=on_retention)
         self._producer: Producer | None = None
         self._needs_init = False
         self._on_abort = on_abort

@@ -23,6 +23,7 @@ MetricName = Literal[
     "chargeback_held_period_age_seconds",
     "chargeback_cluster_missing",
     "chargeback_expected_clusters",
+    "chargeback_topic_retention_short",
 ]
 
 
@@ -84,6 +85,15 @@ class Metrics:
             "chargeback_expected_clusters",
             "Clusters the exporter expects in every period (configured, seen or recently "
             "published).", registry=r)
+        self.topic_retention_short = Gauge(
+            "chargeback_topic_retention_short",
+            "1 when an existing topic deletes data sooner than kafka.topic_configs says "
+            "(`config`: retention.ms, retention.bytes), else 0; checked at start.",
+            ["topic", "config"], registry=r)
+
+    def topic_retention(self, topic: str, setting: str, short: bool) -> None:
+        """Record one topic's retention check (hooked into the Kafka topic admin)."""
+        self.topic_retention_short.labels(topic, setting).set(1 if short else 0)
 
     def observe_sysdig(self, query: str, status: int | None, seconds: float) -> None:
         """Record one Sysdig request (hooked into the Sysdig client)."""

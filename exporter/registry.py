@@ -8,6 +8,12 @@ against ours, and every later value is framed with our encoder (the same bytes, 
 registry round trip or the serializer's per-value work). Decoding resolves ids through
 `SchemaRegistryClient.get_schema` and reads with the current schema of the same full name.
 
+Before its first registration under a subject, the framing sets the subject's compatibility
+level (`kafka.schema_registry.compatibility`, BACKWARD_TRANSITIVE by default) unless the subject
+already has it: `GET /config/{subject}`, then `PUT` when it differs. A registry that refuses the
+level (an authorizer's 403, a read-only subject's 422) is reported in one warning and
+registration goes on: the level guards future schema changes, not this one.
+
 Registry answers become exporter errors at this boundary: 409 (incompatible schema), 401/403,
 a schema missing with auto-registration off, 422 become `SinkError`; 408, 429, 5xx and
 transport failures become `SinkUnavailable`. Messages are one line and never carry credentials.
@@ -15,6 +21,7 @@ transport failures become `SinkUnavailable`. Messages are one line and never car
 
 from __future__ import annotations
 
+import logging
 import ssl
 import threading
 from collections.abc import Mapping
@@ -31,6 +38,7 @@ from exporter.avro import AvroSchema, SchemaSet, build_schema
 from exporter.config import SchemaRegistryConfig
 from exporter.errors import ConfigError, EncodingError, ExporterError, SinkError, SinkUnavailable
 
+log = logging.getLogger("exporter.registry")
 MAGIC = b"\x00"
 HEADER_LEN = 5
 
@@ -77,10 +85,13 @@ class ConfluentFraming:
     name = "confluent"
 
     def __init__(self, client: SchemaRegistryClient, *, url: str, auto_register: bool = True,
-                 schemas: SchemaSet | None = None) -> None:
+                 schemas: SchemaSet | None = None,
+                 compatibility: str | None = "BACKWARD_TRANSITIVE") -> None:
         self._client = client
         self._url = redact_url(url)
         self._auto_register = auto_register
+        self._compatibility = compatibility if auto_register else None
+        self._levels_checked: set[str] = set()
         self._schemas = schemas or SchemaSet.default()
         self._prefixes: dict[tuple[str, str], bytes] = {}
         self._by_id: dict[int, tuple[AvroSchema, AvroSchema]] = {}
@@ -92,7 +103,8 @@ class ConfluentFraming:
         """Build the framing from the `kafka.schema_registry` config section."""
         client = registry_client(config.url, user_info=config.resolved_user_info(),
                                  ca_location=config.ca_location, timeout=timeout)
-        return cls(client, url=config.url, auto_register=config.auto_register, schemas=schemas)
+        return cls(client, url=config.url, auto_register=config.auto_register, schemas=schemas,
+                   compatibility=config.compatibility)
 
     # -- encoding ------------------------------------------------------------------------
 
@@ -122,6 +134,7 @@ class ConfluentFraming:
                       "subject.name.strategy.type": "TOPIC"},
             )
             subject = subject_for(topic)
+            self._ensure_level(subject, s.fullname)
             try:
                 framed = serializer(dict(record), SerializationContext(topic, MessageField.VALUE))
             except Exception as exc:
@@ -144,6 +157,8 @@ class ConfluentFraming:
         s = self._schemas.get(schema)
         subject = subject_for(topic)
         candidate = Schema(s.text, "AVRO")
+        with self._lock:
+            self._ensure_level(subject, s.fullname)
         try:
             if self._auto_register:
                 return int(self._client.register_schema(subject, candidate))
@@ -153,6 +168,52 @@ class ConfluentFraming:
         if found is None:
             raise SinkError(f"schema registry at {self._url} returned no id for {subject}")
         return int(found)
+
+    def _ensure_level(self, subject: str, what: str) -> None:
+        """Give `subject` the configured compatibility level, once per subject; hold the lock.
+
+        Raises what `_translate` makes of a registry that is unreachable, unavailable or
+        rejects the credentials (registration would fail the same way); any other refusal is
+        one warning, and the subject is not asked again by this process.
+        """
+        wanted = self._compatibility
+        if wanted is None or subject in self._levels_checked:
+            return
+        current: str | None
+        try:
+            current = str(self._client.get_compatibility(subject))
+        except Exception as exc:
+            current = self._level_unknown(exc, subject, what)
+        if current != wanted:
+            try:
+                self._client.set_compatibility(subject, wanted)
+                log.info("schema registry subject compatibility set", extra={
+                    "subject": subject, "compatibility": wanted, "previous": current or "global"})
+            except Exception as exc:
+                self._refused(exc, subject, what, current)
+        self._levels_checked.add(subject)
+
+    def _level_unknown(self, exc: Exception, subject: str, what: str) -> str | None:
+        """None for a subject without a level of its own (or unreadable); raises otherwise."""
+        if isinstance(exc, SchemaRegistryError) and exc.http_status_code in (403, 404):
+            return None
+        raise self._translate(exc, subject, what) from exc
+
+    def _refused(self, exc: Exception, subject: str, what: str, current: str | None) -> None:
+        status = exc.http_status_code if isinstance(exc, SchemaRegistryError) else None
+        if status is None or status in (401, 408, 429) or status >= 500:
+            raise self._translate(exc, subject, what) from exc
+        assert isinstance(exc, SchemaRegistryError)
+        detail = (str(exc.error_message or "").splitlines() or [""])[0][:160]
+        if current is None:
+            try:
+                current = f"{self._client.get_compatibility()} (global)"
+            except Exception:
+                current = "unknown"
+        log.warning("schema registry refused the subject compatibility", extra={
+            "registry": self._url, "subject": subject, "compatibility": self._compatibility,
+            "current_compatibility": current, "status": status,
+            "error": f"HTTP {status} (code {exc.error_code}): {detail}"})
 
     # -- decoding ------------------------------------------------------------------------
 

@@ -10,7 +10,14 @@ the registry's semantics that the exporter relies on:
 - 404 with `error_code` 40401 (subject), 40402 (version), 40403 (schema), 40408 (no subject
   config); 422 with 42201 (invalid schema) and 42203 (invalid level);
 - soft and permanent deletes; `application/vnd.schemaregistry.v1+json` bodies;
-- optional basic auth answering 401 to a wrong or missing password.
+- optional basic auth answering 401 to a wrong or missing password;
+- subject configuration as Confluent's `ConfigResource` serves it: `PUT /config/{s}` works
+  before the subject has a version, takes the level in any case or no level at all (then only
+  the other fields, such as `normalize`, change) and echoes the subject's whole configuration;
+  `GET` answers 40408 when the subject has none (unless `defaultToGlobal=true`); `DELETE`
+  answers 40401 when there is nothing to delete;
+- optional authorization: `denied` operations (the security plugin's names, e.g.
+  `SUBJECT_COMPATIBILITY_WRITE` for PUT/DELETE `/config/{s}`) answer 403 with error code 40301.
 
 Endpoints: POST/GET `/subjects/{s}/versions`, GET `/subjects/{s}/versions/{v|latest}`,
 POST `/subjects/{s}` (lookup), GET `/schemas/ids/{id}` (+ `/subjects`, `/versions`),
@@ -26,7 +33,7 @@ import json
 import re
 import socket
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -40,6 +47,10 @@ from avro.compatibility import ReaderWriterCompatibilityChecker, SchemaCompatibi
 from exporter.simulator.background import BackgroundHTTP
 
 CONTENT_TYPE = "application/vnd.schemaregistry.v1+json"
+# Fields of a subject's configuration besides its level (Confluent's ConfigUpdateRequest).
+CONFIG_FIELDS = ("alias", "aliasForDeks", "normalize", "validateFields", "validateNewSchemas",
+                 "validateRules", "compatibilityPolicy", "compatibilityGroup", "defaultMetadata",
+                 "overrideMetadata", "defaultRuleSet", "overrideRuleSet")
 LEVELS = ("NONE", "BACKWARD", "BACKWARD_TRANSITIVE", "FORWARD", "FORWARD_TRANSITIVE", "FULL",
           "FULL_TRANSITIVE")
 
@@ -92,6 +103,7 @@ class RegistryState:
 
     global_level: str = "BACKWARD"
     subject_levels: dict[str, str] = field(default_factory=dict)
+    subject_options: dict[str, dict[str, Any]] = field(default_factory=dict)
     schemas: dict[int, str] = field(default_factory=dict)
     ids_by_text: dict[str, int] = field(default_factory=dict)
     subjects: dict[str, list[_Version]] = field(default_factory=dict)
@@ -101,13 +113,18 @@ class RegistryState:
 class FakeSchemaRegistry(BackgroundHTTP):
     """Start with `with FakeSchemaRegistry() as sr:` and point a client at `sr.url`.
 
-    `auth=("user", "secret")` turns on basic auth. `requests` lists `(method, path)` served;
+    `auth=("user", "secret")` turns on basic auth; `denied` names operations the principal
+    may not perform (`SUBJECT_READ`, `SUBJECT_WRITE`, `SUBJECT_DELETE`, `SCHEMA_READ`,
+    `SUBJECT_COMPATIBILITY_READ`, `SUBJECT_COMPATIBILITY_WRITE`, `GLOBAL_COMPATIBILITY_READ`,
+    `GLOBAL_COMPATIBILITY_WRITE`, `GLOBAL_READ`). `requests` lists `(method, path)` served;
     `fail_next(status, times)` answers the next requests with an error (e.g. 503).
     """
 
-    def __init__(self, *, auth: tuple[str, str] | None = None) -> None:
+    def __init__(self, *, auth: tuple[str, str] | None = None,
+                 denied: Collection[str] = ()) -> None:
         self.state = RegistryState()
         self.auth = auth
+        self.denied = frozenset(denied)
         self.requests: list[tuple[str, str]] = []
         self._failures: list[int] = []
 
@@ -198,31 +215,41 @@ class FakeSchemaRegistry(BackgroundHTTP):
             return False
         return hmac.compare_digest(given, f"{self.auth[0]}:{self.auth[1]}")
 
-    _ROUTES: list[tuple[str, re.Pattern[str], str]] = [
-        ("GET", re.compile(r"^/subjects/?$"), "list_subjects"),
-        ("GET", re.compile(r"^/subjects/(?P<s>[^/]+)/versions/?$"), "list_versions"),
-        ("POST", re.compile(r"^/subjects/(?P<s>[^/]+)/versions/?$"), "register"),
-        ("GET", re.compile(r"^/subjects/(?P<s>[^/]+)/versions/(?P<v>[^/]+)/?$"), "get_version"),
-        ("DELETE", re.compile(r"^/subjects/(?P<s>[^/]+)/versions/(?P<v>[^/]+)/?$"), "delete_version"),
-        ("POST", re.compile(r"^/subjects/(?P<s>[^/]+)/?$"), "lookup"),
-        ("DELETE", re.compile(r"^/subjects/(?P<s>[^/]+)/?$"), "delete_subject"),
-        ("GET", re.compile(r"^/schemas/ids/(?P<id>\d+)/?$"), "get_schema"),
-        ("GET", re.compile(r"^/schemas/ids/(?P<id>\d+)/subjects/?$"), "schema_subjects"),
-        ("GET", re.compile(r"^/schemas/ids/(?P<id>\d+)/versions/?$"), "schema_versions"),
+    # (method, path, handler, operation): the operation is what the security plugin authorizes.
+    _ROUTES: list[tuple[str, re.Pattern[str], str, str]] = [
+        ("GET", re.compile(r"^/subjects/?$"), "list_subjects", "GLOBAL_READ"),
+        ("GET", re.compile(r"^/subjects/(?P<s>[^/]+)/versions/?$"), "list_versions", "SUBJECT_READ"),
+        ("POST", re.compile(r"^/subjects/(?P<s>[^/]+)/versions/?$"), "register", "SUBJECT_WRITE"),
+        ("GET", re.compile(r"^/subjects/(?P<s>[^/]+)/versions/(?P<v>[^/]+)/?$"), "get_version",
+         "SUBJECT_READ"),
+        ("DELETE", re.compile(r"^/subjects/(?P<s>[^/]+)/versions/(?P<v>[^/]+)/?$"), "delete_version",
+         "SUBJECT_DELETE"),
+        ("POST", re.compile(r"^/subjects/(?P<s>[^/]+)/?$"), "lookup", "SUBJECT_READ"),
+        ("DELETE", re.compile(r"^/subjects/(?P<s>[^/]+)/?$"), "delete_subject", "SUBJECT_DELETE"),
+        ("GET", re.compile(r"^/schemas/ids/(?P<id>\d+)/?$"), "get_schema", "SCHEMA_READ"),
+        ("GET", re.compile(r"^/schemas/ids/(?P<id>\d+)/subjects/?$"), "schema_subjects", "SCHEMA_READ"),
+        ("GET", re.compile(r"^/schemas/ids/(?P<id>\d+)/versions/?$"), "schema_versions", "SCHEMA_READ"),
         ("POST", re.compile(r"^/compatibility/subjects/(?P<s>[^/]+)/versions/(?P<v>[^/]+)/?$"),
-         "compat_version"),
-        ("POST", re.compile(r"^/compatibility/subjects/(?P<s>[^/]+)/versions/?$"), "compat_all"),
-        ("GET", re.compile(r"^/config/?$"), "get_global_config"),
-        ("PUT", re.compile(r"^/config/?$"), "put_global_config"),
-        ("GET", re.compile(r"^/config/(?P<s>[^/]+)/?$"), "get_subject_config"),
-        ("PUT", re.compile(r"^/config/(?P<s>[^/]+)/?$"), "put_subject_config"),
-        ("DELETE", re.compile(r"^/config/(?P<s>[^/]+)/?$"), "delete_subject_config"),
+         "compat_version", "SUBJECT_WRITE"),
+        ("POST", re.compile(r"^/compatibility/subjects/(?P<s>[^/]+)/versions/?$"), "compat_all",
+         "SUBJECT_WRITE"),
+        ("GET", re.compile(r"^/config/?$"), "get_global_config", "GLOBAL_COMPATIBILITY_READ"),
+        ("PUT", re.compile(r"^/config/?$"), "put_global_config", "GLOBAL_COMPATIBILITY_WRITE"),
+        ("GET", re.compile(r"^/config/(?P<s>[^/]+)/?$"), "get_subject_config",
+         "SUBJECT_COMPATIBILITY_READ"),
+        ("PUT", re.compile(r"^/config/(?P<s>[^/]+)/?$"), "put_subject_config",
+         "SUBJECT_COMPATIBILITY_WRITE"),
+        ("DELETE", re.compile(r"^/config/(?P<s>[^/]+)/?$"), "delete_subject_config",
+         "SUBJECT_COMPATIBILITY_WRITE"),
     ]
 
     def _route(self, method: str, path: str, query: dict[str, str], body: Any) -> tuple[int, Any]:
-        for verb, pattern, name in self._ROUTES:
+        for verb, pattern, name, operation in self._ROUTES:
             m = pattern.match(path)
             if m and verb == method:
+                if operation in self.denied:
+                    where = f"Subject: {m['s']}" if "s" in m.groupdict() else "this server"
+                    raise _HttpError(403, 40301, f"User is denied operation {operation} on {where}")
                 handler: Callable[..., tuple[int, Any]] = getattr(self, f"_{name}")
                 with self.state.lock:
                     return handler(query=query, body=body, **m.groupdict())
@@ -384,24 +411,41 @@ class FakeSchemaRegistry(BackgroundHTTP):
         self.state.global_level = self._level_from(body)
         return 200, {"compatibility": self.state.global_level}
 
+    def _subject_config(self, s: str, *, level_key: str) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if s in self.state.subject_levels:
+            out[level_key] = self.state.subject_levels[s]
+        out.update(self.state.subject_options.get(s, {}))
+        return out
+
     def _get_subject_config(self, query: dict[str, str], body: Any, s: str) -> tuple[int, Any]:
-        level = self.state.subject_levels.get(s)
-        if level is None:
-            if query.get("defaultToGlobal", "false").lower() == "true":
-                return 200, {"compatibilityLevel": self.state.global_level}
+        config = self._subject_config(s, level_key="compatibilityLevel")
+        if query.get("defaultToGlobal", "false").lower() == "true":
+            return 200, {"compatibilityLevel": self.state.global_level, **config}
+        if not config:
             raise _HttpError(404, 40408, f"Subject '{s}' does not have subject-level compatibility "
                                          f"configured")
-        return 200, {"compatibilityLevel": level}
+        return 200, config
 
     def _put_subject_config(self, query: dict[str, str], body: Any, s: str) -> tuple[int, Any]:
-        self.state.subject_levels[s] = self._level_from(body)
-        return 200, {"compatibility": self.state.subject_levels[s]}
+        if not isinstance(body, dict):
+            raise _HttpError(422, 422, "Unprocessable: expected a config update request")
+        # A request without a level leaves the level as it is (Confluent merges the update).
+        level = self._level_from(body) if body.get("compatibility") is not None else None
+        options = {k: body[k] for k in CONFIG_FIELDS if body.get(k) is not None}
+        if level is not None:
+            self.state.subject_levels[s] = level
+        if options:
+            self.state.subject_options.setdefault(s, {}).update(options)
+        return 200, self._subject_config(s, level_key="compatibility")
 
     def _delete_subject_config(self, query: dict[str, str], body: Any, s: str) -> tuple[int, Any]:
-        level = self.state.subject_levels.pop(s, None)
-        if level is None:
+        config = self._subject_config(s, level_key="compatibilityLevel")
+        if not config:
             raise _HttpError(404, 40401, f"Subject '{s}' not found.")
-        return 200, {"compatibilityLevel": level}
+        self.state.subject_levels.pop(s, None)
+        self.state.subject_options.pop(s, None)
+        return 200, config
 
 
 @contextmanager

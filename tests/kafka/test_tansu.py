@@ -47,3 +47,24 @@ def test_topics_are_verified_on_tansu(tansu: LocalBroker) -> None:
     missing = make_config(tansu.bootstrap, kafka={"create_topics": False})
     with pytest.raises(SinkError, match="do not exist"):
         build_sink(missing, clock).start()
+
+
+def test_topic_retention_on_tansu(tansu: LocalBroker, caplog: pytest.LogCaptureFixture) -> None:
+    """Tansu keeps the configs a topic was created with and describes only those: ours are
+    created explicit, and a topic created without them cannot be checked, which is said."""
+    import logging
+
+    from tests.kafka.test_topic_retention import create, described, start_once
+
+    cfg = make_config(tansu.bootstrap)
+    start_once(cfg)
+    for topic in (cfg.kafka.topics.records, cfg.kafka.topics.manifests, cfg.kafka.topics.checkpoint):
+        conf = described(tansu.bootstrap, topic)
+        assert (conf["retention.ms"], conf["retention.bytes"]) == ("-1", "-1"), topic
+    bare = make_config(tansu.bootstrap)
+    create(tansu.bootstrap, bare.kafka.topics.records)
+    with caplog.at_level(logging.WARNING, logger="exporter.kafka"):
+        start_once(bare)
+    [line] = [r for r in caplog.records if r.getMessage() == "topic retention not reported by the broker"]
+    assert line.topic == bare.kafka.topics.records  # type: ignore[attr-defined]
+    assert not [r for r in caplog.records if r.getMessage() == "topic retention shorter than configured"]

@@ -1,7 +1,13 @@
 from pathlib import Path
+from typing import Any
 
+import pytest
+import yaml
+
+from exporter.cli import main
 from exporter.clock import FakeClock
 from exporter.config import load_config
+from exporter.errors import ConfigError
 from exporter.kafka_sink import KafkaPeriodSink, TopicAdmin, client_config
 
 
@@ -38,24 +44,57 @@ def test_producer_is_idempotent_transactional_acks_all() -> None:
     assert conf["transactional.id"] == "billing-eu-1"
 
 
-def test_topic_specs_compact_manifests_and_checkpoint() -> None:
+UNLIMITED = {"retention.ms": "-1", "retention.bytes": "-1"}
+
+
+def test_topic_specs_compact_manifests_and_checkpoint_and_keep_everything_by_default() -> None:
     cfg = load_config(environ={}, overrides={"kafka": {"partitions": 12}})
     specs = TopicAdmin(cfg.kafka).specs()
-    assert specs[cfg.kafka.topics.records] == (12, {"cleanup.policy": "delete"})
-    assert specs[cfg.kafka.topics.manifests][1] == {"cleanup.policy": "compact"}
-    assert specs[cfg.kafka.topics.checkpoint] == (1, {"cleanup.policy": "compact"})
+    assert specs[cfg.kafka.topics.records] == (12, {"cleanup.policy": "delete", **UNLIMITED})
+    assert specs[cfg.kafka.topics.manifests][1] == {"cleanup.policy": "compact", **UNLIMITED}
+    assert specs[cfg.kafka.topics.checkpoint] == (1, {"cleanup.policy": "compact", **UNLIMITED})
 
 
 def test_topic_configs_override_defaults_but_checkpoint_stays_compacted() -> None:
-    import pytest
-
-    from exporter.errors import ConfigError
-
     cfg = load_config(environ={}, overrides={"kafka": {"topic_configs": {
-        "records": {"cleanup.policy": "compact,delete", "retention.ms": "3024000000"}}}})
+        "records": {"cleanup.policy": "compact,delete", "retention.ms": 3024000000}}}})
     specs = TopicAdmin(cfg.kafka).specs()
     assert specs[cfg.kafka.topics.records][1] == {"cleanup.policy": "compact,delete",
-                                                  "retention.ms": "3024000000"}
+                                                  "retention.ms": "3024000000",
+                                                  "retention.bytes": "-1"}
+    assert specs[cfg.kafka.topics.manifests][1] == {"cleanup.policy": "compact", **UNLIMITED}
     with pytest.raises(ConfigError, match="checkpoint topic must be compacted"):
         load_config(environ={}, overrides={"kafka": {"topic_configs": {
             "checkpoint": {"cleanup.policy": "delete"}}}})
+
+
+@pytest.mark.parametrize("configs,message", [
+    ({"records": {"retention.msec": "-1"}},
+     r"kafka\.topic_configs\.records: retention\.msec: unknown topic config"),
+    ({"records": {"retention.ms": "7d"}},
+     r"kafka\.topic_configs\.records: retention\.ms: expected an integer"),
+    ({"manifests": {"retention.bytes": -2}},
+     r"kafka\.topic_configs\.manifests: retention\.bytes: expected an integer"),
+    ({"records": {"cleanup.policy": "forever"}},
+     r"kafka\.topic_configs\.records: cleanup\.policy: expected delete, compact"),
+    ({"invoices": {"retention.ms": "-1"}}, r"kafka\.topic_configs\.invoices"),
+    ({"checkpoint": {"cleanup.policy": "compact,delete", "retention.ms": "604800000"}},
+     r"checkpoint.*retention\.ms"),
+])
+def test_topic_configs_are_validated(configs: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError, match=message) as err:
+        load_config(environ={}, overrides={"kafka": {"topic_configs": configs}})
+    assert "\n" not in str(err.value)
+
+
+def test_check_config_prints_the_effective_topic_configs(tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text("kafka:\n  topic_configs:\n    records:\n      retention.ms: 2592000000\n")
+    assert main(["check-config", "--config.file", str(path)]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)["kafka"]["topic_configs"]
+    assert printed == {
+        "records": {"cleanup.policy": "delete", "retention.ms": "2592000000", "retention.bytes": "-1"},
+        "manifests": {"cleanup.policy": "compact", **UNLIMITED},
+        "checkpoint": {"cleanup.policy": "compact", **UNLIMITED},
+    }
