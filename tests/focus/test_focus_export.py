@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import re
@@ -253,3 +254,60 @@ def test_an_undecodable_message_is_named_by_partition_and_offset(
     (line,) = run.err.strip().splitlines()
     assert re.search(rf"Kafka {cfg.kafka.topics.records} partition 1 offset \d+: ", line), line
     assert not out.exists()
+
+
+def test_publication_time_comes_from_the_header_and_the_billing_period_from_the_config(
+        kafka_config: Callable[..., Config], tmp_path: Path, export: Callable[..., Run]) -> None:
+    from confluent_kafka import Producer
+
+    from exporter.commands import build_codec
+    from tests.focus.test_focus_rows import record
+
+    card = tmp_path / "rate-card.yaml"
+    card.write_text(RATE_CARD)
+    cfg = kafka_config(pricing={"rate_card_file": str(card)})
+    publish(cfg, [T0])  # creates the topics
+    codec = build_codec(cfg)
+    rev0 = record(T0 + 2 * H, cluster="other")
+    rev1 = record(T0 + 2 * H, cluster="other", revision=1, cost=Decimal("0.020000"))
+    (no_header,) = codec.records([rev0], ())
+    (late,) = codec.records([rev1], (("published_at", str((DEC + 86400) * 1000).encode()),))
+    producer = Producer({"bootstrap.servers": cfg.kafka.bootstrap_servers})
+    for m in (no_header, late):
+        producer.produce(m.topic, key=m.key, value=m.value, headers=list(m.headers))
+    assert producer.flush(10) == 0
+    out = tmp_path / "focus.csv"
+    path = str(config_file(cfg, tmp_path / "c.yaml"))
+    window = ("--from", iso(T0), "--to", iso(T0 + 3 * H), "--output", str(out))
+
+    run = export("--config.file", path, *window)
+    assert run.code == 0, run.err
+    header, rows = read_csv(out)
+    check_focus_rules(header, rows)
+    other = [r for r in rows if r["x_Cluster"] == "other"]
+    # Without a header, revision 0 counts as published at its generated_at: November's row.
+    assert [(r["ChargeClass"], r["BillingPeriodStart"], r["BilledCost"]) for r in other] == [
+        ("", "2026-11-01T00:00:00Z", "0.015500"),
+        ("Correction", "2026-12-01T00:00:00Z", "0.004500")]
+
+    # billing.invoicing_period: quarter keeps December open for November: no correction.
+    path = str(config_file(cfg.model_copy(update={"billing": cfg.billing.model_copy(
+        update={"invoicing_period": "quarter"})}), tmp_path / "q.yaml"))
+    run = export("--config.file", path, *window)
+    assert run.code == 0, run.err
+    _, rows = read_csv(out)
+    other = [r for r in rows if r["x_Cluster"] == "other"]
+    assert [(r["ChargeClass"], r["BillingPeriodStart"], r["BilledCost"]) for r in other] == [
+        ("", "2026-10-01T00:00:00Z", "0.020000")]
+    run = export("--config.file", path, *window, "--billing-period", "month")  # the flag wins
+    assert run.code == 0 and "1 corrections" in run.out, run.err
+
+    bad = dataclasses.replace(rev1, revision=2)
+    (m,) = codec.records([bad], (("published_at", b"yesterday"),))
+    producer.produce(m.topic, key=m.key, value=m.value, headers=list(m.headers))
+    assert producer.flush(10) == 0
+    run = export("--config.file", path, *window)
+    assert run.code == 1 and "Traceback" not in run.err
+    (line,) = run.err.strip().splitlines()
+    assert re.search(rf"Kafka {cfg.kafka.topics.records} partition \d+ offset \d+: header "
+                     r"published_at is not epoch milliseconds: b'yesterday'", line), line
