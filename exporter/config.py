@@ -411,6 +411,17 @@ class SharedCostsConfig(Section):
         return self
 
 
+class BillingConfig(Section):
+    """How the billing platform invoices (docs/focus.md, "Corrections").
+
+    `invoicing_period` is the FOCUS billing period: the UTC calendar `month` or `quarter` that
+    contains a charge. A billing period is closed from its end on; a record revised after that
+    is exported as a FOCUS correction in the billing period open when it was published.
+    """
+
+    invoicing_period: Literal["month", "quarter"] = "month"
+
+
 class WebConfig(Section):
     listen_address: str = "0.0.0.0:9847"
     enabled: bool = True
@@ -464,6 +475,7 @@ class Config(Section):
     kafka: KafkaConfig = KafkaConfig()
     pricing: PricingConfig = PricingConfig()
     shared_costs: SharedCostsConfig = SharedCostsConfig()
+    billing: BillingConfig = BillingConfig()
     web: WebConfig = WebConfig()
     logging: LoggingConfig = LoggingConfig()
     worker: WorkerConfig = WorkerConfig()

@@ -38,9 +38,11 @@ versions:
 
 
 def publish(cfg: Config, periods: Sequence[int], corrections: Sequence[int] = (),
-            correction_coverage: Decimal = Decimal("0.97")) -> None:
+            correction_coverage: Decimal = Decimal("0.97"), corrections_at: int | None = None,
+            ) -> None:
     """Publish FakeSource periods starting at `periods`, then republish those in `corrections`
-    as revision 1 with a lower sample coverage (so the two revisions differ)."""
+    as revision 1 with a lower sample coverage (so the two revisions differ). The clock, and so
+    the `published_at` header, reads T0 + 6 h, then `corrections_at` for the corrections."""
     clock = FakeClock(T0 + 6 * H)
     source = FakeSource(clock)
     pipeline = build_pipeline(cfg, clock, source=source)
@@ -50,6 +52,8 @@ def publish(cfg: Config, periods: Sequence[int], corrections: Sequence[int] = ()
         for start in periods:
             pipeline.publish(pipeline.compute(Period(start, start + H)), sink,
                              cfg.kafka.transactional_id)
+        if corrections_at is not None:
+            clock.sleep(corrections_at - clock.time())  # a fake clock: only moves time on
         for start in corrections:
             source.coverage[start] = correction_coverage
             result = pipeline.compute(Period(start, start + H),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 import re
@@ -16,47 +17,15 @@ from exporter.config import Config
 from exporter.focus import COLUMNS
 from exporter.periods import iso
 from tests.focus.conftest import RATE_CARD, Run, config_file, consumed, publish, read_csv
+from tests.focus.focus_spec import validate
 from tests.kafka.conftest import T0
 
 pytestmark = pytest.mark.integration
 H = 3600
 
-# FOCUS Cost and Usage columns (1.2, plus the 1.3 allocation columns); ProviderName,
-# PublisherName and InvoiceIssuerName are the 1.2 names later split into *ProviderName.
-FOCUS_COLUMNS = {
-    "AllocatedMethodId", "AllocatedMethodDetails", "AllocatedResourceId", "AllocatedResourceName",
-    "AllocatedTags", "AvailabilityZone", "BilledCost", "BillingAccountId", "BillingAccountName",
-    "BillingAccountType", "BillingCurrency", "BillingPeriodStart", "BillingPeriodEnd",
-    "CapacityReservationId", "CapacityReservationStatus", "ChargeCategory", "ChargeClass",
-    "ChargeDescription", "ChargeFrequency", "ChargePeriodStart", "ChargePeriodEnd",
-    "ConsumedQuantity", "ConsumedUnit", "ContractApplied", "ContractedCost", "ContractedUnitPrice",
-    "EffectiveCost", "HostProviderName", "InvoiceId", "InvoiceIssuerName", "ListCost",
-    "ListUnitPrice", "PricingCategory", "PricingCurrency", "PricingQuantity", "PricingUnit",
-    "ProviderName", "PublisherName", "RegionId", "RegionName", "ResourceId", "ResourceName",
-    "ResourceType", "ServiceProviderName", "ServiceCategory", "ServiceName", "ServiceSubcategory",
-    "SkuId", "SkuMeter", "SkuPriceDetails", "SkuPriceId", "SubAccountId", "SubAccountName",
-    "SubAccountType", "TagDetails", "Tags",
-}
-REQUIRED = {
-    "ChargePeriodStart", "ChargePeriodEnd", "BillingPeriodStart", "BillingPeriodEnd",
-    "ChargeCategory", "ChargeClass", "ChargeFrequency", "ChargeDescription", "ConsumedQuantity",
-    "ConsumedUnit", "PricingQuantity", "PricingUnit", "ListUnitPrice", "ListCost", "BilledCost",
-    "EffectiveCost", "ContractedCost", "ContractedUnitPrice", "BillingCurrency", "ResourceId",
-    "ResourceName", "ResourceType", "ServiceCategory", "ServiceName", "Tags", "AllocatedMethodId",
-    "x_RequestQuantity", "x_UsageQuantity", "x_RecordId", "x_Revision", "x_Cluster",
-    "x_Namespace", "x_SampleCoverage", "x_Allocation",
-}
-DECIMAL_COLUMNS = (
-    "ConsumedQuantity", "PricingQuantity", "ListUnitPrice", "ListCost", "ContractedUnitPrice",
-    "ContractedCost", "BilledCost", "EffectiveCost", "x_RequestQuantity", "x_UsageQuantity",
-    "x_SampleCoverage",
-)
+DECIMAL = re.compile(r"^-?\d+(\.\d+)?$")  # what the export writes: plain decimals, no exponent
 COST_COLUMNS = ("ListCost", "ContractedCost", "BilledCost", "EffectiveCost")
-DECIMAL = re.compile(r"^\d+(\.\d+)?$")  # FOCUS Numeric Format: no exponent, no grouping
-UTC_TIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$")
-UNIT = re.compile(r"^[A-Za-z]+-[A-Z][a-z]+s$")  # <singular unit>-<plural time unit>
-CHARGE_CATEGORIES = {"Usage", "Purchase", "Tax", "Credit", "Adjustment"}
-CHARGE_FREQUENCIES = {"One-Time", "Recurring", "Usage-Based"}
+DEC = 1_796_083_200  # 2026-12-01T00:00:00Z, the end of T0's billing month
 PRICES = {("shop", "cpu"): "0.0310", ("shop", "memory"): "0.0042",
           ("tools", "cpu"): "0.0450", ("tools", "memory"): "0.0042"}
 
@@ -66,38 +35,41 @@ def _t(text: str) -> datetime:
 
 
 def check_focus_rules(header: list[str], rows: list[dict[str, str]]) -> None:
-    """The column rules every export must satisfy, priced or not."""
+    """The FOCUS column rules, from the specification (tests/focus/focus_spec.py), and the
+    export's own promises (docs/focus.md), priced or not."""
     assert header == list(COLUMNS)
-    assert set(header) >= REQUIRED
-    assert all(c in FOCUS_COLUMNS or c.startswith("x_") for c in header), header
+    problems = validate(header, rows,
+                        allocated=lambda r: r["x_Allocation"] == "shared-distribution",
+                        origin=lambda r: (r["ChargePeriodStart"], r["x_Cluster"], r["x_Resource"],
+                                          r["x_Revision"], r["BillingPeriodStart"]))
+    assert problems == []
     for row in rows:
-        for col in DECIMAL_COLUMNS:
+        for col in (*COST_COLUMNS, "ConsumedQuantity", "PricingQuantity", "ListUnitPrice",
+                    "x_RequestQuantity", "x_UsageQuantity", "x_SampleCoverage"):
             assert DECIMAL.fullmatch(row[col]), (col, row[col])
-        for col in ("ChargePeriodStart", "ChargePeriodEnd", "BillingPeriodStart", "BillingPeriodEnd"):
-            assert UTC_TIME.fullmatch(row[col]), (col, row[col])
         cs, ce = _t(row["ChargePeriodStart"]), _t(row["ChargePeriodEnd"])
         bs, be = _t(row["BillingPeriodStart"]), _t(row["BillingPeriodEnd"])
         assert ce > cs
-        assert bs <= cs and ce <= be  # the billing period contains the charge period
         assert (bs.day, bs.hour, bs.minute, bs.second) == (1, 0, 0, 0)
         assert (be.year * 12 + be.month) - (bs.year * 12 + bs.month) == 1 and be.day == 1
-        assert row["ChargeCategory"] in CHARGE_CATEGORIES and row["ChargeCategory"] == "Usage"
-        assert row["ChargeFrequency"] in CHARGE_FREQUENCIES
-        assert row["ChargeClass"] == ("Correction" if int(row["x_Revision"]) > 0 else "")
-        assert UNIT.fullmatch(row["PricingUnit"]) and row["PricingUnit"] == row["ConsumedUnit"]
+        if row["ChargeClass"] == "Correction":  # invoiced in a later, then open, billing period
+            assert ce <= bs and row["x_CorrectedRevision"] != ""
+        else:  # the billing period contains the charge period
+            assert row["ChargeClass"] == "" and bs <= cs and ce <= be
+        assert row["ChargeCategory"] == "Usage"
+        assert row["PricingUnit"] == row["ConsumedUnit"]
         assert row["PricingUnit"] == {"cpu": "Core-Hours", "memory": "GiB-Hours"}[row["x_Resource"]]
         assert len({row[c] for c in COST_COLUMNS}) == 1  # no discounts: all four costs equal
         assert row["ListUnitPrice"] == row["ContractedUnitPrice"]
         assert row["ConsumedQuantity"] == row["x_UsageQuantity"]
-        assert re.fullmatch(r"^[A-Z]{3}$", row["BillingCurrency"])
         tags = json.loads(row["Tags"])
-        assert isinstance(tags, dict) and all(isinstance(v, str) for v in tags.values())
         assert {"costcenter", "businessunit", "department", "team"} <= set(tags)
         assert row["ResourceId"] == (f"{row['x_Cluster']}/{row['x_Namespace']}/"
                                      f"{row['ResourceType']}/{row['ResourceName']}")
-        assert row["AllocatedMethodId"].startswith("max-request-usage/")
-    ids = [r["x_RecordId"] for r in rows]
-    assert len(ids) == len(set(ids)), "one row per record_id"
+        assert row["x_Method"].startswith("max-request-usage/")
+        assert row["AllocatedMethodId"] == row["AllocatedMethodDetails"] == ""  # no sharing here
+    keys = [(r["x_RecordId"], r["BillingPeriodStart"]) for r in rows]
+    assert len(keys) == len(set(keys)), "one row per record and billing period"
 
 
 def test_priced_export_with_a_correction(kafka_config: Callable[..., Config], tmp_path: Path,
@@ -105,8 +77,10 @@ def test_priced_export_with_a_correction(kafka_config: Callable[..., Config], tm
     card = tmp_path / "rate-card.yaml"
     card.write_text(RATE_CARD)
     cfg = kafka_config(pricing={"rate_card_file": str(card)})
-    # Four periods; the second is republished as revision 1; the fourth is outside the window.
-    publish(cfg, [T0, T0 + H, T0 + 2 * H, T0 + 3 * H], corrections=[T0 + H])
+    # Four periods, the fourth outside the window. The third is republished as revision 1 in
+    # November, while its billing month is open; the second in December, after it closed.
+    publish(cfg, [T0, T0 + H, T0 + 2 * H, T0 + 3 * H], corrections=[T0 + 2 * H])
+    publish(cfg, [], corrections=[T0 + H], corrections_at=DEC + 86400)
     out = tmp_path / "focus.csv"
     run = export("--config.file", str(config_file(cfg, tmp_path / "c.yaml")),
                  "--from", iso(T0), "--to", iso(T0 + 3 * H), "--output", str(out))
@@ -115,20 +89,33 @@ def test_priced_export_with_a_correction(kafka_config: Callable[..., Config], tm
     check_focus_rules(header, rows)
 
     held = {rid: r for rid, r in consumed(cfg).items() if r.period_end <= (T0 + 3 * H) * 1000}
-    assert len(held) == 12 and len(rows) == 12  # 3 periods x 2 workloads x (cpu, memory)
-    assert {r["x_RecordId"] for r in rows} == set(held)
-    assert {r["ChargePeriodStart"] for r in rows} == {iso(T0), iso(T0 + H), iso(T0 + 2 * H)}
+    base = [r for r in rows if r["ChargeClass"] == ""]
+    fixes = [r for r in rows if r["ChargeClass"] == "Correction"]
+    assert len(held) == 12 and len(base) == 12  # 3 periods x 2 workloads x (cpu, memory)
+    assert {r["x_RecordId"] for r in base} == set(held)
+    assert {r["ChargePeriodStart"] for r in base} == {iso(T0), iso(T0 + H), iso(T0 + 2 * H)}
 
-    # Only the latest revision: the corrected period carries revision 1 and its new coverage.
-    for row in rows:
-        corrected = row["ChargePeriodStart"] == iso(T0 + H)
-        assert row["x_Revision"] == ("1" if corrected else "0")
-        assert row["ChargeClass"] == ("Correction" if corrected else "")
-        assert row["x_SampleCoverage"] == ("0.970000" if corrected else "1.000000")
+    # The revision inside the open billing month replaced its rows; November holds revision 0
+    # of the period revised in December, and December a correction row for each record.
+    for row in base:
+        revised_in_november = row["ChargePeriodStart"] == iso(T0 + 2 * H)
+        assert row["x_Revision"] == ("1" if revised_in_november else "0")
+        assert row["x_SampleCoverage"] == ("0.970000" if revised_in_november else "1.000000")
+        assert row["BillingPeriodStart"] == "2026-11-01T00:00:00Z"
+    assert len(fixes) == 4
+    for row in fixes:
+        rec = held[row["x_RecordId"]]
+        assert (row["ChargePeriodStart"], row["x_Revision"], row["x_CorrectedRevision"]) == (
+            iso(T0 + H), "1", "0")
+        assert (row["BillingPeriodStart"], row["BillingPeriodEnd"]) == ("2026-12-01T00:00:00Z",
+                                                                       "2027-01-01T00:00:00Z")
+        assert row["x_SampleCoverage"] == "0.970000" and row["x_Method"] == rec.method
+        # Same quantities re-measured: the difference to the invoiced row is zero.
+        assert row["BilledCost"] == "0.000000" and Decimal(row["PricingQuantity"]) == 0
 
     # Inclusive start, exclusive end: each period of a charge ends where the next one starts.
     series: dict[tuple[str, str, str], list[dict[str, str]]] = {}
-    for row in rows:
+    for row in base:
         series.setdefault((row["ResourceId"], row["x_Resource"], row["x_Allocation"]), []).append(row)
     assert len(series) == 4
     for charges in series.values():
@@ -137,7 +124,7 @@ def test_priced_export_with_a_correction(kafka_config: Callable[..., Config], tm
         for a, b in itertools.pairwise(charges):
             assert a["ChargePeriodEnd"] == b["ChargePeriodStart"]
 
-    for row in rows:
+    for row in base:
         rec = held[row["x_RecordId"]]
         assert row["ListUnitPrice"] == PRICES[(rec.namespace, rec.resource)] + "000000"  # scale 10
         price, qty, cost = (Decimal(row[c]) for c in ("ListUnitPrice", "PricingQuantity", "ListCost"))
@@ -146,10 +133,6 @@ def test_priced_export_with_a_correction(kafka_config: Callable[..., Config], tm
         assert Decimal(row["PricingQuantity"]) == rec.chargeable_quantity
         assert Decimal(row["x_RequestQuantity"]) == rec.request_quantity
         assert row["x_PriceVersion"] == "2026-01"
-        assert row["AllocatedMethodId"] == rec.method
-        details = json.loads(row["AllocatedMethodDetails"], parse_float=Decimal)
-        assert details == {"Elements": [{"AllocatedRatio": 1, "UsageUnit": rec.unit,
-                                         "UsageQuantity": rec.chargeable_quantity}]}
         tags = json.loads(row["Tags"])
         if rec.workload_name == "web":
             assert tags["costcenter"] == "CC-100" and tags["team"] == "shop"
@@ -157,19 +140,19 @@ def test_priced_export_with_a_correction(kafka_config: Callable[..., Config], tm
             assert tags["costcenter"] == "__unallocated__" and tags["team"] == "__unallocated__"
         assert row["BillingAccountId"] == tags["costcenter"]
 
-    # Totals equal the sums of what a consumer holds.
+    # Totals, corrections included, equal the sums of what an upserting consumer holds.
     billed = sum((Decimal(r["BilledCost"]) for r in rows), Decimal(0))
     expected_cost = sum((r.cost for r in held.values() if r.cost is not None), Decimal(0))
     assert billed == expected_cost > 0
     for unit in ("Core-Hours", "GiB-Hours"):
         total = sum((Decimal(r["PricingQuantity"]) for r in rows if r["PricingUnit"] == unit), Decimal(0))
         assert total == sum((r.chargeable_quantity for r in held.values() if r.unit == unit), Decimal(0))
-    assert f"wrote 12 rows to {out}; 4 corrections; 0 unpriced; BilledCost {billed} EUR" in run.out
+    assert f"wrote 16 rows to {out}; 4 corrections; 0 unpriced; BilledCost {billed} EUR" in run.out
 
     # RFC 4180 on the wire: UTF-8 without BOM, CRLF line ends, quoted fields with commas.
     raw = out.read_bytes()
     assert not raw.startswith(b"\xef\xbb\xbf")
-    assert raw.count(b"\r\n") == 13 and b"\n" not in raw.replace(b"\r\n", b"")
+    assert raw.count(b"\r\n") == 17 and b"\n" not in raw.replace(b"\r\n", b"")
     assert b',"CPU of Deployment shop/web in cluster prod, max(request, usage)",' in raw
 
 
@@ -198,8 +181,10 @@ def test_unpriced_records_are_refused_unless_allowed(kafka_config: Callable[...,
         assert row["BillingCurrency"] == "XXX" and row["x_PriceVersion"] == ""
         assert row["ChargeDescription"].endswith("(unpriced)")
         assert Decimal(row["PricingQuantity"]) == held[row["x_RecordId"]].chargeable_quantity
-    assert sum(r["ChargeClass"] == "Correction" for r in rows) == 4
-    assert "8 unpriced" in run.out and "BilledCost 0 XXX" in run.out
+    # The revisions were published inside the open billing month: they replace their rows.
+    assert sum(r["ChargeClass"] == "Correction" for r in rows) == 0
+    assert {r["x_Revision"] for r in rows if r["ChargePeriodStart"] == iso(T0)} == {"1"}
+    assert "0 corrections" in run.out and "8 unpriced" in run.out and "BilledCost 0 XXX" in run.out
 
 
 def test_window_selects_whole_periods_and_an_empty_window_has_a_header(
@@ -269,3 +254,60 @@ def test_an_undecodable_message_is_named_by_partition_and_offset(
     (line,) = run.err.strip().splitlines()
     assert re.search(rf"Kafka {cfg.kafka.topics.records} partition 1 offset \d+: ", line), line
     assert not out.exists()
+
+
+def test_publication_time_comes_from_the_header_and_the_billing_period_from_the_config(
+        kafka_config: Callable[..., Config], tmp_path: Path, export: Callable[..., Run]) -> None:
+    from confluent_kafka import Producer
+
+    from exporter.commands import build_codec
+    from tests.focus.test_focus_rows import record
+
+    card = tmp_path / "rate-card.yaml"
+    card.write_text(RATE_CARD)
+    cfg = kafka_config(pricing={"rate_card_file": str(card)})
+    publish(cfg, [T0])  # creates the topics
+    codec = build_codec(cfg)
+    rev0 = record(T0 + 2 * H, cluster="other")
+    rev1 = record(T0 + 2 * H, cluster="other", revision=1, cost=Decimal("0.020000"))
+    (no_header,) = codec.records([rev0], ())
+    (late,) = codec.records([rev1], (("published_at", str((DEC + 86400) * 1000).encode()),))
+    producer = Producer({"bootstrap.servers": cfg.kafka.bootstrap_servers})
+    for m in (no_header, late):
+        producer.produce(m.topic, key=m.key, value=m.value, headers=list(m.headers))
+    assert producer.flush(10) == 0
+    out = tmp_path / "focus.csv"
+    path = str(config_file(cfg, tmp_path / "c.yaml"))
+    window = ("--from", iso(T0), "--to", iso(T0 + 3 * H), "--output", str(out))
+
+    run = export("--config.file", path, *window)
+    assert run.code == 0, run.err
+    header, rows = read_csv(out)
+    check_focus_rules(header, rows)
+    other = [r for r in rows if r["x_Cluster"] == "other"]
+    # Without a header, revision 0 counts as published at its generated_at: November's row.
+    assert [(r["ChargeClass"], r["BillingPeriodStart"], r["BilledCost"]) for r in other] == [
+        ("", "2026-11-01T00:00:00Z", "0.015500"),
+        ("Correction", "2026-12-01T00:00:00Z", "0.004500")]
+
+    # billing.invoicing_period: quarter keeps December open for November: no correction.
+    path = str(config_file(cfg.model_copy(update={"billing": cfg.billing.model_copy(
+        update={"invoicing_period": "quarter"})}), tmp_path / "q.yaml"))
+    run = export("--config.file", path, *window)
+    assert run.code == 0, run.err
+    _, rows = read_csv(out)
+    other = [r for r in rows if r["x_Cluster"] == "other"]
+    assert [(r["ChargeClass"], r["BillingPeriodStart"], r["BilledCost"]) for r in other] == [
+        ("", "2026-10-01T00:00:00Z", "0.020000")]
+    run = export("--config.file", path, *window, "--billing-period", "month")  # the flag wins
+    assert run.code == 0 and "1 corrections" in run.out, run.err
+
+    bad = dataclasses.replace(rev1, revision=2)
+    (m,) = codec.records([bad], (("published_at", b"yesterday"),))
+    producer.produce(m.topic, key=m.key, value=m.value, headers=list(m.headers))
+    assert producer.flush(10) == 0
+    run = export("--config.file", path, *window)
+    assert run.code == 1 and "Traceback" not in run.err
+    (line,) = run.err.strip().splitlines()
+    assert re.search(rf"Kafka {cfg.kafka.topics.records} partition \d+ offset \d+: header "
+                     r"published_at is not epoch milliseconds: b'yesterday'", line), line
