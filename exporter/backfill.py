@@ -72,9 +72,9 @@ from exporter.periods import Period, format_duration, iso, iter_periods, parse_d
 from exporter.pipeline import PeriodResult, Pipeline, Prior
 from exporter.retention import Pinned, Retention
 from exporter.retry import call_with_retries
-from exporter.run import stop_on_signals
 from exporter.sink import OutMessage, PeriodSink
 from exporter.source import UsageSource
+from exporter.stopping import stop_on_signals
 from exporter.units import CALCULATION_VERSION, method_step
 
 log = logging.getLogger("exporter.backfill")
