@@ -73,9 +73,9 @@ from exporter.pipeline import PeriodResult, Pipeline, Prior
 from exporter.publication import ExactlyOnceSink
 from exporter.retention import Pinned, Retention
 from exporter.retry import call_with_retries
-from exporter.run import stop_on_signals
 from exporter.sink import OutMessage, PeriodSink
 from exporter.source import UsageSource
+from exporter.stopping import stop_on_signals
 from exporter.units import CALCULATION_VERSION, method_step
 
 log = logging.getLogger("exporter.backfill")
@@ -630,6 +630,47 @@ class RichProgress:
         self._progress.stop()
 
 
+class LogProgress:
+    """Progress as log lines, for a run without a terminal (a Kubernetes Job): one line per
+    period done (`backfill period`) and, from `summary`, one for the run (`backfill summary`),
+    in the configured log format. `corrections` counts the period-clusters whose records
+    changed (revision + 1); `new` those published for the first time."""
+
+    def __init__(self, dry_run: bool) -> None:
+        self._dry_run = dry_run
+        self._total = 0
+        self._done = 0
+
+    def start(self, total: int) -> None:
+        self._total = total
+
+    def advance(self, outcome: PeriodOutcome) -> None:
+        self._done += 1
+        extra: dict[str, Any] = {
+            "period": str(outcome.period), "period_start": outcome.period.start,
+            "period_end": outcome.period.end, "status": outcome.status, "records": outcome.records,
+            "corrections": sum(1 for c in outcome.clusters if c.change == "changed"),
+            "new": sum(1 for c in outcome.clusters if c.change == "new"),
+            "step_seconds": outcome.step, "done": self._done, "total": self._total,
+            "dry_run": self._dry_run,
+        }
+        if outcome.error is not None:
+            extra["error"] = outcome.error
+        (log.warning if outcome.status == "failed" else log.info)("backfill period", extra=extra)
+
+    def stop(self) -> None:
+        pass
+
+    @staticmethod
+    def summary(report: Report) -> None:
+        """Log the run's totals as one line (the JSON report's fields without the details)."""
+        doc = report_json(report)
+        del doc["details"]
+        doc["corrections"] = sum(1 for o in report.outcomes for c in o.clusters if c.change == "changed")
+        doc["exit_code"] = report.exit_code
+        (log.info if report.exit_code == 0 else log.warning)("backfill summary", extra=doc)
+
+
 def _totals(records: Sequence[Any]) -> tuple[Decimal, Decimal, dict[str, Decimal]]:
     cpu = mem = Decimal(0)
     cost: dict[str, Decimal] = {}
@@ -1052,7 +1093,8 @@ def cmd_backfill(args: argparse.Namespace, *, clock: Clock | None = None,
     err = err or sys.stderr
     cfg = config_from_args(args)
     opts = options_from_args(args)
-    progress: ProgressView = RichProgress(Console(file=err)) if err.isatty() else NoProgress()
+    logged = None if err.isatty() else LogProgress(opts.dry_run)
+    progress: ProgressView = RichProgress(Console(file=err)) if logged is None else logged
     try:
         job = prepare(cfg, opts, clock, sink_factory=sink_factory, progress=progress)
     except (ConfigError, FencedError):
@@ -1063,6 +1105,8 @@ def cmd_backfill(args: argparse.Namespace, *, clock: Clock | None = None,
         raise BackfillFailed(f"{exc}; nothing was published") from None
     with stop_on_signals(job.runner):
         report = job.run()
+    if logged is not None:
+        logged.summary(report)
     render(report, args.format, out)
     if report.exit_code:
         print(f"chargeback-exporter backfill: error: {_failure_line(report)}", file=err)

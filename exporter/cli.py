@@ -15,7 +15,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import NoReturn
 
-from exporter import __version__
+from exporter import __version__, stopping
 from exporter.errors import ConfigError, ExporterError
 
 Handler = Callable[[argparse.Namespace], int]
@@ -59,6 +59,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    words = list(sys.argv[1:] if argv is None else argv)
+    # Before the subcommands' imports (hundreds of milliseconds): a SIGTERM from here on stops
+    # a graceful command cleanly instead of killing it.
+    graceful = words[:1] and words[0] in stopping.GRACEFUL_COMMANDS
+    if graceful:
+        stopping.install()
+    try:
+        return _main(words)
+    finally:
+        if graceful:
+            stopping.uninstall()
+
+
+def _main(argv: Sequence[str]) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     handler: Handler | None = getattr(args, "handler", None)

@@ -434,7 +434,7 @@ class LoggingConfig(Section):
 
 class WorkerConfig(Section):
     max_batch_periods: int = Field(default=24, ge=1, le=10000)
-    shutdown_grace: Duration = 30
+    shutdown_grace: Duration = 10
 
 
 class BackfillConfig(Section):

@@ -39,6 +39,12 @@ from exporter.sink import BATCH_HEADER, CheckpointState, OutMessage
 log = logging.getLogger("exporter.kafka")
 T = TypeVar("T")
 
+_MIN_ATTEMPT_SECONDS = 1.0  # the shortest wait for the broker worth an attempt
+# How long closing waits for the abort of a transaction still open (a stop past the shutdown
+# grace): the coordinator aborts it anyway, at the successor's init_transactions or after
+# transaction.timeout.ms, and nothing of it is visible to read_committed meanwhile.
+_CLOSE_ABORT_SECONDS = 2.0
+
 _FENCED_CODES = {KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.TRANSACTION_COORDINATOR_FENCED}
 
 
@@ -126,10 +132,12 @@ class TopicAdmin:
             t.checkpoint: (1, dict(conf["checkpoint"])),
         }
 
-    def ensure(self) -> None:
-        """Create missing topics (if allowed) and check existing ones. Raises SinkError."""
+    def ensure(self, timeout: float | None = None) -> None:
+        """Create missing topics (if allowed) and check existing ones. Raises SinkError.
+
+        `timeout` bounds the wait for the broker's metadata (default: the admin's timeout)."""
         try:
-            meta = self._admin.list_topics(timeout=self._timeout)
+            meta = self._admin.list_topics(timeout=self._timeout if timeout is None else timeout)
         except KafkaException as exc:
             raise SinkUnavailable(
                 f"Kafka {self._cfg.bootstrap_servers}: unreachable: {_describe(_error_of(exc))}"
@@ -228,14 +236,13 @@ class KafkaPeriodSink:
     """`PeriodSink` over a transactional confluent-kafka producer."""
 
     def __init__(self, cfg: KafkaConfig, clock: Clock, *, attempts: int = 5,
-                 max_retry_time: float = 120.0, admin: TopicAdmin | None = None,
+                 admin: TopicAdmin | None = None,
                  on_abort: Callable[[str], None] | None = None,
                  on_delivery_error: Callable[[], None] | None = None,
                  on_retention: Callable[[str, str, bool], None] | None = None) -> None:
         self._cfg = cfg
         self._clock = clock
         self._attempts = attempts
-        self._max_retry_time = max_retry_time
         self._admin = admin or TopicAdmin(cfg, timeout=float(cfg.connect_timeout),
                                           on_retention=on_retention)
         self._producer: Producer | None = None
@@ -258,13 +265,21 @@ class KafkaPeriodSink:
         return conf
 
     def start(self) -> None:
-        call_with_retries(self._admin.ensure, clock=self._clock, attempts=self._attempts,
-                          max_delay=self._max_retry_time, what="kafka topics")
-        call_with_retries(self._init_producer, clock=self._clock, attempts=self._attempts,
-                          max_delay=self._max_retry_time, what="kafka init_transactions")
+        """Check the topics, then register the producer. Each step waits for the broker at most
+        `kafka.connect_timeout` in all, its retries included; then its last error is raised."""
+        self._within_connect_timeout(self._admin.ensure, "kafka topics")
+        self._within_connect_timeout(self._init_producer, "kafka init_transactions")
         log.info("kafka producer ready", extra={"transactional_id": self._cfg.transactional_id})
 
-    def _init_producer(self) -> None:
+    def _within_connect_timeout(self, step: Callable[[float], None], what: str) -> None:
+        budget = float(self._cfg.connect_timeout)
+        # A network wait, bounded in wall time (monotonic) whatever clock the caller injected;
+        # each attempt gets what is left of the budget, so the last one ends with it.
+        deadline = time.monotonic() + budget
+        call_with_retries(lambda: step(max(_MIN_ATTEMPT_SECONDS, deadline - time.monotonic())),
+                          clock=self._clock, attempts=self._attempts, max_delay=budget, what=what)
+
+    def _init_producer(self, timeout: float | None = None) -> None:
         """A new producer, registered with the transaction coordinator.
 
         `init_transactions` fences any earlier producer with this transactional.id and lets the
@@ -272,7 +287,7 @@ class KafkaPeriodSink:
         """
         producer = _construct(Producer, self._config())
         try:
-            producer.init_transactions(self._cfg.connect_timeout)
+            producer.init_transactions(self._cfg.connect_timeout if timeout is None else timeout)
         except KafkaException as exc:
             err = _error_of(exc)
             if _is_fenced(err):
@@ -364,11 +379,11 @@ class KafkaPeriodSink:
                     continue
                 raise
 
-    def _safe_abort(self, reason: str) -> None:
+    def _safe_abort(self, reason: str, timeout: float | None = None) -> None:
         if self._producer is None:
             return
         try:
-            self._producer.abort_transaction(self._cfg.transaction_timeout)
+            self._producer.abort_transaction(self._cfg.transaction_timeout if timeout is None else timeout)
             log.warning("transaction aborted", extra={"reason": reason})
             if self._on_abort is not None:
                 self._on_abort(reason)
@@ -382,7 +397,7 @@ class KafkaPeriodSink:
 
     def close(self) -> None:
         if self._producer is not None:
-            self._safe_abort("close")
+            self._safe_abort("close", min(float(self._cfg.transaction_timeout), _CLOSE_ABORT_SECONDS))
         if self._producer is not None:
             self._producer.flush(1)
         self._producer = None

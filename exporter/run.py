@@ -13,13 +13,9 @@ from __future__ import annotations
 
 import argparse
 import logging
-import signal
-import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
-from types import FrameType
-from typing import Any, Protocol
+from typing import Any
 
 from exporter.clock import Clock, SystemClock
 from exporter.commands import (
@@ -35,6 +31,7 @@ from exporter.health import HealthServer, HealthState
 from exporter.metrics import Metrics
 from exporter.periods import iso
 from exporter.sink import CheckpointStore, PeriodSink
+from exporter.stopping import stop_on_signals
 from exporter.worker import ExportPipeline, Worker
 
 log = logging.getLogger("exporter.run")
@@ -75,42 +72,6 @@ def assemble(cfg: Config, clock: Clock, metrics: Metrics, build: Build, *, serve
     return Service(worker, health, metrics)
 
 
-class Stoppable(Protocol):
-    def request_stop(self) -> None:
-        """Ask for a graceful stop after the period in flight. Never blocks."""
-        ...
-
-
-@contextmanager
-def stop_on_signals(worker: Stoppable) -> Iterator[None]:
-    """While inside, SIGTERM and SIGINT ask `worker` to stop gracefully.
-
-    The first signal requests the stop and restores the previous handlers, so a second one acts
-    as it normally would (terminate, or KeyboardInterrupt). Outside the main thread, a no-op.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    signals = (signal.SIGTERM, signal.SIGINT)
-    previous = {sig: signal.getsignal(sig) for sig in signals}
-
-    def restore() -> None:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        log.info("stop requested", extra={"signal": signal.Signals(signum).name})
-        worker.request_stop()
-        restore()
-
-    for sig in signals:
-        signal.signal(sig, on_signal)
-    try:
-        yield
-    finally:
-        restore()
-
-
 def execute(service: Service, *, once: bool) -> int:
     """Run the service: one catch-up pass (`once`) or until signalled. Returns the exit code.
 
@@ -119,16 +80,13 @@ def execute(service: Service, *, once: bool) -> int:
     worker = service.worker
     with stop_on_signals(worker):
         if once:
-            try:
-                worker.start()
-                exported = worker.export_all()
-            finally:
-                worker.close()
-            nxt = worker.next_period_start
-            log.info("caught up", extra={"periods": len(exported),
-                                         "next_period_start": None if nxt is None else iso(nxt)})
+            exported = worker.run_once()
+            if not worker.stopped_early:
+                nxt = worker.next_period_start
+                log.info("caught up", extra={"periods": len(exported),
+                                             "next_period_start": None if nxt is None else iso(nxt)})
             return 0
-        if service.health is not None:
+        if service.health is not None and not worker.stopping:
             service.health.start()
         try:
             return worker.serve()

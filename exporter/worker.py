@@ -40,6 +40,8 @@ from exporter.source import UsageSource
 
 log = logging.getLogger("exporter.worker")
 
+_POLL_SECONDS = 0.2  # how often a waiting `serve` looks at the export thread
+
 
 class ExportPipeline(Protocol):
     """What the worker needs of `exporter.pipeline.Pipeline`."""
@@ -155,6 +157,8 @@ class Worker:
         self._stopping = threading.Event()
         self._wake = threading.Event()
         self._fatal: ExporterError | None = None
+        self._started = threading.Event()
+        self._stopped_early = False  # a stop ended the run before its work was done
         self._closed = False
         metrics.export_lag.set_function(self._lag)
         metrics.held_period_age.set_function(self._held_age)
@@ -213,6 +217,7 @@ class Worker:
         self._metrics.expected_clusters.set(self._expected_count())
         log.info("worker started", extra={"instance": self._instance, "next_period_start": iso(self._next),
                                           "from": origin, "clusters": sorted(self._published)})
+        self._started.set()
 
     # --- exporting ----------------------------------------------------------------------------
 
@@ -391,42 +396,112 @@ class Worker:
     def serve(self, scheduler: Scheduler | None = None) -> int:
         """Start, catch up at once, then export on every wake-up until `request_stop`.
 
-        Blocking. On stop: scheduling ends, the in-flight period may commit or abort within
-        `worker.shutdown_grace` seconds, then the sink is closed (aborting any open
-        transaction) and 0 is returned. A fatal error (fenced, producer unusable, retention)
-        is raised after the same clean-up.
+        Blocking, see `_supervise`: the calling thread only waits, so a stop is taken at once
+        whatever the worker is blocked on. Scheduling begins once the worker has started and
+        ends at the stop. Returns 0 after a stop; a fatal error (fenced, producer unusable,
+        retention, or a start that failed) is raised after the same clean-up.
         """
-        try:
+        sched: Scheduler | None = None
+
+        def body() -> None:
             self.start()
-        except BaseException:
-            self.close()
-            raise
-        thread = threading.Thread(target=self._loop, name="chargeback-export", daemon=True)
-        thread.start()
-        sched = scheduler if scheduler is not None else build_scheduler(self.wake, self._clock, self._periods)
-        sched.start()
-        self.wake()
-        grace: float = self._cfg.shutdown_grace
+            self.wake()
+            self._loop()
+
+        def started() -> None:
+            nonlocal sched
+            sched = scheduler if scheduler is not None else build_scheduler(
+                self.wake, self._clock, self._periods)
+            sched.start()
+
         try:
-            # Wall-clock polling so that signal handlers run promptly in the main thread.
-            while not self._stopping.wait(1.0):
-                pass
-        except KeyboardInterrupt:
-            grace = 0  # a second interrupt: do not wait for the period in flight
-            raise
+            self._supervise(body, on_started=started)
         finally:
-            sched.shutdown(wait=False)
-            self.request_stop()
-            thread.join(grace)
-            if thread.is_alive():
-                log.warning("in-flight period did not finish within the shutdown grace; aborting it",
-                            extra={"shutdown_grace_seconds": self._cfg.shutdown_grace})
-            self.close()
+            if sched is not None:
+                sched.shutdown(wait=False)
+        self._finish()
+        return 0
+
+    def run_once(self) -> list[Period]:
+        """Start, then export every closed period (`export_all`), the way `serve` runs.
+
+        Returns the periods committed, fewer when a stop was requested; raises what
+        `start` or `export_all` raised, after the clean-up.
+        """
+        exported: list[Period] = []
+
+        def body() -> None:
+            self.start()
+            exported.extend(self.export_all())
+
+        self._supervise(body)
+        if self._fatal is not None:
+            raise self._fatal
+        if self._stopped_early:
+            self._finish()
+        return exported
+
+    @property
+    def stopped_early(self) -> bool:
+        """Whether a stop was requested before the run's work was done."""
+        return self._stopped_early
+
+    def _finish(self) -> None:
         if self._fatal is not None:
             raise self._fatal
         nxt = None if self._next is None else iso(self._next)
         log.info("worker stopped", extra={"next_period_start": nxt})
-        return 0
+
+    def _supervise(self, body: Callable[[], None],
+                   on_started: Callable[[], None] | None = None) -> None:
+        """Run `body` on the export thread while the calling thread only waits for it.
+
+        `on_started` runs on the calling thread once `start()` has succeeded. A stop requested
+        before the worker has started ends the wait at once: nothing can be in flight, and the
+        start still blocked on Sysdig or Kafka is abandoned with its thread. Once the worker
+        has started, the period in flight gets `worker.shutdown_grace` seconds to commit or
+        abort. Then the sink is closed (aborting a transaction still open) and `body`'s error,
+        if any, is kept in `_fatal`.
+        """
+        if self._stopping.is_set():
+            self._stopped_early = True
+            self.close()
+            return
+        thread = threading.Thread(target=self._guard, args=(body,), name="chargeback-export",
+                                  daemon=True)
+        thread.start()
+        grace: float = self._cfg.shutdown_grace
+        try:
+            # Bounded joins, not an event: a signal handler runs between them at once, and the
+            # handler may set events itself.
+            while thread.is_alive() and not self._stopping.is_set():
+                thread.join(_POLL_SECONDS)
+                if on_started is not None and self._started.is_set():
+                    on_started()
+                    on_started = None
+        except KeyboardInterrupt:
+            grace = 0  # a second interrupt: do not wait for the period in flight
+            raise
+        finally:
+            self._stopped_early = self._stopping.is_set()
+            self.request_stop()
+            if self._started.is_set():
+                thread.join(grace)
+                if thread.is_alive():
+                    log.warning("in-flight period did not finish within the shutdown grace; "
+                                "aborting it", extra={"shutdown_grace_seconds": self._cfg.shutdown_grace})
+            elif thread.is_alive():
+                log.info("start abandoned at the stop")
+            self.close()
+
+    def _guard(self, body: Callable[[], None]) -> None:
+        try:
+            body()
+        except ExporterError as exc:
+            self._fatal = exc
+        except Exception as exc:
+            log.exception("unexpected error in the export thread")
+            self._fatal = ExporterError(f"worker: unexpected {type(exc).__name__}: {exc}")
 
     def close(self) -> None:
         """Close the sink (an open transaction is aborted). Idempotent."""

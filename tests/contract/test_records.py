@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 from collections.abc import Mapping
 from dataclasses import replace
@@ -299,6 +300,18 @@ def test_manifest_hash_changes_when_any_record_changes() -> None:
     _, [b] = _manifests([charge(name="a"), charge(name="b", chargeable="2.500000001")])
     _, [c] = _manifests([charge(name="a")])
     assert len({a.content_hash, b.content_hash, c.content_hash}) == 3
+
+
+def test_manifest_hash_covers_the_records_as_published_revision_included() -> None:
+    """docs/backfill.md, schemas/README.md: the hash is over the published bodies, which carry
+    the revision, so a backfill compares at the published revision, not at revision 0."""
+    lines = [charge(name="a"), charge(name="b")]
+    records, [first] = _manifests(lines)
+    revised = [dataclasses.replace(r, revision=1) for r in records]
+    coverage = label_coverage([p.line for p in lines])
+    [second] = build_manifests(revised, coverage, {"prod": Decimal("0.99")}, period=HOUR, method=METHOD,
+                               revision=1, generated_at_ms=1, exporter_version="0.1.0")
+    assert second.content_hash == content_hash(revised) != first.content_hash == content_hash(records)
 
 
 def test_manifest_carries_label_coverage_and_top_offenders() -> None:

@@ -51,12 +51,14 @@ def publish_periods(cfg: Config, clock: FakeClock, periods: list[Period], source
 def publish_live(pipeline: Any, cfg: Config, clock: FakeClock, periods: Sequence[Period]) -> None:
     """What `run --once` does for `periods` with `pipeline`: the live sink, one transaction
     (records, manifests, checkpoint) per period, in order."""
-    from exporter.commands import build_sink
+    from exporter.commands import build_checkpoints, build_sink
+    from exporter.publication import ExactlyOnceSink
 
     sink = build_sink(cfg, clock)
     sink.start()
+    policy = ExactlyOnceSink(sink, build_checkpoints(cfg, clock), clock)
     try:
         for p in periods:
-            pipeline.publish(pipeline.compute(p), sink, cfg.kafka.transactional_id)
+            pipeline.publish(pipeline.compute(p), policy, cfg.kafka.transactional_id)
     finally:
         sink.close()

@@ -15,13 +15,15 @@ from pathlib import Path
 
 import pytest
 
+from exporter import stopping
 from exporter.cli import build_parser, main
 from exporter.clock import Clock, FakeClock
 from exporter.config import Config
 from exporter.errors import ConfigError, FencedError, IncompleteDataError
 from exporter.metrics import Metrics
 from exporter.periods import iso
-from exporter.run import Parts, assemble, cmd_run, execute, stop_on_signals
+from exporter.run import Parts, assemble, cmd_run, execute
+from exporter.stopping import stop_on_signals
 from tests.fakes.memory import FakeSource, MemoryBroker, MemoryPipeline, MemorySink, published_periods
 
 from .conftest import HOUR, SETTLE, T0, make_rig
@@ -146,6 +148,22 @@ def test_first_signal_requests_a_graceful_stop_and_restores_handlers() -> None:
         signal.raise_signal(signal.SIGTERM)
         assert r.worker.stopping
         assert signal.getsignal(signal.SIGTERM) is before  # a second SIGTERM acts as usual
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_a_signal_before_the_worker_exists_is_handed_to_it() -> None:
+    r = make_rig()
+    before = signal.getsignal(signal.SIGTERM)
+    stopping.install()
+    try:
+        signal.raise_signal(signal.SIGTERM)  # still loading: remembered, not fatal
+        assert signal.getsignal(signal.SIGTERM) is before  # a second SIGTERM acts as usual
+        with stop_on_signals(r.worker):
+            assert r.worker.stopping
+        assert r.worker.run_once() == [] and r.worker.stopped_early and r.sink.closed
+        assert r.broker.transactions == []
+    finally:
+        stopping.uninstall()
     assert signal.getsignal(signal.SIGTERM) is before
 
 
