@@ -6,10 +6,10 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test lint typecheck unit install clean image bench
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml simulator/pyproject.toml
 	$(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q -e ./simulator -e '.[dev]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -22,7 +22,7 @@ demo: $(STAMP)
 test: $(STAMP)
 	bash scripts/test-infra.sh
 	$(BIN)/ruff check .
-	$(BIN)/mypy --strict exporter
+	$(BIN)/mypy --strict exporter simulator/chargeback_simulator
 	$(BIN)/python -m pytest -q
 	@# CI also builds the container image and runs it (about 2 minutes on a fresh machine).
 	@if [ "$${CI:-}" = "true" ]; then bash scripts/build-image.sh; fi
@@ -31,7 +31,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 
 typecheck: $(STAMP)
-	$(BIN)/mypy --strict exporter
+	$(BIN)/mypy --strict exporter simulator/chargeback_simulator
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest -q -m 'not integration'
