@@ -2,24 +2,31 @@
 # Sysdig chargeback exporter image.
 #
 # Two stages from the same base: `build` turns the source tree into a wheel, the final stage
-# installs that wheel (and its dependencies, as binary wheels from PyPI) into a venv under
-# /opt/chargeback-exporter. No compiler or build tooling reaches the final image.
+# installs that wheel and its dependencies into a venv under /opt/chargeback-exporter. Every
+# third-party package comes from the hash-pinned locks in requirements/ (--require-hashes: pip
+# refuses a file whose sha256 is not in the lock); the wheel itself is built from this tree. No
+# compiler or build tooling reaches the final image, nor the simulator and its numpy.
 #
-# BASE is a Python >= 3.11 image with `python3 -m venv`; override it to build from a mirror or
-# a locally built base (scripts/build-image.sh does that with a debootstrap'ed Debian).
-ARG BASE=python:3.11-slim
+# BASE is a Python >= 3.11 image with `python3 -m venv`, pinned by digest (docs/adr/0008).
+# scripts/build-image.sh overrides it with a locally built Debian base, by that base's digest.
+ARG BASE=python:3.11-slim@sha256:9c900dea9e8fb7e16277c179b555cc72d29a352dbc33cff48ad5a0412fd5bfc7
 
 FROM ${BASE} AS build
 WORKDIR /src
-# Only what the wheel needs (see .dockerignore): package metadata, its readme, the package,
-# and schemas/, which exporter/schemas links to (the Avro contract lives at the top level).
+# Only what the wheel needs (see .dockerignore): package metadata, its readme, the locks, the
+# package, and schemas/, which exporter/schemas links to (the Avro contract lives at the top level).
 COPY pyproject.toml README.md ./
+COPY requirements/build.txt requirements/runtime.txt ./requirements/
 COPY schemas ./schemas
 COPY exporter ./exporter
+# The build backend from its lock, then the wheel with no isolated (unpinned) build environment.
+# The runtime lock travels with the wheel to the final stage.
 RUN python3 -m venv /build-venv \
- && /build-venv/bin/pip install --no-cache-dir --disable-pip-version-check "pip>=24" \
+ && /build-venv/bin/pip install --no-cache-dir --disable-pip-version-check --require-hashes \
+      -r requirements/build.txt \
  && /build-venv/bin/pip wheel --no-cache-dir --disable-pip-version-check --no-deps \
-      --wheel-dir /wheels .
+      --no-build-isolation --wheel-dir /wheels . \
+ && cp requirements/runtime.txt /wheels/runtime.txt
 
 FROM ${BASE}
 ARG BASE
@@ -38,11 +45,15 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PATH=/opt/chargeback-exporter/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin
 
-# --only-binary: dependencies must come as wheels, since this stage has no compiler. Bytecode
-# is compiled at install time, so a read-only root filesystem costs nothing at start-up.
+# The locked dependencies first (--only-binary: wheels only, since this stage has no compiler),
+# then the exporter's wheel without resolving again, and pip check over the result. Bytecode is
+# compiled at install time, so a read-only root filesystem costs nothing at start-up.
 COPY --from=build /wheels /tmp/wheels
 RUN python3 -m venv /opt/chargeback-exporter \
- && /opt/chargeback-exporter/bin/pip install --no-cache-dir --only-binary=:all: /tmp/wheels/*.whl \
+ && /opt/chargeback-exporter/bin/pip install --no-cache-dir --only-binary=:all: --require-hashes \
+      -r /tmp/wheels/runtime.txt \
+ && /opt/chargeback-exporter/bin/pip install --no-cache-dir --no-deps --no-index /tmp/wheels/*.whl \
+ && /opt/chargeback-exporter/bin/pip check \
  && rm -rf /tmp/wheels \
  && groupadd --gid 10001 chargeback \
  && useradd --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \

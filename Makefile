@@ -4,15 +4,25 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit install clean image bench
+LOCK := requirements/dev.txt
 
-$(STAMP): pyproject.toml
+.PHONY: demo test lint typecheck unit install lock clean image bench
+
+# The locked, hash-checked set first (pip refuses anything unpinned or with another hash), then
+# the exporter and the simulator from the tree without resolving again; pip check proves the
+# result consistent. After changing a dependency range: make lock.
+$(STAMP): pyproject.toml simulator/pyproject.toml $(LOCK)
 	$(PY) -m venv $(VENV)
-	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q -e '.[dev]'
+	$(BIN)/pip install -q --require-hashes -r $(LOCK)
+	$(BIN)/pip install -q --no-deps --no-build-isolation -e . -e ./simulator
+	$(BIN)/pip check
 	touch $(STAMP)
 
 install: $(STAMP)
+
+## lock: rewrite requirements/*.txt from the ranges in pyproject.toml (UPGRADE=1: newest allowed)
+lock:
+	bash scripts/lock.sh $(if $(UPGRADE),--upgrade)
 
 ## demo: start the Sysdig simulator and a local broker, export a few periods, show them
 demo: $(STAMP)
@@ -21,8 +31,9 @@ demo: $(STAMP)
 ## test: lint, type-check and the whole test suite against real brokers and a real Prometheus
 test: $(STAMP)
 	bash scripts/test-infra.sh
+	$(BIN)/pip check
 	$(BIN)/ruff check .
-	$(BIN)/mypy --strict exporter
+	$(BIN)/mypy --strict exporter simulator/chargeback_simulator
 	$(BIN)/python -m pytest -q
 	@# CI also builds the container image and runs it (about 2 minutes on a fresh machine).
 	@if [ "$${CI:-}" = "true" ]; then bash scripts/build-image.sh; fi
@@ -31,7 +42,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 
 typecheck: $(STAMP)
-	$(BIN)/mypy --strict exporter
+	$(BIN)/mypy --strict exporter simulator/chargeback_simulator
 
 unit: $(STAMP)
 	$(BIN)/python -m pytest -q -m 'not integration'

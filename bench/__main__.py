@@ -22,7 +22,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from exporter.processes import stop_process
+from chargeback_simulator.processes import stop_process
 
 ROOT = Path(__file__).resolve().parent.parent
 STEP_TIMEOUT = 1200  # seconds; any one subprocess taking longer is a failure, not a hang
@@ -163,7 +163,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
-    from exporter.localbroker import LocalBroker
+    from chargeback_simulator.localbroker import LocalBroker
 
     results: dict[str, Any] = {"machine": machine(), "sizes": [],
                                "arguments": {"sizes": args.sizes, "periods": args.periods,

@@ -6,9 +6,9 @@ import math
 from pathlib import Path
 from typing import Any
 
+from chargeback_simulator.fleet import FleetSpec
 from exporter.config import Config, load_config
 from exporter.periods import Period
-from exporter.simulator.fleet import FleetSpec
 
 HOUR = 3600
 STEP = 60  # periods.resolution: 1m, so a one-hour period has 60 sample steps

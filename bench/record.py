@@ -13,10 +13,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from bench.fleets import STEP, exporter_config, fleet_spec, period
+from chargeback_simulator.fleet import SAMPLE_INTERVAL, Fleet
+from chargeback_simulator.server import SimulatorServer
 from exporter.clock import FakeClock
 from exporter.commands import build_source
-from exporter.simulator.fleet import SAMPLE_INTERVAL, Fleet
-from exporter.simulator.server import SimulatorServer
 
 QUERY = "/prometheus/api/v1/query"
 

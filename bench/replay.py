@@ -19,7 +19,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from bench.fleets import TOKEN
 from bench.record import QUERY, Recording
-from exporter.simulator.background import BackgroundHTTP
+from chargeback_simulator.background import BackgroundHTTP
 
 
 def _stamp(at: float) -> bytes:

@@ -13,7 +13,7 @@ import argparse
 import importlib
 import sys
 from collections.abc import Callable, Sequence
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from exporter import __version__, stopping
 from exporter.errors import ConfigError, ExporterError
@@ -28,11 +28,20 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "exporter.run",
     "exporter.backfill",
     "exporter.dashboard",
-    "exporter.simulator.command",
     "exporter.tail",
-    "exporter.demo",
     "exporter.focus",
 )
+
+# Subcommands of the `simulator` extra (the sibling distribution sysdig-chargeback-simulator),
+# which the production image does not carry: registered when it is installed, else answered with
+# one line saying how to install it.
+_EXTRA_COMMANDS: dict[str, str] = {
+    "simulate": "chargeback_simulator.command",
+    "demo": "chargeback_simulator.demo",
+}
+# The top-level modules the extra brings; any other missing module is a bug, not a missing extra.
+_EXTRA_MODULES = frozenset({"chargeback_simulator", "numpy", "promql_parser", "noida_db"})
+INSTALL_SIMULATOR = "pip install 'sysdig-chargeback-exporter[simulator]'"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -55,7 +64,27 @@ def build_parser() -> argparse.ArgumentParser:
     for name in _COMMAND_MODULES:
         module = importlib.import_module(name)
         module.register(sub)
+    for command, name in _EXTRA_COMMANDS.items():
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if (exc.name or "").partition(".")[0] not in _EXTRA_MODULES:
+                raise
+            _register_missing(sub, command)
+        else:
+            module.register(sub)
     return parser
+
+
+def _register_missing(sub: Any, command: str) -> None:
+    """A stand-in for an extra's subcommand: takes any arguments, says how to install it."""
+    p = sub.add_parser(command, add_help=False, help=f"needs the simulator extra ({INSTALL_SIMULATOR})")
+
+    def missing(args: argparse.Namespace) -> int:
+        raise ConfigError(f"needs the simulator extra, which is not installed: {INSTALL_SIMULATOR} "
+                          "(from a source checkout: make install)")
+
+    p.set_defaults(handler=missing, takes_any_arguments=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -74,7 +103,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _main(argv: Sequence[str]) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, unknown = parser.parse_known_args(argv)
+    if unknown and not getattr(args, "takes_any_arguments", False):
+        parser.error(f"unrecognized arguments: {' '.join(unknown)}")
     handler: Handler | None = getattr(args, "handler", None)
     if handler is None:
         parser.print_help(sys.stderr)

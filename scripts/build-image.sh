@@ -6,12 +6,17 @@
 # Uses buildah with `--isolation chroot` (works in containers without cgroup delegation). Needs
 # no container registry: the base image is built locally once with debootstrap (Debian bookworm
 # minbase + python3, python3-venv, ca-certificates) and kept in the buildah storage under
-# .tools/image/, so later runs only rebuild the application layers. With a registry at hand,
-# BASE_IMAGE=docker.io/library/python:3.11-slim builds from the Dockerfile's usual base.
+# .tools/image/, so later runs only rebuild the application layers. The build names that base by
+# its digest, so the image is built from exactly the base just made or checked, and records it
+# in its org.opencontainers.image.base.name label. With a registry at hand,
+# BASE_IMAGE=<image>@sha256:... builds from that image instead (the Dockerfile's default is
+# python:3.11-slim by digest). Dependencies come from requirements/*.txt, checked by hash.
+# The smoke test runs the image as its user, finds the Avro schemas, and checks that neither the
+# simulator nor numpy nor the PromQL parser is installed.
 # Installs buildah and debootstrap with apt when they are missing. Needs root (or sudo -n).
 #
 # Env: IMAGE_WORK_DIR (default .tools/image), DEBIAN_MIRROR (default: the host's apt mirror),
-#      BASE_IMAGE (skip debootstrap and build FROM this image instead).
+#      BASE_IMAGE (skip debootstrap and build FROM this image, pinned by digest, instead).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
@@ -31,7 +36,7 @@ while [ $# -gt 0 ]; do
     --tag) [ $# -ge 2 ] || die "--tag needs a value"; TAG="$2"; shift 2 ;;
     --oci-archive) [ $# -ge 2 ] || die "--oci-archive needs a file"; OCI_ARCHIVE="$2"; shift 2 ;;
     --rebuild-base) REBUILD_BASE=1; shift ;;
-    -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) die "unknown argument: $1 (see --help)" ;;
   esac
 done
@@ -57,7 +62,10 @@ host_mirror() {
 
 missing=()
 command -v buildah >/dev/null 2>&1 || missing+=(buildah)
-if [ -z "${BASE_IMAGE:-}" ]; then command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap); fi
+if [ -z "${BASE_IMAGE:-}" ]; then
+  command -v debootstrap >/dev/null 2>&1 || missing+=(debootstrap)
+  [ -f /usr/share/keyrings/debian-archive-keyring.gpg ] || missing+=(debian-archive-keyring)
+fi
 if [ ${#missing[@]} -gt 0 ]; then
   step "apt-get install ${missing[*]}"
   $SUDO env DEBIAN_FRONTEND=noninteractive apt-get update -qq
@@ -75,7 +83,10 @@ if [ -z "${BASE_IMAGE:-}" ]; then
     MIRROR="${DEBIAN_MIRROR:-$(host_mirror)}"
     step "debootstrap $SUITE from $MIRROR"
     $SUDO rm -rf "$WORK/rootfs"
+    # The Release file must carry a valid signature by Debian's archive keys: the packages'
+    # checksums chain to it, so a mirror cannot slip in other files.
     $SUDO debootstrap --variant=minbase --include=python3,python3-venv,ca-certificates \
+      --keyring=/usr/share/keyrings/debian-archive-keyring.gpg \
       "$SUITE" "$WORK/rootfs" "$MIRROR" >"$WORK/debootstrap.log" 2>&1 \
       || die "debootstrap failed, see $WORK/debootstrap.log"
     $SUDO rm -rf "$WORK/rootfs/var/cache/apt/archives/"*.deb "$WORK/rootfs/var/lib/apt/lists/"*
@@ -90,7 +101,11 @@ if [ -z "${BASE_IMAGE:-}" ]; then
   else
     step "reusing base image $LOCAL_BASE"
   fi
+  digest="$("${B[@]}" inspect --type image --format '{{.FromImageDigest}}' "$LOCAL_BASE")"
+  [[ "$digest" == sha256:* ]] || die "cannot read the digest of $LOCAL_BASE"
+  BASE="${LOCAL_BASE%:*}@$digest"
 fi
+[[ "$BASE" == *@sha256:* ]] || die "BASE_IMAGE must be pinned by digest (<image>@sha256:...), got $BASE"
 
 # pip in the build uses the host's CA bundle (a TLS-intercepting proxy's CA lives there) and the
 # host's index, if one is set. Both are bind mounts for RUN steps only, never image layers.
@@ -121,6 +136,10 @@ uid="$("${B[@]}" run --isolation chroot "$ctr" -- /opt/chargeback-exporter/bin/p
 "${B[@]}" run --isolation chroot "$ctr" -- /opt/chargeback-exporter/bin/python -c \
   "from importlib.resources import files; assert list(files('exporter').joinpath('schemas').glob('*.avsc'))" \
   || die "the image's package has no exporter/schemas/*.avsc"
+# The simulator and what only it needs are an extra the image must not carry.
+"${B[@]}" run --isolation chroot "$ctr" -- /opt/chargeback-exporter/bin/python -c \
+  "import importlib.util as u, sys; m = [n for n in ('chargeback_simulator', 'numpy', 'promql_parser', 'noida_db') if u.find_spec(n)]; sys.exit(f'installed: {m}' if m else 0)" \
+  || die "the image carries the simulator extra"
 
 if [ -n "$OCI_ARCHIVE" ]; then
   step "export $OCI_ARCHIVE"

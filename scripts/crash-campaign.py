@@ -18,8 +18,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from exporter.localbroker import LocalBroker
-from exporter.simulator.fleet import FleetSpec
+from chargeback_simulator.fleet import FleetSpec
+from chargeback_simulator.localbroker import LocalBroker
 from tests.reliability.campaign import SLOW_PRODUCER, Campaign, CampaignSpec
 
 

@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
+from chargeback_simulator.localbroker import LocalBroker
 from exporter.config import Config
-from exporter.localbroker import LocalBroker
 from exporter.logs import JsonFormatter, TextFormatter
 
 THREAD_WAIT = 10.0  # bound on a late thread's end; normally it is already done

@@ -114,15 +114,32 @@ def test_hadolint_catches_regressions(tmp_path: Path, change: tuple[str, str], r
     assert rule in res.stdout
 
 
-def test_multi_stage_from_one_base(instructions: list[Instruction]) -> None:
+def test_multi_stage_from_one_base_pinned_by_digest(instructions: list[Instruction]) -> None:
     assert instructions[0].keyword == "ARG"
-    assert instructions[0].args == "BASE=python:3.11-slim"
+    assert re.fullmatch(r"BASE=python:3\.11-slim@sha256:[0-9a-f]{64}", instructions[0].args)
     froms = [i.args for i in instructions if i.keyword == "FROM"]
     assert froms == ["${BASE} AS build", "${BASE}"]
     build, final = stages(instructions)
     assert any("wheel" in i.args and "--no-deps" in i.args for i in build if i.keyword == "RUN")
     copies = [i.args for i in final if i.keyword == "COPY"]
     assert copies == ["--from=build /wheels /tmp/wheels"], "final stage takes only the wheel"
+
+
+def test_every_dependency_comes_from_a_lock_by_hash(instructions: list[Instruction]) -> None:
+    """Each pip install is either a hash-checked lock or a wheel of this tree without its deps."""
+    installs = [
+        cmd.strip() for i in instructions if i.keyword == "RUN"
+        for cmd in i.args.split("&&") if re.search(r"/pip (install|wheel)\b", cmd)
+    ]
+    assert len(installs) == 4, installs
+    for cmd in installs:
+        locked = "--require-hashes" in cmd and re.search(r"-r \S*(requirements/\w+|runtime)\.txt", cmd)
+        local = "--no-deps" in cmd and ("/tmp/wheels/*.whl" in cmd or cmd.endswith(" ."))
+        assert locked or local, f"unlocked install: {cmd}"
+    wheel = next(c for c in installs if "/pip wheel" in c)
+    assert "--no-build-isolation" in wheel, "an isolated build would fetch an unpinned setuptools"
+    final = " ".join(i.args for i in stages(instructions)[-1] if i.keyword == "RUN")
+    assert "pip check" in final
 
 
 def test_final_stage_has_no_build_tools(instructions: list[Instruction]) -> None:

@@ -20,17 +20,17 @@ import pytest
 import yaml
 from confluent_kafka import Consumer, TopicPartition
 
+from chargeback_simulator.fleet import FleetSpec
+from chargeback_simulator.localbroker import LocalBroker
+from chargeback_simulator.promql import LabelMatcher, SeriesSet
+from chargeback_simulator.server import SimulatorServer
 from exporter import backfill
 from exporter.commands import build_codec, build_pipeline
 from exporter.config import Config, load_config
 from exporter.errors import ExporterError
 from exporter.kafka_sink import ReadMessage, consumer_config, read_topic
-from exporter.localbroker import LocalBroker
 from exporter.periods import Period
 from exporter.records import BillingRecord, PeriodManifest
-from exporter.simulator.fleet import FleetSpec
-from exporter.simulator.promql import LabelMatcher, SeriesSet
-from exporter.simulator.server import SimulatorServer
 from tests.integration.conftest import T0, TOKEN, H, Sim
 from tests.kafka.conftest import publish_live
 

@@ -16,11 +16,11 @@ from typing import Any
 
 import pytest
 
+from chargeback_simulator.fleet import Fleet, FleetSpec
+from chargeback_simulator.localbroker import LocalBroker
+from chargeback_simulator.server import SimulatorServer
 from exporter.clock import SystemClock
-from exporter.localbroker import LocalBroker
 from exporter.periods import align_down, iso
-from exporter.simulator.fleet import Fleet, FleetSpec
-from exporter.simulator.server import SimulatorServer
 from tests.backfill.conftest import EditableStorage
 from tests.reliability.campaign import tune_server
 from tests.reliability.harness import ExporterProcess

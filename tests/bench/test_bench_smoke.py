@@ -19,9 +19,9 @@ from bench.fleets import exporter_config, fleet_spec, period
 from bench.record import Recording, record
 from bench.replay import ReplayServer
 from bench.report import render
+from chargeback_simulator.fleet import Fleet
 from exporter.clock import FakeClock
 from exporter.commands import build_source
-from exporter.simulator.fleet import Fleet
 
 TINY = 40
 

@@ -14,14 +14,14 @@ from dataclasses import dataclass
 
 import pytest
 
-from exporter.clock import FakeClock
-from exporter.simulator.fleet import Fleet, FleetSpec
-from exporter.simulator.prometheus import (
+from chargeback_simulator.fleet import Fleet, FleetSpec
+from chargeback_simulator.prometheus import (
     PrometheusUnavailable,
     RealPrometheus,
     SysdigPrometheusProxy,
 )
-from exporter.simulator.server import SimulatorServer
+from chargeback_simulator.server import SimulatorServer
+from exporter.clock import FakeClock
 
 T0 = 1704067200  # 2024-01-01T00:00:00Z: the first sample
 HOURS = 2  # full hours of data before the partial last one

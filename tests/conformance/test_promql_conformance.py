@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 from sdcclient import SdMonitorClient
 
+from chargeback_simulator.prometheus import SysdigPrometheusProxy
+from chargeback_simulator.server import SimulatorServer
 from exporter.queries import label_columns, plan
-from exporter.simulator.prometheus import SysdigPrometheusProxy
-from exporter.simulator.server import SimulatorServer
 
 from .conftest import T0, ConformanceData
 

@@ -20,10 +20,10 @@ import pytest
 import requests
 from conformance.conftest import T0, ConformanceData
 
+from chargeback_simulator.fleet import CPU_QUANTUM, MIB
+from chargeback_simulator.prometheus import RealPrometheus
 from exporter.dashboard import OrgSources, Panel, Queries, panels, sysdig_variables
 from exporter.model import UNALLOCATED
-from exporter.simulator.fleet import CPU_QUANTUM, MIB
-from exporter.simulator.prometheus import RealPrometheus
 
 pytestmark = pytest.mark.integration
 

@@ -27,10 +27,10 @@ from typing import Any
 import pytest
 import requests
 
+from chargeback_simulator.prometheus import PrometheusUnavailable, RealPrometheus
 from exporter.dashboard import OrgSources, Panel, Queries, panels, sysdig_variables
 from exporter.model import GIB, UNALLOCATED
 from exporter.queries import CPU_USED, MEM_USED, REQUESTS
-from exporter.simulator.prometheus import PrometheusUnavailable, RealPrometheus
 
 pytestmark = pytest.mark.integration
 

@@ -11,11 +11,11 @@ from typing import Any
 import pytest
 import requests
 
+from chargeback_simulator.fleet import Fleet, FleetSpec
+from chargeback_simulator.server import SimulatorServer
 from exporter.cli import main
 from exporter.clock import FakeClock
 from exporter.dashboard import DEFAULT_NAME
-from exporter.simulator.fleet import Fleet, FleetSpec
-from exporter.simulator.server import SimulatorServer
 
 TOKEN = "sim-token"
 SHIPPED = json.loads((Path(__file__).parents[2] / "exporter" / "data" / "dashboard.json").read_text())

@@ -44,7 +44,7 @@ import avro.errors
 import avro.schema
 from avro.compatibility import ReaderWriterCompatibilityChecker, SchemaCompatibilityType
 
-from exporter.simulator.background import BackgroundHTTP
+from chargeback_simulator.background import BackgroundHTTP
 
 CONTENT_TYPE = "application/vnd.schemaregistry.v1+json"
 # Fields of a subject's configuration besides its level (Confluent's ConfigUpdateRequest).

@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
+from chargeback_simulator.fleet import Fleet, FleetSpec
+from chargeback_simulator.server import SimulatorServer, Team
 from exporter.clock import FakeClock
 from exporter.config import Config, load_config
-from exporter.simulator.fleet import Fleet, FleetSpec
-from exporter.simulator.server import SimulatorServer, Team
 
 H = 3600
 T0 = 1_794_009_600  # 2026-11-07T00:00:00Z, aligned to hours and days

@@ -14,13 +14,13 @@ from typing import Any
 import pytest
 import yaml
 
+from chargeback_simulator.fleet import Fleet
+from chargeback_simulator.series import METRIC_NAME, LabelMatcher, SeriesSet
+from chargeback_simulator.server import SimulatorServer, Team
 from exporter import cli, preflight
 from exporter.config import load_config
 from exporter.org import OrgModel
 from exporter.queries import REQUESTS, plan
-from exporter.simulator.fleet import Fleet
-from exporter.simulator.series import METRIC_NAME, LabelMatcher, SeriesSet
-from exporter.simulator.server import SimulatorServer, Team
 from tests.integration.conftest import T0, TOKEN, H, Sim
 
 pytestmark = pytest.mark.integration

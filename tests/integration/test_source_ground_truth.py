@@ -9,14 +9,14 @@ from decimal import ROUND_HALF_EVEN, Decimal
 import numpy as np
 import pytest
 
+from chargeback_simulator.fleet import Fleet
+from chargeback_simulator.series import LabelMatcher
 from exporter.commands import build_source
 from exporter.config import Config
 from exporter.model import UNALLOCATED, ChargeLine, WorkloadKey
 from exporter.org import OrgModel
 from exporter.periods import Period
 from exporter.queries import REQUESTS
-from exporter.simulator.fleet import Fleet
-from exporter.simulator.series import LabelMatcher
 from exporter.units import charge_lines
 from tests.integration.conftest import T0, H, Sim
 

@@ -14,13 +14,13 @@ from typing import Any
 import pytest
 import yaml
 
+from chargeback_simulator.localbroker import LocalBroker
+from chargeback_simulator.server import Team
 from exporter import backfill, cli, commands, run
 from exporter.clock import FakeClock
 from exporter.commands import build_codec
 from exporter.config import load_config
-from exporter.localbroker import LocalBroker
 from exporter.periods import iso
-from exporter.simulator.server import Team
 from tests.integration.conftest import T0, TOKEN, H, Sim
 from tests.reliability.harness import read_committed
 

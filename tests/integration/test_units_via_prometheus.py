@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import pytest
 
+from chargeback_simulator.prometheus import SysdigPrometheusProxy
 from exporter.commands import build_source
 from exporter.config import load_config
 from exporter.org import OrgModel
 from exporter.periods import Period
-from exporter.simulator.prometheus import SysdigPrometheusProxy
 from exporter.units import charge_lines
 from tests.conformance.conftest import (  # noqa: F401 - fixtures used by name
     ConformanceData,

@@ -7,11 +7,11 @@ from collections.abc import Sequence
 import pytest
 from prometheus_client import CollectorRegistry
 
+from chargeback_simulator.localbroker import LocalBroker
 from exporter.clock import Clock, FakeClock
 from exporter.config import Config
 from exporter.errors import CommitUncertain
 from exporter.kafka_sink import KafkaPeriodSink
-from exporter.localbroker import LocalBroker
 from exporter.metrics import Metrics
 from exporter.run import Parts, assemble, default_build
 from exporter.sink import OutMessage

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from chargeback_simulator.localbroker import LocalBroker
 from exporter import __version__
 from exporter.clock import FakeClock
 from exporter.kafka_sink import read_topic
-from exporter.localbroker import LocalBroker
 from tests.kafka.conftest import T0, hours, make_config, publish_periods
 
 README = Path(__file__).resolve().parents[2] / "schemas" / "README.md"

@@ -11,10 +11,10 @@ import pytest
 from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
 from prometheus_client import CollectorRegistry
 
+from chargeback_simulator.localbroker import LocalBroker
 from exporter.clock import FakeClock
 from exporter.commands import build_sink
 from exporter.config import Config
-from exporter.localbroker import LocalBroker
 from exporter.metrics import Metrics
 from tests.kafka.conftest import T0, make_config
 

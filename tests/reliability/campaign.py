@@ -29,12 +29,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from chargeback_simulator.fleet import Fleet, FleetSpec
+from chargeback_simulator.localbroker import LocalBroker
+from chargeback_simulator.server import SimulatorServer
 from exporter.clock import SystemClock
 from exporter.config import Config, load_config
-from exporter.localbroker import LocalBroker
 from exporter.periods import align_down
-from exporter.simulator.fleet import Fleet, FleetSpec
-from exporter.simulator.server import SimulatorServer
 from tests.reliability.harness import (
     ExporterProcess,
     Ledger,

@@ -9,16 +9,16 @@ from typing import Any
 import numpy as np
 import pytest
 
+from chargeback_simulator.fleet import REQUESTS, Fleet, FleetSpec
+from chargeback_simulator.hostile import Hiding
+from chargeback_simulator.series import METRIC_NAME, LabelMatcher, SeriesSet
+from chargeback_simulator.server import SimulatorServer
 from exporter.clock import FakeClock
 from exporter.commands import build_source
 from exporter.config import Config, load_config
 from exporter.model import ChargeLine
 from exporter.org import OrgModel
 from exporter.periods import Period
-from exporter.simulator.fleet import REQUESTS, Fleet, FleetSpec
-from exporter.simulator.hostile import Hiding
-from exporter.simulator.series import METRIC_NAME, LabelMatcher, SeriesSet
-from exporter.simulator.server import SimulatorServer
 from exporter.sysdig import SysdigSource
 from exporter.units import charge_lines
 from tests.reliability.campaign import tune_server

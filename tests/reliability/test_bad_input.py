@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from exporter.localbroker import LocalBroker
+from chargeback_simulator.localbroker import LocalBroker
 from tests.reliability.harness import ExporterProcess
 
 pytestmark = pytest.mark.integration

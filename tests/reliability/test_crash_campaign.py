@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from exporter.localbroker import LocalBroker
+from chargeback_simulator.localbroker import LocalBroker
 from tests.reliability.campaign import MODES, Campaign, CampaignSpec, plan_kills
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

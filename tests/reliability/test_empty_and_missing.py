@@ -15,13 +15,13 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
+from chargeback_simulator.fleet import REQUESTS
+from chargeback_simulator.localbroker import LocalBroker
 from exporter.config import Config
 from exporter.errors import IncompleteDataError
-from exporter.localbroker import LocalBroker
 from exporter.metrics import Metrics
 from exporter.periods import Period
 from exporter.run import assemble, default_build
-from exporter.simulator.fleet import REQUESTS
 from tests.reliability.conftest import PERIOD, Sim
 from tests.reliability.harness import build_codec, check_ledger, read_committed
 

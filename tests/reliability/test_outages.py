@@ -15,17 +15,17 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
+from chargeback_simulator.fleet import Fleet, FleetSpec
+from chargeback_simulator.localbroker import LocalBroker, free_port
+from chargeback_simulator.server import SimulatorServer
 from exporter.clock import FakeClock, SystemClock
 from exporter.commands import build_pipeline, build_sink
 from exporter.config import Config, load_config
 from exporter.errors import SinkUnavailable, SourceUnavailable
 from exporter.kafka_sink import KafkaPeriodSink
-from exporter.localbroker import LocalBroker, free_port
 from exporter.metrics import Metrics
 from exporter.periods import Period
 from exporter.run import assemble, default_build
-from exporter.simulator.fleet import Fleet, FleetSpec
-from exporter.simulator.server import SimulatorServer
 from tests.fakes.memory import FakeSource
 from tests.reliability.campaign import Campaign, CampaignSpec, tune_server, write_config
 from tests.reliability.harness import (

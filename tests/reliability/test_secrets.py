@@ -21,12 +21,12 @@ from typing import Any
 
 import pytest
 
+from chargeback_simulator.fleet import Fleet, FleetSpec
+from chargeback_simulator.localbroker import LocalBroker, free_port
+from chargeback_simulator.server import SimulatorServer
 from exporter.clock import SystemClock
 from exporter.config import Config, load_config
-from exporter.localbroker import LocalBroker, free_port
 from exporter.periods import align_down, iso
-from exporter.simulator.fleet import Fleet, FleetSpec
-from exporter.simulator.server import SimulatorServer
 from tests.fakes.schema_registry import FakeSchemaRegistry
 from tests.reliability.campaign import tune_server
 from tests.reliability.harness import ExporterProcess, clean_env, is_event, read_committed, read_uncommitted

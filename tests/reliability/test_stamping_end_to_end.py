@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
+from chargeback_simulator.fleet import Fleet, FleetSpec
+from chargeback_simulator.localbroker import LocalBroker
+from chargeback_simulator.server import SimulatorServer
 from exporter.clock import SystemClock
-from exporter.localbroker import LocalBroker
 from exporter.periods import align_down
-from exporter.simulator.fleet import Fleet, FleetSpec
-from exporter.simulator.server import SimulatorServer
 from tests.reliability.campaign import TOKEN, CampaignSpec, tune_server, write_config
 from tests.reliability.harness import ExporterProcess, check_ledger, last_checkpoint
 

@@ -17,10 +17,10 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
+from chargeback_simulator.localbroker import LocalBroker
 from exporter.commands import build_codec
 from exporter.config import Config
 from exporter.errors import IncompleteDataError, SourceQueryError, SourceUnavailable
-from exporter.localbroker import LocalBroker
 from exporter.metrics import Metrics
 from exporter.periods import Period
 from exporter.run import assemble, default_build

@@ -9,9 +9,9 @@ import requests
 from requests.adapters import HTTPAdapter
 from sdcclient import SdMonitorClient
 
+from chargeback_simulator.fleet import DEFAULT_TIMELINES, Fleet, FleetSpec
+from chargeback_simulator.server import SimulatorServer
 from exporter.clock import FakeClock
-from exporter.simulator.fleet import DEFAULT_TIMELINES, Fleet, FleetSpec
-from exporter.simulator.server import SimulatorServer
 
 T0 = 1704067200  # 2024-01-01T00:00:00Z, an hour boundary
 NOW = T0 + 6 * 3600 + 1234  # mid-hour, so the last hour is partial

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from sdcclient import SdMonitorClient
 
+from chargeback_simulator.command import DEFAULT_TOKEN, build
 from exporter import cli
-from exporter.simulator.command import DEFAULT_TOKEN, build
 
 from .conftest import T0
 

@@ -9,9 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from exporter.clock import FakeClock
-from exporter.model import ORG_KEYS, UNALLOCATED, WorkloadKey
-from exporter.simulator.fleet import (
+from chargeback_simulator.fleet import (
     CPU_QUANTUM,
     CPU_USED,
     MEM_USED,
@@ -21,7 +19,9 @@ from exporter.simulator.fleet import (
     Fleet,
     FleetSpec,
 )
-from exporter.simulator.series import LabelMatcher, SeriesSet
+from chargeback_simulator.series import LabelMatcher, SeriesSet
+from exporter.clock import FakeClock
+from exporter.model import ORG_KEYS, UNALLOCATED, WorkloadKey
 
 from .conftest import NOW, SMALL, T0
 

@@ -7,11 +7,8 @@ import itertools
 import numpy as np
 import pytest
 
-from exporter.clock import FakeClock
-from exporter.model import WorkloadKey
-from exporter.queries import label_columns, plan
-from exporter.simulator.fleet import CPU_QUANTUM, MIB, Fleet, FleetSpec
-from exporter.simulator.promql import (
+from chargeback_simulator.fleet import CPU_QUANTUM, MIB, Fleet, FleetSpec
+from chargeback_simulator.promql import (
     Engine,
     QueryExecutionError,
     QueryParseError,
@@ -19,7 +16,10 @@ from exporter.simulator.promql import (
     QueryTimeout,
     QueryUnsupported,
 )
-from exporter.simulator.series import MemoryStorage
+from chargeback_simulator.series import MemoryStorage
+from exporter.clock import FakeClock
+from exporter.model import WorkloadKey
+from exporter.queries import label_columns, plan
 
 from .conftest import NOW, SMALL, T0, TIMELINES
 

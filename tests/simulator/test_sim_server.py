@@ -12,10 +12,10 @@ import pytest
 import requests
 from sdcclient import SdMonitorClient
 
+from chargeback_simulator.fleet import Fleet
+from chargeback_simulator.server import SimulatorServer
 from exporter.clock import FakeClock
 from exporter.queries import plan
-from exporter.simulator.fleet import Fleet
-from exporter.simulator.server import SimulatorServer
 
 from .conftest import NOW, READ_ONLY, SMALL, T0, TIMELINES, TOKEN
 

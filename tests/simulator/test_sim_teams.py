@@ -7,9 +7,9 @@ from collections.abc import Iterator
 import pytest
 from sdcclient import SdMonitorClient
 
+from chargeback_simulator.fleet import Fleet
+from chargeback_simulator.server import DEFAULT_TEAM, SimulatorServer, Team
 from exporter.clock import FakeClock
-from exporter.simulator.fleet import Fleet
-from exporter.simulator.server import DEFAULT_TEAM, SimulatorServer, Team
 
 from .conftest import NOW, TOKEN
 

@@ -6,7 +6,7 @@ import signal
 import subprocess
 import sys
 
-from exporter.processes import stop_process
+from chargeback_simulator.processes import stop_process
 
 IGNORES_TERM = ("import signal, sys, time\n"
                 "signal.signal(signal.SIGTERM, signal.SIG_IGN)\n"

@@ -7,12 +7,12 @@ from collections import Counter
 import pytest
 from prometheus_client import CollectorRegistry
 
+from chargeback_simulator.localbroker import LocalBroker
 from exporter.clock import Clock, FakeClock
 from exporter.commands import build_codec
 from exporter.config import Config
 from exporter.errors import FencedError
 from exporter.kafka_sink import read_topic
-from exporter.localbroker import LocalBroker
 from exporter.metrics import Metrics
 from exporter.run import Parts, Service, assemble, default_build
 from tests.fakes.memory import FakeSource

@@ -17,14 +17,18 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from chargeback_simulator.fleet import Fleet, FleetSpec
+from chargeback_simulator.localbroker import LocalBroker
+from chargeback_simulator.server import SimulatorServer
 from exporter.clock import SystemClock
 from exporter.commands import build_codec, register_secrets
 from exporter.config import load_config
 from exporter.consumer import latest_records, read_manifests, read_records
-from exporter.errors import ConfigError, ExporterError
+from exporter.errors import ExporterError
 from exporter.logs import setup
 from exporter.metrics import Metrics
 from exporter.periods import align_down, iso
+from exporter.run import assemble, default_build, execute
 from exporter.units import method_step
 
 TOKEN = "demo-token"  # noqa: S105 - the embedded simulator accepts this token only
@@ -45,13 +49,6 @@ def _sum_truth(fleet: Any, steps: dict[int, int], length: int
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    try:
-        from exporter.localbroker import LocalBroker
-        from exporter.simulator.fleet import Fleet, FleetSpec
-        from exporter.simulator.server import SimulatorServer
-    except ImportError as exc:  # pragma: no cover - dev extras missing
-        raise ConfigError(f"demo needs the development extras (pip install '.[dev]'): {exc}") from None
-    from exporter.run import assemble, default_build, execute
 
     console = Console(width=160)
     setup("WARNING", "text")

@@ -30,7 +30,7 @@ from typing import Any, Literal
 import numpy as np
 import promql_parser as pp
 
-from exporter.simulator.series import (
+from chargeback_simulator.series import (
     METRIC_NAME,
     FloatArray,
     IntArray,

@@ -18,8 +18,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Literal
 
+from chargeback_simulator.processes import stop_process
 from exporter.errors import SinkUnavailable
-from exporter.processes import stop_process
 
 Kind = Literal["noida", "tansu"]
 

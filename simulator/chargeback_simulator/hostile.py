@@ -13,7 +13,7 @@ from collections.abc import Iterable, Sequence
 
 import numpy as np
 
-from exporter.simulator.series import METRIC_NAME, LabelMatcher, SeriesSet, Storage
+from chargeback_simulator.series import METRIC_NAME, LabelMatcher, SeriesSet, Storage
 
 
 class Hiding:

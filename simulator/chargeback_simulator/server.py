@@ -26,11 +26,11 @@ from urllib.parse import parse_qs, urlsplit
 import numpy as np
 import promql_parser as pp
 
+from chargeback_simulator.background import BackgroundHTTP
+from chargeback_simulator.fleet import DEFAULT_TIMELINES, SAMPLE_INTERVAL
+from chargeback_simulator.promql import Engine, PromQLError, QueryResult, is_aggregation
+from chargeback_simulator.series import LabelMatcher, SeriesSet, Storage, format_value
 from exporter.clock import Clock
-from exporter.simulator.background import BackgroundHTTP
-from exporter.simulator.fleet import DEFAULT_TIMELINES, SAMPLE_INTERVAL
-from exporter.simulator.promql import Engine, PromQLError, QueryResult, is_aggregation
-from exporter.simulator.series import LabelMatcher, SeriesSet, Storage, format_value
 
 MAX_POINTS = 11_000
 SERIES_LIMIT = 1_000  # queries without aggregation: truncated, with a warning

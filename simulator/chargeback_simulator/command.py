@@ -10,13 +10,13 @@ import threading
 from types import FrameType
 from typing import Any
 
+from chargeback_simulator.fleet import DEFAULT_TIMELINES, Fleet, FleetSpec
+from chargeback_simulator.hostile import Hiding
+from chargeback_simulator.series import Storage
+from chargeback_simulator.server import DEFAULT_TEAM, STAMPINGS, SimulatorServer, Team
 from exporter.clock import Clock, FakeClock, SystemClock
 from exporter.errors import ConfigError
 from exporter.periods import parse_duration, parse_time
-from exporter.simulator.fleet import DEFAULT_TIMELINES, Fleet, FleetSpec
-from exporter.simulator.hostile import Hiding
-from exporter.simulator.series import Storage
-from exporter.simulator.server import DEFAULT_TEAM, STAMPINGS, SimulatorServer, Team
 
 DEFAULT_TOKEN = "sim-token"  # noqa: S105 - a well-known development token, not a secret
 

@@ -21,9 +21,9 @@ from typing import Any, Self
 
 import requests
 
-from exporter.processes import stop_process
-from exporter.simulator.background import BackgroundHTTP
-from exporter.simulator.fleet import Fleet
+from chargeback_simulator.background import BackgroundHTTP
+from chargeback_simulator.fleet import Fleet
+from chargeback_simulator.processes import stop_process
 
 
 class PrometheusUnavailable(RuntimeError):

@@ -26,10 +26,7 @@ from typing import Literal, TextIO
 import numpy as np
 import numpy.typing as npt
 
-from exporter.clock import Clock
-from exporter.model import ORG_KEYS, UNALLOCATED, Resource, SampleSums, WorkloadKey
-from exporter.retention import DOCUMENTED
-from exporter.simulator.series import (
+from chargeback_simulator.series import (
     METRIC_NAME,
     IntArray,
     LabelMatcher,
@@ -37,6 +34,9 @@ from exporter.simulator.series import (
     SeriesSet,
     format_value,
 )
+from exporter.clock import Clock
+from exporter.model import ORG_KEYS, UNALLOCATED, Resource, SampleSums, WorkloadKey
+from exporter.retention import DOCUMENTED
 
 SAMPLE_INTERVAL = 10  # seconds between samples, on epoch multiples
 CPU_QUANTUM = 64  # CPU values are integer multiples of 1/CPU_QUANTUM core
