@@ -4,6 +4,7 @@ tables exists with the documented default, and every `--flag` a page names is a 
 from __future__ import annotations
 
 import re
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -30,8 +31,14 @@ def key_rows(page: str) -> list[tuple[list[str], str]]:
 
 
 def lookup(cfg: Any, dotted: str) -> Any:
+    """The default of a dotted key. Inside an optional section that is off by default (None),
+    the field's default in the section's model."""
+    model: Any = type(cfg)
     for part in dotted.split("."):
-        cfg = getattr(cfg, part)
+        field = model.model_fields[part]  # KeyError: a key that does not exist
+        cfg = field.default if cfg is None else getattr(cfg, part)
+        model = next((a for a in (field.annotation, *typing.get_args(field.annotation))
+                      if isinstance(a, type) and hasattr(a, "model_fields")), None)
     return cfg
 
 
@@ -48,7 +55,7 @@ def test_every_key_of_the_operations_table_exists_with_its_default() -> None:
     for keys, default in rows:
         documented = re.findall(r"`([^`]*)`", default)
         for i, key in enumerate(keys):
-            value = lookup(cfg, key)  # AttributeError: a key that does not exist
+            value = lookup(cfg, key)
             if not documented or default.startswith("none"):
                 continue
             want = documented[i] if len(documented) == len(keys) else documented[0]
@@ -69,7 +76,10 @@ def test_every_flag_a_page_names_exists(page: str) -> None:
                     flags.update(o for a in nested._actions for o in a.option_strings)
     text = (DOCS / page).read_text(encoding="utf-8")
     named = set(re.findall(r"`(--[a-z][a-z0-9.-]*)", text))
-    # Flags of the other tools the pages show: helm, and the crash campaign's script.
-    campaign = (DOCS.parent / "scripts" / "crash-campaign.py").read_text(encoding="utf-8")
-    others = {"--set-file"} | {f for f in named if f'"{f}"' in campaign}
+    # Flags of the other tools the pages show: helm, the crash campaign's and the image build's
+    # scripts.
+    scripts = DOCS.parent / "scripts"
+    tools = (scripts / "crash-campaign.py").read_text(encoding="utf-8") + \
+        (scripts / "build-image.sh").read_text(encoding="utf-8")
+    others = {"--set-file"} | {f for f in named if f'"{f}"' in tools or f"{f})" in tools}
     assert named <= flags | others, sorted(named - flags - others)
