@@ -24,7 +24,7 @@ from chargeback_simulator.fleet import FleetSpec
 from chargeback_simulator.localbroker import LocalBroker
 from chargeback_simulator.promql import LabelMatcher, SeriesSet
 from chargeback_simulator.server import SimulatorServer
-from exporter import backfill
+from exporter.backfill import runner as backfill
 from exporter.commands import build_codec, build_pipeline
 from exporter.config import Config, load_config
 from exporter.errors import ExporterError

@@ -9,7 +9,7 @@ import sys
 
 from rich.console import Console
 
-from exporter.backfill import PeriodOutcome, RichProgress
+from exporter.backfill.runner import PeriodOutcome, RichProgress
 from exporter.cli import build_parser
 from exporter.periods import Period
 

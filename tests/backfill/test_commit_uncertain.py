@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 
-from exporter import backfill
+from exporter.backfill import runner as backfill
 from exporter.clock import Clock
 from exporter.config import Config
 from exporter.kafka_sink import KafkaPeriodSink

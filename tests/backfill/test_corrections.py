@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from exporter import backfill
+from exporter.backfill import runner as backfill
 from exporter.commands import build_checkpoints, build_codec, build_pipeline, build_sink
 from exporter.periods import iso
 from exporter.records import BillingRecord

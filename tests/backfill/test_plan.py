@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from exporter.backfill import (
+from exporter.backfill.runner import (
     AdaptiveLimit,
     BackfillCheckpoint,
     BackfillRefused,

@@ -16,7 +16,8 @@ import yaml
 
 from chargeback_simulator.localbroker import LocalBroker
 from chargeback_simulator.server import Team
-from exporter import backfill, cli, commands, run
+from exporter import cli, commands, run
+from exporter.backfill import runner as backfill
 from exporter.clock import FakeClock
 from exporter.commands import build_codec
 from exporter.config import load_config

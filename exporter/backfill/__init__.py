@@ -1,0 +1,1 @@
+"""The `backfill` subcommand: (re)publish a past range of periods, with corrections."""
