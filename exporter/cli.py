@@ -26,7 +26,7 @@ _COMMAND_MODULES: tuple[str, ...] = (
     "exporter.preflight",
     "exporter.labelcheck",
     "exporter.run",
-    "exporter.backfill.runner",
+    "exporter.backfill",
     "exporter.dashboard",
     "exporter.tail",
     "exporter.focus",

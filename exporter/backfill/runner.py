@@ -1,28 +1,15 @@
-"""Subcommand `backfill`: (re)publish a past range of periods, with corrections.
+"""Running a planned backfill: measure ahead in a bounded pool, publish in order.
 
-    chargeback-exporter backfill --from T1 --to T2 [--config.file F] [--force] [--dry-run]
-        [--allow-coarse] [--max-age D | --allow-old] [--transactional-id ID]
-        [--format table|json]
-
-Every period of `[T1, T2)` is measured with the live worker's `Pipeline` and compared with what
-was published before, read from the compacted manifests topic (ADR 0002): a period-cluster whose
-content hash is unchanged is skipped (republished byte-identically with `--force`), a changed
-one is republished with `revision + 1` and a new manifest, a never-published one gets revision
-0. Each period is one Kafka transaction under the backfill's own transactional id, carrying the
-backfill's own checkpoint, so an interrupted backfill resumes where it stopped and the live
-checkpoint is never touched. docs/backfill.md is the operator's guide.
-
-Exit codes: 0 done, 2 usage, configuration or refused range, 3 partial (some periods failed or
-the run stopped early; run the same command again to resume), 4 fenced.
+`prepare` reads the state, plans the range and starts the sink; `Backfill` then measures each
+period with the live worker's `Pipeline` (one Sysdig source per step, under an adaptive
+concurrency limit) and publishes new or changed period-clusters one transaction per period,
+through the worker's own publication policy (`ExactlyOnceSink`). `Report` is what a run did.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
 import logging
-import sys
 import threading
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -30,21 +17,18 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, Literal, Protocol, TextIO
+from typing import Any, Literal, Protocol
 
-from rich.console import Console
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeRemainingColumn,
+from exporter.backfill.plan import Options, PeriodPlan, check_range, plan_periods
+from exporter.backfill.state import (
+    RangeCheckpointSink,
+    read_backfill_checkpoint,
+    read_live_checkpoint,
+    read_published,
+    resolve_ids,
 )
-from rich.table import Table
-
-from exporter.clock import Clock, SystemClock
+from exporter.clock import Clock
 from exporter.commands import (
-    add_common,
     build_checkpoints,
     build_codec,
     build_pipeline,
@@ -52,7 +36,6 @@ from exporter.commands import (
     build_sink,
     build_source,
     check_team,
-    config_from_args,
 )
 from exporter.config import Config
 from exporter.errors import (
@@ -64,324 +47,23 @@ from exporter.errors import (
     SinkUnavailable,
     SourceAuthError,
     SourceUnavailable,
-    TopicMissing,
 )
-from exporter.kafka_sink import ReadMessage, read_topic
 from exporter.model import PeriodUsage
-from exporter.periods import Period, format_duration, iso, iter_periods, parse_duration, parse_time
-from exporter.pipeline import PeriodResult, Pipeline, Prior
+from exporter.periods import Period, format_duration, iso, iter_periods
+from exporter.pipeline import PeriodResult, Pipeline
 from exporter.publication import ExactlyOnceSink
-from exporter.retention import Pinned, Retention
-from exporter.retry import call_with_retries
-from exporter.sink import OutMessage, PeriodSink
+from exporter.retention import Pinned
+from exporter.sink import PeriodSink
 from exporter.source import UsageSource
-from exporter.stopping import stop_on_signals
-from exporter.units import CALCULATION_VERSION, method_step
 
+# One logger for the whole package: operators filter on it (docs/backfill.md).
 log = logging.getLogger("exporter.backfill")
-
-SUFFIX = "-backfill"
-FROM_HEADER = "backfill_from"
-TO_HEADER = "backfill_to"
-"""Headers of the backfill's checkpoint message: the range it belongs to (epoch seconds, ASCII)."""
-
-
-
-class BackfillRefused(ConfigError):
-    """The range cannot be backfilled as asked (exit 2); the message says which flag allows it."""
 
 
 class BackfillFailed(ExporterError):
     """Some periods were not done (exit 3); running the same command again resumes."""
 
     exit_code = 3
-
-
-# --------------------------------------------------------------------------------------------
-# Options and identities
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Options:
-    """What to backfill and how; times are epoch seconds aligned to `periods.length`."""
-
-    start: int
-    end: int
-    force: bool = False
-    dry_run: bool = False
-    allow_coarse: bool = False
-    max_age: int | None = None
-    allow_old: bool = False
-    transactional_id: str | None = None
-
-
-def resolve_ids(cfg: Config, flag: str | None = None) -> tuple[str, str]:
-    """(live worker's transactional id, backfill's transactional id).
-
-    The live id is `kafka.transactional_id` without a trailing `-backfill` (the Helm Job sets
-    `CHARGEBACK_KAFKA__TRANSACTIONAL_ID=<id>-backfill`). The backfill id is `--transactional-id`,
-    else `backfill.transactional_id`, else `<live id>-backfill`; never the live one, which would
-    fence the worker. Raises `ConfigError`.
-    """
-    live = cfg.kafka.transactional_id.removesuffix(SUFFIX)
-    if not live:
-        raise ConfigError(f"kafka.transactional_id: {cfg.kafka.transactional_id!r} leaves no live id")
-    own = (flag or "").strip() or cfg.backfill.transactional_id or live + SUFFIX
-    if own == live:
-        raise ConfigError(
-            f"backfill: transactional id {own!r} is the live worker's; the two would fence each "
-            "other (leave backfill.transactional_id unset to use <id>-backfill)"
-        )
-    return live, own
-
-
-# --------------------------------------------------------------------------------------------
-# State read back from Kafka
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Published:
-    """The last manifest published for a (period, cluster)."""
-
-    revision: int
-    content_hash: str
-    method: str
-
-    @property
-    def prior(self) -> Prior:
-        return Prior(self.revision, self.content_hash)
-
-
-@dataclass(frozen=True, slots=True)
-class BackfillCheckpoint:
-    """The backfill's own checkpoint: the end of its done prefix, and the range it was run for."""
-
-    end: int
-    start: int | None
-    stop: int | None
-
-    def resumes(self, start: int, end: int) -> bool:
-        """Whether a backfill of `[start, end)` continues from here (same range, inside it)."""
-        return (self.start, self.stop) == (start, end) and start < self.end < end
-
-
-def _missing_topic(exc: SinkError) -> bool:
-    return isinstance(exc, TopicMissing)
-
-
-def read_all(cfg: Config, topic: str, clock: Clock) -> list[ReadMessage]:
-    """Every committed message of `topic` (none when the topic does not exist yet)."""
-
-    def once() -> list[ReadMessage]:
-        try:
-            return list(read_topic(cfg.kafka, topic, clock=clock))
-        except SinkError as exc:
-            if _missing_topic(exc):
-                return []
-            raise
-
-    return call_with_retries(once, clock=clock, attempts=5, max_delay=120, what=f"kafka {topic}")
-
-
-def read_published(cfg: Config, codec: Any, clock: Clock) -> dict[tuple[Period, str], Published]:
-    """(period, cluster) -> the last manifest per `manifest_id` in the manifests topic.
-
-    Messages of one `manifest_id` share a key, hence a partition, so offset order is publication
-    order; a tombstone (null value) forgets the id.
-    """
-    last: dict[bytes, tuple[Period, str, Published]] = {}
-    for m in read_all(cfg, cfg.kafka.topics.manifests, clock):
-        key = m.key or b""
-        if m.value is None:
-            last.pop(key, None)
-            continue
-        man = codec.decode_manifest(m.value)
-        last[key] = (man.period, man.cluster, Published(man.revision, man.content_hash, man.method))
-    return {(p, c): pub for p, c, pub in last.values()}
-
-
-def read_backfill_checkpoint(cfg: Config, codec: Any, clock: Clock,
-                             instance: str) -> BackfillCheckpoint | None:
-    """The backfill's checkpoint (key = its transactional id), or None if it never committed."""
-    found: BackfillCheckpoint | None = None
-    key = instance.encode()
-    for m in read_all(cfg, cfg.kafka.topics.checkpoint, clock):
-        if m.key != key:
-            continue
-        if m.value is None:
-            found = None
-            continue
-        found = BackfillCheckpoint(codec.decode_checkpoint(m.value).last_period_end,
-                                   _int_header(m, FROM_HEADER),
-                                   _int_header(m, TO_HEADER))
-    return found
-
-
-def _int_header(m: ReadMessage, name: str) -> int | None:
-    raw = m.headers.get(name)
-    try:
-        return int(raw.decode("ascii")) if raw is not None else None
-    except (UnicodeDecodeError, ValueError):
-        return None
-
-
-def read_live_checkpoint(cfg: Config, clock: Clock, live_id: str) -> int | None:
-    """The live worker's committed `last_period_end`, or None (no checkpoint, or no topic yet)."""
-    try:
-        state = build_checkpoints(cfg, clock, transactional_id=live_id).read()
-    except SinkError as exc:
-        if _missing_topic(exc):
-            return None
-        raise
-    return None if state is None else state.last_period_end
-
-
-class RangeCheckpointSink:
-    """A `PeriodSink` that tags each checkpoint with the backfill's range (for resumption)."""
-
-    def __init__(self, sink: PeriodSink, start: int, end: int) -> None:
-        self._sink = sink
-        self._headers = ((FROM_HEADER, str(start).encode()), (TO_HEADER, str(end).encode()))
-
-    def start(self) -> None:
-        self._sink.start()
-
-    def publish(self, messages: Sequence[OutMessage], checkpoint: OutMessage) -> None:
-        tagged = dataclasses.replace(checkpoint, headers=(*checkpoint.headers, *self._headers))
-        self._sink.publish(messages, tagged)
-
-    def recover(self) -> None:
-        self._sink.recover()
-
-    def close(self) -> None:
-        self._sink.close()
-
-
-# --------------------------------------------------------------------------------------------
-# Planning: what to measure, at which step, and what is refused
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class PeriodPlan:
-    """One period to backfill: the step it is measured at and what was published before."""
-
-    period: Period
-    step: int
-    available_step: int
-    prior: Mapping[str, Prior]
-    coarse: bool = False
-
-
-def _first(items: Sequence[Period]) -> str:
-    more = f" and {len(items) - 1} more" if len(items) > 1 else ""
-    return f"{items[0]}{more}"
-
-
-def plan_periods(
-    periods: Sequence[Period],
-    *,
-    cfg: Config,
-    retention: Retention,
-    published: Mapping[tuple[Period, str], Published],
-    now: float,
-    live_end: int | None,
-    live_id: str,
-    opts: Options,
-) -> list[PeriodPlan]:
-    """The plan for `periods`, or `BackfillRefused` naming the first offending period.
-
-    Refused: periods the live worker has not committed yet (they are its to publish); periods
-    not closed yet; periods older than the age guard without `--allow-old`; periods beyond every
-    retention window of `retention`; periods only available at a step coarser than the period (or not dividing
-    it) without `--allow-coarse`; published periods whose calculation method can no longer be
-    reproduced (rolled up since, or another grain), since new record ids would double count.
-    """
-    length = cfg.periods.length
-    settle = cfg.periods.settle_delay
-    if live_end is not None and opts.end > live_end:
-        raise BackfillRefused(
-            f"--to {iso(opts.end)} is after the live worker's checkpoint {iso(live_end)} "
-            f"(instance {live_id}); periods from {iso(live_end)} on are the live worker's to "
-            "publish, end the backfill there"
-        )
-    if opts.end + settle > now:
-        last = int(now) - settle
-        raise BackfillRefused(
-            f"--to {iso(opts.end)}: the period ending there is not closed yet; the last closed "
-            f"period ends at {iso(last - last % length)} (periods.settle_delay "
-            f"{format_duration(settle)})"
-        )
-    max_age = cfg.backfill.max_age if opts.max_age is None else opts.max_age
-    if not opts.allow_old:
-        old = [p for p in periods if now - p.start > max_age]
-        if old:
-            raise BackfillRefused(
-                f"{len(old)} period(s) older than the age guard {format_duration(max_age)} "
-                f"(first: {_first(old)}); billing platforms drop events older than their dedupe "
-                "window: pass --allow-old to backfill them anyway, or --max-age"
-            )
-    by_period: dict[Period, dict[str, Published]] = {}
-    for (pp, cluster), pub in published.items():
-        by_period.setdefault(pp, {})[cluster] = pub
-    plans: list[PeriodPlan] = []
-    coarse: list[Period] = []
-    gone: list[Period] = []
-    for p in periods:
-        available = retention.available_step(p)
-        if available is None:
-            gone.append(p)
-            continue
-        is_coarse = available > length or length % available != 0
-        if is_coarse:
-            coarse.append(p)
-        step = length if is_coarse else available
-        before = by_period.get(p, {})
-        # Records keep the step they were published at while Sysdig still holds it, so unchanged
-        # data re-measures identically; a coarser step only with --allow-coarse (same record ids,
-        # the method shows the step).
-        allow_coarse = opts.allow_coarse or cfg.backfill.allow_coarse
-        pinned: set[int] = set()
-        for cluster, pub in sorted(before.items()):
-            was = method_step(pub.method, cfg.periods.grain)
-            if was is None:
-                raise BackfillRefused(
-                    f"period {p} cluster {cluster} was published with method {pub.method}, which "
-                    f"this configuration (grain {cfg.periods.grain}, {CALCULATION_VERSION}) does not "
-                    "compute; its records would get new ids and be counted twice"
-                )
-            if was < step and not allow_coarse:
-                raise BackfillRefused(
-                    f"period {p} cluster {cluster} was published at {format_duration(was)} steps "
-                    f"but Sysdig keeps it only at {format_duration(available)} now; pass "
-                    "--allow-coarse to re-measure it at that step (a correction with the same "
-                    "record ids whose method shows the coarser step)"
-                )
-            pinned.add(max(was, step))
-        if len(pinned) > 1:
-            raise BackfillRefused(
-                f"period {p} was published at different steps per cluster "
-                f"({', '.join(format_duration(x) for x in sorted(pinned))}); back it up per cluster "
-                "with sysdig.clusters"
-            )
-        step = pinned.pop() if pinned else step
-        prior = {cluster: pub.prior for cluster, pub in before.items()}
-        plans.append(PeriodPlan(p, step, available, prior, is_coarse))
-    if gone:
-        raise BackfillRefused(
-            f"{len(gone)} period(s) beyond Sysdig's retention (first: {_first(gone)}); their "
-            "usage can no longer be measured"
-        )
-    if coarse and not (opts.allow_coarse or cfg.backfill.allow_coarse):
-        first = retention.available_step(coarse[0]) or 0
-        raise BackfillRefused(
-            f"{len(coarse)} period(s) only available at {format_duration(first)} steps, too "
-            f"coarse for periods.length {format_duration(length)} (first: {_first(coarse)}); pass "
-            f"--allow-coarse to measure each as one {format_duration(length)} step"
-        )
-    return plans
 
 
 # --------------------------------------------------------------------------------------------
@@ -488,8 +170,9 @@ class AdaptiveLimit:
 
 
 # --------------------------------------------------------------------------------------------
-# Running: compute ahead in a bounded pool, publish in order, one transaction per period
+# What a run did, and where its progress goes
 # --------------------------------------------------------------------------------------------
+
 
 Change = Literal["new", "changed", "unchanged", "missing"]
 Status = Literal["published", "forced", "skipped", "failed"]
@@ -606,69 +289,9 @@ class NoProgress:
         pass
 
 
-class RichProgress:
-    """A rich progress bar: periods done of total, records published, ETA."""
-
-    def __init__(self, console: Console) -> None:
-        self._progress = Progress(
-            TextColumn("backfill"), BarColumn(), MofNCompleteColumn(), TextColumn("periods"),
-            TextColumn("{task.fields[records]} records"), TimeRemainingColumn(),
-            console=console, transient=True,
-        )
-        self._task: Any = None
-        self._records = 0
-
-    def start(self, total: int) -> None:
-        self._progress.start()
-        self._task = self._progress.add_task("periods", total=total, records=0)
-
-    def advance(self, outcome: PeriodOutcome) -> None:
-        self._records += outcome.records
-        self._progress.update(self._task, advance=1, records=self._records)
-
-    def stop(self) -> None:
-        self._progress.stop()
-
-
-class LogProgress:
-    """Progress as log lines, for a run without a terminal (a Kubernetes Job): one line per
-    period done (`backfill period`) and, from `summary`, one for the run (`backfill summary`),
-    in the configured log format. `corrections` counts the period-clusters whose records
-    changed (revision + 1); `new` those published for the first time."""
-
-    def __init__(self, dry_run: bool) -> None:
-        self._dry_run = dry_run
-        self._total = 0
-        self._done = 0
-
-    def start(self, total: int) -> None:
-        self._total = total
-
-    def advance(self, outcome: PeriodOutcome) -> None:
-        self._done += 1
-        extra: dict[str, Any] = {
-            "period": str(outcome.period), "period_start": outcome.period.start,
-            "period_end": outcome.period.end, "status": outcome.status, "records": outcome.records,
-            "corrections": sum(1 for c in outcome.clusters if c.change == "changed"),
-            "new": sum(1 for c in outcome.clusters if c.change == "new"),
-            "step_seconds": outcome.step, "done": self._done, "total": self._total,
-            "dry_run": self._dry_run,
-        }
-        if outcome.error is not None:
-            extra["error"] = outcome.error
-        (log.warning if outcome.status == "failed" else log.info)("backfill period", extra=extra)
-
-    def stop(self) -> None:
-        pass
-
-    @staticmethod
-    def summary(report: Report) -> None:
-        """Log the run's totals as one line (the JSON report's fields without the details)."""
-        doc = report_json(report)
-        del doc["details"]
-        doc["corrections"] = sum(1 for o in report.outcomes for c in o.clusters if c.change == "changed")
-        doc["exit_code"] = report.exit_code
-        (log.info if report.exit_code == 0 else log.warning)("backfill summary", extra=doc)
+# --------------------------------------------------------------------------------------------
+# Running: compute ahead in a bounded pool, publish in order, one transaction per period
+# --------------------------------------------------------------------------------------------
 
 
 def _totals(records: Sequence[Any]) -> tuple[Decimal, Decimal, dict[str, Decimal]]:
@@ -863,97 +486,9 @@ class Backfill:
 
 
 # --------------------------------------------------------------------------------------------
-# Rendering
+# Preparing: state, plan and sink, before anything is measured
 # --------------------------------------------------------------------------------------------
 
-
-def _rev(c: ClusterChange) -> str:
-    before = "-" if c.revision_before is None else str(c.revision_before)
-    return f"{before} → {c.revision}"
-
-
-def report_json(report: Report) -> dict[str, Any]:
-    """The report as JSON-ready data (Decimals as exact strings, times as RFC 3339)."""
-    cpu, mem, cost = report.totals()
-    return {
-        "from": iso(report.start), "to": iso(report.end), "dry_run": report.dry_run,
-        "transactional_id": report.instance, "retention": report.retention,
-        "resumed_from": None if report.resumed_from is None else iso(report.resumed_from),
-        **report.counts(),
-        "core_hours": str(cpu), "gib_hours": str(mem),
-        "cost": {k: str(v) for k, v in sorted(cost.items())},
-        "throttled": report.throttles, "lowest_concurrency": report.lowest_concurrency,
-        "error": None if report.error is None else str(report.error),
-        "details": [
-            {"period_start": iso(o.period.start), "period_end": iso(o.period.end), "status": o.status,
-             "step_seconds": o.step, "records": o.records, "error": o.error,
-             "clusters": [{"cluster": c.cluster, "change": c.change,
-                           "revision_before": c.revision_before, "revision": c.revision,
-                           "records": c.records, "published": c.published} for c in o.clusters]}
-            for o in report.outcomes
-        ],
-    }
-
-
-def details_table(report: Report) -> Table:
-    """Per period and cluster: new/changed/unchanged and old → new revision."""
-    verb = "would publish" if report.dry_run else "published"
-    kind = "dry run " if report.dry_run else ""
-    t = Table(title=f"Backfill {kind}{iso(report.start)} to {iso(report.end)}")
-    for col in ("period start", "cluster", "change", "revision", "records", verb):
-        t.add_column(col, justify="right" if col in ("records", "revision") else "left")
-    for o in report.outcomes:
-        if o.status == "failed":
-            t.add_row(iso(o.period.start), "", "failed", "", "", o.error or "")
-            continue
-        for c in o.clusters:
-            t.add_row(iso(o.period.start), c.cluster, c.change, _rev(c), str(c.records),
-                      "yes" if c.published else "no")
-    return t
-
-
-def summary_table(report: Report) -> Table:
-    """Periods, changed, skipped, failed, records and totals."""
-    c = report.counts()
-    cpu, mem, cost = report.totals()
-    t = Table(title="Backfill summary" + (" (dry run: nothing published)" if report.dry_run else ""))
-    t.add_column("")
-    t.add_column("value", justify="right")
-    rows = [
-        ("range", f"{iso(report.start)} to {iso(report.end)}"),
-        ("resumed from", iso(report.resumed_from) if report.resumed_from is not None else "-"),
-        ("periods", str(c["periods"])),
-        ("changed periods", str(c["changed"])),
-        ("skipped (unchanged)", str(c["skipped"])),
-        ("republished (--force)", str(c["forced"])),
-        ("failed", str(c["failed"])),
-        ("not reached", str(c["not_reached"])),
-        ("records" + (" (would publish)" if report.dry_run else ""), str(c["records"])),
-        ("Core-Hours", str(cpu)),
-        ("GiB-Hours", str(mem)),
-    ]
-    rows += [(f"cost ({cur})", str(v)) for cur, v in sorted(cost.items())]
-    rows += [("Sysdig throttled", f"{report.throttles} (lowest concurrency {report.lowest_concurrency})"),
-             ("retention tiers", report.retention)]
-    for k, v in rows:
-        t.add_row(k, v)
-    return t
-
-
-def render(report: Report, fmt: str, out: TextIO) -> None:
-    """Write the report to `out`: tables, or one JSON document."""
-    if fmt == "json":
-        out.write(json.dumps(report_json(report), separators=(",", ":")) + "\n")
-        return
-    console = Console(file=out, width=160)
-    if report.dry_run or report.failed:
-        console.print(details_table(report))
-    console.print(summary_table(report))
-
-
-# --------------------------------------------------------------------------------------------
-# The command
-# --------------------------------------------------------------------------------------------
 
 SinkFactory = Callable[[Config, Clock, str], PeriodSink]
 
@@ -962,36 +497,6 @@ def default_sink(cfg: Config, clock: Clock, instance: str) -> PeriodSink:
     """The transactional Kafka sink under the backfill's own transactional id."""
     sink: PeriodSink = build_sink(cfg, clock, transactional_id=instance)
     return sink
-
-
-def options_from_args(args: argparse.Namespace) -> Options:
-    """Parse the flags; raises `ConfigError` with one line naming the flag."""
-    try:
-        start = parse_time(args.start)
-    except ValueError as exc:
-        raise ConfigError(f"--from: {exc}") from None
-    try:
-        end = parse_time(args.end)
-    except ValueError as exc:
-        raise ConfigError(f"--to: {exc}") from None
-    max_age = None
-    if args.max_age is not None:
-        try:
-            max_age = parse_duration(args.max_age)
-        except ValueError as exc:
-            raise ConfigError(f"--max-age: {exc}") from None
-    return Options(start=start, end=end, force=args.force, dry_run=args.dry_run,
-                   allow_coarse=args.allow_coarse, max_age=max_age, allow_old=args.allow_old,
-                   transactional_id=args.transactional_id)
-
-
-def check_range(opts: Options, length: int) -> None:
-    """A non-empty range aligned to the period length, or `ConfigError`."""
-    for flag, ts in (("--from", opts.start), ("--to", opts.end)):
-        if ts % length:
-            raise ConfigError(f"{flag} {iso(ts)} is not aligned to periods.length {format_duration(length)}")
-    if opts.end <= opts.start:
-        raise ConfigError(f"--to {iso(opts.end)} must be after --from {iso(opts.start)}")
 
 
 def require_token(cfg: Config) -> None:
@@ -1082,73 +587,3 @@ def backfill(cfg: Config, opts: Options, clock: Clock, *, sink_factory: SinkFact
              progress: ProgressView | None = None) -> Report:
     """`prepare` and run a backfill; the report says what happened (and its `exit_code`)."""
     return prepare(cfg, opts, clock, sink_factory=sink_factory, progress=progress).run()
-
-
-def cmd_backfill(args: argparse.Namespace, *, clock: Clock | None = None,
-                 sink_factory: SinkFactory = default_sink, out: TextIO | None = None,
-                 err: TextIO | None = None) -> int:
-    """The `backfill` handler: exit 0, 3 (one line on stderr) or 4; raises `ConfigError` (2)."""
-    clock = clock or SystemClock()
-    out = out or sys.stdout
-    err = err or sys.stderr
-    cfg = config_from_args(args)
-    opts = options_from_args(args)
-    logged = None if err.isatty() else LogProgress(opts.dry_run)
-    progress: ProgressView = RichProgress(Console(file=err)) if logged is None else logged
-    try:
-        job = prepare(cfg, opts, clock, sink_factory=sink_factory, progress=progress)
-    except (ConfigError, FencedError):
-        raise
-    except SourceAuthError as exc:
-        raise ConfigError(str(exc)) from None
-    except ExporterError as exc:
-        raise BackfillFailed(f"{exc}; nothing was published") from None
-    with stop_on_signals(job.runner):
-        report = job.run()
-    if logged is not None:
-        logged.summary(report)
-    render(report, args.format, out)
-    if report.exit_code:
-        print(f"chargeback-exporter backfill: error: {_failure_line(report)}", file=err)
-    return report.exit_code
-
-
-def _failure_line(report: Report) -> str:
-    if report.error is not None and isinstance(report.error, FencedError):
-        return str(report.error)
-    failed = report.failed
-    parts = []
-    if failed:
-        parts.append(f"{len(failed)} of {report.planned} period(s) failed (first: {failed[0].period}: "
-                     f"{failed[0].error})")
-    if report.error is not None:
-        parts.append(f"stopped: {report.error}")
-    return "; ".join(parts) + "; run the same command again to resume"
-
-
-def register(sub: Any) -> None:
-    p = sub.add_parser(
-        "backfill", help="(re)publish a past range of periods, with corrections",
-        description="Measure every period of [--from, --to) again and publish new or changed "
-                    "period-clusters (revision + 1), one Kafka transaction per period. "
-                    "Exit 0 done, 2 refused or bad input, 3 partial (rerun to resume), 4 fenced.",
-    )
-    add_common(p)
-    p.add_argument("--from", dest="start", required=True,
-                   help="first period start, RFC 3339, aligned to periods.length (inclusive)")
-    p.add_argument("--to", dest="end", required=True, help="range end, RFC 3339, aligned (exclusive)")
-    p.add_argument("--force", action="store_true",
-                   help="republish unchanged period-clusters too (byte-identical, same revision)")
-    p.add_argument("--dry-run", action="store_true",
-                   help="show what would change per period and cluster; publish nothing")
-    p.add_argument("--allow-coarse", action="store_true",
-                   help="measure periods Sysdig keeps only at a step coarser than the period as one step")
-    age = p.add_mutually_exclusive_group()
-    age.add_argument("--max-age", default=None,
-                     help="refuse periods older than this (default backfill.max_age, 34d)")
-    age.add_argument("--allow-old", action="store_true", help="no age guard")
-    p.add_argument("--transactional-id", default=None,
-                   help="the backfill's Kafka transactional id and checkpoint key "
-                        "(default backfill.transactional_id, else <kafka.transactional_id>-backfill)")
-    p.add_argument("--format", choices=("table", "json"), default="table")
-    p.set_defaults(handler=cmd_backfill)
