@@ -1,6 +1,6 @@
 """A simulator whose data can be corrected after a live export, a broker, and the backfill CLI.
 
-`Rig` drives the real command (`exporter.backfill.cmd_backfill`) against the Sysdig simulator
+`Rig` drives the real command (`exporter.backfill.command.cmd_backfill`) against the Sysdig simulator
 and a real noida-db broker, on the simulator's `FakeClock`, and reads back what a
 `read_committed` consumer sees.
 """
@@ -24,7 +24,8 @@ from chargeback_simulator.fleet import FleetSpec
 from chargeback_simulator.localbroker import LocalBroker
 from chargeback_simulator.promql import LabelMatcher, SeriesSet
 from chargeback_simulator.server import SimulatorServer
-from exporter import backfill
+from exporter.backfill.command import cmd_backfill, register
+from exporter.backfill.runner import SinkFactory, default_sink
 from exporter.commands import build_codec, build_pipeline
 from exporter.config import Config, load_config
 from exporter.errors import ExporterError
@@ -145,16 +146,15 @@ class Rig:
 
     # --- the backfill CLI ---------------------------------------------------------------------
 
-    def backfill(self, *argv: str, sink_factory: backfill.SinkFactory = backfill.default_sink,
+    def backfill(self, *argv: str, sink_factory: SinkFactory = default_sink,
                  fmt: str = "json") -> Result:
         """Run `chargeback-exporter backfill ARGV` the way `cli.main` does; capture its output."""
         parser = argparse.ArgumentParser(prog="chargeback-exporter")
-        backfill.register(parser.add_subparsers(dest="command"))
+        register(parser.add_subparsers(dest="command"))
         args = parser.parse_args(["backfill", "--config.file", str(self.path), "--format", fmt, *argv])
         out, err = io.StringIO(), io.StringIO()
         try:
-            code = backfill.cmd_backfill(args, clock=self.clock, sink_factory=sink_factory,
-                                         out=out, err=err)
+            code = cmd_backfill(args, clock=self.clock, sink_factory=sink_factory, out=out, err=err)
         except ExporterError as exc:
             err.write(f"chargeback-exporter backfill: error: {exc}\n")
             code = exc.exit_code

@@ -9,7 +9,8 @@ import sys
 
 from rich.console import Console
 
-from exporter.backfill import PeriodOutcome, RichProgress
+from exporter.backfill.render import RichProgress
+from exporter.backfill.runner import PeriodOutcome
 from exporter.cli import build_parser
 from exporter.periods import Period
 

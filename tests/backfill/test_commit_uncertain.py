@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 
-from exporter import backfill
+from exporter.backfill.runner import default_sink
 from exporter.clock import Clock
 from exporter.config import Config
 from exporter.kafka_sink import KafkaPeriodSink
@@ -24,7 +24,7 @@ def test_backfill_settles_an_unknown_commit_instead_of_publishing_twice(rig: Rig
     holder: dict[str, LostAck] = {}
 
     def lossy(cfg: Config, clock: Clock, instance: str) -> PeriodSink:
-        sink = backfill.default_sink(cfg, clock, instance)
+        sink = default_sink(cfg, clock, instance)
         assert isinstance(sink, KafkaPeriodSink)
         holder["sink"] = LostAck(sink, lose={2})
         return holder["sink"]
@@ -44,7 +44,7 @@ def test_an_unknown_commit_that_did_not_land_is_published_once(rig: Rig) -> None
     holder: dict[str, LostAck] = {}
 
     def lossy(cfg: Config, clock: Clock, instance: str) -> PeriodSink:
-        sink = backfill.default_sink(cfg, clock, instance)
+        sink = default_sink(cfg, clock, instance)
         assert isinstance(sink, KafkaPeriodSink)
         holder["sink"] = LostAck(sink, lose={2}, commit=False)
         return holder["sink"]

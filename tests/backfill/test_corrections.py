@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from exporter import backfill
+from exporter.backfill.state import BackfillCheckpoint, read_backfill_checkpoint, resolve_ids
 from exporter.commands import build_checkpoints, build_codec, build_pipeline, build_sink
 from exporter.periods import iso
 from exporter.records import BillingRecord
@@ -155,9 +155,9 @@ def test_interrupted_backfill_resumes_after_its_checkpoint(rig: Rig) -> None:
 
     with pytest.raises(Crash):
         rig.backfill(*span, sink_factory=crash_on_third)
-    _, instance = backfill.resolve_ids(rig.cfg)
-    mine = backfill.read_backfill_checkpoint(rig.cfg, build_codec(rig.cfg), rig.clock, instance)
-    assert mine == backfill.BackfillCheckpoint(T0 + 3 * H, T0 + H, T0 + 6 * H)
+    _, instance = resolve_ids(rig.cfg)
+    mine = read_backfill_checkpoint(rig.cfg, build_codec(rig.cfg), rig.clock, instance)
+    assert mine == BackfillCheckpoint(T0 + 3 * H, T0 + H, T0 + 6 * H)
 
     res = rig.backfill(*span)
     assert res.code == 0, res.err
@@ -172,7 +172,7 @@ def test_interrupted_backfill_resumes_after_its_checkpoint(rig: Rig) -> None:
     manifests = Counter((m.period, m.cluster, m.revision) for m in rig.manifests())
     assert all(manifests[(p, FIXED[0], 1)] == 1 for p in periods)
     assert set(manifests.values()) == {1}
-    done = backfill.read_backfill_checkpoint(rig.cfg, build_codec(rig.cfg), rig.clock, instance)
+    done = read_backfill_checkpoint(rig.cfg, build_codec(rig.cfg), rig.clock, instance)
     assert done is not None and done.end == T0 + 6 * H
     live = build_checkpoints(rig.cfg, rig.clock).read()
     assert live is not None and live.last_period_end == T0 + 6 * H, "live checkpoint untouched"

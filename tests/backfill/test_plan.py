@@ -6,15 +6,9 @@ from typing import Any
 
 import pytest
 
-from exporter.backfill import (
-    AdaptiveLimit,
-    BackfillCheckpoint,
-    BackfillRefused,
-    Options,
-    Published,
-    plan_periods,
-    resolve_ids,
-)
+from exporter.backfill.plan import BackfillRefused, Options, plan_periods
+from exporter.backfill.runner import AdaptiveLimit
+from exporter.backfill.state import BackfillCheckpoint, Published, resolve_ids
 from exporter.clock import FakeClock
 from exporter.config import Config, load_config
 from exporter.errors import ConfigError

@@ -16,7 +16,8 @@ import yaml
 
 from chargeback_simulator.localbroker import LocalBroker
 from chargeback_simulator.server import Team
-from exporter import backfill, cli, commands, run
+from exporter import cli, commands, run
+from exporter.backfill import command as backfill_command
 from exporter.clock import FakeClock
 from exporter.commands import build_codec
 from exporter.config import load_config
@@ -42,7 +43,7 @@ def scoped(sim_factory: Callable[..., Sim]) -> tuple[Sim, str]:
 @pytest.fixture
 def invoke(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Iterator[Run]:
     clock = FakeClock(T0 + 3 * H + 300)
-    for module in (commands, run, backfill):
+    for module in (commands, run, backfill_command):
         monkeypatch.setattr(module, "SystemClock", lambda: clock)
 
     def call(*argv: str) -> tuple[int, str, str]:

@@ -14,7 +14,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from exporter.cli import main
-from exporter.labelcheck import (
+from exporter.labelcheck.check import (
     RULE_EMPTY,
     RULE_INVALID,
     RULE_MISSING,
@@ -28,8 +28,8 @@ from exporter.labelcheck import (
     check_paths,
     is_dockerfile,
     is_manifest,
-    to_sarif,
 )
+from exporter.labelcheck.output import to_sarif
 
 DATA = Path(__file__).parent / "data"
 

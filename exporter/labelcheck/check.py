@@ -21,8 +21,6 @@ Bad input (unreadable, undecodable, invalid YAML, malformed LABEL) is reported p
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
 import re
 import shlex
@@ -30,14 +28,12 @@ import sys
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
-from urllib.parse import quote
+from typing import TextIO
 
 import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
-from exporter import __version__
-from exporter.config import OrgConfig, load_config
+from exporter.config import OrgConfig
 from exporter.errors import ExporterError
 from exporter.model import ORG_KEYS
 from exporter.org import AllowedValues, load_allowed_values
@@ -576,162 +572,3 @@ def check_paths(paths: Sequence[str], policy: LabelPolicy, stdin: TextIO | None 
         report.files.append(shown)
         report.violations.extend(sorted(found, key=lambda v: v.line))
     return report
-
-
-# ---------------------------------------------------------------------------------------------
-# Output formats
-
-
-def format_text(report: Report) -> str:
-    """One `path:line: kind/name: scope: message` line per violation."""
-    return "".join(v.text() + "\n" for v in report.violations)
-
-
-def to_json(report: Report) -> dict[str, Any]:
-    """The report as plain data: policy, files, violations, problems, skipped."""
-    return {
-        "tool": "chargeback-exporter check-labels",
-        "version": __version__,
-        "required": list(report.policy.required),
-        "aliases": {k: list(v) for k, v in report.policy.aliases.items()},
-        "allowed": {k: a.source for k, a in report.policy.allowed.items()},
-        "files": report.files,
-        "violations": [
-            {"path": v.path, "line": v.line, "kind": v.kind, "name": v.name, "scope": v.scope,
-             "rule": v.rule, "key": v.key, "value": v.value, "message": v.message}
-            for v in report.violations
-        ],
-        "problems": [{"path": p.path, "line": p.line, "message": p.message} for p in report.problems],
-        "skipped": [{"path": p, "reason": r} for p, r in report.skipped],
-    }
-
-
-def _uri(path: str) -> dict[str, str]:
-    if path == "<stdin>":
-        return {"uri": "stdin"}
-    p = Path(path)
-    if p.is_absolute():
-        try:
-            p = p.resolve().relative_to(Path.cwd().resolve())
-        except ValueError:
-            return {"uri": p.resolve().as_uri()}
-    rel = p.as_posix().removeprefix("./")
-    return {"uri": quote(rel), "uriBaseId": "%SRCROOT%"}
-
-
-def to_sarif(report: Report) -> dict[str, Any]:
-    """SARIF 2.1.0 log: one run, one rule per check, results with file and line locations."""
-    rule_ids = list(RULES)
-    rules = [
-        {
-            "id": rid,
-            "name": "".join(w.capitalize() for w in rid.split("-")),
-            "shortDescription": {"text": RULES[rid][0]},
-            "fullDescription": {"text": RULES[rid][1]},
-            "help": {"text": RULES[rid][1]},
-            "defaultConfiguration": {"level": "error"},
-            "properties": {"tags": ["chargeback", "labels"]},
-        }
-        for rid in rule_ids
-    ]
-    results = []
-    for v in report.violations:
-        results.append({
-            "ruleId": v.rule,
-            "ruleIndex": rule_ids.index(v.rule),
-            "level": "error",
-            "message": {"text": f"{v.kind}/{v.name}: {v.scope}: {v.message}"},
-            "locations": [{
-                "physicalLocation": {
-                    "artifactLocation": _uri(v.path),
-                    "region": {"startLine": v.line},
-                },
-                "logicalLocations": [{"name": v.name, "kind": "resource",
-                                      "fullyQualifiedName": f"{v.kind}/{v.name}"}],
-            }],
-            # Stable across line moves, so code-scanning keeps one alert per workload and key.
-            "partialFingerprints": {
-                "chargebackLabel/v1": f"{v.path}|{v.kind}/{v.name}|{v.scope}|{v.key}|{v.rule}",
-            },
-        })
-    notifications = []
-    for p in report.problems:
-        loc: dict[str, Any] = {"artifactLocation": _uri(p.path)}
-        if p.line:
-            loc["region"] = {"startLine": p.line}
-        notifications.append({"level": "error", "message": {"text": p.text()},
-                              "locations": [{"physicalLocation": loc}]})
-    return {
-        "$schema": "https://json.schemastore.org/sarif-2.1.0.json",
-        "version": "2.1.0",
-        "runs": [{
-            "tool": {"driver": {
-                "name": "chargeback-exporter check-labels",
-                "version": __version__,
-                "rules": rules,
-            }},
-            "originalUriBaseIds": {"%SRCROOT%": {"uri": Path.cwd().resolve().as_uri() + "/"}},
-            "invocations": [{
-                "executionSuccessful": not report.problems,
-                "toolExecutionNotifications": notifications,
-            }],
-            "results": results,
-        }],
-    }
-
-
-# ---------------------------------------------------------------------------------------------
-# CLI
-
-
-def _split_keys(values: Sequence[str] | None) -> list[str]:
-    if not values:
-        return list(ORG_KEYS)
-    return [k for v in values for k in v.split(",")]
-
-
-def _run(args: argparse.Namespace) -> int:
-    org = None
-    if args.config_file is not None:
-        org = load_config(Path(args.config_file)).org
-    policy = build_policy(_split_keys(args.required), args.alias or (), args.allowed or (), org)
-    report = check_paths(args.paths, policy)
-    if args.format == "json":
-        sys.stdout.write(json.dumps(to_json(report), indent=2) + "\n")
-    elif args.format == "sarif":
-        sys.stdout.write(json.dumps(to_sarif(report), indent=2) + "\n")
-    else:
-        sys.stdout.write(format_text(report))
-    for shown, reason in report.skipped:
-        print(f"chargeback-exporter check-labels: skipped {shown}: {reason}", file=sys.stderr)
-    for problem in report.problems:
-        print(f"chargeback-exporter check-labels: error: {problem.text()}", file=sys.stderr)
-    if args.format == "text":
-        n = len(report.violations)
-        print(f"{n} violation{'s' if n != 1 else ''} in {len(report.files)} file"
-              f"{'s' if len(report.files) != 1 else ''} checked", file=sys.stderr)
-    return report.exit_code()
-
-
-def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add `check-labels PATH...`."""
-    p = subparsers.add_parser(
-        "check-labels",
-        help="check org labels in Kubernetes manifests and Dockerfiles",
-        description="Check that Kubernetes workloads (and their pod templates) and Dockerfiles "
-        "carry the required org labels with non-blank, allowed values. Exit 0 when clean, 1 on "
-        "violations, 2 when an input cannot be read or parsed.",
-    )
-    p.add_argument("paths", nargs="+", metavar="PATH",
-                   help="manifest, Dockerfile or directory to walk; - reads YAML from stdin")
-    p.add_argument("--required", action="append", metavar="KEYS",
-                   help=f"comma-separated required label keys (default: {','.join(ORG_KEYS)})")
-    p.add_argument("--allowed", action="append", metavar="KEY=FILE.csv",
-                   help="allow-list for KEY: the CSV column named KEY, else its first column")
-    p.add_argument("--alias", action="append", metavar="ALIAS=KEY",
-                   help="accept label ALIAS for required KEY, e.g. cost-center=costcenter")
-    p.add_argument("--config.file", dest="config_file", metavar="PATH",
-                   help="exporter config whose org section adds label aliases and allow-lists")
-    p.add_argument("--format", choices=("text", "json", "sarif"), default="text",
-                   help="output format (default: text)")
-    p.set_defaults(handler=_run)
