@@ -181,9 +181,12 @@ def _unscaled(value: Any, scale: int, precision: int) -> int:
 # The encoder
 # --------------------------------------------------------------------------------------------
 #
-# One writer per schema node, built once when the schema is loaded: plain closures, no
-# generated code and no caches. A record's writer reads each field (by key, or by attribute
-# for record objects) and joins what its fields' writers return. fastavro's
+# One writer per schema node: plain closures, no generated code. A record's writer reads each
+# field (by key, or by attribute for record objects) and joins what its fields' writers return.
+# Writers are built per batch (`AvroSchema.encoder`), and the batch's writers share a memo of
+# the bytes of the strings, longs and decimals they wrote: a period's records repeat the same
+# cluster, namespace, org values, bounds and prices thousands of times. The memo lives and dies
+# with the batch's writer, so nothing is shared between threads or kept between periods. fastavro's
 # `schemaless_writer` is the oracle it is tested against, byte for byte; unlike fastavro it
 # also refuses a decimal with more digits than the schema's precision or scale.
 
@@ -208,9 +211,14 @@ def _zigzag(n: int) -> int:
     return n << 1 if n >= 0 else ((-n) << 1) - 1
 
 
+# The varints of 0..127: one byte each, the common case of lengths and counts.
+_ONE_BYTE: tuple[bytes, ...] = tuple(bytes((i,)) for i in range(128))
+
+
 def _count(n: int) -> bytes:
     """A non-negative length or block count."""
-    return _varint(n << 1)
+    z = n << 1
+    return _ONE_BYTE[z] if z < 128 else _varint(z)
 
 
 def _as_int(v: Any, logical: str | None) -> int:
@@ -300,10 +308,15 @@ def _getter(fld: Mapping[str, Any], attr: bool) -> Callable[[Any], Any]:
 
 @dataclass
 class _Builder:
-    """Builds the writer of a schema; `named` guards against named types used twice."""
+    """Builds the writer of a schema for one batch; `named` guards against named types used
+    twice. The memo dicts map a value to the bytes a writer wrote for it in this batch, keyed
+    only by exact types (`str`, `int`, `Decimal`), so equal values of other types never meet."""
 
     attr: bool
     named: set[str] = field(default_factory=set)
+    strings: dict[str, bytes] = field(default_factory=dict)
+    longs: dict[tuple[int, int], bytes] = field(default_factory=dict)
+    decimals: dict[tuple[int, int, Decimal], bytes] = field(default_factory=dict)
 
     def record(self, schema: Mapping[str, Any], namespace: str | None,
                only: Sequence[Mapping[str, Any]] | None = None) -> Writer:
@@ -332,7 +345,7 @@ class _Builder:
         if isinstance(kind, dict | list):
             return self.value(kind, namespace)
         if kind == "bytes" and logical == "decimal":
-            return _decimal(int(schema["precision"]), int(schema.get("scale", 0)))
+            return self.decimal(int(schema["precision"]), int(schema.get("scale", 0)))
         if kind in _PRIMITIVES:
             return self.primitive(kind, logical)
         if kind == "record":
@@ -345,11 +358,52 @@ class _Builder:
             return self.enum(schema, namespace)
         raise _Unsupported(f"type {kind}")
 
-    @staticmethod
-    def primitive(kind: str, logical: str | None) -> Writer:
+    def primitive(self, kind: str, logical: str | None) -> Writer:
         if kind in ("int", "long"):
-            return _long(32 if kind == "int" else 64, logical)
+            return self.long(32 if kind == "int" else 64, logical)
+        if kind == "string":
+            return self.string()
         return _PRIMITIVE_WRITERS[kind]
+
+    def string(self) -> Writer:
+        memo = self.strings
+
+        def write(v: Any) -> bytes:
+            if type(v) is not str:
+                return _string(v)
+            b = memo.get(v)
+            if b is None:
+                b = memo[v] = _string(v)
+            return b
+
+        return write
+
+    def long(self, bits: int, logical: str | None) -> Writer:
+        plain, memo = _long(bits, logical), self.longs
+
+        def write(v: Any) -> bytes:
+            if type(v) is not int:
+                return plain(v)
+            b = memo.get((bits, v))
+            if b is None:
+                b = memo[(bits, v)] = plain(v)
+            return b
+
+        return write
+
+    def decimal(self, precision: int, scale: int) -> Writer:
+        plain, memo = _decimal(precision, scale), self.decimals
+
+        def write(v: Any) -> bytes:
+            if type(v) is not Decimal or not v.is_finite():
+                return plain(v)
+            key = (precision, scale, v)
+            b = memo.get(key)
+            if b is None:
+                b = memo[key] = plain(v)
+            return b
+
+        return write
 
     def union(self, branches: list[Any], namespace: str | None) -> Writer:
         kinds = [b if isinstance(b, str) else b.get("type") for b in branches]
@@ -431,36 +485,43 @@ class AvroSchema:
     parsed: Any
     decimals: Mapping[str, DecimalSpec]
     id_field: str
-    _encode_item: Writer
-    _encode_attr: Writer
 
     @property
     def header(self) -> bytes:
         """The single-object header for this schema."""
         return SINGLE_OBJECT_MARKER + self.fingerprint.to_bytes(8, "little")
 
+    def encoder(self, *, attr: bool = True) -> Writer:
+        """A writer for one batch of values, e.g. a period's records: `encoder()(obj)` is the
+        body of `obj`, read by attribute (`attr=False`: a dict keyed by field name). Equal
+        strings, longs and decimals are encoded once per writer; drop it after the batch.
+
+        The writer raises `EncodingError` naming the record and field when a value does not fit.
+        """
+        write = _compile(self.json, attr)
+
+        def encode(datum: Any) -> bytes:
+            try:
+                return write(datum)
+            except EncodingError:
+                raise
+            except Exception as exc:
+                raise self._explain(datum, exc, attr=attr) from exc
+
+        return encode
+
     def encode(self, datum: Mapping[str, Any]) -> bytes:
         """The Avro binary body of `datum` (a dict keyed by field name). Never blocks.
 
         Raises `EncodingError` naming the record and field when the datum does not fit.
         """
-        try:
-            return self._encode_item(datum)
-        except EncodingError:
-            raise
-        except Exception as exc:
-            raise self._explain(datum, exc, attr=False) from exc
+        return self.encoder(attr=False)(datum)
 
     def encode_object(self, obj: Any) -> bytes:
         """Like `encode` for an object whose attributes are the fields (e.g. a record dataclass
         whose `to_avro()` would give the same dict); skips building the dict.
         """
-        try:
-            return self._encode_attr(obj)
-        except EncodingError:
-            raise
-        except Exception as exc:
-            raise self._explain(obj, exc, attr=True) from exc
+        return self.encoder()(obj)
 
     def decode(self, body: bytes, writer: AvroSchema | None = None) -> dict[str, Any]:
         """Decode a body written with `writer` (default: this schema) into a dict read with this
@@ -551,15 +612,14 @@ def build_schema(key: str, text: str) -> AvroSchema:
         raise EncodingError(f"schema {key}: top level must be a record")
     canonical = parsing_canonical_form(doc)
     try:
-        by_item = _compile(doc, attr=False)
-        by_attr = _compile(doc, attr=True)
+        _compile(doc, attr=True)
     except _Unsupported as exc:
         raise EncodingError(f"schema {key}: the encoder does not support it: {exc}") from exc
     first = doc["fields"][0]["name"] if doc["fields"] else ""
     return AvroSchema(
         key=key, text=text, json=doc, fullname=_fullname(doc["name"], doc.get("namespace")),
         canonical=canonical, fingerprint=fingerprint(doc), parsed=parsed,
-        decimals=_decimal_specs(doc), id_field=first, _encode_item=by_item, _encode_attr=by_attr,
+        decimals=_decimal_specs(doc), id_field=first,
     )
 
 

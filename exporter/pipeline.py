@@ -145,7 +145,8 @@ class Pipeline:
         manifests: list[Any] = []
         changed: list[str] = []
         method = method_id(usage.grain, usage.step_seconds)
-        encode = load_schema("billing_record").encode_object
+        # One writer for the period's records: their repeated values are encoded once.
+        encode = load_schema("billing_record").encoder()
         bodies: dict[str, bytes] = {}
 
         def build(cluster: str, revision: int) -> tuple[list[Any], list[Any]]:

@@ -526,7 +526,8 @@ def content_hash(records: Iterable[BillingRecord], schema: AvroSchema | None = N
     """The manifest `content_hash` of a period-cluster's records (any order given)."""
     s = schema or load_schema("billing_record")
     ordered = sorted(records, key=lambda r: r.record_id)
-    return content_hash_of_bodies(s.encode_object(r) for r in ordered)
+    encode = s.encoder()
+    return content_hash_of_bodies(encode(r) for r in ordered)
 
 
 def coverage_status(coverage: Decimal, minimum: Decimal) -> str:
@@ -562,7 +563,7 @@ def build_manifests(records: Sequence[BillingRecord],
     cluster without sample coverage, or an unknown status.
     """
     schema = load_schema("period_manifest")
-    body_schema = load_schema("billing_record")
+    encode_body = load_schema("billing_record").encoder()
     total_specs = nested_decimal_specs(schema, "totals")
     share_specs = nested_decimal_specs(schema, "unallocated_share")
     offender_specs = nested_decimal_specs(schema, "top_offenders")
@@ -618,7 +619,7 @@ def build_manifests(records: Sequence[BillingRecord],
             top_offenders=offenders,
             revision=_revision(revision, mid),
             content_hash=content_hash_of_bodies(
-                (bodies.get(r.record_id) if bodies else None) or body_schema.encode_object(r)
+                (bodies.get(r.record_id) if bodies else None) or encode_body(r)
                 for r in recs),
             sample_coverage=quantize(raw_cov, schema.decimals["sample_coverage"],
                                      f"{where} sample_coverage"),
