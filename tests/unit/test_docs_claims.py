@@ -361,3 +361,38 @@ def test_every_value_of_the_chart_table_exists() -> None:
         assert json.dumps(node) == default, (cells[0], default, node)
     assert rows >= 60
 
+
+
+# Dotted names that are not Python names of the current code.
+NOT_PYTHON = {
+    "exporter.frozen.fast_init",  # removed; ADR 0005 records the decision that added it
+}
+
+
+@pytest.mark.parametrize("page", ALL_PAGES, ids=PAGE_IDS)
+def test_every_python_name_a_page_gives_resolves(page: Path) -> None:
+    """`exporter.org`, `exporter.pricing.quantize_quantity`, `chargeback_simulator.hostile.Hiding`:
+    the longest importable module, then attributes."""
+    import importlib
+
+    wrong = []
+    for span in code_text(page):
+        for dotted in re.findall(r"(?<![\w./-])((?:exporter|chargeback_simulator)(?:\.\w+)+)", span):
+            if dotted in NOT_PYTHON or dotted.endswith(FILE_SUFFIXES):
+                continue
+            parts = dotted.split(".")
+            for cut in range(len(parts), 0, -1):
+                try:
+                    obj: Any = importlib.import_module(".".join(parts[:cut]))
+                except ModuleNotFoundError:
+                    continue
+                break
+            else:
+                wrong.append(dotted)
+                continue
+            for attr in parts[cut:]:
+                if not hasattr(obj, attr):
+                    wrong.append(dotted)
+                    break
+                obj = getattr(obj, attr)
+    assert not wrong, sorted(set(wrong))
