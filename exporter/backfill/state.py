@@ -33,8 +33,9 @@ TO_HEADER = "backfill_to"
 def resolve_ids(cfg: Config, flag: str | None = None) -> tuple[str, str]:
     """(live worker's transactional id, backfill's transactional id).
 
-    The live id is `kafka.transactional_id` without a trailing `-backfill` (the Helm Job sets
-    `CHARGEBACK_KAFKA__TRANSACTIONAL_ID=<id>-backfill`). The backfill id is `--transactional-id`,
+    The live id is `kafka.transactional_id` without a trailing `-backfill` (a Job configured
+    with `<id>-backfill` as its Kafka id still finds the worker's). The Helm Job sets
+    `CHARGEBACK_BACKFILL__TRANSACTIONAL_ID`. The backfill id is `--transactional-id`,
     else `backfill.transactional_id`, else `<live id>-backfill`; never the live one, which would
     fence the worker. Raises `ConfigError`.
     """

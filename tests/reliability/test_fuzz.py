@@ -85,7 +85,7 @@ def matrices(draw: st.DrawFn, dirty: bool = True) -> list[dict[str, Any]]:
 
 @st.composite
 def answers(draw: st.DrawFn) -> list[list[dict[str, Any]]]:
-    """The 8 bodies of one period: mostly plausible (some odd labels, duplicates, extremes), or
+    """The bodies of one period (one per query): mostly plausible (some odd labels, duplicates, extremes), or
     anything at all."""
     dirty = draw(st.integers(0, 3)) == 0
     return [draw(matrices(dirty)) for _ in QUERIES]
