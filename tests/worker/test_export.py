@@ -134,6 +134,18 @@ def test_one_failed_attempt_is_retried_in_the_same_run_without_duplicate() -> No
     assert r.clock.sleeps, "the retry waited on the injected clock"
 
 
+@pytest.mark.parametrize("landed", [True, False], ids=["committed", "not-committed"])
+def test_a_lost_commit_answer_is_settled_and_each_period_published_once(landed: bool) -> None:
+    r = make_rig(start=T0 - 3 * HOUR)
+    r.worker.start()
+    r.sink.lose_commit_answer(2, committed=landed)
+    assert [p.start for p in r.worker.export_due().exported] == hours(T0 - 3 * HOUR, 3)
+    assert r.published_periods() == hours(T0 - 3 * HOUR, 3)
+    assert r.broker.checkpoint_ends() == hours(T0 - 2 * HOUR, 3)
+    assert r.sink.recoveries == 1
+    assert r.sink.attempts == (3 if landed else 4)  # the batch is sent again only if it was lost
+
+
 def test_incomplete_data_is_held_in_order_and_retried() -> None:
     r = make_rig(start=T0 - 3 * HOUR)
     held = T0 - 2 * HOUR
