@@ -247,6 +247,7 @@ class KafkaPeriodSink:
                                           on_retention=on_retention)
         self._producer: Producer | None = None
         self._needs_init = False
+        self._closed = False
         self._on_abort = on_abort
         self._on_delivery_error = on_delivery_error
 
@@ -267,6 +268,7 @@ class KafkaPeriodSink:
     def start(self) -> None:
         """Check the topics, then register the producer. Each step waits for the broker at most
         `kafka.connect_timeout` in all, its retries included; then its last error is raised."""
+        self._closed = False
         self._within_connect_timeout(self._admin.ensure, "kafka topics")
         self._within_connect_timeout(self._init_producer, "kafka init_transactions")
         log.info("kafka producer ready", extra={"transactional_id": self._cfg.transactional_id})
@@ -327,6 +329,8 @@ class KafkaPeriodSink:
                 self._producer.poll(0.1)
 
     def publish(self, messages: Sequence[OutMessage], checkpoint: OutMessage) -> None:
+        if self._closed:
+            raise SinkError("Kafka sink used after close()")
         if self._needs_init:
             self._init_producer()
         if self._producer is None:
@@ -401,6 +405,9 @@ class KafkaPeriodSink:
         if self._producer is not None:
             self._producer.flush(1)
         self._producer = None
+        # Closed is final until `start`: a commit left in doubt must not re-create the producer.
+        self._needs_init = False
+        self._closed = True
 
 
 def consumer_config(cfg: KafkaConfig, group: str | None = None) -> dict[str, Any]:

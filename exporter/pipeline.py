@@ -10,7 +10,7 @@ import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from exporter import __version__
 from exporter.clock import Clock
@@ -22,6 +22,10 @@ from exporter.periods import Period
 from exporter.sink import OutMessage, PeriodSink
 from exporter.source import UsageSource
 from exporter.units import charge_lines, method_id
+
+if TYPE_CHECKING:
+    # Only for typing: importing this module stays free of fastavro (`compute` imports it).
+    from exporter.records import BillingRecord, PeriodManifest
 
 log = logging.getLogger("exporter.pipeline")
 
@@ -66,8 +70,8 @@ class PeriodResult:
     usage: PeriodUsage
     lines: list[ChargeLine]
     priced: list[PricedLine]
-    records: list[Any] = field(default_factory=list)
-    manifests: list[Any] = field(default_factory=list)
+    records: list[BillingRecord] = field(default_factory=list)
+    manifests: list[PeriodManifest] = field(default_factory=list)
     coverage: Mapping[str, LabelCoverage] = field(default_factory=dict)
     status: str = "final"
     changed_clusters: tuple[str, ...] = ()
@@ -141,15 +145,15 @@ class Pipeline:
             by_cluster.setdefault(p.line.workload.cluster, []).append(p)
         for cluster in (*usage.coverage, *expected):
             by_cluster.setdefault(cluster, [])
-        records: list[Any] = []
-        manifests: list[Any] = []
+        records: list[BillingRecord] = []
+        manifests: list[PeriodManifest] = []
         changed: list[str] = []
         method = method_id(usage.grain, usage.step_seconds)
         # One writer for the period's records: their repeated values are encoded once.
         encode = load_schema("billing_record").encoder()
         bodies: dict[str, bytes] = {}
 
-        def build(cluster: str, revision: int) -> tuple[list[Any], list[Any]]:
+        def build(cluster: str, revision: int) -> tuple[list[BillingRecord], list[PeriodManifest]]:
             built = rec.build_records(by_cluster[cluster], revision=revision,
                                       generated_at_ms=generated_at_ms,
                                       exporter_version=self.exporter_version)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 from decimal import Decimal
 
@@ -10,8 +9,9 @@ import pytest
 
 from exporter.config import WorkerConfig
 from exporter.errors import ExporterError, FencedError, IncompleteDataError, RetentionError, SinkUnavailable
+from exporter.model import PeriodUsage
 from exporter.periods import Period
-from tests.fakes.memory import MemorySink, published_periods
+from tests.fakes.memory import MemorySink
 
 from .conftest import HOUR, INSTANCE, SETTLE, T0, make_rig
 
@@ -27,7 +27,7 @@ def test_no_checkpoint_no_start_exports_only_the_last_closed_period() -> None:
     outcome = r.worker.export_due()
     assert outcome.exported == (Period(T0 - HOUR, T0),)
     assert outcome.error is None and not outcome.more_due
-    assert published_periods(r.broker) == [T0 - HOUR]
+    assert r.published_periods() == [T0 - HOUR]
     assert r.broker.checkpoint_ends() == [T0]
     assert r.worker.export_due().exported == ()
 
@@ -57,7 +57,7 @@ def test_catch_up_after_six_hour_outage_in_bounded_batches() -> None:
     assert r.worker.export_due().exported == ()
 
     # Every period exactly once, in order, no gap; one transaction and one checkpoint each.
-    assert published_periods(r.broker) == hours(T0 - HOUR, 7)
+    assert r.published_periods() == hours(T0 - HOUR, 7)
     assert r.broker.checkpoint_ends() == hours(T0, 7)
     assert r.sample("chargeback_periods_exported_total", mode="live") == 7
     assert r.sample("chargeback_records_produced_total", mode="live") == 7 * 4
@@ -76,12 +76,12 @@ def test_restart_continues_at_the_period_after_the_checkpoint() -> None:
     r2.worker.start()
     assert r2.worker.next_period_start == T0
     assert r2.worker.export_due().exported == (Period(T0, T0 + HOUR), Period(T0 + HOUR, T0 + 2 * HOUR))
-    assert published_periods(r.broker) == hours(T0 - 3 * HOUR, 5)
+    assert r.published_periods() == hours(T0 - 3 * HOUR, 5)
 
 
 def test_checkpoint_wins_over_configured_start() -> None:
     r = make_rig(start=T0 - 10 * HOUR)
-    r.broker.seed_checkpoint(INSTANCE, T0 - 2 * HOUR)
+    r.seed_checkpoint(T0 - 2 * HOUR)
     r.worker.start()
     assert r.worker.next_period_start == T0 - 2 * HOUR
     assert [p.start for p in r.worker.export_due().exported] == hours(T0 - 2 * HOUR, 2)
@@ -92,12 +92,12 @@ def test_no_checkpoint_starts_at_configured_start() -> None:
     r.worker.start()
     assert r.worker.next_period_start == T0 - 5 * HOUR
     r.worker.export_due()
-    assert published_periods(r.broker) == hours(T0 - 5 * HOUR, 5)
+    assert r.published_periods() == hours(T0 - 5 * HOUR, 5)
 
 
 def test_misaligned_checkpoint_is_refused_not_skipped() -> None:
     r = make_rig()
-    r.broker.seed_checkpoint(INSTANCE, T0 - 20 * 60, period_seconds=600)
+    r.seed_checkpoint(T0 - 20 * 60, period_seconds=600)
     match = r"checkpoint 2026-11-02T11:40:00Z .* not aligned to periods.length 1h"
     with pytest.raises(ExporterError, match=match):
         r.worker.start()
@@ -120,7 +120,7 @@ def test_failing_publish_does_not_advance_and_a_later_run_publishes_once() -> No
     r.sink.unavailable = False
     r.clock.advance(HOUR)
     assert [p.start for p in r.worker.export_due().exported] == hours(T0 - 2 * HOUR, 3)
-    assert published_periods(r.broker) == hours(T0 - 2 * HOUR, 3)
+    assert r.published_periods() == hours(T0 - 2 * HOUR, 3)
 
 
 def test_one_failed_attempt_is_retried_in_the_same_run_without_duplicate() -> None:
@@ -129,9 +129,21 @@ def test_one_failed_attempt_is_retried_in_the_same_run_without_duplicate() -> No
     r.sink.fail_nth_publish(2)
     outcome = r.worker.export_due()
     assert [p.start for p in outcome.exported] == hours(T0 - 2 * HOUR, 2)
-    assert published_periods(r.broker) == hours(T0 - 2 * HOUR, 2)
+    assert r.published_periods() == hours(T0 - 2 * HOUR, 2)
     assert r.sink.attempts == 3 and r.sink.aborts == ["SinkUnavailable"]
     assert r.clock.sleeps, "the retry waited on the injected clock"
+
+
+@pytest.mark.parametrize("landed", [True, False], ids=["committed", "not-committed"])
+def test_a_lost_commit_answer_is_settled_and_each_period_published_once(landed: bool) -> None:
+    r = make_rig(start=T0 - 3 * HOUR)
+    r.worker.start()
+    r.sink.lose_commit_answer(2, committed=landed)
+    assert [p.start for p in r.worker.export_due().exported] == hours(T0 - 3 * HOUR, 3)
+    assert r.published_periods() == hours(T0 - 3 * HOUR, 3)
+    assert r.broker.checkpoint_ends() == hours(T0 - 2 * HOUR, 3)
+    assert r.sink.recoveries == 1
+    assert r.sink.attempts == (3 if landed else 4)  # the batch is sent again only if it was lost
 
 
 def test_incomplete_data_is_held_in_order_and_retried() -> None:
@@ -150,7 +162,7 @@ def test_incomplete_data_is_held_in_order_and_retried() -> None:
     assert r.worker.export_due().held == Period(held, held + HOUR)
     r.source.coverage.pop(held)
     assert [p.start for p in r.worker.export_due().exported] == [held, held + HOUR]
-    assert published_periods(r.broker) == hours(T0 - 3 * HOUR, 3)
+    assert r.published_periods() == hours(T0 - 3 * HOUR, 3)
     assert r.sample("chargeback_period_failures_total", reason="incomplete") == 2
 
 
@@ -167,7 +179,7 @@ def test_source_unavailable_holds_the_period() -> None:
 def test_fenced_instance_stops_with_exit_code_4() -> None:
     r = make_rig(start=T0 - 2 * HOUR)
     r.worker.start()
-    rival = MemorySink(r.broker)
+    rival = MemorySink(r.broker, transactional_id=INSTANCE)
     rival.start()  # a newer instance with the same transactional.id
     with pytest.raises(FencedError, match="fenced") as caught:
         r.worker.export_due()
@@ -184,7 +196,7 @@ def test_period_beyond_the_last_retention_tier_raises_retention_error() -> None:
     with pytest.raises(RetentionError, match=r"beyond Sysdig's longest retention \(450d"):
         r.worker.export_due()
     assert r.broker.transactions == []
-    assert r.pipeline.computed == []
+    assert r.source.fetched == []  # refused before Sysdig is asked
 
 
 def test_period_older_than_resolution_retention_is_reported_with_its_coarser_step(
@@ -197,7 +209,7 @@ def test_period_older_than_resolution_retention_is_reported_with_its_coarser_ste
     assert r.sample("chargeback_coarse_periods_total", step="600") == 2
     warned = [rec for rec in caplog.records if rec.getMessage().startswith("period older than")]
     assert [rec.__dict__["step_seconds"] for rec in warned] == [600, 600]
-    methods = {json.loads(m.value)["method"] for m in r.broker.committed_messages()}
+    methods = {rec.method for rec in r.records()}
     assert methods == {"max-request-usage/pod/600s/v1"}
 
 
@@ -205,7 +217,7 @@ def test_fresh_periods_use_the_configured_resolution() -> None:
     r = make_rig()
     r.worker.start()
     r.worker.export_due()
-    methods = {json.loads(m.value)["method"] for m in r.broker.committed_messages()}
+    methods = {rec.method for rec in r.records()}
     assert methods == {"max-request-usage/pod/10s/v1"}
     assert r.sample("chargeback_coarse_periods_total", step="600") is None
 
@@ -241,7 +253,7 @@ def test_export_all_runs_batches_until_current_and_raises_a_held_period() -> Non
     r2.worker.start()
     with pytest.raises(IncompleteDataError, match="coverage below"):
         r2.worker.export_all()
-    assert published_periods(r2.broker) == hours(T0 - 5 * HOUR, 3)
+    assert r2.published_periods() == hours(T0 - 5 * HOUR, 3)
 
 
 def test_period_log_event_carries_period_counts_and_durations(caplog: pytest.LogCaptureFixture) -> None:
@@ -263,18 +275,14 @@ def test_the_collector_stays_on_while_a_period_is_computed_and_published() -> No
 
     r = make_rig()
     seen: list[tuple[str, bool]] = []
-    compute, publish = r.pipeline.compute, r.pipeline.publish
+    fetch = r.source.fetch
 
-    def watched_compute(*args: object, **kwargs: object) -> object:
+    def watched_fetch(period: Period) -> PeriodUsage:
         seen.append(("compute", gc.isenabled()))
-        return compute(*args, **kwargs)  # type: ignore[arg-type]
+        return fetch(period)
 
-    def watched_publish(*args: object, **kwargs: object) -> None:
-        seen.append(("publish", gc.isenabled()))
-        publish(*args, **kwargs)  # type: ignore[arg-type]
-
-    r.pipeline.compute = watched_compute  # type: ignore[method-assign]
-    r.pipeline.publish = watched_publish  # type: ignore[method-assign]
+    r.source.fetch = watched_fetch  # type: ignore[method-assign]
+    r.sink.in_transaction = lambda: seen.append(("publish", gc.isenabled()))
     assert gc.isenabled()
     r.worker.start()
     assert r.worker.export_due().exported == (Period(T0 - HOUR, T0),)

@@ -76,7 +76,7 @@ def test_readyz_transitions(served: tuple[Rig, str]) -> None:
 
 def test_ready_right_after_start_when_the_checkpoint_is_recent() -> None:
     r = make_rig()
-    r.broker.seed_checkpoint("chargeback-test", T0 - HOUR)
+    r.seed_checkpoint(T0 - HOUR)
     assert r.health.readiness()[0] is False
     r.worker.start()
     assert r.health.readiness() == (True, "last committed period ended 65m ago")

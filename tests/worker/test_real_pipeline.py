@@ -38,7 +38,7 @@ class RealRig:
                                        source=None if sysdig else self.source)
         self.codec = self.pipeline.codec
         self.broker = broker or MemoryBroker(self.codec.decode_checkpoint)
-        self.sink = MemorySink(self.broker)
+        self.sink = MemorySink(self.broker, transactional_id=INSTANCE)
         self.worker = Worker(self.pipeline, self.sink, self.sink, clock, cfg.periods, cfg.worker,
                              self.metrics, INSTANCE,
                              HealthState(clock, cfg.periods.length, cfg.periods.settle_delay))

@@ -18,15 +18,16 @@ import pytest
 from exporter import stopping
 from exporter.cli import build_parser, main
 from exporter.clock import Clock, FakeClock
+from exporter.commands import build_pipeline
 from exporter.config import Config
 from exporter.errors import ConfigError, FencedError, IncompleteDataError
 from exporter.metrics import Metrics
 from exporter.periods import iso
 from exporter.run import Parts, assemble, cmd_run, execute
 from exporter.stopping import stop_on_signals
-from tests.fakes.memory import FakeSource, MemoryBroker, MemoryPipeline, MemorySink, published_periods
+from tests.fakes.memory import FakeSource, MemoryBroker, MemorySink
 
-from .conftest import HOUR, SETTLE, T0, make_rig
+from .conftest import HOUR, SETTLE, T0, make_rig, new_broker, published_periods
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -35,7 +36,7 @@ class Fakes:
     """A `Build` over one in-memory broker, remembering what it built."""
 
     def __init__(self, broker: MemoryBroker | None = None) -> None:
-        self.broker = broker or MemoryBroker()
+        self.broker = broker or new_broker()
         self.sources: list[FakeSource] = []
         self.sinks: list[MemorySink] = []
         self.coverage: dict[int, Decimal] = {}
@@ -43,10 +44,11 @@ class Fakes:
     def __call__(self, cfg: Config, clock: Clock, metrics: Metrics) -> Parts:
         source = FakeSource(clock, cfg.periods.resolution)
         source.coverage.update(self.coverage)
-        sink = MemorySink(self.broker, on_abort=lambda _: metrics.transaction_aborts.inc())
+        sink = MemorySink(self.broker, transactional_id=cfg.kafka.transactional_id,
+                          on_abort=lambda _: metrics.transaction_aborts.inc())
         self.sources.append(source)
         self.sinks.append(sink)
-        return MemoryPipeline(source), sink, sink
+        return build_pipeline(cfg, clock, metrics, source=source), sink, sink
 
 
 class LogEvent(logging.Handler):
@@ -107,7 +109,8 @@ def test_once_fails_with_the_held_period(tmp_path: Path) -> None:
 def test_once_when_fenced_raises_exit_code_4() -> None:
     fakes = Fakes()
     service = assemble(Config(), FakeClock(T0 + SETTLE), Metrics(), fakes, serve_http=False)
-    fakes.sinks[0].in_transaction = lambda: MemorySink(fakes.broker).start()
+    rival = MemorySink(fakes.broker, transactional_id=fakes.sinks[0].transactional_id)
+    fakes.sinks[0].in_transaction = rival.start
     with pytest.raises(FencedError) as caught:
         execute(service, once=True)
     assert caught.value.exit_code == 4 and "\n" not in str(caught.value)

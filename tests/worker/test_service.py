@@ -19,9 +19,9 @@ from exporter.clock import FakeClock
 from exporter.config import PeriodsConfig, WorkerConfig
 from exporter.errors import FencedError
 from exporter.worker import build_scheduler, build_trigger, first_fire_time
-from tests.fakes.memory import MemorySink, published_periods
+from tests.fakes.memory import MemorySink
 
-from .conftest import HOUR, SETTLE, T0, Rig, make_rig
+from .conftest import HOUR, INSTANCE, SETTLE, T0, Rig, make_rig
 
 WAIT = 10.0  # upper bound for any cross-thread hand-off; normally microseconds
 
@@ -109,7 +109,7 @@ def test_serve_catches_up_at_start_then_waits_for_wakeups() -> None:
     r.worker.request_stop()
     t.join(WAIT)
     assert result == [0]
-    assert published_periods(r.broker) == [T0 - 3 * HOUR + i * HOUR for i in range(4)]
+    assert r.published_periods() == [T0 - 3 * HOUR + i * HOUR for i in range(4)]
     assert r.sink.closed
 
 
@@ -123,7 +123,7 @@ def test_stop_lets_the_in_flight_period_commit_then_exits_0() -> None:
     t.join(WAIT)
     assert not t.is_alive()
     assert result == [0]
-    assert published_periods(r.broker) == [T0 - 3 * HOUR]  # it committed; nothing after it started
+    assert r.published_periods() == [T0 - 3 * HOUR]  # it committed; nothing after it started
     assert r.sink.closed and r.sink.aborts == []
     assert r.health.readiness() == (False, "sink not started")
 
@@ -146,7 +146,8 @@ def test_in_flight_period_past_the_grace_is_aborted_and_exit_is_0() -> None:
 
 def test_fenced_while_serving_stops_with_fenced_error() -> None:
     r = make_rig(start=T0 - 3 * HOUR)
-    r.sink.in_transaction = lambda: MemorySink(r.broker).start()  # a newer instance takes over
+    rival = MemorySink(r.broker, transactional_id=INSTANCE)  # a newer instance takes over
+    r.sink.in_transaction = rival.start
     t, result = serve_in_thread(r)
     t.join(WAIT)
     [error] = result
@@ -179,7 +180,7 @@ def test_catch_up_continues_past_a_full_batch_without_waiting_for_the_next_inter
     r.worker.request_stop()
     t.join(WAIT)
     assert result == [0]
-    assert published_periods(r.broker) == [T0 - 10 * HOUR + i * HOUR for i in range(10)]
+    assert r.published_periods() == [T0 - 10 * HOUR + i * HOUR for i in range(10)]
 
 
 CHILD = """
@@ -228,7 +229,7 @@ def test_sigterm_in_a_real_process_finishes_the_period_in_flight_and_exits_0() -
 
 def test_serve_closes_the_sink_when_start_fails() -> None:
     r = make_rig()
-    r.broker.seed_checkpoint("chargeback-test", T0 - 20 * 60)  # misaligned: start refuses it
+    r.seed_checkpoint(T0 - 20 * 60)  # misaligned: start refuses it
     t, result = serve_in_thread(r)
     t.join(WAIT)
     [error] = result
