@@ -42,18 +42,8 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from exporter.clock import Clock, SystemClock
-from exporter.commands import (
-    add_common,
-    build_checkpoints,
-    build_codec,
-    build_pipeline,
-    build_retention,
-    build_sink,
-    build_source,
-    check_team,
-    config_from_args,
-)
+from exporter.clock import Clock
+from exporter.commands import add_common, check_team, config_from_args
 from exporter.config import Config
 from exporter.errors import (
     ConfigError,
@@ -77,6 +67,14 @@ from exporter.sink import OutMessage, PeriodSink
 from exporter.source import UsageSource
 from exporter.stopping import stop_on_signals
 from exporter.units import CALCULATION_VERSION, method_step
+from exporter.wiring import (
+    build_checkpoints,
+    build_codec,
+    build_pipeline,
+    build_retention,
+    build_sink,
+    build_source,
+)
 
 log = logging.getLogger("exporter.backfill")
 
@@ -1084,11 +1082,10 @@ def backfill(cfg: Config, opts: Options, clock: Clock, *, sink_factory: SinkFact
     return prepare(cfg, opts, clock, sink_factory=sink_factory, progress=progress).run()
 
 
-def cmd_backfill(args: argparse.Namespace, *, clock: Clock | None = None,
+def cmd_backfill(args: argparse.Namespace, *, clock: Clock,
                  sink_factory: SinkFactory = default_sink, out: TextIO | None = None,
                  err: TextIO | None = None) -> int:
     """The `backfill` handler: exit 0, 3 (one line on stderr) or 4; raises `ConfigError` (2)."""
-    clock = clock or SystemClock()
     out = out or sys.stdout
     err = err or sys.stderr
     cfg = config_from_args(args)

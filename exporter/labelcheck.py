@@ -37,6 +37,7 @@ import yaml
 from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
 
 from exporter import __version__
+from exporter.clock import Clock
 from exporter.config import OrgConfig, load_config
 from exporter.errors import ExporterError
 from exporter.model import ORG_KEYS
@@ -690,7 +691,7 @@ def _split_keys(values: Sequence[str] | None) -> list[str]:
     return [k for v in values for k in v.split(",")]
 
 
-def _run(args: argparse.Namespace) -> int:
+def _run(args: argparse.Namespace, *, clock: Clock) -> int:
     org = None
     if args.config_file is not None:
         org = load_config(Path(args.config_file)).org

@@ -14,9 +14,9 @@ from bench.record import record
 from bench.replay import ReplayServer
 from exporter.avro import AvroSchema, body_of, load_schema
 from exporter.clock import FakeClock
-from exporter.commands import build_pipeline
 from exporter.pipeline import PeriodResult, Prior
 from exporter.records import content_hash_of_bodies
+from exporter.wiring import build_pipeline
 
 TINY = 40
 
