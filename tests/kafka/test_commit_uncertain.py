@@ -61,8 +61,7 @@ def test_worker_settles_an_unknown_commit_instead_of_publishing_twice(noida: Loc
 
     def build(c: Config, k: Clock, m: Metrics) -> Parts:
         pipeline, sink, checkpoints = build_worker_parts(c, k, m)
-        pipeline.source = FakeSource(k)  # type: ignore[misc]
-        assert isinstance(sink, KafkaPeriodSink)
+        pipeline.source = FakeSource(k)
         holder["sink"] = LostAck(sink, lose={2})
         return pipeline, holder["sink"], checkpoints
 

@@ -22,9 +22,9 @@ from exporter.errors import IncompleteDataError
 from exporter.metrics import Metrics
 from exporter.periods import Period
 from exporter.run import assemble
-from exporter.wiring import build_worker_parts
+from exporter.wiring import build_codec, build_worker_parts
 from tests.reliability.conftest import PERIOD, Sim
-from tests.reliability.harness import build_codec, check_ledger, read_committed
+from tests.reliability.harness import check_ledger, read_committed
 
 pytestmark = pytest.mark.integration
 NEXT = Period(PERIOD.end, PERIOD.end + 3600)

@@ -27,7 +27,7 @@ def service(cfg: Config, clock: FakeClock) -> Service:
 
     def build(c: Config, k: Clock, m: Metrics) -> Parts:
         pipeline, sink, checkpoints = build_worker_parts(c, k, m)
-        pipeline.source = FakeSource(k)  # type: ignore[misc]
+        pipeline.source = FakeSource(k)
         return pipeline, sink, checkpoints
 
     return assemble(cfg, clock, Metrics(CollectorRegistry()), build, serve_http=False)
