@@ -5,10 +5,11 @@ the org model and rate card read from the files the configuration names; the Avr
 codec; the export pipeline; the transactional Kafka sink and checkpoint store; the health server;
 the dashboard installer. Each returns its concrete type, so a caller sees exactly what it gets.
 
-It may import any `exporter` module (configuration, domain and adapters); nothing but the CLI and
-the subcommand modules may import it. Modules that pull in heavy clients (confluent-kafka,
-the schema registry, pricing) are imported inside the factories that need them, so that
-building the command line stays fast; their types come in under `TYPE_CHECKING`.
+It may import any `exporter` module (configuration, domain and adapters). Only the subcommand
+modules import it (and tests and benchmarks, to build the real adapters); no domain or adapter
+module does, so dependencies point one way. Modules that pull in heavy clients (confluent-kafka,
+the schema registry) are imported inside the factories that need them, so that a command that
+does not use them starts faster; their types come in under `TYPE_CHECKING`.
 """
 
 from __future__ import annotations
