@@ -35,11 +35,11 @@ from bench.fleets import SETTLE, exporter_config, period, write_rate_card
 from bench.floor import time_floor
 from bench.record import Recording
 from exporter.clock import FakeClock
-from exporter.commands import build_pipeline, build_sink, build_source
 from exporter.config import Config
 from exporter.model import PeriodUsage
 from exporter.periods import Period
 from exporter.sink import OutMessage
+from exporter.wiring import build_pipeline, build_sink, build_source
 
 INSTANCE = "bench"
 

@@ -16,7 +16,7 @@ from bench.fleets import STEP, exporter_config, fleet_spec, period
 from chargeback_simulator.fleet import SAMPLE_INTERVAL, Fleet
 from chargeback_simulator.server import SimulatorServer
 from exporter.clock import FakeClock
-from exporter.commands import build_source
+from exporter.wiring import build_source
 
 QUERY = "/prometheus/api/v1/query"
 

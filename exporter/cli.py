@@ -1,10 +1,11 @@
-"""The `chargeback-exporter` command: the composition root.
+"""The `chargeback-exporter` command.
 
-This is the only module that builds concrete adapters (Sysdig client, Kafka producer, clock).
-Each subcommand lives in the module that owns it, which exposes `register(subparsers)`; the
-registered handler takes the parsed namespace and returns an exit code. Every `ExporterError`
-becomes one line on stderr (a `ConfigError`, one line per problem) and its exit code; nothing
-else escapes as a traceback.
+`main` picks the clock (the system clock unless one is injected) and hands it to the subcommand;
+the adapters are built from configuration by `exporter.wiring`, the composition root. Each
+subcommand lives in the module that owns it, which exposes `register(subparsers)`; the
+registered handler takes the parsed namespace and the clock and returns an exit code. Every
+`ExporterError` becomes one line on stderr (a `ConfigError`, one line per problem) and its exit
+code; nothing else escapes as a traceback.
 """
 
 from __future__ import annotations
@@ -12,13 +13,19 @@ from __future__ import annotations
 import argparse
 import importlib
 import sys
-from collections.abc import Callable, Sequence
-from typing import Any, NoReturn
+from collections.abc import Sequence
+from typing import Any, NoReturn, Protocol
 
 from exporter import __version__, stopping
+from exporter.clock import Clock, SystemClock
 from exporter.errors import ConfigError, ExporterError
 
-Handler = Callable[[argparse.Namespace], int]
+
+class Handler(Protocol):
+    """A subcommand: runs it with the parsed arguments on `clock`; returns the exit code."""
+
+    def __call__(self, args: argparse.Namespace, *, clock: Clock) -> int: ...
+
 
 # Modules that contribute subcommands through `register(subparsers) -> None`.
 _COMMAND_MODULES: tuple[str, ...] = (
@@ -80,14 +87,16 @@ def _register_missing(sub: Any, command: str) -> None:
     """A stand-in for an extra's subcommand: takes any arguments, says how to install it."""
     p = sub.add_parser(command, add_help=False, help=f"needs the simulator extra ({INSTALL_SIMULATOR})")
 
-    def missing(args: argparse.Namespace) -> int:
+    def missing(args: argparse.Namespace, *, clock: Clock) -> int:
         raise ConfigError(f"needs the simulator extra, which is not installed: {INSTALL_SIMULATOR} "
                           "(from a source checkout: make install)")
 
     p.set_defaults(handler=missing, takes_any_arguments=True)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None, clock: Clock | None = None) -> int:
+    """Run the command line `argv` (default: `sys.argv[1:]`) on `clock` (default: the system
+    clock); returns the exit code."""
     words = list(sys.argv[1:] if argv is None else argv)
     # Before the subcommands' imports (hundreds of milliseconds): a SIGTERM from here on stops
     # a graceful command cleanly instead of killing it.
@@ -95,13 +104,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if graceful:
         stopping.install()
     try:
-        return _main(words)
+        return _main(words, SystemClock() if clock is None else clock)
     finally:
         if graceful:
             stopping.uninstall()
 
 
-def _main(argv: Sequence[str]) -> int:
+def _main(argv: Sequence[str], clock: Clock) -> int:
     parser = build_parser()
     args, unknown = parser.parse_known_args(argv)
     if unknown and not getattr(args, "takes_any_arguments", False):
@@ -111,7 +120,7 @@ def _main(argv: Sequence[str]) -> int:
         parser.print_help(sys.stderr)
         return 2
     try:
-        return handler(args)
+        return handler(args, clock=clock)
     except ExporterError as exc:
         for problem in exc.problems if isinstance(exc, ConfigError) else (str(exc),):
             print(f"chargeback-exporter {args.command}: error: {problem}", file=sys.stderr)

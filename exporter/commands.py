@@ -1,25 +1,25 @@
-"""Subcommands `check-config` and `report`, and the adapters they build from configuration."""
+"""Subcommands `check-config` and `report`, and the helpers every subcommand shares: the common
+flags, loading the configuration, and the team-scope check. Adapters come from `exporter.wiring`.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
-import logging
 import os
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import yaml
 
-from exporter.clock import Clock, SystemClock
+from exporter.clock import Clock
 from exporter.config import Config, load_config, masked_dict
 from exporter.errors import ConfigError
 from exporter.logs import register_secret, setup
 from exporter.model import ChargeLine
-from exporter.org import AllowedValues, OrgModel, read_allow_lists
+from exporter.org import OrgModel
 from exporter.periods import (
     Period,
     align_down,
@@ -29,12 +29,9 @@ from exporter.periods import (
     parse_duration,
     parse_time,
 )
-from exporter.retention import Retention, RetentionModel, TimelinesClient
 from exporter.sysdig import SysdigSource
 from exporter.units import charge_lines
-
-if TYPE_CHECKING:
-    from exporter.pricing import RateCard
+from exporter.wiring import build_client, build_source, load_referenced
 
 
 def add_common(parser: argparse.ArgumentParser) -> None:
@@ -68,59 +65,6 @@ def register_secrets(cfg: Config) -> None:
             register_secret(info.split(":", 1)[1])
 
 
-def build_client(cfg: Config, clock: Clock, on_request: Any = None, *, warn: bool = True,
-                 ) -> TimelinesClient:
-    """The Sysdig client described by `cfg.sysdig` (queries and retention timelines).
-
-    Raises `ConfigError` when no token is set.
-    """
-    token = cfg.sysdig.resolved_token()
-    if not token:
-        raise ConfigError(
-            "sysdig.token: not set (use sysdig.token, sysdig.token_file or CHARGEBACK_SYSDIG__TOKEN)"
-        )
-    verify = cfg.sysdig.tls_verify()
-    if not cfg.sysdig.verify_tls and warn:
-        logging.getLogger("exporter.sysdig").warning(
-            "TLS certificate verification of Sysdig is off (sysdig.verify_tls: false)",
-            extra={"sysdig_url": cfg.sysdig.url})
-    return TimelinesClient(
-        cfg.sysdig.url, token, clock=clock, timeout=cfg.sysdig.timeout, verify=verify,
-        attempts=cfg.sysdig.max_attempts, max_retry_time=cfg.sysdig.max_retry_time,
-        on_request=on_request,
-    )
-
-
-def build_retention(cfg: Config, clock: Clock, client: TimelinesClient | None = None) -> Retention:
-    """The retention model of `cfg` (the one the worker, the report and the backfill use).
-
-    `client` reads the timelines; without one a client of `cfg.sysdig` is built. Raises
-    `ConfigError` when no token is set.
-    """
-    if client is None and cfg.sysdig.retention_tiers:
-        client = build_client(cfg, clock, warn=False)
-    return Retention(client, clock=clock, resolution=cfg.periods.resolution,
-                     refresh=cfg.sysdig.retention_refresh, enabled=cfg.sysdig.retention_tiers)
-
-
-def build_source(cfg: Config, clock: Clock, on_request: Any = None,
-                 retention: RetentionModel | None = None, org: OrgModel | None = None,
-                 ) -> SysdigSource:
-    """The Sysdig usage source described by `cfg.sysdig` and `cfg.periods`.
-
-    `retention` replaces the configured retention model (a backfill pins each period's step);
-    `org` is the org model already built from `cfg.org` (else it is built here).
-    """
-    client = build_client(cfg, clock, on_request)
-    org = OrgModel(cfg.org) if org is None else org
-    return SysdigSource(
-        client, clock=clock, label_columns=org.label_columns(),
-        resolution=cfg.periods.resolution, grain=cfg.periods.grain,
-        clusters=cfg.sysdig.clusters, concurrency=cfg.sysdig.max_concurrency,
-        retention=build_retention(cfg, clock, client) if retention is None else retention,
-    )
-
-
 def check_team(cfg: Config, clock: Clock) -> None:
     """At start: refuse a token whose Sysdig team sees only part of the fleet (`exporter.teams`).
 
@@ -134,44 +78,6 @@ def check_team(cfg: Config, clock: Clock) -> None:
 
 
 # --- the files the configuration names -------------------------------------------------------
-
-@dataclass(frozen=True)
-class Referenced:
-    """What the worker builds from the files the configuration names."""
-
-    org: OrgModel
-    rate_card: RateCard | None
-
-
-def load_referenced(cfg: Config) -> Referenced:
-    """Read and validate every allow-list and the rate card `cfg` names: the worker's loading,
-    which `check-config` runs too.
-
-    Raises one `ConfigError` whose `problems` are every problem found, each a line naming the
-    file and, where the parser gives it, the line and column.
-    """
-    from exporter.pricing import RateCard
-
-    problems: list[str] = []
-    org: OrgModel | None = None
-    allowed: dict[str, AllowedValues] = {}
-    try:
-        allowed = read_allow_lists(cfg.org)
-        org = OrgModel(cfg.org, allowed)
-    except ConfigError as exc:
-        problems.extend(exc.problems)
-    card = None
-    if cfg.pricing.rate_card_file is not None:
-        try:
-            card = RateCard.load(cfg.pricing.rate_card_file, period_length=cfg.periods.length,
-                                 other_labels=cfg.org.other_labels, allowed=allowed)
-        except ConfigError as exc:
-            problems.extend(exc.problems)
-    if problems:
-        raise ConfigError.of(problems)
-    assert org is not None
-    return Referenced(org, card)
-
 
 def _readable(path: Path | None, what: str) -> Callable[[], object]:
     """A check that `path` (a file another library opens, such as a certificate) can be read."""
@@ -216,7 +122,7 @@ def check_files(cfg: Config) -> None:
 
 # --- check-config -------------------------------------------------------------------------
 
-def cmd_check_config(args: argparse.Namespace) -> int:
+def cmd_check_config(args: argparse.Namespace, *, clock: Clock) -> int:
     cfg = load_config(args.config_file)
     # Every file is read so that a missing mount or a broken rate card fails here, not at 3 a.m.
     check_files(cfg)
@@ -267,11 +173,10 @@ def collect_lines(source: SysdigSource, cfg: Config, periods: list[Period]
     return lines, steps
 
 
-def cmd_report(args: argparse.Namespace, clock: Clock | None = None) -> int:
+def cmd_report(args: argparse.Namespace, *, clock: Clock) -> int:
     from exporter import report
     from exporter.pricing import price_lines
 
-    clock = clock or SystemClock()
     cfg = config_from_args(args)
     coverage = getattr(args, "coverage", False)
     if coverage and args.format == "csv":
@@ -329,74 +234,3 @@ def register(sub: Any) -> None:
     p.add_argument("--format", choices=("table", "csv", "json"), default="table")
     p.add_argument("--coverage", action="store_true", help="show label coverage instead")
     p.set_defaults(handler=cmd_report)
-
-
-# --- factories for the export path ----------------------------------------------------------
-
-def build_framing(cfg: Config) -> Any:
-    """The configured Avro framing: single-object (default) or Confluent via a registry."""
-    from exporter.avro import SingleObjectFraming
-
-    if cfg.kafka.framing == "confluent":
-        from exporter.registry import ConfluentFraming
-
-        assert cfg.kafka.schema_registry is not None
-        return ConfluentFraming.from_config(cfg.kafka.schema_registry)
-    return SingleObjectFraming()
-
-
-def build_codec(cfg: Config) -> Any:
-    from exporter.codec import AvroCodec
-
-    return AvroCodec(build_framing(cfg), cfg.kafka.topics)
-
-
-def build_pipeline(cfg: Config, clock: Clock, metrics: Any = None, source: Any = None) -> Any:
-    """The export pipeline described by `cfg`; `source` replaces the Sysdig source (tests)."""
-    from exporter import coverage as cov
-    from exporter.pipeline import Pipeline
-    from exporter.shared import distribute
-
-    on_request = metrics.observe_sysdig if metrics is not None else None
-    files = load_referenced(cfg)
-    src = source if source is not None else build_source(cfg, clock, on_request=on_request,
-                                                         org=files.org)
-    card = files.rate_card
-    pricer = card.price_lines if card is not None else None
-    shared_cfg = cfg.shared_costs
-
-    def share(lines: Any) -> Any:
-        return list(distribute(lines, shared_cfg).lines)
-
-    return Pipeline(
-        source=src, org=files.org, codec=build_codec(cfg), clock=clock,
-        settle_delay=cfg.periods.settle_delay, pricer=pricer,
-        distribute=share if shared_cfg.enabled else None,
-        coverage_fn=cov.label_coverage, min_coverage=cfg.periods.min_coverage,
-        incomplete_policy=cfg.periods.incomplete_policy,
-        clusters=cfg.sysdig.clusters, retired_clusters=cfg.sysdig.retired_clusters,
-        publish_empty=cfg.periods.publish_empty,
-    )
-
-
-def build_sink(cfg: Config, clock: Clock, metrics: Any = None, transactional_id: str | None = None) -> Any:
-    """The transactional Kafka sink; `transactional_id` overrides the configured one (backfill)."""
-    from exporter.kafka_sink import KafkaPeriodSink
-
-    kcfg = cfg.kafka if transactional_id is None else cfg.kafka.model_copy(
-        update={"transactional_id": transactional_id})
-    on_abort = (lambda reason: metrics.transaction_aborts.inc()) if metrics is not None else None
-    on_err = metrics.kafka_delivery_errors.inc if metrics is not None else None
-    on_retention = metrics.topic_retention if metrics is not None else None
-    return KafkaPeriodSink(kcfg, clock, on_abort=on_abort, on_delivery_error=on_err,
-                           on_retention=on_retention)
-
-
-def build_checkpoints(cfg: Config, clock: Clock, transactional_id: str | None = None) -> Any:
-    """The checkpoint store of this instance (or of `transactional_id`)."""
-    from exporter.kafka_sink import KafkaCheckpointStore
-
-    kcfg = cfg.kafka if transactional_id is None else cfg.kafka.model_copy(
-        update={"transactional_id": transactional_id})
-    codec = build_codec(cfg)
-    return KafkaCheckpointStore(kcfg, codec.decode_checkpoint, clock)

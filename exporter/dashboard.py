@@ -43,9 +43,10 @@ from typing import Any
 
 import requests
 
+from exporter.clock import Clock
 from exporter.commands import add_common, config_from_args
-from exporter.config import Config, OrgConfig
-from exporter.errors import ConfigError, SourceAuthError, SourceError, SourceUnavailable
+from exporter.config import OrgConfig
+from exporter.errors import SourceAuthError, SourceError, SourceUnavailable
 from exporter.model import GIB, ORG_KEYS, RESOURCES, UNALLOCATED
 from exporter.periods import format_duration
 from exporter.queries import (
@@ -59,6 +60,7 @@ from exporter.queries import (
     selector,
 )
 from exporter.sysdig import StrictAdapter
+from exporter.wiring import build_dashboard_installer
 
 DEFAULT_NAME = "Kubernetes Chargeback"
 DATA_FILE = "dashboard.json"
@@ -558,25 +560,14 @@ def _as_file(dashboard: dict[str, Any]) -> Iterator[Path]:
         yield path
 
 
-def installer_from_config(config: Config) -> DashboardInstaller:
-    """An installer for `config.sysdig` (URL, token, TLS, timeout). Raises `ConfigError`."""
-    token = config.sysdig.resolved_token()
-    if not token:
-        raise ConfigError(
-            "sysdig.token: not set (use sysdig.token, sysdig.token_file or CHARGEBACK_SYSDIG__TOKEN)"
-        )
-    return DashboardInstaller(config.sysdig.url, token, verify=config.sysdig.tls_verify(),
-                              timeout=float(config.sysdig.timeout))
-
-
 # ---------------------------------------------------------------------------------------------
 # CLI
 
 
-def _cmd_install(args: argparse.Namespace) -> int:
+def _cmd_install(args: argparse.Namespace, *, clock: Clock) -> int:
     config = config_from_args(args)
     dashboard = build_dashboard(config.org, args.name)
-    result = installer_from_config(config).install(dashboard, args.name, shared=args.shared)
+    result = build_dashboard_installer(config).install(dashboard, args.name, shared=args.shared)
     print(f"{result.action} dashboard {args.name!r} (id {result.dashboard_id}, "
           f"version {result.version}) on {config.sysdig.url}")
     if result.duplicates:
@@ -586,7 +577,7 @@ def _cmd_install(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_export(args: argparse.Namespace) -> int:
+def _cmd_export(args: argparse.Namespace, *, clock: Clock) -> int:
     config = config_from_args(args)
     sys.stdout.write(dump(build_dashboard(config.org, args.name)))
     return 0

@@ -30,13 +30,15 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any, cast
 
-from exporter.commands import add_common, build_codec, config_from_args
+from exporter.clock import Clock
+from exporter.commands import add_common, config_from_args
 from exporter.config import Config
 from exporter.errors import ConfigError, EncodingError, ExporterError
 from exporter.kafka_sink import read_topic
 from exporter.periods import iso, parse_time
 from exporter.records import PUBLISHED_AT_HEADER, BillingRecord
 from exporter.shared import DIRECT, SHARED_DISTRIBUTION, SHARED_FROM_LABEL, largest_remainder
+from exporter.wiring import build_codec
 
 UNPRICED_CURRENCY = "XXX"
 """ISO 4217 "no currency involved": the BillingCurrency of unpriced rows (`--allow-unpriced`)."""
@@ -549,7 +551,7 @@ def _time_arg(text: str, flag: str) -> int:
         raise ConfigError(f"{flag}: {exc}") from None
 
 
-def cmd_export_focus(args: argparse.Namespace) -> int:
+def cmd_export_focus(args: argparse.Namespace, *, clock: Clock) -> int:
     start = _time_arg(args.start, "--from")
     end = _time_arg(args.end, "--to")
     cfg = config_from_args(args)

@@ -85,7 +85,7 @@ class PeriodResult:
 
 @dataclass(slots=True)
 class Pipeline:
-    """The collaborators of an export, built by the CLI (the composition root)."""
+    """The collaborators of an export, built by `exporter.wiring` (the composition root)."""
 
     source: UsageSource
     org: OrgModel

@@ -19,8 +19,8 @@ from typing import Any, Literal
 
 from rich.table import Table
 
-from exporter.clock import Clock, SystemClock
-from exporter.commands import add_common, build_client, config_from_args
+from exporter.clock import Clock
+from exporter.commands import add_common, config_from_args
 from exporter.config import Config
 from exporter.errors import ExporterError, SourceError, SourceQueryError
 from exporter.org import OrgModel
@@ -40,6 +40,7 @@ from exporter.queries import (
 )
 from exporter.sysdig import SERIES_CAP, SysdigClient, parse_vector
 from exporter.teams import read_team_scope
+from exporter.wiring import build_client
 
 Result = Literal["ok", "warn", "FAIL"]
 SAMPLE_INTERVAL = 10  # Sysdig's native sample interval (seconds)
@@ -356,12 +357,11 @@ def render(checks: Sequence[Check], url: str) -> Table:
     return table
 
 
-def cmd_check_sysdig(args: argparse.Namespace, *, clock: Clock | None = None) -> int:
+def cmd_check_sysdig(args: argparse.Namespace, *, clock: Clock) -> int:
     """Print the table; 0 when no check failed, else `PreflightFailed` naming the failures."""
     from exporter.report import print_table
 
     cfg = config_from_args(args)
-    clock = clock or SystemClock()
     checks = Preflight(build_client(cfg, clock), cfg, clock).run()
     print_table(render(checks, cfg.sysdig.url), sys.stdout.write)
     failed = [c.name for c in checks if c.result == "FAIL"]

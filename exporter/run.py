@@ -17,21 +17,15 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from exporter.clock import Clock, SystemClock
-from exporter.commands import (
-    add_common,
-    build_checkpoints,
-    build_pipeline,
-    build_sink,
-    check_team,
-    config_from_args,
-)
+from exporter.clock import Clock
+from exporter.commands import add_common, check_team, config_from_args
 from exporter.config import Config
 from exporter.health import HealthServer, HealthState
 from exporter.metrics import Metrics
 from exporter.periods import iso
 from exporter.sink import CheckpointStore, PeriodSink
 from exporter.stopping import stop_on_signals
+from exporter.wiring import build_health_server, build_worker_parts
 from exporter.worker import ExportPipeline, Worker
 
 log = logging.getLogger("exporter.run")
@@ -50,21 +44,12 @@ class Service:
     metrics: Metrics
 
 
-def default_build(cfg: Config, clock: Clock, metrics: Metrics) -> Parts:
-    """The real adapters: Sysdig source, Avro codec, transactional Kafka sink and checkpoints."""
-    pipeline: ExportPipeline = build_pipeline(cfg, clock, metrics)
-    sink: PeriodSink = build_sink(cfg, clock, metrics)
-    checkpoints: CheckpointStore = build_checkpoints(cfg, clock)
-    return pipeline, sink, checkpoints
-
-
 def assemble(cfg: Config, clock: Clock, metrics: Metrics, build: Build, *, serve_http: bool,
              preflight: Callable[[], None] | None = None) -> Service:
     """Wire a `Service`. The listen address is validated before any adapter is built;
     `preflight` runs at the worker's start, once the producer (and its settings) are up."""
     state = HealthState(clock, cfg.periods.length, cfg.periods.settle_delay)
-    health = (HealthServer(cfg.web.listen_address, state, metrics.registry)
-              if serve_http and cfg.web.enabled else None)
+    health = build_health_server(cfg, state, metrics) if serve_http and cfg.web.enabled else None
     pipeline, sink, checkpoints = build(cfg, clock, metrics)
     worker = Worker(pipeline, sink, checkpoints, clock, cfg.periods, cfg.worker, metrics,
                     cfg.kafka.transactional_id, state, clusters=cfg.sysdig.clusters,
@@ -95,16 +80,15 @@ def execute(service: Service, *, once: bool) -> int:
                 service.health.stop()
 
 
-def cmd_run(args: argparse.Namespace, *, clock: Clock | None = None, build: Build | None = None) -> int:
+def cmd_run(args: argparse.Namespace, *, clock: Clock, build: Build | None = None) -> int:
     overrides: dict[str, Any] = {}
     if args.web_listen_address is not None:
         overrides["web"] = {"listen_address": args.web_listen_address}
     cfg = config_from_args(args, overrides or None)
-    clock = clock or SystemClock()
     # The token's Sysdig team must see the whole fleet (exporter.teams); an injected `build`
     # (tests) brings its own parts and skips it.
     preflight = None if build is not None else (lambda: check_team(cfg, clock))
-    service = assemble(cfg, clock, Metrics(), build or default_build, serve_http=not args.once,
+    service = assemble(cfg, clock, Metrics(), build or build_worker_parts, serve_http=not args.once,
                        preflight=preflight)
     return execute(service, once=args.once)
 

@@ -11,11 +11,13 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from exporter.commands import add_common, build_codec, config_from_args
+from exporter.clock import Clock
+from exporter.commands import add_common, config_from_args
 from exporter.consumer import latest_records, read_manifests, read_records, to_json
 from exporter.errors import ConfigError
 from exporter.periods import iso, parse_time
 from exporter.records import BillingRecord, PeriodManifest
+from exporter.wiring import build_codec
 
 
 def _in_window(r: Any, start: int | None, end: int | None) -> bool:
@@ -59,7 +61,7 @@ def latest_manifests(manifests: Iterable[PeriodManifest]) -> list[PeriodManifest
     return sorted(out.values(), key=lambda m: (m.period_start, m.cluster))
 
 
-def cmd_tail(args: argparse.Namespace) -> int:
+def cmd_tail(args: argparse.Namespace, *, clock: Clock) -> int:
     start = parse_time(args.start) if args.start else None
     end = parse_time(args.end) if args.end else None
     if start is not None and end is not None and start >= end:

@@ -34,7 +34,7 @@ from exporter.backfill.runner import (
     default_sink,
     prepare,
 )
-from exporter.clock import Clock, SystemClock
+from exporter.clock import Clock
 from exporter.commands import add_common, config_from_args
 from exporter.errors import ConfigError, ExporterError, FencedError, SourceAuthError
 from exporter.periods import parse_duration, parse_time
@@ -62,11 +62,10 @@ def options_from_args(args: argparse.Namespace) -> Options:
                    transactional_id=args.transactional_id)
 
 
-def cmd_backfill(args: argparse.Namespace, *, clock: Clock | None = None,
+def cmd_backfill(args: argparse.Namespace, *, clock: Clock,
                  sink_factory: SinkFactory = default_sink, out: TextIO | None = None,
                  err: TextIO | None = None) -> int:
     """The `backfill` handler: exit 0, 3 (one line on stderr) or 4; raises `ConfigError` (2)."""
-    clock = clock or SystemClock()
     out = out or sys.stdout
     err = err or sys.stderr
     cfg = config_from_args(args)

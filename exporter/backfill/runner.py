@@ -28,15 +28,7 @@ from exporter.backfill.state import (
     resolve_ids,
 )
 from exporter.clock import Clock
-from exporter.commands import (
-    build_checkpoints,
-    build_codec,
-    build_pipeline,
-    build_retention,
-    build_sink,
-    build_source,
-    check_team,
-)
+from exporter.commands import check_team
 from exporter.config import Config
 from exporter.errors import (
     ConfigError,
@@ -55,6 +47,14 @@ from exporter.publication import ExactlyOnceSink
 from exporter.retention import Pinned
 from exporter.sink import PeriodSink
 from exporter.source import UsageSource
+from exporter.wiring import (
+    build_checkpoints,
+    build_codec,
+    build_pipeline,
+    build_retention,
+    build_sink,
+    build_source,
+)
 
 # One logger for the whole package: operators filter on it (docs/backfill.md).
 log = logging.getLogger("exporter.backfill")

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from exporter.clock import Clock
-from exporter.commands import build_checkpoints
 from exporter.config import Config
 from exporter.errors import ConfigError, SinkError, TopicMissing
 from exporter.kafka_sink import ReadMessage, read_topic
@@ -23,6 +22,7 @@ from exporter.periods import Period
 from exporter.pipeline import Prior
 from exporter.retry import call_with_retries
 from exporter.sink import OutMessage, PeriodSink
+from exporter.wiring import build_checkpoints
 
 SUFFIX = "-backfill"
 FROM_HEADER = "backfill_from"

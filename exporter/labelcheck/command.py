@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from exporter.clock import Clock
 from exporter.config import load_config
 from exporter.labelcheck.check import build_policy, check_paths
 from exporter.labelcheck.output import format_text, to_json, to_sarif
@@ -20,7 +21,7 @@ def _split_keys(values: Sequence[str] | None) -> list[str]:
     return [k for v in values for k in v.split(",")]
 
 
-def _run(args: argparse.Namespace) -> int:
+def _run(args: argparse.Namespace, *, clock: Clock) -> int:
     org = None
     if args.config_file is not None:
         org = load_config(Path(args.config_file)).org

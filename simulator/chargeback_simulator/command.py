@@ -62,15 +62,22 @@ def register(subparsers: Any) -> None:
     p.set_defaults(handler=simulate)
 
 
-def build(args: argparse.Namespace) -> tuple[Fleet, Clock, SimulatorServer]:
-    """Validate the flags and build (fleet, clock, unstarted server); raises ConfigError."""
+def build(args: argparse.Namespace, clock: Clock | None = None
+          ) -> tuple[Fleet, Clock, SimulatorServer]:
+    """Validate the flags and build (fleet, clock, unstarted server); raises ConfigError.
+
+    `--now` pins a fake clock; otherwise the simulator runs on `clock` (default: the system's).
+    """
     try:
         spec = FleetSpec(seed=args.seed, clusters=args.clusters,
                          namespaces_per_cluster=args.namespaces,
                          workloads_per_namespace=args.workloads, max_replicas=args.replicas,
                          max_containers=args.containers)
         history = parse_duration(args.history)
-        clock: Clock = SystemClock() if args.now is None else FakeClock(parse_time(args.now))
+        if args.now is not None:
+            clock = FakeClock(parse_time(args.now))
+        elif clock is None:
+            clock = SystemClock()
         timelines = parse_timelines(args.timelines)
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
@@ -118,9 +125,9 @@ def parse_timelines(text: str | None) -> tuple[tuple[int, int], ...] | None:
     return tuple(out)
 
 
-def simulate(args: argparse.Namespace) -> int:
+def simulate(args: argparse.Namespace, *, clock: Clock) -> int:
     """Run the simulator in the foreground; returns 0 after SIGINT/SIGTERM."""
-    fleet, clock, server = build(args)
+    fleet, clock, server = build(args, clock)
     try:
         server.start()
     except OSError as exc:

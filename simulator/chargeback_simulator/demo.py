@@ -20,16 +20,17 @@ from rich.table import Table
 from chargeback_simulator.fleet import Fleet, FleetSpec
 from chargeback_simulator.localbroker import LocalBroker
 from chargeback_simulator.server import SimulatorServer
-from exporter.clock import SystemClock
-from exporter.commands import build_codec, register_secrets
+from exporter.clock import Clock
+from exporter.commands import register_secrets
 from exporter.config import load_config
 from exporter.consumer import latest_records, read_manifests, read_records
 from exporter.errors import ExporterError
 from exporter.logs import setup
 from exporter.metrics import Metrics
 from exporter.periods import align_down, iso
-from exporter.run import assemble, default_build, execute
+from exporter.run import assemble, execute
 from exporter.units import method_step
+from exporter.wiring import build_codec, build_worker_parts
 
 TOKEN = "demo-token"  # noqa: S105 - the embedded simulator accepts this token only
 Q = Decimal("0.000001")
@@ -48,11 +49,10 @@ def _sum_truth(fleet: Any, steps: dict[int, int], length: int
     return out
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
+def cmd_demo(args: argparse.Namespace, *, clock: Clock) -> int:
 
     console = Console(width=160)
     setup("WARNING", "text")
-    clock = SystemClock()
     length = 3600
     now = int(clock.time())
     settle = 60
@@ -73,7 +73,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             "logging": {"level": "WARNING", "format": "text"},
         })
         register_secrets(cfg)
-        service = assemble(cfg, clock, Metrics(), default_build, serve_http=False)
+        service = assemble(cfg, clock, Metrics(), build_worker_parts, serve_http=False)
         code = execute(service, once=True)
         if code != 0:
             return code

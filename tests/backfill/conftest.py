@@ -26,12 +26,12 @@ from chargeback_simulator.promql import LabelMatcher, SeriesSet
 from chargeback_simulator.server import SimulatorServer
 from exporter.backfill.command import cmd_backfill, register
 from exporter.backfill.runner import SinkFactory, default_sink
-from exporter.commands import build_codec, build_pipeline
 from exporter.config import Config, load_config
 from exporter.errors import ExporterError
 from exporter.kafka_sink import ReadMessage, consumer_config, read_topic
 from exporter.periods import Period
 from exporter.records import BillingRecord, PeriodManifest
+from exporter.wiring import build_codec, build_pipeline
 from tests.integration.conftest import T0, TOKEN, H, Sim
 from tests.kafka.conftest import publish_live
 

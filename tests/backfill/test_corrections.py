@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 
 from exporter.backfill.state import BackfillCheckpoint, read_backfill_checkpoint, resolve_ids
-from exporter.commands import build_checkpoints, build_codec, build_pipeline, build_sink
 from exporter.periods import iso
 from exporter.records import BillingRecord
 from exporter.sink import OutMessage, PeriodSink
+from exporter.wiring import build_checkpoints, build_codec, build_pipeline, build_sink
 from tests.backfill.conftest import T0, H, Rig, hours
 
 pytestmark = pytest.mark.integration

@@ -6,9 +6,9 @@ from collections.abc import Callable
 
 import pytest
 
-from exporter.commands import build_checkpoints, build_sink
 from exporter.periods import iso
 from exporter.sink import OutMessage, PeriodSink
+from exporter.wiring import build_checkpoints, build_sink
 from tests.backfill.conftest import T0, H, Rig, hours
 
 pytestmark = pytest.mark.integration

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from exporter.commands import build_pipeline
 from exporter.periods import iso
+from exporter.wiring import build_pipeline
 from tests.backfill.conftest import T0, H, Rig, hours
 
 pytestmark = pytest.mark.integration

@@ -21,7 +21,7 @@ from bench.replay import ReplayServer
 from bench.report import render
 from chargeback_simulator.fleet import Fleet
 from exporter.clock import FakeClock
-from exporter.commands import build_source
+from exporter.wiring import build_source
 
 TINY = 40
 

@@ -14,9 +14,9 @@ from bench.record import record
 from bench.replay import ReplayServer
 from exporter.avro import AvroSchema, body_of, load_schema
 from exporter.clock import FakeClock
-from exporter.commands import build_pipeline
 from exporter.pipeline import PeriodResult, Prior
 from exporter.records import content_hash_of_bodies
+from exporter.wiring import build_pipeline
 
 TINY = 40
 
@@ -31,17 +31,23 @@ def replay_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.fixture
 def record_encodes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
-    """record_ids passed to the billing-record encoder (the real one runs)."""
+    """record_ids passed to the billing-record writers (the real ones run)."""
     seen: list[str] = []
-    real = AvroSchema.encode_object
+    real = AvroSchema.encoder
     schema = load_schema("billing_record")
 
-    def spy(self: AvroSchema, obj: Any) -> bytes:
-        if self is schema:
-            seen.append(obj.record_id)
-        return real(self, obj)
+    def spy(self: AvroSchema, *, attr: bool = True) -> Any:
+        write = real(self, attr=attr)
+        if self is not schema:
+            return write
 
-    monkeypatch.setattr(AvroSchema, "encode_object", spy)
+        def watched(obj: Any) -> bytes:
+            seen.append(obj.record_id if attr else obj["record_id"])
+            return write(obj)
+
+        return watched
+
+    monkeypatch.setattr(AvroSchema, "encoder", spy)
     return seen
 
 

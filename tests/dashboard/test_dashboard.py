@@ -19,12 +19,12 @@ from exporter.dashboard import (
     Queries,
     build_dashboard,
     dump,
-    installer_from_config,
     panels,
     shipped_text,
     sysdig_variables,
 )
 from exporter.queries import CPU_USED, MEM_USED, REQUESTS
+from exporter.wiring import build_dashboard_installer
 
 SHIPPED = Path(__file__).parents[2] / "exporter" / "data" / "dashboard.json"
 
@@ -218,7 +218,7 @@ def test_sdc_environment_cannot_override_config(
     monkeypatch.delenv("CURL_CA_BUNDLE", raising=False)
     cfg = tmp_path / "c.yaml"
     cfg.write_text("sysdig:\n  url: https://sysdig.example/\n  token: from-config\n")
-    installer = installer_from_config(load_config(cfg, environ={}))
+    installer = build_dashboard_installer(load_config(cfg, environ={}))
     client = installer._client
     assert client.url == "https://sysdig.example"
     assert client.token == "from-config"

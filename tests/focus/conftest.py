@@ -14,12 +14,12 @@ import yaml
 
 from exporter import cli
 from exporter.clock import FakeClock
-from exporter.commands import build_codec, build_pipeline, build_sink
 from exporter.config import Config
 from exporter.consumer import latest_records, read_records
 from exporter.periods import Period
 from exporter.pipeline import Prior
 from exporter.records import BillingRecord
+from exporter.wiring import build_codec, build_pipeline, build_sink
 from tests.fakes.memory import FakeSource
 from tests.kafka.conftest import T0
 

@@ -260,7 +260,7 @@ def test_publication_time_comes_from_the_header_and_the_billing_period_from_the_
         kafka_config: Callable[..., Config], tmp_path: Path, export: Callable[..., Run]) -> None:
     from confluent_kafka import Producer
 
-    from exporter.commands import build_codec
+    from exporter.wiring import build_codec
     from tests.focus.test_focus_rows import record
 
     card = tmp_path / "rate-card.yaml"

@@ -29,13 +29,11 @@ Run = Callable[..., tuple[int, str, str]]
 
 
 @pytest.fixture
-def check(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
-          tmp_path: Path) -> Run:
+def check(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> Run:
     """Run `check-sysdig` against `server` on `clock`: (exit code, stdout, stderr)."""
 
     def call(server: SimulatorServer, token: str = TOKEN, **sections: dict[str, Any]
              ) -> tuple[int, str, str]:
-        monkeypatch.setattr(preflight, "SystemClock", lambda: server.clock)
         doc: dict[str, Any] = {"sysdig": {"url": server.url, "token": token, "max_attempts": 1},
                                "periods": {"settle_delay": "2m"},
                                "logging": {"format": "text", "level": "ERROR"}}
@@ -43,7 +41,7 @@ def check(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
             doc.setdefault(section, {}).update(values)
         path = tmp_path / "config.yaml"
         path.write_text(yaml.safe_dump(doc))
-        code = cli.main(["check-sysdig", "--config.file", str(path)])
+        code = cli.main(["check-sysdig", "--config.file", str(path)], server.clock)
         out, err = capsys.readouterr()
         return code, out, err
 

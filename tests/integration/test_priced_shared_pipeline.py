@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from exporter.commands import build_pipeline
 from exporter.periods import Period
 from exporter.records import BILLABLE_ALLOCATIONS
+from exporter.wiring import build_pipeline
 from tests.integration.conftest import T0, H, Sim
 
 pytestmark = pytest.mark.integration

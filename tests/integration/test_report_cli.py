@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from exporter import cli, commands
+from exporter import cli
 from exporter.clock import FakeClock
 from exporter.periods import iso
 from exporter.pricing import quantize_cost, quantize_quantity
@@ -33,13 +33,11 @@ def write_config(tmp_path: Path, sim: Sim, **sysdig: object) -> Path:
 
 
 @pytest.fixture
-def run(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-        ) -> Callable[..., tuple[int, str, str]]:
+def run(capsys: pytest.CaptureFixture[str]) -> Callable[..., tuple[int, str, str]]:
     clock = FakeClock(T0 + 3 * H + 300)
-    monkeypatch.setattr(commands, "SystemClock", lambda: clock)
 
     def invoke(*argv: str) -> tuple[int, str, str]:
-        code = cli.main(list(argv))
+        code = cli.main(list(argv), clock)
         out, err = capsys.readouterr()
         return code, out, err
 
@@ -168,17 +166,16 @@ def test_unknown_config_key(sim: Sim, tmp_path: Path, run: Callable[..., tuple[i
 
 
 def test_report_states_its_steps_and_warns_when_coarser_than_10s(
-        sim_factory: Callable[..., Sim], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        sim_factory: Callable[..., Sim], tmp_path: Path,
         capsys: pytest.CaptureFixture[str]) -> None:
     sim = sim_factory(now=T0 + 6 * H + 300)
-    monkeypatch.setattr(commands, "SystemClock", lambda: sim.clock)
     cfg = write_config(tmp_path, sim, retention_tiers=True)
     # Periods starting 5 h, 4 h and 3 h before now: Sysdig keeps 10 s data for 4 h only.
     window = ["--from", iso(T0 + H), "--to", iso(T0 + 4 * H)]
     steps = {T0 + H: 60, T0 + 2 * H: 60, T0 + 3 * H: 10}
 
     def report(*argv: str) -> tuple[str, str]:
-        code = cli.main(["report", "--config.file", str(cfg), *window, *argv])
+        code = cli.main(["report", "--config.file", str(cfg), *window, *argv], sim.clock)
         out, err = capsys.readouterr()
         assert code == 0, err
         return out, err

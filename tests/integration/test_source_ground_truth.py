@@ -11,13 +11,13 @@ import pytest
 
 from chargeback_simulator.fleet import Fleet
 from chargeback_simulator.series import LabelMatcher
-from exporter.commands import build_source
 from exporter.config import Config
 from exporter.model import UNALLOCATED, ChargeLine, WorkloadKey
 from exporter.org import OrgModel
 from exporter.periods import Period
 from exporter.queries import REQUESTS
 from exporter.units import charge_lines
+from exporter.wiring import build_source
 from tests.integration.conftest import T0, H, Sim
 
 pytestmark = pytest.mark.integration

@@ -16,12 +16,11 @@ import yaml
 
 from chargeback_simulator.localbroker import LocalBroker
 from chargeback_simulator.server import Team
-from exporter import cli, commands, run
-from exporter.backfill import command as backfill_command
+from exporter import cli
 from exporter.clock import FakeClock
-from exporter.commands import build_codec
 from exporter.config import load_config
 from exporter.periods import iso
+from exporter.wiring import build_codec
 from tests.integration.conftest import T0, TOKEN, H, Sim
 from tests.reliability.harness import read_committed
 
@@ -41,13 +40,11 @@ def scoped(sim_factory: Callable[..., Sim]) -> tuple[Sim, str]:
 
 
 @pytest.fixture
-def invoke(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> Iterator[Run]:
+def invoke(capsys: pytest.CaptureFixture[str]) -> Iterator[Run]:
     clock = FakeClock(T0 + 3 * H + 300)
-    for module in (commands, run, backfill_command):
-        monkeypatch.setattr(module, "SystemClock", lambda: clock)
 
     def call(*argv: str) -> tuple[int, str, str]:
-        code = cli.main(list(argv))
+        code = cli.main(list(argv), clock)
         out, err = capsys.readouterr()
         return code, out, err
 

@@ -42,7 +42,7 @@ def hours(count: int, start: int = T0) -> list[Period]:
 
 def publish_periods(cfg: Config, clock: FakeClock, periods: list[Period], source: Any = None) -> None:
     """Publish `periods` in order as the live path does (one transaction each), fake source."""
-    from exporter.commands import build_pipeline
+    from exporter.wiring import build_pipeline
     from tests.fakes.memory import FakeSource
 
     publish_live(build_pipeline(cfg, clock, source=source or FakeSource(clock)), cfg, clock, periods)
@@ -51,8 +51,8 @@ def publish_periods(cfg: Config, clock: FakeClock, periods: list[Period], source
 def publish_live(pipeline: Any, cfg: Config, clock: FakeClock, periods: Sequence[Period]) -> None:
     """What `run --once` does for `periods` with `pipeline`: the live sink, one transaction
     (records, manifests, checkpoint) per period, in order."""
-    from exporter.commands import build_checkpoints, build_sink
     from exporter.publication import ExactlyOnceSink
+    from exporter.wiring import build_checkpoints, build_sink
 
     sink = build_sink(cfg, clock)
     sink.start()

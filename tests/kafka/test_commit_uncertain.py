@@ -13,8 +13,9 @@ from exporter.config import Config
 from exporter.errors import CommitUncertain
 from exporter.kafka_sink import KafkaPeriodSink
 from exporter.metrics import Metrics
-from exporter.run import Parts, assemble, default_build
+from exporter.run import Parts, assemble
 from exporter.sink import OutMessage
+from exporter.wiring import build_worker_parts
 from tests.fakes.memory import FakeSource
 from tests.kafka.conftest import T0, make_config
 from tests.worker.test_kafka_worker import record_periods
@@ -59,9 +60,8 @@ def test_worker_settles_an_unknown_commit_instead_of_publishing_twice(noida: Loc
     holder: dict[str, LostAck] = {}
 
     def build(c: Config, k: Clock, m: Metrics) -> Parts:
-        pipeline, sink, checkpoints = default_build(c, k, m)
-        pipeline.source = FakeSource(k)  # type: ignore[misc]
-        assert isinstance(sink, KafkaPeriodSink)
+        pipeline, sink, checkpoints = build_worker_parts(c, k, m)
+        pipeline.source = FakeSource(k)
         holder["sink"] = LostAck(sink, lose={2})
         return pipeline, holder["sink"], checkpoints
 

@@ -13,12 +13,12 @@ from confluent_kafka.serialization import MessageField, SerializationContext
 
 from exporter.avro import schema_text
 from exporter.clock import FakeClock
-from exporter.commands import build_checkpoints, build_codec, build_pipeline, build_sink
 from exporter.config import Config
 from exporter.consumer import read_records
 from exporter.errors import SinkError
 from exporter.kafka_sink import read_topic
 from exporter.periods import Period
+from exporter.wiring import build_checkpoints, build_codec, build_pipeline, build_sink
 from tests.fakes.memory import FakeSource
 from tests.fakes.schema_registry import FakeSchemaRegistry
 from tests.kafka.conftest import T0, hours, publish_periods

@@ -11,12 +11,12 @@ import pytest
 from confluent_kafka import Producer
 
 from exporter.clock import FakeClock
-from exporter.commands import build_checkpoints, build_codec, build_pipeline, build_sink
 from exporter.config import Config
 from exporter.errors import EncodingError, FencedError, SinkError, SinkUnavailable
 from exporter.kafka_sink import client_config, read_topic
 from exporter.periods import Period
 from exporter.records import BillingRecord
+from exporter.wiring import build_checkpoints, build_codec, build_pipeline, build_sink
 from tests.fakes.memory import FakeSource
 from tests.kafka.conftest import T0, publish_periods
 

@@ -34,4 +34,4 @@ def test_records_and_manifests_carry_published_at_and_the_version_checkpoints_a_
     text = " ".join(README.read_text(encoding="utf-8").split())
     assert ("Every record and manifest message has the headers `published_at` (wall-clock publication "
             "time, UTC epoch milliseconds as ASCII digits), `exporter_version` and `schema`") in text
-    assert "Checkpoint messages carry one header, `batch_id`, a fresh id per transaction" in text
+    assert "Checkpoint messages carry the header `batch_id`, a fresh id per transaction" in text

@@ -13,9 +13,9 @@ from prometheus_client import CollectorRegistry
 
 from chargeback_simulator.localbroker import LocalBroker
 from exporter.clock import FakeClock
-from exporter.commands import build_sink
 from exporter.config import Config
 from exporter.metrics import Metrics
+from exporter.wiring import build_sink
 from tests.kafka.conftest import T0, make_config
 
 pytestmark = pytest.mark.integration

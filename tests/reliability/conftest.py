@@ -14,13 +14,13 @@ from chargeback_simulator.hostile import Hiding
 from chargeback_simulator.series import METRIC_NAME, LabelMatcher, SeriesSet
 from chargeback_simulator.server import SimulatorServer
 from exporter.clock import FakeClock
-from exporter.commands import build_source
 from exporter.config import Config, load_config
 from exporter.model import ChargeLine
 from exporter.org import OrgModel
 from exporter.periods import Period
 from exporter.sysdig import SysdigSource
 from exporter.units import charge_lines
+from exporter.wiring import build_source
 from tests.reliability.campaign import tune_server
 from tests.reliability.harness import q
 

@@ -32,10 +32,10 @@ from confluent_kafka import Consumer, KafkaError, TopicPartition
 from chargeback_simulator.fleet import Fleet
 from exporter.avro import body_of
 from exporter.clock import SystemClock
-from exporter.commands import build_codec
 from exporter.config import Config, KafkaConfig
 from exporter.kafka_sink import KafkaCheckpointStore, client_config, read_topic
 from exporter.records import BillingRecord, PeriodManifest, content_hash_of_bodies, kubernetes_kind
+from exporter.wiring import build_codec
 
 REPO = Path(__file__).resolve().parents[2]
 Q = Decimal("0.000000001")  # the records' quantity scale

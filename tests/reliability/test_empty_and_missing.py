@@ -21,9 +21,10 @@ from exporter.config import Config
 from exporter.errors import IncompleteDataError
 from exporter.metrics import Metrics
 from exporter.periods import Period
-from exporter.run import assemble, default_build
+from exporter.run import assemble
+from exporter.wiring import build_codec, build_worker_parts
 from tests.reliability.conftest import PERIOD, Sim
-from tests.reliability.harness import build_codec, check_ledger, read_committed
+from tests.reliability.harness import check_ledger, read_committed
 
 pytestmark = pytest.mark.integration
 NEXT = Period(PERIOD.end, PERIOD.end + 3600)
@@ -39,7 +40,7 @@ def worker_for(sim: Sim, noida: LocalBroker, tag: str | None = None, **sections:
                                        "checkpoint": f"c-{tag}"}},
                      sysdig={"max_concurrency": 4, **sections.get("sysdig", {})})
     metrics = Metrics(CollectorRegistry())
-    worker = assemble(cfg, sim.clock, metrics, default_build, serve_http=False).worker
+    worker = assemble(cfg, sim.clock, metrics, build_worker_parts, serve_http=False).worker
     worker.start()
     return worker, cfg, metrics
 

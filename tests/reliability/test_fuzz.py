@@ -26,12 +26,12 @@ from hypothesis import strategies as st
 
 from exporter.avro import SCHEMA_FILES, body_of, schema_text
 from exporter.codec import AvroCodec
-from exporter.commands import build_pipeline
 from exporter.config import Config, load_config, masked_dict
 from exporter.errors import ConfigError, ExporterError, SourceQueryError
 from exporter.pipeline import Pipeline
 from exporter.queries import RECORD_GRAIN
 from exporter.sysdig import parse_vector
+from exporter.wiring import build_pipeline
 from tests.reliability.campaign import tune_server
 from tests.reliability.conftest import PERIOD, Sim
 

@@ -19,13 +19,13 @@ from chargeback_simulator.fleet import Fleet, FleetSpec
 from chargeback_simulator.localbroker import LocalBroker, free_port
 from chargeback_simulator.server import SimulatorServer
 from exporter.clock import FakeClock, SystemClock
-from exporter.commands import build_pipeline, build_sink
 from exporter.config import Config, load_config
 from exporter.errors import SinkUnavailable, SourceUnavailable
 from exporter.kafka_sink import KafkaPeriodSink
 from exporter.metrics import Metrics
 from exporter.periods import Period
-from exporter.run import assemble, default_build
+from exporter.run import assemble
+from exporter.wiring import build_pipeline, build_sink, build_worker_parts
 from tests.fakes.memory import FakeSource
 from tests.reliability.campaign import Campaign, CampaignSpec, tune_server, write_config
 from tests.reliability.harness import (
@@ -198,7 +198,7 @@ def test_sysdig_outage_of_ten_minutes_is_held_then_caught_up(noida: LocalBroker)
     tune_server(server)
     cfg = sysdig_outage_config(server, noida.bootstrap, t0 + 3600)
     metrics = Metrics(CollectorRegistry())
-    worker = assemble(cfg, clock, metrics, default_build, serve_http=False).worker
+    worker = assemble(cfg, clock, metrics, build_worker_parts, serve_http=False).worker
     try:
         worker.start()
         assert len(worker.export_due().exported) == 6  # [t0+1h, t0+2h)

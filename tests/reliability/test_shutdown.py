@@ -25,9 +25,9 @@ from chargeback_simulator.fleet import Fleet, FleetSpec
 from chargeback_simulator.localbroker import LocalBroker
 from chargeback_simulator.server import SimulatorServer
 from exporter.clock import SystemClock
-from exporter.commands import build_codec
 from exporter.config import Config, load_config
 from exporter.periods import align_down
+from exporter.wiring import build_codec
 from tests.reliability.campaign import SLOW_PRODUCER, tune_server
 from tests.reliability.harness import (
     ExporterProcess,

@@ -18,12 +18,12 @@ import pytest
 from prometheus_client import CollectorRegistry
 
 from chargeback_simulator.localbroker import LocalBroker
-from exporter.commands import build_codec
 from exporter.config import Config
 from exporter.errors import IncompleteDataError, SourceQueryError, SourceUnavailable
 from exporter.metrics import Metrics
 from exporter.periods import Period
-from exporter.run import assemble, default_build
+from exporter.run import assemble
+from exporter.wiring import build_codec, build_worker_parts
 from tests.reliability.conftest import PERIOD, Sim
 from tests.reliability.harness import check_ledger, read_committed
 
@@ -226,7 +226,7 @@ def worker_for(sim: Sim, noida: LocalBroker, policy: str) -> tuple[Any, Config, 
         sysdig={"max_concurrency": 4},
     )
     metrics = Metrics(CollectorRegistry())
-    worker = assemble(cfg, sim.clock, metrics, default_build, serve_http=False).worker
+    worker = assemble(cfg, sim.clock, metrics, build_worker_parts, serve_http=False).worker
     worker.start()
     return worker, cfg, metrics
 

@@ -17,16 +17,14 @@ from pathlib import Path
 import pytest
 from urllib3.exceptions import InsecureRequestWarning
 
-from exporter import commands
 from exporter.cli import main
-from exporter.commands import build_retention, build_source
 from exporter.config import KafkaConfig, SchemaRegistryConfig, SysdigConfig
-from exporter.dashboard import installer_from_config
 from exporter.errors import ConfigError, ExporterError, SinkUnavailable, SourceQueryError
 from exporter.kafka_sink import client_config
 from exporter.periods import iso
 from exporter.registry import ConfluentFraming
 from exporter.sysdig import SysdigSource
+from exporter.wiring import build_dashboard_installer, build_retention, build_source
 from tests.contract.samples import BILLING
 from tests.fakes.schema_registry import FakeSchemaRegistry
 from tests.reliability.conftest import PERIOD, TOKEN, Sim
@@ -196,7 +194,7 @@ def test_the_dashboard_installer_and_the_retention_fetch_honour_the_bundle(
     url = https_sim.server.url.replace("http://", "https://")
     cfg = https_sim.config(sysdig={"url": url, "retention_tiers": True})
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(pki.ca_file))
-    assert installer_from_config(cfg).find("no such dashboard") == []
+    assert build_dashboard_installer(cfg).find("no such dashboard") == []
     retention = build_retention(cfg, https_sim.clock)
     retention.tiers()
     assert retention.origin == "timelines"
@@ -205,16 +203,15 @@ def test_the_dashboard_installer_and_the_retention_fetch_honour_the_bundle(
 def test_report_over_https_connects_with_the_bundle_and_says_one_line_without(
         https_sim: Sim, pki: Pki, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
-    monkeypatch.setattr(commands, "SystemClock", lambda: https_sim.clock)
     url = https_sim.server.url.replace("http://", "https://")
     path = tmp_path / "config.yaml"
     path.write_text(json.dumps({"sysdig": {"url": url, "token": TOKEN, "retention_tiers": False,
                                            "max_attempts": 1},
                                 "logging": {"format": "text", "level": "ERROR"}}))
     window = ["--from", iso(PERIOD.start), "--to", iso(PERIOD.end), "--format", "csv"]
-    assert main(["report", "--config.file", str(path), *window]) != 0
+    assert main(["report", "--config.file", str(path), *window], https_sim.clock) != 0
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "TLS verification failed" in err and "Traceback" not in err
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(pki.ca_file))
-    assert main(["report", "--config.file", str(path), *window]) == 0
+    assert main(["report", "--config.file", str(path), *window], https_sim.clock) == 0
     assert len(capsys.readouterr().out.splitlines()) > 2

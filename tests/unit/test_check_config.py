@@ -19,10 +19,10 @@ import yaml
 
 from exporter.cli import main
 from exporter.clock import FakeClock
-from exporter.commands import build_pipeline
 from exporter.config import load_config
 from exporter.errors import ConfigError
 from exporter.periods import parse_time
+from exporter.wiring import build_pipeline
 
 PREFIX = "chargeback-exporter check-config: error: "
 

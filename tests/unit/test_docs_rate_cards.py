@@ -17,9 +17,9 @@ import yaml
 
 from exporter.cli import main
 from exporter.clock import FakeClock
-from exporter.commands import build_pipeline
 from exporter.config import load_config
 from exporter.periods import parse_time
+from exporter.wiring import build_pipeline
 
 REPO = Path(__file__).resolve().parents[2]
 DOCS = REPO / "docs"

@@ -12,13 +12,13 @@ from prometheus_client import CollectorRegistry
 
 from exporter.clock import FakeClock
 from exporter.codec import AvroCodec
-from exporter.commands import build_codec, build_pipeline
 from exporter.config import Config, PeriodsConfig, WorkerConfig
 from exporter.health import HealthState
 from exporter.metrics import Metrics
 from exporter.periods import parse_time
 from exporter.pipeline import Pipeline
 from exporter.records import BillingRecord
+from exporter.wiring import build_codec, build_pipeline
 from exporter.worker import Worker
 from tests.fakes.memory import FakeSource, MemoryBroker, MemorySink
 

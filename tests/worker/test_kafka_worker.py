@@ -9,12 +9,12 @@ from prometheus_client import CollectorRegistry
 
 from chargeback_simulator.localbroker import LocalBroker
 from exporter.clock import Clock, FakeClock
-from exporter.commands import build_codec
 from exporter.config import Config
 from exporter.errors import FencedError
 from exporter.kafka_sink import read_topic
 from exporter.metrics import Metrics
-from exporter.run import Parts, Service, assemble, default_build
+from exporter.run import Parts, Service, assemble
+from exporter.wiring import build_codec, build_worker_parts
 from tests.fakes.memory import FakeSource
 from tests.kafka.conftest import T0, make_config
 
@@ -26,8 +26,8 @@ def service(cfg: Config, clock: FakeClock) -> Service:
     """The production wiring (`run.assemble` + the real factories) with a fake Sysdig source."""
 
     def build(c: Config, k: Clock, m: Metrics) -> Parts:
-        pipeline, sink, checkpoints = default_build(c, k, m)
-        pipeline.source = FakeSource(k)  # type: ignore[misc]
+        pipeline, sink, checkpoints = build_worker_parts(c, k, m)
+        pipeline.source = FakeSource(k)
         return pipeline, sink, checkpoints
 
     return assemble(cfg, clock, Metrics(CollectorRegistry()), build, serve_http=False)

@@ -9,12 +9,12 @@ from prometheus_client import CollectorRegistry
 
 from chargeback_simulator.fleet import FleetSpec
 from exporter.clock import FakeClock
-from exporter.commands import build_pipeline
 from exporter.config import Config, load_config
 from exporter.errors import IncompleteDataError
 from exporter.health import HealthState
 from exporter.metrics import Metrics
 from exporter.periods import Period
+from exporter.wiring import build_pipeline
 from exporter.worker import Worker
 from tests.fakes.memory import FakeSource, MemoryBroker, MemorySink
 from tests.integration.conftest import T0 as SIM_T0

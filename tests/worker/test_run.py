@@ -18,13 +18,13 @@ import pytest
 from exporter import stopping
 from exporter.cli import build_parser, main
 from exporter.clock import Clock, FakeClock
-from exporter.commands import build_pipeline
 from exporter.config import Config
 from exporter.errors import ConfigError, FencedError, IncompleteDataError
 from exporter.metrics import Metrics
 from exporter.periods import iso
 from exporter.run import Parts, assemble, cmd_run, execute
 from exporter.stopping import stop_on_signals
+from exporter.wiring import build_pipeline
 from tests.fakes.memory import FakeSource, MemoryBroker, MemorySink
 
 from .conftest import HOUR, SETTLE, T0, make_rig, new_broker, published_periods

@@ -1,0 +1,256 @@
+"""The composition root: the one place that builds concrete adapters from `Config` and a `Clock`.
+
+It owns every factory the subcommands call: the Sysdig client, retention model and usage source;
+the org model and rate card read from the files the configuration names; the Avro framing and
+codec; the export pipeline; the transactional Kafka sink and checkpoint store; the health server;
+the dashboard installer. Each returns its concrete type, so a caller sees exactly what it gets.
+
+It may import any `exporter` module (configuration, domain and adapters). Only the subcommand
+modules import it (and tests and benchmarks, to build the real adapters); no domain or adapter
+module does, so dependencies point one way. Modules that pull in heavy clients (confluent-kafka,
+the schema registry) are imported inside the factories that need them, so that a command that
+does not use them starts faster; their types come in under `TYPE_CHECKING`.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from exporter.clock import Clock
+from exporter.config import Config
+from exporter.errors import ConfigError
+from exporter.org import AllowedValues, OrgModel, read_allow_lists
+from exporter.retention import Retention, RetentionModel, TimelinesClient
+from exporter.sysdig import SysdigSource
+
+if TYPE_CHECKING:
+    from exporter.avro import SingleObjectFraming
+    from exporter.codec import AvroCodec
+    from exporter.dashboard import DashboardInstaller
+    from exporter.health import HealthServer, HealthState
+    from exporter.kafka_sink import KafkaCheckpointStore, KafkaPeriodSink
+    from exporter.metrics import Metrics
+    from exporter.model import PricedLine
+    from exporter.pipeline import Pipeline
+    from exporter.pricing import RateCard
+    from exporter.registry import ConfluentFraming
+    from exporter.source import UsageSource
+
+OnRequest = Callable[[str, int | None, float], None]
+"""Called after each Sysdig request with (query, HTTP status or None, seconds)."""
+
+
+# --- Sysdig -----------------------------------------------------------------------------------
+
+def _token(cfg: Config) -> str:
+    token = cfg.sysdig.resolved_token()
+    if not token:
+        raise ConfigError(
+            "sysdig.token: not set (use sysdig.token, sysdig.token_file or CHARGEBACK_SYSDIG__TOKEN)"
+        )
+    return token
+
+
+def build_client(cfg: Config, clock: Clock, on_request: OnRequest | None = None, *,
+                 warn: bool = True) -> TimelinesClient:
+    """The Sysdig client described by `cfg.sysdig` (queries and retention timelines).
+
+    Raises `ConfigError` when no token is set.
+    """
+    token = _token(cfg)
+    verify = cfg.sysdig.tls_verify()
+    if not cfg.sysdig.verify_tls and warn:
+        logging.getLogger("exporter.sysdig").warning(
+            "TLS certificate verification of Sysdig is off (sysdig.verify_tls: false)",
+            extra={"sysdig_url": cfg.sysdig.url})
+    return TimelinesClient(
+        cfg.sysdig.url, token, clock=clock, timeout=cfg.sysdig.timeout, verify=verify,
+        attempts=cfg.sysdig.max_attempts, max_retry_time=cfg.sysdig.max_retry_time,
+        on_request=on_request,
+    )
+
+
+def build_retention(cfg: Config, clock: Clock, client: TimelinesClient | None = None) -> Retention:
+    """The retention model of `cfg` (the one the worker, the report and the backfill use).
+
+    `client` reads the timelines; without one a client of `cfg.sysdig` is built. Raises
+    `ConfigError` when no token is set.
+    """
+    if client is None and cfg.sysdig.retention_tiers:
+        client = build_client(cfg, clock, warn=False)
+    return Retention(client, clock=clock, resolution=cfg.periods.resolution,
+                     refresh=cfg.sysdig.retention_refresh, enabled=cfg.sysdig.retention_tiers)
+
+
+def build_source(cfg: Config, clock: Clock, on_request: OnRequest | None = None,
+                 retention: RetentionModel | None = None, org: OrgModel | None = None,
+                 ) -> SysdigSource:
+    """The Sysdig usage source described by `cfg.sysdig` and `cfg.periods`.
+
+    `retention` replaces the configured retention model (a backfill pins each period's step);
+    `org` is the org model already built from `cfg.org` (else it is built here).
+    """
+    client = build_client(cfg, clock, on_request)
+    org = OrgModel(cfg.org) if org is None else org
+    return SysdigSource(
+        client, clock=clock, label_columns=org.label_columns(),
+        resolution=cfg.periods.resolution, grain=cfg.periods.grain,
+        clusters=cfg.sysdig.clusters, concurrency=cfg.sysdig.max_concurrency,
+        retention=build_retention(cfg, clock, client) if retention is None else retention,
+    )
+
+
+def build_dashboard_installer(cfg: Config) -> DashboardInstaller:
+    """An installer of the Sysdig dashboard for `cfg.sysdig` (URL, token, TLS, timeout).
+
+    Raises `ConfigError` when no token is set.
+    """
+    from exporter.dashboard import DashboardInstaller
+
+    return DashboardInstaller(cfg.sysdig.url, _token(cfg), verify=cfg.sysdig.tls_verify(),
+                              timeout=float(cfg.sysdig.timeout))
+
+
+# --- the files the configuration names -------------------------------------------------------
+
+@dataclass(frozen=True)
+class Referenced:
+    """What the worker builds from the files the configuration names."""
+
+    org: OrgModel
+    rate_card: RateCard | None
+
+
+def load_referenced(cfg: Config) -> Referenced:
+    """Read and validate every allow-list and the rate card `cfg` names: the worker's loading,
+    which `check-config` runs too.
+
+    Raises one `ConfigError` whose `problems` are every problem found, each a line naming the
+    file and, where the parser gives it, the line and column.
+    """
+    from exporter.pricing import RateCard
+
+    problems: list[str] = []
+    org: OrgModel | None = None
+    allowed: dict[str, AllowedValues] = {}
+    try:
+        allowed = read_allow_lists(cfg.org)
+        org = OrgModel(cfg.org, allowed)
+    except ConfigError as exc:
+        problems.extend(exc.problems)
+    card = None
+    if cfg.pricing.rate_card_file is not None:
+        try:
+            card = RateCard.load(cfg.pricing.rate_card_file, period_length=cfg.periods.length,
+                                 other_labels=cfg.org.other_labels, allowed=allowed)
+        except ConfigError as exc:
+            problems.extend(exc.problems)
+    if problems:
+        raise ConfigError.of(problems)
+    assert org is not None
+    return Referenced(org, card)
+
+
+# --- Avro and the export path ----------------------------------------------------------------
+
+def build_framing(cfg: Config) -> SingleObjectFraming | ConfluentFraming:
+    """The configured Avro framing: single-object (default) or Confluent via a registry."""
+    from exporter.avro import SingleObjectFraming
+
+    if cfg.kafka.framing == "confluent":
+        from exporter.registry import ConfluentFraming
+
+        assert cfg.kafka.schema_registry is not None
+        return ConfluentFraming.from_config(cfg.kafka.schema_registry)
+    return SingleObjectFraming()
+
+
+def build_codec(cfg: Config) -> AvroCodec:
+    """The codec of the configured framing and topics."""
+    from exporter.codec import AvroCodec
+
+    return AvroCodec(build_framing(cfg), cfg.kafka.topics)
+
+
+def build_pipeline(cfg: Config, clock: Clock, metrics: Metrics | None = None,
+                   source: UsageSource | None = None) -> Pipeline:
+    """The export pipeline described by `cfg`; `source` replaces the Sysdig source (tests)."""
+    from exporter import coverage as cov
+    from exporter.pipeline import Pipeline
+    from exporter.shared import distribute
+
+    on_request = metrics.observe_sysdig if metrics is not None else None
+    files = load_referenced(cfg)
+    src = source if source is not None else build_source(cfg, clock, on_request=on_request,
+                                                         org=files.org)
+    card = files.rate_card
+    pricer = card.price_lines if card is not None else None
+    shared_cfg = cfg.shared_costs
+
+    def share(lines: Sequence[PricedLine]) -> list[PricedLine]:
+        return list(distribute(lines, shared_cfg).lines)
+
+    return Pipeline(
+        source=src, org=files.org, codec=build_codec(cfg), clock=clock,
+        settle_delay=cfg.periods.settle_delay, pricer=pricer,
+        distribute=share if shared_cfg.enabled else None,
+        coverage_fn=cov.label_coverage, min_coverage=cfg.periods.min_coverage,
+        incomplete_policy=cfg.periods.incomplete_policy,
+        clusters=cfg.sysdig.clusters, retired_clusters=cfg.sysdig.retired_clusters,
+        publish_empty=cfg.periods.publish_empty,
+    )
+
+
+# --- Kafka ------------------------------------------------------------------------------------
+
+def build_sink(cfg: Config, clock: Clock, metrics: Metrics | None = None,
+               transactional_id: str | None = None) -> KafkaPeriodSink:
+    """The transactional Kafka sink; `transactional_id` overrides the configured one (backfill)."""
+    from exporter.kafka_sink import KafkaPeriodSink
+
+    kcfg = cfg.kafka if transactional_id is None else cfg.kafka.model_copy(
+        update={"transactional_id": transactional_id})
+    if metrics is None:
+        return KafkaPeriodSink(kcfg, clock)
+    aborts = metrics.transaction_aborts
+
+    def on_abort(reason: str) -> None:
+        aborts.inc()
+
+    return KafkaPeriodSink(kcfg, clock, on_abort=on_abort,
+                           on_delivery_error=metrics.kafka_delivery_errors.inc,
+                           on_retention=metrics.topic_retention)
+
+
+def build_checkpoints(cfg: Config, clock: Clock,
+                      transactional_id: str | None = None) -> KafkaCheckpointStore:
+    """The checkpoint store of this instance (or of `transactional_id`)."""
+    from exporter.kafka_sink import KafkaCheckpointStore
+
+    kcfg = cfg.kafka if transactional_id is None else cfg.kafka.model_copy(
+        update={"transactional_id": transactional_id})
+    codec = build_codec(cfg)
+    return KafkaCheckpointStore(kcfg, codec.decode_checkpoint, clock)
+
+
+def build_worker_parts(cfg: Config, clock: Clock, metrics: Metrics
+                       ) -> tuple[Pipeline, KafkaPeriodSink, KafkaCheckpointStore]:
+    """The worker's real adapters: Sysdig source, Avro codec, transactional Kafka sink and
+    checkpoints (no I/O yet)."""
+    return (build_pipeline(cfg, clock, metrics), build_sink(cfg, clock, metrics),
+            build_checkpoints(cfg, clock))
+
+
+# --- HTTP -------------------------------------------------------------------------------------
+
+def build_health_server(cfg: Config, state: HealthState, metrics: Metrics) -> HealthServer:
+    """The `/healthz`, `/readyz` and `/metrics` server at `cfg.web.listen_address` (not started).
+
+    Raises `ConfigError` for an unusable listen address.
+    """
+    from exporter.health import HealthServer
+
+    return HealthServer(cfg.web.listen_address, state, metrics.registry)
