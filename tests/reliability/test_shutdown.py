@@ -204,8 +204,10 @@ def test_an_unreachable_broker_is_reported_after_connect_timeout(spawn: Spawn, t
         [line] = [ln for ln in proc.stderr_lines if not ln.startswith("{")]
         assert line.startswith("chargeback-exporter run: error: Kafka 127.0.0.1:") and "\n" not in line
     print(json.dumps({"connect_timeout": budget, "exit_after_first_contact_seconds": waited}))
-    # The budget, plus the second process's start-up lag behind the first contact.
-    assert all(budget - 0.5 <= w <= budget + 3 for w in waited.values()), waited
+    # Never before the budget. After it: the second process's start-up lag behind the first
+    # contact, which a loaded machine stretches; the bound only has to tell the budget from
+    # librdkafka's own retrying (over two minutes).
+    assert all(budget - 0.5 <= w <= budget + 15 for w in waited.values()), waited
 
 
 # --- during export, against a real broker -------------------------------------------------------
