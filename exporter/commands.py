@@ -10,7 +10,7 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
@@ -18,8 +18,7 @@ from exporter.clock import Clock
 from exporter.config import Config, load_config, masked_dict
 from exporter.errors import ConfigError
 from exporter.logs import register_secret, setup
-from exporter.model import ChargeLine
-from exporter.org import OrgModel
+from exporter.model import PricedLine
 from exporter.periods import (
     Period,
     align_down,
@@ -29,9 +28,10 @@ from exporter.periods import (
     parse_duration,
     parse_time,
 )
-from exporter.sysdig import SysdigSource
-from exporter.units import charge_lines
-from exporter.wiring import build_client, build_source, load_referenced
+from exporter.wiring import build_client, load_referenced
+
+if TYPE_CHECKING:
+    from exporter.pipeline import Pipeline
 
 
 def add_common(parser: argparse.ArgumentParser) -> None:
@@ -160,22 +160,22 @@ def report_window(args: argparse.Namespace, cfg: Config, clock: Clock) -> list[P
     return periods
 
 
-def collect_lines(source: SysdigSource, cfg: Config, periods: list[Period]
-                  ) -> tuple[list[ChargeLine], list[int]]:
-    """The charge lines of `periods`, and the step each period was measured at."""
-    org = OrgModel(cfg.org)
-    lines: list[ChargeLine] = []
+def measure_window(pipeline: Pipeline, periods: list[Period]) -> tuple[list[PricedLine], list[int]]:
+    """The priced lines of `periods`, shared costs distributed, as the worker would bill them,
+    and the step each period was measured at. Raises `IncompleteDataError` for a period the
+    worker would hold (an answer with no series, a configured cluster missing)."""
+    priced: list[PricedLine] = []
     steps: list[int] = []
     for p in periods:
-        usage = source.fetch(p)
+        usage, _, lines = pipeline.measure(p)
         steps.append(usage.step_seconds)
-        lines.extend(charge_lines(usage, org))
-    return lines, steps
+        priced.extend(lines)
+    return priced, steps
 
 
 def cmd_report(args: argparse.Namespace, *, clock: Clock) -> int:
     from exporter import report
-    from exporter.pricing import price_lines
+    from exporter.wiring import build_pipeline
 
     cfg = config_from_args(args)
     coverage = getattr(args, "coverage", False)
@@ -183,12 +183,11 @@ def cmd_report(args: argparse.Namespace, *, clock: Clock) -> int:
         raise ConfigError("--coverage: --format csv is not available (coverage has two tables); "
                           "use --format table or json")
     periods = report_window(args, cfg, clock)
-    # Loaded before Sysdig is asked, so a broken rate card or allow-list costs no queries.
-    files = load_referenced(cfg)
-    card = None if coverage else files.rate_card
+    # Built (rate card and allow-lists loaded) before Sysdig is asked: a broken file costs no
+    # queries. The worker's own pipeline, so the report bills what the records would carry.
+    pipeline = build_pipeline(cfg, clock)
     check_team(cfg, clock)
-    source = build_source(cfg, clock, org=files.org)
-    lines, steps = collect_lines(source, cfg, periods)
+    priced, steps = measure_window(pipeline, periods)
     window = (iso(periods[0].start), iso(periods[-1].end))
     warning = report.coarse_warning(steps, cfg.periods.resolution)
     if warning is not None:
@@ -198,7 +197,7 @@ def cmd_report(args: argparse.Namespace, *, clock: Clock) -> int:
     if coverage:
         from exporter import coverage as cov
 
-        covered = cov.label_coverage(lines)
+        covered = cov.label_coverage([p.line for p in priced])
         if args.format == "json":
             doc = {"from": window[0], "to": window[1], "step_seconds": sorted(set(steps)),
                    "clusters": cov.coverage_document(covered)}
@@ -207,7 +206,7 @@ def cmd_report(args: argparse.Namespace, *, clock: Clock) -> int:
             sys.stdout.write(f"Label coverage, {measured}\n")
             report.print_table(cov.render_coverage(covered), sys.stdout.write, fit=True)
         return 0
-    rows = report.aggregate(price_lines(lines, card), args.by)
+    rows = report.aggregate(priced, args.by)
     if args.format == "csv":
         sys.stdout.write(report.render_csv(rows, args.by))
     elif args.format == "json":

@@ -68,8 +68,7 @@ class PeriodResult:
 
     period: Period
     usage: PeriodUsage
-    lines: list[ChargeLine]
-    priced: list[PricedLine]
+    priced: list[PricedLine]  # shared costs distributed, as the records carry them
     records: list[BillingRecord] = field(default_factory=list)
     manifests: list[PeriodManifest] = field(default_factory=list)
     coverage: Mapping[str, LabelCoverage] = field(default_factory=dict)
@@ -103,6 +102,27 @@ class Pipeline:
     retired_clusters: tuple[str, ...] = ()
     publish_empty: bool = False
 
+    def measure(self, period: Period, published: Mapping[str, int] | None = None
+                ) -> tuple[PeriodUsage, Mapping[str, int | None], list[PricedLine]]:
+        """Fetch `period`, check it is complete, and price its lines with shared costs
+        distributed: what its records will carry, before rounding to the record scale.
+
+        Returns the usage, the expected clusters and the priced lines. Raises `MissingClusters`
+        (an `IncompleteDataError`) as `compute` does; `report` calls this too, so it shows
+        what the worker would bill, or refuses what the worker would hold.
+        """
+        usage = self.source.fetch(period)
+        expected = expected_clusters(
+            configured=self.clusters,
+            published=published,
+            retired=self.retired_clusters)
+        check(usage, expected, publish_empty=self.publish_empty)
+        lines = charge_lines(usage, self.org)
+        priced = self.pricer(lines) if self.pricer else [PricedLine(ln, None, None, None) for ln in lines]
+        if self.distribute is not None:
+            priced = self.distribute(priced)
+        return usage, expected, priced
+
     def compute(self, period: Period, prior: Mapping[str, Prior] | None = None,
                 published: Mapping[str, int] | None = None) -> PeriodResult:
         """Measure and price `period` and build its records and manifests (no publication).
@@ -119,17 +139,8 @@ class Pipeline:
         from exporter import records as rec
         from exporter.avro import load_schema
 
-        usage = self.source.fetch(period)
-        expected = expected_clusters(
-            configured=self.clusters,
-            published=published,
-            retired=self.retired_clusters)
-        check(usage, expected, publish_empty=self.publish_empty)
+        usage, expected, priced = self.measure(period, published)
         empty = empty_clusters(usage, expected) if self.publish_empty else frozenset()
-        lines = charge_lines(usage, self.org)
-        priced = self.pricer(lines) if self.pricer else [PricedLine(ln, None, None, None) for ln in lines]
-        if self.distribute is not None:
-            priced = self.distribute(priced)
         coverage = self.coverage_fn([p.line for p in priced]) if self.coverage_fn else {}
         low = sorted(c for c, v in usage.coverage.items() if v < self.min_coverage and c not in empty)
         status = "low-coverage" if low else "final"
@@ -180,7 +191,7 @@ class Pipeline:
                 built, built_manifests = build(cluster, revision)
             records.extend(built)
             manifests.extend(built_manifests)
-        return PeriodResult(period, usage, lines, priced, records, manifests, coverage, status,
+        return PeriodResult(period, usage, priced, records, manifests, coverage, status,
                             tuple(changed), bodies)
 
     def messages(self, result: PeriodResult) -> list[OutMessage]:

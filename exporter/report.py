@@ -24,7 +24,8 @@ from rich.table import Table
 
 from exporter.model import UNITS, PricedLine, Resource
 from exporter.pricing import quantize_quantity
-from exporter.records import kubernetes_kind
+from exporter.records import BILLABLE_ALLOCATIONS, kubernetes_kind
+from exporter.shared import SHARED_DISTRIBUTION
 from exporter.units import method_step
 
 GroupBy = Literal["costcenter", "costcenter-workload", "org"]
@@ -111,7 +112,10 @@ def aggregate(lines: Sequence[PricedLine], by: GroupBy) -> list[Row]:
     """Sum usage, request, chargeable (and cost when priced) per group; rows sorted by group.
 
     Each line enters at its record's rounding (`quantize_quantity`; its cost already is), so a
-    row equals the sum of its records.
+    row equals the sum of its records. With shared costs distributed, usage and request are
+    counted where they were measured (direct and shared-source lines) and chargeable and cost
+    where they are billed (direct and shared-distribution lines), as records are summed
+    (`records.BILLABLE_ALLOCATIONS`): nothing is counted twice.
     """
     rows: dict[tuple[str, ...], Row] = {}
     steps: dict[tuple[str, ...], set[int]] = {}
@@ -120,12 +124,16 @@ def aggregate(lines: Sequence[PricedLine], by: GroupBy) -> list[Row]:
         row = rows.get(g)
         if row is None:
             row = rows[g] = Row(g, {c: Decimal(0) for c in COLUMNS})
-        steps.setdefault(g, set()).add(line_step(priced))
         ln = priced.line
         usage, request, chargeable = _COLUMNS_OF[ln.resource]
         vals = row.values
-        vals[usage] += quantize_quantity(ln.usage)
-        vals[request] += quantize_quantity(ln.request)
+        seen = steps.setdefault(g, set())
+        if ln.allocation != SHARED_DISTRIBUTION:  # a share was measured on its sources' steps
+            seen.add(line_step(priced))
+            vals[usage] += quantize_quantity(ln.usage)
+            vals[request] += quantize_quantity(ln.request)
+        if ln.allocation not in BILLABLE_ALLOCATIONS:
+            continue
         vals[chargeable] += quantize_quantity(ln.chargeable)
         if priced.cost is not None:
             row.cost = priced.cost if row.cost is None else row.cost + priced.cost

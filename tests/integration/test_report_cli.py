@@ -411,3 +411,47 @@ def test_a_broken_rate_card_is_one_line_before_sysdig_is_asked(
     code, _, err = run("report", "--config.file", str(cfg), *WINDOW)
     assert_one_line(code, err, str(card))
     assert code == 2 and "127.0.0.1:9" not in err
+
+
+def test_the_report_bills_as_the_records_do_with_shared_costs(
+        sim: Sim, tmp_path: Path, run: Callable[..., tuple[int, str, str]]) -> None:
+    """With shared costs on, each cluster's cost center's chargeable quantities and cost are the
+    sums of its billable records (direct and shared-distribution): the report distributes as the worker
+    does."""
+    from exporter.periods import Period
+    from exporter.records import BILLABLE_ALLOCATIONS
+    from exporter.wiring import build_pipeline
+
+    shared_ns = sorted({w.key.namespace for w in sim.fleet.workloads()})[0]
+    card = tmp_path / "rate-card.yaml"
+    card.write_text(RATE_CARD)
+    cfg = write_config(tmp_path, sim)
+    doc = yaml.safe_load(cfg.read_text())
+    doc["pricing"] = {"rate_card_file": str(card)}
+    doc["shared_costs"] = {"enabled": True, "namespaces": [shared_ns]}
+    cfg.write_text(yaml.safe_dump(doc))
+    want: dict[tuple[str, str], dict[str, Decimal]] = {}
+    pipeline = build_pipeline(sim.config(pricing={"rate_card_file": str(card)},
+                                         shared_costs={"enabled": True, "namespaces": [shared_ns]},
+                                         sysdig={"retention_tiers": False}), sim.clock)
+    for h in range(3):
+        for r in pipeline.compute(Period(T0 + h * H, T0 + (h + 1) * H)).records:
+            if r.allocation not in BILLABLE_ALLOCATIONS:
+                continue
+            row = want.setdefault((r.cluster, r.costcenter),
+                                  {"cpu": Decimal(0), "memory": Decimal(0), "cost": Decimal(0)})
+            row[r.resource] += r.chargeable_quantity
+            row["cost"] += r.cost or Decimal(0)
+    assert any(r.namespace == shared_ns for r in pipeline.compute(Period(T0, T0 + H)).records)
+    code, out, err = run("report", "--config.file", str(cfg), *WINDOW, "--by", "costcenter",
+                         "--format", "json")
+    assert code == 0, err
+    got = {(r["cluster"], r["costcenter"]): {"cpu": Decimal(r["cpu_chargeable_core_hours"]),
+                             "memory": Decimal(r["mem_chargeable_gib_hours"]),
+                             "cost": Decimal(r["cost"])} for r in json.loads(out)["rows"]}
+    zero = {"cpu": Decimal(0), "memory": Decimal(0), "cost": Decimal(0)}
+    # A cost center whose lines were all shared shows its usage where it was measured, and
+    # bills nothing.
+    only_shared = {k for k in got if k not in want}
+    assert all(got[k] == zero for k in only_shared)
+    assert {k: v for k, v in got.items() if k not in only_shared} == want

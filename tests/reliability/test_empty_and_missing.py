@@ -163,3 +163,38 @@ def test_a_configured_cluster_with_no_series_gets_no_final_period(sim: Sim,
     finally:
         worker.close()
     assert out.held == PERIOD and "cluster prod-new-99" in str(out.error)
+
+
+def _report(sim: Sim, tmp_path: Any, *extra: str) -> tuple[int, str, str]:
+    import contextlib
+    import io
+
+    import yaml
+
+    from exporter import cli
+    from exporter.periods import iso
+    from tests.reliability.conftest import TOKEN
+
+    config = tmp_path / "config.yaml"
+    config.write_text(yaml.safe_dump({
+        "sysdig": {"url": sim.server.url, "token": TOKEN, "retention_tiers": False,
+                   "max_attempts": 2},
+        "logging": {"format": "text", "level": "ERROR"}}))
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = cli.main(["report", "--config.file", str(config), "--from", iso(PERIOD.start),
+                         "--to", iso(NEXT.end), *extra], sim.clock)
+    return code, out.getvalue(), err.getvalue()
+
+
+def test_a_report_over_an_empty_sysdig_is_an_error_not_zeros(sim: Sim, tmp_path: Any) -> None:
+    """`report` applies the worker's rule: an answer with no series at all is never shown as a
+    consumption of zero."""
+    sim.hiding.hide_all()
+    code, out, err = _report(sim, tmp_path, "--format", "json")
+    assert code != 0 and out == ""
+    [line] = err.strip().splitlines()
+    assert "no series" in line and "Traceback" not in err
+    sim.hiding.reset()
+    code, out, err = _report(sim, tmp_path, "--format", "json")
+    assert code == 0, err
