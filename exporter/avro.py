@@ -183,10 +183,10 @@ def _unscaled(value: Any, scale: int, precision: int) -> int:
 #
 # One writer per schema node: plain closures, no generated code. A record's writer reads each
 # field (by key, or by attribute for record objects) and joins what its fields' writers return.
-# Writers are built per batch (`AvroSchema.encoder`), and the batch's writers share a memo of
-# the bytes of the strings, longs and decimals they wrote: a period's records repeat the same
-# cluster, namespace, org values, bounds and prices thousands of times. The memo lives and dies
-# with the batch's writer, so nothing is shared between threads or kept between periods. fastavro's
+# Writers are built per batch (`AvroSchema.encoder`), and each string, long and decimal writer
+# keeps the bytes it wrote per value: a period's records repeat the same cluster, namespace, org
+# values, bounds and prices thousands of times. The memo lives and dies with the batch's
+# writer, so nothing is shared between threads or kept between periods. fastavro's
 # `schemaless_writer` is the oracle it is tested against, byte for byte; unlike fastavro it
 # also refuses a decimal with more digits than the schema's precision or scale.
 
@@ -285,7 +285,7 @@ def _decimal(precision: int, scale: int) -> Writer:
 
 
 _PRIMITIVE_WRITERS: Mapping[str, Writer] = {
-    "string": _string, "bytes": _bytes, "boolean": _boolean, "null": _null,
+    "bytes": _bytes, "boolean": _boolean, "null": _null,
     "float": _pack_float, "double": _pack_double,
 }
 
@@ -306,17 +306,42 @@ def _getter(fld: Mapping[str, Any], attr: bool) -> Callable[[Any], Any]:
     return operator.attrgetter(name) if attr else operator.itemgetter(name)
 
 
+def _memoised(plain: Writer, accept: Callable[[Any], bool]) -> Writer:
+    """`plain`, keeping the bytes it wrote for each value `accept` admits. `accept` admits one
+    exact type, so equal values of other types (1 == Decimal(1) == True) never share bytes and
+    still go through `plain`'s checks."""
+    memo: dict[Any, bytes] = {}
+
+    def write(v: Any) -> bytes:
+        if not accept(v):
+            return plain(v)
+        b = memo.get(v)
+        if b is None:
+            b = memo[v] = plain(v)
+        return b
+
+    return write
+
+
+def _is_str(v: Any) -> bool:
+    return type(v) is str
+
+
+def _is_int(v: Any) -> bool:
+    return type(v) is int
+
+
+def _is_finite_decimal(v: Any) -> bool:
+    return type(v) is Decimal and v.is_finite()
+
+
 @dataclass
 class _Builder:
     """Builds the writer of a schema for one batch; `named` guards against named types used
-    twice. The memo dicts map a value to the bytes a writer wrote for it in this batch, keyed
-    only by exact types (`str`, `int`, `Decimal`), so equal values of other types never meet."""
+    twice."""
 
     attr: bool
     named: set[str] = field(default_factory=set)
-    strings: dict[str, bytes] = field(default_factory=dict)
-    longs: dict[tuple[int, int], bytes] = field(default_factory=dict)
-    decimals: dict[tuple[int, int, Decimal], bytes] = field(default_factory=dict)
 
     def record(self, schema: Mapping[str, Any], namespace: str | None,
                only: Sequence[Mapping[str, Any]] | None = None) -> Writer:
@@ -345,7 +370,8 @@ class _Builder:
         if isinstance(kind, dict | list):
             return self.value(kind, namespace)
         if kind == "bytes" and logical == "decimal":
-            return self.decimal(int(schema["precision"]), int(schema.get("scale", 0)))
+            return _memoised(_decimal(int(schema["precision"]), int(schema.get("scale", 0))),
+                             _is_finite_decimal)
         if kind in _PRIMITIVES:
             return self.primitive(kind, logical)
         if kind == "record":
@@ -358,52 +384,13 @@ class _Builder:
             return self.enum(schema, namespace)
         raise _Unsupported(f"type {kind}")
 
-    def primitive(self, kind: str, logical: str | None) -> Writer:
+    @staticmethod
+    def primitive(kind: str, logical: str | None) -> Writer:
         if kind in ("int", "long"):
-            return self.long(32 if kind == "int" else 64, logical)
+            return _memoised(_long(32 if kind == "int" else 64, logical), _is_int)
         if kind == "string":
-            return self.string()
+            return _memoised(_string, _is_str)
         return _PRIMITIVE_WRITERS[kind]
-
-    def string(self) -> Writer:
-        memo = self.strings
-
-        def write(v: Any) -> bytes:
-            if type(v) is not str:
-                return _string(v)
-            b = memo.get(v)
-            if b is None:
-                b = memo[v] = _string(v)
-            return b
-
-        return write
-
-    def long(self, bits: int, logical: str | None) -> Writer:
-        plain, memo = _long(bits, logical), self.longs
-
-        def write(v: Any) -> bytes:
-            if type(v) is not int:
-                return plain(v)
-            b = memo.get((bits, v))
-            if b is None:
-                b = memo[(bits, v)] = plain(v)
-            return b
-
-        return write
-
-    def decimal(self, precision: int, scale: int) -> Writer:
-        plain, memo = _decimal(precision, scale), self.decimals
-
-        def write(v: Any) -> bytes:
-            if type(v) is not Decimal or not v.is_finite():
-                return plain(v)
-            key = (precision, scale, v)
-            b = memo.get(key)
-            if b is None:
-                b = memo[key] = plain(v)
-            return b
-
-        return write
 
     def union(self, branches: list[Any], namespace: str | None) -> Writer:
         kinds = [b if isinstance(b, str) else b.get("type") for b in branches]
