@@ -22,6 +22,7 @@ from collections.abc import Mapping, Sequence
 from decimal import Context, Decimal
 from typing import Any
 
+from exporter.avro import varint
 from exporter.model import ORG_KEYS, UNALLOCATED, UNITS
 from exporter.periods import Period
 from exporter.queries import RECORD_GRAIN
@@ -33,16 +34,6 @@ from exporter.units import method_id
 SLOTS = tuple(f"{res}.{part}" for res in ("cpu", "memory") for part in ("usage", "request", "chargeable"))
 CONVERT = Context(prec=60)
 EXACT = Context(prec=120, Emax=999_999, Emin=-999_999)
-
-
-def varint(n: int) -> bytes:
-    """An Avro varint of a non-negative (already zig-zagged) integer."""
-    out = bytearray()
-    while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
 
 
 def chunk(part: str | int) -> bytes:

@@ -198,7 +198,8 @@ _pack_float = struct.Struct("<f").pack
 _pack_double = struct.Struct("<d").pack
 
 
-def _varint(n: int) -> bytes:
+def varint(n: int) -> bytes:
+    """The Avro variable-length encoding of a non-negative integer (zig-zag is the caller's)."""
     out = bytearray()
     while n > 0x7F:
         out.append((n & 0x7F) | 0x80)
@@ -218,7 +219,7 @@ _ONE_BYTE: tuple[bytes, ...] = tuple(bytes((i,)) for i in range(128))
 def _count(n: int) -> bytes:
     """A non-negative length or block count."""
     z = n << 1
-    return _ONE_BYTE[z] if z < 128 else _varint(z)
+    return _ONE_BYTE[z] if z < 128 else varint(z)
 
 
 def _as_int(v: Any, logical: str | None) -> int:
@@ -241,7 +242,7 @@ def _long(bits: int, logical: str | None) -> Writer:
         n = v if type(v) is int else _as_int(v, logical)
         if not -limit <= n < limit:
             raise ValueError(f"{n} does not fit an Avro {kind}")
-        return _varint(_zigzag(n))
+        return varint(_zigzag(n))
 
     return write
 
