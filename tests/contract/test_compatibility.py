@@ -55,6 +55,15 @@ def _decimals(schema: Any, path: str = "") -> dict[str, tuple[int, int]]:
     return out
 
 
+@pytest.mark.parametrize("current", CURRENT, ids=lambda p: p.name)
+def test_every_current_schema_is_a_released_version(current: Path) -> None:
+    """A schema change lands with its copy in released/, so the compatibility checks below
+    cover every version a consumer may have seen."""
+    text = current.read_bytes()
+    assert any(p.read_bytes() == text for p in _released_of(current)), (
+        f"{current.name} differs from every released version: copy it into schemas/released/")
+
+
 def test_the_v1_contract_is_released() -> None:
     v1 = {"billing_record.v1.avsc", "period_manifest.v1.avsc", "checkpoint.v1.avsc"}
     assert v1 <= {p.name for p in CURRENT} and v1 <= {p.name for p in RELEASED}
@@ -81,8 +90,9 @@ def test_decimal_precision_and_scale_never_change(current: Path) -> None:
 @pytest.mark.parametrize("path", CURRENT + RELEASED, ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_namespace_carries_the_major_version_of_the_file(path: Path) -> None:
     doc = _load(path)
-    major = re.search(r"\.v(\d+)\.avsc$", path.name)
-    assert major, f"{path.name} must be named <record>.v<major>.avsc"
+    # A later released version of the same major carries the day it landed.
+    major = re.search(r"\.v(\d+)(\.\d{4}-\d{2}-\d{2})?\.avsc$", path.name)
+    assert major, f"{path.name} must be named <record>.v<major>[.<date>].avsc"
     assert doc["namespace"].endswith(f".v{major.group(1)}")
     avro.schema.parse(path.read_text())  # valid for the reference implementation too
 
