@@ -125,7 +125,7 @@ def largest_remainder(total: Decimal, weights: Sequence[Decimal], scale: int) ->
     order = sorted(range(len(exact)), key=lambda i: (-(exact[i] - shares[i]), i))
     for i in order[:leftover]:
         shares[i] += 1
-    return [Decimal(sign * s).scaleb(-scale) for s in shares]
+    return [CONTEXT.scaleb(Decimal(sign * s), -scale) for s in shares]  # not the thread's context
 
 
 def _text(where: Where) -> str:
