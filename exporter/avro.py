@@ -29,7 +29,7 @@ import struct
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from decimal import ROUND_HALF_EVEN, Context, Decimal, InvalidOperation
+from decimal import Decimal
 from functools import cache
 from importlib import resources
 from typing import Any, Protocol
@@ -38,6 +38,7 @@ import fastavro
 import fastavro.schema
 
 from exporter.errors import EncodingError
+from exporter.money import CONTEXT, DecimalSpec
 
 SCHEMA_FILES: Mapping[str, str] = {
     "billing_record": "billing_record.v1.avsc",
@@ -48,11 +49,6 @@ SCHEMA_FILES: Mapping[str, str] = {
 
 SINGLE_OBJECT_MARKER = b"\xc3\x01"
 SINGLE_OBJECT_HEADER_LEN = 10
-ROUNDING = ROUND_HALF_EVEN
-"""The one rounding mode for every quantity and amount (banker's rounding: no bias in sums)."""
-
-# A context wide enough that scaling any sane decimal by 10**scale is exact.
-_EXACT = Context(prec=120, Emax=999_999, Emin=-999_999)
 
 
 # --------------------------------------------------------------------------------------------
@@ -112,63 +108,13 @@ class FrozenMap(dict[str, Any]):
 # --------------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, slots=True)
-class DecimalSpec:
-    """An Avro `decimal` logical type: at most `precision` digits, `scale` of them decimals."""
-
-    precision: int
-    scale: int
-    quantum: Decimal = field(init=False, repr=False, compare=False)
-    max_value: Decimal = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "quantum", Decimal(1).scaleb(-self.scale))
-        object.__setattr__(self, "max_value", Decimal(10**self.precision - 1).scaleb(-self.scale))
-
-    def rounded(self, value: Any) -> Decimal | None:
-        """`quantize(value, self, ...)` for the plain case, without building an error text:
-        the rounded value when `value` is a finite Decimal that fits, else None (and
-        `quantize` is the one to call, for its error)."""
-        if type(value) is Decimal and value.is_finite():
-            try:
-                q = value.quantize(self.quantum, ROUNDING, _EXACT)
-            except ArithmeticError:
-                return None
-            if -self.max_value <= q <= self.max_value:
-                return q
-        return None
-
-
-def quantize(value: Decimal | int, spec: DecimalSpec, what: str) -> Decimal:
-    """`value` rounded half-even to `spec.scale` decimals, checked against `spec.precision`.
-
-    Raises `EncodingError` naming `what` when the value is not finite or needs more than
-    `precision` digits once rounded. This is the only rounding step between the pricing
-    arithmetic and the Avro bytes; the encoder itself never rounds.
-    """
-    if isinstance(value, int) and not isinstance(value, bool):
-        value = Decimal(value)
-    if not isinstance(value, Decimal) or not value.is_finite():
-        raise EncodingError(f"{what}: expected a finite Decimal, got {_describe(value)}")
-    try:
-        rounded = value.quantize(spec.quantum, rounding=ROUNDING, context=_EXACT)
-    except InvalidOperation as exc:
-        raise EncodingError(f"{what}: {value} does not fit decimal({spec.precision},{spec.scale})") from exc
-    if abs(rounded) > spec.max_value:
-        raise EncodingError(
-            f"{what}: {value} needs more than {spec.precision} digits at scale {spec.scale} "
-            f"(maximum {spec.max_value})"
-        )
-    return rounded
-
-
 def _unscaled(value: Any, scale: int, precision: int) -> int:
     """The unscaled integer of an exact decimal; the encoder's slow path and its error text."""
     if not isinstance(value, Decimal):
         raise TypeError(f"expected Decimal, got {type(value).__name__}")
     if not value.is_finite():
         raise ValueError(f"{value} is not a finite number")
-    scaled = _EXACT.scaleb(value, scale)
+    scaled = CONTEXT.scaleb(value, scale)
     n = int(scaled)
     if scaled != n:
         raise ValueError(f"{value} has more than {scale} decimals (quantize it first)")

@@ -17,7 +17,7 @@ from __future__ import annotations
 import heapq
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from decimal import ROUND_HALF_EVEN, Context, Decimal
+from decimal import Decimal
 from typing import Any
 
 from rich.console import Group
@@ -36,22 +36,15 @@ from exporter.model import (
     OrgAssignment,
     Resource,
 )
+from exporter.money import SHARE, DecimalSpec, quantize, share
 from exporter.pricing import quantize_quantity
 from exporter.records import kubernetes_kind
 
-SHARE_QUANTUM = Decimal("0.000001")
 _DISTRIBUTION = "shared-distribution"
-# One 60-digit context used through its methods: entering a `localcontext` per share is slow.
-_SHARE_CONTEXT = Context(prec=60, rounding=ROUND_HALF_EVEN)
 _ZERO = Decimal(0)
-
-
-def share(part: Decimal, total: Decimal) -> Decimal:
-    """`part / total` quantized to 6 decimals (ROUND_HALF_EVEN); 0 when `total` is 0."""
-    if total == 0:
-        return Decimal(0).quantize(SHARE_QUANTUM)
-    ctx = _SHARE_CONTEXT
-    return ctx.quantize(ctx.divide(part, total), SHARE_QUANTUM)
+# Display only: percentages at 4 decimals, offenders' quantities at the share scale.
+_PERCENT = DecimalSpec(SHARE.precision + 2, 4)
+_DISPLAY = DecimalSpec(40, SHARE.scale)
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,7 +169,7 @@ def label_coverage(lines: Sequence[ChargeLine], top_n: int = 10) -> dict[str, La
 
 
 def _pct(value: Decimal) -> str:
-    return f"{(value * 100).quantize(Decimal('0.0001'))} %"
+    return f"{quantize(value * 100, _PERCENT, 'percentage')} %"
 
 
 def render_coverage_table(coverage: Mapping[str, LabelCoverage]) -> Table:
@@ -215,7 +208,7 @@ def render_offenders_table(coverage: Mapping[str, LabelCoverage]) -> Table:
             unallocated = [k for k in o.missing_keys if k not in o.invalid_keys]
             table.add_row(
                 cluster, o.namespace, kubernetes_kind(o.workload_kind), o.workload_name, o.resource,
-                str(o.chargeable.quantize(SHARE_QUANTUM, rounding=ROUND_HALF_EVEN)),
+                str(quantize(o.chargeable, _DISPLAY, "chargeable quantity")),
                 UNITS[o.resource], ", ".join(unallocated), ", ".join(o.invalid_keys),
             )
     return table

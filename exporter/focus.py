@@ -35,9 +35,10 @@ from exporter.commands import add_common, config_from_args
 from exporter.config import Config
 from exporter.errors import ConfigError, EncodingError, ExporterError
 from exporter.kafka_sink import read_topic
+from exporter.money import CONTEXT, DecimalSpec, largest_remainder, quantize
 from exporter.periods import iso, parse_time
 from exporter.records import PUBLISHED_AT_HEADER, BillingRecord
-from exporter.shared import DIRECT, SHARED_DISTRIBUTION, SHARED_FROM_LABEL, largest_remainder
+from exporter.shared import DIRECT, SHARED_DISTRIBUTION, SHARED_FROM_LABEL
 from exporter.wiring import build_codec
 
 UNPRICED_CURRENCY = "XXX"
@@ -82,7 +83,10 @@ RATIO_SCALE = 12
 """Decimals of AllocatedRatio: the ratios of one shared pool are split exactly at this scale."""
 
 _RESOURCE_NAMES: Mapping[str, str] = {"cpu": "CPU", "memory": "Memory"}
-_PRICE_SCALE = Decimal("1E-10")  # the schema's unit_price scale
+# The schema's unit_price scale; wider than its precision, as the implied rate of a tiny
+# quantity can exceed it.
+_PRICE = DecimalSpec(38, 10)
+_NO_PRICE = Decimal(0).scaleb(-_PRICE.scale)
 
 
 def fmt_decimal(value: Decimal) -> str:
@@ -191,8 +195,9 @@ def _prices(r: BillingRecord, allow_unpriced: bool) -> tuple[Decimal, Decimal, s
     if price is None:
         # A shared-distribution share is a slice of a pool's cost, not quantity x price; FOCUS
         # still wants a Usage row's ListUnitPrice, so give the implied rate at the price scale.
-        price = (r.cost / r.chargeable_quantity).quantize(_PRICE_SCALE) if r.chargeable_quantity \
-            else Decimal(0).quantize(_PRICE_SCALE)
+        price = quantize(CONTEXT.divide(r.cost, r.chargeable_quantity), _PRICE,
+                         lambda: f"{_where(r)}: implied unit price") if r.chargeable_quantity \
+            else _NO_PRICE
     return price, r.cost, r.currency, True
 
 

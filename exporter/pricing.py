@@ -19,8 +19,8 @@ start prices the whole period. A period that straddles a version boundary is ref
 are not aligned to the period length, so a straddle cannot happen at run time.
 
 Rounding: cost = chargeable quantity quantized to the record's quantity scale, times the unit
-price, quantized to the record's cost scale with ROUND_HALF_EVEN. Unit prices are never rounded:
-one with more decimals than the unit-price scale is rejected at load.
+price, quantized to the record's cost scale with ROUND_HALF_EVEN (`exporter.money.cost`). Unit
+prices are never rounded: one with more decimals than the unit-price scale is rejected at load.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from decimal import ROUND_HALF_EVEN, Context, Decimal, InvalidOperation, localcontext
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -54,6 +54,7 @@ from exporter.model import (
     PricedLine,
     Resource,
 )
+from exporter.money import cost, quantize
 from exporter.periods import Period, iso, parse_time
 from exporter.yamlfile import Location, Positions, UniqueKeyLoader, read_yaml_positions
 
@@ -69,11 +70,6 @@ UNIT_PRICE_PRECISION = _RECORD["unit_price"].precision
 UNIT_PRICE_SCALE = _RECORD["unit_price"].scale
 COST_PRECISION = _RECORD["cost"].precision
 COST_SCALE = _RECORD["cost"].scale
-ROUNDING = ROUND_HALF_EVEN
-
-# Exact products: quantity digits plus price digits, with room to spare.
-_EXACT_PREC = 80
-_CONTEXT = Context(prec=_EXACT_PREC)
 _QUANTITY = _RECORD["chargeable_quantity"]
 _COST = _RECORD["cost"]
 
@@ -95,27 +91,13 @@ ISO_4217_CODES: frozenset[str] = frozenset(_ISO_4217_LIST.split())
 def quantize_quantity(value: Decimal) -> Decimal:
     """`value` at the record's quantity scale (ROUND_HALF_EVEN); raises PricingError if it
     would not fit the quantity precision."""
-    return _quantize(value, QUANTITY_SCALE, QUANTITY_PRECISION, "quantity")
+    return quantize(value, _QUANTITY, "quantity", PricingError)
 
 
 def quantize_cost(value: Decimal) -> Decimal:
     """`value` at the record's cost scale (ROUND_HALF_EVEN); raises PricingError if it would
     not fit the cost precision."""
-    return _quantize(value, COST_SCALE, COST_PRECISION, "cost")
-
-
-def _quantize(value: Decimal, scale: int, precision: int, what: str) -> Decimal:
-    with localcontext() as ctx:
-        ctx.prec = _EXACT_PREC
-        try:
-            out = value.quantize(Decimal(1).scaleb(-scale), rounding=ROUNDING)
-        except InvalidOperation:
-            raise PricingError(f"{what} {value} is not a finite number") from None
-    if len(out.as_tuple().digits) > precision and out != 0:
-        raise PricingError(
-            f"{what} {out} does not fit decimal({precision},{scale})"
-        )
-    return out
+    return quantize(value, _COST, "cost", PricingError)
 
 
 # --- YAML: exact decimals, timestamps kept as text, duplicate keys refused -------------------
@@ -520,9 +502,7 @@ class RateCard:
 
         A period's lines share the version; the selector part of a quote depends only on the
         resource and the labels the selectors read, the rest only on resource, cluster and
-        namespace: each is looked up once per distinct input. The arithmetic is `price`'s for
-        every line, with the range checks inlined; a value out of range goes through the
-        checked functions for their error.
+        namespace: each is looked up once per distinct input.
         """
         out: list[PricedLine] = []
         append = out.append
@@ -532,7 +512,7 @@ class RateCard:
         by_selector: dict[tuple[str | None, ...], PriceQuote | None] = {}
         by_scope: dict[tuple[str, str, str], PriceQuote] = {}
         currency = self.currency
-        quantity_rounded, cost_rounded, multiply = _QUANTITY.rounded, _COST.rounded, _CONTEXT.multiply
+        source = self.source
         for line in lines:
             if line.period != current:
                 version = self.version_at(line.period.start)
@@ -555,22 +535,11 @@ class RateCard:
                 q = by_scope.get(key)
                 if q is None:
                     q = by_scope[key] = version.scope_quote(res, w.cluster, w.namespace)
-            qty = quantity_rounded(line.chargeable)
-            cost = None if qty is None else cost_rounded(multiply(qty, q.unit_price))
-            if cost is None:
-                cost = self._checked_cost(line, q)
-            append(PricedLine(line, q.unit_price, cost, currency, q.version))
+            # The lambda names the line only on failure (called within this iteration).
+            amount = cost(line.chargeable, q.unit_price, _QUANTITY, _COST,
+                          lambda: _cost_where(source, line, q), PricingError)  # noqa: B023
+            append(PricedLine(line, q.unit_price, amount, currency, q.version))
         return out
-
-    def _checked_cost(self, line: ChargeLine, q: PriceQuote) -> Decimal:
-        """The cost through the checked quantize functions, for their one-line errors."""
-        with localcontext() as ctx:
-            ctx.prec = _EXACT_PREC
-            product = quantize_quantity(line.chargeable) * q.unit_price
-        try:
-            return quantize_cost(product)
-        except PricingError as exc:
-            raise PricingError(f"{self.source}: {q.rule}: {exc} for {_describe(line)}") from None
 
     def _check_straddle(self, period: Period) -> None:
         for v in self.versions:
@@ -623,6 +592,10 @@ def _check_dating(versions: Sequence[PriceVersion], period_length: int | None,
                     problems.append((("versions", i, name), (
                         f"{iso(edge)} is not aligned to the {period_length}s period length, so a "
                         "period would straddle it")))
+
+
+def _cost_where(source: str, line: ChargeLine, q: PriceQuote) -> str:
+    return f"{source}: {_describe(line)}: {q.rule}"
 
 
 def _describe(line: ChargeLine) -> str:

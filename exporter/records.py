@@ -8,7 +8,7 @@ instance directly.
 Identity is deterministic: `record_id` and `manifest_id` are SHA-256 over a length-prefixed
 tuple of the identity fields, so a re-export or backfill of the same period gives the same ids
 (consumers upsert by id and keep the highest `revision`). Every quantity goes through
-`exporter.avro.quantize` (ROUND_HALF_EVEN to the schema's scale, precision checked), the only
+`exporter.money.quantize` (ROUND_HALF_EVEN to the schema's scale, precision checked), the only
 rounding step between the unit arithmetic and the Avro bytes.
 """
 
@@ -22,14 +22,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from exporter.avro import (
-    AvroSchema,
-    DecimalSpec,
-    FrozenMap,
-    load_schema,
-    nested_decimal_specs,
-    quantize,
-)
+from exporter.avro import AvroSchema, FrozenMap, load_schema, nested_decimal_specs
 from exporter.errors import EncodingError
 from exporter.model import (
     RESOURCES,
@@ -38,6 +31,7 @@ from exporter.model import (
     LabelCoverage,
     PricedLine,
 )
+from exporter.money import DecimalSpec, quantize
 from exporter.periods import Period
 
 ALLOCATIONS: tuple[str, ...] = ("direct", "shared-distribution", "shared-source")
@@ -366,13 +360,10 @@ def build_records(lines: Sequence[PricedLine], *, revision: Revision, generated_
     quantity, or two lines with the same identity.
     """
     specs = load_schema("billing_record").decimals
-    quantity = _Quantizer(specs["usage_quantity"], non_negative=True)
-    if (specs["request_quantity"], specs["chargeable_quantity"]) != (quantity.spec, quantity.spec):
+    quantity_spec = specs["usage_quantity"]
+    if (specs["request_quantity"], specs["chargeable_quantity"]) != (quantity_spec, quantity_spec):
         raise AssertionError("the three quantities share one decimal type")  # pragma: no cover
-    rounded_quantity = quantity.spec.rounded
-    price_q, cost_q = _Quantizer(specs["unit_price"]), _Quantizer(specs["cost"])
-    rounded_cost = cost_q.spec.rounded
-    coverage_q = _Quantizer(specs["sample_coverage"])
+    price_spec, cost_spec, coverage_spec = specs["unit_price"], specs["cost"], specs["sample_coverage"]
     fixed_revision = revision if type(revision) is int and 0 <= revision < 2**31 else None
     prefix_of: tuple[Any, ...] = ()
     prefix = hashlib.sha256()
@@ -419,28 +410,26 @@ def build_records(lines: Sequence[PricedLine], *, revision: Revision, generated_
         if allocation not in ALLOCATIONS:
             raise EncodingError(f"{_where(rid, wl, kind, resource)}: unknown allocation "
                                 f"{allocation!r}")
-        # `rounded` handles the plain case (None, never a falsy zero, otherwise); anything
-        # else, and a negative quantity, goes through the checked quantizer for its error.
-        usage = rounded_quantity(line.usage)
-        if usage is None or usage < 0:
-            usage = quantity(line.usage, rid, wl, kind, resource, "usage_quantity")
-        request = rounded_quantity(line.request)
-        if request is None or request < 0:
-            request = quantity(line.request, rid, wl, kind, resource, "request_quantity")
-        chargeable = rounded_quantity(line.chargeable)
-        if chargeable is None or chargeable < 0:
-            chargeable = quantity(line.chargeable, rid, wl, kind, resource, "chargeable_quantity")
+        # Each lambda names its field only when the value does not fit; it is called, if at
+        # all, within this iteration (hence the B023 exemptions). A partial costs twice as much.
+        usage = quantize(line.usage, quantity_spec,
+                         lambda: _field(rid, wl, kind, resource, "usage_quantity"))  # noqa: B023
+        request = quantize(line.request, quantity_spec,
+                           lambda: _field(rid, wl, kind, resource, "request_quantity"))  # noqa: B023
+        chargeable = quantize(line.chargeable, quantity_spec,
+                              lambda: _field(rid, wl, kind, resource, "chargeable_quantity"))  # noqa: B023
+        if usage < 0 or request < 0 or chargeable < 0:
+            raise _negative(line, (usage, request, chargeable), rid, kind)
         unit_price = priced.unit_price
         if unit_price is not None:
             known = prices.get(unit_price)
             if known is None:
-                known = prices[unit_price] = price_q(unit_price, rid, wl, kind, resource,
-                                                     "unit_price")
+                known = prices[unit_price] = quantize(
+                    unit_price, price_spec, lambda: _field(rid, wl, kind, resource, "unit_price"))  # noqa: B023
             unit_price = known
         cost = priced.cost
         if cost is not None:
-            checked = rounded_cost(cost)
-            cost = checked if checked is not None else cost_q(cost, rid, wl, kind, resource, "cost")
+            cost = quantize(cost, cost_spec, lambda: _field(rid, wl, kind, resource, "cost"))  # noqa: B023
         currency = priced.currency
         if currency is not None and currency not in currencies:
             if not _CURRENCY.fullmatch(currency):
@@ -452,8 +441,9 @@ def build_records(lines: Sequence[PricedLine], *, revision: Revision, generated_
                                 "record needs a currency")
         coverage = coverages.get(line.coverage)
         if coverage is None:
-            coverage = coverages[line.coverage] = coverage_q(
-                line.coverage, rid, wl, kind, resource, "sample_coverage")
+            coverage = coverages[line.coverage] = quantize(
+                line.coverage, coverage_spec,
+                lambda: _field(rid, wl, kind, resource, "sample_coverage"))  # noqa: B023
         org = line.org
         if org is not last_org:
             last_org = org
@@ -483,26 +473,17 @@ def _where(rid: str, wl: Any, kind: str, resource: str) -> str:
     return f"record {rid} ({wl.cluster}/{wl.namespace}/{kind}/{wl.name} {resource})"
 
 
-class _Quantizer:
-    """`exporter.avro.quantize` for one decimal type, naming the record and field in its
-    error; quantities also refuse a negative value. `DecimalSpec.rounded` first, so a value
-    `quantize` accepts costs no error text."""
+def _field(rid: str, wl: Any, kind: str, resource: str, name: str) -> str:
+    return f"{_where(rid, wl, kind, resource)} field {name}"
 
-    __slots__ = ("_non_negative", "spec")
 
-    def __init__(self, spec: DecimalSpec, non_negative: bool = False) -> None:
-        self.spec = spec
-        self._non_negative = non_negative
-
-    def __call__(self, value: Any, rid: str, wl: Any, kind: str, resource: str,
-                 name: str) -> Decimal:
-        q = self.spec.rounded(value)
-        if q is None:
-            q = quantize(value, self.spec, f"{_where(rid, wl, kind, resource)} field {name}")
-        if self._non_negative and q < 0:
-            raise EncodingError(f"{_where(rid, wl, kind, resource)} field {name}: negative "
-                                f"quantity {value}")
-        return q
+def _negative(line: Any, rounded: Sequence[Decimal], rid: str, kind: str) -> EncodingError:
+    """The error for the first of usage, request, chargeable that is negative once rounded."""
+    names = ("usage_quantity", "request_quantity", "chargeable_quantity")
+    values = (line.usage, line.request, line.chargeable)
+    name, value = next((n, v) for n, v, q in zip(names, values, rounded, strict=True) if q < 0)
+    where = _field(rid, line.workload, kind, line.resource, name)
+    return EncodingError(f"{where}: negative quantity {value}")
 
 
 # --------------------------------------------------------------------------------------------

@@ -16,13 +16,14 @@ import io
 import json
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from decimal import ROUND_HALF_EVEN, Decimal
+from decimal import Decimal
 from typing import Any, Literal
 
 from rich.console import Console, RenderableType
 from rich.table import Table
 
 from exporter.model import UNITS, PricedLine, Resource
+from exporter.money import DecimalSpec, quantize
 from exporter.pricing import quantize_quantity
 from exporter.records import BILLABLE_ALLOCATIONS, kubernetes_kind
 from exporter.shared import SHARED_DISTRIBUTION
@@ -43,7 +44,7 @@ HEADERS: dict[str, str] = {
     for c, word in zip(cols, ("used", "requested", "chargeable"), strict=True)
 }
 # The table's display scale; the machine formats carry the records' full scale.
-DISPLAY_SCALE = Decimal("0.000001")
+DISPLAY = DecimalSpec(40, 6)
 DISPLAY_NOTE = ("Quantities rounded to 6 decimals for display; --format csv and json carry the "
                 "records' 9.")
 
@@ -169,7 +170,7 @@ def _exact(v: Decimal) -> str:
 
 
 def _display(v: Decimal) -> str:
-    return format(v.quantize(DISPLAY_SCALE, rounding=ROUND_HALF_EVEN), "f")
+    return format(quantize(v, DISPLAY, "report value"), "f")
 
 
 def _cost_columns(rows: Sequence[Row]) -> tuple[str, ...]:

@@ -8,9 +8,9 @@ Per (period, cluster, resource), the shared lines form a pool. Its chargeable qu
 line quantized to the record scale, then summed) and, when priced, its cost (the sum of the
 lines' costs) are split over the recipients, the non-shared lines of the same group whose
 chargeable quantity at record scale is positive, in proportion to that quantity. The split is
-exact at the record scale: each share is floored to the scale, and the units left over go one by
-one to the largest remainders (ties: the recipient's namespace, kind and name, ascending), so
-Σ shares == pool total to the last decimal.
+exact at the record scale (`exporter.money.largest_remainder`): each share is floored to the
+scale, and the units left over go one by one to the largest remainders (ties: the recipient's
+namespace, kind and name, ascending), so Σ shares == pool total to the last decimal.
 
 Output, for each pool with recipients:
 - one line per recipient, `allocation="shared-distribution"`, `method="shared-proportional/v1"`,
@@ -34,12 +34,11 @@ import dataclasses
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from fractions import Fraction
-from math import floor
 from typing import Generic, TypeVar, cast
 
 from exporter.config import SharedCostsConfig
 from exporter.model import ORG_KEYS, ChargeLine, PricedLine, Resource, WorkloadKey
+from exporter.money import largest_remainder
 from exporter.periods import Period
 from exporter.pricing import COST_SCALE, QUANTITY_SCALE, quantize_cost, quantize_quantity
 
@@ -90,32 +89,6 @@ def _matches(selector: Mapping[str, str], line: ChargeLine) -> bool:
         if actual != value:
             return False
     return True
-
-
-def largest_remainder(total: Decimal, weights: Sequence[Decimal], scale: int) -> list[Decimal]:
-    """Split `total` (a multiple of 10^-scale) in proportion to positive `weights`, exactly.
-
-    Each share is a multiple of 10^-scale and Σ shares == total. Shares are floored, then the
-    leftover units go to the largest remainders; ties go to the lower index.
-    """
-    if not weights:
-        raise ValueError("largest_remainder needs at least one weight")
-    if any(w <= 0 for w in weights):
-        raise ValueError("weights must be positive")
-    scaled = Fraction(total) * 10**scale
-    if scaled.denominator != 1:
-        raise ValueError(f"total {total} is not a multiple of 10^-{scale}")
-    units = abs(scaled.numerator)
-    sign = -1 if scaled < 0 else 1
-    fw = [Fraction(w) for w in weights]
-    whole = sum(fw, Fraction(0))
-    exact = [units * w / whole for w in fw]
-    shares = [floor(x) for x in exact]
-    leftover = units - sum(shares)
-    order = sorted(range(len(exact)), key=lambda i: (-(exact[i] - shares[i]), i))
-    for i in order[:leftover]:
-        shares[i] += 1
-    return [Decimal(sign * s).scaleb(-scale) for s in shares]
 
 
 def distribute(lines: Sequence[L], config: SharedCostsConfig) -> SharedResult[L]:

@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from decimal import Context, Decimal, Inexact, InvalidOperation, Overflow
+from decimal import Decimal, Inexact, InvalidOperation
 from operator import itemgetter
 from typing import TYPE_CHECKING, Any
 
@@ -33,6 +33,7 @@ from exporter.errors import (
     SourceUnavailable,
 )
 from exporter.model import PeriodUsage, Resource, SampleSums, WorkloadKey, WorkloadUsage
+from exporter.money import CONTEXT, EXACT
 from exporter.periods import Period
 from exporter.queries import RECORD_GRAIN, QueryPlan, plan
 from exporter.retry import call_with_retries
@@ -385,12 +386,12 @@ class SysdigSource:
     ) -> PeriodUsage:
         """One `PeriodUsage` from the (labels, value) pairs of each answer, by answer name.
 
-        Runs in the caller's thread: coverage shares use its decimal context; sums are exact.
+        Sums are exact (or the period is refused); coverage shares use `money.CONTEXT`.
         """
         # Per workload, one sum per `_SLOTS` entry (None: no series yet). Several series of one
         # workload (pod or container grain beyond one workload label set) add up exactly, or
         # the period is refused: never rounded at the default 28 digits.
-        add = _SUM.add
+        add = EXACT.add  # values are at most MAX_VALUE; Sysdig's have 17 digits
         sums: dict[_Grain, list[Decimal | None]] = {}
         # The same lists by raw grain labels, so a series costs one lookup.
         rows: dict[_Grain, list[Decimal | None]] = {}
@@ -417,13 +418,13 @@ class SysdigSource:
                     except Inexact:
                         raise SourceQueryError(
                             f"Sysdig ({slot}): the series of {_brief(labels)} do not add up "
-                            f"exactly in {_SUM.prec} digits") from None
+                            f"exactly in {EXACT.prec} digits") from None
         picked = _best_labels(results["labels"], self._columns)
         coverage: dict[str, Decimal] = {}
         expected = Decimal(period.length // step)
         for labels, value in results["coverage"]:
             cluster = labels.get("kube_cluster_name", "")
-            coverage[cluster] = min(Decimal(1), value / expected)
+            coverage[cluster] = min(Decimal(1), CONTEXT.divide(value, expected))
         for cluster in dict.fromkeys(key[0] for key in sums):  # first-seen order, once each
             coverage.setdefault(cluster, Decimal(0))
         for cluster in self._clusters:
@@ -446,9 +447,6 @@ class SysdigSource:
             queries=queries, bytes_fetched=nbytes,
         )
 
-
-# Exact sums of a workload's series (values are at most MAX_VALUE; Sysdig's have 17 digits).
-_SUM = Context(prec=120, Emax=999_999, Emin=-999_999, traps=[InvalidOperation, Inexact, Overflow])
 
 # The six quantity answers, per resource in `SampleSums` field order (usage, request, chargeable).
 _SLOTS: tuple[str, ...] = tuple(

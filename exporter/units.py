@@ -10,16 +10,13 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from decimal import Context, Decimal
+from decimal import Decimal
 
 from exporter.model import GIB, RESOURCES, ChargeLine, PeriodUsage, Resource, SampleSums
+from exporter.money import CONTEXT
 from exporter.org import OrgModel
 
 CALCULATION_VERSION = "v1"
-# Enough digits that dividing by 3600 * 2^30 never rounds before the explicit quantize.
-_PRECISION = 60
-# One context for every conversion: entering a `localcontext` per value cost half the time.
-_CONTEXT = Context(prec=_PRECISION)
 
 
 def method_id(grain: str, step: int) -> str:
@@ -44,12 +41,13 @@ _BYTES_PER_GIB = Decimal(GIB)
 
 
 def to_unit_hours(value: Decimal, resource: Resource, step: int | Decimal) -> Decimal:
-    """Σ samples (cores or bytes) × step seconds → Core-Hours or GiB-Hours, exact to 60 digits.
+    """Σ samples (cores or bytes) × step seconds → Core-Hours or GiB-Hours, to `money.CONTEXT`'s
+    digits, far beyond any record scale.
 
-    Bytes are divided by 3600 and then by 2^30, two roundings at 60 digits (kept: one division
-    by 3600 × 2^30 can differ in the 60th digit).
+    Bytes are divided by 3600 and then by 2^30, two roundings at the context's precision (kept:
+    one division by 3600 × 2^30 can differ in the last digit).
     """
-    ctx = _CONTEXT
+    ctx = CONTEXT
     hours = ctx.divide(ctx.multiply(value, step), _SECONDS_PER_HOUR)
     if resource == "memory":
         hours = ctx.divide(hours, _BYTES_PER_GIB)

@@ -22,7 +22,6 @@ from hypothesis import strategies as st
 
 from exporter.avro import (
     SCHEMA_FILES,
-    DecimalSpec,
     FrozenMap,
     SchemaSet,
     SingleObjectFraming,
@@ -30,9 +29,9 @@ from exporter.avro import (
     build_schema,
     fingerprint,
     load_schema,
-    quantize,
 )
 from exporter.errors import EncodingError
+from exporter.money import DecimalSpec, quantize
 from exporter.records import BillingRecord, Checkpoint, PeriodManifest, SortedMap
 
 from .samples import BILLING, CHECKPOINT, DATUMS, FIXED, MANIFEST, decimals, read_golden

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from rich.console import Console
 
 from exporter.config import SharedCostsConfig
-from exporter.coverage import label_coverage, render_coverage, render_coverage_table, share
+from exporter.coverage import label_coverage, render_coverage, render_coverage_table
 from exporter.model import (
     INVALID,
     ORG_KEYS,
@@ -24,6 +24,7 @@ from exporter.model import (
     Resource,
     WorkloadKey,
 )
+from exporter.money import share
 from exporter.periods import Period
 from exporter.shared import distribute
 

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from exporter.config import SharedCostsConfig
 from exporter.model import ChargeLine, PricedLine
+from exporter.money import largest_remainder
 from exporter.periods import Period
 from exporter.pricing import RateCard, quantize_quantity
 from exporter.shared import (
@@ -19,7 +20,6 @@ from exporter.shared import (
     SHARED_FROM_LABEL,
     distribute,
     is_shared,
-    largest_remainder,
 )
 
 from .factories import HOUR, line
