@@ -147,7 +147,8 @@ class Pipeline:
         if low and self.incomplete_policy == "hold":
             raise IncompleteDataError(
                 f"period {period}: sample coverage below {self.min_coverage} for cluster(s) "
-                f"{', '.join(low)} ({', '.join(str(usage.coverage[c]) for c in low)}); held for retry"
+                f"{', '.join(low)} ({', '.join(format(usage.coverage[c], '.4f') for c in low)}); "
+                "held for retry"
             )
         generated_at_ms = (period.end + self.settle_delay) * 1000
         prior = prior or {}
