@@ -59,7 +59,7 @@ from exporter.queries import (
     running,
     selector,
 )
-from exporter.sysdig import StrictAdapter
+from exporter.sysdig.client import StrictAdapter
 from exporter.wiring import build_dashboard_installer
 
 DEFAULT_NAME = "Kubernetes Chargeback"

@@ -38,8 +38,7 @@ from exporter.queries import (
     plan,
     selector,
 )
-from exporter.sysdig import SERIES_CAP, SysdigClient, parse_vector
-from exporter.teams import read_team_scope
+from exporter.sysdig import SERIES_CAP, SysdigClient, parse_vector, read_team_scope
 from exporter.wiring import build_client
 
 Result = Literal["ok", "warn", "FAIL"]

@@ -23,8 +23,8 @@ from exporter.clock import Clock
 from exporter.config import Config
 from exporter.errors import ConfigError
 from exporter.org import AllowedValues, OrgModel, read_allow_lists
-from exporter.retention import Retention, RetentionModel, TimelinesClient
 from exporter.sysdig import SysdigSource
+from exporter.sysdig.retention import Retention, RetentionModel, TimelinesClient
 
 if TYPE_CHECKING:
     from exporter.avro import SingleObjectFraming

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from exporter.errors import SourceAuthError, SourceQueryError, TeamScopeError
-from exporter.teams import check_team_scope, read_team_scope, scope_text
+from exporter.sysdig.teams import check_team_scope, read_team_scope, scope_text
 
 
 class FakeSdc:

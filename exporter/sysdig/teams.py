@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from exporter.errors import SourceError, SourceUnavailable, TeamScopeError
-from exporter.sysdig import SysdigClient
+from exporter.sysdig.client import SysdigClient
 
 log = logging.getLogger("exporter.teams")
 

@@ -34,7 +34,7 @@ from exporter.errors import (
 )
 from exporter.periods import Period, format_duration
 from exporter.retry import call_with_retries
-from exporter.sysdig import SysdigClient
+from exporter.sysdig.client import SysdigClient
 
 log = logging.getLogger("exporter.retention")
 
