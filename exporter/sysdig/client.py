@@ -20,7 +20,7 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from exporter.clock import Clock
-from exporter.errors import SourceAuthError, SourceQueryError, SourceUnavailable
+from exporter.errors import SourceAuthError, SourceError, SourceQueryError, SourceUnavailable
 from exporter.retry import call_with_retries
 from exporter.sysdig.answers import _num, _result
 
@@ -47,7 +47,8 @@ def _redact(text: str, secret: str | None) -> str:
 
 
 class SysdigClient:
-    """Thin, typed, thread-safe wrapper over `sdcclient.SdMonitorClient` PromQL calls."""
+    """Thin, typed, thread-safe wrapper over `sdcclient.SdMonitorClient`: every call the
+    exporter makes to Sysdig, each classified into the `SourceError` family by `_call`."""
 
     def __init__(
         self,
@@ -127,13 +128,72 @@ class SysdigClient:
         return call_with_retries(once, clock=self._clock, attempts=self._attempts,
                                  max_delay=self._max_retry_time, what=f"sysdig {what}")
 
-    def api(self, what: str, request: Callable[[Any], Any]) -> Any:
-        """Run one non-PromQL sdcclient call, with retries, and return its body.
+    # --- retention, user and team (retried like the queries) -----------------------------
 
-        `request` gets the wrapped `SdMonitorClient` and returns its `(ok, result)`. Raises as
-        `query_instant`; a refusal's `SourceError.status` is the HTTP status (e.g. 403, 404).
+    def timelines(self, what: str = "retention timelines") -> Any:
+        """The body of `GET /api/history/timelines/`, or None when Sysdig has no such endpoint
+        (HTTP 404). Raises as `query_instant`.
+
+        Retries for at most a minute: the retention model falls back on the documented table,
+        so a failing endpoint must not stall a period.
         """
-        return call_with_retries(lambda: self._call(what, lambda: request(self._client)),
+
+        def once() -> Any:
+            try:
+                return self._call(what, self._client.get_data_retention_info)
+            except SourceError as exc:
+                if exc.status == 404:
+                    return None
+                raise
+
+        return call_with_retries(once, clock=self._clock, attempts=self._attempts,
+                                 max_delay=min(self._max_retry_time, 60.0),
+                                 what=f"sysdig {what}")
+
+    def user_info(self) -> Any:
+        """The body of `GET /api/user/me`. Raises as `query_instant`; a refusal's
+        `SourceError.status` is the HTTP status (e.g. 403, 404)."""
+        return self._api("user info", self._client.get_user_info)
+
+    def team(self, ident: int) -> Any:
+        """The team object of `GET /api/teams/<ident>`; None when the answer holds none.
+        Raises as `user_info`."""
+        return self._api("team", lambda: _or_none(self._client.get_team_by_id, ident))
+
+    def teams(self) -> Any:
+        """The team list of `GET /api/teams`; None when the answer holds none. Raises as
+        `user_info`."""
+        return self._api("teams", lambda: _or_none(self._client.get_teams))
+
+    # --- dashboards (one attempt each: `dashboard install` is run by hand, and rerun) ------
+
+    def find_dashboards(self, name: str) -> Any:
+        """The dashboards named exactly `name`, as sdcclient lists them (`[{"dashboard": ...}]`).
+
+        Raises as `query_instant`, without retries; a body of another shape than sdcclient
+        expects is a `SourceQueryError`.
+        """
+        return self._call("list dashboards", lambda: _indexed(self._client.find_dashboard_by, name))
+
+    def get_dashboard(self, ident: int | str) -> Any:
+        """The body of `GET /api/v3/dashboards/<ident>`. Raises as `find_dashboards`."""
+        return self._call("get dashboard", lambda: _indexed(self._client.get_dashboard, ident))
+
+    def update_dashboard(self, dashboard: dict[str, Any]) -> Any:
+        """`PUT` `dashboard` (it carries its id and version) and return the answer's body.
+        Raises as `find_dashboards`."""
+        return self._call("update dashboard",
+                          lambda: _indexed(self._client.update_dashboard, dashboard))
+
+    def create_dashboard_from_file(self, name: str, path: str, *, shared: bool) -> Any:
+        """Create dashboard `name` from the v3 export file at `path`, return the answer's body.
+        Raises as `find_dashboards`."""
+        return self._call("create dashboard", lambda: _indexed(
+            self._client.create_dashboard_from_file, name, path, shared=shared))
+
+    def _api(self, what: str, request: Callable[[], Any]) -> Any:
+        """One sdcclient call returning `(ok, result)`, with retries; its body."""
+        return call_with_retries(lambda: self._call(what, request),
                                  clock=self._clock, attempts=self._attempts,
                                  max_delay=self._max_retry_time, what=f"sysdig {what}")
 
@@ -157,6 +217,10 @@ class SysdigClient:
             ) from None
         except requests.exceptions.RequestException as exc:
             raise SourceUnavailable(f"{where}: request failed: {_short(exc)}") from None
+        except _Unexpected:
+            raise SourceQueryError(
+                f"{where}: malformed response (HTTP {self._status()}): unexpected response shape",
+                self._status()) from None
         finally:
             if self._on_request is not None:
                 self._on_request(what, self._status(), self._clock.time() - began)
@@ -185,6 +249,28 @@ class SysdigClient:
         if status in (400, 422):
             raise SourceQueryError(f"{where}: query rejected, HTTP {status}: {message}", status)
         raise SourceQueryError(f"{where}: HTTP {status}: {message}", status)
+
+
+class _Unexpected(Exception):
+    """sdcclient indexed a successful body of another shape than it expects."""
+
+
+def _indexed(call: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    # sdcclient indexes some bodies before returning them (`res["dashboards"]`): a body of
+    # another shape raises KeyError or TypeError, which is a malformed answer, not a crash.
+    try:
+        return call(*args, **kwargs)
+    except (KeyError, TypeError, AttributeError, IndexError):
+        raise _Unexpected from None
+
+
+def _or_none(call: Callable[..., Any], *args: Any) -> Any:
+    # As `_indexed`, for the team calls: their callers read a body of another shape as "no
+    # team object" (`teams.read_team_scope`).
+    try:
+        return call(*args)
+    except (KeyError, TypeError):
+        return True, None
 
 
 def _first_line(exc: BaseException) -> str:
