@@ -19,7 +19,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from exporter.clock import Clock
+from exporter.clock import Clock, SystemClock
 from exporter.config import Config
 from exporter.errors import ConfigError
 from exporter.org import AllowedValues, OrgModel, read_allow_lists
@@ -102,15 +102,16 @@ def build_source(cfg: Config, clock: Clock, on_request: OnRequest | None = None,
     )
 
 
-def build_dashboard_installer(cfg: Config) -> DashboardInstaller:
+def build_dashboard_installer(cfg: Config, clock: Clock | None = None) -> DashboardInstaller:
     """An installer of the Sysdig dashboard for `cfg.sysdig` (URL, token, TLS, timeout).
 
-    Raises `ConfigError` when no token is set.
+    `clock` times its requests (the system clock when None: it never sleeps, as dashboard
+    calls are not retried). Raises `ConfigError` when no token is set.
     """
     from exporter.dashboard import DashboardInstaller
 
-    return DashboardInstaller(cfg.sysdig.url, _token(cfg), verify=cfg.sysdig.tls_verify(),
-                              timeout=float(cfg.sysdig.timeout))
+    return DashboardInstaller(build_client(cfg, SystemClock() if clock is None else clock,
+                                           warn=False))
 
 
 # --- the files the configuration names -------------------------------------------------------
