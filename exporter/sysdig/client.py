@@ -1,6 +1,9 @@
 """`SysdigClient`: the one typed wrapper over sdcclient's `SdMonitorClient`.
 
-What it fixes around sdcclient 0.19 (see docs/sysdig.md):
+Every call the exporter makes to Sysdig is one of its methods: instant and range PromQL, the
+retention timelines, user and team, dashboards. They share one session setup (`StrictAdapter`)
+and one error classifier (`_call`, `_raise_for`); all but the dashboard calls share one retry
+policy. What it fixes around sdcclient 0.19 (see docs/sysdig.md):
 - URL and token are set explicitly after construction, so `SDC_TOKEN`/`SDC_URL`/`SDC_SSL_VERIFY`
   in the environment cannot silently win.
 - sdcclient's urllib3 retry (3 retries on 5xx, ~12 s of backoff) is replaced by a zero-retry
@@ -39,7 +42,6 @@ class StrictAdapter(HTTPAdapter):
         if kwargs.get("timeout") is None:
             kwargs["timeout"] = self._timeout
         return super().send(request, **kwargs)
-
 
 
 def _redact(text: str, secret: str | None) -> str:
