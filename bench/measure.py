@@ -30,7 +30,7 @@ from typing import Any
 
 import requests
 
-import exporter.sysdig as sysdig_module
+import exporter.sysdig.source as sysdig_module
 from bench.fleets import SETTLE, exporter_config, period, write_rate_card
 from bench.floor import time_floor
 from bench.record import Recording

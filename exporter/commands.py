@@ -66,12 +66,12 @@ def register_secrets(cfg: Config) -> None:
 
 
 def check_team(cfg: Config, clock: Clock) -> None:
-    """At start: refuse a token whose Sysdig team sees only part of the fleet (`exporter.teams`).
+    """At start: refuse a token whose Sysdig team sees only part of the fleet (`exporter.sysdig.teams`).
 
     Raises `TeamScopeError` (exit 2) unless `sysdig.allow_scoped_team`, `ConfigError` without a
     token, `SourceAuthError` for a rejected one.
     """
-    from exporter.teams import check_team_scope
+    from exporter.sysdig.teams import check_team_scope
 
     check_team_scope(build_client(cfg, clock), f"Sysdig {cfg.sysdig.url} (team scope)",
                      allow=cfg.sysdig.allow_scoped_team)

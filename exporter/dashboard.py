@@ -25,7 +25,7 @@ sees them.
 `exporter/data/dashboard.json` is `build_dashboard()` for the default org configuration,
 regenerated with `python -m exporter.dashboard > exporter/data/dashboard.json` (a test checks
 they agree). `dashboard install` builds it for the configured org labels and creates it with
-sdcclient's `create_dashboard_from_file`, or updates the dashboard of that name in place.
+`SysdigClient.create_dashboard_from_file`, or updates the dashboard of that name in place.
 """
 
 from __future__ import annotations
@@ -41,12 +41,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import requests
-
 from exporter.clock import Clock
 from exporter.commands import add_common, config_from_args
 from exporter.config import OrgConfig
-from exporter.errors import SourceAuthError, SourceError, SourceUnavailable
 from exporter.model import GIB, ORG_KEYS, RESOURCES, UNALLOCATED
 from exporter.periods import format_duration
 from exporter.queries import (
@@ -59,7 +56,7 @@ from exporter.queries import (
     running,
     selector,
 )
-from exporter.sysdig import StrictAdapter
+from exporter.sysdig import SysdigClient
 from exporter.wiring import build_dashboard_installer
 
 DEFAULT_NAME = "Kubernetes Chargeback"
@@ -443,7 +440,7 @@ def shipped_text() -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# Install through sdcclient
+# Install through the Sysdig client
 
 
 @dataclass(frozen=True, slots=True)
@@ -455,64 +452,14 @@ class InstallResult:
 
 
 class DashboardInstaller:
-    """Creates or updates the chargeback dashboard through sdcclient's `SdMonitorClient`."""
+    """Creates or updates the chargeback dashboard through `SysdigClient`'s dashboard calls."""
 
-    def __init__(self, url: str, token: str, *, verify: bool | str = True, timeout: float = 30.0) -> None:
-        from sdcclient import SdMonitorClient
-
-        self._url = url.rstrip("/")
-        self._token = token
-        client = SdMonitorClient(token=token, sdc_url=self._url, ssl_verify=verify)
-        # sdcclient lets SDC_TOKEN / SDC_URL / SDC_SSL_VERIFY override its arguments; ours win.
-        client.token = token
-        client.url = self._url
-        client.hdrs["Authorization"] = "Bearer " + token
-        client.ssl_verify = verify
-        adapter = StrictAdapter(verify, timeout)
-        client.http.mount("https://", adapter)
-        client.http.mount("http://", adapter)
-        client.http.hooks["response"].append(self._capture)
+    def __init__(self, client: SysdigClient) -> None:
         self._client = client
-        self._status: int | None = None
-
-    def _capture(self, response: requests.Response, *args: Any, **kwargs: Any) -> None:
-        self._status = response.status_code
-
-    def _call(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
-        self._status = None
-        where = f"Sysdig {self._url} ({what})"
-        try:
-            result = fn(*args, **kwargs)
-        except requests.exceptions.JSONDecodeError:
-            raise SourceError(f"{where}: HTTP {self._status}: response is not JSON") from None
-        except requests.exceptions.SSLError:
-            raise SourceError(f"{where}: TLS verification failed") from None
-        except requests.exceptions.Timeout:
-            raise SourceUnavailable(f"{where}: timed out") from None
-        except requests.exceptions.ConnectionError:
-            raise SourceUnavailable(f"{where}: unreachable") from None
-        except requests.exceptions.RequestException as exc:
-            raise SourceUnavailable(f"{where}: request failed: {type(exc).__name__}") from None
-        except ValueError:
-            raise SourceError(f"{where}: HTTP {self._status}: response is not JSON") from None
-        except (KeyError, TypeError, AttributeError, IndexError):
-            # sdcclient indexes into bodies it did not check (e.g. `res["dashboards"]`).
-            raise SourceError(f"{where}: HTTP {self._status}: unexpected response shape") from None
-        ok, body = result[0], result[1]
-        if ok:
-            return body
-        message = str(body).replace(self._token, "***").strip().replace("\n", "; ")
-        status = self._status
-        if status in (401, 403):
-            hint = "wrong or expired token" if status == 401 else "token lacks privileges"
-            raise SourceAuthError(f"{where}: HTTP {status} {message} ({hint})")
-        if status == 429 or (status is not None and status >= 500):
-            raise SourceUnavailable(f"{where}: HTTP {status} {message}")
-        raise SourceError(f"{where}: HTTP {status}: {message}")
 
     def find(self, name: str) -> list[dict[str, Any]]:
         """Dashboards visible to the token whose name is exactly `name`, lowest id first."""
-        found = self._call("list dashboards", self._client.find_dashboard_by, name)
+        found = self._client.find_dashboards(name)
         boards = [item["dashboard"] for item in found]
         return sorted(boards, key=lambda b: b.get("id") or 0)
 
@@ -528,18 +475,17 @@ class DashboardInstaller:
         existing = self.find(name)
         if existing:
             target = existing[0]
-            full = self._call("get dashboard", self._client.get_dashboard, target["id"])
+            full = self._client.get_dashboard(target["id"])
             current = dict(full.get("dashboard", full))
             body = dashboard["dashboard"]
             for key in OWNED_FIELDS:
                 current[key] = body[key]
-            updated = self._call("update dashboard", self._client.update_dashboard, current)
+            updated = self._client.update_dashboard(current)
             board = updated.get("dashboard", updated)
             return InstallResult("updated", board.get("id"), board.get("version"),
                                  tuple(b.get("id") for b in existing[1:]))
         with _as_file(dashboard) as path:
-            created = self._call("create dashboard", self._client.create_dashboard_from_file,
-                                 name, str(path), shared=shared)
+            created = self._client.create_dashboard_from_file(name, str(path), shared=shared)
         board = created.get("dashboard", created)
         return InstallResult("created", board.get("id"), board.get("version"))
 
@@ -567,7 +513,7 @@ def _as_file(dashboard: dict[str, Any]) -> Iterator[Path]:
 def _cmd_install(args: argparse.Namespace, *, clock: Clock) -> int:
     config = config_from_args(args)
     dashboard = build_dashboard(config.org, args.name)
-    result = build_dashboard_installer(config).install(dashboard, args.name, shared=args.shared)
+    result = build_dashboard_installer(config, clock).install(dashboard, args.name, shared=args.shared)
     print(f"{result.action} dashboard {args.name!r} (id {result.dashboard_id}, "
           f"version {result.version}) on {config.sysdig.url}")
     if result.duplicates:

@@ -12,7 +12,7 @@ import argparse
 import itertools
 import math
 import sys
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any, Literal
@@ -22,7 +22,7 @@ from rich.table import Table
 from exporter.clock import Clock
 from exporter.commands import add_common, config_from_args
 from exporter.config import Config
-from exporter.errors import ExporterError, SourceError, SourceQueryError
+from exporter.errors import ExporterError, SourceQueryError
 from exporter.org import OrgModel
 from exporter.periods import Period, align_down, format_duration, iso
 from exporter.queries import (
@@ -38,8 +38,8 @@ from exporter.queries import (
     plan,
     selector,
 )
-from exporter.sysdig import SERIES_CAP, SysdigClient, parse_vector
-from exporter.teams import read_team_scope
+from exporter.sysdig import SERIES_CAP, SysdigClient, parse_vector, read_team_scope
+from exporter.sysdig.retention import parse_timelines
 from exporter.wiring import build_client
 
 Result = Literal["ok", "warn", "FAIL"]
@@ -193,29 +193,23 @@ class Preflight:
         return Check("sample grid", "ok", f"{seen}: 10 s apart, on multiples of 10 s")
 
     def retention(self) -> Check:
-        try:
-            body = self._client.api("check-sysdig retention timelines",
-                                    lambda sdc: sdc.get_data_retention_info())
-        except SourceError as exc:
-            if exc.status != 404:
-                raise
+        body = self._client.timelines("check-sysdig retention timelines")
+        if body is None:
             return Check("retention", "warn",
                          "Sysdig serves no retention timelines (/api/history/timelines/ HTTP 404); "
                          "the exporter falls back on Sysdig's documented table")
-        tiers = _tiers(body, self._where)
+        # The worker's own model of the timelines: this check sees what billing will see.
+        tiers = parse_timelines(body, self._now)
         res = self._cfg.periods.resolution
         need = self._cfg.periods.length + self._cfg.periods.settle_delay
-        shown = "; ".join(f"{format_duration(s)}: {self._back(since)}" for s, since in tiers)
-        found = [since for s, since in tiers if s == res]
+        shown = "; ".join(f"{format_duration(t.step)}: {_reach(t.window)}" for t in tiers)
+        found = [t.window for t in tiers if t.step == res]
         if not found:
             return Check("retention", "FAIL", f"no {format_duration(res)} timeline ({shown})")
-        back = math.inf if found[0] < 0 else self._now - found[0]
+        back = math.inf if found[0] is None else found[0]
         return Check("retention", "ok" if back >= need else "FAIL",
-                     f"{format_duration(res)} data reaches back {self._back(found[0])}; one "
+                     f"{format_duration(res)} data reaches back {_reach(found[0])}; one "
                      f"period + settle delay needs {format_duration(need)} ({shown})")
-
-    def _back(self, since: float) -> str:
-        return "without limit" if since < 0 else format_duration(max(0, int(self._now - since)))
 
     def metrics(self) -> list[Check]:
         out = []
@@ -322,20 +316,8 @@ class Preflight:
         return Check("headroom", "ok", seen)
 
 
-def _tiers(body: Any, where: str) -> list[tuple[int, float]]:
-    """(sampling seconds, oldest data in epoch seconds, -1 when unbounded) per timeline."""
-    agents = body.get("agents") if isinstance(body, Mapping) else None
-    if not isinstance(agents, list) or not agents:
-        raise SourceQueryError(f"{where} (retention timelines): malformed response: no 'agents'")
-    out = []
-    for a in agents:
-        sampling = a.get("sampling") if isinstance(a, Mapping) else None
-        start = a.get("from") if isinstance(a, Mapping) else None
-        if not isinstance(sampling, int) or sampling < 1_000_000 or not (
-                start is None or isinstance(start, int)):
-            raise SourceQueryError(f"{where} (retention timelines): malformed entry {str(a)[:80]}")
-        out.append((sampling // 1_000_000, -1.0 if start is None else start / 1_000_000))
-    return sorted(out)
+def _reach(window: int | None) -> str:
+    return "without limit" if window is None else format_duration(max(0, window))
 
 
 def _num(t: float) -> str:

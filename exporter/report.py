@@ -6,7 +6,7 @@ each line is rounded as its billing record is (`exporter.pricing`: quantities to
 sum of those, so CSV and JSON match what a consumer adds up from the records. Only the table
 rounds further, for display, and says so. Workload kinds are spelled as records spell them
 (`Deployment`). Every format states the sample steps the quantities were measured at (Sysdig's
-retention decides them per period, `exporter.retention`, as for the worker).
+retention decides them per period, `exporter.sysdig.retention`, as for the worker).
 """
 
 from __future__ import annotations

@@ -85,7 +85,7 @@ def cmd_run(args: argparse.Namespace, *, clock: Clock, build: Build | None = Non
     if args.web_listen_address is not None:
         overrides["web"] = {"listen_address": args.web_listen_address}
     cfg = config_from_args(args, overrides or None)
-    # The token's Sysdig team must see the whole fleet (exporter.teams); an injected `build`
+    # The token's Sysdig team must see the whole fleet (exporter.sysdig.teams); an injected `build`
     # (tests) brings its own parts and skips it.
     preflight = None if build is not None else (lambda: check_team(cfg, clock))
     service = assemble(cfg, clock, Metrics(), build or build_worker_parts, serve_http=not args.once,

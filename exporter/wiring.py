@@ -19,12 +19,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from exporter.clock import Clock
+from exporter.clock import Clock, SystemClock
 from exporter.config import Config
 from exporter.errors import ConfigError
 from exporter.org import AllowedValues, OrgModel, read_allow_lists
-from exporter.retention import Retention, RetentionModel, TimelinesClient
-from exporter.sysdig import SysdigSource
+from exporter.sysdig import Retention, RetentionModel, SysdigClient, SysdigSource
 
 if TYPE_CHECKING:
     from exporter.avro import SingleObjectFraming
@@ -55,8 +54,8 @@ def _token(cfg: Config) -> str:
 
 
 def build_client(cfg: Config, clock: Clock, on_request: OnRequest | None = None, *,
-                 warn: bool = True) -> TimelinesClient:
-    """The Sysdig client described by `cfg.sysdig` (queries and retention timelines).
+                 warn: bool = True) -> SysdigClient:
+    """The Sysdig client described by `cfg.sysdig`: every call to Sysdig goes through it.
 
     Raises `ConfigError` when no token is set.
     """
@@ -66,14 +65,14 @@ def build_client(cfg: Config, clock: Clock, on_request: OnRequest | None = None,
         logging.getLogger("exporter.sysdig").warning(
             "TLS certificate verification of Sysdig is off (sysdig.verify_tls: false)",
             extra={"sysdig_url": cfg.sysdig.url})
-    return TimelinesClient(
+    return SysdigClient(
         cfg.sysdig.url, token, clock=clock, timeout=cfg.sysdig.timeout, verify=verify,
         attempts=cfg.sysdig.max_attempts, max_retry_time=cfg.sysdig.max_retry_time,
         on_request=on_request,
     )
 
 
-def build_retention(cfg: Config, clock: Clock, client: TimelinesClient | None = None) -> Retention:
+def build_retention(cfg: Config, clock: Clock, client: SysdigClient | None = None) -> Retention:
     """The retention model of `cfg` (the one the worker, the report and the backfill use).
 
     `client` reads the timelines; without one a client of `cfg.sysdig` is built. Raises
@@ -103,15 +102,16 @@ def build_source(cfg: Config, clock: Clock, on_request: OnRequest | None = None,
     )
 
 
-def build_dashboard_installer(cfg: Config) -> DashboardInstaller:
+def build_dashboard_installer(cfg: Config, clock: Clock | None = None) -> DashboardInstaller:
     """An installer of the Sysdig dashboard for `cfg.sysdig` (URL, token, TLS, timeout).
 
-    Raises `ConfigError` when no token is set.
+    `clock` times its requests (the system clock when None: it never sleeps, as dashboard
+    calls are not retried). Raises `ConfigError` when no token is set.
     """
     from exporter.dashboard import DashboardInstaller
 
-    return DashboardInstaller(cfg.sysdig.url, _token(cfg), verify=cfg.sysdig.tls_verify(),
-                              timeout=float(cfg.sysdig.timeout))
+    return DashboardInstaller(build_client(cfg, SystemClock() if clock is None else clock,
+                                           warn=False))
 
 
 # --- the files the configuration names -------------------------------------------------------

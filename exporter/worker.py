@@ -313,7 +313,7 @@ class Worker:
         self._flag_missing(set())
 
     def _check_retention(self, period: Period) -> int:
-        # The source's retention model (exporter.retention) picks the step, or refuses.
+        # The source's retention model (exporter.sysdig.retention) picks the step, or refuses.
         try:
             step = self._pipeline.source.step_for(period)
         except RetentionError as exc:

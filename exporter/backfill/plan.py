@@ -15,7 +15,7 @@ from exporter.config import Config
 from exporter.errors import ConfigError
 from exporter.periods import Period, format_duration, iso
 from exporter.pipeline import Prior
-from exporter.retention import Retention
+from exporter.sysdig import Retention
 from exporter.units import CALCULATION_VERSION, method_step
 
 

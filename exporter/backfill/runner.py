@@ -44,9 +44,9 @@ from exporter.model import PeriodUsage
 from exporter.periods import Period, format_duration, iso, iter_periods
 from exporter.pipeline import PeriodResult, Pipeline
 from exporter.publication import ExactlyOnceSink
-from exporter.retention import Pinned
 from exporter.sink import PeriodSink
 from exporter.source import UsageSource
+from exporter.sysdig import Pinned
 from exporter.wiring import (
     build_checkpoints,
     build_codec,

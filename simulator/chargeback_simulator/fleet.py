@@ -36,7 +36,7 @@ from chargeback_simulator.series import (
 )
 from exporter.clock import Clock
 from exporter.model import ORG_KEYS, UNALLOCATED, Resource, SampleSums, WorkloadKey
-from exporter.retention import DOCUMENTED
+from exporter.sysdig import DOCUMENTED
 
 SAMPLE_INTERVAL = 10  # seconds between samples, on epoch multiples
 CPU_QUANTUM = 64  # CPU values are integer multiples of 1/CPU_QUANTUM core

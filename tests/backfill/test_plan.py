@@ -14,7 +14,7 @@ from exporter.config import Config, load_config
 from exporter.errors import ConfigError
 from exporter.periods import Period
 from exporter.pipeline import Prior
-from exporter.retention import Retention
+from exporter.sysdig import Retention
 
 H = 3600
 D = 86400

@@ -228,8 +228,8 @@ def test_server_error_on_update_is_reported_at_once(
 @pytest.mark.parametrize(
     ("body", "expected"),
     [
-        ("<html>maintenance</html>", "HTTP 200: response is not JSON"),
-        ({"unexpected": []}, "HTTP 200: unexpected response shape"),
+        ("<html>maintenance</html>", "malformed response (HTTP 200): body is not JSON"),
+        ({"unexpected": []}, "malformed response (HTTP 200): unexpected response shape"),
     ],
 )
 def test_malformed_answers_are_one_line(

@@ -30,8 +30,8 @@ from exporter.errors import (
 )
 from exporter.model import PeriodUsage, SampleSums, WorkloadKey, WorkloadUsage
 from exporter.periods import Period
-from exporter.retention import Retention
 from exporter.sink import BATCH_HEADER, CheckpointState, OutMessage
+from exporter.sysdig import Retention
 
 
 def decode_checkpoint(value: bytes) -> CheckpointState:

@@ -277,7 +277,7 @@ def test_missing_requests_for_20_minutes_are_published_flagged_when_configured(
 def test_an_answer_cut_at_sysdigs_cap_is_incomplete(sim: Sim, monkeypatch: pytest.MonkeyPatch) -> None:
     """Sysdig caps aggregated answers without a warning; the simulator does the same, here at 3
     series instead of 100k so that a small fleet reaches it."""
-    from exporter import sysdig as sysdig_module
+    from exporter.sysdig import answers as sysdig_module
 
     sim.server.segment_cap = 3
     monkeypatch.setattr(sysdig_module, "SERIES_CAP", 3)

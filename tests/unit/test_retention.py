@@ -10,7 +10,7 @@ import pytest
 from exporter.clock import FakeClock
 from exporter.errors import RetentionError, SourceAuthError, SourceQueryError, SourceUnavailable
 from exporter.periods import Period
-from exporter.retention import DOCUMENTED, Retention, Tier, parse_timelines
+from exporter.sysdig.retention import DOCUMENTED, Retention, Tier, parse_timelines
 
 NOW = 1_794_009_600  # an hour (and day) boundary
 H = 3600

@@ -7,7 +7,9 @@ from exporter.clock import FakeClock
 from exporter.errors import IncompleteDataError, SourceQueryError
 from exporter.periods import Period
 from exporter.queries import RECORD_GRAIN
-from exporter.sysdig import SERIES_CAP, SysdigSource, _best_labels, _result, parse_vector
+from exporter.sysdig import SERIES_CAP, SysdigSource, parse_vector
+from exporter.sysdig.answers import _result
+from exporter.sysdig.source import _best_labels
 
 AT = 1000.0
 PERIOD = Period(1_767_225_600, 1_767_229_200)

@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from exporter.errors import SourceAuthError, SourceQueryError, TeamScopeError
-from exporter.teams import check_team_scope, read_team_scope, scope_text
+from exporter.sysdig.teams import check_team_scope, read_team_scope, scope_text
 
 
 class FakeSdc:
@@ -31,13 +31,19 @@ class FakeSdc:
 
 
 class FakeClient:
+    """`SysdigClient`'s user and team calls, over a `FakeSdc`."""
+
     def __init__(self, sdc: FakeSdc) -> None:
         self.sdc = sdc
-        self.calls: list[str] = []
 
-    def api(self, what: str, request: Any) -> Any:
-        self.calls.append(what)
-        return request(self.sdc)[1]
+    def user_info(self) -> Any:
+        return self.sdc.get_user_info()[1]
+
+    def team(self, ident: int) -> Any:
+        return self.sdc.get_team_by_id(ident)[1]
+
+    def teams(self) -> Any:
+        return self.sdc.get_teams()[1]
 
 
 def me(team: Any) -> dict[str, Any]:

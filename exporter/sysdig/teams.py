@@ -4,8 +4,8 @@ A Sysdig API token belongs to a user and acts in the user's current team. A team
 (a `filter` such as `kubernetes.namespace.name = "x"`) sees only part of the fleet, and every
 PromQL answer for its token is silently limited to that part: a bill from it would be partial.
 `run`, `backfill` and `report` therefore read the team through Sysdig's user and team API
-(sdcclient `get_user_info()`, `get_team_by_id()`, `get_teams()`) at start and refuse a scoped
-team, or a team they cannot read, unless `sysdig.allow_scoped_team` is set (docs/sysdig.md).
+(`SysdigClient.user_info`, `team`, `teams`) at start and refuse a scoped team, or a team they
+cannot read, unless `sysdig.allow_scoped_team` is set (docs/sysdig.md).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from exporter.errors import SourceError, SourceUnavailable, TeamScopeError
-from exporter.sysdig import SysdigClient
+from exporter.sysdig.client import SysdigClient
 
 log = logging.getLogger("exporter.teams")
 
@@ -88,7 +88,7 @@ def read_team_scope(client: SysdigClient) -> TeamScope:
     token (401), `SourceUnavailable` after retries, `SourceError` for other refusals.
     """
     try:
-        me = client.api("user info", lambda sdc: sdc.get_user_info())
+        me = client.user_info()
     except SourceError as exc:
         if exc.status in _UNREADABLE:
             return TeamScope(None, None, None, f"the user API (/api/user/me) answered HTTP {exc.status}")
@@ -113,7 +113,7 @@ def _team(client: SysdigClient, ident: int) -> tuple[dict[str, Any] | None, str]
     read one team by id can sometimes list).
     """
     try:
-        body = client.api("team", lambda sdc: _safe(sdc.get_team_by_id, ident))
+        body = client.team(ident)
     except SourceError as exc:
         if exc.status not in _UNREADABLE:
             raise
@@ -123,7 +123,7 @@ def _team(client: SysdigClient, ident: int) -> tuple[dict[str, Any] | None, str]
             return body, ""
         return None, f"/api/teams/{ident} answered without a team object"
     try:
-        teams = client.api("teams", lambda sdc: _safe(sdc.get_teams))
+        teams = client.teams()
     except SourceError as exc:
         if exc.status not in _UNREADABLE:
             raise
@@ -132,15 +132,6 @@ def _team(client: SysdigClient, ident: int) -> tuple[dict[str, Any] | None, str]
         if isinstance(team, dict) and team.get("id") == ident:
             return team, ""
     return None, f"{first} and /api/teams does not list team {ident}"
-
-
-def _safe(call: Any, *args: Any) -> Any:
-    # sdcclient indexes the body (`['team']`, `t['name']`) after a 2xx: a body of another
-    # shape raises KeyError or TypeError, which is a malformed answer here, not a crash.
-    try:
-        return call(*args)
-    except (KeyError, TypeError):
-        return True, None
 
 
 def check_team_scope(client: SysdigClient, where: str, *, allow: bool) -> TeamScope:

@@ -5,9 +5,9 @@ so on, per tenant (Sysdig can change a tenant's windows). This module is the one
 used by every part of the exporter that picks a resolution: the live worker and the report
 (through `SysdigSource.step_for`) and the backfill plan. docs/sysdig.md, "Retention".
 
-- The windows come from Sysdig's `GET /api/history/timelines/` (sdcclient
-  `get_data_retention_info()`), read on first use and again once older than `refresh` seconds
-  on the injected clock.
+- The windows come from Sysdig's `GET /api/history/timelines/` (`SysdigClient.timelines`), read
+  on first use and again once older than `refresh` seconds on the injected clock. `check-sysdig`
+  reads them with `parse_timelines` too.
 - When that call is refused or fails (404, 5xx after retries, a malformed body), the documented
   July 2020 table (`DOCUMENTED`) is used and a warning says so. A rejected token (401/403) is
   raised: it is not a reason to guess.
@@ -22,8 +22,6 @@ import threading
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
-import requests
-
 from exporter.clock import Clock
 from exporter.errors import (
     RetentionError,
@@ -33,8 +31,6 @@ from exporter.errors import (
     SourceUnavailable,
 )
 from exporter.periods import Period, format_duration
-from exporter.retry import call_with_retries
-from exporter.sysdig import SysdigClient
 
 log = logging.getLogger("exporter.retention")
 
@@ -120,41 +116,11 @@ class TimelinesReader(Protocol):
 
     def timelines(self) -> Any:
         """The body of `GET /api/history/timelines/`, or None when Sysdig has no such endpoint
-        (HTTP 404). Raises `SourceUnavailable`, `SourceAuthError`, `SourceQueryError`."""
+        (HTTP 404). Raises `SourceUnavailable`, `SourceAuthError`, `SourceQueryError`.
+
+        `SysdigClient.timelines` is the real one.
+        """
         ...
-
-
-class TimelinesClient(SysdigClient):
-    """The Sysdig client that also reads the retention timelines (`get_data_retention_info`)."""
-
-    def timelines(self) -> Any:
-        """See `TimelinesReader.timelines`; retries like the query calls, for at most a minute
-        (the documented table is the fallback, so a failing endpoint must not stall a period)."""
-        where = f"Sysdig {self._url} (retention timelines)"
-
-        def once() -> Any:
-            self._local.response = None
-            try:
-                ok, body = self._client.get_data_retention_info()
-            except requests.exceptions.SSLError:
-                raise SourceQueryError(f"{where}: TLS verification failed") from None
-            except ValueError:
-                raise SourceQueryError(f"{where}: malformed response: body is not JSON") from None
-            except requests.exceptions.RequestException as exc:
-                raise SourceUnavailable(f"{where}: request failed: {type(exc).__name__}") from None
-            if ok:
-                return body
-            response: requests.Response | None = self._local.response
-            status = response.status_code if response is not None else None
-            if status == 404:
-                return None
-            message = str(body).replace(self._token, "***") if self._token else str(body)
-            self._raise_for(status, message.replace("\n", "; ")[:200], response, where)
-            return None
-
-        return call_with_retries(once, clock=self._clock, attempts=self._attempts,
-                                 max_delay=min(self._max_retry_time, 60.0),
-                                 what="sysdig timelines")
 
 
 class Retention:
