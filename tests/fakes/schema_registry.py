@@ -31,7 +31,6 @@ import base64
 import hmac
 import json
 import re
-import socket
 import threading
 from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
@@ -44,7 +43,7 @@ import avro.errors
 import avro.schema
 from avro.compatibility import ReaderWriterCompatibilityChecker, SchemaCompatibilityType
 
-from chargeback_simulator.background import BackgroundHTTP
+from chargeback_simulator.background import BackgroundHTTP, MethodHandler
 
 CONTENT_TYPE = "application/vnd.schemaregistry.v1+json"
 # Fields of a subject's configuration besides its level (Confluent's ConfigUpdateRequest).
@@ -150,18 +149,7 @@ class FakeSchemaRegistry(BackgroundHTTP):
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
         registry = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def setup(self) -> None:
-                super().setup()
-                # Headers and body go out in two writes; without this, Nagle's algorithm and
-                # delayed ACKs add ~40 ms to every keep-alive request.
-                self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                return
-
+        class Handler(MethodHandler):
             def _serve(self, method: str) -> None:
                 parts = urlsplit(self.path)
                 path = unquote(parts.path)
@@ -182,26 +170,10 @@ class FakeSchemaRegistry(BackgroundHTTP):
                     status, payload = err.status, {"error_code": err.code, "message": err.message}
                 except (ValueError, KeyError, TypeError) as exc:
                     status, payload = 422, {"error_code": 422, "message": f"Unprocessable: {exc}"}
-                data = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", CONTENT_TYPE)
-                self.send_header("Content-Length", str(len(data)))
+                headers = {"Content-Type": CONTENT_TYPE}
                 if status == 401:
-                    self.send_header("WWW-Authenticate", 'Basic realm="SchemaRegistry"')
-                self.end_headers()
-                self.wfile.write(data)
-
-            def do_GET(self) -> None:
-                self._serve("GET")
-
-            def do_POST(self) -> None:
-                self._serve("POST")
-
-            def do_PUT(self) -> None:
-                self._serve("PUT")
-
-            def do_DELETE(self) -> None:
-                self._serve("DELETE")
+                    headers["WWW-Authenticate"] = 'Basic realm="SchemaRegistry"'
+                self._reply(status, json.dumps(payload).encode(), headers)
 
         return Handler
 
