@@ -13,7 +13,6 @@ import pytest
 import yaml
 
 from exporter import cli
-from exporter.clock import FakeClock
 from exporter.periods import iso
 from exporter.pricing import quantize_cost, quantize_quantity
 from exporter.records import KINDS
@@ -30,18 +29,6 @@ def write_config(tmp_path: Path, sim: Sim, **sysdig: object) -> Path:
     p = tmp_path / "config.yaml"
     p.write_text(yaml.safe_dump(doc))
     return p
-
-
-@pytest.fixture
-def run(capsys: pytest.CaptureFixture[str]) -> Callable[..., tuple[int, str, str]]:
-    clock = FakeClock(T0 + 3 * H + 300)
-
-    def invoke(*argv: str) -> tuple[int, str, str]:
-        code = cli.main(list(argv), clock)
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return invoke
 
 
 def test_report_csv_has_every_group_and_exact_totals(sim: Sim, tmp_path: Path,
