@@ -68,30 +68,37 @@ def test_good_manifest_is_clean(capsys: pytest.CaptureFixture[str]) -> None:
     assert "0 violations in 1 file checked" in err
 
 
-@pytest.mark.parametrize(("name", "lines"), [
-    pytest.param("missing.yaml", [
+# What `check-labels` prints for a file, a violation a line.
+TEXT_REPORTS = {
+    # The workload and its pod template each miss two keys.
+    "missing.yaml": [
         "missing.yaml:6: StatefulSet/db: labels: missing required label costcenter",
         "missing.yaml:6: StatefulSet/db: labels: missing required label businessunit",
         "missing.yaml:17: StatefulSet/db: pod template labels: missing required label costcenter",
         "missing.yaml:17: StatefulSet/db: pod template labels: missing required label businessunit",
-    ], id="missing-labels-on-workload-and-template"),
-    pytest.param("whitespace.yaml", [
+    ],
+    # Whitespace-only values count as empty.
+    "whitespace.yaml": [
         "whitespace.yaml:6: Pod/debug: labels: label costcenter is whitespace only",
         "whitespace.yaml:9: Pod/debug: labels: label team is whitespace only",
-    ], id="whitespace-values-count-as-empty"),
-    pytest.param("cronjob.yaml", [
+    ],
+    # A CronJob's pod template is the one under its jobTemplate.
+    "cronjob.yaml": [
         "cronjob.yaml:17: CronJob/nightly-report: pod template labels: missing required label team",
-    ], id="cronjob-template-is-under-job-template"),
-    pytest.param("legacy.Dockerfile", [
+    ],
+    # The legacy Dockerfile form `LABEL key value`.
+    "legacy.Dockerfile": [
         "legacy.Dockerfile:1: Dockerfile/alpine:3.20: image labels: missing required label team",
         "legacy.Dockerfile:4: Dockerfile/alpine:3.20: image labels: label department is empty",
-    ], id="legacy-dockerfile-label-form"),
-])
-def test_violations_are_one_line_each(capsys: pytest.CaptureFixture[str], name: str,
-                                      lines: list[str]) -> None:
+    ],
+}
+
+
+@pytest.mark.parametrize("name", TEXT_REPORTS)
+def test_violations_are_one_line_each(capsys: pytest.CaptureFixture[str], name: str) -> None:
     code, out, _ = run(capsys, name)
     assert code == 1
-    assert out == "".join(f"{line}\n" for line in lines)
+    assert out == "".join(f"{line}\n" for line in TEXT_REPORTS[name])
 
 
 def test_empty_and_null_values(capsys: pytest.CaptureFixture[str]) -> None:
