@@ -83,6 +83,15 @@ def _normal(text: str) -> str:
     return json.dumps(json.loads(text), sort_keys=True, separators=(",", ":"))
 
 
+def _path_pattern(template: str) -> re.Pattern[str]:
+    """The pattern of a path template: `{id}` is a number, any other `{name}` one path segment;
+    a trailing slash is optional."""
+    def group(m: re.Match[str]) -> str:
+        return rf"(?P<{m[1]}>\d+)" if m[1] == "id" else rf"(?P<{m[1]}>[^/]+)"
+
+    return re.compile("^" + re.sub(r"\{(\w+)\}", group, template) + "/?$")
+
+
 class _HttpError(Exception):
     def __init__(self, status: int, code: int, message: str) -> None:
         super().__init__(message)
@@ -189,30 +198,25 @@ class FakeSchemaRegistry(BackgroundHTTP):
 
     # (method, path, handler, operation): the operation is what the security plugin authorizes.
     _ROUTES: list[tuple[str, re.Pattern[str], str, str]] = [
-        ("GET", re.compile(r"^/subjects/?$"), "list_subjects", "GLOBAL_READ"),
-        ("GET", re.compile(r"^/subjects/(?P<s>[^/]+)/versions/?$"), "list_versions", "SUBJECT_READ"),
-        ("POST", re.compile(r"^/subjects/(?P<s>[^/]+)/versions/?$"), "register", "SUBJECT_WRITE"),
-        ("GET", re.compile(r"^/subjects/(?P<s>[^/]+)/versions/(?P<v>[^/]+)/?$"), "get_version",
-         "SUBJECT_READ"),
-        ("DELETE", re.compile(r"^/subjects/(?P<s>[^/]+)/versions/(?P<v>[^/]+)/?$"), "delete_version",
-         "SUBJECT_DELETE"),
-        ("POST", re.compile(r"^/subjects/(?P<s>[^/]+)/?$"), "lookup", "SUBJECT_READ"),
-        ("DELETE", re.compile(r"^/subjects/(?P<s>[^/]+)/?$"), "delete_subject", "SUBJECT_DELETE"),
-        ("GET", re.compile(r"^/schemas/ids/(?P<id>\d+)/?$"), "get_schema", "SCHEMA_READ"),
-        ("GET", re.compile(r"^/schemas/ids/(?P<id>\d+)/subjects/?$"), "schema_subjects", "SCHEMA_READ"),
-        ("GET", re.compile(r"^/schemas/ids/(?P<id>\d+)/versions/?$"), "schema_versions", "SCHEMA_READ"),
-        ("POST", re.compile(r"^/compatibility/subjects/(?P<s>[^/]+)/versions/(?P<v>[^/]+)/?$"),
-         "compat_version", "SUBJECT_WRITE"),
-        ("POST", re.compile(r"^/compatibility/subjects/(?P<s>[^/]+)/versions/?$"), "compat_all",
-         "SUBJECT_WRITE"),
-        ("GET", re.compile(r"^/config/?$"), "get_global_config", "GLOBAL_COMPATIBILITY_READ"),
-        ("PUT", re.compile(r"^/config/?$"), "put_global_config", "GLOBAL_COMPATIBILITY_WRITE"),
-        ("GET", re.compile(r"^/config/(?P<s>[^/]+)/?$"), "get_subject_config",
-         "SUBJECT_COMPATIBILITY_READ"),
-        ("PUT", re.compile(r"^/config/(?P<s>[^/]+)/?$"), "put_subject_config",
-         "SUBJECT_COMPATIBILITY_WRITE"),
-        ("DELETE", re.compile(r"^/config/(?P<s>[^/]+)/?$"), "delete_subject_config",
-         "SUBJECT_COMPATIBILITY_WRITE"),
+        (verb, _path_pattern(path), name, operation) for verb, path, name, operation in [
+            ("GET", "/subjects", "list_subjects", "GLOBAL_READ"),
+            ("GET", "/subjects/{s}/versions", "list_versions", "SUBJECT_READ"),
+            ("POST", "/subjects/{s}/versions", "register", "SUBJECT_WRITE"),
+            ("GET", "/subjects/{s}/versions/{v}", "get_version", "SUBJECT_READ"),
+            ("DELETE", "/subjects/{s}/versions/{v}", "delete_version", "SUBJECT_DELETE"),
+            ("POST", "/subjects/{s}", "lookup", "SUBJECT_READ"),
+            ("DELETE", "/subjects/{s}", "delete_subject", "SUBJECT_DELETE"),
+            ("GET", "/schemas/ids/{id}", "get_schema", "SCHEMA_READ"),
+            ("GET", "/schemas/ids/{id}/subjects", "schema_subjects", "SCHEMA_READ"),
+            ("GET", "/schemas/ids/{id}/versions", "schema_versions", "SCHEMA_READ"),
+            ("POST", "/compatibility/subjects/{s}/versions/{v}", "compat_version", "SUBJECT_WRITE"),
+            ("POST", "/compatibility/subjects/{s}/versions", "compat_all", "SUBJECT_WRITE"),
+            ("GET", "/config", "get_global_config", "GLOBAL_COMPATIBILITY_READ"),
+            ("PUT", "/config", "put_global_config", "GLOBAL_COMPATIBILITY_WRITE"),
+            ("GET", "/config/{s}", "get_subject_config", "SUBJECT_COMPATIBILITY_READ"),
+            ("PUT", "/config/{s}", "put_subject_config", "SUBJECT_COMPATIBILITY_WRITE"),
+            ("DELETE", "/config/{s}", "delete_subject_config", "SUBJECT_COMPATIBILITY_WRITE"),
+        ]
     ]
 
     def _route(self, method: str, path: str, query: dict[str, str], body: Any) -> tuple[int, Any]:
