@@ -9,17 +9,16 @@ for every period while the server does no evaluation at all. Runs in its own pro
 from __future__ import annotations
 
 import json
-import socket
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Self
+from typing import Self
 from urllib.parse import parse_qs, urlsplit
 
 from bench.fleets import TOKEN
 from bench.record import QUERY, Recording
-from chargeback_simulator.background import BackgroundHTTP
+from chargeback_simulator.background import BackgroundHTTP, QuietHandler
 
 
 def _stamp(at: float) -> bytes:
@@ -50,18 +49,7 @@ def _error(message: str) -> bytes:
 
 
 def _handler(templates: Templates) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def setup(self) -> None:
-            super().setup()
-            # Headers and body go out in two writes: without this, Nagle's algorithm and the
-            # client's delayed ACK add ~40 ms to every answer.
-            self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-        def log_message(self, format: str, *args: Any) -> None:
-            """No per-request log line."""
-
+    class Handler(QuietHandler):
         def do_GET(self) -> None:
             url = urlsplit(self.path)
             params = parse_qs(url.query)
@@ -77,11 +65,7 @@ def _handler(templates: Templates) -> type[BaseHTTPRequestHandler]:
                     self._send(200, body)
 
         def _send(self, status: int, body: bytes) -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
+            self._reply(status, body, {"Content-Type": "application/json"})
 
     return Handler
 

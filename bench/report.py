@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import statistics
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 OWN_RATIO_TARGET = 4.0  # the performance budget: own time ≤ 4× the ceilings at 10k and 50k pods
@@ -30,6 +30,14 @@ def _median(runs: Sequence[dict[str, Any]], key: str, index: int | None = None) 
 
 def _verdict(ok: bool) -> str:
     return "**pass**" if ok else "**FAIL**"
+
+
+def _measured(sizes: Sequence[dict[str, Any]], part: str) -> Iterator[tuple[dict[str, Any], dict[str, Any]]]:
+    """Each fleet size that has the optional measurement `part`, with that measurement."""
+    for size in sizes:
+        found = size.get(part)
+        if found:
+            yield size, found
 
 
 def summary(size: dict[str, Any]) -> dict[str, float]:
@@ -117,10 +125,7 @@ def floor_table(sizes: Sequence[dict[str, Any]]) -> str:
     itself would score against the ceilings (with the bare producer's time added). Ratios are
     medians of each period's, paired as in `summary`."""
     rows = []
-    for s in sizes:
-        f = s.get("floor")
-        if not f:
-            continue
+    for s, f in _measured(sizes, "floor"):
         runs = s["runs"]
         produce = s["ceiling_produce"][0]
         exporter = [r["parse"][1] + r["compute"][1] for r in runs]
@@ -139,17 +144,13 @@ def floor_table(sizes: Sequence[dict[str, Any]]) -> str:
 
 
 def avro_table(sizes: Sequence[dict[str, Any]]) -> str:
-    rows = []
-    for s in sizes:
-        a = s.get("avro")
-        if not a:
-            continue
-        rows.append((f"{s['target_pods']:,}", f"{a['records']:,.0f}",
-                     f"{a['generated_objects']:,.0f}", f"{a['generated_dicts']:,.0f}",
-                     f"{a['fastavro_naive']:,.0f}",
-                     f"{a['generated_objects'] / a['fastavro_naive']:.1f}×",
-                     f"{a.get('generated_objects_wall', 0):,.0f}", f"{a.get('decode', 0):,.0f}",
-                     _verdict(a["generated_objects"] >= AVRO_TARGET)))
+    rows = [(f"{s['target_pods']:,}", f"{a['records']:,.0f}",
+             f"{a['generated_objects']:,.0f}", f"{a['generated_dicts']:,.0f}",
+             f"{a['fastavro_naive']:,.0f}",
+             f"{a['generated_objects'] / a['fastavro_naive']:.1f}×",
+             f"{a.get('generated_objects_wall', 0):,.0f}", f"{a.get('decode', 0):,.0f}",
+             _verdict(a["generated_objects"] >= AVRO_TARGET))
+            for s, a in _measured(sizes, "avro")]
     return _table(("fleet", "records", "generated (objects) rec/CPU-s", "generated (dicts) rec/CPU-s",
                    "fastavro schemaless_writer rec/CPU-s", "ratio", "generated rec/s (wall)",
                    "consumer decode rec/CPU-s",
@@ -157,14 +158,10 @@ def avro_table(sizes: Sequence[dict[str, Any]]) -> str:
 
 
 def consumer_table(sizes: Sequence[dict[str, Any]]) -> str:
-    rows = []
-    for s in sizes:
-        c = s.get("consumer")
-        if not c:
-            continue
-        rows.append((f"{s['target_pods']:,}", f"{c['messages']:,.0f}",
-                     f"{c['read_topic_per_s']:,.0f}", f"{c['bare_per_s']:,.0f}",
-                     f"{c['read_topic_per_s'] / c['bare_per_s']:.2f}" if c["bare_per_s"] else "-"))
+    rows = [(f"{s['target_pods']:,}", f"{c['messages']:,.0f}",
+             f"{c['read_topic_per_s']:,.0f}", f"{c['bare_per_s']:,.0f}",
+             f"{c['read_topic_per_s'] / c['bare_per_s']:.2f}" if c["bare_per_s"] else "-")
+            for s, c in _measured(sizes, "consumer")]
     return _table(("fleet", "messages", "read_topic msg/s", "bare consume() msg/s",
                    "read_topic / bare"), rows)
 

@@ -1,11 +1,13 @@
-"""A ThreadingHTTPServer served from a daemon thread: the lifecycle the simulator and the
-Prometheus proxy share."""
+"""A ThreadingHTTPServer served from a daemon thread, and the request handler base its servers
+share: the lifecycle and the HTTP plumbing of the simulator, the Prometheus proxy, the bench's
+replay server and the test doubles."""
 
 from __future__ import annotations
 
 import threading
-from http.server import ThreadingHTTPServer
-from typing import Self
+from collections.abc import Mapping
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Self
 
 
 class BackgroundHTTP:
@@ -40,3 +42,46 @@ class BackgroundHTTP:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class QuietHandler(BaseHTTPRequestHandler):
+    """Keep-alive HTTP/1.1 without a log line per request.
+
+    Headers and body go out in two writes: without TCP_NODELAY, Nagle's algorithm and the
+    client's delayed ACK add ~40 ms to every keep-alive answer.
+    """
+
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """No per-request stderr line."""
+
+    def _reply(self, status: int, data: bytes, headers: Mapping[str, str]) -> None:
+        """Answer `status` with `headers` (in order) and `data` as the body."""
+        self.send_response(status)
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        if data:
+            self.wfile.write(data)
+
+
+class MethodHandler(QuietHandler):
+    """Serves GET, POST, PUT and DELETE alike, through `_serve(method)`."""
+
+    def _serve(self, method: str) -> None:
+        raise NotImplementedError
+
+    def do_GET(self) -> None:
+        self._serve("GET")
+
+    def do_POST(self) -> None:
+        self._serve("POST")
+
+    def do_PUT(self) -> None:
+        self._serve("PUT")
+
+    def do_DELETE(self) -> None:
+        self._serve("DELETE")

@@ -71,10 +71,17 @@ class RealPrometheus:
 
     def load(self, fleet: Fleet, start: int, end: int) -> int:
         """Export the fleet's samples in `[start, end)` and build TSDB blocks; returns samples."""
-        promtool = self._binary(self._promtool)
+        self._binary(self._promtool)  # missing: say so before the export, which can be long
         self.workdir.mkdir(parents=True, exist_ok=True)
         source = self.workdir / "fleet.om"
         self.samples = fleet.export_openmetrics(start, end, source)
+        self.load_openmetrics(source)
+        source.unlink()
+        return self.samples
+
+    def load_openmetrics(self, source: Path) -> None:
+        """Build TSDB blocks from the samples of an OpenMetrics file."""
+        promtool = self._binary(self._promtool)
         done = subprocess.run([promtool, "tsdb", "create-blocks-from", "openmetrics",
                                str(source), str(self.tsdb)], capture_output=True, timeout=300,
                               check=False)
@@ -83,8 +90,6 @@ class RealPrometheus:
             raise PrometheusUnavailable(
                 f"promtool create-blocks-from failed ({done.returncode}): "
                 f"{tail[-1] if tail else 'no output'}")
-        source.unlink()
-        return self.samples
 
     @property
     def url(self) -> str:

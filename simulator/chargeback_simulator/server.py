@@ -19,14 +19,14 @@ import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any, Self
 from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 import promql_parser as pp
 
-from chargeback_simulator.background import BackgroundHTTP
+from chargeback_simulator.background import BackgroundHTTP, MethodHandler
 from chargeback_simulator.fleet import DEFAULT_TIMELINES, SAMPLE_INTERVAL
 from chargeback_simulator.promql import Engine, PromQLError, QueryResult, is_aggregation
 from chargeback_simulator.series import LabelMatcher, SeriesSet, Storage, format_value
@@ -169,38 +169,49 @@ class _BadRequest(Exception):
     """A Prometheus `bad_data` parameter error (HTTP 400)."""
 
 
-def _parse_time(name: str, text: str | None) -> float:
+def _unparsable(name: str, text: str, what: str) -> _BadRequest:
+    return _BadRequest(f'invalid parameter "{name}": cannot parse "{text}" to a valid {what}')
+
+
+def _given(name: str, text: str | None, what: str) -> str:
+    """The parameter's text; a missing or empty one is a bad request."""
     if text is None or text == "":
-        raise _BadRequest(f'invalid parameter "{name}": cannot parse "" to a valid timestamp')
+        raise _unparsable(name, "", what)
+    return text
+
+
+def _finite(text: str) -> float | None:
+    """`text` as a finite number, or None when it is not one (then other forms are tried)."""
     try:
         value = float(text)
-        if math.isfinite(value):
-            return round(value, 3)
     except ValueError:
-        pass
+        return None
+    return value if math.isfinite(value) else None
+
+
+def _parse_time(name: str, given: str | None) -> float:
+    text = _given(name, given, "timestamp")
+    value = _finite(text)
+    if value is not None:
+        return round(value, 3)
     try:
         parsed = datetime.fromisoformat(text.replace("Z", "+00:00"))
         return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
     except ValueError:
-        raise _BadRequest(
-            f'invalid parameter "{name}": cannot parse "{text}" to a valid timestamp') from None
+        raise _unparsable(name, text, "timestamp") from None
 
 
-def _parse_duration(name: str, text: str | None) -> float:
-    if text is None or text == "":
-        raise _BadRequest(f'invalid parameter "{name}": cannot parse "" to a valid duration')
-    try:
-        value = float(text)
-        if math.isfinite(value):
-            return value
-    except ValueError:
-        pass
+def _parse_duration(name: str, given: str | None) -> float:
+    text = _given(name, given, "duration")
+    value = _finite(text)
+    if value is not None:
+        return value
     if re.fullmatch(r"(\d+(ms|s|m|h|d|w|y))+", text):
         try:
             return float(pp.parse_duration(text).total_seconds())
         except (ValueError, OverflowError):
             pass
-    raise _BadRequest(f'invalid parameter "{name}": cannot parse "{text}" to a valid duration')
+    raise _unparsable(name, text, "duration")
 
 
 def _ts(ms: int) -> int | float:
@@ -548,28 +559,10 @@ def default_fault_body(status: int) -> dict[str, Any]:
     return _prom_error("bad_data", "simulated error")
 
 
-class _Handler(BaseHTTPRequestHandler):
+class _Handler(MethodHandler):
     sim: SimulatorServer
-    protocol_version = "HTTP/1.1"
     server_version = "sysdig-simulator"
     timeout = 30
-    # Headers and body are written separately; without TCP_NODELAY each answer waits ~40 ms.
-    disable_nagle_algorithm = True
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Silence the default per-request stderr line."""
-
-    def do_GET(self) -> None:
-        self._serve("GET")
-
-    def do_POST(self) -> None:
-        self._serve("POST")
-
-    def do_PUT(self) -> None:
-        self._serve("PUT")
-
-    def do_DELETE(self) -> None:
-        self._serve("DELETE")
 
     def do_PATCH(self) -> None:
         self._serve("PATCH")
@@ -631,17 +624,11 @@ class _Handler(BaseHTTPRequestHandler):
             data = payload.encode("utf-8")
         else:
             data = json.dumps(payload, separators=(",", ":")).encode("utf-8")
+        extra = dict(headers or {})
+        if not any(k.lower() == "content-type" for k in extra):
+            extra = {"Content-Type": "application/json", **extra}
         try:
-            self.send_response(status)
-            extra = dict(headers or {})
-            if not any(k.lower() == "content-type" for k in extra):
-                self.send_header("Content-Type", "application/json")
-            for k, v in extra.items():
-                self.send_header(k, v)
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            if data:
-                self.wfile.write(data)
+            self._reply(status, data, extra)
         except (BrokenPipeError, ConnectionResetError):
             # The client gave up (its timeout fired): nothing left to answer.
             self.close_connection = True

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import argparse
 import io
+import itertools
 import json
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -194,17 +196,15 @@ class Rig:
 @pytest.fixture
 def rig_factory(noida: LocalBroker, tmp_path: Path) -> Iterator[Callable[..., Rig]]:
     """`rig_factory(now=..., history=...)`: a started simulator with its own topics."""
-    sims: list[EditableSim] = []
+    configs = itertools.count(1)
+    with ExitStack() as servers:
 
-    def make(now: int = T0 + 6 * H + 300, history: int | None = 12 * H) -> Rig:
-        sim = EditableSim(now, history)
-        sim.server.start()
-        sims.append(sim)
-        return Rig(sim, noida, tmp_path / f"config-{len(sims)}.yaml")
+        def make(now: int = T0 + 6 * H + 300, history: int | None = 12 * H) -> Rig:
+            sim = EditableSim(now, history)
+            servers.enter_context(sim.server)  # started now, stopped when the test ends
+            return Rig(sim, noida, tmp_path / f"config-{next(configs)}.yaml")
 
-    yield make
-    for sim in sims:
-        sim.server.stop()
+        yield make
 
 
 @pytest.fixture

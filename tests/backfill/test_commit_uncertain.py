@@ -13,7 +13,7 @@ from exporter.kafka_sink import KafkaPeriodSink
 from exporter.periods import iso
 from exporter.sink import PeriodSink
 from tests.backfill.conftest import T0, H, Rig
-from tests.kafka.test_commit_uncertain import LostAck
+from tests.fakes.sinks import LostAck
 
 pytestmark = pytest.mark.integration
 
@@ -36,7 +36,7 @@ def test_backfill_settles_an_unknown_commit_instead_of_publishing_twice(rig: Rig
     assert records and set(records.values()) == {1}, "every record published once"
     manifests = Counter((m.period, m.cluster, m.revision) for m in rig.manifests())
     assert len(manifests) == 6 and set(manifests.values()) == {1}  # 3 periods x 2 clusters
-    assert holder["sink"].recovered == 1
+    assert holder["sink"].recoveries == 1
 
 
 def test_an_unknown_commit_that_did_not_land_is_published_once(rig: Rig) -> None:
@@ -56,4 +56,4 @@ def test_an_unknown_commit_that_did_not_land_is_published_once(rig: Rig) -> None
     assert records and set(records.values()) == {1}
     manifests = Counter((m.period, m.cluster, m.revision) for m in rig.manifests())
     assert len(manifests) == 6 and set(manifests.values()) == {1}
-    assert holder["sink"].recovered == 1 and holder["sink"].calls == 4
+    assert holder["sink"].recoveries == 1 and holder["sink"].publishes == 4

@@ -15,13 +15,10 @@ from dataclasses import dataclass
 import pytest
 
 from chargeback_simulator.fleet import Fleet, FleetSpec
-from chargeback_simulator.prometheus import (
-    PrometheusUnavailable,
-    RealPrometheus,
-    SysdigPrometheusProxy,
-)
+from chargeback_simulator.prometheus import RealPrometheus, SysdigPrometheusProxy
 from chargeback_simulator.server import SimulatorServer
 from exporter.clock import FakeClock
+from tests.rigs.prometheus import serving
 
 T0 = 1704067200  # 2024-01-01T00:00:00Z: the first sample
 HOURS = 2  # full hours of data before the partial last one
@@ -53,16 +50,11 @@ def conformance_data() -> ConformanceData:
 def prometheus(conformance_data: ConformanceData,
                tmp_path_factory: pytest.TempPathFactory) -> Iterator[RealPrometheus]:
     """A real Prometheus holding exactly the fleet's samples, stopped by PID at session end."""
-    server = RealPrometheus(tmp_path_factory.mktemp("prometheus"))
-    try:
-        server.load(conformance_data.fleet, conformance_data.start, conformance_data.now + 10)
-        server.start()
-    except PrometheusUnavailable as exc:
-        pytest.fail(f"PromQL conformance needs a real Prometheus: {exc}", pytrace=False)
-    try:
+    data = conformance_data
+    with serving(RealPrometheus(tmp_path_factory.mktemp("prometheus")),
+                 lambda server: server.load(data.fleet, data.start, data.now + 10),
+                 "PromQL conformance") as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="session")

@@ -30,6 +30,7 @@ from exporter.kafka_sink import KafkaCheckpointStore, KafkaPeriodSink, read_topi
 from exporter.publication import ExactlyOnceSink
 from exporter.sink import BATCH_HEADER, CheckpointState, CheckpointStore, OutMessage, PeriodSink
 from tests.fakes.memory import MemoryBroker, MemorySink, decode_checkpoint
+from tests.fakes.sinks import CountingSink
 from tests.kafka.conftest import T0, make_config
 
 H = 3600
@@ -46,29 +47,6 @@ class Seen:
 
 def seen(m: OutMessage) -> Seen:
     return Seen(m.key, m.value, dict(m.headers))
-
-
-class _Counted:
-    """A `PeriodSink` counting what `ExactlyOnceSink` asks of the one it wraps."""
-
-    def __init__(self, inner: PeriodSink) -> None:
-        self.inner = inner
-        self.publishes = 0
-        self.recoveries = 0
-
-    def start(self) -> None:
-        self.inner.start()
-
-    def publish(self, messages: Sequence[OutMessage], checkpoint: OutMessage) -> None:
-        self.publishes += 1
-        self.inner.publish(messages, checkpoint)
-
-    def recover(self) -> None:
-        self.recoveries += 1
-        self.inner.recover()
-
-    def close(self) -> None:
-        self.inner.close()
 
 
 class PeriodSinkContract(ABC):
@@ -212,7 +190,7 @@ class PeriodSinkContract(ABC):
     def test_exactly_once_sink_publishes_a_batch_once_across_a_lost_commit_answer(
             self, landed: bool) -> None:
         sink = self.started()
-        counted = _Counted(sink)
+        counted = CountingSink(sink)
         policy = ExactlyOnceSink(counted, self.new_store(), FakeClock(T0))
         messages, checkpoint = self.batch(T0 + H)
         self.lose_next_commit_answer(sink, committed=landed)

@@ -7,7 +7,6 @@ import io
 import json
 import socket
 import threading
-from collections.abc import Iterator
 
 import fastavro
 import pytest
@@ -22,24 +21,10 @@ from exporter.config import SchemaRegistryConfig
 from exporter.errors import ConfigError, EncodingError, SinkError, SinkUnavailable
 from exporter.records import BillingRecord, PeriodManifest
 from exporter.registry import ConfluentFraming, redact_url, registry_client
+from tests.contract.conftest import SUBJECT, TOPIC
 from tests.fakes.schema_registry import FakeSchemaRegistry
 
 from .samples import BILLING, MANIFEST
-
-TOPIC = "chargeback.records.v1"
-SUBJECT = f"{TOPIC}-value"
-
-
-@pytest.fixture
-def registry() -> Iterator[FakeSchemaRegistry]:
-    with FakeSchemaRegistry() as sr:
-        yield sr
-
-
-@pytest.fixture
-def client(registry: FakeSchemaRegistry) -> SchemaRegistryClient:
-    # No client-side retries: they sleep on the wall clock.
-    return registry_client(registry.url, max_retries=0)
 
 
 def _schema(key: str = "billing_record") -> Schema:

@@ -5,7 +5,6 @@ each subject before it first registers a schema there."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -17,24 +16,12 @@ from exporter.avro import load_schema
 from exporter.config import SchemaRegistryConfig, load_config
 from exporter.errors import ConfigError
 from exporter.registry import ConfluentFraming, registry_client
+from tests.contract.conftest import SUBJECT, TOPIC
 from tests.fakes.schema_registry import FakeSchemaRegistry
 
 from .samples import BILLING
 
-TOPIC = "chargeback.records.v1"
-SUBJECT = f"{TOPIC}-value"
 REFUSED = "schema registry refused the subject compatibility"
-
-
-@pytest.fixture
-def registry() -> Iterator[FakeSchemaRegistry]:
-    with FakeSchemaRegistry() as sr:
-        yield sr
-
-
-@pytest.fixture
-def client(registry: FakeSchemaRegistry) -> SchemaRegistryClient:
-    return registry_client(registry.url, max_retries=0)
 
 
 def call(registry: FakeSchemaRegistry, method: str, path: str,

@@ -18,7 +18,6 @@ compared with what the served samples say:
 from __future__ import annotations
 
 import math
-import subprocess
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -27,10 +26,11 @@ from typing import Any
 import pytest
 import requests
 
-from chargeback_simulator.prometheus import PrometheusUnavailable, RealPrometheus
+from chargeback_simulator.prometheus import RealPrometheus
 from exporter.dashboard import OrgSources, Panel, Queries, panels, sysdig_variables
 from exporter.model import GIB, UNALLOCATED
 from exporter.queries import CPU_USED, MEM_USED, REQUESTS
+from tests.rigs.prometheus import serving
 
 pytestmark = pytest.mark.integration
 
@@ -95,24 +95,26 @@ def block(t: int) -> int:
 FULL = {"businessunit": UNALLOCATED, "department": UNALLOCATED, "team": UNALLOCATED,
         "costcenter": UNALLOCATED}
 
+# The two pods of shop/web carry their workload's and namespace's labels: the same columns, the
+# same org keys.
+WEB_COLUMNS = {"kube_deployment_label_costcenter": "4100", "kube_deployment_label_team": "web",
+               "kube_namespace_label_costcenter": "9999",
+               "kube_namespace_label_businessunit": "retail",
+               "kube_namespace_label_department": "ecom"}
+WEB_ORG = {"costcenter": "4100", "team": "web", "businessunit": "retail", "department": "ecom"}
+
 PODS = (
     # Usage above request for CPU, below it for memory; the namespace's cost center loses to
     # the workload's.
     Pod("c1", "shop", "deployment", "web", "web-a", ("app", "proxy"),
-        {"kube_deployment_label_costcenter": "4100", "kube_deployment_label_team": "web",
-         "kube_namespace_label_costcenter": "9999", "kube_namespace_label_businessunit": "retail",
-         "kube_namespace_label_department": "ecom"},
-        {"costcenter": "4100", "team": "web", "businessunit": "retail", "department": "ecom"},
+        WEB_COLUMNS, WEB_ORG,
         0, SPAN,
         lambda c, t: ((0.5 + 0.125 * (block(t) % 3) + wobble(t, 1 / 16), 0.25) if c == "app"
                       else (0.125, 0.0625)),
         lambda c, t: ((256 * MIB + 64 * MIB * (block(t) % 2), 512 * MIB) if c == "app"
                       else (32 * MIB, 16 * MIB))),
     Pod("c1", "shop", "deployment", "web", "web-b", ("app",),
-        {"kube_deployment_label_costcenter": "4100", "kube_deployment_label_team": "web",
-         "kube_namespace_label_costcenter": "9999", "kube_namespace_label_businessunit": "retail",
-         "kube_namespace_label_department": "ecom"},
-        {"costcenter": "4100", "team": "web", "businessunit": "retail", "department": "ecom"},
+        WEB_COLUMNS, WEB_ORG,
         0, SPAN,
         lambda c, t: (0.125 + wobble(t, 1 / 32), 0.5),
         lambda c, t: (96 * MIB + wobble(t, 8 * MIB), 128 * MIB)),
@@ -322,19 +324,9 @@ def prometheus(served: dict[int, Served], relabelled: Served,
     workdir = tmp_path_factory.mktemp("rolled-up")
     source = workdir / "rolled-up.om"
     source.write_text(openmetrics([*served.values(), relabelled]), encoding="utf-8")
-    server = RealPrometheus(workdir)
-    try:
-        promtool = RealPrometheus._binary("promtool")
-        done = subprocess.run([promtool, "tsdb", "create-blocks-from", "openmetrics", str(source),
-                               str(server.tsdb)], capture_output=True, timeout=120, check=False)
-        assert done.returncode == 0, done.stderr.decode()
-        server.start()
-    except PrometheusUnavailable as exc:
-        pytest.fail(f"the dashboard tests need a real Prometheus: {exc}", pytrace=False)
-    try:
+    with serving(RealPrometheus(workdir), lambda server: server.load_openmetrics(source),
+                 "the dashboard test") as server:
         yield server
-    finally:
-        server.stop()
 
 
 def get(prom: RealPrometheus, endpoint: str, **params: Any) -> list[dict[str, Any]]:

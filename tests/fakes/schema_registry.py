@@ -31,7 +31,6 @@ import base64
 import hmac
 import json
 import re
-import socket
 import threading
 from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
@@ -44,7 +43,7 @@ import avro.errors
 import avro.schema
 from avro.compatibility import ReaderWriterCompatibilityChecker, SchemaCompatibilityType
 
-from chargeback_simulator.background import BackgroundHTTP
+from chargeback_simulator.background import BackgroundHTTP, MethodHandler
 
 CONTENT_TYPE = "application/vnd.schemaregistry.v1+json"
 # Fields of a subject's configuration besides its level (Confluent's ConfigUpdateRequest).
@@ -82,6 +81,15 @@ def level_problems(level: str, new: str, existing: list[str]) -> list[str]:
 
 def _normal(text: str) -> str:
     return json.dumps(json.loads(text), sort_keys=True, separators=(",", ":"))
+
+
+def _path_pattern(template: str) -> re.Pattern[str]:
+    """The pattern of a path template: `{id}` is a number, any other `{name}` one path segment;
+    a trailing slash is optional."""
+    def group(m: re.Match[str]) -> str:
+        return rf"(?P<{m[1]}>\d+)" if m[1] == "id" else rf"(?P<{m[1]}>[^/]+)"
+
+    return re.compile("^" + re.sub(r"\{(\w+)\}", group, template) + "/?$")
 
 
 class _HttpError(Exception):
@@ -150,18 +158,7 @@ class FakeSchemaRegistry(BackgroundHTTP):
     def _handler_class(self) -> type[BaseHTTPRequestHandler]:
         registry = self
 
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def setup(self) -> None:
-                super().setup()
-                # Headers and body go out in two writes; without this, Nagle's algorithm and
-                # delayed ACKs add ~40 ms to every keep-alive request.
-                self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                return
-
+        class Handler(MethodHandler):
             def _serve(self, method: str) -> None:
                 parts = urlsplit(self.path)
                 path = unquote(parts.path)
@@ -182,26 +179,10 @@ class FakeSchemaRegistry(BackgroundHTTP):
                     status, payload = err.status, {"error_code": err.code, "message": err.message}
                 except (ValueError, KeyError, TypeError) as exc:
                     status, payload = 422, {"error_code": 422, "message": f"Unprocessable: {exc}"}
-                data = json.dumps(payload).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", CONTENT_TYPE)
-                self.send_header("Content-Length", str(len(data)))
+                headers = {"Content-Type": CONTENT_TYPE}
                 if status == 401:
-                    self.send_header("WWW-Authenticate", 'Basic realm="SchemaRegistry"')
-                self.end_headers()
-                self.wfile.write(data)
-
-            def do_GET(self) -> None:
-                self._serve("GET")
-
-            def do_POST(self) -> None:
-                self._serve("POST")
-
-            def do_PUT(self) -> None:
-                self._serve("PUT")
-
-            def do_DELETE(self) -> None:
-                self._serve("DELETE")
+                    headers["WWW-Authenticate"] = 'Basic realm="SchemaRegistry"'
+                self._reply(status, json.dumps(payload).encode(), headers)
 
         return Handler
 
@@ -217,30 +198,25 @@ class FakeSchemaRegistry(BackgroundHTTP):
 
     # (method, path, handler, operation): the operation is what the security plugin authorizes.
     _ROUTES: list[tuple[str, re.Pattern[str], str, str]] = [
-        ("GET", re.compile(r"^/subjects/?$"), "list_subjects", "GLOBAL_READ"),
-        ("GET", re.compile(r"^/subjects/(?P<s>[^/]+)/versions/?$"), "list_versions", "SUBJECT_READ"),
-        ("POST", re.compile(r"^/subjects/(?P<s>[^/]+)/versions/?$"), "register", "SUBJECT_WRITE"),
-        ("GET", re.compile(r"^/subjects/(?P<s>[^/]+)/versions/(?P<v>[^/]+)/?$"), "get_version",
-         "SUBJECT_READ"),
-        ("DELETE", re.compile(r"^/subjects/(?P<s>[^/]+)/versions/(?P<v>[^/]+)/?$"), "delete_version",
-         "SUBJECT_DELETE"),
-        ("POST", re.compile(r"^/subjects/(?P<s>[^/]+)/?$"), "lookup", "SUBJECT_READ"),
-        ("DELETE", re.compile(r"^/subjects/(?P<s>[^/]+)/?$"), "delete_subject", "SUBJECT_DELETE"),
-        ("GET", re.compile(r"^/schemas/ids/(?P<id>\d+)/?$"), "get_schema", "SCHEMA_READ"),
-        ("GET", re.compile(r"^/schemas/ids/(?P<id>\d+)/subjects/?$"), "schema_subjects", "SCHEMA_READ"),
-        ("GET", re.compile(r"^/schemas/ids/(?P<id>\d+)/versions/?$"), "schema_versions", "SCHEMA_READ"),
-        ("POST", re.compile(r"^/compatibility/subjects/(?P<s>[^/]+)/versions/(?P<v>[^/]+)/?$"),
-         "compat_version", "SUBJECT_WRITE"),
-        ("POST", re.compile(r"^/compatibility/subjects/(?P<s>[^/]+)/versions/?$"), "compat_all",
-         "SUBJECT_WRITE"),
-        ("GET", re.compile(r"^/config/?$"), "get_global_config", "GLOBAL_COMPATIBILITY_READ"),
-        ("PUT", re.compile(r"^/config/?$"), "put_global_config", "GLOBAL_COMPATIBILITY_WRITE"),
-        ("GET", re.compile(r"^/config/(?P<s>[^/]+)/?$"), "get_subject_config",
-         "SUBJECT_COMPATIBILITY_READ"),
-        ("PUT", re.compile(r"^/config/(?P<s>[^/]+)/?$"), "put_subject_config",
-         "SUBJECT_COMPATIBILITY_WRITE"),
-        ("DELETE", re.compile(r"^/config/(?P<s>[^/]+)/?$"), "delete_subject_config",
-         "SUBJECT_COMPATIBILITY_WRITE"),
+        (verb, _path_pattern(path), name, operation) for verb, path, name, operation in [
+            ("GET", "/subjects", "list_subjects", "GLOBAL_READ"),
+            ("GET", "/subjects/{s}/versions", "list_versions", "SUBJECT_READ"),
+            ("POST", "/subjects/{s}/versions", "register", "SUBJECT_WRITE"),
+            ("GET", "/subjects/{s}/versions/{v}", "get_version", "SUBJECT_READ"),
+            ("DELETE", "/subjects/{s}/versions/{v}", "delete_version", "SUBJECT_DELETE"),
+            ("POST", "/subjects/{s}", "lookup", "SUBJECT_READ"),
+            ("DELETE", "/subjects/{s}", "delete_subject", "SUBJECT_DELETE"),
+            ("GET", "/schemas/ids/{id}", "get_schema", "SCHEMA_READ"),
+            ("GET", "/schemas/ids/{id}/subjects", "schema_subjects", "SCHEMA_READ"),
+            ("GET", "/schemas/ids/{id}/versions", "schema_versions", "SCHEMA_READ"),
+            ("POST", "/compatibility/subjects/{s}/versions/{v}", "compat_version", "SUBJECT_WRITE"),
+            ("POST", "/compatibility/subjects/{s}/versions", "compat_all", "SUBJECT_WRITE"),
+            ("GET", "/config", "get_global_config", "GLOBAL_COMPATIBILITY_READ"),
+            ("PUT", "/config", "put_global_config", "GLOBAL_COMPATIBILITY_WRITE"),
+            ("GET", "/config/{s}", "get_subject_config", "SUBJECT_COMPATIBILITY_READ"),
+            ("PUT", "/config/{s}", "put_subject_config", "SUBJECT_COMPATIBILITY_WRITE"),
+            ("DELETE", "/config/{s}", "delete_subject_config", "SUBJECT_COMPATIBILITY_WRITE"),
+        ]
     ]
 
     def _route(self, method: str, path: str, query: dict[str, str], body: Any) -> tuple[int, Any]:

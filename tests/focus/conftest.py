@@ -22,15 +22,11 @@ from exporter.records import BillingRecord
 from exporter.wiring import build_codec, build_pipeline, build_sink
 from tests.fakes.memory import FakeSource
 from tests.kafka.conftest import T0
+from tests.rigs.rate_cards import JANUARY_2026
 
 H = 3600
 
-RATE_CARD = """\
-currency: EUR
-versions:
-  - id: "2026-01"
-    effective_from: 2026-01-01T00:00:00Z
-    default: {cpu: "0.0310", memory: "0.0042"}
+RATE_CARD = JANUARY_2026 + """\
     namespaces:
       - {namespace: tools, cpu: "0.0450"}
 """

@@ -139,179 +139,113 @@ def unit_tests(tmp_path: Path, rules: Path, cases: list[dict[str, Any]]) -> Path
     return path
 
 
+# promtool unit test pieces: a case is series at an interval and the alerts expected over time.
+
+def case(interval: str, series: list[dict[str, str]], *expected: dict[str, Any]) -> dict[str, Any]:
+    return {"interval": interval, "input_series": series, "alert_rule_test": list(expected)}
+
+
+def series(metric: str, values: str, **labels: str) -> dict[str, str]:
+    """A series of the scraped exporter (`TARGET`), with `labels` added."""
+    extra = "".join(f',{k}="{v}"' for k, v in labels.items())
+    return {"series": f"{metric}{{{TARGET}{extra}}}", "values": values}
+
+
+def quiet(at: str, alert: str) -> dict[str, Any]:
+    """`alert` is not firing at `at`."""
+    return {"eval_time": at, "alertname": alert, "exp_alerts": []}
+
+
+def firing(at: str, alert: str, labels: dict[str, str], summary: str, description: str
+           ) -> dict[str, Any]:
+    """`alert` fires at `at` with these labels and annotations (the runbook is its section)."""
+    return {"eval_time": at, "alertname": alert, "exp_alerts": [{
+        "exp_labels": labels,
+        "exp_annotations": {"summary": summary, "description": description,
+                            "runbook": f"docs/operations.md#{alert.lower()}"},
+    }]}
+
+
 def test_alerts_fire_on_synthetic_series(
     helm: Helm, promtool: Callable[..., Result], tmp_path: Path
 ) -> None:
     rules = write_rules(rule(helm), tmp_path)
     target = {"job": "chargeback-exporter", "namespace": NAMESPACE, "instance": "10.0.0.7:9847",
               "pod": "p"}
+    # Labels of an alert that aggregates over instances (and pods).
+    service = {"job": "chargeback-exporter", "namespace": NAMESPACE}
     common = {"team": "finops"}
-    down = {
-        "summary": "Chargeback exporter is down or not scraped",
-        "description": f"Prometheus has not scraped the chargeback exporter (chargeback-exporter "
-                       f"in {NAMESPACE}) for 10m: periods are not exported and the other "
-                       "chargeback alerts cannot fire.",
-        "runbook": "docs/operations.md#chargebackexporterdown",
-    }
+    down_summary = "Chargeback exporter is down or not scraped"
+    down_description = (f"Prometheus has not scraped the chargeback exporter (chargeback-exporter "
+                        f"in {NAMESPACE}) for 10m: periods are not exported and the other "
+                        "chargeback alerts cannot fire.")
     cases = [
-        {   # A period held for incomplete data: its age grows by a minute a minute from 5 min.
-            # Defaults: older than 3600 s for 10 min, so pending from 56 m and firing from 66 m.
-            "interval": "1m",
-            "input_series": [
-                {"series": f'chargeback_period_held{{{TARGET},reason="incomplete"}}',
-                 "values": "0 1x120"},
-                {"series": f'chargeback_period_held{{{TARGET},reason="unavailable"}}',
-                 "values": "0x120"},
-                {"series": f"chargeback_held_period_age_seconds{{{TARGET}}}",
-                 "values": "0 300+60x120"},
-            ],
-            "alert_rule_test": [
-                {"eval_time": "60m", "alertname": "ChargebackPeriodHeld", "exp_alerts": []},
-                {"eval_time": "70m", "alertname": "ChargebackPeriodHeld", "exp_alerts": [{
-                    "exp_labels": {**target, **common, "severity": "warning",
-                                   "reason": "incomplete"},
-                    "exp_annotations": {
-                        "summary": "Chargeback period held for 1h 14m 0s (reason: incomplete)",
-                        "description": "The period that ended 1h 14m 0s ago is held for retry "
-                                       "(reason: incomplete): it is not published, and no later "
-                                       "period is until it is. The log line \"period held for "
-                                       "retry\" has the error.",
-                        "runbook": "docs/operations.md#chargebackperiodheld",
-                    },
-                }]},
-            ],
-        },
-        {   # Released after one retry: the age drops back to 0 before the alert fires.
-            "interval": "1m",
-            "input_series": [
-                {"series": f'chargeback_period_held{{{TARGET},reason="unavailable"}}',
-                 "values": "1x60 0x60"},
-                {"series": f"chargeback_held_period_age_seconds{{{TARGET}}}",
-                 "values": "300+60x60 0x60"},
-            ],
-            "alert_rule_test": [
-                {"eval_time": "65m", "alertname": "ChargebackPeriodHeld", "exp_alerts": []},
-                {"eval_time": "100m", "alertname": "ChargebackPeriodHeld", "exp_alerts": []},
-            ],
-        },
-        {   # prod-eu had no usage series in the last measured period (and keeps having none).
-            "interval": "1m",
-            "input_series": [
-                {"series": f'chargeback_cluster_missing{{{TARGET},cluster="prod-eu",what="usage"}}',
-                 "values": "0 0 1x60"},
-                {"series": f'chargeback_cluster_missing{{{TARGET},cluster="prod-eu",what="requests"}}',
-                 "values": "0x62"},
-                {"series": f'chargeback_cluster_missing{{{TARGET},cluster="prod-us",what="usage"}}',
-                 "values": "0x62"},
-            ],
-            "alert_rule_test": [
-                {"eval_time": "10m", "alertname": "ChargebackClusterMissing", "exp_alerts": []},
-                {"eval_time": "20m", "alertname": "ChargebackClusterMissing", "exp_alerts": [{
-                    "exp_labels": {**target, **common, "severity": "critical",
-                                   "cluster": "prod-eu", "what": "usage"},
-                    "exp_annotations": {
-                        "summary": "Cluster prod-eu is missing from Sysdig (no usage series)",
-                        "description": "The exporter expects cluster prod-eu but Sysdig returned "
-                                       "no usage series for it in the last measured period, so "
-                                       "that period is held. Restore the cluster's Sysdig agent, "
-                                       "or retire the cluster (sysdig.retired_clusters) if it is "
-                                       "gone for good.",
-                        "runbook": "docs/operations.md#chargebackclustermissing",
-                    },
-                }]},
-            ],
-        },
-        {   # The checkpoint falls behind: no period committed for over 2 h 15 min.
-            "interval": "5m",
-            "input_series": [
-                {"series": f"chargeback_export_lag_seconds{{{TARGET}}}",
-                 "values": "300+300x40"},
-            ],
-            "alert_rule_test": [
-                {"eval_time": "140m", "alertname": "ChargebackExportLagging", "exp_alerts": []},
-                {"eval_time": "160m", "alertname": "ChargebackExportLagging", "exp_alerts": [{
-                    "exp_labels": {**target, **common, "severity": "critical"},
-                    "exp_annotations": {
-                        "summary": "Chargeback export lags 2h 45m 0s behind",
-                        "description": "The last period committed to Kafka ended 2h 45m 0s "
-                                       "ago (alert above 8100 s). Periods are held or the "
-                                       "exporter cannot reach Sysdig or Kafka.",
-                        "runbook": "docs/operations.md#chargebackexportlagging",
-                    },
-                }]},
-            ],
-        },
-        {   # Sysdig answers 503 in two runs an hour apart: sustained, so it fires; Kafka: one
-            # aborted transaction only, which stays quiet.
-            "interval": "5m",
-            "input_series": [
-                {"series": f'chargeback_sysdig_errors_total{{{TARGET},status="503"}}',
-                 "values": "0 4 4 4 4 4 4 4 4 4 4 4 8x30"},
-                {"series": f"chargeback_kafka_delivery_errors_total{{{TARGET}}}",
-                 "values": "0x40"},
-                {"series": f"chargeback_transaction_aborts_total{{{TARGET}}}",
-                 "values": "0 0 1x40"},
-            ],
-            "alert_rule_test": [
-                {"eval_time": "60m", "alertname": "ChargebackSysdigErrors", "exp_alerts": []},
-                {"eval_time": "110m", "alertname": "ChargebackSysdigErrors", "exp_alerts": [{
-                    "exp_labels": {"job": "chargeback-exporter", "namespace": NAMESPACE,
-                                   **common, "severity": "warning", "status": "503"},
-                    "exp_annotations": {
-                        "summary": "Sysdig answers the chargeback exporter with errors "
-                                   "(status 503)",
-                        "description": "Sysdig requests have failed with status 503 in every "
-                                       "1h window for 90m. Periods are held until Sysdig "
-                                       "answers.",
-                        "runbook": "docs/operations.md#chargebacksysdigerrors",
-                    },
-                }]},
-                {"eval_time": "110m", "alertname": "ChargebackKafkaErrors", "exp_alerts": []},
-            ],
-        },
-        {   # Transactions abort in two runs an hour apart: sustained.
-            "interval": "5m",
-            "input_series": [
-                {"series": f"chargeback_kafka_delivery_errors_total{{{TARGET}}}",
-                 "values": "0x40"},
-                {"series": f"chargeback_transaction_aborts_total{{{TARGET}}}",
-                 "values": "0 1 1 1 1 1 1 1 1 1 1 1 2x30"},
-            ],
-            "alert_rule_test": [
-                {"eval_time": "60m", "alertname": "ChargebackKafkaErrors", "exp_alerts": []},
-                {"eval_time": "110m", "alertname": "ChargebackKafkaErrors", "exp_alerts": [{
-                    "exp_labels": {"job": "chargeback-exporter", "namespace": NAMESPACE,
-                                   **common, "severity": "critical"},
-                    "exp_annotations": {
-                        "summary": "Kafka deliveries fail or transactions abort in the "
-                                   "chargeback exporter",
-                        "description": "Billing records failed delivery or transactions were "
-                                       "aborted in every 1h window for 90m. Aborted periods are "
-                                       "retried, so nothing is published twice, but no period "
-                                       "is published while it lasts.",
-                        "runbook": "docs/operations.md#chargebackkafkaerrors",
-                    },
-                }]},
-            ],
-        },
-        {   # The target is down, then gone from service discovery altogether.
-            "interval": "1m",
-            "input_series": [
-                {"series": f"up{{{TARGET}}}", "values": "1 0x20 _x40"},
-            ],
-            "alert_rule_test": [
-                {"eval_time": "5m", "alertname": "ChargebackExporterDown", "exp_alerts": []},
-                {"eval_time": "15m", "alertname": "ChargebackExporterDown", "exp_alerts": [{
-                    "exp_labels": {**target, **common, "severity": "critical"},
-                    "exp_annotations": down,
-                }]},
-                {"eval_time": "45m", "alertname": "ChargebackExporterDown", "exp_alerts": [{
-                    "exp_labels": {"job": "chargeback-exporter", "namespace": NAMESPACE,
-                                   **common, "severity": "critical"},
-                    "exp_annotations": down,
-                }]},
-            ],
-        },
+        # A period held for incomplete data: its age grows by a minute a minute from 5 min.
+        # Defaults: older than 3600 s for 10 min, so pending from 56 m and firing from 66 m.
+        case("1m", [series("chargeback_period_held", "0 1x120", reason="incomplete"),
+                    series("chargeback_period_held", "0x120", reason="unavailable"),
+                    series("chargeback_held_period_age_seconds", "0 300+60x120")],
+             quiet("60m", "ChargebackPeriodHeld"),
+             firing("70m", "ChargebackPeriodHeld",
+                    {**target, **common, "severity": "warning", "reason": "incomplete"},
+                    "Chargeback period held for 1h 14m 0s (reason: incomplete)",
+                    "The period that ended 1h 14m 0s ago is held for retry (reason: incomplete): "
+                    "it is not published, and no later period is until it is. The log line "
+                    "\"period held for retry\" has the error.")),
+        # Released after one retry: the age drops back to 0 before the alert fires.
+        case("1m", [series("chargeback_period_held", "1x60 0x60", reason="unavailable"),
+                    series("chargeback_held_period_age_seconds", "300+60x60 0x60")],
+             quiet("65m", "ChargebackPeriodHeld"),
+             quiet("100m", "ChargebackPeriodHeld")),
+        # prod-eu had no usage series in the last measured period (and keeps having none).
+        case("1m", [series("chargeback_cluster_missing", "0 0 1x60", cluster="prod-eu", what="usage"),
+                    series("chargeback_cluster_missing", "0x62", cluster="prod-eu", what="requests"),
+                    series("chargeback_cluster_missing", "0x62", cluster="prod-us", what="usage")],
+             quiet("10m", "ChargebackClusterMissing"),
+             firing("20m", "ChargebackClusterMissing",
+                    {**target, **common, "severity": "critical", "cluster": "prod-eu",
+                     "what": "usage"},
+                    "Cluster prod-eu is missing from Sysdig (no usage series)",
+                    "The exporter expects cluster prod-eu but Sysdig returned no usage series for "
+                    "it in the last measured period, so that period is held. Restore the "
+                    "cluster's Sysdig agent, or retire the cluster (sysdig.retired_clusters) if "
+                    "it is gone for good.")),
+        # The checkpoint falls behind: no period committed for over 2 h 15 min.
+        case("5m", [series("chargeback_export_lag_seconds", "300+300x40")],
+             quiet("140m", "ChargebackExportLagging"),
+             firing("160m", "ChargebackExportLagging", {**target, **common, "severity": "critical"},
+                    "Chargeback export lags 2h 45m 0s behind",
+                    "The last period committed to Kafka ended 2h 45m 0s ago (alert above 8100 s). "
+                    "Periods are held or the exporter cannot reach Sysdig or Kafka.")),
+        # Sysdig answers 503 in two runs an hour apart: sustained, so it fires; Kafka: one
+        # aborted transaction only, which stays quiet.
+        case("5m", [series("chargeback_sysdig_errors_total", "0 4 4 4 4 4 4 4 4 4 4 4 8x30",
+                           status="503"),
+                    series("chargeback_kafka_delivery_errors_total", "0x40"),
+                    series("chargeback_transaction_aborts_total", "0 0 1x40")],
+             quiet("60m", "ChargebackSysdigErrors"),
+             firing("110m", "ChargebackSysdigErrors",
+                    {**service, **common, "severity": "warning", "status": "503"},
+                    "Sysdig answers the chargeback exporter with errors (status 503)",
+                    "Sysdig requests have failed with status 503 in every 1h window for 90m. "
+                    "Periods are held until Sysdig answers."),
+             quiet("110m", "ChargebackKafkaErrors")),
+        # Transactions abort in two runs an hour apart: sustained.
+        case("5m", [series("chargeback_kafka_delivery_errors_total", "0x40"),
+                    series("chargeback_transaction_aborts_total", "0 1 1 1 1 1 1 1 1 1 1 1 2x30")],
+             quiet("60m", "ChargebackKafkaErrors"),
+             firing("110m", "ChargebackKafkaErrors", {**service, **common, "severity": "critical"},
+                    "Kafka deliveries fail or transactions abort in the chargeback exporter",
+                    "Billing records failed delivery or transactions were aborted in every 1h "
+                    "window for 90m. Aborted periods are retried, so nothing is published twice, "
+                    "but no period is published while it lasts.")),
+        # The target is down, then gone from service discovery altogether.
+        case("1m", [series("up", "1 0x20 _x40")],
+             quiet("5m", "ChargebackExporterDown"),
+             firing("15m", "ChargebackExporterDown", {**target, **common, "severity": "critical"},
+                    down_summary, down_description),
+             firing("45m", "ChargebackExporterDown", {**service, **common, "severity": "critical"},
+                    down_summary, down_description)),
     ]
     res = promtool("test", "rules", str(unit_tests(tmp_path, rules, cases)), cwd=tmp_path)
     assert res.returncode == 0, res.output

@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from typing import Any
 
 import pytest
 
 from chargeback_simulator.fleet import Fleet, FleetSpec
 from chargeback_simulator.server import SimulatorServer, Team
+from exporter import cli
 from exporter.clock import FakeClock
 from exporter.config import Config, load_config
 
 H = 3600
 T0 = 1_794_009_600  # 2026-11-07T00:00:00Z, aligned to hours and days
 TOKEN = "sim-token-4f1c9a"
+Run = Callable[..., tuple[int, str, str]]
 
 
 class Sim:
@@ -41,20 +44,31 @@ class Sim:
 
 @pytest.fixture
 def sim_factory() -> Iterator[Callable[..., Sim]]:
-    started: list[Sim] = []
+    with ExitStack() as servers:
 
-    def make(seed: int = 1, now: int = T0 + 3 * H + 300, history: int = 12 * H,
-             stamping: str = "sysdig", teams: dict[str, Team] | None = None, **spec: Any) -> Sim:
-        sim = Sim(FleetSpec(seed=seed, **spec), now, history, stamping=stamping, teams=teams)
-        sim.server.start()
-        started.append(sim)
-        return sim
+        def make(seed: int = 1, now: int = T0 + 3 * H + 300, history: int = 12 * H,
+                 stamping: str = "sysdig", teams: dict[str, Team] | None = None, **spec: Any) -> Sim:
+            sim = Sim(FleetSpec(seed=seed, **spec), now, history, stamping=stamping, teams=teams)
+            servers.enter_context(sim.server)  # started now, stopped when the test ends
+            return sim
 
-    yield make
-    for sim in started:
-        sim.server.stop()
+        yield make
 
 
 @pytest.fixture
 def sim(sim_factory: Callable[..., Sim]) -> Sim:
     return sim_factory()
+
+
+@pytest.fixture
+def run(capsys: pytest.CaptureFixture[str]) -> Run:
+    """`run(*argv)`: `chargeback-exporter ARGV` on a clock just after T0 + 3 h; (exit code,
+    stdout, stderr)."""
+    clock = FakeClock(T0 + 3 * H + 300)
+
+    def invoke(*argv: str) -> tuple[int, str, str]:
+        code = cli.main(list(argv), clock)
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return invoke

@@ -13,11 +13,11 @@ import pytest
 import yaml
 
 from exporter import cli
-from exporter.clock import FakeClock
 from exporter.periods import iso
 from exporter.pricing import quantize_cost, quantize_quantity
 from exporter.records import KINDS
 from tests.integration.conftest import T0, TOKEN, H, Sim
+from tests.rigs.rate_cards import JANUARY_2026
 
 pytestmark = pytest.mark.integration
 WINDOW = ["--from", iso(T0), "--to", iso(T0 + 3 * H)]
@@ -30,18 +30,6 @@ def write_config(tmp_path: Path, sim: Sim, **sysdig: object) -> Path:
     p = tmp_path / "config.yaml"
     p.write_text(yaml.safe_dump(doc))
     return p
-
-
-@pytest.fixture
-def run(capsys: pytest.CaptureFixture[str]) -> Callable[..., tuple[int, str, str]]:
-    clock = FakeClock(T0 + 3 * H + 300)
-
-    def invoke(*argv: str) -> tuple[int, str, str]:
-        code = cli.main(list(argv), clock)
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    return invoke
 
 
 def test_report_csv_has_every_group_and_exact_totals(sim: Sim, tmp_path: Path,
@@ -307,20 +295,11 @@ def test_every_format_names_its_units(sim: Sim, tmp_path: Path,
     assert out.count("Core-Hours") == 3 and out.count("GiB-Hours") == 3, out
 
 
-RATE_CARD = """\
-currency: EUR
-versions:
-  - id: "2026-01"
-    effective_from: 2026-01-01T00:00:00Z
-    default: {cpu: "0.0310", memory: "0.0042"}
-"""
-
-
 def test_cost_and_currency_with_a_rate_card_rounded_as_records(
         sim: Sim, tmp_path: Path, run: Callable[..., tuple[int, str, str]]) -> None:
     cfg = write_config(tmp_path, sim)
     card = tmp_path / "rate-card.yaml"
-    card.write_text(RATE_CARD)
+    card.write_text(JANUARY_2026)
     doc = yaml.safe_load(cfg.read_text())
     doc["pricing"] = {"rate_card_file": str(card)}
     cfg.write_text(yaml.safe_dump(doc))
@@ -404,7 +383,7 @@ def test_a_configured_coarse_resolution_is_not_blamed_on_retention(
 def test_a_broken_rate_card_is_one_line_before_sysdig_is_asked(
         tmp_path: Path, run: Callable[..., tuple[int, str, str]]) -> None:
     card = tmp_path / "rate-card.yaml"
-    card.write_text(RATE_CARD.replace('"0.0310"', '"-1"'))
+    card.write_text(JANUARY_2026.replace('"0.0310"', '"-1"'))
     cfg = tmp_path / "config.yaml"
     cfg.write_text(yaml.safe_dump({"sysdig": {"url": "http://127.0.0.1:9", "token": TOKEN},
                                    "pricing": {"rate_card_file": str(card)}}))
@@ -424,7 +403,7 @@ def test_the_report_bills_as_the_records_do_with_shared_costs(
 
     shared_ns = sorted({w.key.namespace for w in sim.fleet.workloads()})[0]
     card = tmp_path / "rate-card.yaml"
-    card.write_text(RATE_CARD)
+    card.write_text(JANUARY_2026)
     cfg = write_config(tmp_path, sim)
     doc = yaml.safe_load(cfg.read_text())
     doc["pricing"] = {"rate_card_file": str(card)}

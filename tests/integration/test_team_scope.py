@@ -7,7 +7,7 @@ that cluster, so before the check `run --once` published a bill for part of the 
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -16,17 +16,14 @@ import yaml
 
 from chargeback_simulator.localbroker import LocalBroker
 from chargeback_simulator.server import Team
-from exporter import cli
-from exporter.clock import FakeClock
 from exporter.config import load_config
 from exporter.periods import iso
 from exporter.wiring import build_codec
-from tests.integration.conftest import T0, TOKEN, H, Sim
+from tests.integration.conftest import T0, TOKEN, H, Run, Sim
 from tests.reliability.harness import read_committed
 
 pytestmark = pytest.mark.integration
 SCOPED = "scoped-token-51c2"
-Run = Callable[..., tuple[int, str, str]]
 
 
 @pytest.fixture
@@ -37,18 +34,6 @@ def scoped(sim_factory: Callable[..., Sim]) -> tuple[Sim, str]:
     sim = sim_factory(clusters=2, teams={SCOPED: Team.scoped(7, "payments", "kube_cluster_name",
                                                               cluster)})
     return sim, cluster
-
-
-@pytest.fixture
-def invoke(capsys: pytest.CaptureFixture[str]) -> Iterator[Run]:
-    clock = FakeClock(T0 + 3 * H + 300)
-
-    def call(*argv: str) -> tuple[int, str, str]:
-        code = cli.main(list(argv), clock)
-        out, err = capsys.readouterr()
-        return code, out, err
-
-    yield call
 
 
 def write_config(tmp_path: Path, sim: Sim, token: str, broker: LocalBroker | None = None,
@@ -84,9 +69,9 @@ def one_line(err: str, command: str) -> str:
 
 
 def test_run_once_refuses_a_scoped_token_and_bills_nothing(
-        scoped: tuple[Sim, str], noida: LocalBroker, tmp_path: Path, invoke: Run) -> None:
+        scoped: tuple[Sim, str], noida: LocalBroker, tmp_path: Path, run: Run) -> None:
     sim, cluster = scoped
-    code, _, err = invoke("run", "--once", "--config.file",
+    code, _, err = run("run", "--once", "--config.file",
                           str(write_config(tmp_path, sim, SCOPED, noida)))
     assert code == 2, err
     line = one_line(err, "run")
@@ -96,10 +81,10 @@ def test_run_once_refuses_a_scoped_token_and_bills_nothing(
 
 
 def test_run_once_with_the_opt_in_warns_and_bills_what_the_team_sees(
-        scoped: tuple[Sim, str], noida: LocalBroker, tmp_path: Path, invoke: Run) -> None:
+        scoped: tuple[Sim, str], noida: LocalBroker, tmp_path: Path, run: Run) -> None:
     sim, cluster = scoped
     path = write_config(tmp_path, sim, SCOPED, noida, allow_scoped_team=True)
-    code, _, err = invoke("run", "--once", "--config.file", str(path))
+    code, _, err = run("run", "--once", "--config.file", str(path))
     assert code == 0, err
     warnings = [ln for ln in err.splitlines() if ln.startswith("warning") and "'payments'" in ln]
     assert len(warnings) == 1 and f'kube_cluster_name = "{cluster}"' in warnings[0], err
@@ -109,9 +94,9 @@ def test_run_once_with_the_opt_in_warns_and_bills_what_the_team_sees(
     assert records and {r.cluster for r in records} == {cluster}
 
 
-def test_an_unscoped_token_passes_the_check(sim: Sim, tmp_path: Path, invoke: Run) -> None:
+def test_an_unscoped_token_passes_the_check(sim: Sim, tmp_path: Path, run: Run) -> None:
     window = ["--from", iso(T0 + H), "--to", iso(T0 + 2 * H), "--format", "csv"]
-    code, out, err = invoke("report", "--config.file", str(write_config(tmp_path, sim, TOKEN)),
+    code, out, err = run("report", "--config.file", str(write_config(tmp_path, sim, TOKEN)),
                             *window)
     assert code == 0, err
     assert "warning" not in err and len(out.splitlines()) > 2
@@ -119,23 +104,23 @@ def test_an_unscoped_token_passes_the_check(sim: Sim, tmp_path: Path, invoke: Ru
 
 
 def test_report_and_backfill_refuse_a_scoped_token(
-        scoped: tuple[Sim, str], tmp_path: Path, invoke: Run) -> None:
+        scoped: tuple[Sim, str], tmp_path: Path, run: Run) -> None:
     sim, _ = scoped
     path = str(write_config(tmp_path, sim, SCOPED))
     window = ["--from", iso(T0 + H), "--to", iso(T0 + 2 * H)]
-    code, _, err = invoke("report", "--config.file", path, *window)
+    code, _, err = run("report", "--config.file", path, *window)
     assert code == 2 and "'payments'" in one_line(err, "report")
-    code, _, err = invoke("backfill", "--config.file", path, *window, "--dry-run")
+    code, _, err = run("backfill", "--config.file", path, *window, "--dry-run")
     assert code == 2 and "'payments'" in one_line(err, "backfill")
     assert prometheus_requests(sim) == 0
 
 
 @pytest.mark.parametrize("status", [403, 404])
 def test_a_refused_user_api_is_unknown_and_refused_unless_allowed(
-        sim: Sim, tmp_path: Path, invoke: Run, status: int) -> None:
+        sim: Sim, tmp_path: Path, run: Run, status: int) -> None:
     window = ["--from", iso(T0 + H), "--to", iso(T0 + 2 * H), "--format", "csv"]
     sim.server.faults.push("/api/user/me", status=status)
-    code, _, err = invoke("report", "--config.file", str(write_config(tmp_path, sim, TOKEN)),
+    code, _, err = run("report", "--config.file", str(write_config(tmp_path, sim, TOKEN)),
                           *window)
     line = one_line(err, "report")
     assert code == 2 and f"HTTP {status}" in line and "cannot tell" in line
@@ -143,16 +128,16 @@ def test_a_refused_user_api_is_unknown_and_refused_unless_allowed(
 
     sim.server.faults.push("/api/user/me", status=status)
     path = write_config(tmp_path, sim, TOKEN, allow_scoped_team=True)
-    code, out, err = invoke("report", "--config.file", str(path), *window)
+    code, out, err = run("report", "--config.file", str(path), *window)
     assert code == 0 and len(out.splitlines()) > 2, err
     assert any(ln.startswith("warning") and f"HTTP {status}" in ln for ln in err.splitlines()), err
 
 
 def test_a_refused_team_lookup_falls_back_to_the_team_list(
-        scoped: tuple[Sim, str], tmp_path: Path, invoke: Run) -> None:
+        scoped: tuple[Sim, str], tmp_path: Path, run: Run) -> None:
     sim, cluster = scoped
     sim.server.faults.push("/api/teams/7", status=403)
-    code, _, err = invoke("report", "--config.file", str(write_config(tmp_path, sim, SCOPED)),
+    code, _, err = run("report", "--config.file", str(write_config(tmp_path, sim, SCOPED)),
                           "--from", iso(T0 + H), "--to", iso(T0 + 2 * H))
     assert code == 2
     assert f'kube_cluster_name = "{cluster}"' in one_line(err, "report")

@@ -68,15 +68,37 @@ def test_good_manifest_is_clean(capsys: pytest.CaptureFixture[str]) -> None:
     assert "0 violations in 1 file checked" in err
 
 
-def test_missing_labels_on_workload_and_template(capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = run(capsys, "missing.yaml")
-    assert code == 1
-    assert out.splitlines() == [
+# What `check-labels` prints for a file, a violation a line.
+TEXT_REPORTS = {
+    # The workload and its pod template each miss two keys.
+    "missing.yaml": [
         "missing.yaml:6: StatefulSet/db: labels: missing required label costcenter",
         "missing.yaml:6: StatefulSet/db: labels: missing required label businessunit",
         "missing.yaml:17: StatefulSet/db: pod template labels: missing required label costcenter",
         "missing.yaml:17: StatefulSet/db: pod template labels: missing required label businessunit",
-    ]
+    ],
+    # Whitespace-only values count as empty.
+    "whitespace.yaml": [
+        "whitespace.yaml:6: Pod/debug: labels: label costcenter is whitespace only",
+        "whitespace.yaml:9: Pod/debug: labels: label team is whitespace only",
+    ],
+    # A CronJob's pod template is the one under its jobTemplate.
+    "cronjob.yaml": [
+        "cronjob.yaml:17: CronJob/nightly-report: pod template labels: missing required label team",
+    ],
+    # The legacy Dockerfile form `LABEL key value`.
+    "legacy.Dockerfile": [
+        "legacy.Dockerfile:1: Dockerfile/alpine:3.20: image labels: missing required label team",
+        "legacy.Dockerfile:4: Dockerfile/alpine:3.20: image labels: label department is empty",
+    ],
+}
+
+
+@pytest.mark.parametrize("name", TEXT_REPORTS)
+def test_violations_are_one_line_each(capsys: pytest.CaptureFixture[str], name: str) -> None:
+    code, out, _ = run(capsys, name)
+    assert code == 1
+    assert out == "".join(f"{line}\n" for line in TEXT_REPORTS[name])
 
 
 def test_empty_and_null_values(capsys: pytest.CaptureFixture[str]) -> None:
@@ -90,28 +112,12 @@ def test_empty_and_null_values(capsys: pytest.CaptureFixture[str]) -> None:
     assert doc["violations"][0]["name"] == "agent"
 
 
-def test_whitespace_values_count_as_empty(capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = run(capsys, "whitespace.yaml")
-    assert code == 1
-    assert out.splitlines() == [
-        "whitespace.yaml:6: Pod/debug: labels: label costcenter is whitespace only",
-        "whitespace.yaml:9: Pod/debug: labels: label team is whitespace only",
-    ]
-
-
 def test_pod_template_only_missing(capsys: pytest.CaptureFixture[str]) -> None:
     code, doc = run_json(capsys, "template-missing.yaml")
     assert code == 1
     assert {v["scope"] for v in doc["violations"]} == {"pod template labels"}
     assert [v["key"] for v in doc["violations"]] == ["costcenter", "businessunit", "department", "team"]
     assert {v["line"] for v in doc["violations"]} == {18}  # the template's `labels:` line
-
-
-def test_cronjob_template_is_under_job_template(capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = run(capsys, "cronjob.yaml")
-    assert code == 1
-    assert out == ("cronjob.yaml:17: CronJob/nightly-report: pod template labels: "
-                   "missing required label team\n")
 
 
 def test_list_items_are_checked(capsys: pytest.CaptureFixture[str]) -> None:
@@ -160,7 +166,12 @@ def test_violations_and_problems_together_exit_2(capsys: pytest.CaptureFixture[s
     assert "invalid.yaml:7" in err
 
 
-def test_directory_walk(capsys: pytest.CaptureFixture[str]) -> None:
+def test_directory_walk(capsys: pytest.CaptureFixture[str], tmp_path: Path,
+                        monkeypatch: pytest.MonkeyPatch) -> None:
+    # The walk needs a clean Dockerfile below the top: the multistage one serves.
+    shutil.copytree(DATA / "tree", tmp_path / "tree")
+    shutil.copy(DATA / "Dockerfile", tmp_path / "tree" / "sub" / "Dockerfile")
+    monkeypatch.chdir(tmp_path)
     code, doc = run_json(capsys, "tree")
     assert code == 1
     # Hidden directories and non-manifest files are not read; .hidden holds invalid YAML.
@@ -204,15 +215,6 @@ def test_multiline_label_key_lines() -> None:
     emptied = text.replace("team=checkout", 'team=""')
     [v] = check_dockerfile_text(emptied, "Dockerfile", policy)
     assert (v.line, v.rule, v.key) == (6, RULE_EMPTY, "team")
-
-
-def test_legacy_label_form(capsys: pytest.CaptureFixture[str]) -> None:
-    code, out, _ = run(capsys, "legacy.Dockerfile")
-    assert code == 1
-    assert out.splitlines() == [
-        "legacy.Dockerfile:1: Dockerfile/alpine:3.20: image labels: missing required label team",
-        "legacy.Dockerfile:4: Dockerfile/alpine:3.20: image labels: label department is empty",
-    ]
 
 
 def test_unparseable_dockerfile_exits_2(capsys: pytest.CaptureFixture[str]) -> None:

@@ -13,19 +13,14 @@ from exporter.errors import PricingError
 from exporter.periods import Period, parse_time
 from exporter.pricing import RateCard, price_lines, quantize_cost, quantize_quantity
 from exporter.records import build_records
+from tests.rigs.rate_cards import MINIMAL
 
 from .factories import HOUR, line
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "rate-card.yaml"
 JULY = parse_time("2026-07-01T00:00:00Z")
 
-BASE = """\
-currency: EUR
-versions:
-  - id: v1
-    effective_from: 2026-01-01T00:00:00Z
-    default: {cpu: "0.03", memory: "0.004"}
-"""
+BASE = MINIMAL
 
 
 def write(tmp_path: Path, text: str, name: str = "card.yaml") -> Path:
@@ -167,15 +162,6 @@ def test_a_period_never_straddles_a_price_change(tmp_path: Path) -> None:
         (BASE.replace("EUR", "eur"), "currency: 'eur' is not an active ISO 4217"),
         (BASE.replace("EUR", "XAU"), "currency: 'XAU' is not an active ISO 4217"),  # gold
         (BASE.replace("EUR", "HRK"), "currency: 'HRK' is not an active"),  # replaced by EUR 2023
-        (BASE.replace('"0.03"', '"-0.03"'), "versions[0].default.cpu: must not be negative"),
-        (BASE.replace('"0.03"', "-1"), "versions[0].default.cpu: must not be negative"),
-        (BASE.replace('"0.03"', '"0.00000000001"'),
-         "versions[0].default.cpu: has more than 10 decimals"),
-        (BASE.replace('"0.03"', '"1000000000000"'),
-         "versions[0].default.cpu: does not fit decimal(22,10)"),
-        (BASE.replace('"0.03"', "true"), "versions[0].default.cpu: must be a decimal number"),
-        (BASE.replace('"0.03"', ".inf"), "versions[0].default.cpu: '.inf' is not a decimal"),
-        (BASE.replace('"0.03"', '"abc"'), "versions[0].default.cpu: 'abc' is not a decimal"),
         (BASE.replace(', memory: "0.004"', ""),
          "versions[0].default: the default needs a price for memory"),
         (BASE.replace("effective_from: 2026-01-01T00:00:00Z", "effective_from: soon"),
@@ -214,6 +200,25 @@ def test_invalid_cards_fail_with_one_line_naming_the_key(
     tmp_path: Path, text: str, expected: str
 ) -> None:
     assert expected in load_error(tmp_path, text)
+
+
+@pytest.mark.parametrize(
+    ("price", "problem"),
+    [
+        ('"-0.03"', "must not be negative"),
+        ("-1", "must not be negative"),
+        ('"0.00000000001"', "has more than 10 decimals"),
+        ('"1000000000000"', "does not fit decimal(22,10)"),
+        ("true", "must be a decimal number"),
+        (".inf", "'.inf' is not a decimal"),
+        ('"abc"', "'abc' is not a decimal"),
+    ],
+)
+def test_an_invalid_price_fails_with_one_line_naming_the_key(
+    tmp_path: Path, price: str, problem: str
+) -> None:
+    text = BASE.replace('"0.03"', price)
+    assert f"versions[0].default.cpu: {problem}" in load_error(tmp_path, text)
 
 
 def test_selectors_that_cannot_both_match_or_nest_are_fine(tmp_path: Path) -> None:

@@ -8,19 +8,23 @@ from typing import Any
 
 import numpy as np
 import pytest
+from prometheus_client import CollectorRegistry
 
 from chargeback_simulator.fleet import REQUESTS, Fleet, FleetSpec
 from chargeback_simulator.hostile import Hiding
+from chargeback_simulator.localbroker import LocalBroker
 from chargeback_simulator.series import METRIC_NAME, LabelMatcher, SeriesSet
 from chargeback_simulator.server import SimulatorServer
 from exporter.clock import FakeClock
 from exporter.config import Config, load_config
+from exporter.metrics import Metrics
 from exporter.model import ChargeLine
 from exporter.org import OrgModel
 from exporter.periods import Period
+from exporter.run import assemble
 from exporter.sysdig import SysdigSource
 from exporter.units import charge_lines
-from exporter.wiring import build_source
+from exporter.wiring import build_source, build_worker_parts
 from tests.reliability.campaign import tune_server
 from tests.reliability.harness import q
 
@@ -98,6 +102,26 @@ class Sim:
         want = {(k, r): (q(s.usage), q(s.request), q(s.chargeable)) for k, per in truth.items()
                 for r, s in per.items()}
         assert got == want
+
+
+def worker_for(sim: Sim, broker: LocalBroker, tag: str | None = None, **sections: dict[str, Any]
+               ) -> tuple[Any, Config, Metrics]:
+    """A started worker on the simulator: hourly periods from PERIOD, four queries at a time.
+
+    The same `tag` gives the same transactional id and topics, so a second worker with it is a
+    restart of the first; `sections` are merged into the config's sections of those names.
+    """
+    tag = tag or uuid.uuid4().hex[:8]
+    cfg = sim.config(periods={"length": "1h", "settle_delay": "5m", "start": PERIOD.start,
+                              **sections.get("periods", {})},
+                     kafka={"bootstrap_servers": broker.bootstrap, "transactional_id": f"worker-{tag}",
+                            "topics": {"records": f"r-{tag}", "manifests": f"m-{tag}",
+                                       "checkpoint": f"c-{tag}"}},
+                     sysdig={"max_concurrency": 4, **sections.get("sysdig", {})})
+    metrics = Metrics(CollectorRegistry())
+    worker = assemble(cfg, sim.clock, metrics, build_worker_parts, serve_http=False).worker
+    worker.start()
+    return worker, cfg, metrics
 
 
 @pytest.fixture

@@ -13,36 +13,17 @@ import uuid
 from typing import Any
 
 import pytest
-from prometheus_client import CollectorRegistry
 
 from chargeback_simulator.fleet import REQUESTS
 from chargeback_simulator.localbroker import LocalBroker
-from exporter.config import Config
 from exporter.errors import IncompleteDataError
-from exporter.metrics import Metrics
 from exporter.periods import Period
-from exporter.run import assemble
-from exporter.wiring import build_codec, build_worker_parts
-from tests.reliability.conftest import PERIOD, Sim
+from exporter.wiring import build_codec
+from tests.reliability.conftest import PERIOD, Sim, worker_for
 from tests.reliability.harness import check_ledger, read_committed
 
 pytestmark = pytest.mark.integration
 NEXT = Period(PERIOD.end, PERIOD.end + 3600)
-
-
-def worker_for(sim: Sim, noida: LocalBroker, tag: str | None = None, **sections: dict[str, Any]
-               ) -> tuple[Any, Config, Metrics]:
-    tag = tag or uuid.uuid4().hex[:8]
-    cfg = sim.config(periods={"length": "1h", "settle_delay": "5m", "start": PERIOD.start,
-                              **sections.get("periods", {})},
-                     kafka={"bootstrap_servers": noida.bootstrap, "transactional_id": f"em-{tag}",
-                            "topics": {"records": f"r-{tag}", "manifests": f"m-{tag}",
-                                       "checkpoint": f"c-{tag}"}},
-                     sysdig={"max_concurrency": 4, **sections.get("sysdig", {})})
-    metrics = Metrics(CollectorRegistry())
-    worker = assemble(cfg, sim.clock, metrics, build_worker_parts, serve_http=False).worker
-    worker.start()
-    return worker, cfg, metrics
 
 
 def clusters_of(sim: Sim) -> list[str]:
@@ -81,18 +62,25 @@ def test_empty_periods_are_published_only_when_the_user_opts_in(sim: Sim,
     assert read_committed(cfg, cfg.kafka.topics.records) == []
 
 
-def test_a_cluster_seen_before_and_missing_now_holds_until_it_returns_or_is_retired(
-        sim: Sim, noida: LocalBroker, caplog: pytest.LogCaptureFixture) -> None:
+def lose_a_cluster_after_the_first_period(sim: Sim, noida: LocalBroker) -> tuple[str, str]:
+    """Export PERIOD with every cluster, then hide one for NEXT; returns that cluster and the
+    tag of the worker that exported PERIOD (a worker with it is that worker restarted)."""
     gone = clusters_of(sim)[0]
     tag = uuid.uuid4().hex[:8]
     sim.clock.advance(-3600)  # only PERIOD is closed
-    worker, cfg, metrics = worker_for(sim, noida, tag)
+    worker, _, _ = worker_for(sim, noida, tag)
     try:
         assert worker.export_due().exported == (PERIOD,)
     finally:
         worker.close()
     sim.clock.advance(3600)
     sim.hiding.hide_clusters([gone])
+    return gone, tag
+
+
+def test_a_cluster_seen_before_and_missing_now_holds_until_it_returns_or_is_retired(
+        sim: Sim, noida: LocalBroker, caplog: pytest.LogCaptureFixture) -> None:
+    gone, tag = lose_a_cluster_after_the_first_period(sim, noida)
     # A restarted worker remembers the cluster through the checkpoint.
     worker, cfg, metrics = worker_for(sim, noida, tag)
     try:
@@ -118,16 +106,7 @@ def test_a_cluster_seen_before_and_missing_now_holds_until_it_returns_or_is_reti
 
 
 def test_retiring_a_cluster_releases_the_period(sim: Sim, noida: LocalBroker) -> None:
-    gone = clusters_of(sim)[0]
-    tag = uuid.uuid4().hex[:8]
-    sim.clock.advance(-3600)
-    worker, cfg, _ = worker_for(sim, noida, tag)
-    try:
-        assert worker.export_due().exported == (PERIOD,)
-    finally:
-        worker.close()
-    sim.clock.advance(3600)
-    sim.hiding.hide_clusters([gone])
+    gone, tag = lose_a_cluster_after_the_first_period(sim, noida)
     worker, cfg, _ = worker_for(sim, noida, tag, sysdig={"retired_clusters": [gone]})
     try:
         assert worker.export_due().exported == (NEXT,)

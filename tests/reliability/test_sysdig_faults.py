@@ -10,21 +10,18 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 from decimal import Decimal
 from typing import Any
 
 import pytest
-from prometheus_client import CollectorRegistry
 
 from chargeback_simulator.localbroker import LocalBroker
 from exporter.config import Config
 from exporter.errors import IncompleteDataError, SourceQueryError, SourceUnavailable
 from exporter.metrics import Metrics
 from exporter.periods import Period
-from exporter.run import assemble
-from exporter.wiring import build_codec, build_worker_parts
-from tests.reliability.conftest import PERIOD, Sim
+from exporter.wiring import build_codec
+from tests.reliability.conftest import PERIOD, Sim, worker_for
 from tests.reliability.harness import check_ledger, read_committed
 
 pytestmark = pytest.mark.integration
@@ -218,23 +215,17 @@ def test_an_answer_stamped_elsewhere_names_both_instants(sim: Sim) -> None:
 
 # --- series missing for part of a period -------------------------------------------------------
 
-def worker_for(sim: Sim, noida: LocalBroker, policy: str) -> tuple[Any, Config, Metrics]:
-    tag = uuid.uuid4().hex[:8]
-    cfg = sim.config(
-        periods={"length": "1h", "settle_delay": "5m", "start": PERIOD.start, "incomplete_policy": policy},
-        kafka={"bootstrap_servers": noida.bootstrap, "transactional_id": f"gap-{policy}-{tag}"},
-        sysdig={"max_concurrency": 4},
-    )
-    metrics = Metrics(CollectorRegistry())
-    worker = assemble(cfg, sim.clock, metrics, build_worker_parts, serve_http=False).worker
-    worker.start()
-    return worker, cfg, metrics
+def worker_missing_20_minutes_of_requests(sim: Sim, noida: LocalBroker, policy: str
+                                          ) -> tuple[Any, Config, Metrics]:
+    """A started worker with `incomplete_policy` set to `policy`, whose Sysdig lacks PERIOD's
+    request samples from minute 20 to minute 40."""
+    sim.storage.gap = (PERIOD.start + 1200, PERIOD.start + 2400)
+    return worker_for(sim, noida, periods={"incomplete_policy": policy})
 
 
 def test_missing_requests_for_20_minutes_hold_the_period_until_the_data_is_complete(
         sim: Sim, noida: LocalBroker) -> None:
-    sim.storage.gap = (PERIOD.start + 1200, PERIOD.start + 2400)
-    worker, cfg, metrics = worker_for(sim, noida, "hold")
+    worker, cfg, metrics = worker_missing_20_minutes_of_requests(sim, noida, "hold")
     try:
         out = worker.export_due()
         assert out.exported == () and out.held == PERIOD
@@ -255,8 +246,7 @@ def test_missing_requests_for_20_minutes_hold_the_period_until_the_data_is_compl
 
 def test_missing_requests_for_20_minutes_are_published_flagged_when_configured(
         sim: Sim, noida: LocalBroker) -> None:
-    sim.storage.gap = (PERIOD.start + 1200, PERIOD.start + 2400)
-    worker, cfg, _ = worker_for(sim, noida, "publish-flagged")
+    worker, cfg, _ = worker_missing_20_minutes_of_requests(sim, noida, "publish-flagged")
     try:
         out = worker.export_due()
         assert out.exported[0] == PERIOD and out.error is None

@@ -23,16 +23,11 @@ from exporter.config import load_config
 from exporter.errors import ConfigError
 from exporter.periods import parse_time
 from exporter.wiring import build_pipeline
+from tests.rigs.rate_cards import MINIMAL
 
 PREFIX = "chargeback-exporter check-config: error: "
 
-CARD = """\
-currency: EUR
-versions:
-  - id: v1
-    effective_from: 2026-01-01T00:00:00Z
-    default: {cpu: "0.03", memory: "0.004"}
-"""
+CARD = MINIMAL
 SECOND = """\
   - id: v2
     effective_from: 2026-02-01T00:00:00Z
@@ -87,6 +82,13 @@ def problems(tmp_path: Path, capsys: pytest.CaptureFixture[str], card: str | byt
 
 # --- ten and more broken rate cards ---------------------------------------------------------
 
+
+def bad_cpu(price: str, problem: str, name: str) -> Any:
+    """A card whose default cpu price (line 5, column 15) is `price`, and its one problem."""
+    return pytest.param(CARD.replace('"0.03"', price),
+                        [f"line 5, column 15: versions[0].default.cpu: {problem}"], id=name)
+
+
 BROKEN_CARDS = [
     pytest.param(CARD + SECOND.replace("2026-02-01", "2026-01-01"),
                  ["line 7, column 5: versions[1].effective_from: overlaps versions[0] "
@@ -99,23 +101,14 @@ BROKEN_CARDS = [
                  ["line 7, column 5: versions[1].effective_from: 2026-01-01T00:00:00Z is before "
                   "versions[0]'s 2026-02-01T00:00:00Z; list versions in ascending effective_from"],
                  id="unsorted"),
-    pytest.param(CARD.replace('"0.03"', '"-0.03"'),
-                 ["line 5, column 15: versions[0].default.cpu: must not be negative"], id="negative"),
+    bad_cpu('"-0.03"', "must not be negative", "negative"),
     pytest.param(CARD.replace('"0.004"', "-0.004"),
                  ["line 5, column 28: versions[0].default.memory: must not be negative"],
                  id="negative-unquoted"),
-    pytest.param(CARD.replace('"0.03"', '"0,03"'),
-                 ["line 5, column 15: versions[0].default.cpu: '0,03' is not a decimal number"],
-                 id="decimal-comma"),
-    pytest.param(CARD.replace('"0.03"', "0x1F"),
-                 ["line 5, column 15: versions[0].default.cpu: '0x1F' is not a decimal number"],
-                 id="hexadecimal"),
-    pytest.param(CARD.replace('"0.03"', "1:30"),
-                 ["line 5, column 15: versions[0].default.cpu: '1:30' is not a decimal number"],
-                 id="sexagesimal"),
-    pytest.param(CARD.replace('"0.03"', ".nan"),
-                 ["line 5, column 15: versions[0].default.cpu: '.nan' is not a decimal number"],
-                 id="nan"),
+    bad_cpu('"0,03"', "'0,03' is not a decimal number", "decimal-comma"),
+    bad_cpu("0x1F", "'0x1F' is not a decimal number", "hexadecimal"),
+    bad_cpu("1:30", "'1:30' is not a decimal number", "sexagesimal"),
+    bad_cpu(".nan", "'.nan' is not a decimal number", "nan"),
     pytest.param(CARD.replace('cpu: "0.03"', 'cpu: "0.03", gpu: "1.2"'),
                  ["line 5, column 28: versions[0].default.gpu: unknown resource (a price is for "
                   "cpu or memory)"], id="unknown-resource"),

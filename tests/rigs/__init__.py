@@ -1,0 +1,1 @@
+"""Test inputs and set-ups that several test folders share."""
