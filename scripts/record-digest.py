@@ -46,7 +46,7 @@ versions:
 def main(out: Path) -> None:
     clock = FakeClock(T0 + PERIODS * H + 600)
     fleet = Fleet(FleetSpec(seed=7, clusters=2, namespaces_per_cluster=3, workloads_per_namespace=6),
-                  clock=clock, history=(PERIODS + 2) * H)
+                  clock=clock, history=(PERIODS + 2) * H, timelines=((10, (PERIODS + 2) * H),))
     server = SimulatorServer(fleet, clock, tokens=[TOKEN])
     server.start()
     card = out.with_suffix(".rate-card.yaml")
