@@ -180,7 +180,7 @@ def build_pipeline(cfg: Config, clock: Clock, metrics: Metrics | None = None,
     """The export pipeline described by `cfg`; `source` replaces the Sysdig source (tests)."""
     from exporter import coverage as cov
     from exporter.pipeline import Pipeline
-    from exporter.shared import distribute
+    from exporter.shared_costs import distribute
 
     on_request = metrics.observe_sysdig if metrics is not None else None
     files = load_referenced(cfg)
