@@ -28,7 +28,8 @@ from exporter.sysdig import SysdigSource
 
 if TYPE_CHECKING:
     from exporter.avro import SingleObjectFraming
-    from exporter.codec import AvroCodec
+    from exporter.avro.messages import AvroCodec
+    from exporter.avro.registry import ConfluentFraming
     from exporter.dashboard import DashboardInstaller
     from exporter.health import HealthServer, HealthState
     from exporter.kafka_sink import KafkaCheckpointStore, KafkaPeriodSink
@@ -36,7 +37,6 @@ if TYPE_CHECKING:
     from exporter.model import PricedLine
     from exporter.pipeline import Pipeline
     from exporter.pricing import RateCard
-    from exporter.registry import ConfluentFraming
     from exporter.source import UsageSource
 
 OnRequest = Callable[[str, int | None, float], None]
@@ -161,7 +161,7 @@ def build_framing(cfg: Config) -> SingleObjectFraming | ConfluentFraming:
     from exporter.avro import SingleObjectFraming
 
     if cfg.kafka.framing == "confluent":
-        from exporter.registry import ConfluentFraming
+        from exporter.avro.registry import ConfluentFraming
 
         assert cfg.kafka.schema_registry is not None
         return ConfluentFraming.from_config(cfg.kafka.schema_registry)
@@ -170,7 +170,7 @@ def build_framing(cfg: Config) -> SingleObjectFraming | ConfluentFraming:
 
 def build_codec(cfg: Config) -> AvroCodec:
     """The codec of the configured framing and topics."""
-    from exporter.codec import AvroCodec
+    from exporter.avro.messages import AvroCodec
 
     return AvroCodec(build_framing(cfg), cfg.kafka.topics)
 

@@ -15,7 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from exporter.avro import SingleObjectFraming
-from exporter.codec import AvroCodec
+from exporter.avro.messages import AvroCodec
 from exporter.config import TopicsConfig
 from exporter.errors import ExporterError
 from exporter.focus import (
