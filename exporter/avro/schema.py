@@ -1,20 +1,9 @@
-"""Avro schemas, the binary encoder, and the single-object framing.
+"""Avro schemas: loading, Parsing Canonical Form, fingerprints, and `AvroSchema`.
 
 The `.avsc` files under `schemas/` are the contract. They are read once, through the
-`exporter/schemas` link so an installed wheel finds them too, and parsed once.
-
-Encoding goes through one plain encoder built from each schema at load time: a writer
-(closure) per schema node, with decimals turned into two's-complement big-endian bytes by
-`int.to_bytes`. fastavro's `schemaless_writer` is its test oracle, byte for byte on random
-records; it is not a production fallback. Unlike fastavro the encoder also checks decimal
-precision and scale: fastavro accepts 1234567890123.5 under precision 18, and the reference
-`avro` package rescales decimals wrongly (style rule A9.4). Canonical form and fingerprints
-are fastavro's (`fastavro.schema`); decoding is fastavro's `schemaless_reader`.
-
-Framings wrap a body for a Kafka message value. `SingleObjectFraming` is the Avro
-single-object encoding (`C3 01`, the 8-byte little-endian CRC-64-AVRO fingerprint of the
-schema's Parsing Canonical Form, then the body) and needs no registry; the Confluent wire
-format lives in `exporter.registry`. Both satisfy the `Framing` protocol.
+`exporter/schemas` link so an installed wheel finds them too, and parsed once. Each
+`AvroSchema` encodes through the plain encoder of `exporter.avro.encoder`; canonical form and
+fingerprints are fastavro's (`fastavro.schema`), and decoding is fastavro's `schemaless_reader`.
 
 Every library error is translated here into `exporter.errors.EncodingError` with one line that
 names the schema, the record (its first field, e.g. `record_id`) and the field.
@@ -24,21 +13,18 @@ from __future__ import annotations
 
 import io
 import json
-import operator
-import struct
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from decimal import Decimal
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from functools import cache
 from importlib import resources
-from typing import Any, Protocol
+from typing import Any
 
 import fastavro
 import fastavro.schema
 
+from exporter.avro.encoder import UnsupportedSchema, Writer, accepts_null, fullname, record_writer
 from exporter.errors import EncodingError
-from exporter.money import CONTEXT, DecimalSpec
+from exporter.money import DecimalSpec
 
 SCHEMA_FILES: Mapping[str, str] = {
     "billing_record": "billing_record.v1.avsc",
@@ -54,14 +40,6 @@ SINGLE_OBJECT_HEADER_LEN = 10
 # --------------------------------------------------------------------------------------------
 # Parsing Canonical Form and fingerprints (Avro specification, "Schema Fingerprints")
 # --------------------------------------------------------------------------------------------
-
-_PRIMITIVES = frozenset({"null", "boolean", "int", "long", "float", "double", "bytes", "string"})
-
-
-def _fullname(name: str, namespace: str | None) -> str:
-    if "." in name or not namespace:
-        return name
-    return f"{namespace}.{name}"
 
 
 def parsing_canonical_form(schema: Any) -> str:
@@ -80,322 +58,6 @@ def fingerprint(schema: Any) -> int:
 def single_object_header(schema: Any) -> bytes:
     """`C3 01` followed by the schema fingerprint, 8 bytes little-endian."""
     return SINGLE_OBJECT_MARKER + fingerprint(schema).to_bytes(8, "little")
-
-
-# --------------------------------------------------------------------------------------------
-# Immutable maps
-# --------------------------------------------------------------------------------------------
-
-
-class FrozenMap(dict[str, Any]):
-    """A dict that refuses changes: the label maps that records and their ids share."""
-
-    __slots__ = ()
-
-    def _immutable(self, *args: Any, **kwargs: Any) -> Any:
-        raise TypeError(f"{type(self).__name__} is immutable")
-
-    __setitem__ = __delitem__ = __ior__ = _immutable
-    clear = pop = popitem = setdefault = update = _immutable
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        # pickle and copy would otherwise rebuild it item by item through __setitem__.
-        return (type(self), (list(self.items()),))
-
-
-# --------------------------------------------------------------------------------------------
-# Decimals
-# --------------------------------------------------------------------------------------------
-
-
-def _unscaled(value: Any, scale: int, precision: int) -> int:
-    """The unscaled integer of an exact decimal; the encoder's slow path and its error text."""
-    if not isinstance(value, Decimal):
-        raise TypeError(f"expected Decimal, got {type(value).__name__}")
-    if not value.is_finite():
-        raise ValueError(f"{value} is not a finite number")
-    scaled = CONTEXT.scaleb(value, scale)
-    n = int(scaled)
-    if scaled != n:
-        raise ValueError(f"{value} has more than {scale} decimals (quantize it first)")
-    if not -(10**precision) < n < 10**precision:
-        raise ValueError(f"{value} has more than {precision} digits at scale {scale}")
-    return n
-
-
-# --------------------------------------------------------------------------------------------
-# The encoder
-# --------------------------------------------------------------------------------------------
-#
-# One writer per schema node: plain closures, no generated code. A record's writer reads each
-# field (by key, or by attribute for record objects) and joins what its fields' writers return.
-# Writers are built per batch (`AvroSchema.encoder`), and each string, long and decimal writer
-# keeps the bytes it wrote per value: a period's records repeat the same cluster, namespace, org
-# values, bounds and prices thousands of times. The memo lives and dies with the batch's
-# writer, so nothing is shared between threads or kept between periods. fastavro's
-# `schemaless_writer` is the oracle it is tested against, byte for byte; unlike fastavro it
-# also refuses a decimal with more digits than the schema's precision or scale.
-
-Writer = Callable[[Any], bytes]
-_INT32 = 1 << 31
-_INT64 = 1 << 63
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-_pack_float = struct.Struct("<f").pack
-_pack_double = struct.Struct("<d").pack
-
-
-def varint(n: int) -> bytes:
-    """The Avro variable-length encoding of a non-negative integer (zig-zag is the caller's)."""
-    out = bytearray()
-    while n > 0x7F:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
-def _zigzag(n: int) -> int:
-    return n << 1 if n >= 0 else ((-n) << 1) - 1
-
-
-# The varints of 0..127: one byte each, the common case of lengths and counts.
-_ONE_BYTE: tuple[bytes, ...] = tuple(bytes((i,)) for i in range(128))
-
-
-def _count(n: int) -> bytes:
-    """A non-negative length or block count."""
-    z = n << 1
-    return _ONE_BYTE[z] if z < 128 else varint(z)
-
-
-def _as_int(v: Any, logical: str | None) -> int:
-    if isinstance(v, datetime) and logical == "timestamp-millis":
-        if v.tzinfo is None:
-            raise TypeError("naive datetime for timestamp-millis (give an aware UTC datetime)")
-        delta = v - _EPOCH
-        # Same arithmetic as fastavro, so both agree on sub-millisecond input.
-        return (delta.days * 86400 + delta.seconds) * 1000 + int(delta.microseconds / 1000)
-    if isinstance(v, int) and not isinstance(v, bool):
-        return int(v)
-    raise TypeError(f"expected int, got {type(v).__name__}")
-
-
-def _long(bits: int, logical: str | None) -> Writer:
-    limit = _INT32 if bits == 32 else _INT64
-    kind = "int" if bits == 32 else "long"
-
-    def write(v: Any) -> bytes:
-        n = v if type(v) is int else _as_int(v, logical)
-        if not -limit <= n < limit:
-            raise ValueError(f"{n} does not fit an Avro {kind}")
-        return varint(_zigzag(n))
-
-    return write
-
-
-def _string(v: Any) -> bytes:
-    if not isinstance(v, str):
-        raise TypeError(f"expected string, got {type(v).__name__}")
-    b = v.encode()
-    return _count(len(b)) + b
-
-
-def _bytes(v: Any) -> bytes:
-    if not isinstance(v, bytes | bytearray):
-        raise TypeError(f"expected bytes, got {type(v).__name__}")
-    return _count(len(v)) + bytes(v)
-
-
-def _boolean(v: Any) -> bytes:
-    if v is True:
-        return b"\x01"
-    if v is False:
-        return b"\x00"
-    raise TypeError(f"expected boolean, got {type(v).__name__}")
-
-
-def _null(v: Any) -> bytes:
-    if v is None:
-        return b""
-    raise TypeError(f"expected null, got {type(v).__name__}")
-
-
-def _decimal(precision: int, scale: int) -> Writer:
-    def write(v: Any) -> bytes:
-        n = _unscaled(v, scale, precision)
-        # fastavro sizes by the magnitude's bit length plus a sign bit, rounded up to bytes
-        # (a negative number's bit_length is its magnitude's).
-        raw = n.to_bytes((n.bit_length() + 8) >> 3, "big", signed=True)
-        return _count(len(raw)) + raw
-
-    return write
-
-
-_PRIMITIVE_WRITERS: Mapping[str, Writer] = {
-    "bytes": _bytes, "boolean": _boolean, "null": _null,
-    "float": _pack_float, "double": _pack_double,
-}
-
-
-class _Unsupported(Exception):
-    """The schema uses a construct the encoder does not implement (the shipped ones do not)."""
-
-
-def _getter(fld: Mapping[str, Any], attr: bool) -> Callable[[Any], Any]:
-    """How a record writer reads one field: missing fields are written as their default (or
-    null), as fastavro does; a required field that is missing raises."""
-    name = fld["name"]
-    if "default" in fld or _accepts_null(fld["type"]):
-        default = fld.get("default")
-        if attr:
-            return lambda datum: getattr(datum, name, default)
-        return lambda datum: datum.get(name, default)
-    return operator.attrgetter(name) if attr else operator.itemgetter(name)
-
-
-def _memoised(plain: Writer, accept: Callable[[Any], bool]) -> Writer:
-    """`plain`, keeping the bytes it wrote for each value `accept` admits. `accept` admits one
-    exact type, so equal values of other types (1 == Decimal(1) == True) never share bytes and
-    still go through `plain`'s checks."""
-    memo: dict[Any, bytes] = {}
-
-    def write(v: Any) -> bytes:
-        if not accept(v):
-            return plain(v)
-        b = memo.get(v)
-        if b is None:
-            b = memo[v] = plain(v)
-        return b
-
-    return write
-
-
-def _is_str(v: Any) -> bool:
-    return type(v) is str
-
-
-def _is_int(v: Any) -> bool:
-    return type(v) is int
-
-
-def _is_finite_decimal(v: Any) -> bool:
-    return type(v) is Decimal and v.is_finite()
-
-
-@dataclass
-class _Builder:
-    """Builds the writer of a schema for one batch; `named` guards against named types used
-    twice."""
-
-    attr: bool
-    named: set[str] = field(default_factory=set)
-
-    def record(self, schema: Mapping[str, Any], namespace: str | None,
-               only: Sequence[Mapping[str, Any]] | None = None) -> Writer:
-        full = _fullname(schema["name"], schema.get("namespace", namespace))
-        if full in self.named and only is None:
-            raise _Unsupported(f"named type {full} used twice")
-        self.named.add(full)
-        ns = full.rpartition(".")[0] or None
-        fields = [(_getter(f, self.attr), self.value(f["type"], ns))
-                  for f in (schema["fields"] if only is None else only)]
-
-        def write(datum: Any) -> bytes:
-            return b"".join([put(get(datum)) for get, put in fields])
-
-        return write
-
-    def value(self, schema: Any, namespace: str | None) -> Writer:
-        if isinstance(schema, list):
-            return self.union(schema, namespace)
-        if isinstance(schema, str):
-            if schema in _PRIMITIVES:
-                return self.primitive(schema, None)
-            raise _Unsupported(f"reference to named type {schema}")
-        kind = schema["type"]
-        logical = schema.get("logicalType")
-        if isinstance(kind, dict | list):
-            return self.value(kind, namespace)
-        if kind == "bytes" and logical == "decimal":
-            return _memoised(_decimal(int(schema["precision"]), int(schema.get("scale", 0))),
-                             _is_finite_decimal)
-        if kind in _PRIMITIVES:
-            return self.primitive(kind, logical)
-        if kind == "record":
-            return self.record(schema, namespace)
-        if kind == "array":
-            return self.array(self.value(schema["items"], namespace))
-        if kind == "map":
-            return self.map(self.value(schema["values"], namespace))
-        if kind == "enum":
-            return self.enum(schema, namespace)
-        raise _Unsupported(f"type {kind}")
-
-    @staticmethod
-    def primitive(kind: str, logical: str | None) -> Writer:
-        if kind in ("int", "long"):
-            return _memoised(_long(32 if kind == "int" else 64, logical), _is_int)
-        if kind == "string":
-            return _memoised(_string, _is_str)
-        return _PRIMITIVE_WRITERS[kind]
-
-    def union(self, branches: list[Any], namespace: str | None) -> Writer:
-        kinds = [b if isinstance(b, str) else b.get("type") for b in branches]
-        if len(branches) != 2 or "null" not in kinds:
-            raise _Unsupported("union other than [null, T]")
-        null_at = kinds.index("null")
-        null_tag, value_tag = _count(null_at), _count(1 - null_at)
-        inner = self.value(branches[1 - null_at], namespace)
-
-        def write(v: Any) -> bytes:
-            return null_tag if v is None else value_tag + inner(v)
-
-        return write
-
-    @staticmethod
-    def array(item: Writer) -> Writer:
-        def write(c: Any) -> bytes:
-            if not c:
-                return b"\x00"
-            return b"".join([_count(len(c)), *(item(x) for x in c), b"\x00"])
-
-        return write
-
-    @staticmethod
-    def map(value: Writer) -> Writer:
-        def write(c: Any) -> bytes:
-            if not c:
-                return b"\x00"
-            parts = [_count(len(c))]
-            for k, x in c.items():
-                parts.append(_string(k))
-                parts.append(value(x))
-            parts.append(b"\x00")
-            return b"".join(parts)
-
-        return write
-
-    def enum(self, schema: Mapping[str, Any], namespace: str | None) -> Writer:
-        full = _fullname(schema["name"], schema.get("namespace", namespace))
-        if full in self.named:
-            raise _Unsupported(f"named type {full} used twice")
-        self.named.add(full)
-        table = {s: _count(i) for i, s in enumerate(schema["symbols"])}
-
-        def write(v: Any) -> bytes:
-            return table[v]
-
-        return write
-
-
-def _accepts_null(schema: Any) -> bool:
-    return schema == "null" or (isinstance(schema, list) and "null" in schema)
-
-
-def _compile(schema: Mapping[str, Any], attr: bool, only: Sequence[Mapping[str, Any]] | None = None
-             ) -> Writer:
-    """The writer `encode(datum) -> bytes` of a record schema (or of only some of its fields)."""
-    return _Builder(attr=attr).record(schema, None, only)
 
 
 # --------------------------------------------------------------------------------------------
@@ -432,7 +94,7 @@ class AvroSchema:
 
         The writer raises `EncodingError` naming the record and field when a value does not fit.
         """
-        write = _compile(self.json, attr)
+        write = record_writer(self.json, attr)
 
         def encode(datum: Any) -> bytes:
             try:
@@ -480,10 +142,10 @@ class AvroSchema:
             name = fld["name"]
             missing = object()
             value = _field_of(datum, name, attr, missing)
-            if value is missing and "default" not in fld and not _accepts_null(fld["type"]):
+            if value is missing and "default" not in fld and not accepts_null(fld["type"]):
                 return EncodingError(f"{who}: field {name!r} is missing")
             try:
-                _compile(self.json, attr, [fld])(datum)
+                record_writer(self.json, attr, [fld])(datum)
             except Exception as field_exc:
                 return EncodingError(f"{who}: field {name!r}: {_reason(field_exc)}")
         return EncodingError(f"{who}: {_reason(exc)}")
@@ -495,11 +157,6 @@ def _field_of(datum: Any, name: str, attr: bool, missing: Any = None) -> Any:
     if isinstance(datum, Mapping):
         return datum.get(name, missing)
     return missing
-
-
-def _describe(value: Any) -> str:
-    return f"{type(value).__name__} {value!s:.40}" if isinstance(value, Decimal | int | float) \
-        else type(value).__name__
 
 
 def _reason(exc: BaseException) -> str:
@@ -546,12 +203,12 @@ def build_schema(key: str, text: str) -> AvroSchema:
         raise EncodingError(f"schema {key}: top level must be a record")
     canonical = parsing_canonical_form(doc)
     try:
-        _compile(doc, attr=True)
-    except _Unsupported as exc:
+        record_writer(doc, attr=True)
+    except UnsupportedSchema as exc:
         raise EncodingError(f"schema {key}: the encoder does not support it: {exc}") from exc
     first = doc["fields"][0]["name"] if doc["fields"] else ""
     return AvroSchema(
-        key=key, text=text, json=doc, fullname=_fullname(doc["name"], doc.get("namespace")),
+        key=key, text=text, json=doc, fullname=fullname(doc["name"], doc.get("namespace")),
         canonical=canonical, fingerprint=fingerprint(doc), parsed=parsed,
         decimals=_decimal_specs(doc), id_field=first,
     )
@@ -570,45 +227,6 @@ def schema_text(key: str) -> str:
 def load_schema(key: str) -> AvroSchema:
     """The current schema `key` (see `SCHEMA_FILES`), loaded and compiled once per process."""
     return build_schema(key, schema_text(key))
-
-
-# --------------------------------------------------------------------------------------------
-# Framings
-# --------------------------------------------------------------------------------------------
-
-
-class Framing(Protocol):
-    """How an Avro body is wrapped into a Kafka message value, and unwrapped again."""
-
-    name: str
-
-    def encode(self, topic: str, schema: str, record: Mapping[str, Any]) -> bytes:
-        """Frame `record` under schema `schema` (a `SCHEMA_FILES` key) for `topic`.
-
-        May block on the first call per (topic, schema) to reach a registry; later calls never
-        block. Raises `EncodingError` for a record that does not fit its schema, `SinkError`
-        when a registry rejects the schema, `SinkUnavailable` when it cannot be reached.
-        Deterministic: the same record always gives the same bytes.
-        """
-        ...
-
-    def encode_object(self, topic: str, schema: str, obj: Any, body: bytes | None = None) -> bytes:
-        """Like `encode` for a record object (attributes are the fields, see
-        `AvroSchema.encode_object`); the fast path for billing records. `body`, when given, is
-        `obj` already encoded with the current schema `schema` and is framed as it is.
-        """
-        ...
-
-    def decode(self, data: bytes) -> dict[str, Any]:
-        """Unwrap and decode a message value into a dict read with the current schema of the
-        same name. Raises `EncodingError` for bytes that are not in this framing or carry an
-        unknown schema. May block to fetch an unknown schema id from a registry.
-        """
-        ...
-
-    def schema_of(self, data: bytes) -> str:
-        """The full name of the writer schema of a framed message value."""
-        ...
 
 
 class SchemaSet:
@@ -647,45 +265,3 @@ class SchemaSet:
 
     def reader_for(self, writer: AvroSchema) -> AvroSchema:
         return self._by_name.get(writer.fullname, writer)
-
-
-class SingleObjectFraming:
-    """Avro single-object encoding: no registry, the fingerprint identifies the schema."""
-
-    name = "single-object"
-
-    def __init__(self, schemas: SchemaSet | None = None) -> None:
-        self._schemas = schemas or SchemaSet.default()
-
-    def encode(self, topic: str, schema: str, record: Mapping[str, Any]) -> bytes:
-        s = self._schemas.get(schema)
-        return s.header + s.encode(record)
-
-    def encode_object(self, topic: str, schema: str, obj: Any, body: bytes | None = None) -> bytes:
-        s = self._schemas.get(schema)
-        return s.header + (s.encode_object(obj) if body is None else body)
-
-    def _writer(self, data: bytes) -> AvroSchema:
-        if len(data) < SINGLE_OBJECT_HEADER_LEN or data[:2] != SINGLE_OBJECT_MARKER:
-            raise EncodingError("not an Avro single-object message (no C3 01 marker)")
-        fp = int.from_bytes(data[2:SINGLE_OBJECT_HEADER_LEN], "little")
-        writer = self._schemas.by_fingerprint(fp)
-        if writer is None:
-            raise EncodingError(f"unknown schema fingerprint {fp:016x} in single-object message")
-        return writer
-
-    def decode(self, data: bytes) -> dict[str, Any]:
-        writer = self._writer(data)
-        return self._schemas.reader_for(writer).decode(data[SINGLE_OBJECT_HEADER_LEN:], writer)
-
-    def schema_of(self, data: bytes) -> str:
-        return self._writer(data).fullname
-
-
-def body_of(data: bytes) -> bytes:
-    """The Avro body inside a framed value (single-object or Confluent), for content hashes."""
-    if data[:2] == SINGLE_OBJECT_MARKER:
-        return data[SINGLE_OBJECT_HEADER_LEN:]
-    if data[:1] == b"\x00" and len(data) >= 5:
-        return data[5:]
-    raise EncodingError("not a framed Avro value (neither C3 01 nor Confluent magic byte 0)")
