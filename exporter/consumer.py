@@ -15,7 +15,7 @@ from typing import Any
 
 from exporter.avro.messages import AvroCodec
 from exporter.config import KafkaConfig
-from exporter.kafka_sink import read_topic
+from exporter.kafka import read_topic
 from exporter.records import BillingRecord, PeriodManifest
 
 

@@ -34,7 +34,7 @@ from exporter.clock import Clock
 from exporter.commands import add_common, config_from_args
 from exporter.config import Config
 from exporter.errors import ConfigError, EncodingError, ExporterError
-from exporter.kafka_sink import read_topic
+from exporter.kafka import read_topic
 from exporter.money import CONTEXT, DecimalSpec, largest_remainder, quantize
 from exporter.periods import iso, parse_time
 from exporter.records import PUBLISHED_AT_HEADER, BillingRecord

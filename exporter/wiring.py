@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     from exporter.avro.registry import ConfluentFraming
     from exporter.dashboard import DashboardInstaller
     from exporter.health import HealthServer, HealthState
-    from exporter.kafka_sink import KafkaCheckpointStore, KafkaPeriodSink
+    from exporter.kafka import KafkaCheckpointStore, KafkaPeriodSink
     from exporter.metrics import Metrics
     from exporter.model import PricedLine
     from exporter.pipeline import Pipeline
@@ -209,7 +209,7 @@ def build_pipeline(cfg: Config, clock: Clock, metrics: Metrics | None = None,
 def build_sink(cfg: Config, clock: Clock, metrics: Metrics | None = None,
                transactional_id: str | None = None) -> KafkaPeriodSink:
     """The transactional Kafka sink; `transactional_id` overrides the configured one (backfill)."""
-    from exporter.kafka_sink import KafkaPeriodSink
+    from exporter.kafka import KafkaPeriodSink
 
     kcfg = cfg.kafka if transactional_id is None else cfg.kafka.model_copy(
         update={"transactional_id": transactional_id})
@@ -228,7 +228,7 @@ def build_sink(cfg: Config, clock: Clock, metrics: Metrics | None = None,
 def build_checkpoints(cfg: Config, clock: Clock,
                       transactional_id: str | None = None) -> KafkaCheckpointStore:
     """The checkpoint store of this instance (or of `transactional_id`)."""
-    from exporter.kafka_sink import KafkaCheckpointStore
+    from exporter.kafka import KafkaCheckpointStore
 
     kcfg = cfg.kafka if transactional_id is None else cfg.kafka.model_copy(
         update={"transactional_id": transactional_id})

@@ -11,7 +11,7 @@ from chargeback_simulator.localbroker import LocalBroker
 from exporter.clock import Clock, FakeClock
 from exporter.config import Config
 from exporter.errors import CommitUncertain
-from exporter.kafka_sink import KafkaPeriodSink
+from exporter.kafka import KafkaPeriodSink
 from exporter.metrics import Metrics
 from exporter.run import Parts, assemble
 from exporter.sink import OutMessage
