@@ -1,4 +1,4 @@
-"""Kafka adapters: the transactional period sink, the checkpoint store, topic admin, readers.
+"""The transactional period sink: a period's messages and checkpoint in one transaction.
 
 Exactly-once, as a `read_committed` consumer sees it, rests on three things:
 - every period's records, manifests and checkpoint are produced in ONE transaction;
@@ -10,34 +10,22 @@ Exactly-once, as a `read_committed` consumer sees it, rests on three things:
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
-import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, TypeVar
+from collections.abc import Callable, Sequence
+from typing import Any
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient
-from confluent_kafka.admin._config import ConfigResource
-from confluent_kafka.cimpl import NewTopic
+from confluent_kafka import KafkaError, KafkaException, Producer
 
 from exporter.clock import Clock
-from exporter.config import RETENTION_KEYS, KafkaConfig, retention_limited
-from exporter.errors import (
-    CommitUncertain,
-    ConfigError,
-    FencedError,
-    SinkError,
-    SinkUnavailable,
-    TopicMissing,
-)
+from exporter.config import KafkaConfig
+from exporter.errors import CommitUncertain, FencedError, SinkError, SinkUnavailable
+from exporter.kafka.admin import TopicAdmin
+from exporter.kafka.client import client_config, construct, describe, error_of
 from exporter.retry import call_with_retries
-from exporter.sink import BATCH_HEADER, CheckpointState, OutMessage
+from exporter.sink import OutMessage
 
 log = logging.getLogger("exporter.kafka")
-T = TypeVar("T")
 
 _MIN_ATTEMPT_SECONDS = 1.0  # the shortest wait for the broker worth an attempt
 # How long closing waits for the abort of a transaction still open (a stop past the shutdown
@@ -48,188 +36,8 @@ _CLOSE_ABORT_SECONDS = 2.0
 _FENCED_CODES = {KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.TRANSACTION_COORDINATOR_FENCED}
 
 
-def client_config(cfg: KafkaConfig) -> dict[str, Any]:
-    """librdkafka settings shared by producer, consumer and admin: brokers and security."""
-    conf: dict[str, Any] = {
-        "bootstrap.servers": cfg.bootstrap_servers,
-        "security.protocol": cfg.security_protocol,
-        # librdkafka's own log lines go through our JSON logs (and their secret scrubbing).
-        "logger": logging.getLogger("exporter.librdkafka"),
-    }
-    if cfg.sasl_mechanism:
-        conf["sasl.mechanism"] = cfg.sasl_mechanism
-    if cfg.sasl_username:
-        conf["sasl.username"] = cfg.sasl_username
-    password = cfg.resolved_sasl_password()
-    if password:
-        conf["sasl.password"] = password
-    if cfg.ssl_ca_location:
-        conf["ssl.ca.location"] = str(cfg.ssl_ca_location)
-    if cfg.ssl_certificate_location:
-        conf["ssl.certificate.location"] = str(cfg.ssl_certificate_location)
-    if cfg.ssl_key_location:
-        conf["ssl.key.location"] = str(cfg.ssl_key_location)
-    if cfg.ssl_key_password:
-        conf["ssl.key.password"] = cfg.ssl_key_password.get_secret_value()
-    if cfg.security_protocol in ("SSL", "SASL_SSL"):
-        # Verification of the broker's certificate and hostname is on; it can't be configured off here.
-        conf["enable.ssl.certificate.verification"] = True
-        conf["ssl.endpoint.identification.algorithm"] = "https"
-    return conf
-
-
-def _construct(factory: Callable[[dict[str, Any]], T], conf: dict[str, Any]) -> T:
-    """Build a librdkafka client; a setting it rejects is a configuration error, not a crash."""
-    try:
-        return factory(conf)
-    except KafkaException as exc:
-        err = _error_of(exc)
-        text = err.str() if err is not None else str(exc)
-        raise ConfigError(f"kafka.extra or kafka settings rejected by librdkafka: {text}") from None
-    except (ValueError, TypeError) as exc:
-        raise ConfigError(f"kafka.extra or kafka settings rejected by librdkafka: {exc}") from None
-
-
-def _describe(err: KafkaError | None) -> str:
-    if err is None:
-        return "unknown error"
-    return f"{err.name()}: {err.str()}"
-
-
-def _error_of(exc: BaseException) -> KafkaError | None:
-    if isinstance(exc, KafkaException) and exc.args and isinstance(exc.args[0], KafkaError):
-        return exc.args[0]
-    return None
-
-
 def _is_fenced(err: KafkaError | None) -> bool:
     return err is not None and err.code() in _FENCED_CODES
-
-
-class TopicAdmin:
-    """Creates or verifies the exporter's topics.
-
-    Every topic is created with its full `kafka.topic_configs` (unlimited retention unless
-    configured). An existing topic is checked: manifests and checkpoint must be compacted (else
-    `SinkError`), and a retention shorter than configured, where its cleanup.policy deletes, is
-    reported in one warning per topic and through `on_retention(topic, setting, short)`.
-    """
-
-    def __init__(self, cfg: KafkaConfig, timeout: float = 15.0,
-                 on_retention: Callable[[str, str, bool], None] | None = None) -> None:
-        self._cfg = cfg
-        self._timeout = timeout
-        self._on_retention = on_retention
-        self._admin = _construct(AdminClient, client_config(cfg))
-
-    def specs(self) -> dict[str, tuple[int, dict[str, str]]]:
-        """topic -> (partitions, config), the config as `kafka.topic_configs` has it."""
-        t = self._cfg.topics
-        conf = self._cfg.topic_configs
-        return {
-            t.records: (self._cfg.partitions, dict(conf["records"])),
-            t.manifests: (self._cfg.partitions, dict(conf["manifests"])),
-            t.checkpoint: (1, dict(conf["checkpoint"])),
-        }
-
-    def ensure(self, timeout: float | None = None) -> None:
-        """Create missing topics (if allowed) and check existing ones. Raises SinkError.
-
-        `timeout` bounds the wait for the broker's metadata (default: the admin's timeout)."""
-        try:
-            meta = self._admin.list_topics(timeout=self._timeout if timeout is None else timeout)
-        except KafkaException as exc:
-            raise SinkUnavailable(
-                f"Kafka {self._cfg.bootstrap_servers}: unreachable: {_describe(_error_of(exc))}"
-            ) from None
-        existing = set(meta.topics)
-        specs = self.specs()
-        missing = [name for name in specs if name not in existing]
-        if missing and not self._cfg.create_topics:
-            raise TopicMissing(
-                f"Kafka {self._cfg.bootstrap_servers}: topic(s) {', '.join(missing)} do not exist "
-                "and kafka.create_topics is false"
-            )
-        if missing:
-            new = [
-                NewTopic(name, num_partitions=parts, replication_factor=self._cfg.replication_factor,
-                         config=conf)
-                for name, (parts, conf) in specs.items() if name in missing
-            ]
-            for name, fut in self._admin.create_topics(new, request_timeout=self._timeout).items():
-                try:
-                    fut.result()
-                    conf = specs[name][1]
-                    log.info("topic created", extra={
-                        "topic": name, "cleanup_policy": conf.get("cleanup.policy"),
-                        "retention_ms": conf.get("retention.ms"),
-                        "retention_bytes": conf.get("retention.bytes")})
-                except KafkaException as exc:
-                    err = _error_of(exc)
-                    if err is not None and err.code() == KafkaError.TOPIC_ALREADY_EXISTS:
-                        continue
-                    raise SinkError(f"Kafka: cannot create topic {name}: {_describe(err)}") from None
-        self._verify([n for n in specs if n not in missing])
-
-    def _verify(self, names: Sequence[str]) -> None:
-        if not names:
-            return
-        resources = [ConfigResource(ConfigResource.Type.TOPIC, n) for n in names]
-        try:
-            described = self._admin.describe_configs(resources, request_timeout=self._timeout)
-        except KafkaException as exc:  # pragma: no cover - broker specific
-            raise SinkUnavailable(f"Kafka: describe_configs failed: {_describe(_error_of(exc))}") from None
-        for res, fut in described.items():
-            wanted = self.specs()[res.name][1]
-            try:
-                entries = {k: str(e.value) for k, e in fut.result().items() if e.value is not None}
-            except KafkaException as exc:
-                # Not every broker serves DescribeConfigs, and it needs its own ACL.
-                self._unreported(res.name, wanted, _describe(_error_of(exc)))
-                continue
-            policy = entries.get("cleanup.policy")
-            if policy is not None and "compact" in wanted["cleanup.policy"] and "compact" not in policy:
-                raise SinkError(
-                    f"Kafka: topic {res.name} has cleanup.policy={policy}, expected compact"
-                )
-            self._check_retention(res.name, wanted, entries)
-
-    def _unreported(self, topic: str, wanted: Mapping[str, str], reason: str) -> None:
-        log.warning("topic retention not reported by the broker", extra={
-            "topic": topic, "reason": reason, "configured_retention_ms": wanted.get("retention.ms"),
-            "configured_retention_bytes": wanted.get("retention.bytes")})
-
-    def _check_retention(self, topic: str, wanted: Mapping[str, str],
-                         actual: Mapping[str, str]) -> None:
-        if any(key not in actual for key in RETENTION_KEYS):
-            self._unreported(topic, wanted, "no retention.ms or retention.bytes in DescribeConfigs")
-            return
-        # Kafka's default policy is delete; under compact alone retention deletes nothing.
-        deletes = retention_limited(actual.get("cleanup.policy", "delete"))
-        short = {key: deletes and _shorter(actual[key], wanted.get(key, "-1"))
-                 for key in RETENTION_KEYS}
-        if self._on_retention is not None:
-            for key, is_short in short.items():
-                self._on_retention(topic, key, is_short)
-        if any(short.values()):
-            extra: dict[str, Any] = {"topic": topic,
-                                     "cleanup_policy": actual.get("cleanup.policy", "delete")}
-            for key in (k for k, is_short in short.items() if is_short):
-                field = key.replace(".", "_")
-                extra[field] = actual[key]
-                extra[f"configured_{field}"] = wanted.get(key, "-1")
-            log.warning("topic retention shorter than configured", extra=extra)
-
-
-def _shorter(actual: str, configured: str) -> bool:
-    """Whether a retention.ms/.bytes value keeps less than the configured one (-1: unlimited)."""
-    try:
-        have, want = int(actual), int(configured)
-    except ValueError:
-        return False
-    if have < 0:
-        return False
-    return want < 0 or have < want
 
 
 class KafkaPeriodSink:
@@ -287,18 +95,18 @@ class KafkaPeriodSink:
         `init_transactions` fences any earlier producer with this transactional.id and lets the
         coordinator finish whatever transaction that one left in doubt (commit or abort).
         """
-        producer = _construct(Producer, self._config())
+        producer = construct(Producer, self._config())
         try:
             producer.init_transactions(self._cfg.connect_timeout if timeout is None else timeout)
         except KafkaException as exc:
-            err = _error_of(exc)
+            err = error_of(exc)
             if _is_fenced(err):
-                raise FencedError(f"Kafka: fenced at start: {_describe(err)}") from None
+                raise FencedError(f"Kafka: fenced at start: {describe(err)}") from None
             if err is not None and err.retriable():
                 raise SinkUnavailable(
-                    f"Kafka {self._cfg.bootstrap_servers}: init_transactions: {_describe(err)}"
+                    f"Kafka {self._cfg.bootstrap_servers}: init_transactions: {describe(err)}"
                 ) from None
-            raise SinkError(f"Kafka: init_transactions failed: {_describe(err)}") from None
+            raise SinkError(f"Kafka: init_transactions failed: {describe(err)}") from None
         self._producer = producer
         self._needs_init = False
 
@@ -345,26 +153,26 @@ class KafkaPeriodSink:
             committing = True
             self._commit(producer)
         except KafkaException as exc:
-            err = _error_of(exc)
+            err = error_of(exc)
             if _is_fenced(err) or (err is not None and err.fatal()):
                 self._safe_abort("fenced" if _is_fenced(err) else "fatal")
                 if _is_fenced(err):
                     raise FencedError(
                         f"Kafka: another instance with transactional.id {self._cfg.transactional_id} "
-                        f"took over ({_describe(err)}); stopping"
+                        f"took over ({describe(err)}); stopping"
                     ) from None
-                raise SinkError(f"Kafka: fatal producer error: {_describe(err)}") from None
+                raise SinkError(f"Kafka: fatal producer error: {describe(err)}") from None
             if self._on_delivery_error is not None:
                 self._on_delivery_error()
             if committing and err is not None and not err.txn_requires_abort():
                 # EndTxn may or may not have reached the coordinator: the outcome is unknown.
                 self._discard()
                 raise CommitUncertain(
-                    f"Kafka: commit outcome unknown ({_describe(err)}); the transaction is settled "
+                    f"Kafka: commit outcome unknown ({describe(err)}); the transaction is settled "
                     "when the producer is re-created"
                 ) from None
-            self._safe_abort(_describe(err))
-            raise SinkUnavailable(f"Kafka: transaction aborted: {_describe(err)}") from None
+            self._safe_abort(describe(err))
+            raise SinkUnavailable(f"Kafka: transaction aborted: {describe(err)}") from None
         except BaseException:
             self._safe_abort("interrupted")
             raise
@@ -377,7 +185,7 @@ class KafkaPeriodSink:
                 producer.commit_transaction(self._cfg.transaction_timeout)
                 return
             except KafkaException as exc:
-                err = _error_of(exc)
+                err = error_of(exc)
                 if err is not None and err.retriable() and not err.txn_requires_abort() \
                         and time.monotonic() < deadline:
                     continue
@@ -392,7 +200,7 @@ class KafkaPeriodSink:
             if self._on_abort is not None:
                 self._on_abort(reason)
         except KafkaException as exc:
-            err = _error_of(exc)
+            err = error_of(exc)
             if err is not None and err.code() == KafkaError._STATE:
                 return  # no transaction open: nothing to abort
             # Fenced, or the broker is unreachable: nothing of the batch is visible, but this
@@ -408,112 +216,3 @@ class KafkaPeriodSink:
         # Closed is final until `start`: a commit left in doubt must not re-create the producer.
         self._needs_init = False
         self._closed = True
-
-
-def consumer_config(cfg: KafkaConfig, group: str | None = None) -> dict[str, Any]:
-    conf = client_config(cfg)
-    conf.update({
-        "group.id": group or f"chargeback-reader-{uuid.uuid4().hex[:12]}",
-        "isolation.level": "read_committed",
-        "enable.auto.commit": False,
-        "auto.offset.reset": "earliest",
-        "enable.partition.eof": True,
-        "session.timeout.ms": 6000,
-        "heartbeat.interval.ms": 1000,
-        "receive.message.max.bytes": 400_000_000,
-    })
-    return conf
-
-
-@dataclass(frozen=True, slots=True)
-class ReadMessage:
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    headers: Mapping[str, bytes]
-
-
-def read_topic(cfg: KafkaConfig, topic: str, timeout: float = 30.0,
-               clock: Clock | None = None) -> Iterator[ReadMessage]:
-    """Read every committed message of `topic` from the beginning to its current end.
-
-    Uses `read_committed`, assigns all partitions explicitly (no group coordination), and stops
-    when every partition has reached the offsets its end had when reading started.
-    """
-    consumer = _construct(Consumer, consumer_config(cfg))
-    try:
-        try:
-            meta = consumer.list_topics(topic, timeout=timeout)
-        except KafkaException as exc:
-            raise SinkUnavailable(f"Kafka {cfg.bootstrap_servers}: {_describe(_error_of(exc))}") from None
-        tmeta = meta.topics.get(topic)
-        if tmeta is None or tmeta.error is not None:
-            raise TopicMissing(f"Kafka: topic {topic} does not exist")
-        ends: dict[int, int] = {}
-        for p in tmeta.partitions:
-            low, high = consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=timeout,
-                                                       cached=False)
-            if high > low:
-                ends[p] = high
-        if not ends:
-            return
-        consumer.assign([TopicPartition(topic, p, 0) for p in ends])
-        done: set[int] = set()
-        idle = 0
-        while len(done) < len(ends):
-            msg = consumer.poll(1.0)
-            if msg is None:
-                idle += 1
-                if idle > timeout:
-                    raise SinkUnavailable(f"Kafka: reading {topic} stalled")
-                continue
-            idle = 0
-            part = msg.partition() or 0
-            error = msg.error()
-            if error is not None:
-                if error.code() == KafkaError._PARTITION_EOF:
-                    done.add(part)
-                    continue
-                raise SinkUnavailable(f"Kafka: reading {topic}: {_describe(error)}")
-            offset = msg.offset() or 0
-            if offset >= ends[part] - 1:
-                done.add(part)
-            if offset >= ends[part]:
-                continue
-            headers: dict[str, bytes] = {}
-            for item in msg.headers() or []:
-                hk, hv = item[0], item[1]
-                headers[str(hk)] = hv if isinstance(hv, bytes) else str(hv or "").encode()
-            key = msg.key()
-            value = msg.value()
-            yield ReadMessage(topic, part, offset,
-                              key.encode() if isinstance(key, str) else key,
-                              value.encode() if isinstance(value, str) else value, headers)
-    finally:
-        consumer.close()
-
-
-class KafkaCheckpointStore:
-    """Reads an instance's checkpoint back from the compacted checkpoint topic."""
-
-    def __init__(self, cfg: KafkaConfig, decode: Callable[[bytes], CheckpointState],
-                 clock: Clock) -> None:
-        self._cfg = cfg
-        self._decode = decode
-        self._clock = clock
-
-    def read(self) -> CheckpointState | None:
-        key = self._cfg.transactional_id.encode()
-
-        def once() -> CheckpointState | None:
-            last: CheckpointState | None = None
-            for m in read_topic(self._cfg, self._cfg.topics.checkpoint):
-                if m.key == key and m.value is not None:
-                    last = dataclasses.replace(self._decode(m.value),
-                                               batch=m.headers.get(BATCH_HEADER))
-            return last
-
-        return call_with_retries(once, clock=self._clock, attempts=5, max_delay=120,
-                                 what="kafka checkpoint")
