@@ -18,8 +18,8 @@ from exporter.config import Config, load_config
 from exporter.model import ChargeLine
 from exporter.org import OrgModel
 from exporter.periods import Period
+from exporter.pipeline import charge_lines
 from exporter.sysdig import SysdigSource
-from exporter.units import charge_lines
 from exporter.wiring import build_source
 from tests.reliability.campaign import tune_server
 from tests.reliability.harness import q
