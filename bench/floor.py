@@ -22,7 +22,7 @@ from collections.abc import Mapping, Sequence
 from decimal import Context, Decimal
 from typing import Any
 
-from exporter.avro import varint
+from exporter.avro.encoder import varint
 from exporter.model import ORG_KEYS, UNALLOCATED, UNITS
 from exporter.periods import Period
 from exporter.queries import RECORD_GRAIN

@@ -230,7 +230,7 @@ def produce_ceiling(cfg: Config, messages: list[OutMessage], checkpoint: OutMess
     confluent-kafka producer configured as the sink's (same broker, topics, compression)."""
     from confluent_kafka import Producer
 
-    from exporter.kafka_sink import client_config
+    from exporter.kafka import client_config
 
     conf = client_config(cfg.kafka)
     conf.update({"enable.idempotence": True, "acks": "all",
@@ -322,7 +322,7 @@ def consumer_throughput(cfg: Config) -> dict[str, float]:
     assigned to every partition, draining with `consume` batches."""
     from confluent_kafka import Consumer, TopicPartition
 
-    from exporter.kafka_sink import consumer_config, read_topic
+    from exporter.kafka import consumer_config, read_topic
 
     topic = cfg.kafka.topics.records
     began = time.perf_counter()

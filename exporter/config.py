@@ -391,7 +391,7 @@ class PricingConfig(Section):
 
 
 class SharedCostsConfig(Section):
-    """Workloads whose cost is spread over the other allocations (exporter/shared.py).
+    """Workloads whose cost is spread over the other allocations (exporter/shared_costs.py).
 
     A line is shared when its namespace is in `namespaces` or its org values and other labels
     match every pair of one of `selectors`. Off by default.

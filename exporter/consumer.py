@@ -13,9 +13,9 @@ from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
 
-from exporter.codec import AvroCodec
+from exporter.avro.messages import AvroCodec
 from exporter.config import KafkaConfig
-from exporter.kafka_sink import read_topic
+from exporter.kafka import read_topic
 from exporter.records import BillingRecord, PeriodManifest
 
 

@@ -34,11 +34,11 @@ from exporter.clock import Clock
 from exporter.commands import add_common, config_from_args
 from exporter.config import Config
 from exporter.errors import ConfigError, EncodingError, ExporterError
-from exporter.kafka_sink import read_topic
+from exporter.kafka import read_topic
 from exporter.money import CONTEXT, DecimalSpec, largest_remainder, quantize
 from exporter.periods import iso, parse_time
 from exporter.records import PUBLISHED_AT_HEADER, BillingRecord
-from exporter.shared import DIRECT, SHARED_DISTRIBUTION, SHARED_FROM_LABEL
+from exporter.shared_costs import DIRECT, SHARED_DISTRIBUTION, SHARED_FROM_LABEL
 from exporter.wiring import build_codec
 
 UNPRICED_CURRENCY = "XXX"
@@ -307,7 +307,7 @@ def allocation_details(versions: Iterable[BillingRecord]) -> dict[tuple[str, int
     The origin charge is one shared pool: a (period, cluster, resource) at one revision (a
     period-cluster is always republished whole). Each share's AllocatedRatio is its part of the
     pool, in proportion to the recipient's own chargeable quantity (its `direct` record, the
-    weight exporter/shared.py splits by; the share's quantity when that record is absent), split
+    weight exporter/shared_costs.py splits by; the share's quantity when that record is absent), split
     with `largest_remainder` at `RATIO_SCALE` so that the ratios of one pool sum to exactly 1.
     """
     pools: dict[tuple[Any, ...], list[BillingRecord]] = {}

@@ -21,7 +21,7 @@ from exporter.org import OrgModel
 from exporter.periods import Period
 from exporter.sink import OutMessage, PeriodSink
 from exporter.source import UsageSource
-from exporter.units import charge_lines, method_id
+from exporter.units import method_id, unit_hours
 
 if TYPE_CHECKING:
     # Only for typing: importing this module stays free of fastavro (`compute` imports it).
@@ -52,6 +52,33 @@ class Codec(Protocol):
         """Encode the instance's checkpoint, keyed by the instance id; `clusters` maps each
         published cluster to the end of the last period that carried it."""
         ...
+
+
+def charge_lines(usage: PeriodUsage, org: OrgModel) -> list[ChargeLine]:
+    """One `ChargeLine` per (workload, resource): the quantities `units` converts, with the org
+    labels `org` resolves, in a stable order.
+
+    Workloads with equal org labels share one `OrgAssignment` and one labels mapping (see
+    `OrgModel.resolve`); neither is to be mutated.
+    """
+    lines: list[ChargeLine] = []
+    append = lines.append
+    period = usage.period
+    method = method_id(usage.grain, usage.step_seconds)
+    coverage_of = usage.coverage
+    no_coverage = Decimal(0)
+    for w, hours in unit_hours(usage):
+        key = w.key
+        assignment = org.resolve(key.kind, w.labels)
+        others = org.other_labels(w.labels)
+        coverage = coverage_of.get(key.cluster, no_coverage)
+        for resource, used, requested, chargeable in hours:
+            append(ChargeLine(
+                period=period, workload=key, resource=resource,
+                usage=used, request=requested, chargeable=chargeable,
+                org=assignment, labels=others, coverage=coverage, method=method,
+            ))
+    return lines
 
 
 @dataclass(frozen=True, slots=True)

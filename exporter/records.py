@@ -22,7 +22,7 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
-from exporter.avro import AvroSchema, FrozenMap, load_schema, nested_decimal_specs
+from exporter.avro import AvroSchema, load_schema, nested_decimal_specs
 from exporter.errors import EncodingError
 from exporter.model import (
     RESOURCES,
@@ -133,6 +133,22 @@ def manifest_id(*, cluster: str, period: Period) -> str:
 # --------------------------------------------------------------------------------------------
 # Records
 # --------------------------------------------------------------------------------------------
+
+
+class FrozenMap(dict[str, Any]):
+    """A dict that refuses changes: the label maps that records and their ids share."""
+
+    __slots__ = ()
+
+    def _immutable(self, *args: Any, **kwargs: Any) -> Any:
+        raise TypeError(f"{type(self).__name__} is immutable")
+
+    __setitem__ = __delitem__ = __ior__ = _immutable
+    clear = pop = popitem = setdefault = update = _immutable
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # pickle and copy would otherwise rebuild it item by item through __setitem__.
+        return (type(self), (list(self.items()),))
 
 
 class SortedMap(FrozenMap):

@@ -26,7 +26,7 @@ from exporter.model import UNITS, PricedLine, Resource
 from exporter.money import DecimalSpec, quantize
 from exporter.pricing import quantize_quantity
 from exporter.records import BILLABLE_ALLOCATIONS, kubernetes_kind
-from exporter.shared import SHARED_DISTRIBUTION
+from exporter.shared_costs import SHARED_DISTRIBUTION
 from exporter.units import method_step
 
 GroupBy = Literal["costcenter", "costcenter-workload", "org"]

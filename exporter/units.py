@@ -1,5 +1,7 @@
 """Chargeable units: source sample sums to exact Core-Hours and GiB-Hours per workload.
 
+Pure conversion: no org labels (the pipeline resolves those, `exporter.pipeline.charge_lines`).
+
 The source returns, per workload and resource, Σ over sample steps of usage, of request and of
 max(request, usage) taken per step at the configured grain (pod by default). One step of a
 sample stands for `step` seconds, so unit-hours = Σ × step / 3600 (and / 2^30 for bytes → GiB).
@@ -9,12 +11,11 @@ Everything stays `Decimal`; quantization to the record scale happens in `records
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from decimal import Decimal
 
-from exporter.model import GIB, RESOURCES, ChargeLine, PeriodUsage, Resource, SampleSums
+from exporter.model import GIB, RESOURCES, ChargeLine, PeriodUsage, Resource, SampleSums, WorkloadUsage
 from exporter.money import CONTEXT
-from exporter.org import OrgModel
 
 CALCULATION_VERSION = "v1"
 
@@ -65,36 +66,25 @@ def convert(sums: SampleSums, resource: Resource, step: int | Decimal) -> Sample
     )
 
 
-def charge_lines(usage: PeriodUsage, org: OrgModel) -> list[ChargeLine]:
-    """One `ChargeLine` per (workload, resource), with org labels resolved, in a stable order.
+UnitHours = tuple[Resource, Decimal, Decimal, Decimal]
+"""(resource, usage, request, chargeable), the quantities in unit-hours."""
 
-    Workloads with equal org labels share one `OrgAssignment` and one labels mapping (see
-    `OrgModel.resolve`); neither is to be mutated.
+
+def unit_hours(usage: PeriodUsage) -> Iterator[tuple[WorkloadUsage, list[UnitHours]]]:
+    """Each workload of `usage`, in the source's order, with its resources in `RESOURCES` order
+    converted to unit-hours (see `to_unit_hours`); a resource without sums is left out.
     """
-    lines: list[ChargeLine] = []
-    append = lines.append
-    period = usage.period
-    method = method_id(usage.grain, usage.step_seconds)
     step = Decimal(usage.step_seconds)  # converted once per period, not once per value
-    coverage_of = usage.coverage
-    no_coverage = Decimal(0)
     for w in usage.workloads:
-        key = w.key
-        assignment = org.resolve(key.kind, w.labels)
-        others = org.other_labels(w.labels)
-        coverage = coverage_of.get(key.cluster, no_coverage)
+        hours: list[UnitHours] = []
         for resource in RESOURCES:
             sums = w.sums.get(resource)
-            if sums is None:
-                continue
-            append(ChargeLine(
-                period=period, workload=key, resource=resource,
-                usage=to_unit_hours(sums.usage, resource, step),
-                request=to_unit_hours(sums.request, resource, step),
-                chargeable=to_unit_hours(sums.chargeable, resource, step),
-                org=assignment, labels=others, coverage=coverage, method=method,
-            ))
-    return lines
+            if sums is not None:
+                hours.append((resource,
+                              to_unit_hours(sums.usage, resource, step),
+                              to_unit_hours(sums.request, resource, step),
+                              to_unit_hours(sums.chargeable, resource, step)))
+        yield w, hours
 
 
 def totals(lines: Sequence[ChargeLine]) -> dict[Resource, SampleSums]:

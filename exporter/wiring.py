@@ -27,15 +27,15 @@ from exporter.sysdig import Retention, RetentionModel, SysdigClient, SysdigSourc
 
 if TYPE_CHECKING:
     from exporter.avro import SingleObjectFraming
-    from exporter.codec import AvroCodec
+    from exporter.avro.messages import AvroCodec
+    from exporter.avro.registry import ConfluentFraming
     from exporter.dashboard import DashboardInstaller
     from exporter.health import HealthServer, HealthState
-    from exporter.kafka_sink import KafkaCheckpointStore, KafkaPeriodSink
+    from exporter.kafka import KafkaCheckpointStore, KafkaPeriodSink
     from exporter.metrics import Metrics
     from exporter.model import PricedLine
     from exporter.pipeline import Pipeline
     from exporter.pricing import RateCard
-    from exporter.registry import ConfluentFraming
     from exporter.source import UsageSource
 
 OnRequest = Callable[[str, int | None, float], None]
@@ -161,7 +161,7 @@ def build_framing(cfg: Config) -> SingleObjectFraming | ConfluentFraming:
     from exporter.avro import SingleObjectFraming
 
     if cfg.kafka.framing == "confluent":
-        from exporter.registry import ConfluentFraming
+        from exporter.avro.registry import ConfluentFraming
 
         assert cfg.kafka.schema_registry is not None
         return ConfluentFraming.from_config(cfg.kafka.schema_registry)
@@ -170,7 +170,7 @@ def build_framing(cfg: Config) -> SingleObjectFraming | ConfluentFraming:
 
 def build_codec(cfg: Config) -> AvroCodec:
     """The codec of the configured framing and topics."""
-    from exporter.codec import AvroCodec
+    from exporter.avro.messages import AvroCodec
 
     return AvroCodec(build_framing(cfg), cfg.kafka.topics)
 
@@ -180,7 +180,7 @@ def build_pipeline(cfg: Config, clock: Clock, metrics: Metrics | None = None,
     """The export pipeline described by `cfg`; `source` replaces the Sysdig source (tests)."""
     from exporter import coverage as cov
     from exporter.pipeline import Pipeline
-    from exporter.shared import distribute
+    from exporter.shared_costs import distribute
 
     on_request = metrics.observe_sysdig if metrics is not None else None
     files = load_referenced(cfg)
@@ -209,7 +209,7 @@ def build_pipeline(cfg: Config, clock: Clock, metrics: Metrics | None = None,
 def build_sink(cfg: Config, clock: Clock, metrics: Metrics | None = None,
                transactional_id: str | None = None) -> KafkaPeriodSink:
     """The transactional Kafka sink; `transactional_id` overrides the configured one (backfill)."""
-    from exporter.kafka_sink import KafkaPeriodSink
+    from exporter.kafka import KafkaPeriodSink
 
     kcfg = cfg.kafka if transactional_id is None else cfg.kafka.model_copy(
         update={"transactional_id": transactional_id})
@@ -228,7 +228,7 @@ def build_sink(cfg: Config, clock: Clock, metrics: Metrics | None = None,
 def build_checkpoints(cfg: Config, clock: Clock,
                       transactional_id: str | None = None) -> KafkaCheckpointStore:
     """The checkpoint store of this instance (or of `transactional_id`)."""
-    from exporter.kafka_sink import KafkaCheckpointStore
+    from exporter.kafka import KafkaCheckpointStore
 
     kcfg = cfg.kafka if transactional_id is None else cfg.kafka.model_copy(
         update={"transactional_id": transactional_id})

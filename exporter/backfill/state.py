@@ -17,7 +17,7 @@ from typing import Any
 from exporter.clock import Clock
 from exporter.config import Config
 from exporter.errors import ConfigError, SinkError, TopicMissing
-from exporter.kafka_sink import ReadMessage, read_topic
+from exporter.kafka import ReadMessage, read_topic
 from exporter.periods import Period
 from exporter.pipeline import Prior
 from exporter.retry import call_with_retries

@@ -30,7 +30,7 @@ from exporter.backfill.command import cmd_backfill, register
 from exporter.backfill.runner import SinkFactory, default_sink
 from exporter.config import Config, load_config
 from exporter.errors import ExporterError
-from exporter.kafka_sink import ReadMessage, consumer_config, read_topic
+from exporter.kafka import ReadMessage, consumer_config, read_topic
 from exporter.periods import Period
 from exporter.records import BillingRecord, PeriodManifest
 from exporter.wiring import build_codec, build_pipeline

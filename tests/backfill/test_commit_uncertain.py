@@ -9,7 +9,7 @@ import pytest
 from exporter.backfill.runner import default_sink
 from exporter.clock import Clock
 from exporter.config import Config
-from exporter.kafka_sink import KafkaPeriodSink
+from exporter.kafka import KafkaPeriodSink
 from exporter.periods import iso
 from exporter.sink import PeriodSink
 from tests.backfill.conftest import T0, H, Rig

@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import pytest
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
-from exporter.registry import registry_client
+from exporter.avro.registry import registry_client
 from tests.fakes.schema_registry import FakeSchemaRegistry
 
 TOPIC = "chargeback.records.v1"

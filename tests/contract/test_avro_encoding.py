@@ -22,7 +22,6 @@ from hypothesis import strategies as st
 
 from exporter.avro import (
     SCHEMA_FILES,
-    FrozenMap,
     SchemaSet,
     SingleObjectFraming,
     body_of,
@@ -32,7 +31,7 @@ from exporter.avro import (
 )
 from exporter.errors import EncodingError
 from exporter.money import DecimalSpec, quantize
-from exporter.records import BillingRecord, Checkpoint, PeriodManifest, SortedMap
+from exporter.records import BillingRecord, Checkpoint, FrozenMap, PeriodManifest, SortedMap
 
 from .samples import BILLING, CHECKPOINT, DATUMS, FIXED, MANIFEST, decimals, read_golden
 

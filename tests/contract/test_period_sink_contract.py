@@ -26,7 +26,7 @@ from chargeback_simulator.localbroker import LocalBroker
 from exporter.clock import FakeClock
 from exporter.config import Config
 from exporter.errors import CommitUncertain, FencedError, SinkError, SinkUnavailable
-from exporter.kafka_sink import KafkaCheckpointStore, KafkaPeriodSink, read_topic
+from exporter.kafka import KafkaCheckpointStore, KafkaPeriodSink, read_topic
 from exporter.publication import ExactlyOnceSink
 from exporter.sink import BATCH_HEADER, CheckpointState, CheckpointStore, OutMessage, PeriodSink
 from tests.fakes.memory import MemoryBroker, MemorySink, decode_checkpoint

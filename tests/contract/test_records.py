@@ -214,7 +214,7 @@ def test_a_workloads_records_share_their_sorted_immutable_maps() -> None:
     import pickle
 
     labels = {"tier": "web", "app": "shop"}
-    first = charge(labels=labels)  # as from `units.charge_lines`: one workload, shared maps
+    first = charge(labels=labels)  # as from `pipeline.charge_lines`: one workload, shared maps
     cpu, mem = build(first, replace(first, line=replace(first.line, resource="memory")))
     assert list(cpu.labels) == ["app", "tier"] and cpu.labels is mem.labels
     assert cpu.org_label_sources is mem.org_label_sources

@@ -17,10 +17,10 @@ from confluent_kafka.serialization import MessageField, SerializationContext
 from pydantic import SecretStr
 
 from exporter.avro import body_of, load_schema
+from exporter.avro.registry import ConfluentFraming, redact_url, registry_client
 from exporter.config import SchemaRegistryConfig
 from exporter.errors import ConfigError, EncodingError, SinkError, SinkUnavailable
 from exporter.records import BillingRecord, PeriodManifest
-from exporter.registry import ConfluentFraming, redact_url, registry_client
 from tests.contract.conftest import SUBJECT, TOPIC
 from tests.fakes.schema_registry import FakeSchemaRegistry
 

@@ -13,9 +13,9 @@ from confluent_kafka.schema_registry import Schema, SchemaRegistryClient
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 
 from exporter.avro import load_schema
+from exporter.avro.registry import ConfluentFraming, registry_client
 from exporter.config import SchemaRegistryConfig, load_config
 from exporter.errors import ConfigError
-from exporter.registry import ConfluentFraming, registry_client
 from tests.contract.conftest import SUBJECT, TOPIC
 from tests.fakes.schema_registry import FakeSchemaRegistry
 

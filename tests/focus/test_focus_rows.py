@@ -15,7 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from exporter.avro import SingleObjectFraming
-from exporter.codec import AvroCodec
+from exporter.avro.messages import AvroCodec
 from exporter.config import TopicsConfig
 from exporter.errors import ExporterError
 from exporter.focus import (
@@ -201,7 +201,7 @@ JAN = 1_798_761_600  # 2027-01-01T00:00:00Z
 
 def shared_period(start: int = T0, revision: int = 0) -> list[BillingRecord]:
     """One period of cluster prod, cpu: a kube-system agent (0.6 core-hours) shared over
-    shop/web (0.5) and shop/api (1.0), as exporter/shared.py publishes it."""
+    shop/web (0.5) and shop/api (1.0), as exporter/shared_costs.py publishes it."""
     def rec(ns: str, name: str, allocation: str, qty: str, cost: str, **kw: object) -> BillingRecord:
         return record(start, namespace=ns, workload_name=name, allocation=allocation,
                       chargeable_quantity=Decimal(qty), cost=Decimal(cost), revision=revision, **kw)

@@ -15,8 +15,8 @@ from exporter.config import Config
 from exporter.model import UNALLOCATED, ChargeLine, WorkloadKey
 from exporter.org import OrgModel
 from exporter.periods import Period
+from exporter.pipeline import charge_lines
 from exporter.queries import REQUESTS
-from exporter.units import charge_lines
 from exporter.wiring import build_source
 from tests.integration.conftest import T0, H, Sim
 

@@ -9,7 +9,7 @@ from chargeback_simulator.prometheus import SysdigPrometheusProxy
 from exporter.config import load_config
 from exporter.org import OrgModel
 from exporter.periods import Period
-from exporter.units import charge_lines
+from exporter.pipeline import charge_lines
 from exporter.wiring import build_source
 from tests.conformance.conftest import (  # noqa: F401 - fixtures used by name
     ConformanceData,

@@ -16,7 +16,7 @@ from exporter.clock import FakeClock
 from exporter.config import Config
 from exporter.consumer import read_records
 from exporter.errors import SinkError
-from exporter.kafka_sink import read_topic
+from exporter.kafka import read_topic
 from exporter.periods import Period
 from exporter.wiring import build_checkpoints, build_codec, build_pipeline, build_sink
 from tests.fakes.memory import FakeSource

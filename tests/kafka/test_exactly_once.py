@@ -13,7 +13,7 @@ from confluent_kafka import Producer
 from exporter.clock import FakeClock
 from exporter.config import Config
 from exporter.errors import EncodingError, FencedError, SinkError, SinkUnavailable
-from exporter.kafka_sink import client_config, read_topic
+from exporter.kafka import client_config, read_topic
 from exporter.periods import Period
 from exporter.records import BillingRecord
 from exporter.wiring import build_checkpoints, build_codec, build_pipeline, build_sink

@@ -26,7 +26,7 @@ from exporter.model import (
 )
 from exporter.money import share
 from exporter.periods import Period
-from exporter.shared import distribute
+from exporter.shared_costs import distribute
 
 PERIOD = Period(1_767_225_600, 1_767_229_200)
 

@@ -15,7 +15,7 @@ from exporter.model import ChargeLine, PricedLine
 from exporter.money import largest_remainder
 from exporter.periods import Period
 from exporter.pricing import RateCard, quantize_quantity
-from exporter.shared import (
+from exporter.shared_costs import (
     METHOD_ID,
     SHARED_FROM_LABEL,
     distribute,

@@ -21,9 +21,9 @@ from exporter.metrics import Metrics
 from exporter.model import ChargeLine
 from exporter.org import OrgModel
 from exporter.periods import Period
+from exporter.pipeline import charge_lines
 from exporter.run import assemble
 from exporter.sysdig import SysdigSource
-from exporter.units import charge_lines
 from exporter.wiring import build_source, build_worker_parts
 from tests.reliability.campaign import tune_server
 from tests.reliability.harness import q

@@ -33,7 +33,7 @@ from chargeback_simulator.fleet import Fleet
 from exporter.avro import body_of
 from exporter.clock import SystemClock
 from exporter.config import Config, KafkaConfig
-from exporter.kafka_sink import KafkaCheckpointStore, client_config, read_topic
+from exporter.kafka import KafkaCheckpointStore, client_config, read_topic
 from exporter.records import BillingRecord, PeriodManifest, content_hash_of_bodies, kubernetes_kind
 from exporter.wiring import build_codec
 

@@ -25,7 +25,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
 from exporter.avro import SCHEMA_FILES, body_of, schema_text
-from exporter.codec import AvroCodec
+from exporter.avro.messages import AvroCodec
 from exporter.config import Config, load_config, masked_dict
 from exporter.errors import ConfigError, ExporterError, SourceQueryError
 from exporter.pipeline import Pipeline

@@ -21,7 +21,7 @@ from chargeback_simulator.server import SimulatorServer
 from exporter.clock import FakeClock, SystemClock
 from exporter.config import Config, load_config
 from exporter.errors import SinkUnavailable, SourceUnavailable
-from exporter.kafka_sink import KafkaPeriodSink
+from exporter.kafka import KafkaPeriodSink
 from exporter.metrics import Metrics
 from exporter.periods import Period
 from exporter.run import assemble

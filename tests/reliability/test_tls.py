@@ -17,12 +17,12 @@ from pathlib import Path
 import pytest
 from urllib3.exceptions import InsecureRequestWarning
 
+from exporter.avro.registry import ConfluentFraming
 from exporter.cli import main
 from exporter.config import KafkaConfig, SchemaRegistryConfig, SysdigConfig
 from exporter.errors import ConfigError, ExporterError, SinkUnavailable, SourceQueryError
-from exporter.kafka_sink import client_config
+from exporter.kafka import client_config
 from exporter.periods import iso
-from exporter.registry import ConfluentFraming
 from exporter.sysdig import SysdigSource
 from exporter.wiring import build_dashboard_installer, build_retention, build_source
 from tests.contract.samples import BILLING

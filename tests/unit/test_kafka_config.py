@@ -8,7 +8,7 @@ from exporter.cli import main
 from exporter.clock import FakeClock
 from exporter.config import load_config
 from exporter.errors import ConfigError
-from exporter.kafka_sink import KafkaPeriodSink, TopicAdmin, client_config
+from exporter.kafka import KafkaPeriodSink, TopicAdmin, client_config
 
 
 def test_security_settings_pass_through(tmp_path: Path) -> None:

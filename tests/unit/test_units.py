@@ -5,7 +5,8 @@ from exporter.config import OrgConfig
 from exporter.model import PeriodUsage, SampleSums, WorkloadKey, WorkloadUsage
 from exporter.org import OrgModel
 from exporter.periods import Period
-from exporter.units import charge_lines, method_id, to_unit_hours
+from exporter.pipeline import charge_lines
+from exporter.units import method_id, to_unit_hours
 
 
 def test_cpu_and_memory_conversion_is_exact() -> None:

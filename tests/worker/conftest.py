@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from prometheus_client import CollectorRegistry
 
+from exporter.avro.messages import AvroCodec
 from exporter.clock import FakeClock
-from exporter.codec import AvroCodec
 from exporter.config import Config, PeriodsConfig, WorkerConfig
 from exporter.health import HealthState
 from exporter.metrics import Metrics

@@ -11,7 +11,7 @@ from chargeback_simulator.localbroker import LocalBroker
 from exporter.clock import Clock, FakeClock
 from exporter.config import Config
 from exporter.errors import FencedError
-from exporter.kafka_sink import read_topic
+from exporter.kafka import read_topic
 from exporter.metrics import Metrics
 from exporter.run import Parts, Service, assemble
 from exporter.wiring import build_codec, build_worker_parts

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from exporter.avro import Framing
+from exporter.avro.framing import Framing
 from exporter.config import TopicsConfig
 from exporter.errors import EncodingError
 from exporter.records import BillingRecord, Checkpoint, PeriodManifest
