@@ -4,7 +4,7 @@ The package owns the backfill's reading of published state back from Kafka (`sta
 which periods to measure at which step and what to refuse (`plan`), measuring and publishing
 them (`runner`), showing progress and the report (`render`) and the command line (`command`).
 It may import the exporter's domain, `pipeline` and `publication` (the one publishing policy)
-and the factories of `commands`, never the worker; nothing but `cli` imports it, through
+and the factories of `wiring` (the composition root), never the worker; nothing but `cli` imports it, through
 `register`. Modules depend downwards only: command → render → runner → plan → state.
 """
 
