@@ -151,8 +151,8 @@ def avro_table(sizes: Sequence[dict[str, Any]]) -> str:
              f"{a.get('generated_objects_wall', 0):,.0f}", f"{a.get('decode', 0):,.0f}",
              _verdict(a["generated_objects"] >= AVRO_TARGET))
             for s, a in _measured(sizes, "avro")]
-    return _table(("fleet", "records", "generated (objects) rec/CPU-s", "generated (dicts) rec/CPU-s",
-                   "fastavro schemaless_writer rec/CPU-s", "ratio", "generated rec/s (wall)",
+    return _table(("fleet", "records", "encoder (objects) rec/CPU-s", "encoder (dicts) rec/CPU-s",
+                   "fastavro schemaless_writer rec/CPU-s", "ratio", "encoder rec/s (wall)",
                    "consumer decode rec/CPU-s",
                    f"≥ {AVRO_TARGET:,.0f}/s"), rows)
 
