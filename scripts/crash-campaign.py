@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from chargeback_simulator.fleet import FleetSpec
 from chargeback_simulator.localbroker import LocalBroker
-from tests.reliability.campaign import SLOW_PRODUCER, Campaign, CampaignSpec
+from tests.rigs.campaign import SLOW_PRODUCER, Campaign, CampaignSpec
 
 
 def main() -> int:

@@ -85,7 +85,7 @@ def fresh_noida(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalBroke
 @pytest.fixture
 def kafka_config(noida: LocalBroker) -> Callable[..., Config]:
     """A factory of configurations on the session broker, each with its own topics and id."""
-    from tests.kafka.conftest import make_config
+    from tests.rigs.kafka import make_config
 
     def factory(**overrides: Any) -> Config:
         return make_config(noida.bootstrap, **overrides)

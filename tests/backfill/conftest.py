@@ -34,8 +34,8 @@ from exporter.kafka_sink import ReadMessage, consumer_config, read_topic
 from exporter.periods import Period
 from exporter.records import BillingRecord, PeriodManifest
 from exporter.wiring import build_codec, build_pipeline
-from tests.integration.conftest import T0, TOKEN, H, Sim
-from tests.kafka.conftest import publish_live
+from tests.rigs.kafka import publish_live
+from tests.rigs.sim import T0, TOKEN, H, Sim
 
 __all__ = ["T0", "EditableStorage", "H", "Result", "Rig", "hours"]
 

@@ -22,8 +22,8 @@ from chargeback_simulator.server import SimulatorServer
 from exporter.clock import SystemClock
 from exporter.periods import align_down, iso
 from tests.backfill.conftest import EditableStorage
-from tests.reliability.campaign import tune_server
-from tests.reliability.harness import ExporterProcess
+from tests.rigs.campaign import tune_server
+from tests.rigs.harness import ExporterProcess
 
 pytestmark = [pytest.mark.integration]
 

@@ -33,8 +33,7 @@ from exporter.avro import (
 from exporter.errors import EncodingError
 from exporter.money import DecimalSpec, quantize
 from exporter.records import BillingRecord, Checkpoint, PeriodManifest, SortedMap
-
-from .samples import BILLING, CHECKPOINT, DATUMS, FIXED, MANIFEST, decimals, read_golden
+from tests.rigs.samples import BILLING, CHECKPOINT, DATUMS, FIXED, MANIFEST, decimals, read_golden
 
 KEYS = sorted(SCHEMA_FILES)
 FROM_AVRO = {"billing_record": BillingRecord, "period_manifest": PeriodManifest, "checkpoint": Checkpoint}

@@ -31,7 +31,7 @@ from exporter.publication import ExactlyOnceSink
 from exporter.sink import BATCH_HEADER, CheckpointState, CheckpointStore, OutMessage, PeriodSink
 from tests.fakes.memory import MemoryBroker, MemorySink, decode_checkpoint
 from tests.fakes.sinks import CountingSink
-from tests.kafka.conftest import T0, make_config
+from tests.rigs.kafka import T0, make_config
 
 H = 3600
 

@@ -23,8 +23,7 @@ from exporter.records import BillingRecord, PeriodManifest
 from exporter.registry import ConfluentFraming, redact_url, registry_client
 from tests.contract.conftest import SUBJECT, TOPIC
 from tests.fakes.schema_registry import FakeSchemaRegistry
-
-from .samples import BILLING, MANIFEST
+from tests.rigs.samples import BILLING, MANIFEST
 
 
 def _schema(key: str = "billing_record") -> Schema:

@@ -18,8 +18,7 @@ from exporter.errors import ConfigError
 from exporter.registry import ConfluentFraming, registry_client
 from tests.contract.conftest import SUBJECT, TOPIC
 from tests.fakes.schema_registry import FakeSchemaRegistry
-
-from .samples import BILLING
+from tests.rigs.samples import BILLING
 
 REFUSED = "schema registry refused the subject compatibility"
 

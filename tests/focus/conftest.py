@@ -21,7 +21,7 @@ from exporter.pipeline import Prior
 from exporter.records import BillingRecord
 from exporter.wiring import build_codec, build_pipeline, build_sink
 from tests.fakes.memory import FakeSource
-from tests.kafka.conftest import T0
+from tests.rigs.kafka import T0
 from tests.rigs.rate_cards import JANUARY_2026
 
 H = 3600

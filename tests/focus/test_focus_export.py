@@ -17,8 +17,8 @@ from exporter.config import Config
 from exporter.focus import COLUMNS
 from exporter.periods import iso
 from tests.focus.conftest import RATE_CARD, Run, config_file, consumed, publish, read_csv
-from tests.focus.focus_spec import validate
-from tests.kafka.conftest import T0
+from tests.rigs.focus_spec import validate
+from tests.rigs.kafka import T0
 
 pytestmark = pytest.mark.integration
 H = 3600
@@ -35,7 +35,7 @@ def _t(text: str) -> datetime:
 
 
 def check_focus_rules(header: list[str], rows: list[dict[str, str]]) -> None:
-    """The FOCUS column rules, from the specification (tests/focus/focus_spec.py), and the
+    """The FOCUS column rules, from the specification (tests/rigs/focus_spec.py), and the
     export's own promises (docs/focus.md), priced or not."""
     assert header == list(COLUMNS)
     problems = validate(header, rows,

@@ -30,8 +30,8 @@ from exporter.focus import (
     write_atomic,
 )
 from exporter.records import BillingRecord, record_id
-from tests.focus.focus_spec import validate
-from tests.kafka.conftest import T0
+from tests.rigs.focus_spec import validate
+from tests.rigs.kafka import T0
 
 H = 3600
 DECIMAL = re.compile(r"^\d+(\.\d+)?$")

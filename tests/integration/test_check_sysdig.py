@@ -21,7 +21,7 @@ from exporter import cli, preflight
 from exporter.config import load_config
 from exporter.org import OrgModel
 from exporter.queries import REQUESTS, plan
-from tests.integration.conftest import T0, TOKEN, H, Sim
+from tests.rigs.sim import T0, TOKEN, H, Sim
 
 pytestmark = pytest.mark.integration
 SCOPED = "scoped-token-93ad"

@@ -10,7 +10,7 @@ import pytest
 from exporter.periods import Period
 from exporter.records import BILLABLE_ALLOCATIONS
 from exporter.wiring import build_pipeline
-from tests.integration.conftest import T0, H, Sim
+from tests.rigs.sim import T0, H, Sim
 
 pytestmark = pytest.mark.integration
 CARD = Path(__file__).resolve().parents[2] / "examples" / "rate-card.yaml"

@@ -16,8 +16,8 @@ from exporter import cli
 from exporter.periods import iso
 from exporter.pricing import quantize_cost, quantize_quantity
 from exporter.records import KINDS
-from tests.integration.conftest import T0, TOKEN, H, Sim
 from tests.rigs.rate_cards import JANUARY_2026
+from tests.rigs.sim import T0, TOKEN, H, Sim
 
 pytestmark = pytest.mark.integration
 WINDOW = ["--from", iso(T0), "--to", iso(T0 + 3 * H)]

@@ -18,7 +18,7 @@ from exporter.periods import Period
 from exporter.queries import REQUESTS
 from exporter.units import charge_lines
 from exporter.wiring import build_source
-from tests.integration.conftest import T0, H, Sim
+from tests.rigs.sim import T0, H, Sim
 
 pytestmark = pytest.mark.integration
 Q = Decimal("0.000000001")  # the records' quantity scale

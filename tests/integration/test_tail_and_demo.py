@@ -13,7 +13,7 @@ from exporter import cli
 from exporter.clock import FakeClock
 from exporter.config import Config
 from exporter.periods import iso
-from tests.kafka.conftest import T0, hours, publish_periods
+from tests.rigs.kafka import T0, hours, publish_periods
 
 pytestmark = pytest.mark.integration
 H = 3600

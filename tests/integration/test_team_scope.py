@@ -19,8 +19,8 @@ from chargeback_simulator.server import Team
 from exporter.config import load_config
 from exporter.periods import iso
 from exporter.wiring import build_codec
-from tests.integration.conftest import T0, TOKEN, H, Run, Sim
-from tests.reliability.harness import read_committed
+from tests.rigs.harness import read_committed
+from tests.rigs.sim import T0, TOKEN, H, Run, Sim
 
 pytestmark = pytest.mark.integration
 SCOPED = "scoped-token-51c2"

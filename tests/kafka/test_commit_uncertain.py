@@ -13,7 +13,7 @@ from exporter.run import Parts, assemble
 from exporter.wiring import build_worker_parts
 from tests.fakes.memory import FakeSource
 from tests.fakes.sinks import LostAck
-from tests.kafka.conftest import T0, make_config
+from tests.rigs.kafka import T0, make_config
 from tests.worker.test_kafka_worker import record_periods
 
 pytestmark = pytest.mark.integration

@@ -21,7 +21,7 @@ from exporter.periods import Period
 from exporter.wiring import build_checkpoints, build_codec, build_pipeline, build_sink
 from tests.fakes.memory import FakeSource
 from tests.fakes.schema_registry import FakeSchemaRegistry
-from tests.kafka.conftest import T0, hours, publish_periods
+from tests.rigs.kafka import T0, hours, publish_periods
 
 pytestmark = pytest.mark.integration
 H = 3600

@@ -18,7 +18,7 @@ from exporter.periods import Period
 from exporter.records import BillingRecord
 from exporter.wiring import build_checkpoints, build_codec, build_pipeline, build_sink
 from tests.fakes.memory import FakeSource
-from tests.kafka.conftest import T0, publish_periods
+from tests.rigs.kafka import T0, publish_periods
 
 pytestmark = pytest.mark.integration
 H = 3600

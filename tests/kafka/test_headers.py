@@ -9,7 +9,7 @@ from chargeback_simulator.localbroker import LocalBroker
 from exporter import __version__
 from exporter.clock import FakeClock
 from exporter.kafka_sink import read_topic
-from tests.kafka.conftest import T0, hours, make_config, publish_periods
+from tests.rigs.kafka import T0, hours, make_config, publish_periods
 
 README = Path(__file__).resolve().parents[2] / "schemas" / "README.md"
 

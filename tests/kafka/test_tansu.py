@@ -16,7 +16,7 @@ from exporter.clock import FakeClock
 from exporter.consumer import latest_records, read_manifests, read_records
 from exporter.errors import SinkError
 from exporter.wiring import build_checkpoints, build_codec, build_sink
-from tests.kafka.conftest import T0, hours, make_config, publish_periods
+from tests.rigs.kafka import T0, hours, make_config, publish_periods
 
 pytestmark = pytest.mark.integration
 H = 3600

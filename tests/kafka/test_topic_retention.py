@@ -16,7 +16,7 @@ from exporter.clock import FakeClock
 from exporter.config import Config
 from exporter.metrics import Metrics
 from exporter.wiring import build_sink
-from tests.kafka.conftest import T0, make_config
+from tests.rigs.kafka import T0, make_config
 
 pytestmark = pytest.mark.integration
 WEEK_MS = str(7 * 86400 * 1000)

@@ -20,8 +20,7 @@ from hypothesis import strategies as st
 from exporter.errors import PricingError
 from exporter.periods import Period, iso
 from exporter.pricing import RateCard, quantize_cost, quantize_quantity
-
-from .factories import line
+from tests.rigs.charge_lines import line
 
 START = 1_767_225_600  # 2026-01-01T00:00:00Z
 HOUR = 3600

@@ -13,9 +13,8 @@ from exporter.errors import PricingError
 from exporter.periods import Period, parse_time
 from exporter.pricing import RateCard, price_lines, quantize_cost, quantize_quantity
 from exporter.records import build_records
+from tests.rigs.charge_lines import HOUR, line
 from tests.rigs.rate_cards import MINIMAL
-
-from .factories import HOUR, line
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "rate-card.yaml"
 JULY = parse_time("2026-07-01T00:00:00Z")

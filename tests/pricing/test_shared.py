@@ -21,8 +21,7 @@ from exporter.shared import (
     distribute,
     is_shared,
 )
-
-from .factories import HOUR, line
+from tests.rigs.charge_lines import HOUR, line
 
 SHARED = SharedCostsConfig(enabled=True, namespaces=("kube-system",))
 CARD = RateCard.from_data({

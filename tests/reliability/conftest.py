@@ -25,8 +25,8 @@ from exporter.run import assemble
 from exporter.sysdig import SysdigSource
 from exporter.units import charge_lines
 from exporter.wiring import build_source, build_worker_parts
-from tests.reliability.campaign import tune_server
-from tests.reliability.harness import q
+from tests.rigs.campaign import tune_server
+from tests.rigs.harness import q
 
 H = 3600
 T0 = 1_794_009_600  # 2026-11-07T00:00:00Z, aligned to hours and days

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from chargeback_simulator.localbroker import LocalBroker
-from tests.reliability.harness import ExporterProcess
+from tests.rigs.harness import ExporterProcess
 
 pytestmark = pytest.mark.integration
 

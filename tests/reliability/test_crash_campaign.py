@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from chargeback_simulator.localbroker import LocalBroker
-from tests.reliability.campaign import MODES, Campaign, CampaignSpec, plan_kills
+from tests.rigs.campaign import MODES, Campaign, CampaignSpec, plan_kills
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

@@ -20,7 +20,7 @@ from exporter.errors import IncompleteDataError
 from exporter.periods import Period
 from exporter.wiring import build_codec
 from tests.reliability.conftest import PERIOD, Sim, worker_for
-from tests.reliability.harness import check_ledger, read_committed
+from tests.rigs.harness import check_ledger, read_committed
 
 pytestmark = pytest.mark.integration
 NEXT = Period(PERIOD.end, PERIOD.end + 3600)

@@ -27,8 +27,8 @@ from exporter.periods import Period
 from exporter.run import assemble
 from exporter.wiring import build_pipeline, build_sink, build_worker_parts
 from tests.fakes.memory import FakeSource
-from tests.reliability.campaign import Campaign, CampaignSpec, tune_server, write_config
-from tests.reliability.harness import (
+from tests.rigs.campaign import Campaign, CampaignSpec, tune_server, write_config
+from tests.rigs.harness import (
     ExporterProcess,
     check_ledger,
     is_event,

@@ -28,8 +28,8 @@ from exporter.clock import SystemClock
 from exporter.config import Config, load_config
 from exporter.periods import align_down, iso
 from tests.fakes.schema_registry import FakeSchemaRegistry
-from tests.reliability.campaign import tune_server
-from tests.reliability.harness import ExporterProcess, clean_env, is_event, read_committed, read_uncommitted
+from tests.rigs.campaign import tune_server
+from tests.rigs.harness import ExporterProcess, clean_env, is_event, read_committed, read_uncommitted
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 

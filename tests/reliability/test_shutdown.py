@@ -28,8 +28,8 @@ from exporter.clock import SystemClock
 from exporter.config import Config, load_config
 from exporter.periods import align_down
 from exporter.wiring import build_codec
-from tests.reliability.campaign import SLOW_PRODUCER, tune_server
-from tests.reliability.harness import (
+from tests.rigs.campaign import SLOW_PRODUCER, tune_server
+from tests.rigs.harness import (
     ExporterProcess,
     RecordWatch,
     check_ledger,

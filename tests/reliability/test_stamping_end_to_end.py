@@ -16,8 +16,8 @@ from chargeback_simulator.localbroker import LocalBroker
 from chargeback_simulator.server import SimulatorServer
 from exporter.clock import SystemClock
 from exporter.periods import align_down
-from tests.reliability.campaign import TOKEN, CampaignSpec, tune_server, write_config
-from tests.reliability.harness import ExporterProcess, check_ledger, last_checkpoint
+from tests.rigs.campaign import TOKEN, CampaignSpec, tune_server, write_config
+from tests.rigs.harness import ExporterProcess, check_ledger, last_checkpoint
 
 pytestmark = [pytest.mark.integration]
 

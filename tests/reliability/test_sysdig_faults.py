@@ -22,7 +22,7 @@ from exporter.metrics import Metrics
 from exporter.periods import Period
 from exporter.wiring import build_codec
 from tests.reliability.conftest import PERIOD, Sim, worker_for
-from tests.reliability.harness import check_ledger, read_committed
+from tests.rigs.harness import check_ledger, read_committed
 
 pytestmark = pytest.mark.integration
 QUERIES = 9  # one period: usage, request, chargeable for cpu and memory, labels, coverage, presence

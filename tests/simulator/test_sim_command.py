@@ -15,8 +15,7 @@ from sdcclient import SdMonitorClient
 
 from chargeback_simulator.command import DEFAULT_TOKEN, build
 from exporter import cli
-
-from .conftest import T0
+from tests.rigs.small_fleet import T0
 
 REPO = Path(__file__).resolve().parents[2]
 

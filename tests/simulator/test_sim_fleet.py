@@ -22,8 +22,7 @@ from chargeback_simulator.fleet import (
 from chargeback_simulator.series import LabelMatcher, SeriesSet
 from exporter.clock import FakeClock
 from exporter.model import ORG_KEYS, UNALLOCATED, WorkloadKey
-
-from .conftest import NOW, SMALL, T0
+from tests.rigs.small_fleet import NOW, SMALL, T0
 
 # Literal, not the exporter's constants: the simulator stands for Sysdig, whatever the exporter reads.
 USAGE_CONTAINER_LABEL = "container_label_io_kubernetes_container_name"

@@ -20,8 +20,7 @@ from chargeback_simulator.series import MemoryStorage
 from exporter.clock import FakeClock
 from exporter.model import WorkloadKey
 from exporter.queries import label_columns, plan
-
-from .conftest import NOW, SMALL, T0, TIMELINES
+from tests.rigs.small_fleet import NOW, SMALL, T0, TIMELINES
 
 ORG = ["costcenter", "businessunit", "department", "team"]
 

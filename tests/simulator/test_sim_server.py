@@ -16,8 +16,7 @@ from chargeback_simulator.fleet import Fleet
 from chargeback_simulator.server import SimulatorServer
 from exporter.clock import FakeClock
 from exporter.queries import plan
-
-from .conftest import NOW, READ_ONLY, SMALL, T0, TIMELINES, TOKEN
+from tests.rigs.small_fleet import NOW, READ_ONLY, SMALL, T0, TIMELINES, TOKEN
 
 Get = Callable[..., requests.Response]
 CPU = "sysdig_container_cpu_cores_used"

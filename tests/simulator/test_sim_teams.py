@@ -10,8 +10,7 @@ from sdcclient import SdMonitorClient
 from chargeback_simulator.fleet import Fleet
 from chargeback_simulator.server import DEFAULT_TEAM, SimulatorServer, Team
 from exporter.clock import FakeClock
-
-from .conftest import NOW, TOKEN
+from tests.rigs.small_fleet import NOW, TOKEN
 
 SCOPED = "scoped-token"
 CPU = "sysdig_container_cpu_cores_used"

@@ -16,7 +16,7 @@ from exporter.metrics import Metrics
 from exporter.run import Parts, Service, assemble
 from exporter.wiring import build_codec, build_worker_parts
 from tests.fakes.memory import FakeSource
-from tests.kafka.conftest import T0, make_config
+from tests.rigs.kafka import T0, make_config
 
 pytestmark = pytest.mark.integration
 H = 3600

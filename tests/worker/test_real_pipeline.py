@@ -17,8 +17,8 @@ from exporter.periods import Period
 from exporter.wiring import build_pipeline
 from exporter.worker import Worker
 from tests.fakes.memory import FakeSource, MemoryBroker, MemorySink
-from tests.integration.conftest import T0 as SIM_T0
-from tests.integration.conftest import Sim
+from tests.rigs.sim import T0 as SIM_T0
+from tests.rigs.sim import Sim
 
 from .conftest import HOUR, SETTLE, T0
 

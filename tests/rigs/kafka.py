@@ -1,4 +1,5 @@
-"""Fixtures for tests against a real broker: a config per test with its own topics."""
+"""Configurations for tests against a real broker (a config per test with its own topics), and
+publishing periods to it the way the live path does."""
 
 from __future__ import annotations
 

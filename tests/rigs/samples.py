@@ -2,7 +2,7 @@
 
 The fixed records are the contract's examples: their encodings are committed under `golden/`.
 Regenerate them only for a deliberate schema change (a new major version), with
-`python -m tests.contract.samples --write-golden`, and review the diff.
+`python -m tests.rigs.samples --write-golden`, and review the diff.
 """
 
 from __future__ import annotations
@@ -224,5 +224,5 @@ def _write_golden() -> None:
 
 if __name__ == "__main__":
     if sys.argv[1:] != ["--write-golden"]:
-        sys.exit("usage: python -m tests.contract.samples --write-golden")
+        sys.exit("usage: python -m tests.rigs.samples --write-golden")
     _write_golden()

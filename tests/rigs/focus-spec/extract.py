@@ -1,13 +1,13 @@
 """Extract the Cost and Usage column definitions from FOCUS specification column pages.
 
 Reads the Markdown pages of the FinOps FOCUS specification (github.com/FinOps-Open-Cost-and-
-Usage-Spec/FOCUS_Spec) and prints, per column, what `tests/focus/focus_spec.py` checks: the
+Usage-Spec/FOCUS_Spec) and prints, per column, what `tests/rigs/focus_spec.py` checks: the
 column ID, feature level, whether nulls are allowed, the data type, the value format, the
 allowed values when the format is "Allowed values", the version that introduced it, and the
 normative nullability sentences, quoted. Nothing here comes from the exporter's own code.
 
-    python tests/focus/spec/extract.py SPEC_CHECKOUT REF > columns.json   # pages at a git ref
-    python tests/focus/spec/extract.py --files PAGE.md ...                 # loose pages
+    python tests/rigs/focus-spec/extract.py SPEC_CHECKOUT REF > columns.json   # pages at a git ref
+    python tests/rigs/focus-spec/extract.py --files PAGE.md ...                 # loose pages
 
 The conditional nullability rules (`conditions` in columns.json) are not extracted: they are
 written by hand from the quoted sentences, because the spec states them in prose.

@@ -36,8 +36,9 @@ from exporter.config import Config, KafkaConfig
 from exporter.kafka_sink import KafkaCheckpointStore, client_config, read_topic
 from exporter.records import BillingRecord, PeriodManifest, content_hash_of_bodies, kubernetes_kind
 from exporter.wiring import build_codec
+from tests.rigs.paths import ROOT
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = ROOT
 Q = Decimal("0.000000001")  # the records' quantity scale
 
 

@@ -35,7 +35,7 @@ from chargeback_simulator.server import SimulatorServer
 from exporter.clock import SystemClock
 from exporter.config import Config, load_config
 from exporter.periods import align_down
-from tests.reliability.harness import (
+from tests.rigs.harness import (
     ExporterProcess,
     Ledger,
     RecordWatch,

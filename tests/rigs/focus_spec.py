@@ -25,7 +25,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
-SPEC = Path(__file__).parent / "spec" / "columns.json"
+SPEC = Path(__file__).parent / "focus-spec" / "columns.json"
 
 Row = Mapping[str, str]
 
