@@ -259,9 +259,9 @@ def test_an_undecodable_message_is_named_by_partition_and_offset(
 def test_publication_time_comes_from_the_header_and_the_billing_period_from_the_config(
         kafka_config: Callable[..., Config], tmp_path: Path, export: Callable[..., Run]) -> None:
     from confluent_kafka import Producer
+    from tests.focus.test_focus_rows import record
 
     from exporter.wiring import build_codec
-    from tests.focus.test_focus_rows import record
 
     card = tmp_path / "rate-card.yaml"
     card.write_text(RATE_CARD)
