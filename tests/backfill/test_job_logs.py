@@ -21,7 +21,7 @@ from chargeback_simulator.localbroker import LocalBroker
 from chargeback_simulator.server import SimulatorServer
 from exporter.clock import SystemClock
 from exporter.periods import align_down, iso
-from tests.backfill.conftest import EditableStorage
+from tests.rigs.backfill import EditableStorage
 from tests.rigs.campaign import tune_server
 from tests.rigs.harness import ExporterProcess
 

@@ -1,9 +1,14 @@
-"""A simulator per test, its fleet, and a configuration pointing the exporter at it."""
+"""Integration tests: every test below this folder talks to a real broker, Prometheus, the
+simulator's HTTP server, a subprocess or an external binary, and is marked `integration` here.
+
+The fixtures: a simulator per test, its fleet, and a configuration pointing the exporter at it.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -12,7 +17,15 @@ from chargeback_simulator.fleet import FleetSpec
 from chargeback_simulator.server import Team
 from exporter import cli
 from exporter.clock import FakeClock
+from tests.rigs.markers import mark_below
 from tests.rigs.sim import T0, H, Run, Sim
+
+HERE = Path(__file__).parent
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    mark_below(HERE, items, pytest.mark.integration)
 
 
 @pytest.fixture

@@ -11,16 +11,13 @@ from datetime import UTC, datetime
 from decimal import ROUND_HALF_EVEN, Decimal
 from pathlib import Path
 
-import pytest
-
 from exporter.config import Config
 from exporter.focus import COLUMNS
 from exporter.periods import iso
-from tests.focus.conftest import RATE_CARD, Run, config_file, consumed, publish, read_csv
+from tests.rigs.focus import RATE_CARD, Run, config_file, consumed, publish, read_csv
 from tests.rigs.focus_spec import validate
 from tests.rigs.kafka import T0
 
-pytestmark = pytest.mark.integration
 H = 3600
 
 DECIMAL = re.compile(r"^-?\d+(\.\d+)?$")  # what the export writes: plain decimals, no exponent
@@ -259,9 +256,9 @@ def test_an_undecodable_message_is_named_by_partition_and_offset(
 def test_publication_time_comes_from_the_header_and_the_billing_period_from_the_config(
         kafka_config: Callable[..., Config], tmp_path: Path, export: Callable[..., Run]) -> None:
     from confluent_kafka import Producer
-    from tests.focus.test_focus_rows import record
 
     from exporter.wiring import build_codec
+    from tests.unit.focus.test_focus_rows import record
 
     card = tmp_path / "rate-card.yaml"
     card.write_text(RATE_CARD)

@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import pytest
-
 from exporter.periods import iso
 from exporter.wiring import build_pipeline
-from tests.backfill.conftest import T0, H, Rig, hours
+from tests.rigs.backfill import T0, H, Rig, hours
 
-pytestmark = pytest.mark.integration
 RANGE = ("--from", iso(T0 + 3 * H), "--to", iso(T0 + 6 * H))
 
 

@@ -334,7 +334,6 @@ def _kafka_error(code: int, reason: str, *, retriable: bool) -> KafkaException:
     return KafkaException(KafkaError(code, reason, False, retriable, False))
 
 
-@pytest.mark.integration
 class TestKafkaPeriodSink(PeriodSinkContract):
     @pytest.fixture(autouse=True)
     def _broker(self, noida: LocalBroker) -> Iterator[None]:

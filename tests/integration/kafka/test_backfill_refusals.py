@@ -9,9 +9,8 @@ import pytest
 from exporter.periods import iso
 from exporter.sink import OutMessage, PeriodSink
 from exporter.wiring import build_checkpoints, build_sink
-from tests.backfill.conftest import T0, H, Rig, hours
+from tests.rigs.backfill import T0, H, Rig, hours
 
-pytestmark = pytest.mark.integration
 D = 86400
 
 

@@ -22,7 +22,6 @@ from exporter.wiring import build_codec
 from tests.rigs.harness import read_committed
 from tests.rigs.sim import T0, TOKEN, H, Run, Sim
 
-pytestmark = pytest.mark.integration
 SCOPED = "scoped-token-51c2"
 
 

@@ -3,15 +3,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from chargeback_simulator.localbroker import LocalBroker
 from exporter import __version__
 from exporter.clock import FakeClock
 from exporter.kafka_sink import read_topic
 from tests.rigs.kafka import T0, hours, make_config, publish_periods
+from tests.rigs.paths import ROOT
 
-README = Path(__file__).resolve().parents[2] / "schemas" / "README.md"
+README = ROOT / "schemas" / "README.md"
 
 
 def test_records_and_manifests_carry_published_at_and_the_version_checkpoints_a_batch_id(

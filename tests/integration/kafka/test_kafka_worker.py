@@ -18,7 +18,6 @@ from exporter.wiring import build_codec, build_worker_parts
 from tests.fakes.memory import FakeSource
 from tests.rigs.kafka import T0, make_config
 
-pytestmark = pytest.mark.integration
 H = 3600
 
 

@@ -4,15 +4,13 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 
-import pytest
 import yaml
 
-from exporter import cli
 from exporter.clock import FakeClock
 from exporter.config import Config
 from exporter.consumer import latest_records, read_records
@@ -74,19 +72,6 @@ class Run:
     code: int
     out: str
     err: str
-
-
-@pytest.fixture
-def export(capsys: pytest.CaptureFixture[str]) -> Callable[..., Run]:
-    """Run `chargeback-exporter export focus` with the given arguments, capture its output."""
-
-    def run(*args: str) -> Run:
-        capsys.readouterr()
-        code = cli.main(["export", "focus", "--log.format", "text", *args])
-        captured = capsys.readouterr()
-        return Run(code, captured.out, captured.err)
-
-    return run
 
 
 def read_csv(path: Path) -> tuple[list[str], list[dict[str, str]]]:

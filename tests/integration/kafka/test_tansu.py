@@ -18,7 +18,6 @@ from exporter.errors import SinkError
 from exporter.wiring import build_checkpoints, build_codec, build_sink
 from tests.rigs.kafka import T0, hours, make_config, publish_periods
 
-pytestmark = pytest.mark.integration
 H = 3600
 
 
@@ -54,7 +53,7 @@ def test_topic_retention_on_tansu(tansu: LocalBroker, caplog: pytest.LogCaptureF
     created explicit, and a topic created without them cannot be checked, which is said."""
     import logging
 
-    from tests.kafka.test_topic_retention import create, described, start_once
+    from tests.integration.kafka.test_topic_retention import create, described, start_once
 
     cfg = make_config(tansu.bootstrap)
     start_once(cfg)

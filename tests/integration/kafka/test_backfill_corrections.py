@@ -15,9 +15,8 @@ from exporter.periods import iso
 from exporter.records import BillingRecord
 from exporter.sink import OutMessage, PeriodSink
 from exporter.wiring import build_checkpoints, build_codec, build_pipeline, build_sink
-from tests.backfill.conftest import T0, H, Rig, hours
+from tests.rigs.backfill import T0, H, Rig, hours
 
-pytestmark = pytest.mark.integration
 FIXED = ("staging-eu-central-02", "analytics-3")  # a namespace whose costcenter gets corrected
 RANGE = ("--from", iso(T0 + 3 * H), "--to", iso(T0 + 6 * H))
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import pytest
 from prometheus_client import CollectorRegistry
 
 from chargeback_simulator.localbroker import LocalBroker
@@ -13,10 +12,9 @@ from exporter.run import Parts, assemble
 from exporter.wiring import build_worker_parts
 from tests.fakes.memory import FakeSource
 from tests.fakes.sinks import LostAck
+from tests.integration.kafka.test_kafka_worker import record_periods
 from tests.rigs.kafka import T0, make_config
-from tests.worker.test_kafka_worker import record_periods
 
-pytestmark = pytest.mark.integration
 H = 3600
 
 

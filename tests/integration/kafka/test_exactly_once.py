@@ -20,7 +20,6 @@ from exporter.wiring import build_checkpoints, build_codec, build_pipeline, buil
 from tests.fakes.memory import FakeSource
 from tests.rigs.kafka import T0, publish_periods
 
-pytestmark = pytest.mark.integration
 H = 3600
 
 

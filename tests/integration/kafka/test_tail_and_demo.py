@@ -15,7 +15,6 @@ from exporter.config import Config
 from exporter.periods import iso
 from tests.rigs.kafka import T0, hours, publish_periods
 
-pytestmark = pytest.mark.integration
 H = 3600
 
 

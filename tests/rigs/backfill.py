@@ -9,16 +9,13 @@ from __future__ import annotations
 
 import argparse
 import io
-import itertools
 import json
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import ExitStack
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 from confluent_kafka import Consumer, TopicPartition
 
@@ -191,22 +188,3 @@ class Rig:
             return out
         finally:
             consumer.close()
-
-
-@pytest.fixture
-def rig_factory(noida: LocalBroker, tmp_path: Path) -> Iterator[Callable[..., Rig]]:
-    """`rig_factory(now=..., history=...)`: a started simulator with its own topics."""
-    configs = itertools.count(1)
-    with ExitStack() as servers:
-
-        def make(now: int = T0 + 6 * H + 300, history: int | None = 12 * H) -> Rig:
-            sim = EditableSim(now, history)
-            servers.enter_context(sim.server)  # started now, stopped when the test ends
-            return Rig(sim, noida, tmp_path / f"config-{next(configs)}.yaml")
-
-        yield make
-
-
-@pytest.fixture
-def rig(rig_factory: Callable[..., Rig]) -> Rig:
-    return rig_factory()

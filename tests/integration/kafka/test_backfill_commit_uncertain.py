@@ -4,18 +4,14 @@ from __future__ import annotations
 
 from collections import Counter
 
-import pytest
-
 from exporter.backfill.runner import default_sink
 from exporter.clock import Clock
 from exporter.config import Config
 from exporter.kafka_sink import KafkaPeriodSink
 from exporter.periods import iso
 from exporter.sink import PeriodSink
-from tests.backfill.conftest import T0, H, Rig
 from tests.fakes.sinks import LostAck
-
-pytestmark = pytest.mark.integration
+from tests.rigs.backfill import T0, H, Rig
 
 
 def test_backfill_settles_an_unknown_commit_instead_of_publishing_twice(rig: Rig) -> None:

@@ -18,7 +18,6 @@ from exporter.metrics import Metrics
 from exporter.wiring import build_sink
 from tests.rigs.kafka import T0, make_config
 
-pytestmark = pytest.mark.integration
 WEEK_MS = str(7 * 86400 * 1000)
 DAY_MS = str(86400 * 1000)
 SHORT = "topic retention shorter than configured"

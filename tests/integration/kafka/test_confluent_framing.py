@@ -23,7 +23,6 @@ from tests.fakes.memory import FakeSource
 from tests.fakes.schema_registry import FakeSchemaRegistry
 from tests.rigs.kafka import T0, hours, publish_periods
 
-pytestmark = pytest.mark.integration
 H = 3600
 USER, PASSWORD = "exporter", "sr-pass-8d1e"
 
