@@ -17,7 +17,7 @@ from tests.conformance.conftest import (  # noqa: F401 - fixtures used by name
     prometheus,
     prometheus_proxy,
 )
-from tests.integration.test_source_ground_truth import assert_equals_ground_truth
+from tests.integration.sysdig.test_source_ground_truth import assert_equals_ground_truth
 
 pytestmark = pytest.mark.integration
 

@@ -1,5 +1,5 @@
 """`report`'s window, rows and renderings, without Sysdig (the CLI end to end is in
-tests/integration/test_report_cli.py)."""
+tests/integration/sysdig/test_report_cli.py)."""
 
 from __future__ import annotations
 

@@ -20,7 +20,6 @@ from exporter.units import charge_lines
 from exporter.wiring import build_source
 from tests.rigs.sim import T0, H, Sim
 
-pytestmark = pytest.mark.integration
 Q = Decimal("0.000000001")  # the records' quantity scale
 
 

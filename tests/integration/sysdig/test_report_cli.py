@@ -19,7 +19,6 @@ from exporter.records import KINDS
 from tests.rigs.rate_cards import JANUARY_2026
 from tests.rigs.sim import T0, TOKEN, H, Sim
 
-pytestmark = pytest.mark.integration
 WINDOW = ["--from", iso(T0), "--to", iso(T0 + 3 * H)]
 
 

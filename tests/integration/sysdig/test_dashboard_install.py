@@ -16,9 +16,10 @@ from chargeback_simulator.server import SimulatorServer
 from exporter.cli import main
 from exporter.clock import FakeClock
 from exporter.dashboard import DEFAULT_NAME
+from tests.rigs.paths import ROOT
 
 TOKEN = "sim-token"
-SHIPPED = json.loads((Path(__file__).parents[2] / "exporter" / "data" / "dashboard.json").read_text())
+SHIPPED = json.loads((ROOT / "exporter" / "data" / "dashboard.json").read_text())
 
 
 @pytest.fixture

@@ -23,7 +23,6 @@ from exporter.org import OrgModel
 from exporter.queries import REQUESTS, plan
 from tests.rigs.sim import T0, TOKEN, H, Sim
 
-pytestmark = pytest.mark.integration
 SCOPED = "scoped-token-93ad"
 Run = Callable[..., tuple[int, str, str]]
 

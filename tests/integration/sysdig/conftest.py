@@ -1,4 +1,5 @@
-"""Fixtures for the simulator tests: a small fleet, its server, and real sdcclient clients."""
+"""Fixtures of the tests against the simulator's HTTP API: a small fleet, its server, and real
+sdcclient clients."""
 
 from __future__ import annotations
 

@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 from decimal import Decimal
-from pathlib import Path
-
-import pytest
 
 from exporter.periods import Period
 from exporter.records import BILLABLE_ALLOCATIONS
 from exporter.wiring import build_pipeline
+from tests.rigs.paths import ROOT
 from tests.rigs.sim import T0, H, Sim
 
-pytestmark = pytest.mark.integration
-CARD = Path(__file__).resolve().parents[2] / "examples" / "rate-card.yaml"
+CARD = ROOT / "examples" / "rate-card.yaml"
 
 
 def test_shared_namespace_is_distributed_and_totals_conserved(sim: Sim) -> None:
