@@ -19,8 +19,6 @@ from exporter.queries import label_columns, plan
 
 from .conftest import T0, ConformanceData
 
-pytestmark = pytest.mark.integration
-
 ORG = ["costcenter", "businessunit", "department", "team"]
 PERIODS = {
     "before-data": T0 - 3600,  # nothing to find: both must agree on empty

@@ -32,8 +32,6 @@ from exporter.model import GIB, UNALLOCATED
 from exporter.queries import CPU_USED, MEM_USED, REQUESTS
 from tests.rigs.prometheus import serving
 
-pytestmark = pytest.mark.integration
-
 DAY = 86400
 T0 = 1717200000  # 2024-06-01T00:00:00Z
 SPAN = 6 * 3600  # six hours of data per resolution

@@ -11,21 +11,15 @@ from exporter.org import OrgModel
 from exporter.periods import Period
 from exporter.units import charge_lines
 from exporter.wiring import build_source
-from tests.conformance.conftest import (  # noqa: F401 - fixtures used by name
-    ConformanceData,
-    conformance_data,
-    prometheus,
-    prometheus_proxy,
-)
 from tests.integration.sysdig.test_source_ground_truth import assert_equals_ground_truth
 
-pytestmark = pytest.mark.integration
+from .conftest import ConformanceData
 
 
 @pytest.mark.parametrize("grain", ["pod", "container"])
 @pytest.mark.parametrize("hour", [0, 1])
-def test_units_through_real_prometheus(conformance_data: ConformanceData,  # noqa: F811
-                                       prometheus_proxy: SysdigPrometheusProxy,  # noqa: F811
+def test_units_through_real_prometheus(conformance_data: ConformanceData,
+                                       prometheus_proxy: SysdigPrometheusProxy,
                                        grain: str, hour: int) -> None:
     data = conformance_data
     cfg = load_config(environ={}, overrides={

@@ -18,14 +18,13 @@ from typing import Any
 
 import pytest
 import requests
-from conformance.conftest import T0, ConformanceData
 
 from chargeback_simulator.fleet import CPU_QUANTUM, MIB
 from chargeback_simulator.prometheus import RealPrometheus
 from exporter.dashboard import OrgSources, Panel, Queries, panels, sysdig_variables
 from exporter.model import UNALLOCATED
 
-pytestmark = pytest.mark.integration
+from .conftest import T0, ConformanceData
 
 HOUR = T0 + 3600  # a full hour of data: [T0+1h, T0+2h)
 STEP = 10  # the fleet's sample interval, and the panels' interval in these tests
