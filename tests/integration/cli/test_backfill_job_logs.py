@@ -25,8 +25,6 @@ from tests.rigs.backfill import EditableStorage
 from tests.rigs.campaign import tune_server
 from tests.rigs.harness import ExporterProcess
 
-pytestmark = [pytest.mark.integration]
-
 TOKEN = "backfill-job-token-5d0e"
 LENGTH = 600
 PERIODS = 3

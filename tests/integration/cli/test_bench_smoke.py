@@ -65,7 +65,6 @@ def test_replay_serves_any_period_through_the_real_source(recording: Path, repla
         assert set(usage.coverage.values()) == {1}
 
 
-@pytest.mark.integration
 @pytest.mark.timeout(240)
 def test_harness_runs_end_to_end_on_a_tiny_fleet(tmp_path: Path) -> None:
     out = tmp_path / "results.json"
