@@ -13,7 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from chartlib import CHART, NAMESPACE, REPO, Helm, Result
+
+from tests.integration.helm.chartlib import CHART, NAMESPACE, REPO, Helm, Result
 
 VALUES = CHART / "ci" / "prometheusrule-values.yaml"
 ALERTS = {

@@ -20,7 +20,8 @@ from typing import Any
 
 import pytest
 import yaml
-from chartlib import CHART, CI_VALUES, COMMAND_TIMEOUT, REPO, Helm, Rendered
+
+from tests.integration.helm.chartlib import CHART, CI_VALUES, COMMAND_TIMEOUT, REPO, Helm, Rendered
 
 CI_IDS = [p.name.removesuffix("-values.yaml") for p in CI_VALUES]
 

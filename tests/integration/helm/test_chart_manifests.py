@@ -18,9 +18,9 @@ from typing import Any
 
 import pytest
 import yaml
-from chartlib import CHART, CI_VALUES, NAMESPACE, RELEASE, Helm, Result
 
 from exporter import __version__
+from tests.integration.helm.chartlib import CHART, CI_VALUES, NAMESPACE, RELEASE, Helm, Result
 
 CI_IDS = [p.name.removesuffix("-values.yaml") for p in CI_VALUES]
 FEATURES = {"default", "existing-secret", "servicemonitor", "prometheusrule", "backfill", "sasl-ssl",

@@ -6,7 +6,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from chartlib import Helm
+
+from tests.integration.helm.chartlib import Helm
 
 BAD_VALUES: list[tuple[str, dict[str, Any], str]] = [
     ("replicas", {"replicaCount": 2}, "Additional property replicaCount is not allowed"),

@@ -16,7 +16,9 @@ from typing import Any
 
 import yaml
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.rigs.paths import ROOT
+
+REPO = ROOT
 CHART = REPO / "helm" / "chargeback-exporter"
 CI_VALUES = sorted((CHART / "ci").glob("*-values.yaml"))
 HELM = REPO / ".tools" / "bin" / "helm"

@@ -10,7 +10,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from chartlib import CHART, COMMAND_TIMEOUT, HELM, KUBE_VERSION, REPO, Helm, Result
+
+from tests.integration.helm.chartlib import CHART, COMMAND_TIMEOUT, HELM, KUBE_VERSION, REPO, Helm, Result
 
 
 def _ensure_helm() -> Path:
