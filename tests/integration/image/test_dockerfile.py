@@ -22,8 +22,9 @@ import pytest
 import yaml
 
 from exporter import __version__
+from tests.rigs.paths import ROOT
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = ROOT
 DOCKERFILE = REPO / "Dockerfile"
 CHART = REPO / "helm" / "chargeback-exporter"
 HADOLINT = Path(sys.executable).parent / "hadolint"
