@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Run the crash campaign of tests/reliability outside pytest, at any size, and print its figures.
+"""Run the crash campaign of tests/system outside pytest, at any size, and print its figures.
 
     .venv/bin/python scripts/crash-campaign.py --seed 20261129 --kills 100 --hours 20
 

@@ -21,10 +21,9 @@ from exporter.errors import IncompleteDataError, SourceQueryError, SourceUnavail
 from exporter.metrics import Metrics
 from exporter.periods import Period
 from exporter.wiring import build_codec
-from tests.reliability.conftest import PERIOD, Sim, worker_for
 from tests.rigs.harness import check_ledger, read_committed
+from tests.system.conftest import PERIOD, Sim, worker_for
 
-pytestmark = pytest.mark.integration
 QUERIES = 9  # one period: usage, request, chargeable for cpu and memory, labels, coverage, presence
 PROM = "/prometheus"
 

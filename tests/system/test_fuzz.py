@@ -32,8 +32,8 @@ from exporter.pipeline import Pipeline
 from exporter.queries import RECORD_GRAIN
 from exporter.sysdig import parse_vector
 from exporter.wiring import build_pipeline
-from tests.reliability.conftest import PERIOD, Sim
 from tests.rigs.campaign import tune_server
+from tests.system.conftest import PERIOD, Sim
 
 AT = float(PERIOD.end - 5)  # the instant the exporter evaluates a 1 h period at, 10 s step
 QUERIES = ("cpu.usage", "cpu.request", "cpu.chargeable", "memory.usage", "memory.request",

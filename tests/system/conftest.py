@@ -1,9 +1,14 @@
-"""A Sysdig simulator on a fake clock, and what the reliability tests build on it."""
+"""System tests: the exporter as a whole under faults (crash campaign, outages, fuzzing, shutdown
+and signals, secrets, TLS, bad input), all marked `integration` here.
+
+The fixtures: a Sysdig simulator on a fake clock, and what the system tests build on it.
+"""
 
 from __future__ import annotations
 
 import uuid
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,12 +32,20 @@ from exporter.units import charge_lines
 from exporter.wiring import build_source, build_worker_parts
 from tests.rigs.campaign import tune_server
 from tests.rigs.harness import q
+from tests.rigs.markers import mark_below
 
 H = 3600
 T0 = 1_794_009_600  # 2026-11-07T00:00:00Z, aligned to hours and days
 TOKEN = "reliability-token-8d2e"
 PERIOD = Period(T0 + H, T0 + 2 * H)
 SPEC = FleetSpec(seed=4, clusters=2, namespaces_per_cluster=2, workloads_per_namespace=3)
+
+HERE = Path(__file__).parent
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    mark_below(HERE, items, pytest.mark.integration)
 
 
 class GapStorage:

@@ -31,7 +31,7 @@ from tests.fakes.schema_registry import FakeSchemaRegistry
 from tests.rigs.campaign import tune_server
 from tests.rigs.harness import ExporterProcess, clean_env, is_event, read_committed, read_uncommitted
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = pytest.mark.slow
 
 TOKEN = "sdc-token-7Q2fKx9LmZ4pRt"
 ENV_TOKEN = "sdc-envtok-3Hs8Vb1NcY6wJe"

@@ -38,8 +38,6 @@ from tests.rigs.harness import (
     read_committed,
 )
 
-pytestmark = [pytest.mark.integration]
-
 TOKEN = "shutdown-token-4f1c"
 STOP_BOUND = 10.0  # the documented bound from SIGTERM to exit (worker.shutdown_grace, default 10s)
 SIGTERM_CAUGHT = 1 << (signal.SIGTERM - 1)  # its bit in /proc/<pid>/status SigCgt

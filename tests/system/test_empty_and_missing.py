@@ -19,10 +19,9 @@ from chargeback_simulator.localbroker import LocalBroker
 from exporter.errors import IncompleteDataError
 from exporter.periods import Period
 from exporter.wiring import build_codec
-from tests.reliability.conftest import PERIOD, Sim, worker_for
 from tests.rigs.harness import check_ledger, read_committed
+from tests.system.conftest import PERIOD, Sim, worker_for
 
-pytestmark = pytest.mark.integration
 NEXT = Period(PERIOD.end, PERIOD.end + 3600)
 
 
@@ -152,7 +151,7 @@ def _report(sim: Sim, tmp_path: Any, *extra: str) -> tuple[int, str, str]:
 
     from exporter import cli
     from exporter.periods import iso
-    from tests.reliability.conftest import TOKEN
+    from tests.system.conftest import TOKEN
 
     config = tmp_path / "config.yaml"
     config.write_text(yaml.safe_dump({

@@ -14,7 +14,7 @@ import pytest
 from chargeback_simulator.localbroker import LocalBroker
 from tests.rigs.campaign import MODES, Campaign, CampaignSpec, plan_kills
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = pytest.mark.slow
 
 SEEDS = (20261129,)
 

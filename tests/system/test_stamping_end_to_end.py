@@ -19,8 +19,6 @@ from exporter.periods import align_down
 from tests.rigs.campaign import TOKEN, CampaignSpec, tune_server, write_config
 from tests.rigs.harness import ExporterProcess, check_ledger, last_checkpoint
 
-pytestmark = [pytest.mark.integration]
-
 HOURS = 2
 PERIOD = 600
 

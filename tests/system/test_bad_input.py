@@ -11,8 +11,6 @@ import pytest
 from chargeback_simulator.localbroker import LocalBroker
 from tests.rigs.harness import ExporterProcess
 
-pytestmark = pytest.mark.integration
-
 
 @pytest.mark.parametrize("extra", [{"no.such.property": "x"}, {"message.timeout.ms": "999999999"}],
                          ids=["unknown-property", "invalid-value"])

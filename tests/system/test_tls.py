@@ -26,11 +26,9 @@ from exporter.registry import ConfluentFraming
 from exporter.sysdig import SysdigSource
 from exporter.wiring import build_dashboard_installer, build_retention, build_source
 from tests.fakes.schema_registry import FakeSchemaRegistry
-from tests.reliability.conftest import PERIOD, TOKEN, Sim
 from tests.rigs.samples import BILLING
 from tests.rigs.tls import Pki, make_pki, serve_tls
-
-pytestmark = pytest.mark.integration
+from tests.system.conftest import PERIOD, TOKEN, Sim
 
 
 @pytest.fixture(scope="module")

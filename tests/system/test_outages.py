@@ -36,8 +36,6 @@ from tests.rigs.harness import (
     read_committed,
 )
 
-pytestmark = pytest.mark.integration
-
 OUTAGE = 60.0
 M = 60
 TOKEN = "outage-token"
