@@ -1,6 +1,7 @@
 """Session fixtures shared by all test packages: real local brokers.
 
-Subpackages keep their own fixtures in their own conftest.py (simulator, conformance, ...).
+Folders keep their own fixtures in their own conftest.py (integration/sysdig, system, ...); see
+tests/README.md.
 """
 
 from __future__ import annotations
