@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Run the crash campaign of tests/reliability outside pytest, at any size, and print its figures.
+"""Run the crash campaign of tests/system outside pytest, at any size, and print its figures.
 
     .venv/bin/python scripts/crash-campaign.py --seed 20261129 --kills 100 --hours 20
 
@@ -20,7 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from chargeback_simulator.fleet import FleetSpec
 from chargeback_simulator.localbroker import LocalBroker
-from tests.reliability.campaign import SLOW_PRODUCER, Campaign, CampaignSpec
+from tests.rigs.campaign import SLOW_PRODUCER, Campaign, CampaignSpec
 
 
 def main() -> int:

@@ -1,6 +1,7 @@
 """Session fixtures shared by all test packages: real local brokers.
 
-Subpackages keep their own fixtures in their own conftest.py (simulator, conformance, ...).
+Folders keep their own fixtures in their own conftest.py (integration/sysdig, system, ...); see
+tests/README.md.
 """
 
 from __future__ import annotations
@@ -85,7 +86,7 @@ def fresh_noida(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalBroke
 @pytest.fixture
 def kafka_config(noida: LocalBroker) -> Callable[..., Config]:
     """A factory of configurations on the session broker, each with its own topics and id."""
-    from tests.kafka.conftest import make_config
+    from tests.rigs.kafka import make_config
 
     def factory(**overrides: Any) -> Config:
         return make_config(noida.bootstrap, **overrides)

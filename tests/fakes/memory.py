@@ -1,7 +1,7 @@
 """In-memory stand-ins for the worker's collaborators: broker/sink/checkpoint store, usage source.
 
 `MemoryBroker` keeps committed transactions; `MemorySink` is one transactional producer on it,
-held to the same contract as `KafkaPeriodSink` (tests/contract/test_period_sink_contract.py):
+held to the same contract as `KafkaPeriodSink` (tests/integration/kafka/test_period_sink_contract.py):
 a publish is all or nothing; a newer `MemorySink` that starts with the same transactional id
 fences the older one (as `init_transactions` does), other ids are independent; closing a sink
 aborts its open transaction and is final; a commit whose answer is lost raises `CommitUncertain`.

@@ -1,45 +1,31 @@
-"""A simulator per test, its fleet, and a configuration pointing the exporter at it."""
+"""Integration tests: every test below this folder talks to a real broker, Prometheus, the
+simulator's HTTP server, a subprocess or an external binary, and is marked `integration` here.
+
+The fixtures: a simulator per test, its fleet, and a configuration pointing the exporter at it.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from chargeback_simulator.fleet import Fleet, FleetSpec
-from chargeback_simulator.server import SimulatorServer, Team
+from chargeback_simulator.fleet import FleetSpec
+from chargeback_simulator.server import Team
 from exporter import cli
 from exporter.clock import FakeClock
-from exporter.config import Config, load_config
+from tests.rigs.markers import mark_below
+from tests.rigs.sim import T0, H, Run, Sim
 
-H = 3600
-T0 = 1_794_009_600  # 2026-11-07T00:00:00Z, aligned to hours and days
-TOKEN = "sim-token-4f1c9a"
-Run = Callable[..., tuple[int, str, str]]
+HERE = Path(__file__).parent
 
 
-class Sim:
-    """A running simulator with its fleet and clock."""
-
-    def __init__(self, spec: FleetSpec, now: int, history: int = 12 * H,
-                 stamping: str = "sysdig", teams: dict[str, Team] | None = None) -> None:
-        self.clock = FakeClock(now)
-        self.fleet = Fleet(spec, clock=self.clock, history=history)
-        self.server = SimulatorServer(self.fleet, self.clock, tokens=[TOKEN],
-                                      forbidden_tokens=["read-only-token"], stamping=stamping,
-                                      teams=teams)
-
-    def config(self, **overrides: Any) -> Config:
-        base: dict[str, Any] = {
-            "sysdig": {"url": self.server.url, "token": TOKEN, "timeout": 30, "max_attempts": 3,
-                       "max_concurrency": 4},
-            "periods": {"settle_delay": "2m"},
-        }
-        for section, values in overrides.items():
-            base.setdefault(section, {}).update(values)
-        return load_config(environ={}, overrides=base)
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    mark_below(HERE, items, pytest.mark.integration)
 
 
 @pytest.fixture

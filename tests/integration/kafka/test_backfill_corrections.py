@@ -1,0 +1,284 @@
+"""Backfill over a real broker and the Sysdig simulator: skips, corrections, resumption, dry run."""
+
+from __future__ import annotations
+
+import os
+import signal
+from collections import Counter, defaultdict
+from decimal import Decimal
+from pathlib import Path
+
+import pytest
+
+from exporter.backfill.state import BackfillCheckpoint, read_backfill_checkpoint, resolve_ids
+from exporter.periods import iso
+from exporter.records import BillingRecord
+from exporter.sink import OutMessage, PeriodSink
+from exporter.wiring import build_checkpoints, build_codec, build_pipeline, build_sink
+from tests.rigs.backfill import T0, H, Rig, hours
+
+FIXED = ("staging-eu-central-02", "analytics-3")  # a namespace whose costcenter gets corrected
+RANGE = ("--from", iso(T0 + 3 * H), "--to", iso(T0 + 6 * H))
+
+
+def latest(records: list[tuple[BillingRecord, bytes]]) -> dict[str, BillingRecord]:
+    """The consumer rule: upsert by record_id, keep the highest revision."""
+    out: dict[str, BillingRecord] = {}
+    for r, _ in records:
+        if r.record_id not in out or r.revision >= out[r.record_id].revision:
+            out[r.record_id] = r
+    return out
+
+
+def totals_by_costcenter(records: list[BillingRecord]) -> dict[tuple[str, str], Decimal]:
+    out: dict[tuple[str, str], Decimal] = defaultdict(Decimal)
+    for r in records:
+        out[(r.costcenter, r.resource)] += r.chargeable_quantity
+    return dict(out)
+
+
+def test_unchanged_range_publishes_nothing_and_force_republishes_identical_bytes(rig: Rig) -> None:
+    rig.live_export(hours(3, 6))
+    live = rig.records()
+    live_manifests = [m.value for m in rig.messages(rig.cfg.kafka.topics.manifests)]
+    before = rig.end_offsets()
+
+    res = rig.backfill(*RANGE)
+    assert res.code == 0, res.err
+    rep = res.report
+    assert (rep["periods"], rep["skipped"], rep["changed"], rep["records"]) == (3, 3, 0, 0)
+    changes = [c for d in rep["details"] for c in d["clusters"]]
+    assert len(changes) == 6  # 3 periods x 2 clusters
+    assert {(c["change"], c["revision_before"], c["revision"], c["published"]) for c in changes} == {
+        ("unchanged", 0, 0, False)}
+    assert rig.end_offsets() == before, "no --force: nothing at all is written"
+
+    res = rig.backfill(*RANGE, "--force")
+    assert res.code == 0, res.err
+    assert (res.report["forced"], res.report["records"]) == (3, len(live))
+    values: dict[str, list[bytes]] = defaultdict(list)
+    for r, raw in rig.records():
+        values[r.record_id].append(raw)
+    assert set(values) == {r.record_id for r, _ in live}
+    assert all(len(v) == 2 and v[0] == v[1] for v in values.values()), "payloads byte-identical"
+    manifests = [m.value for m in rig.messages(rig.cfg.kafka.topics.manifests)]
+    assert Counter(manifests) == Counter({v: 2 for v in live_manifests})
+    # The live checkpoint is the worker's alone.
+    assert build_checkpoints(rig.cfg, rig.clock).read().last_period_end == T0 + 6 * H
+
+
+def test_corrected_labels_republish_changed_clusters_with_revision_1(rig: Rig) -> None:
+    rig.live_export(hours(3, 6))
+    live = rig.records()
+    rig.sim.storage.relabel[FIXED] = {"costcenter": "CC-FIXED"}
+
+    res = rig.backfill(*RANGE)
+    assert res.code == 0, res.err
+    rep = res.report
+    assert (rep["periods"], rep["changed"], rep["skipped"], rep["failed"]) == (3, 3, 0, 0)
+    for d in rep["details"]:
+        by_cluster = {c["cluster"]: c for c in d["clusters"]}
+        assert by_cluster[FIXED[0]] | {"records": 0} == {
+            "cluster": FIXED[0], "change": "changed", "revision_before": 0, "revision": 1,
+            "records": 0, "published": True}
+        assert by_cluster["prod-us-east-01"]["change"] == "unchanged"
+        assert not by_cluster["prod-us-east-01"]["published"]
+
+    records = rig.records()
+    corrections = [r for r, _ in records if r.revision == 1]
+    assert len(corrections) == len(records) - len(live) == rep["records"] > 0
+    assert {r.cluster for r in corrections} == {FIXED[0]}
+    assert {r.revision for r in corrections} == {1}
+    assert {r.period for r in corrections} == set(hours(3, 6))
+    live_ids = {r.record_id for r, _ in live}
+    assert {r.record_id for r in corrections} <= live_ids, "corrections replace, by record_id"
+    revs = Counter((m.period, m.cluster, m.revision) for m in rig.manifests())
+    for p in hours(3, 6):
+        assert revs[(p, FIXED[0], 0)] == revs[(p, FIXED[0], 1)] == 1
+        assert revs[(p, "prod-us-east-01", 0)] == 1 and revs[(p, "prod-us-east-01", 1)] == 0
+
+    # A consumer keeping the highest revision per record_id sees the corrected data exactly.
+    seen = latest(records)
+    pipeline = build_pipeline(rig.cfg, rig.clock)
+    expected = [r for p in hours(3, 6) for r in pipeline.compute(p).records]
+    assert totals_by_costcenter(list(seen.values())) == totals_by_costcenter(expected)
+    assert any(r.costcenter == "CC-FIXED" for r in seen.values())
+    assert not any(r.costcenter == "CC-FIXED" for r, _ in live)
+
+    # Once corrected, the same range is unchanged.
+    again = rig.backfill(*RANGE)
+    assert again.code == 0 and again.report["skipped"] == 3 and again.report["records"] == 0
+
+
+class Crash(BaseException):
+    """The process dies (as under SIGKILL): nothing runs after it, not even an abort."""
+
+
+class CrashingSink:
+    """The real Kafka sink, killed in the middle of its `n`-th transaction."""
+
+    def __init__(self, inner: PeriodSink, n: int) -> None:
+        self.inner = inner
+        self.n = n
+        self.calls = 0
+        self.dead = False
+
+    def start(self) -> None:
+        self.inner.start()
+
+    def publish(self, messages: list[OutMessage], checkpoint: OutMessage) -> None:
+        self.calls += 1
+        if self.calls == self.n:
+            producer = self.inner._producer  # type: ignore[attr-defined]
+            producer.begin_transaction()
+            for m in messages[: len(messages) // 2]:
+                producer.produce(m.topic, m.value, m.key)
+            producer.flush(10)
+            self.dead = True
+            raise Crash
+        self.inner.publish(messages, checkpoint)
+
+    def close(self) -> None:
+        if not self.dead:
+            self.inner.close()
+
+
+def test_interrupted_backfill_resumes_after_its_checkpoint(rig: Rig) -> None:
+    periods = hours(1, 6)
+    rig.live_export(periods)
+    rig.sim.storage.relabel[FIXED] = {"costcenter": "CC-FIXED"}
+    span = ("--from", iso(T0 + H), "--to", iso(T0 + 6 * H))
+
+    def crash_on_third(cfg, clock, instance):  # type: ignore[no-untyped-def]
+        return CrashingSink(build_sink(cfg, clock, transactional_id=instance), 3)
+
+    with pytest.raises(Crash):
+        rig.backfill(*span, sink_factory=crash_on_third)
+    _, instance = resolve_ids(rig.cfg)
+    mine = read_backfill_checkpoint(rig.cfg, build_codec(rig.cfg), rig.clock, instance)
+    assert mine == BackfillCheckpoint(T0 + 3 * H, T0 + H, T0 + 6 * H)
+
+    res = rig.backfill(*span)
+    assert res.code == 0, res.err
+    assert res.report["resumed_from"] == iso(T0 + 3 * H)
+    assert [d["period_start"] for d in res.report["details"]] == [iso(p.start) for p in hours(3, 6)]
+
+    records = rig.records()
+    assert set(Counter((r.record_id, r.revision) for r, _ in records).values()) == {1}, \
+        "each record exactly once per revision; the dead transaction is invisible"
+    corrected = {r.period for r, _ in records if r.revision == 1}
+    assert corrected == set(periods), "no gap"
+    manifests = Counter((m.period, m.cluster, m.revision) for m in rig.manifests())
+    assert all(manifests[(p, FIXED[0], 1)] == 1 for p in periods)
+    assert set(manifests.values()) == {1}
+    done = read_backfill_checkpoint(rig.cfg, build_codec(rig.cfg), rig.clock, instance)
+    assert done is not None and done.end == T0 + 6 * H
+    live = build_checkpoints(rig.cfg, rig.clock).read()
+    assert live is not None and live.last_period_end == T0 + 6 * H, "live checkpoint untouched"
+
+
+def test_a_completed_range_starts_afresh_when_run_again(rig: Rig) -> None:
+    rig.live_export(hours(3, 6))
+    rig.sim.storage.relabel[FIXED] = {"costcenter": "CC-FIXED"}
+    assert rig.backfill(*RANGE).code == 0
+    rig.sim.storage.relabel[FIXED] = {"costcenter": "CC-FIXED-AGAIN"}
+    res = rig.backfill(*RANGE)
+    assert res.code == 0, res.err
+    assert res.report["resumed_from"] is None and res.report["changed"] == 3
+    revisions = {c["revision"] for d in res.report["details"] for c in d["clusters"] if c["published"]}
+    assert revisions == {2}
+
+
+def test_dry_run_publishes_nothing_and_shows_what_would_change(rig: Rig) -> None:
+    rig.live_export(hours(3, 6))
+    rig.sim.storage.relabel[FIXED] = {"costcenter": "CC-FIXED"}
+    before = rig.end_offsets()
+
+    def no_producer(cfg, clock, instance):  # type: ignore[no-untyped-def]
+        raise AssertionError("a dry run must not start a producer")
+
+    res = rig.backfill(*RANGE, "--dry-run", sink_factory=no_producer)
+    assert res.code == 0, res.err
+    rep = res.report
+    assert rep["dry_run"] is True and rep["changed"] == 3 and rep["records"] > 0
+    per_cluster = {(d["period_start"], c["cluster"]): (c["change"], c["revision_before"], c["revision"])
+                   for d in rep["details"] for c in d["clusters"]}
+    for p in hours(3, 6):
+        assert per_cluster[(iso(p.start), FIXED[0])] == ("changed", 0, 1)
+        assert per_cluster[(iso(p.start), "prod-us-east-01")] == ("unchanged", 0, 0)
+
+    table = rig.backfill(*RANGE, "--dry-run", sink_factory=no_producer, fmt="table")
+    assert table.code == 0
+    assert "nothing published" in table.out and "0 → 1" in table.out and "changed" in table.out
+    assert rig.end_offsets() == before
+
+
+class SignallingSink:
+    """The real sink; right after its first commit the process receives SIGTERM."""
+
+    def __init__(self, inner: PeriodSink) -> None:
+        self.inner = inner
+        self.sent = False
+
+    def start(self) -> None:
+        self.inner.start()
+
+    def publish(self, messages: list[OutMessage], checkpoint: OutMessage) -> None:
+        self.inner.publish(messages, checkpoint)
+        if not self.sent:
+            self.sent = True
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def test_sigterm_stops_after_the_period_in_flight_and_the_rerun_resumes(rig: Rig) -> None:
+    rig.live_export(hours(3, 6))
+    rig.sim.storage.relabel[FIXED] = {"costcenter": "CC-FIXED"}
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def factory(cfg, clock, instance):  # type: ignore[no-untyped-def]
+        return SignallingSink(build_sink(cfg, clock, transactional_id=instance))
+
+    res = rig.backfill(*RANGE, sink_factory=factory)
+    assert signal.getsignal(signal.SIGTERM) is previous, "handlers restored"
+    assert res.code == 3
+    assert res.report["changed"] == 1 and res.report["not_reached"] == 2
+    assert "stopped after 1 of 3 periods" in res.error_lines[-1]
+    res = rig.backfill(*RANGE)
+    assert res.code == 0, res.err
+    assert res.report["resumed_from"] == iso(T0 + 4 * H) and res.report["changed"] == 2
+    assert set(Counter((r.record_id, r.revision) for r, _ in rig.records()).values()) == {1}
+
+
+def test_a_cluster_without_data_now_is_reported_missing_and_left_alone(rig: Rig) -> None:
+    rig.live_export(hours(5, 6))
+    rig.sim.storage.hidden.add(FIXED[0])
+    res = rig.backfill("--from", iso(T0 + 5 * H), "--to", iso(T0 + 6 * H))
+    assert res.code == 0, res.err
+    [period] = res.report["details"]
+    assert {c["cluster"]: (c["change"], c["revision"], c["published"]) for c in period["clusters"]} == {
+        FIXED[0]: ("missing", 0, False), "prod-us-east-01": ("unchanged", 0, False)}
+    assert res.report["skipped"] == 1 and res.report["records"] == 0
+
+
+def test_summary_totals_equal_the_published_records(rig: Rig, tmp_path: Path) -> None:
+    card = tmp_path / "rate-card.yaml"
+    card.write_text(
+        "currency: EUR\nversions:\n  - effective_from: 2026-01-01T00:00:00Z\n"
+        "    default: {cpu: \"0.0310\", memory: \"0.0042\"}\n", encoding="utf-8")
+    rig.configure(pricing={"rate_card_file": str(card)})
+    res = rig.backfill(*RANGE)
+    assert res.code == 0, res.err
+    records = [r for r, _ in rig.records()]
+    assert len(records) == res.report["records"] > 0
+    cpu = sum((r.chargeable_quantity for r in records if r.resource == "cpu"), Decimal(0))
+    mem = sum((r.chargeable_quantity for r in records if r.resource == "memory"), Decimal(0))
+    cost = sum((r.cost for r in records if r.cost is not None), Decimal(0))
+    assert (Decimal(res.report["core_hours"]), Decimal(res.report["gib_hours"])) == (cpu, mem)
+    assert res.report["cost"] == {"EUR": str(cost)} and cost > 0
+
+    table = rig.backfill(*RANGE, "--dry-run", "--force", fmt="table")  # would republish it all
+    assert table.code == 0
+    assert "cost (EUR)" in table.out and f"{cost}" in table.out and f"{cpu}" in table.out

@@ -1,0 +1,253 @@
+"""`chargeback-exporter check-sysdig`: safe against the default simulator, loud against each hostile one.
+
+Each hostile tenant breaks one thing the exporter relies on; the command must exit 1 and name
+that check, in one line on stderr, after printing the table.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from chargeback_simulator.fleet import Fleet
+from chargeback_simulator.series import METRIC_NAME, LabelMatcher, SeriesSet
+from chargeback_simulator.server import SimulatorServer, Team
+from exporter import cli, preflight
+from exporter.config import load_config
+from exporter.org import OrgModel
+from exporter.queries import REQUESTS, plan
+from tests.rigs.sim import T0, TOKEN, H, Sim
+
+SCOPED = "scoped-token-93ad"
+Run = Callable[..., tuple[int, str, str]]
+
+
+@pytest.fixture
+def check(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> Run:
+    """Run `check-sysdig` against `server` on `clock`: (exit code, stdout, stderr)."""
+
+    def call(server: SimulatorServer, token: str = TOKEN, **sections: dict[str, Any]
+             ) -> tuple[int, str, str]:
+        doc: dict[str, Any] = {"sysdig": {"url": server.url, "token": token, "max_attempts": 1},
+                               "periods": {"settle_delay": "2m"},
+                               "logging": {"format": "text", "level": "ERROR"}}
+        for section, values in sections.items():
+            doc.setdefault(section, {}).update(values)
+        path = tmp_path / "config.yaml"
+        path.write_text(yaml.safe_dump(doc))
+        code = cli.main(["check-sysdig", "--config.file", str(path)], server.clock)
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    return call
+
+
+def rows(out: str) -> dict[str, str]:
+    """The result column of each check, from the printed table."""
+    found: dict[str, str] = {}
+    for line in out.splitlines():
+        cells = [c.strip() for c in line.strip("│┃|").split("│")]
+        if len(cells) >= 3 and cells[1] in ("ok", "FAIL", "warn") and cells[0]:
+            found[cells[0]] = cells[1]
+    return found
+
+
+def evidence(out: str, name: str) -> str:
+    """The evidence cell of check `name` in the printed table, its wrapped lines joined."""
+    text: list[str] = []
+    inside = False
+    for line in out.splitlines():
+        cells = [c.strip() for c in line.strip().strip("│┃|").split("│")]
+        if len(cells) < 3:
+            inside = False  # a rule between rows
+            continue
+        inside = cells[0] == name or (inside and not cells[0])
+        if inside:
+            text.append(cells[2])
+    return " ".join(text)
+
+
+def failing(code: int, err: str) -> str:
+    lines = err.strip().splitlines()
+    assert code == 1 and len(lines) == 1, err
+    assert lines[0].startswith("chargeback-exporter check-sysdig: error: ") and "Traceback" not in err
+    return lines[0]
+
+
+def at_of(sim: Sim, length: int = H) -> int:
+    cfg = load_config(environ={}, overrides={"periods": {"settle_delay": "2m", "length": length}})
+    return int(preflight.last_period(sim.clock.time(), cfg).end - 5)
+
+
+def vector(at: float, value: str) -> str:
+    return json.dumps({"status": "success", "data": {"resultType": "vector", "result": [
+        {"metric": {}, "value": [at, value]}]}})
+
+
+def test_the_default_simulator_is_safe_to_bill(sim: Sim, check: Run) -> None:
+    code, out, err = check(sim.server)
+    assert code == 0, out + err
+    results = rows(out)
+    for name in ("auth", "team scope", "stamping", "sample grid", "retention", "container labels",
+                 "workload kinds", "completed pods", "1d subquery", "headroom"):
+        assert name in results, (name, out)
+    assert "FAIL" not in results.values(), out
+    assert results["auth"] == results["team scope"] == results["stamping"] == "ok"
+    assert results["sample grid"] == results["retention"] == results["headroom"] == "ok"
+    assert results["container labels"] == "ok"  # named as Sysdig names them
+    assert sum(1 for n in results if n.startswith("metric ")) == 4
+    assert "aligned to the step" in out  # the simulator stamps range answers as Sysdig does
+    assert err == ""
+
+
+def test_request_series_of_pods_that_do_not_run_are_a_warning_and_not_billed(
+        sim_factory: Callable[..., Sim], check: Run) -> None:
+    # At 00:20 (a settle delay before now) the seven-minute job is Completed, its request series
+    # kept until its TTL at 00:27: kube-state-metrics' behaviour, which billing accounts for.
+    sim = sim_factory(now=T0 + 22 * 60)
+    code, out, err = check(sim.server)
+    assert code == 0 and rows(out)["completed pods"] == "warn", out + err
+    assert "not billed" in evidence(out, "completed pods")
+
+
+def test_prometheus_stamping_is_reported_and_safe(sim_factory: Callable[..., Sim], check: Run) -> None:
+    code, out, _ = check(sim_factory(stamping="prometheus").server)
+    assert code == 0 and "from start" in out
+
+
+def test_a_scoped_token_fails(sim_factory: Callable[..., Sim], check: Run) -> None:
+    probe = sim_factory()
+    cluster = probe.fleet.workloads()[0].key.cluster
+    sim = sim_factory(teams={SCOPED: Team.scoped(7, "payments", "kube_cluster_name", cluster)})
+    code, out, err = check(sim.server, SCOPED)
+    assert "team scope" in failing(code, err)
+    assert rows(out)["team scope"] == "FAIL" and "'payments'" in out
+    code, out, err = check(sim.server, SCOPED, sysdig={"allow_scoped_team": True})
+    assert code == 0 and rows(out)["team scope"] == "warn", out + err
+
+
+def test_a_wrong_token_fails_auth_and_stops(sim: Sim, check: Run) -> None:
+    code, out, err = check(sim.server, "not-a-token")
+    assert "auth" in failing(code, err)
+    assert rows(out) == {"auth": "FAIL"} and "401" in out
+
+
+def test_instant_answers_stamped_elsewhere_fail(sim: Sim, check: Run) -> None:
+    sim.server.faults.push("/prometheus/api/v1/query", status=200, body=vector(1_700_000_000, "3"),
+                           query="count(sysdig_container_cpu_cores_used)")
+    code, out, err = check(sim.server)
+    assert "stamping" in failing(code, err)
+    assert rows(out)["stamping"] == "FAIL" and "1700000000" in out
+
+
+def test_a_short_10s_retention_fails(sim: Sim, check: Run) -> None:
+    now_us = int(sim.clock.time()) * 1_000_000
+    body = {"agents": [{"from": now_us - 1800 * 1_000_000, "to": now_us, "sampling": 10_000_000},
+                       {"from": now_us - 86400 * 7 * 1_000_000, "to": now_us, "sampling": 60_000_000}]}
+    sim.server.faults.push("/api/history/timelines", status=200, body=body)
+    code, out, err = check(sim.server)
+    assert "retention" in failing(code, err)
+    assert rows(out)["retention"] == "FAIL"
+
+
+def test_timelines_not_served_is_a_warning(sim: Sim, check: Run) -> None:
+    sim.server.faults.push("/api/history/timelines", status=404)
+    code, out, _ = check(sim.server)
+    assert code == 0 and rows(out)["retention"] == "warn"
+
+
+class DropMetric:
+    """The fleet without one metric: Sysdig answers, successfully and empty."""
+
+    def __init__(self, fleet: Fleet, metric: str) -> None:
+        self.fleet, self.metric = fleet, metric
+
+    def select(self, matchers: Sequence[LabelMatcher], start_ms: int, end_ms: int) -> SeriesSet:
+        data = self.fleet.select(matchers, start_ms, end_ms)
+        keep = [i for i, lb in enumerate(data.labels) if lb.get(METRIC_NAME) != self.metric]
+        return SeriesSet([data.labels[i] for i in keep], data.ts, data.values[keep])
+
+
+def test_a_missing_metric_fails(sim: Sim, check: Run) -> None:
+    server = SimulatorServer(DropMetric(sim.fleet, REQUESTS), sim.clock, tokens=[TOKEN]).start()
+    try:
+        code, out, err = check(server)
+    finally:
+        server.stop()
+    line = failing(code, err)
+    assert REQUESTS in line
+    results = rows(out)
+    failed = {n for n, r in results.items() if r == "FAIL"}
+    assert failed and all(REQUESTS in n for n in failed), out
+    assert results["metric sysdig_container_cpu_cores_used"] == "ok"
+
+
+def test_an_answer_at_the_series_cap_fails(sim: Sim, check: Run) -> None:
+    cfg = load_config(environ={}, overrides={"periods": {"settle_delay": "2m"}})
+    labels = plan(H, 10, "pod", (), OrgModel(cfg.org).label_columns()).labels
+    sim.server.faults.push("/prometheus/api/v1/query", status=200,
+                           body=vector(at_of(sim), "100000"), query=f"count({labels})")
+    code, out, err = check(sim.server)
+    assert "headroom" in failing(code, err)
+    assert rows(out)["headroom"] == "FAIL" and "100,000" in out
+
+
+def test_a_day_of_10s_steps_is_required_only_for_daily_periods(
+        sim_factory: Callable[..., Sim], check: Run) -> None:
+    sim = sim_factory(now=T0 + 14 * H + 300)  # 12 h of history: a day is not there
+    code, out, _ = check(sim.server)
+    assert code == 0 and rows(out)["1d subquery"] == "warn", out
+    code, out, err = check(sim.server, periods={"length": "1d"})
+    assert "1d subquery" in failing(code, err)
+    assert rows(out)["1d subquery"] == "FAIL"
+
+
+class DropLabel:
+    """The fleet with one label removed from every series."""
+
+    def __init__(self, fleet: Fleet, label: str) -> None:
+        self.fleet, self.label = fleet, label
+
+    def select(self, matchers: Sequence[LabelMatcher], start_ms: int, end_ms: int) -> SeriesSet:
+        if any(m.name == self.label for m in matchers):
+            return SeriesSet.empty(self.fleet.select(matchers, start_ms, end_ms).ts)
+        data = self.fleet.select(matchers, start_ms, end_ms)
+        return SeriesSet([{k: v for k, v in lb.items() if k != self.label} for lb in data.labels],
+                         data.ts, data.values)
+
+
+def test_container_grain_needs_the_container_labels(sim: Sim, check: Run) -> None:
+    code, out, _ = check(sim.server, periods={"grain": "container"})
+    assert code == 0 and rows(out)["container labels"] == "ok", out
+    # Usage series without Sysdig's container label cannot be joined to requests per container.
+    server = SimulatorServer(DropLabel(sim.fleet, "container_label_io_kubernetes_container_name"),
+                             sim.clock, tokens=[TOKEN]).start()
+    try:
+        code, out, _ = check(server)
+        assert code == 0 and rows(out)["container labels"] == "warn", out
+        code, out, err = check(server, periods={"grain": "container"})
+    finally:
+        server.stop()
+    assert "container labels" in failing(code, err)
+
+
+def test_irregular_samples_fail_the_grid(sim: Sim, check: Run) -> None:
+    at = at_of(sim) + 5
+    values = [[at - 120 + 15 * i, "1"] for i in range(8)]
+    body = json.dumps({"status": "success", "data": {"resultType": "matrix", "result": [
+        {"metric": {"kube_pod_name": "p"}, "values": values}]}})
+    sim.server.faults.push("/prometheus/api/v1/query", status=200, body=body, query="[2m]")
+    code, out, err = check(sim.server)
+    assert "sample grid" in failing(code, err)
+    assert "15 s" in out
+
+
+def test_no_token_is_one_configuration_line(sim: Sim, check: Run) -> None:
+    code, out, err = check(sim.server, "")
+    assert code == 2 and out == "" and err.count("\n") == 1, err
+    assert "sysdig.token: not set" in err and sim.server.requests == []
