@@ -23,7 +23,7 @@ from exporter.errors import ConfigError, EncodingError, SinkError, SinkUnavailab
 from exporter.records import BillingRecord, PeriodManifest
 from tests.fakes.schema_registry import FakeSchemaRegistry
 from tests.rigs.samples import BILLING, MANIFEST
-from tests.unit.registry.conftest import SUBJECT, TOPIC
+from tests.unit.avro.conftest import SUBJECT, TOPIC
 
 
 def _schema(key: str = "billing_record") -> Schema:

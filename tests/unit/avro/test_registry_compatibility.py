@@ -18,7 +18,7 @@ from exporter.config import SchemaRegistryConfig, load_config
 from exporter.errors import ConfigError
 from tests.fakes.schema_registry import FakeSchemaRegistry
 from tests.rigs.samples import BILLING
-from tests.unit.registry.conftest import SUBJECT, TOPIC
+from tests.unit.avro.conftest import SUBJECT, TOPIC
 
 REFUSED = "schema registry refused the subject compatibility"
 
