@@ -8,7 +8,6 @@ from typing import Any
 
 OWN_RATIO_TARGET = 4.0  # the performance budget: own time ≤ 4× the ceilings at 10k and 50k pods
 OWN_RATIO_SIZES = (10_000, 50_000)
-AVRO_TARGET = 100_000.0
 RSS_GROWTH_TARGET = 1.20
 
 
@@ -148,13 +147,11 @@ def avro_table(sizes: Sequence[dict[str, Any]]) -> str:
              f"{a['generated_objects']:,.0f}", f"{a['generated_dicts']:,.0f}",
              f"{a['fastavro_naive']:,.0f}",
              f"{a['generated_objects'] / a['fastavro_naive']:.1f}×",
-             f"{a.get('generated_objects_wall', 0):,.0f}", f"{a.get('decode', 0):,.0f}",
-             _verdict(a["generated_objects"] >= AVRO_TARGET))
+             f"{a.get('generated_objects_wall', 0):,.0f}", f"{a.get('decode', 0):,.0f}")
             for s, a in _measured(sizes, "avro")]
     return _table(("fleet", "records", "encoder (objects) rec/CPU-s", "encoder (dicts) rec/CPU-s",
                    "fastavro schemaless_writer rec/CPU-s", "ratio", "encoder rec/s (wall)",
-                   "consumer decode rec/CPU-s",
-                   f"≥ {AVRO_TARGET:,.0f}/s"), rows)
+                   "consumer decode rec/CPU-s"), rows)
 
 
 def consumer_table(sizes: Sequence[dict[str, Any]]) -> str:
