@@ -37,7 +37,7 @@ class SampleSums:
     """Usage, request and chargeable quantities of one resource.
 
     From a source (`PeriodUsage`): sums over sample steps of the per-step quantity (cores or
-    bytes); `units.convert` turns them into unit-hours (× step / 3600, bytes / 2^30). From the
+    bytes); `units.unit_hours` turns them into unit-hours (× step / 3600, bytes / 2^30). From the
     simulator's `ground_truth`: already in unit-hours.
     """
 

@@ -393,8 +393,7 @@ def build_records(lines: Sequence[PricedLine], *, revision: Revision, generated_
     labels: dict[str, str] = {}
     kinds: dict[str, str] = {}
     # Values repeat (prices per rule, coverage per cluster, one period): each distinct one is
-    # checked and converted once, and records share the result (the encoder reuses bytes of
-    # the object it last wrote).
+    # checked and converted once, and records share the result.
     prices: dict[Decimal, Decimal] = {}
     coverages: dict[Decimal, Decimal] = {}
     currencies: set[str] = set()

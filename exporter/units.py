@@ -11,10 +11,10 @@ Everything stays `Decimal`; quantization to the record scale happens in `records
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from decimal import Decimal
 
-from exporter.model import GIB, RESOURCES, ChargeLine, PeriodUsage, Resource, SampleSums, WorkloadUsage
+from exporter.model import GIB, RESOURCES, PeriodUsage, Resource, WorkloadUsage
 from exporter.money import CONTEXT
 
 CALCULATION_VERSION = "v1"
@@ -57,15 +57,6 @@ def to_unit_hours(value: Decimal, resource: Resource, step: int | Decimal) -> De
     return hours if hours else ctx.plus(hours)
 
 
-def convert(sums: SampleSums, resource: Resource, step: int | Decimal) -> SampleSums:
-    """`sums` (Σ over sample steps) in unit-hours; see `to_unit_hours`."""
-    return SampleSums(
-        usage=to_unit_hours(sums.usage, resource, step),
-        request=to_unit_hours(sums.request, resource, step),
-        chargeable=to_unit_hours(sums.chargeable, resource, step),
-    )
-
-
 UnitHours = tuple[Resource, Decimal, Decimal, Decimal]
 """(resource, usage, request, chargeable), the quantities in unit-hours."""
 
@@ -85,16 +76,3 @@ def unit_hours(usage: PeriodUsage) -> Iterator[tuple[WorkloadUsage, list[UnitHou
                               to_unit_hours(sums.request, resource, step),
                               to_unit_hours(sums.chargeable, resource, step)))
         yield w, hours
-
-
-def totals(lines: Sequence[ChargeLine]) -> dict[Resource, SampleSums]:
-    """Σ usage, request, chargeable per resource (exact)."""
-    out: dict[Resource, SampleSums] = {}
-    for res in ("cpu", "memory"):
-        sel = [ln for ln in lines if ln.resource == res]
-        out[res] = SampleSums(
-            usage=sum((ln.usage for ln in sel), Decimal(0)),
-            request=sum((ln.request for ln in sel), Decimal(0)),
-            chargeable=sum((ln.chargeable for ln in sel), Decimal(0)),
-        )
-    return out
