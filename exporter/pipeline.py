@@ -1,7 +1,8 @@
 """The one export path: measure a period, price it, build records, publish atomically.
 
-Both the live worker and backfill call `compute_period` and `publish_period`, which is what
-makes a backfill over unchanged data byte-identical to the live export.
+Both the live worker and backfill call `Pipeline.compute` and `Pipeline.publish`, which is what
+makes a backfill over unchanged data byte-identical to the live export; `report` measures with
+`Pipeline.measure`, the first half of `compute`.
 """
 
 from __future__ import annotations
