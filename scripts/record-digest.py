@@ -34,6 +34,8 @@ H = 3600
 T0 = 1_794_009_600  # 2026-11-07T00:00:00Z
 PERIODS = 6
 TOKEN = "digest-token"  # noqa: S105 - the simulator's, not a secret
+# The card of tests.rigs.rate_cards.JANUARY_2026, written out: the script also runs on older
+# revisions of the code, which do not have that module.
 RATE_CARD = """\
 currency: EUR
 versions:
