@@ -87,30 +87,57 @@ RECORD_ID_DOMAIN = "chargeback.billing_record.v1"
 """The first part hashed into every record id (ids of other kinds of object never collide)."""
 
 
-def record_id_prefix(*, cluster: str, period: Period, namespace: str, workload_kind: str,
-                     workload_name: str) -> hashlib._Hash:
-    """The SHA-256 state after a workload's identity parts: `record_id` of its lines continues
-    from a copy, so a workload with several lines hashes its parts once."""
-    parts: tuple[str | int, ...] = (RECORD_ID_DOMAIN, cluster, period.start * 1000,
-                                    period.end * 1000, namespace, workload_kind, workload_name)
-    return hashlib.sha256(b"".join(map(_chunk, parts)))
+class RecordIds:
+    """The ids of one batch of records, by `record_id`'s definition: the parts that repeat
+    are hashed once per batch. The SHA-256 state after the domain, cluster and period bounds is
+    kept per (cluster, period), and the bytes of (resource, allocation, method) per triple; a
+    workload's state (`workload`) is copied for each of its records.
+    """
+
+    def __init__(self) -> None:
+        self._scopes: dict[tuple[str, Period], hashlib._Hash] = {}
+        self._tails: dict[tuple[str, str, str], bytes] = {}
+
+    def workload(self, *, cluster: str, period: Period, namespace: str, workload_kind: str,
+                 workload_name: str) -> hashlib._Hash:
+        """The SHA-256 state after a workload's identity parts, to pass to `record_id`."""
+        scope = self._scopes.get((cluster, period))
+        if scope is None:
+            parts: tuple[str | int, ...] = (RECORD_ID_DOMAIN, cluster, period.start * 1000,
+                                            period.end * 1000)
+            scope = self._scopes[(cluster, period)] = hashlib.sha256(b"".join(map(_chunk, parts)))
+        state = scope.copy()
+        state.update(b"".join(map(_chunk, (namespace, workload_kind, workload_name))))
+        return state
+
+    def record_id(self, workload: hashlib._Hash, resource: str, allocation: str,
+                  method: str) -> str:
+        """The id of the record of `workload` (a `workload` state) for these parts."""
+        tail = self._tails.get((resource, allocation, method))
+        if tail is None:
+            tail = self._tails[(resource, allocation, method)] = b"".join(
+                map(_chunk, (resource, allocation, identity_method(method))))
+        state = workload.copy()
+        state.update(tail)
+        return state.hexdigest()[:32]
 
 
 def record_id(*, cluster: str, period: Period, namespace: str, workload_kind: str,
-              workload_name: str, resource: str, allocation: str, method: str,
-              prefix: hashlib._Hash | None = None) -> str:
+              workload_name: str, resource: str, allocation: str, method: str) -> str:
     """The deterministic id of a billing record; recomputable from the record's own fields.
 
-    Changes with any identity field (cluster, period bounds, namespace, kind, name, resource,
-    allocation, calculation method without its sample step) and with nothing else: quantities,
-    prices, org labels and the revision do not enter it, so a republication replaces the earlier
-    one on upsert. `prefix`, when given, is `record_id_prefix` of the same first five fields.
+    The first 32 hex characters of SHA-256 over `RECORD_ID_DOMAIN` and the identity fields,
+    each as 8-byte big-endian length + UTF-8 bytes (ints as ASCII decimal), in this order:
+    cluster, period start and end (epoch ms), namespace, kind, name, resource, allocation,
+    calculation method without its sample step (`identity_method`). It changes with any of
+    them and with nothing else: quantities, prices, org labels and the revision do not enter
+    it, so a republication replaces the earlier one on upsert. `RecordIds` computes the same
+    ids for a batch.
     """
-    h = (prefix or record_id_prefix(cluster=cluster, period=period, namespace=namespace,
-                                    workload_kind=workload_kind, workload_name=workload_name)
-         ).copy()
-    h.update(b"".join(map(_chunk, (resource, allocation, identity_method(method)))))
-    return h.hexdigest()[:32]
+    ids = RecordIds()
+    return ids.record_id(ids.workload(cluster=cluster, period=period, namespace=namespace,
+                                      workload_kind=workload_kind, workload_name=workload_name),
+                         resource, allocation, method)
 
 
 _STEP = re.compile(r"/\d+s/")
@@ -209,6 +236,9 @@ class BillingRecord:
 
     def __post_init__(self) -> None:
         # Maps from `build_records` are already sorted (and shared by a workload's records).
+        if type(self.org_label_sources) is type(self.invalid_org_values) is type(self.labels) \
+                is SortedMap:
+            return
         for name in ("org_label_sources", "invalid_org_values", "labels"):
             value = getattr(self, name)
             ordered = _sorted_map(value)
@@ -381,7 +411,10 @@ def build_records(lines: Sequence[PricedLine], *, revision: Revision, generated_
         raise AssertionError("the three quantities share one decimal type")  # pragma: no cover
     price_spec, cost_spec, coverage_spec = specs["unit_price"], specs["cost"], specs["sample_coverage"]
     fixed_revision = revision if type(revision) is int and 0 <= revision < 2**31 else None
-    prefix_of: tuple[Any, ...] = ()
+    ids = RecordIds()
+    prefix_of: Any = None
+    prefix_kind: str | None = None
+    prefix_period: Period | None = None
     prefix = hashlib.sha256()
     out: list[BillingRecord] = []
     seen: set[str] = set()
@@ -407,15 +440,11 @@ def build_records(lines: Sequence[PricedLine], *, revision: Revision, generated_
             kind = kinds[wl.kind] = kubernetes_kind(wl.kind)
         resource, allocation = line.resource, line.allocation
         # A workload's lines are adjacent: its identity parts are hashed once for all of them.
-        if not prefix_of or prefix_of[0] is not wl or prefix_of[1] != kind \
-                or prefix_of[2] != line.period:
-            prefix_of = (wl, kind, line.period)
-            prefix = record_id_prefix(cluster=wl.cluster, period=line.period,
-                                      namespace=wl.namespace, workload_kind=kind,
-                                      workload_name=wl.name)
-        rid = record_id(cluster=wl.cluster, period=line.period, namespace=wl.namespace,
-                        workload_kind=kind, workload_name=wl.name, resource=resource,
-                        allocation=allocation, method=line.method, prefix=prefix)
+        if prefix_of is not wl or prefix_kind != kind or prefix_period != line.period:
+            prefix_of, prefix_kind, prefix_period = wl, kind, line.period
+            prefix = ids.workload(cluster=wl.cluster, period=line.period, namespace=wl.namespace,
+                                  workload_kind=kind, workload_name=wl.name)
+        rid = ids.record_id(prefix, resource, allocation, line.method)
         if rid in seen:
             raise EncodingError(f"{_where(rid, wl, kind, resource)}: two charge lines have the same "
                                 "identity")

@@ -2,10 +2,11 @@
 
 A record's writer reads each field (by key, or by attribute for record objects) and joins what
 its fields' writers return; decimals become two's-complement big-endian bytes by `int.to_bytes`.
-Writers are built per batch (`AvroSchema.encoder`), and each string, long and decimal writer
-keeps the bytes it wrote per value: a period's records repeat the same cluster, namespace, org
-values, bounds and prices thousands of times. The memo lives and dies with the batch's writer,
-so nothing is shared between threads or kept between periods.
+Writers are built per batch (`AvroSchema.encoder`), and a record's writer keeps the bytes of each
+scalar field's values (`_record_writer`): a period's records repeat the same cluster, namespace,
+org values, bounds and prices thousands of times, so most records are found whole in the memo by
+C builtins. The memo lives and dies with the batch's writer, so nothing is shared between threads
+or kept between periods.
 
 fastavro's `schemaless_writer` is the test oracle, byte for byte on random records; it is not a
 production fallback. Unlike fastavro the encoder refuses a decimal with more digits than the
@@ -169,35 +170,6 @@ def _getter(fld: Mapping[str, Any], attr: bool) -> Callable[[Any], Any]:
     return operator.attrgetter(name) if attr else operator.itemgetter(name)
 
 
-def _memoised(plain: Writer, accept: Callable[[Any], bool]) -> Writer:
-    """`plain`, keeping the bytes it wrote for each value `accept` admits. `accept` admits one
-    exact type, so equal values of other types (1 == Decimal(1) == True) never share bytes and
-    still go through `plain`'s checks."""
-    memo: dict[Any, bytes] = {}
-
-    def write(v: Any) -> bytes:
-        if not accept(v):
-            return plain(v)
-        b = memo.get(v)
-        if b is None:
-            b = memo[v] = plain(v)
-        return b
-
-    return write
-
-
-def _is_str(v: Any) -> bool:
-    return type(v) is str
-
-
-def _is_int(v: Any) -> bool:
-    return type(v) is int
-
-
-def _is_finite_decimal(v: Any) -> bool:
-    return type(v) is Decimal and v.is_finite()
-
-
 @dataclass
 class _Builder:
     """Builds the writer of a schema for one batch; `named` guards against named types used
@@ -213,13 +185,11 @@ class _Builder:
             raise UnsupportedSchema(f"named type {full} used twice")
         self.named.add(full)
         ns = full.rpartition(".")[0] or None
-        fields = [(_getter(f, self.attr), self.value(f["type"], ns))
-                  for f in (schema["fields"] if only is None else only)]
-
-        def write(datum: Any) -> bytes:
-            return b"".join([put(get(datum)) for get, put in fields])
-
-        return write
+        fields = list(schema["fields"] if only is None else only)
+        getters = [_getter(f, self.attr) for f in fields]
+        writers = [self.value(f["type"], ns) for f in fields]
+        return _record_writer([f["name"] for f in fields], getters, writers,
+                              [{} if _scalar(f["type"]) else None for f in fields], self.attr)
 
     def value(self, schema: Any, namespace: str | None) -> Writer:
         if isinstance(schema, list):
@@ -233,8 +203,7 @@ class _Builder:
         if isinstance(kind, dict | list):
             return self.value(kind, namespace)
         if kind == "bytes" and logical == "decimal":
-            return _memoised(_decimal(int(schema["precision"]), int(schema.get("scale", 0))),
-                             _is_finite_decimal)
+            return _decimal(int(schema["precision"]), int(schema.get("scale", 0)))
         if kind in PRIMITIVES:
             return self.primitive(kind, logical)
         if kind == "record":
@@ -242,7 +211,7 @@ class _Builder:
         if kind == "array":
             return self.array(self.value(schema["items"], namespace))
         if kind == "map":
-            return self.map(self.value(schema["values"], namespace))
+            return self.map(self.value(schema["values"], namespace), schema["values"] == "string")
         if kind == "enum":
             return self.enum(schema, namespace)
         raise UnsupportedSchema(f"type {kind}")
@@ -250,9 +219,9 @@ class _Builder:
     @staticmethod
     def primitive(kind: str, logical: str | None) -> Writer:
         if kind in ("int", "long"):
-            return _memoised(_long(32 if kind == "int" else 64, logical), _is_int)
+            return _long(32 if kind == "int" else 64, logical)
         if kind == "string":
-            return _memoised(_string, _is_str)
+            return _string
         return _PRIMITIVE_WRITERS[kind]
 
     def union(self, branches: list[Any], namespace: str | None) -> Writer:
@@ -278,8 +247,8 @@ class _Builder:
         return write
 
     @staticmethod
-    def map(value: Writer) -> Writer:
-        def write(c: Any) -> bytes:
+    def map(value: Writer, of_strings: bool = False) -> Writer:
+        def plain(c: Any) -> bytes:
             if not c:
                 return b"\x00"
             parts = [_count(len(c))]
@@ -288,6 +257,23 @@ class _Builder:
                 parts.append(value(x))
             parts.append(b"\x00")
             return b"".join(parts)
+
+        if not of_strings:
+            return plain
+        # Maps of strings repeat (a workload's labels, the org label sources): their bytes are
+        # kept by their items in order. Only strings equal strings, so a hit is what `plain`
+        # would write.
+        memo: dict[tuple[tuple[Any, Any], ...], bytes] = {}
+
+        def write(c: Any) -> bytes:
+            try:
+                items = tuple(c.items())
+                known = memo.get(items)
+            except (AttributeError, TypeError):
+                return plain(c)
+            if known is None:
+                known = memo[items] = plain(c)
+            return known
 
         return write
 
@@ -302,6 +288,94 @@ class _Builder:
             return table[v]
 
         return write
+
+
+_SCALARS = frozenset({"null", "boolean", "int", "long", "string", "enum"})
+
+
+def _scalar(schema: Any) -> bool:
+    """Whether values of this type are hashable scalars that a record writer may memoise:
+    null, boolean, int, long, string, enum, decimal, or a union of those."""
+    if isinstance(schema, list):
+        return all(_scalar(b) for b in schema)
+    if isinstance(schema, str):
+        return schema in _SCALARS
+    kind = schema["type"]
+    if isinstance(kind, dict | list):
+        return _scalar(kind)
+    return kind in _SCALARS or (kind == "bytes" and schema.get("logicalType") == "decimal")
+
+
+def _record_writer(names: Sequence[str], getters: Sequence[Callable[[Any], Any]],
+                   writers: Sequence[Writer], scalar: Sequence[dict[Any, bytes] | None],
+                   attr: bool) -> Writer:
+    """The writer of a record's fields, with a memo of the bytes of each scalar field's values
+    (`scalar`: the field's memo, or None for a field of another type).
+
+    Slow path, the definition: each field read (`getters`), checked and written by its writer,
+    the results joined in field order; the scalar fields' bytes are kept in their memo by
+    value, and the tuple of their value types as validated.
+
+    Fast path, the same bytes: every scalar field read at once (`attrgetter` or `itemgetter`)
+    and looked up in its memo (`map(dict.get, ...)`), both in C. It is taken only when the
+    value types are a combination validated before, so equal values of another type
+    (`True == 1 == Decimal(1)`) never borrow bytes and still meet their writer's checks; a value
+    not in its memo yet (an id, a quantity) is written by its writer and kept. Equal values of
+    one type have equal bytes (a decimal's bytes are its value at the schema's scale), so a hit
+    is exactly what the writer would return. Other fields (maps, arrays, records, bytes,
+    floats) go through their writer every time.
+    """
+    keyed = [i for i, s in enumerate(scalar) if s is not None]
+    rest = [i for i, s in enumerate(scalar) if s is None]
+    if not keyed:
+        def plain(datum: Any) -> bytes:
+            return b"".join([put(get(datum)) for get, put in zip(getters, writers, strict=True)])
+
+        return plain
+    fetch = operator.attrgetter if attr else operator.itemgetter
+    read: Callable[[Any], tuple[Any, ...]] = fetch(*[names[i] for i in keyed])
+    if len(keyed) == 1:  # one name: the getter returns the value, not a 1-tuple
+        one = fetch(names[keyed[0]])
+
+        def read(datum: Any) -> tuple[Any, ...]:
+            return (one(datum),)
+    memos = [memo for memo in scalar if memo is not None]
+    validated: set[tuple[type, ...]] = set()
+    rest_fields = [(getters[i], writers[i]) for i in rest]
+    # The parts are the keyed fields' bytes then the others'; `order` puts them in field order.
+    position = {field: at for at, field in enumerate([*keyed, *rest])}
+    order = operator.itemgetter(*[position[i] for i in range(len(names))])
+
+    def slow(datum: Any) -> bytes:
+        parts = [put(get(datum)) for get, put in zip(getters, writers, strict=True)]
+        values = [getters[i](datum) for i in keyed]
+        for memo, i, value in zip(memos, keyed, values, strict=True):
+            memo[value] = parts[i]
+        validated.add(tuple(map(type, values)))
+        return b"".join(parts)
+
+    def write(datum: Any) -> bytes:
+        try:
+            values = read(datum)
+            parts = list(map(dict.get, memos, values))
+        except (AttributeError, KeyError, TypeError):  # a field left out, an unhashable value
+            return slow(datum)
+        if tuple(map(type, values)) not in validated:
+            return slow(datum)
+        if None in parts:  # values not seen yet (ids, quantities): written and kept one by one
+            at = parts.index(None)
+            while True:
+                i = keyed[at]
+                parts[at] = memos[at][values[at]] = writers[i](values[at])
+                try:
+                    at = parts.index(None, at + 1)
+                except ValueError:
+                    break
+        parts.extend([put(get(datum)) for get, put in rest_fields])
+        joined: tuple[bytes, ...] | bytes = order(parts)
+        return b"".join(joined) if isinstance(joined, tuple) else joined
+
+    return write
 
 
 def accepts_null(schema: Any) -> bool:

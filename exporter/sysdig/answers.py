@@ -21,6 +21,9 @@ SERIES_CAP = 100_000
 MAX_VALUE = Decimal("1e30")
 
 
+_STR = frozenset({str})
+
+
 def _num(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else repr(float(value))
 
@@ -66,7 +69,8 @@ def parse_vector(result: Sequence[Any], at: float, where: str) -> list[tuple[dic
         if not isinstance(item, dict) or not isinstance(item.get("metric"), dict):
             raise SourceQueryError(f"{where}: malformed series: missing 'metric' map")
         labels = item["metric"]
-        if not all(isinstance(k, str) and isinstance(v, str) for k, v in labels.items()):
+        # The types of all names and values at once, in C: this runs for every series.
+        if not {*map(type, labels), *map(type, labels.values())} <= _STR:
             raise SourceQueryError(f"{where}: malformed series: labels must be strings")
         point = item.get("value")
         if not isinstance(point, list | tuple) or len(point) != 2:
@@ -74,7 +78,7 @@ def parse_vector(result: Sequence[Any], at: float, where: str) -> list[tuple[dic
         ts, raw = point
         if not isinstance(ts, int | float) or isinstance(ts, bool) or not isinstance(raw, str):
             raise SourceQueryError(f"{where}: malformed point {_printable(str(point)[:80])}")
-        if not math.isclose(float(ts), at, abs_tol=1e-3):
+        if ts != at and not math.isclose(float(ts), at, abs_tol=1e-3):
             raise SourceQueryError(
                 f"{where}: answer stamped at {_instant(float(ts))}, asked for {_instant(at)}; "
                 "the period is held rather than read as having no series")

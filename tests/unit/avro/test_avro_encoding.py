@@ -28,6 +28,7 @@ from exporter.avro import (
     fingerprint,
     load_schema,
 )
+from exporter.avro.encoder import record_writer
 from exporter.errors import EncodingError
 from exporter.money import DecimalSpec, quantize
 from exporter.records import BillingRecord, Checkpoint, FrozenMap, PeriodManifest, SortedMap
@@ -152,6 +153,45 @@ def test_the_batch_memo_keys_on_exact_types() -> None:
         encode({**datum, "period_start": True})
     with pytest.raises(EncodingError, match="usage_quantity"):
         encode({**datum, "usage_quantity": Decimal("1.0000000001")})
+
+
+def test_the_batch_memo_refuses_a_float_equal_to_a_memoised_decimal() -> None:
+    """0.5 == Decimal("0.5"): the float still meets the decimal writer, which refuses it."""
+    encode = load_schema("billing_record").encoder(attr=False)
+    datum = BILLING.to_avro()
+    encode({**datum, "cost": Decimal("0.5")})
+    with pytest.raises(EncodingError, match="cost"):
+        encode({**datum, "cost": 0.5})
+
+
+@settings(max_examples=40, deadline=None)
+@given(datums=st.lists(DATUMS["billing_record"], min_size=2, max_size=6))
+def test_one_batch_writer_follows_a_map_changed_between_two_records(
+        datums: list[dict[str, Any]]) -> None:
+    """Maps are kept by their items, not by the dict object: one writer, one dict changed
+    between records, each body still fastavro's."""
+    schema = load_schema("billing_record")
+    encode = schema.encoder(attr=False)
+    labels = dict(datums[0]["labels"])
+    for i, datum in enumerate(datums):
+        labels[f"k{i}"] = str(i)
+        datum = {**datum, "labels": labels}
+        assert encode(datum) == fastavro_encode(schema, {**datum, "labels": dict(labels)})
+
+
+def test_a_record_of_one_scalar_field_and_a_record_of_none_match_fastavro() -> None:
+    one = {"type": "record", "name": "One", "fields": [
+        {"name": "n", "type": "long"}, {"name": "m", "type": {"type": "map", "values": "long"}}]}
+    none = {"type": "record", "name": "None_", "fields": [
+        {"name": "m", "type": {"type": "map", "values": "string"}}]}
+    for schema, datums in ((one, [{"n": 3, "m": {"a": 1}}, {"n": 3, "m": {}}, {"n": -9, "m": {}}]),
+                           (none, [{"m": {"a": "b"}}, {"m": {"a": "b"}}, {"m": {}}])):
+        write = record_writer(schema, attr=False)
+        parsed = fastavro.parse_schema(schema)
+        for datum in datums:
+            out = io.BytesIO()
+            fastavro.schemaless_writer(out, parsed, datum)
+            assert write(datum) == out.getvalue()
 
 
 @settings(max_examples=60, deadline=None)
