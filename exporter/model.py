@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Literal
+from typing import Literal, NamedTuple
 
 from exporter.periods import Period
 
@@ -22,9 +22,12 @@ INVALID = "__invalid__"
 GIB = 2**30
 
 
-@dataclass(frozen=True, slots=True, order=True)
-class WorkloadKey:
-    """The record grain: one workload in one namespace of one cluster."""
+class WorkloadKey(NamedTuple):
+    """The record grain: one workload in one namespace of one cluster.
+
+    A named tuple: equal to and ordered as the tuple of its fields, and, holding only strings,
+    untracked by the cyclic collector after one pass (as `SampleSums`).
+    """
 
     cluster: str
     namespace: str
@@ -32,9 +35,11 @@ class WorkloadKey:
     name: str
 
 
-@dataclass(frozen=True, slots=True)
-class SampleSums:
+class SampleSums(NamedTuple):
     """Usage, request and chargeable quantities of one resource.
+
+    A named tuple: it holds only decimals, so the cyclic collector stops tracking it after one
+    pass; a period has one per workload and resource.
 
     From a source (`PeriodUsage`): sums over sample steps of the per-step quantity (cores or
     bytes); `units.unit_hours` turns them into unit-hours (× step / 3600, bytes / 2^30). From the

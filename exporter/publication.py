@@ -14,7 +14,6 @@ Imports: the sink protocols, the retry policy and the clock; nothing concrete.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import uuid
 from collections.abc import Callable, Sequence
@@ -57,7 +56,7 @@ class ExactlyOnceSink:
 
     def publish(self, messages: Sequence[OutMessage], checkpoint: OutMessage) -> None:
         batch = self._batch_id()
-        tagged = dataclasses.replace(checkpoint, headers=(*checkpoint.headers, (BATCH_HEADER, batch)))
+        tagged = checkpoint._replace(headers=(*checkpoint.headers, (BATCH_HEADER, batch)))
 
         def once() -> None:
             try:

@@ -9,7 +9,6 @@ resumes where the last one stopped.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -159,7 +158,7 @@ class RangeCheckpointSink:
         self._sink.start()
 
     def publish(self, messages: Sequence[OutMessage], checkpoint: OutMessage) -> None:
-        tagged = dataclasses.replace(checkpoint, headers=(*checkpoint.headers, *self._headers))
+        tagged = checkpoint._replace(headers=(*checkpoint.headers, *self._headers))
         self._sink.publish(messages, tagged)
 
     def recover(self) -> None:
