@@ -55,6 +55,8 @@ KINDS: Mapping[str, str] = {
     "replicaset": "ReplicaSet",
     "replicationcontroller": "ReplicationController",
     "pod": "Pod",
+    # A claim no running pod mounts is charged on its own (exporter.queries.CLAIM_KIND).
+    "persistentvolumeclaim": "PersistentVolumeClaim",
 }
 
 
