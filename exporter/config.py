@@ -30,7 +30,7 @@ from pydantic import (
 )
 
 from exporter.errors import ConfigError
-from exporter.model import ORG_KEYS
+from exporter.model import GPU, ORG_KEYS, is_resource
 from exporter.periods import format_duration, parse_duration, parse_time
 from exporter.yamlfile import Location, Positions, UniqueKeyLoader, read_yaml_positions
 
@@ -134,6 +134,55 @@ class SysdigConfig(Section):
             raise ConfigError(f"{origin}: CA bundle {path} does not exist (TLS verification of "
                               "Sysdig needs it)")
         return path
+
+
+_LABEL_NAME = r"[a-zA-Z_][a-zA-Z0-9_]*"
+_METRIC_NAME = r"[a-zA-Z_:][a-zA-Z0-9_:]*"
+MetricName = Annotated[str, Field(pattern=f"^{_METRIC_NAME}$")]
+LabelName = Annotated[str, Field(pattern=f"^{_LABEL_NAME}$")]
+
+
+class GpuConfig(Section):
+    """GPUs charged by allocation: what kube-state-metrics' requests name them (docs/queries.md)."""
+
+    enabled: bool = True
+    # kube-state-metrics v2 `resource` label value -> charged resource: `gpu` for whole GPUs,
+    # `gpu.<profile>` for a MIG profile or a time-sliced replica, each priced on its own.
+    resources: dict[LabelName, str] = Field(default_factory=lambda: {"nvidia_com_gpu": "gpu"})
+    # Utilisation reported next to the charge (information only), 0-100 per device, and the
+    # labels naming the pod that holds the device (DCGM exporter's Kubernetes mapping).
+    utilization_metric: MetricName | None = "DCGM_FI_DEV_GPU_UTIL"
+    utilization_pod_label: LabelName = "pod"
+    utilization_namespace_label: LabelName = "namespace"
+
+    @field_validator("resources")
+    @classmethod
+    def _resources(cls, v: dict[str, str]) -> dict[str, str]:
+        if not v:
+            raise ValueError("needs at least one resource (or set enabled: false)")
+        for name, charged in v.items():
+            if charged != GPU and not (charged.startswith(GPU + ".") and is_resource(charged)):
+                raise ValueError(f"{name}: {charged!r} is not gpu or gpu.<profile> (lower-case "
+                                 "letters, digits, '.' and '-', e.g. gpu.mig-1g.5gb)")
+        return v
+
+
+class StorageConfig(Section):
+    """Persistent volume claims charged by requested capacity; Sysdig's names (docs/queries.md)."""
+
+    enabled: bool = True
+    capacity_metric: MetricName = "kube_persistentvolumeclaim_resource_requests_storage_bytes"
+    info_metric: MetricName = "kube_persistentvolumeclaim_info"
+    mount_metric: MetricName = "kube_pod_spec_volumes_persistentvolumeclaims_info"
+    claim_label: LabelName = "kube_persistentvolumeclaim_name"
+    class_label: LabelName = "kube_storageclass_name"
+
+
+class ResourcesConfig(Section):
+    """Resources charged besides cpu and memory."""
+
+    gpu: GpuConfig = GpuConfig()
+    storage: StorageConfig = StorageConfig()
 
 
 class PeriodsConfig(Section):
@@ -471,6 +520,7 @@ class Config(Section):
 
     sysdig: SysdigConfig = SysdigConfig()
     periods: PeriodsConfig = PeriodsConfig()
+    resources: ResourcesConfig = ResourcesConfig()
     org: OrgConfig = OrgConfig()
     kafka: KafkaConfig = KafkaConfig()
     pricing: PricingConfig = PricingConfig()

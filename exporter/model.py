@@ -6,20 +6,57 @@ what pricing and records consume; `WorkloadUsage` is what a source returns befor
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Literal, NamedTuple
+from typing import NamedTuple
 
 from exporter.periods import Period
 
-Resource = Literal["cpu", "memory"]
-RESOURCES: tuple[Resource, ...] = ("cpu", "memory")
+Resource = str
+"""A charged resource: `cpu`, `memory`, `gpu` or `gpu.<profile>` (GPUs and their MIG or
+time-sliced slices, by config), or `storage.<storage class>` (PVC capacity)."""
+RESOURCES: tuple[Resource, ...] = ("cpu", "memory")  # measured by usage and request
 UNITS: Mapping[Resource, str] = {"cpu": "Core-Hours", "memory": "GiB-Hours"}
+GPU = "gpu"
+STORAGE = "storage"
+GPU_UNIT = "GPU-Hours"
 ORG_KEYS: tuple[str, ...] = ("costcenter", "businessunit", "department", "team")
 UNALLOCATED = "__unallocated__"
 INVALID = "__invalid__"
 GIB = 2**30
+
+
+_RESOURCE = re.compile(r"(cpu|memory|gpu|gpu\.[a-z0-9]([a-z0-9.\-]*[a-z0-9])?"
+                       r"|storage\.([a-z0-9]([a-z0-9.\-]*[a-z0-9])?|<none>))")
+
+
+def is_resource(name: str) -> bool:
+    """True for a name `Resource` allows (storage classes are DNS subdomain names, or
+    kube-state-metrics' `<none>` for a claim without one)."""
+    return _RESOURCE.fullmatch(name) is not None
+
+
+def family(resource: Resource) -> str:
+    """`cpu`, `memory`, `gpu` or `storage`: what a resource is, whatever its profile or class."""
+    return resource.split(".", 1)[0]
+
+
+def unit_of(resource: Resource) -> str:
+    """The FOCUS unit of a resource's quantities; KeyError for a name `is_resource` refuses."""
+    unit = UNITS.get(resource)
+    if unit is not None:
+        return unit
+    if not is_resource(resource):
+        raise KeyError(resource)
+    return GPU_UNIT if family(resource) == GPU else "GiB-Hours"
+
+
+def resource_order(resource: Resource) -> tuple[int, str]:
+    """Records and reports list cpu, memory, then GPUs, then storage, each by name."""
+    rank = {"cpu": 0, "memory": 1, GPU: 2, STORAGE: 3}.get(family(resource), 4)
+    return rank, resource
 
 
 class WorkloadKey(NamedTuple):
@@ -104,7 +141,7 @@ class ChargeLine:
 
     @property
     def unit(self) -> str:
-        return UNITS[self.resource]
+        return unit_of(self.resource)
 
 
 @dataclass(frozen=True, slots=True)

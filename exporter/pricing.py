@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -42,6 +43,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 from exporter.avro import load_schema
 from exporter.errors import PricingError
@@ -53,6 +55,7 @@ from exporter.model import (
     ChargeLine,
     PricedLine,
     Resource,
+    is_resource,
 )
 from exporter.money import cost, quantize
 from exporter.periods import Period, iso, parse_time
@@ -177,18 +180,42 @@ class _Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _priced_resource(key: str) -> str:
+    if key in RESOURCES or key == "storage" or not is_resource(key):
+        raise PydanticCustomError("unknown_resource", "unknown resource")
+    return key
+
+
+_PricedResource = Annotated[str, AfterValidator(_priced_resource)]
+
+
 class _Prices(_Model):
-    """Prices of one rule; a rule may price one resource only."""
+    """Prices of one rule; a rule may price one resource only. Besides cpu and memory, a rule
+    may price `gpu`, `gpu.<profile>` (a MIG profile or time-sliced replica) and
+    `storage.<storage class>`, each under its own key."""
+
+    model_config = ConfigDict(extra="allow", frozen=True)
 
     cpu: Price | None = None
     memory: Price | None = None
 
     def get(self, resource: Resource) -> Decimal | None:
-        return self.cpu if resource == "cpu" else self.memory
+        if resource == "cpu":
+            return self.cpu
+        if resource == "memory":
+            return self.memory
+        extra = self.model_extra
+        return None if extra is None else extra.get(resource)
+
+    def priced(self) -> tuple[Resource, ...]:
+        """Every resource this rule prices."""
+        return (*(r for r in RESOURCES if self.get(r) is not None), *(self.model_extra or {}))
+
+    __pydantic_extra__: dict[_PricedResource, Price]
 
     @model_validator(mode="after")
     def _some(self) -> _Prices:
-        if self.cpu is None and self.memory is None:
+        if not self.priced():
             raise ValueError("needs a price for cpu, memory or both")
         return self
 
@@ -302,7 +329,8 @@ class PriceVersion:
 
     def scope_quote(self, resource: Resource, cluster: str, namespace: str) -> PriceQuote:
         """The quote without selectors: namespace in the cluster, namespace in any cluster,
-        cluster, then the default."""
+        cluster, then the default. Raises `PricingError` when none prices `resource` (a GPU
+        profile or storage class the card does not know is never charged at zero)."""
         for rule in (self.namespaces.get((cluster, namespace)),
                      self.namespaces.get((None, namespace)), self.clusters.get(cluster),
                      self.default):
@@ -310,7 +338,8 @@ class PriceVersion:
             if price is not None:
                 assert rule is not None
                 return PriceQuote(self.id, price, rule.path)
-        raise AssertionError("the default prices every resource")  # pragma: no cover
+        raise PricingError(f"version {self.id} has no price for {resource} (cluster {cluster}, "
+                           f"namespace {namespace}); add {resource} to its default")
 
 
 def _label(line: ChargeLine, key: str) -> str | None:
@@ -375,7 +404,7 @@ def _build_version(v: _Version, i: int, label_keys: frozenset[str] | None,
                 problems.append(((*loc, "match", key), why))
         rule = _Rule(_loc(loc), sel, tuple(sorted(sel.match.items())))
         for other in selectors:
-            both = [r for r in RESOURCES if sel.get(r) is not None and other.prices.get(r) is not None]
+            both = [r for r in sel.priced() if other.prices.get(r) is not None]
             if both and _overlapping(rule, other):
                 problems.append((loc, (
                     f"ties with {other.path} for {' and '.join(both)} (a line can match both and "
@@ -404,14 +433,20 @@ def _is_price_rule(loc: Location) -> bool:
     return (len(loc) == 3 and loc[2] == "default") or (len(loc) == 4 and loc[2] == "clusters")
 
 
+_UNKNOWN_RESOURCE = ("unknown resource (a price is for cpu, memory, gpu, gpu.<profile> or "
+                     "storage.<storage class>)")
+
+
 def _pydantic_problems(exc: ValidationError) -> Problems:
     problems: Problems = []
     for err in exc.errors():
         loc = err["loc"]
         msg = err["msg"].removeprefix("Value error, ")
-        if err["type"] == "extra_forbidden":
-            msg = ("unknown resource (a price is for cpu or memory)" if _is_price_rule(loc[:-1])
-                   else "unknown key")
+        if err["type"] == "unknown_resource":
+            loc = loc[:-1] if loc and loc[-1] == "[key]" else loc
+            msg = _UNKNOWN_RESOURCE
+        elif err["type"] == "extra_forbidden":
+            msg = _UNKNOWN_RESOURCE if _is_price_rule(loc[:-1]) else "unknown key"
         problems.append((loc, msg))
     return problems
 
@@ -534,7 +569,10 @@ class RateCard:
                 key = (res, w.cluster, w.namespace)
                 q = by_scope.get(key)
                 if q is None:
-                    q = by_scope[key] = version.scope_quote(res, w.cluster, w.namespace)
+                    try:
+                        q = by_scope[key] = version.scope_quote(res, w.cluster, w.namespace)
+                    except PricingError as exc:
+                        raise PricingError(f"{source}: {exc}") from None
             # The lambda names the line only on failure (called within this iteration).
             amount = cost(line.chargeable, q.unit_price, _QUANTITY, _COST,
                           lambda: _cost_where(source, line, q), PricingError)  # noqa: B023

@@ -19,8 +19,8 @@ Every query is evaluated once per period as an instant query at `t = end - step/
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
 from exporter.model import Resource
 
@@ -91,6 +91,9 @@ class QueryPlan:
     coverage: str
     request_presence: str
     label_columns: tuple[str, ...]
+    # `gpu.request`, `gpu.usage`, `storage.request`: resources charged by allocation, when
+    # configured (`gpu_plan`, `storage_plan`).
+    allocated: dict[str, str] = field(default_factory=dict)
 
     def all(self) -> list[tuple[str, str]]:
         """(name, query) pairs in a fixed order."""
@@ -102,6 +105,7 @@ class QueryPlan:
         out.append(("labels", self.labels))
         out.append(("coverage", self.coverage))
         out.append(("requests.present", self.request_presence))
+        out.extend(self.allocated.items())
         return out
 
 
@@ -118,26 +122,54 @@ def label_columns(org_workload_labels: Sequence[str], org_namespace_labels: Sequ
     return tuple(dict.fromkeys(cols))
 
 
+@dataclass(frozen=True, slots=True)
+class GpuNames:
+    """What the GPU queries select: kube-state-metrics `resource` values, and the utilisation
+    metric with the labels that name the pod holding each device (None: not reported)."""
+
+    resources: tuple[str, ...]
+    utilization: str | None = None
+    pod_label: str = "pod"
+    namespace_label: str = "namespace"
+
+
+@dataclass(frozen=True, slots=True)
+class StorageNames:
+    """Sysdig's names for claims: capacity, class (info) and pod mounts (docs/queries.md)."""
+
+    capacity: str
+    info: str
+    mounts: str
+    claim_label: str
+    class_label: str
+
+
+# A claim no running pod mounts is charged as a record of its own (its namespace's labels).
+CLAIM_KIND = "persistentvolumeclaim"
+
+
 def plan(
     period_seconds: int,
     step: int,
     grain: str = "pod",
     clusters: Sequence[str] = (),
     columns: Sequence[str] = (),
+    gpu: GpuNames | None = None,
+    storage: StorageNames | None = None,
 ) -> QueryPlan:
     """Build the period's queries. `clusters` restricts to those clusters (sharding)."""
     if step % 2:
         raise ValueError("step must be even")
     half = step // 2
     by_grain = POD_GRAIN if grain == "pod" else CONTAINER_GRAIN
-    rec = ", ".join(RECORD_GRAIN)
     m = cluster_matchers(clusters)
 
     def sample(metric: str, extra: Sequence[tuple[str, str, str]] = ()) -> str:
         return grouped(metric, [*m, *extra], by_grain, f"last_over_time({{}}[{half}s])")
 
-    def integral(expr: str) -> str:
-        return f"sum by ({rec}) (sum_over_time(({expr})[{period_seconds}s:{step}s]))"
+    def integral(expr: str, extra: Sequence[str] = ()) -> str:
+        by = ", ".join((*RECORD_GRAIN, *extra))
+        return f"sum by ({by}) (sum_over_time(({expr})[{period_seconds}s:{step}s]))"
 
     usage: dict[Resource, str] = {}
     request: dict[Resource, str] = {}
@@ -165,7 +197,68 @@ def plan(
     present = ("count by (kube_cluster_name) "
                f"(count_over_time({selector(REQUESTS, [*m, ('resource', '=', 'cpu')])}"
                f"[{period_seconds}s]))")
-    return QueryPlan(usage, request, charge, labels, coverage, present, tuple(columns))
+    allocated: dict[str, str] = {}
+    pod_u = grouped(CPU_USED, m, POD_GRAIN, f"last_over_time({{}}[{half}s])")
+    if gpu is not None and gpu.resources:
+        allocated.update(gpu_plan(gpu, m, by_grain, pod_u, half, integral))
+    if storage is not None:
+        allocated["storage.request"] = integral(storage_step(storage, m, pod_u, half),
+                                                (storage.class_label,))
+    return QueryPlan(usage, request, charge, labels, coverage, present, tuple(columns), allocated)
+
+
+def gpu_plan(names: GpuNames, m: Sequence[tuple[str, str, str]], by_grain: Sequence[str],
+             pod_u: str, half: int, integral: Callable[[str, Sequence[str]], str],
+             ) -> dict[str, str]:
+    """GPU queries: `gpu.request` (the allocation, charged) and `gpu.usage` (utilisation,
+    information), per workload and kube-state-metrics `resource`.
+
+    A request counts while its pod runs (`running`), as for cpu and memory; utilisation (0-100
+    per device) is summed per pod and reported on each GPU resource the running pod holds.
+    """
+    wanted = "|".join(_re_escape(r) for r in names.resources)
+    req = grouped(REQUESTS, [*m, ("resource", "=~", wanted)], (*by_grain, "resource"),
+                  f"last_over_time({{}}[{half}s])")
+    held = running(req, pod_u)
+    out = {"gpu.request": integral(held, ("resource",))}
+    if names.utilization is not None:
+        util = f"last_over_time({selector(names.utilization, m)}[{half}s])"
+        for dst, src in (("kube_pod_name", names.pod_label),
+                         ("kube_namespace_name", names.namespace_label)):
+            util = f'label_replace({util}, "{dst}", "$1", "{src}", "(.+)")'
+        per_pod = f"(sum by ({', '.join(POD_GRAIN[:2] + POD_GRAIN[4:])}) ({util}) / 100)"
+        holds = f"group by ({', '.join(POD_GRAIN)}, resource) ({held})"
+        out["gpu.usage"] = integral(
+            f"{per_pod} * on ({', '.join(POD_GRAIN[:2] + POD_GRAIN[4:])}) group_right {holds}",
+            ("resource",))
+    return out
+
+
+def storage_step(names: StorageNames, m: Sequence[tuple[str, str, str]], pod_u: str,
+                 half: int) -> str:
+    """Bytes of claim capacity at one step, by workload and storage class.
+
+    A claim counts while it exists (its capacity series), mounted or not. At a step where
+    running pods of one or more workloads mount it, its capacity is split evenly between those
+    workloads; otherwise it is charged as a workload of kind `CLAIM_KIND` named after the claim.
+    """
+    claim = (*RECORD_GRAIN[:2], names.claim_label)
+    on = f"on ({', '.join(claim)})"
+    cap = grouped(names.capacity, m, claim, f"last_over_time({{}}[{half}s])")
+    cls = grouped(names.info, m, (*claim, names.class_label), f"last_over_time({{}}[{half}s])")
+    # A claim whose class is not known is still charged, at class "" (read as `<none>`).
+    sized = f"(({cap} * {on} group_left ({names.class_label}) {cls}) or {on} {cap})"
+    mount_pods = grouped(names.mounts, m, (*POD_GRAIN, names.claim_label),
+                         f"last_over_time({{}}[{half}s])")
+    mounted = (f"group by ({', '.join((*RECORD_GRAIN, names.claim_label))}) "
+               f"({mount_pods} and on ({', '.join(POD_GRAIN)}) {pod_u})")
+    holders = f"count by ({', '.join(claim)}) ({mounted})"
+    shared = (f"{mounted} * {on} group_left ({names.class_label}) "
+              f"({sized} / {on} group_left {holders})")
+    alone = f"({sized} unless {on} {mounted})"
+    alone = f'label_replace({alone}, "kube_workload_type", "{CLAIM_KIND}", "", "")'
+    alone = f'label_replace({alone}, "kube_workload_name", "$1", "{names.claim_label}", "(.+)")'
+    return f"(({shared}) or {alone})"
 
 
 def cluster_matchers(clusters: Sequence[str]) -> list[tuple[str, str, str]]:

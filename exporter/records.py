@@ -27,9 +27,10 @@ from exporter.errors import EncodingError
 from exporter.model import (
     RESOURCES,
     UNALLOCATED,
-    UNITS,
     LabelCoverage,
     PricedLine,
+    is_resource,
+    unit_of,
 )
 from exporter.money import DecimalSpec, quantize
 from exporter.periods import Period
@@ -54,6 +55,8 @@ KINDS: Mapping[str, str] = {
     "replicaset": "ReplicaSet",
     "replicationcontroller": "ReplicationController",
     "pod": "Pod",
+    # A claim no running pod mounts is charged on its own (exporter.queries.CLAIM_KIND).
+    "persistentvolumeclaim": "PersistentVolumeClaim",
 }
 
 
@@ -449,7 +452,7 @@ def build_records(lines: Sequence[PricedLine], *, revision: Revision, generated_
             raise EncodingError(f"{_where(rid, wl, kind, resource)}: two charge lines have the same "
                                 "identity")
         seen.add(rid)
-        if resource not in RESOURCES:
+        if resource not in RESOURCES and not is_resource(resource):
             raise EncodingError(f"{_where(rid, wl, kind, resource)}: unknown resource {resource!r}")
         if allocation not in ALLOCATIONS:
             raise EncodingError(f"{_where(rid, wl, kind, resource)}: unknown allocation "
@@ -505,7 +508,7 @@ def build_records(lines: Sequence[PricedLine], *, revision: Revision, generated_
             rid, start_end[0], start_end[1], wl.cluster, wl.namespace, kind,
             wl.name, values.get("costcenter", UNALLOCATED), values.get("businessunit", UNALLOCATED),
             values.get("department", UNALLOCATED), values.get("team", UNALLOCATED),
-            sources, invalid, labels, resource, UNITS[resource], usage, request, chargeable,
+            sources, invalid, labels, resource, unit_of(resource), usage, request, chargeable,
             unit_price, cost, currency, priced.price_version,
             fixed_revision if fixed_revision is not None else _revision(revision, rid),
             line.method, allocation, coverage, exporter_version, generated_at_ms,

@@ -14,7 +14,16 @@ import re
 from collections.abc import Iterator
 from decimal import Decimal
 
-from exporter.model import GIB, RESOURCES, PeriodUsage, Resource, WorkloadUsage
+from exporter.model import (
+    GIB,
+    RESOURCES,
+    STORAGE,
+    PeriodUsage,
+    Resource,
+    WorkloadUsage,
+    family,
+    resource_order,
+)
 from exporter.money import CONTEXT
 
 CALCULATION_VERSION = "v1"
@@ -42,15 +51,15 @@ _BYTES_PER_GIB = Decimal(GIB)
 
 
 def to_unit_hours(value: Decimal, resource: Resource, step: int | Decimal) -> Decimal:
-    """Σ samples (cores or bytes) × step seconds → Core-Hours or GiB-Hours, to `money.CONTEXT`'s
-    digits, far beyond any record scale.
+    """Σ samples (cores, GPUs or bytes) × step seconds → Core-Hours, GPU-Hours or GiB-Hours
+    (memory and storage), to `money.CONTEXT`'s digits, far beyond any record scale.
 
     Bytes are divided by 3600 and then by 2^30, two roundings at the context's precision (kept:
     one division by 3600 × 2^30 can differ in the last digit).
     """
     ctx = CONTEXT
     hours = ctx.divide(ctx.multiply(value, step), _SECONDS_PER_HOUR)
-    if resource == "memory":
+    if resource == "memory" or family(resource) == STORAGE:
         hours = ctx.divide(hours, _BYTES_PER_GIB)
     # Division keeps the sign of a zero; `plus` turns -0 into 0. Other values are already
     # rounded to the context, so `plus` would return them unchanged.
@@ -62,13 +71,18 @@ UnitHours = tuple[Resource, Decimal, Decimal, Decimal]
 
 
 def unit_hours(usage: PeriodUsage) -> Iterator[tuple[WorkloadUsage, list[UnitHours]]]:
-    """Each workload of `usage`, in the source's order, with its resources in `RESOURCES` order
-    converted to unit-hours (see `to_unit_hours`); a resource without sums is left out.
+    """Each workload of `usage`, in the source's order, with its resources in `RESOURCES` order,
+    then GPUs and storage (`model.resource_order`), converted to unit-hours (see
+    `to_unit_hours`); a resource without sums is left out.
     """
     step = Decimal(usage.step_seconds)  # converted once per period, not once per value
     for w in usage.workloads:
         hours: list[UnitHours] = []
-        for resource in RESOURCES:
+        names = RESOURCES
+        if len(w.sums) > len(RESOURCES) or any(r not in w.sums for r in RESOURCES):
+            names = (*RESOURCES, *sorted((r for r in w.sums if r not in RESOURCES),
+                                         key=resource_order))
+        for resource in names:
             sums = w.sums.get(resource)
             if sums is not None:
                 hours.append((resource,

@@ -17,12 +17,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from exporter.clock import Clock, SystemClock
 from exporter.config import Config
 from exporter.errors import ConfigError
 from exporter.org import AllowedValues, OrgModel, read_allow_lists
+from exporter.queries import GpuNames, StorageNames
 from exporter.sysdig import Retention, RetentionModel, SysdigClient, SysdigSource
 
 if TYPE_CHECKING:
@@ -99,7 +100,21 @@ def build_source(cfg: Config, clock: Clock, on_request: OnRequest | None = None,
         resolution=cfg.periods.resolution, grain=cfg.periods.grain,
         clusters=cfg.sysdig.clusters, concurrency=cfg.sysdig.max_concurrency,
         retention=build_retention(cfg, clock, client) if retention is None else retention,
+        **allocated_names(cfg),
     )
+
+
+def allocated_names(cfg: Config) -> dict[str, Any]:
+    """The `SysdigSource` arguments of the resources charged by allocation (`cfg.resources`)."""
+    gpu, storage = cfg.resources.gpu, cfg.resources.storage
+    return {
+        "gpu": GpuNames(tuple(gpu.resources), gpu.utilization_metric, gpu.utilization_pod_label,
+                        gpu.utilization_namespace_label) if gpu.enabled else None,
+        "gpu_resources": gpu.resources if gpu.enabled else None,
+        "storage": StorageNames(storage.capacity_metric, storage.info_metric,
+                                storage.mount_metric, storage.claim_label,
+                                storage.class_label) if storage.enabled else None,
+    }
 
 
 def build_dashboard_installer(cfg: Config, clock: Clock | None = None) -> DashboardInstaller:

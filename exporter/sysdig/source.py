@@ -15,10 +15,25 @@ from typing import TYPE_CHECKING
 
 from exporter.clock import Clock
 from exporter.errors import SourceQueryError
-from exporter.model import PeriodUsage, Resource, SampleSums, WorkloadKey, WorkloadUsage
+from exporter.model import (
+    STORAGE,
+    PeriodUsage,
+    Resource,
+    SampleSums,
+    WorkloadKey,
+    WorkloadUsage,
+    is_resource,
+)
 from exporter.money import CONTEXT, EXACT
 from exporter.periods import Period
-from exporter.queries import RECORD_GRAIN, QueryPlan, plan
+from exporter.queries import (
+    CLAIM_KIND,
+    RECORD_GRAIN,
+    GpuNames,
+    QueryPlan,
+    StorageNames,
+    plan,
+)
 from exporter.sysdig.answers import _brief, parse_vector
 from exporter.sysdig.client import SysdigClient
 
@@ -46,6 +61,9 @@ class SysdigSource:
         clusters: Sequence[str] = (),
         concurrency: int = 4,
         retention: RetentionModel | None = None,
+        gpu: GpuNames | None = None,
+        gpu_resources: Mapping[str, str] | None = None,
+        storage: StorageNames | None = None,
     ) -> None:
         self._client = client
         self._clock = clock
@@ -55,6 +73,10 @@ class SysdigSource:
         self._clusters = tuple(clusters)
         self._concurrency = concurrency
         self._retention = retention
+        self._gpu = gpu
+        # kube-state-metrics `resource` value -> charged resource (`gpu`, `gpu.<profile>`)
+        self._gpu_resources = dict(gpu_resources or {})
+        self._storage = storage
 
     def step_for(self, period: Period) -> int:
         """See `UsageSource.step_for`; raises `RetentionError` beyond Sysdig's retention."""
@@ -66,7 +88,8 @@ class SysdigSource:
         step = self.step_for(period)
         if period.length % step:
             step = period.length
-        p = plan(period.length, step, self._grain, self._clusters, self._columns)
+        p = plan(period.length, step, self._grain, self._clusters, self._columns,
+                 self._gpu, self._storage)
         return p, step, period.end - step / 2
 
     def fetch(self, period: Period) -> PeriodUsage:
@@ -128,7 +151,9 @@ class SysdigSource:
                         raise SourceQueryError(
                             f"Sysdig ({slot}): the series of {_brief(labels)} do not add up "
                             f"exactly in {EXACT.prec} digits") from None
+        allocated = self._allocated(results)
         picked = _best_labels(results["labels"], self._columns)
+        _namespace_labels(picked, allocated, self._columns)
         coverage: dict[str, Decimal] = {}
         expected = Decimal(period.length // step)
         for labels, value in results["coverage"]:
@@ -141,10 +166,13 @@ class SysdigSource:
         workloads = []
         zero = Decimal(0)
         # Grain tuples sort exactly as their WorkloadKeys do (field order), but in C.
-        for key in sorted(sums):
-            cu, cr, cc, mu, mr, mc = [zero if v is None else v for v in sums[key]]
-            per: dict[Resource, SampleSums] = {
-                "cpu": SampleSums(cu, cr, cc), "memory": SampleSums(mu, mr, mc)}
+        for key in sorted(sums.keys() | allocated.keys()) if allocated else sorted(sums):
+            per: dict[Resource, SampleSums] = {}
+            if key in sums:
+                cu, cr, cc, mu, mr, mc = [zero if v is None else v for v in sums[key]]
+                per = {"cpu": SampleSums(cu, cr, cc), "memory": SampleSums(mu, mr, mc)}
+            # A claim or a GPU pod without cpu and memory series gets no cpu or memory line.
+            per.update(allocated.get(key, {}))
             found = picked.get(key)
             workloads.append(WorkloadUsage(WorkloadKey(*key), {} if found is None else found, per))
         return PeriodUsage(
@@ -157,6 +185,41 @@ class SysdigSource:
         )
 
 
+    def _allocated(self, results: Mapping[str, Sequence[tuple[Mapping[str, str], Decimal]]],
+                   ) -> dict[_Grain, dict[Resource, SampleSums]]:
+        """Per workload, the sums of resources charged by allocation (`_ALLOCATED` answers):
+        chargeable is the request; GPU usage is utilisation, information only."""
+        out: dict[_Grain, dict[Resource, list[Decimal]]] = {}
+        zero = Decimal(0)
+        for slot in _ALLOCATED:
+            for labels, value in results.get(slot, ()):
+                if slot.startswith("gpu."):
+                    name = self._gpu_resources.get(labels.get("resource", ""))
+                    if name is None:
+                        raise SourceQueryError(
+                            f"Sysdig ({slot}): unexpected GPU resource in {_brief(labels)}")
+                else:
+                    assert self._storage is not None
+                    name = f"{STORAGE}.{labels.get(self._storage.class_label) or '<none>'}"
+                    if not is_resource(name):
+                        raise SourceQueryError(
+                            f"Sysdig ({slot}): storage class is not a Kubernetes name in "
+                            f"{_brief(labels)}")
+                got = out.setdefault(_grain(labels), {}).setdefault(name, [zero, zero])
+                i = 0 if slot.endswith(".usage") else 1
+                try:
+                    got[i] = EXACT.add(got[i], value)
+                except Inexact:
+                    raise SourceQueryError(
+                        f"Sysdig ({slot}): the series of {_brief(labels)} do not add up "
+                        f"exactly in {EXACT.prec} digits") from None
+        # Usage never lowers the charge: the allocation (request) is what is charged.
+        return {key: {name: SampleSums(u, r, r) for name, (u, r) in per.items()}
+                for key, per in out.items()}
+
+
+# Answers of resources charged by allocation (`QueryPlan.allocated`), absent when unconfigured.
+_ALLOCATED: tuple[str, ...] = ("gpu.usage", "gpu.request", "storage.request")
 # The six quantity answers, per resource in `SampleSums` field order (usage, request, chargeable).
 _SLOTS: tuple[str, ...] = tuple(
     f"{res}.{part}" for res in ("cpu", "memory") for part in ("usage", "request", "chargeable"))
@@ -188,6 +251,21 @@ def _canonical(raw: _Grain) -> _Grain:
 def _grain(labels: Mapping[str, str]) -> _Grain:
     """The canonical grain (`WorkloadKey` fields) of a series' labels."""
     return _canonical(_raw_grain(labels))
+
+
+def _namespace_labels(picked: dict[_Grain, dict[str, str]], allocated: Iterable[_Grain],
+                      columns: Sequence[str]) -> None:
+    """A claim charged on its own has no series of its own with labels: it takes its
+    namespace's (`kube_namespace_label_*`) from a workload of the same namespace."""
+    by_ns: dict[tuple[str, str], dict[str, str]] = {}
+    for key in sorted(picked):
+        ns = by_ns.setdefault((key[0], key[1]), {})
+        for k, v in picked[key].items():
+            if k.startswith("kube_namespace_label_") and k in columns:
+                ns.setdefault(k, v)
+    for key in allocated:
+        if key[2] == CLAIM_KIND and key not in picked:
+            picked[key] = dict(by_ns.get((key[0], key[1]), {}))
 
 
 def _best_labels(series: Iterable[tuple[Mapping[str, str], Decimal]], columns: Sequence[str],

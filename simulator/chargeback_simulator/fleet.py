@@ -26,6 +26,7 @@ from typing import Literal, TextIO
 import numpy as np
 import numpy.typing as npt
 
+from chargeback_simulator.allocations import Allocations
 from chargeback_simulator.series import (
     METRIC_NAME,
     IntArray,
@@ -182,6 +183,8 @@ class FleetSpec:
     max_containers: int = 3
     min_pod_lifetime: int = 1200
     max_pod_lifetime: int = 21600
+    # GPUs and persistent volume claims on top (`chargeback_simulator.allocations`).
+    allocations: bool = False
 
     def __post_init__(self) -> None:
         for name in ("clusters", "namespaces_per_cluster", "workloads_per_namespace",
@@ -337,6 +340,7 @@ class Fleet:
         self._cached = 0
         self._masks: dict[frozenset[tuple[str, str, str]], npt.NDArray[np.bool_]] = {}
         self._lock = threading.Lock()
+        self.allocations = Allocations(self) if spec.allocations else None
 
     # ----------------------------------------------------------------- structure
     def _build(self) -> list[Workload]:
@@ -800,6 +804,11 @@ class Fleet:
                                           Decimal(s.request * step) / div,
                                           Decimal(s.chargeable * step) / div)
                 out[key] = per
+        if self.allocations is not None:
+            if resolution not in (None, SAMPLE_INTERVAL):
+                raise ValueError("the truth of GPUs and claims is kept at 10 s only")
+            for key, more in self.allocations.ground_truth(start, end).items():
+                out.setdefault(key, {}).update(more)
         return out
 
     def _served_sums(self, start: int, end: int, grain: Grain, resolution: int
@@ -895,6 +904,11 @@ class Fleet:
                 self._cache.move_to_end(key)
                 return hit
         result = self._select(matchers, times, steps=steps)
+        if self.allocations is not None:
+            more = self.allocations.select(matchers, times)
+            if len(more):
+                result = SeriesSet([*result.labels, *more.labels], result.ts,
+                                   np.concatenate([result.values, more.values], axis=0))
         size = result.values.nbytes
         with self._lock:
             if size <= self._cache_bytes:

@@ -434,8 +434,11 @@ class _Context:
         names = tuple(matching.labels) if matching is not None else ()
         if op in _SET:
             return _set_op(op, lhs, rhs, on, names)
-        if mod is not None and mod.card != pp.VectorMatchCardinality.OneToOne:
-            raise QueryUnsupported("group_left/group_right matching is not supported")
+        if mod is not None and mod.card in (pp.VectorMatchCardinality.ManyToOne,
+                                            pp.VectorMatchCardinality.OneToMany):
+            right = mod.card == pp.VectorMatchCardinality.OneToMany
+            return _many_to_one(op, lhs, rhs, on, names, tuple(mod.group_labels or ()), right,
+                                return_bool, ts)
         return _one_to_one(op, lhs, rhs, on, names, return_bool, ts)
 
 
@@ -831,3 +834,57 @@ def _one_to_one(op: str, lhs: SeriesSet, rhs: SeriesSet, on: bool, names: Sequen
         out_labels.append(labels)
     values = np.where(both, value, np.nan).reshape(len(matched), len(ts))
     return _drop_empty(_collapse(out_labels, ts, values))
+
+
+def _many_to_one(op: str, lhs: SeriesSet, rhs: SeriesSet, on: bool, names: Sequence[str],
+                 include: Sequence[str], right: bool, return_bool: bool, ts: IntArray
+                 ) -> SeriesSet:
+    """`group_left` (`right` False: lhs is the "many" side) or `group_right`: each sample of
+    the many side meets at most one of the other side with its signature at that instant.
+
+    The result keeps the many side's labels (without `__name__` for arithmetic or `bool`),
+    plus the `include` labels copied from the matched sample of the other side (removed where
+    that has none); a comparison without `bool` keeps the left operand's value, as Prometheus.
+    """
+    many, one = (rhs, lhs) if right else (lhs, rhs)
+    ids: dict[Signature, int] = {}
+    oid = _signature_ids(one.labels, on, names, ids)
+    if (_scatter_count(oid, ~np.isnan(one.values), len(ids)) > 1).any():
+        raise QueryExecutionError(
+            "found duplicate series for the match group on the "
+            f"{'left' if right else 'right'} hand-side of the operation; many-to-many matching "
+            "not allowed: matching labels must be unique on one side")
+    mid = _signature_ids(many.labels, on, names, ids)
+    rows_of: dict[int, list[int]] = {}
+    for j, sig in enumerate(oid.tolist()):
+        rows_of.setdefault(sig, []).append(j)
+    drop_name = op in _ARITHMETIC or return_bool
+    out_labels: list[Labels] = []
+    out_values: list[FloatArray] = []
+    for i, sig in enumerate(mid.tolist()):
+        for j in rows_of.get(sig, ()):
+            a, b = many.values[i], one.values[j]
+            left, rght = (b, a) if right else (a, b)
+            value, keep = _elementwise(op, left, rght)
+            both = ~np.isnan(a) & ~np.isnan(b)
+            if op in _COMPARISON:
+                if return_bool:
+                    value = np.asarray(keep, dtype=np.float64)
+                else:
+                    both &= np.asarray(keep, dtype=bool)
+            if not both.any():
+                continue
+            labels = _drop_name(many.labels[i]) if drop_name else dict(many.labels[i])
+            if include:
+                labels = dict(labels)
+                for name in include:
+                    got = one.labels[j].get(name, "")
+                    if got:
+                        labels[name] = got
+                    else:
+                        labels.pop(name, None)
+            out_labels.append(labels)
+            out_values.append(np.where(both, value, np.nan))
+    if not out_labels:
+        return SeriesSet.empty(ts)
+    return _drop_empty(_collapse(out_labels, ts, np.vstack(out_values)))

@@ -24,7 +24,8 @@ from exporter.wiring import build_codec
 from tests.rigs.harness import check_ledger, read_committed
 from tests.system.conftest import PERIOD, Sim, worker_for
 
-QUERIES = 9  # one period: usage, request, chargeable for cpu and memory, labels, coverage, presence
+QUERIES = 12  # one period: usage, request, chargeable for cpu and memory, labels, coverage,
+#              presence; GPU request and utilisation, claims
 PROM = "/prometheus"
 
 

@@ -109,9 +109,10 @@ BROKEN_CARDS = [
     bad_cpu("0x1F", "'0x1F' is not a decimal number", "hexadecimal"),
     bad_cpu("1:30", "'1:30' is not a decimal number", "sexagesimal"),
     bad_cpu(".nan", "'.nan' is not a decimal number", "nan"),
-    pytest.param(CARD.replace('cpu: "0.03"', 'cpu: "0.03", gpu: "1.2"'),
-                 ["line 5, column 28: versions[0].default.gpu: unknown resource (a price is for "
-                  "cpu or memory)"], id="unknown-resource"),
+    pytest.param(CARD.replace('cpu: "0.03"', 'cpu: "0.03", disk: "1.2"'),
+                 ["line 5, column 28: versions[0].default.disk: unknown resource (a price is for "
+                  "cpu, memory, gpu, gpu.<profile> or storage.<storage class>)"],
+                 id="unknown-resource"),
     pytest.param(CARD.replace("EUR", "EURO"),
                  ["line 1, column 1: currency: 'EURO' is not an active ISO 4217 currency code "
                   "(e.g. EUR, USD)"], id="unknown-currency"),
@@ -159,15 +160,15 @@ def test_every_problem_of_a_card_is_its_own_line(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     card = (CARD.replace("EUR", "EURO").replace('"0.03"', '"-1"')
-            + "    clusters:\n      c1: {cpu: abc, gpu: 1}\n")
+            + "    clusters:\n      c1: {cpu: abc, disk: 1}\n")
     path = tmp_path / "card.yaml"
     assert problems(tmp_path, capsys, card) == [
         f"{path}: line 1, column 1: currency: 'EURO' is not an active ISO 4217 currency code "
         "(e.g. EUR, USD)",
         f"{path}: line 5, column 15: versions[0].default.cpu: must not be negative",
         f"{path}: line 7, column 12: versions[0].clusters.c1.cpu: 'abc' is not a decimal number",
-        f"{path}: line 7, column 22: versions[0].clusters.c1.gpu: unknown resource (a price is "
-        "for cpu or memory)",
+        f"{path}: line 7, column 22: versions[0].clusters.c1.disk: unknown resource (a price is "
+        "for cpu, memory, gpu, gpu.<profile> or storage.<storage class>)",
     ]
 
 

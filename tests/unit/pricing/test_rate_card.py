@@ -156,8 +156,13 @@ def test_a_period_never_straddles_a_price_change(tmp_path: Path) -> None:
     [
         (BASE.replace("currency: EUR", "currency: EUR\nkurrency: EUR"), "kurrency: unknown key"),
         (BASE + "    discount: 3\n", "versions[0].discount: unknown key"),
-        (BASE.replace('cpu: "0.03"', 'cpu: "0.03", gpu: 1'),
-         "versions[0].default.gpu: unknown resource (a price is for cpu or memory)"),
+        (BASE.replace('cpu: "0.03"', 'cpu: "0.03", disk: 1'),
+         "versions[0].default.disk: unknown resource (a price is for cpu, memory, gpu, "
+         "gpu.<profile> or storage.<storage class>)"),
+        (BASE.replace('cpu: "0.03"', 'cpu: "0.03", gpu.MIG: 1'),
+         "versions[0].default.gpu.MIG: unknown resource"),
+        (BASE.replace('cpu: "0.03"', 'cpu: "0.03", gpu: "-1"'),
+         "versions[0].default.gpu: must not be negative"),
         (BASE.replace("EUR", "EURO"), "currency: 'EURO' is not an active ISO 4217 currency"),
         (BASE.replace("EUR", "eur"), "currency: 'eur' is not an active ISO 4217"),
         (BASE.replace("EUR", "XAU"), "currency: 'XAU' is not an active ISO 4217"),  # gold

@@ -1,0 +1,206 @@
+"""GPUs and persistent volume claims of a fleet (`FleetSpec.allocations`), with exact truth.
+
+Seed-independent rules over the fleet's own workloads and pods, so the running rule (a request
+counts while its pod has usage samples) is exercised by the same pods as cpu and memory:
+
+- GPUs: of the workloads in fleet order, every sixth from the first requests whole GPUs
+  (`nvidia_com_gpu`, 1, 2, 4 or 8 per pod), every sixth from the fourth a MIG slice
+  (`nvidia_com_mig_1g_5gb`, 1 or 2) and every sixth from the fifth a `nvidia_com_mig_3g_20gb`;
+  the seven-minute job holds one GPU, so its Completed pod keeps a GPU request series that is
+  never charged. Each running pod has one `DCGM_FI_DEV_GPU_UTIL` series per device, stamped
+  by the DCGM exporter's own pod, naming the consumer in `pod` and `namespace`, at 25, 50, 75
+  or 100 %.
+- Claims: every statefulset replica has `data-<pod>` (1 to 50 GiB, `standard` or
+  `premium-ssd`), which outlives its pods: between two pods it is mounted by none. Every
+  namespace has `scratch-<namespace>` for 40 minutes of each 2 hours, never mounted; one
+  namespace in three has no info series for it (class unknown, charged as `<none>`).
+
+Series are served as 10 s samples (no roll-ups); `ground_truth` is exact at 10 s only.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import TYPE_CHECKING
+
+import numpy as np
+import numpy.typing as npt
+
+from chargeback_simulator.series import METRIC_NAME, IntArray, LabelMatcher, Labels, SeriesSet
+from exporter.model import SampleSums, WorkloadKey
+
+if TYPE_CHECKING:
+    from chargeback_simulator.fleet import Fleet
+
+STEP = 10
+GIB = 2**30
+REQUESTS = "kube_pod_container_resource_requests"
+GPU_UTIL = "DCGM_FI_DEV_GPU_UTIL"
+CAPACITY = "kube_persistentvolumeclaim_resource_requests_storage_bytes"
+CLAIM_INFO = "kube_persistentvolumeclaim_info"
+MOUNTS = "kube_pod_spec_volumes_persistentvolumeclaims_info"
+CLAIM_LABEL = "kube_persistentvolumeclaim_name"
+CLASS_LABEL = "kube_storageclass_name"
+CLAIM_KIND = "persistentvolumeclaim"
+# The charged resource of each kube-state-metrics GPU resource (the exporter's config).
+GPU_RESOURCES = {"nvidia_com_gpu": "gpu", "nvidia_com_mig_1g_5gb": "gpu.mig-1g.5gb",
+                 "nvidia_com_mig_3g_20gb": "gpu.mig-3g.20gb"}
+_SCRATCH_PERIOD, _SCRATCH_FROM, _SCRATCH_TO = 7200, 1800, 4200
+
+
+@dataclass(frozen=True, slots=True)
+class GpuGrant:
+    """Each pod of `workload` requests `count` of `resource` in its first container."""
+
+    workload: WorkloadKey
+    resource: str
+    count: int
+    utilization: int  # percent of each device, constant while the pod runs
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """A claim: `owner` (a statefulset) mounts it from its pod `pod` while that runs."""
+
+    cluster: str
+    namespace: str
+    name: str
+    storage_class: str | None  # None: no info series
+    gib: int
+    owner: WorkloadKey | None = None
+    pod: str | None = None
+    periodic: bool = False  # exists [g*7200 + 1800, g*7200 + 4200) only
+
+    def exists(self, t: IntArray) -> npt.NDArray[np.bool_]:
+        if not self.periodic:
+            return np.ones(len(t), dtype=bool)
+        phase = t % _SCRATCH_PERIOD
+        return (phase >= _SCRATCH_FROM) & (phase < _SCRATCH_TO)
+
+
+class Allocations:
+    """The GPUs and claims of `fleet`; a PromQL storage of their series and their truth."""
+
+    def __init__(self, fleet: Fleet) -> None:
+        self._fleet = fleet
+        workloads = [w for w in fleet.workloads()]
+        special = fleet.special
+        grants: dict[WorkloadKey, GpuGrant] = {}
+        for i, w in enumerate(workloads[:-3]):
+            if i % 6 == 0:
+                grants[w.key] = GpuGrant(w.key, "nvidia_com_gpu", (1, 2, 4, 8)[(i // 6) % 4],
+                                         (25, 50, 75, 100)[i % 4])
+            elif i % 6 == 3:
+                grants[w.key] = GpuGrant(w.key, "nvidia_com_mig_1g_5gb", 1 + (i // 6) % 2, 50)
+            elif i % 6 == 4:
+                grants[w.key] = GpuGrant(w.key, "nvidia_com_mig_3g_20gb", 1, 75)
+        job = special["seven_minute_job"]
+        grants[job] = GpuGrant(job, "nvidia_com_gpu", 1, 100)
+        self.grants = grants
+        claims: list[Claim] = []
+        for i, w in enumerate(workloads[:-3]):
+            if w.key.kind == "statefulset":
+                for r in range(w.replicas):
+                    claims.append(Claim(w.key.cluster, w.key.namespace,
+                                        f"data-{w.key.name}-{r}",
+                                        ("standard", "premium-ssd")[(i + r) % 2],
+                                        (1, 5, 10, 20, 50)[(i + r) % 5], w.key,
+                                        f"{w.key.name}-{r}"))
+        namespaces = dict.fromkeys((w.key.cluster, w.key.namespace) for w in workloads[:-3])
+        for j, (cluster, ns) in enumerate(namespaces):
+            claims.append(Claim(cluster, ns, f"scratch-{ns}", None if j % 3 == 2 else "standard",
+                                2, periodic=True))
+        self.claims = tuple(claims)
+
+    # ------------------------------------------------------------------ series
+    def select(self, matchers: Sequence[LabelMatcher], times: IntArray) -> SeriesSet:
+        """Every matching series over `times` (seconds, 10 s samples)."""
+        ts_ms = times * 1000
+        names = [m for m in matchers if m.name == METRIC_NAME]
+        wanted = [n for n in (REQUESTS, GPU_UTIL, CAPACITY, CLAIM_INFO, MOUNTS)
+                  if all(m.matches(n) for m in names)]
+        if not wanted or not len(times):
+            return SeriesSet.empty(ts_ms)
+        rows: list[tuple[Labels, np.ndarray]] = []
+        pods = self._fleet.pods(int(times[0]), int(times[-1]) + STEP)
+        wire = {w.key: w.wire_labels for w in self._fleet.workloads()}
+        nan = np.full(len(times), np.nan)
+        for pod in pods:
+            base = {**wire[pod.workload], "kube_pod_name": pod.name}
+            asked = (times >= pod.requests_start) & (times < pod.requests_end)
+            runs = (times >= pod.start) & (times < pod.end)
+            grant = self.grants.get(pod.workload)
+            if grant is not None and REQUESTS in wanted:
+                rows.append(({**base, METRIC_NAME: REQUESTS, "resource": grant.resource,
+                              "kube_pod_container_name": pod.containers[0]},
+                             np.where(asked, float(grant.count), nan)))
+            if grant is not None and GPU_UTIL in wanted:
+                exporter = {"kube_cluster_name": pod.workload.cluster,
+                            "kube_namespace_name": "gpu-operator",
+                            "kube_workload_type": "daemonset",
+                            "kube_workload_name": "nvidia-dcgm-exporter"}
+                for device in range(grant.count):
+                    rows.append(({**exporter, METRIC_NAME: GPU_UTIL, "gpu": str(device),
+                                  "pod": pod.name, "namespace": pod.workload.namespace},
+                                 np.where(runs, float(grant.utilization), nan)))
+            if MOUNTS in wanted:
+                for claim in self.claims:
+                    if claim.owner == pod.workload and claim.pod == pod.name:
+                        rows.append(({**base, METRIC_NAME: MOUNTS, CLAIM_LABEL: claim.name,
+                                      "volume": "data"}, np.where(asked, 1.0, nan)))
+        lo, hi = self._fleet.available(int(times[0]), int(times[-1]) + STEP)
+        seen = (times >= lo) & (times < hi)
+        for claim in self.claims:
+            where = {"kube_cluster_name": claim.cluster, "kube_namespace_name": claim.namespace,
+                     CLAIM_LABEL: claim.name}
+            live = seen & claim.exists(times)
+            if CAPACITY in wanted:
+                rows.append(({**where, METRIC_NAME: CAPACITY},
+                             np.where(live, float(claim.gib * GIB), nan)))
+            if CLAIM_INFO in wanted and claim.storage_class is not None:
+                rows.append(({**where, METRIC_NAME: CLAIM_INFO, CLASS_LABEL: claim.storage_class},
+                             np.where(live, 1.0, nan)))
+        kept = [(lb, v) for lb, v in rows
+                if all(m.matches(lb.get(m.name)) for m in matchers) and not np.isnan(v).all()]
+        if not kept:
+            return SeriesSet.empty(ts_ms)
+        return SeriesSet([lb for lb, _ in kept], ts_ms, np.vstack([v for _, v in kept]))
+
+    # ------------------------------------------------------------------ truth
+    def ground_truth(self, start: int, end: int) -> dict[WorkloadKey, dict[str, SampleSums]]:
+        """Per workload (or claim charged on its own, kind `persistentvolumeclaim`) and charged
+        resource: GPU-Hours (usage: utilisation) and GiB-Hours of claims (usage 0), exact."""
+        a, b = self._fleet.available(start, end)
+        times = np.arange(-(-a // STEP) * STEP, max(a, b), STEP, dtype=np.int64)
+        steps: dict[tuple[WorkloadKey, str], list[Decimal]] = {}
+        pods = self._fleet.pods(start, end)
+        zero = Decimal(0)
+        for pod in pods:
+            grant = self.grants.get(pod.workload)
+            if grant is None:
+                continue
+            n = int(((times >= pod.start) & (times < pod.end)).sum())
+            got = steps.setdefault((pod.workload, GPU_RESOURCES[grant.resource]), [zero, zero])
+            got[0] += Decimal(n * grant.count * grant.utilization) / 100
+            got[1] += Decimal(n * grant.count)
+        for claim in self.claims:
+            live = claim.exists(times)
+            mounted = np.zeros(len(times), dtype=bool)
+            for pod in pods:
+                if claim.owner == pod.workload and claim.pod == pod.name:
+                    mounted |= (times >= pod.start) & (times < pod.end)
+            resource = f"storage.{claim.storage_class or '<none>'}"
+            alone = WorkloadKey(claim.cluster, claim.namespace, CLAIM_KIND, claim.name)
+            for key, n in ((claim.owner, int((live & mounted).sum())),
+                           (alone, int((live & ~mounted).sum()))):
+                if n and key is not None:
+                    got = steps.setdefault((key, resource), [zero, zero])
+                    got[1] += Decimal(n * claim.gib)
+        out: dict[WorkloadKey, dict[str, SampleSums]] = {}
+        hour = Decimal(3600)
+        for (key, resource), (used, held) in steps.items():
+            u, r = used * STEP / hour, held * STEP / hour
+            out.setdefault(key, {})[resource] = SampleSums(u, r, r)
+        return out
