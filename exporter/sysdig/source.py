@@ -18,7 +18,7 @@ from exporter.errors import SourceQueryError
 from exporter.model import PeriodUsage, Resource, SampleSums, WorkloadKey, WorkloadUsage
 from exporter.money import CONTEXT, EXACT
 from exporter.periods import Period
-from exporter.queries import RECORD_GRAIN, QueryPlan, plan
+from exporter.queries import ALLOCATABLE, RECORD_GRAIN, QueryPlan, plan
 from exporter.sysdig.answers import _brief, parse_vector
 from exporter.sysdig.client import SysdigClient
 
@@ -46,6 +46,8 @@ class SysdigSource:
         clusters: Sequence[str] = (),
         concurrency: int = 4,
         retention: RetentionModel | None = None,
+        allocatable: Mapping[Resource, str] | None = None,
+        allocatable_metric: str = ALLOCATABLE,
     ) -> None:
         self._client = client
         self._clock = clock
@@ -55,6 +57,9 @@ class SysdigSource:
         self._clusters = tuple(clusters)
         self._concurrency = concurrency
         self._retention = retention
+        # Idle capacity: exporter resource -> the allocatable series' `resource` label value.
+        self._allocatable = dict(allocatable or {})
+        self._allocatable_metric = allocatable_metric
 
     def step_for(self, period: Period) -> int:
         """See `UsageSource.step_for`; raises `RetentionError` beyond Sysdig's retention."""
@@ -66,7 +71,8 @@ class SysdigSource:
         step = self.step_for(period)
         if period.length % step:
             step = period.length
-        p = plan(period.length, step, self._grain, self._clusters, self._columns)
+        p = plan(period.length, step, self._grain, self._clusters, self._columns,
+                 tuple(self._allocatable.values()), self._allocatable_metric)
         return p, step, period.end - step / 2
 
     def fetch(self, period: Period) -> PeriodUsage:
@@ -154,6 +160,7 @@ class SysdigSource:
             request_clusters=frozenset(
                 lbl.get("kube_cluster_name", "") for lbl, _ in results["requests.present"]),
             queries=queries, bytes_fetched=nbytes,
+            allocatable=_allocatable(results.get("allocatable", ()), self._allocatable),
         )
 
 
@@ -162,6 +169,25 @@ _SLOTS: tuple[str, ...] = tuple(
     f"{res}.{part}" for res in ("cpu", "memory") for part in ("usage", "request", "chargeable"))
 _Grain = tuple[str, str, str, str]
 _grain_of = itemgetter(*RECORD_GRAIN)
+
+
+def _allocatable(series: Iterable[tuple[Mapping[str, str], Decimal]],
+                 names: Mapping[Resource, str]) -> dict[str, dict[Resource, Decimal]]:
+    """Per cluster, the `allocatable` answer by exporter resource (`names` maps each to its
+    allocatable resource name); series of other resource names are not asked for and ignored."""
+    resource_of = {name: res for res, name in names.items()}
+    out: dict[str, dict[Resource, Decimal]] = {}
+    for labels, value in series:
+        res = resource_of.get(labels.get("resource", ""))
+        if res is None:
+            continue
+        per = out.setdefault(labels.get("kube_cluster_name", ""), {})
+        try:
+            per[res] = EXACT.add(per.get(res, Decimal(0)), value)
+        except Inexact:
+            raise SourceQueryError(f"Sysdig (allocatable): the series of {_brief(labels)} do not "
+                                   f"add up exactly in {EXACT.prec} digits") from None
+    return out
 
 
 def _raw_grain(labels: Mapping[str, str]) -> _Grain:
