@@ -23,8 +23,9 @@ from chargeback_simulator.localbroker import LocalBroker
 from exporter.config import load_config
 from exporter.consumer import latest_records, read_manifests, read_records
 from exporter.periods import iso
-from exporter.records import BillingRecord, PeriodManifest
+from exporter.records import BILLABLE_ALLOCATIONS, BillingRecord, PeriodManifest
 from exporter.wiring import build_codec
+from tests.rigs.rate_cards import JANUARY_2026
 from tests.rigs.sim import T0, TOKEN, H, Run, Sim
 
 NANO = Decimal("1e-9")
@@ -131,3 +132,30 @@ def test_without_idle_the_records_are_those_of_before(
     # Every record but the idle ones is the same, field for field (same revision and method).
     assert sorted(without, key=lambda r: r.record_id) == sorted(
         (r for r in with_idle if r.allocation != "idle"), key=lambda r: r.record_id)
+
+
+def test_a_distributed_idle_is_billed_to_cost_centers_in_full(
+        sim_factory: Callable[..., Sim], noida: LocalBroker, tmp_path: Path, run: Run) -> None:
+    sim = sim_factory(clusters=2)
+    card = tmp_path / "card.yaml"
+    card.write_text(JANUARY_2026.replace("2026-01-01", "2026-11-01") + "idle: {distribute: proportional}\n")
+    records, manifests = _export(tmp_path, sim, noida, run, idle={"enabled": True},
+                                 pricing={"rate_card_file": str(card)})
+    _check_against_truth(sim, records, manifests)
+    for m in manifests:
+        for cap in m.capacity:
+            mine = [r for r in records if r.cluster == m.cluster and r.resource == cap.resource
+                    and r.period_start == m.period_start]
+            [idle] = [r for r in mine if r.allocation == "idle"]
+            shares = [r for r in mine if r.allocation == "idle-distribution"]
+            assert {r.costcenter for r in shares} <= {r.costcenter for r in mine
+                                                      if r.allocation == "direct"}
+            assert sum(r.chargeable_quantity for r in shares) == idle.chargeable_quantity > 0
+            assert idle.cost is not None and idle.unit_price == Decimal("0.0310") * (
+                cap.resource == "cpu") + Decimal("0.0042") * (cap.resource == "memory")
+            assert sum(r.cost for r in shares if r.cost is not None) == idle.cost
+            # A team bill (billable records) of the cluster is its whole allocatable.
+            bill = sum(r.chargeable_quantity for r in mine if r.allocation in BILLABLE_ALLOCATIONS)
+            assert bill == cap.allocatable_quantity
+            [total] = [t for t in m.totals if t.resource == cap.resource]
+            assert total.chargeable_quantity == bill
