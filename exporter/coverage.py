@@ -43,7 +43,7 @@ from exporter.records import kubernetes_kind
 
 _DISTRIBUTION = "shared-distribution"
 # Lines that are no workload's own charge: shared-cost shares and idle capacity (exporter.idle).
-_NOT_WORKLOADS = frozenset({_DISTRIBUTION, "idle", "idle-distribution"})
+_NOT_WORKLOADS = frozenset({_DISTRIBUTION, "idle", "idle-source", "idle-distribution"})
 _ZERO = Decimal(0)
 # Display only: percentages at 4 decimals, offenders' quantities at the share scale.
 _PERCENT = DecimalSpec(SHARE.precision + 2, 4)

@@ -20,11 +20,12 @@ name `__idle__`, every org key `__idle__` (source `idle`), allocation `idle`, us
 chargeable the idle quantity, the period's method (idle is measured at the charges' grain and
 step). `distribute` spreads an idle line's quantity and cost over cost centers by the rate card's
 rule (`RateCard.idle`): `proportional` to their charges in the cluster, `even`, or fixed
-`weights`; the shares are `idle-distribution` lines and the idle line stays as it is.
+`weights`; the shares are `idle-distribution` lines and the idle line, kept for audit, becomes
+`idle-source` (as a shared-cost pool's sources become `shared-source`).
 
 Consumers: a team's bill adds `direct`, `shared-distribution` and `idle-distribution`; a
-cluster's capacity adds `direct`, `shared-distribution` and `idle` (never `idle` together with
-`idle-distribution`, which restate it).
+cluster's capacity adds those and `idle` (undistributed idle), never `idle-source`, which its
+`idle-distribution` shares restate.
 """
 
 from __future__ import annotations
@@ -50,10 +51,12 @@ from exporter.units import method_id, to_unit_hours
 IDLE = "__idle__"
 IDLE_ALLOCATION = "idle"
 IDLE_DISTRIBUTION = "idle-distribution"
+IDLE_SOURCE_ALLOCATION = "idle-source"  # an idle line whose quantity was distributed
 IDLE_SOURCE = "idle"  # the org label source of an idle line
 # Lines whose quantity is a cluster's charges (what idle is the rest of).
 CHARGED_ALLOCATIONS = frozenset({"direct", "shared-distribution"})
-IDLE_ALLOCATIONS = frozenset({IDLE_ALLOCATION, IDLE_DISTRIBUTION})
+IDLE_ALLOCATIONS = frozenset({IDLE_ALLOCATION, IDLE_SOURCE_ALLOCATION, IDLE_DISTRIBUTION})
+SHARED_FROM_LABEL = "x_shared_from"  # as exporter.shared_costs: where a share comes from
 _ORG = OrgAssignment({k: IDLE for k in ORG_KEYS}, {k: IDLE_SOURCE for k in ORG_KEYS})
 _ZERO = Decimal(0)
 
@@ -122,7 +125,9 @@ def distribute(priced: Sequence[PricedLine], rule: IdleRule | None) -> list[Pric
     (`money.largest_remainder`, as shared costs), so the shares add up to the idle line exactly.
     Each share is a line of the cluster, namespace and kind `__idle__`, named after its cost
     center, with that cost center and `__idle__` for the other org keys; unit price None (a
-    share of a cost, not a price). A zero idle line, or one without recipients, is not split.
+    share of a cost, not a price), and the label `x_shared_from` `__idle__/__idle__/__idle__`.
+    A split idle line becomes `idle-source`; a zero idle line, or one without recipients, is
+    not split and stays `idle`.
     """
     if rule is None:
         return list(priced)
@@ -135,8 +140,9 @@ def distribute(priced: Sequence[PricedLine], rule: IdleRule | None) -> list[Pric
                 per = charges.setdefault((ln.workload.cluster, ln.resource), {})
                 cc = ln.org.values.get("costcenter", "")
                 per[cc] = per.get(cc, _ZERO) + q
+    out = list(priced)
     extra: list[PricedLine] = []
-    for p in priced:
+    for i, p in enumerate(priced):
         ln = p.line
         if ln.allocation != IDLE_ALLOCATION:
             continue
@@ -150,17 +156,19 @@ def distribute(priced: Sequence[PricedLine], rule: IdleRule | None) -> list[Pric
         c_shares: Sequence[Decimal | None] = (
             largest_remainder(quantize_cost(p.cost), ws, COST_SCALE) if p.cost is not None
             else [None] * len(centers))
+        out[i] = dataclasses.replace(p, line=dataclasses.replace(
+            ln, allocation=IDLE_SOURCE_ALLOCATION))
         for center, q, c in zip(centers, q_shares, c_shares, strict=True):
             if q == 0 and not c:
                 continue
             org = OrgAssignment({**_ORG.values, "costcenter": center}, _ORG.sources)
             line = dataclasses.replace(
                 ln, workload=WorkloadKey(ln.workload.cluster, IDLE, IDLE, center),
-                chargeable=q, org=org, method=distribution_method(rule),
-                allocation=IDLE_DISTRIBUTION)
+                chargeable=q, org=org, labels={SHARED_FROM_LABEL: f"{IDLE}/{IDLE}/{IDLE}"},
+                method=distribution_method(rule), allocation=IDLE_DISTRIBUTION)
             extra.append(PricedLine(line, None, c, p.currency if c is not None else None,
                                     p.price_version if c is not None else None))
-    return [*priced, *extra]
+    return [*out, *extra]
 
 
 def _weights(rule: IdleRule, charged: Mapping[str, Decimal]) -> dict[str, Decimal]:

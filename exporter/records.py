@@ -38,7 +38,7 @@ if TYPE_CHECKING:
     from exporter.idle import Capacity
 
 ALLOCATIONS: tuple[str, ...] = ("direct", "shared-distribution", "shared-source", "idle",
-                                 "idle-distribution")
+                                 "idle-source", "idle-distribution")
 # Records a consumer adds up for a bill; a `shared-source` record was distributed and would
 # count twice, and an `idle` record is capacity nobody was charged for (its shares, if the rate
 # card distributes it, are the `idle-distribution` records).

@@ -187,7 +187,7 @@ class FleetSpec:
     min_pod_lifetime: int = 1200
     max_pod_lifetime: int = 21600
     nodes_per_cluster: int = 3
-    node_cores: int = 32
+    node_cores: int = 24
 
     def __post_init__(self) -> None:
         for name in ("clusters", "namespaces_per_cluster", "workloads_per_namespace",

@@ -88,7 +88,7 @@ def _check_against_truth(sim: Sim, records: list[BillingRecord],
                 assert cap.overcommit_quantity == max(Decimal(0), charged - expected_a)
                 mine = [r for r in records if r.cluster == cluster and r.resource == res
                         and r.period_start == start * 1000]
-                [idle] = [r for r in mine if r.allocation == "idle"]
+                [idle] = [r for r in mine if r.allocation in ("idle", "idle-source")]
                 assert (idle.namespace, idle.workload_kind, idle.workload_name) == (
                     "__idle__", "__idle__", "__idle__")
                 assert idle.costcenter == "__idle__" and idle.usage_quantity == 0
@@ -146,7 +146,7 @@ def test_a_distributed_idle_is_billed_to_cost_centers_in_full(
         for cap in m.capacity:
             mine = [r for r in records if r.cluster == m.cluster and r.resource == cap.resource
                     and r.period_start == m.period_start]
-            [idle] = [r for r in mine if r.allocation == "idle"]
+            [idle] = [r for r in mine if r.allocation == "idle-source"]
             shares = [r for r in mine if r.allocation == "idle-distribution"]
             assert {r.costcenter for r in shares} <= {r.costcenter for r in mine
                                                       if r.allocation == "direct"}

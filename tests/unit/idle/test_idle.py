@@ -98,8 +98,9 @@ def test_distribution_splits_idle_exactly(rule: IdleRule, shares: dict[str, tupl
     assert sum(p.cost for p in dist if p.cost is not None) == Decimal("0.100001")
     assert all(p.line.method == distribution_method(rule) and p.unit_price is None for p in dist)
     assert all(p.line.workload.name == p.line.org.values["costcenter"] for p in dist)
-    # The idle line itself stays, so the cluster's capacity still reconciles.
-    assert [p.line.allocation for p in out].count("idle") == 1
+    # The idle line stays for audit, as `idle-source`, so it is not counted twice.
+    assert [p.line.allocation for p in out].count("idle-source") == 1
+    assert "idle" not in [p.line.allocation for p in out]
 
 
 def test_no_rule_or_zero_idle_is_not_distributed() -> None:
