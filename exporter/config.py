@@ -30,7 +30,7 @@ from pydantic import (
 )
 
 from exporter.errors import ConfigError
-from exporter.model import GPU, ORG_KEYS, is_resource
+from exporter.model import GPU, ORG_KEYS, RESOURCES, Resource, is_resource
 from exporter.periods import format_duration, parse_duration, parse_time
 from exporter.yamlfile import Location, Positions, UniqueKeyLoader, read_yaml_positions
 
@@ -460,6 +460,30 @@ class SharedCostsConfig(Section):
         return self
 
 
+class IdleConfig(Section):
+    """Idle capacity (docs/queries.md, "Idle capacity"): per cluster and resource, node
+    allocatable minus the workloads' chargeable quantities, published as `__idle__` records.
+
+    `metric` is the allocatable gauge (kube-state-metrics v2 naming, a `resource` label) and
+    `resources` maps each exporter resource to that label's value, e.g. `cpu: cpu`,
+    `memory: memory`; `check-sysdig` checks both on the tenant. Off by default.
+    """
+
+    enabled: bool = False
+    metric: str = Field(default="kube_node_status_allocatable", pattern=r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
+    resources: dict[Resource, str] = Field(default_factory=lambda: dict[Resource, str](
+        (r, r) for r in RESOURCES))
+
+    @field_validator("resources")
+    @classmethod
+    def _resources(cls, v: dict[Resource, str]) -> dict[Resource, str]:
+        if not v:
+            raise ValueError("needs at least one resource")
+        if any(not name.strip() for name in v.values()):
+            raise ValueError("an allocatable resource name must not be empty")
+        return {r: v[r] for r in RESOURCES if r in v}
+
+
 class BillingConfig(Section):
     """How the billing platform invoices (docs/focus.md, "Corrections").
 
@@ -525,6 +549,7 @@ class Config(Section):
     kafka: KafkaConfig = KafkaConfig()
     pricing: PricingConfig = PricingConfig()
     shared_costs: SharedCostsConfig = SharedCostsConfig()
+    idle: IdleConfig = IdleConfig()
     billing: BillingConfig = BillingConfig()
     web: WebConfig = WebConfig()
     logging: LoggingConfig = LoggingConfig()

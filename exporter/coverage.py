@@ -5,7 +5,8 @@ value for that key is `__unallocated__`, divided by the cluster's chargeable qua
 resource; `invalid_share` the same for `__invalid__`. Sums are exact over the lines' unrounded
 quantities; the share is quantized to 6 decimals with ROUND_HALF_EVEN, and is 0 when the total
 is 0. Shared-cost distribution lines are left out (they re-state quantity already counted on the
-workloads that used it), so coverage is the same with and without shared costs.
+workloads that used it), so coverage is the same with and without shared costs; so are idle
+capacity lines (`__idle__`, exporter/idle.py), which are no workload's.
 
 Top offenders: per resource, the `top_n` workloads with the most chargeable quantity that have at
 least one key unallocated or invalid (ties: namespace, kind, name ascending). Lines of several
@@ -41,6 +42,8 @@ from exporter.pricing import quantize_quantity
 from exporter.records import kubernetes_kind
 
 _DISTRIBUTION = "shared-distribution"
+# Lines that are no workload's own charge: shared-cost shares and idle capacity (exporter.idle).
+_NOT_WORKLOADS = frozenset({_DISTRIBUTION, "idle", "idle-source", "idle-distribution"})
 _ZERO = Decimal(0)
 # Display only: percentages at 4 decimals, offenders' quantities at the share scale.
 _PERCENT = DecimalSpec(SHARE.precision + 2, 4)
@@ -101,7 +104,7 @@ def label_coverage(lines: Sequence[ChargeLine], top_n: int = 10) -> dict[str, La
     # keep every assignment alive for this call, so an id is never reused meanwhile.
     gaps_of: dict[int, _Gaps] = {}
     for ln in lines:
-        if ln.allocation == _DISTRIBUTION:
+        if ln.allocation in _NOT_WORKLOADS:
             continue
         sums = clusters.get(ln.workload.cluster)
         if sums is None:

@@ -44,10 +44,13 @@ from exporter.wiring import build_codec
 UNPRICED_CURRENCY = "XXX"
 """ISO 4217 "no currency involved": the BillingCurrency of unpriced rows (`--allow-unpriced`)."""
 
-CHARGEABLE_ALLOCATIONS: tuple[str, ...] = ("direct", "shared-distribution")
-"""Allocations that are charges. `shared-source` records (the audit trail of a shared pool,
-already charged through its `shared-distribution` shares) and unknown values are left out,
+CHARGEABLE_ALLOCATIONS: tuple[str, ...] = ("direct", "shared-distribution", "idle",
+                                           "idle-distribution")
+"""Allocations that are charges: the workloads', shared-cost and idle shares, and idle capacity
+that was not distributed (its own `__idle__` rows). `shared-source` and `idle-source` records
+(the audit trail of a pool already charged through its shares) and unknown values are left out,
 as the schema tells consumers to do, so that no cost is counted twice."""
+_SPLITS = frozenset({SHARED_DISTRIBUTION, "idle-distribution"})
 
 ORG_KEYS: tuple[str, ...] = ("costcenter", "businessunit", "department", "team")
 
@@ -175,6 +178,11 @@ def _description(c: Charge) -> str:
     who = f"{r.workload_kind} {r.namespace}/{r.workload_name} in cluster {r.cluster}"
     if r.allocation == SHARED_DISTRIBUTION:
         text = f"{res} share of a shared workload pool charged to {who}"
+    elif r.allocation == "idle":
+        text = f"idle {res} capacity of cluster {r.cluster}: node allocatable less the charges"
+    elif r.allocation == "idle-distribution":
+        text = (f"{res} share of the idle capacity of cluster {r.cluster} charged to cost "
+                f"center {r.costcenter}")
     else:
         text = f"{res} of {who}, max(request, usage)"
     if c.correction:
@@ -244,7 +252,7 @@ def focus_row(c: Charge | BillingRecord, *, allow_unpriced: bool = False,
     price, cost, currency = _money(c, allow_unpriced)
     bp_start, bp_end = c.billing_period
     resource_id = f"{r.cluster}/{r.namespace}/{r.workload_kind}/{r.workload_name}"
-    allocated = r.allocation == SHARED_DISTRIBUTION
+    allocated = r.allocation in _SPLITS
     consumed = fmt_decimal(_delta(c, "usage_quantity"))
     return {
         "BillingAccountId": r.costcenter,
@@ -314,12 +322,13 @@ def allocation_details(versions: Iterable[BillingRecord]) -> dict[tuple[str, int
     basis: dict[tuple[Any, ...], Decimal] = {}
     for r in versions:
         who = (r.period_start, r.period_end, r.cluster, r.resource, r.revision)
-        if r.allocation == SHARED_DISTRIBUTION:
-            pools.setdefault(who, []).append(r)
+        if r.allocation in _SPLITS:
+            pools.setdefault((*who, r.allocation), []).append(r)
         elif r.allocation == DIRECT:
             basis[(*who, r.namespace, r.workload_kind, r.workload_name)] = r.chargeable_quantity
     out: dict[tuple[str, int], str] = {}
-    for who, shares in pools.items():
+    for (*who_, _), shares in pools.items():
+        who = tuple(who_)
         shares.sort(key=_order)
         weights = [basis.get((*who, r.namespace, r.workload_kind, r.workload_name),
                              r.chargeable_quantity) for r in shares]

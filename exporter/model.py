@@ -112,6 +112,9 @@ class PeriodUsage:
     request_clusters: frozenset[str] = frozenset()
     queries: int = 0
     bytes_fetched: int = 0
+    # cluster -> resource -> Σ over steps of the nodes' allocatable (cores or bytes): present
+    # only when idle capacity is measured (`idle.enabled`).
+    allocatable: Mapping[str, Mapping[Resource, Decimal]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

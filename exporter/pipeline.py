@@ -17,9 +17,12 @@ from exporter import __version__
 from exporter.clock import Clock
 from exporter.completeness import check, empty_clusters, expected_clusters
 from exporter.errors import IncompleteDataError
+from exporter.idle import capacities, idle_lines
+from exporter.idle import distribute as distribute_idle
 from exporter.model import ChargeLine, LabelCoverage, PeriodUsage, PricedLine
 from exporter.org import OrgModel
 from exporter.periods import Period
+from exporter.pricing import IdleRule
 from exporter.sink import OutMessage, PeriodSink
 from exporter.source import UsageSource
 from exporter.units import method_id, unit_hours
@@ -129,15 +132,20 @@ class Pipeline:
     clusters: tuple[str, ...] = ()
     retired_clusters: tuple[str, ...] = ()
     publish_empty: bool = False
+    # Idle capacity (`idle.enabled`, exporter/idle.py) and the rate card's rule for it.
+    idle: bool = False
+    idle_rule: IdleRule | None = None
 
     def measure(self, period: Period, published: Mapping[str, int] | None = None
                 ) -> tuple[PeriodUsage, Mapping[str, int | None], list[PricedLine]]:
         """Fetch `period`, check it is complete, and price its lines with shared costs
         distributed: what its records will carry, before rounding to the record scale.
 
-        Returns the usage, the expected clusters and the priced lines. Raises `MissingClusters`
-        (an `IncompleteDataError`) as `compute` does; `report` calls this too, so it shows
-        what the worker would bill, or refuses what the worker would hold.
+        Returns the usage, the expected clusters and the priced lines, with the `__idle__` lines
+        (and their distribution) last when idle capacity is measured. Raises `MissingClusters`
+        (an `IncompleteDataError`) as `compute` does, and `IncompleteDataError` when a cluster
+        with charges has no allocatable series while idle is measured; `report` calls this too,
+        so it shows what the worker would bill, or refuses what the worker would hold.
         """
         usage = self.source.fetch(period)
         expected = expected_clusters(
@@ -149,7 +157,23 @@ class Pipeline:
         priced = self.pricer(lines) if self.pricer else [PricedLine(ln, None, None, None) for ln in lines]
         if self.distribute is not None:
             priced = self.distribute(priced)
+        if self.idle:
+            priced = self._with_idle(usage, priced)
         return usage, expected, priced
+
+    def _with_idle(self, usage: PeriodUsage, priced: list[PricedLine]) -> list[PricedLine]:
+        """`priced` followed by the period's `__idle__` lines, priced like their resource, and
+        their distribution by `idle_rule`."""
+        missing = sorted({p.line.workload.cluster for p in priced} - set(usage.allocatable))
+        if missing:
+            raise IncompleteDataError(
+                f"period {usage.period}: no node allocatable series for cluster(s) "
+                f"{', '.join(missing)}, so their idle capacity is unknown (idle.metric); held "
+                "for retry")
+        lines = idle_lines(usage, capacities(usage, (p.line for p in priced)))
+        idle = self.pricer(lines) if self.pricer else [PricedLine(ln, None, None, None)
+                                                       for ln in lines]
+        return distribute_idle([*priced, *idle], self.idle_rule)
 
     def compute(self, period: Period, prior: Mapping[str, Prior] | None = None,
                 published: Mapping[str, int] | None = None) -> PeriodResult:
@@ -189,6 +213,10 @@ class Pipeline:
         manifests: list[PeriodManifest] = []
         changed: list[str] = []
         method = method_id(usage.grain, usage.step_seconds)
+        capacity: dict[str, list[Any]] = {}
+        if self.idle:
+            for cap in capacities(usage, (p.line for p in priced)):
+                capacity.setdefault(cap.cluster, []).append(cap)
         # One writer for the period's records: their repeated values are encoded once.
         encode = load_schema("billing_record").encoder()
         bodies: dict[str, bytes] = {}
@@ -203,7 +231,7 @@ class Pipeline:
                 built, cov, {cluster: usage.coverage.get(cluster, Decimal(0))},
                 period=period, method=method, revision=revision,
                 generated_at_ms=generated_at_ms, exporter_version=self.exporter_version,
-                status=status, bodies=bodies,
+                status=status, bodies=bodies, capacity=capacity,
             )
 
         for cluster in sorted(by_cluster):

@@ -213,11 +213,17 @@ class Preflight:
 
     def metrics(self) -> list[Check]:
         out = []
-        for name, metric, extra in (
-                (f"metric {CPU_USED}", CPU_USED, ()), (f"metric {MEM_USED}", MEM_USED, ()),
-                (f'metric {REQUESTS}{{resource="cpu"}}', REQUESTS, (("resource", "=", "cpu"),)),
-                (f'metric {REQUESTS}{{resource="memory"}}', REQUESTS,
-                 (("resource", "=", "memory"),))):
+        wanted: list[tuple[str, str, tuple[tuple[str, str, str], ...]]] = [
+            (f"metric {CPU_USED}", CPU_USED, ()), (f"metric {MEM_USED}", MEM_USED, ()),
+            (f'metric {REQUESTS}{{resource="cpu"}}', REQUESTS, (("resource", "=", "cpu"),)),
+            (f'metric {REQUESTS}{{resource="memory"}}', REQUESTS, (("resource", "=", "memory"),))]
+        idle = self._cfg.idle
+        # Idle capacity reads a metric whose Sysdig name is configurable (docs/queries.md,
+        # "Idle capacity"): every cluster that runs workloads must show it, per resource.
+        allocatable = [(f'metric {idle.metric}{{resource="{name}"}}', idle.metric,
+                        (("resource", "=", name),))
+                       for name in idle.resources.values()] if idle.enabled else []
+        for name, metric, extra in (*wanted, *allocatable):
             counts = {lb.get("kube_cluster_name", ""): int(v) for lb, v in self._vector(
                 f"count by (kube_cluster_name) ({self._sel(metric, extra)})", self._at, name)}
             self._raw[name] = counts
@@ -229,6 +235,11 @@ class Preflight:
             elif missing:
                 out.append(Check(name, "FAIL", f"no series for configured cluster(s) "
                                                f"{', '.join(missing)} ({per})"))
+            elif (metric == idle.metric and (lacking := sorted(
+                    set(self._raw[f"metric {CPU_USED}"]) - set(counts)))):
+                out.append(Check(name, "FAIL", f"no series for cluster(s) {', '.join(lacking)}, "
+                                               f"which run workloads ({per}); idle.metric and "
+                                               "idle.resources name it on this tenant"))
             else:
                 out.append(Check(name, "ok", f"{sum(counts.values()):,} series in {len(counts)} "
                                              f"cluster(s): {per}"))

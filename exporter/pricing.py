@@ -30,7 +30,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import yaml
 from pydantic import (
@@ -254,10 +254,38 @@ class _Version(_Model):
         return self
 
 
+class _IdleFile(_Model):
+    """How idle capacity is distributed to cost centers (docs/pricing.md, "Idle capacity")."""
+
+    distribute: Literal["proportional", "even", "weights"]
+    weights: dict[_Name, Price] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _weights(self) -> _IdleFile:
+        if self.distribute == "weights":
+            if not self.weights:
+                raise ValueError("distribute: weights needs weights (cost center: weight)")
+            if any(w <= 0 for w in self.weights.values()):
+                raise ValueError("weights must be positive")
+        elif self.weights:
+            raise ValueError(f"weights apply to distribute: weights, not {self.distribute}")
+        return self
+
+
+@dataclass(frozen=True, slots=True)
+class IdleRule:
+    """The card's rule for idle capacity: `proportional` to the cost centers' charges, `even`
+    over them, or fixed `weights` by cost center (exporter.idle.distribute)."""
+
+    method: str
+    weights: Mapping[str, Decimal]
+
+
 class _CardFile(_Model):
     currency: str
     description: str | None = None
     versions: list[_Version] = Field(min_length=1)
+    idle: _IdleFile | None = None
 
     @field_validator("currency")
     @classmethod
@@ -454,10 +482,13 @@ def _pydantic_problems(exc: ValidationError) -> Problems:
 class RateCard:
     """A validated rate card. Build it with `RateCard.load` (or `RateCard.from_data`)."""
 
-    def __init__(self, currency: str, versions: Sequence[PriceVersion], source: str) -> None:
+    def __init__(self, currency: str, versions: Sequence[PriceVersion], source: str,
+                 idle: IdleRule | None = None) -> None:
         self.currency = currency
         self.versions = tuple(versions)
         self.source = source
+        # How idle capacity goes to cost centers; None: it stays on its `__idle__` records.
+        self.idle = idle
 
     @classmethod
     def load(
@@ -505,7 +536,9 @@ class RateCard:
         _check_dating(versions, period_length, problems)
         if problems:
             raise _card_error(source, problems, positions)
-        return cls(card.currency, versions, source)
+        idle = None if card.idle is None else IdleRule(card.idle.distribute,
+                                                       dict(card.idle.weights))
+        return cls(card.currency, versions, source, idle)
 
     def version_at(self, ts: int) -> PriceVersion:
         """The version in effect at epoch second `ts`; raises PricingError if none is."""

@@ -27,6 +27,7 @@ from exporter.model import Resource
 CPU_USED = "sysdig_container_cpu_cores_used"
 MEM_USED = "sysdig_container_memory_used_bytes"
 REQUESTS = "kube_pod_container_resource_requests"
+ALLOCATABLE = "kube_node_status_allocatable"  # the default of `idle.metric`
 
 # Sysdig names a container in the agent's cAdvisor-style label on usage series and in
 # kube-state-metrics' label on request series (docs/queries.md, "Container grain").
@@ -94,6 +95,8 @@ class QueryPlan:
     # `gpu.request`, `gpu.usage`, `storage.request`: resources charged by allocation, when
     # configured (`gpu_plan`, `storage_plan`).
     allocated: dict[str, str] = field(default_factory=dict)
+    # Per cluster and allocatable resource name, Σ over steps of the nodes' allocatable (idle).
+    allocatable: str | None = None
 
     def all(self) -> list[tuple[str, str]]:
         """(name, query) pairs in a fixed order."""
@@ -106,6 +109,8 @@ class QueryPlan:
         out.append(("coverage", self.coverage))
         out.append(("requests.present", self.request_presence))
         out.extend(self.allocated.items())
+        if self.allocatable is not None:
+            out.append(("allocatable", self.allocatable))
         return out
 
 
@@ -154,10 +159,14 @@ def plan(
     grain: str = "pod",
     clusters: Sequence[str] = (),
     columns: Sequence[str] = (),
+    *,
     gpu: GpuNames | None = None,
     storage: StorageNames | None = None,
+    allocatable: Sequence[str] = (),
+    allocatable_metric: str = ALLOCATABLE,
 ) -> QueryPlan:
-    """Build the period's queries. `clusters` restricts to those clusters (sharding)."""
+    """Build the period's queries. `clusters` restricts to those clusters (sharding);
+    `allocatable` (the allocatable resource names, idle capacity) adds the `allocatable` query."""
     if step % 2:
         raise ValueError("step must be even")
     half = step // 2
@@ -204,7 +213,17 @@ def plan(
     if storage is not None:
         allocated["storage.request"] = integral(storage_step(storage, m, pod_u, half),
                                                 (storage.class_label,))
-    return QueryPlan(usage, request, charge, labels, coverage, present, tuple(columns), allocated)
+    alloc = None
+    if allocatable:
+        names = "|".join(_re_escape(n) for n in allocatable)
+        node = (f"sum by (kube_cluster_name, resource) (last_over_time("
+                f"{selector(allocatable_metric, [*m, ('resource', '=~', names)])}[{half}s]))")
+        # The nodes that have a sample at a step count at that step, as pods do: a node that
+        # joins or leaves inside the period counts for the steps it lives.
+        alloc = (f"sum by (kube_cluster_name, resource) "
+                 f"(sum_over_time(({node})[{period_seconds}s:{step}s]))")
+    return QueryPlan(usage, request, charge, labels, coverage, present, tuple(columns),
+                     allocated, alloc)
 
 
 def gpu_plan(names: GpuNames, m: Sequence[tuple[str, str, str]], by_grain: Sequence[str],

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from exporter.avro import AvroSchema, load_schema, nested_decimal_specs
 from exporter.errors import EncodingError
@@ -35,9 +35,16 @@ from exporter.model import (
 from exporter.money import DecimalSpec, quantize
 from exporter.periods import Period
 
-ALLOCATIONS: tuple[str, ...] = ("direct", "shared-distribution", "shared-source")
-# Records a consumer adds up; a `shared-source` record was distributed and would count twice.
-BILLABLE_ALLOCATIONS: frozenset[str] = frozenset({"direct", "shared-distribution"})
+if TYPE_CHECKING:
+    from exporter.idle import Capacity
+
+ALLOCATIONS: tuple[str, ...] = ("direct", "shared-distribution", "shared-source", "idle",
+                                 "idle-source", "idle-distribution")
+# Records a consumer adds up for a bill; a `shared-source` record was distributed and would
+# count twice, and an `idle` record is capacity nobody was charged for (its shares, if the rate
+# card distributes it, are the `idle-distribution` records).
+BILLABLE_ALLOCATIONS: frozenset[str] = frozenset({"direct", "shared-distribution",
+                                                  "idle-distribution"})
 STATUSES: tuple[str, ...] = ("final", "low-coverage")
 PUBLISHED_AT_HEADER = "published_at"
 """Kafka header carrying the wall-clock publication time (UTC epoch ms, ASCII digits); it is
@@ -301,6 +308,19 @@ class TopOffender:
 
 
 @dataclass(frozen=True, slots=True)
+class ResourceCapacity:
+    """Node capacity of one resource in a period-cluster (`ResourceCapacity` in Avro):
+    `charged_quantity + idle_quantity - overcommit_quantity == allocatable_quantity`."""
+
+    resource: str
+    unit: str
+    allocatable_quantity: Decimal
+    charged_quantity: Decimal
+    idle_quantity: Decimal
+    overcommit_quantity: Decimal
+
+
+@dataclass(frozen=True, slots=True)
 class PeriodManifest:
     """One value of the manifests topic (`schemas/period_manifest.v1.avsc`)."""
 
@@ -320,11 +340,13 @@ class PeriodManifest:
     complete: bool
     exporter_version: str
     generated_at: int
+    capacity: tuple[ResourceCapacity, ...] = ()
 
     def to_avro(self) -> dict[str, Any]:
         """The Avro datum, nested records as dicts."""
         out: dict[str, Any] = {name: getattr(self, name) for name in self.__slots__}
         out["totals"] = [_as_dict(t) for t in self.totals]
+        out["capacity"] = [_as_dict(c) for c in self.capacity]
         out["unallocated_share"] = [_as_dict(s) for s in self.unallocated_share]
         out["top_offenders"] = [
             {**_as_dict(o), "missing_keys": list(o.missing_keys)} for o in self.top_offenders
@@ -343,6 +365,7 @@ class PeriodManifest:
             TopOffender(**{**o, "missing_keys": tuple(o["missing_keys"])})
             for o in values["top_offenders"]
         )
+        values["capacity"] = tuple(ResourceCapacity(**c) for c in values.get("capacity") or ())
         return cls(**{name: values[name] for name in cls.__slots__})
 
     @property
@@ -575,7 +598,9 @@ def build_manifests(records: Sequence[BillingRecord],
                     sample_coverage: Mapping[str, Decimal], *, period: Period, method: str,
                     revision: Revision, generated_at_ms: int, exporter_version: str,
                     status: str | Callable[[str], str] = "final",
-                    bodies: Mapping[str, bytes] | None = None) -> list[PeriodManifest]:
+                    bodies: Mapping[str, bytes] | None = None,
+                    capacity: Mapping[str, Sequence[Capacity]] | None = None,
+                    ) -> list[PeriodManifest]:
     """One manifest per cluster of the period, sorted by cluster.
 
     Clusters are those in `records`, `coverage_by_cluster` and `sample_coverage` (a cluster
@@ -584,7 +609,8 @@ def build_manifests(records: Sequence[BillingRecord],
     Label coverage comes from `coverage_by_cluster` (see `exporter.coverage.label_coverage`);
     a cluster without records may be missing there. `status` is a value of `STATUSES` or a
     function of the cluster. `bodies` (record_id -> Avro body under the current schema) spares
-    encoding the records again when the caller already did.
+    encoding the records again when the caller already did. `capacity` (cluster -> its
+    `exporter.idle.Capacity` per resource) fills `capacity` when idle capacity is measured.
 
     Raises `EncodingError` for a record of another period, a total that does not fit its
     schema, mixed currencies or a mix of priced and unpriced records within a resource, a
@@ -594,6 +620,7 @@ def build_manifests(records: Sequence[BillingRecord],
     encode_body = load_schema("billing_record").encoder()
     total_specs = nested_decimal_specs(schema, "totals")
     share_specs = nested_decimal_specs(schema, "unallocated_share")
+    capacity_specs = nested_decimal_specs(schema, "capacity")
     offender_specs = nested_decimal_specs(schema, "top_offenders")
     by_cluster: dict[str, list[BillingRecord]] = {}
     for r in records:
@@ -656,6 +683,15 @@ def build_manifests(records: Sequence[BillingRecord],
             complete=state == "final",
             exporter_version=exporter_version,
             generated_at=generated_at_ms,
+            capacity=tuple(
+                ResourceCapacity(c.resource, unit_of(c.resource), *(
+                    quantize(v, capacity_specs[name], f"{where} capacity {c.resource} {name}")
+                    for name, v in (("allocatable_quantity", c.allocatable),
+                                    ("charged_quantity", c.charged),
+                                    ("idle_quantity", c.idle),
+                                    ("overcommit_quantity", c.overcommit))))
+                for c in sorted((capacity or {}).get(cluster, ()),
+                                key=lambda c: _resource_order(c.resource))),
         ))
     return out
 

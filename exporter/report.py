@@ -22,12 +22,17 @@ from typing import Any, Literal
 from rich.console import Console, RenderableType
 from rich.table import Table
 
+from exporter.idle import IDLE_ALLOCATION, IDLE_DISTRIBUTION, IDLE_SOURCE_ALLOCATION
 from exporter.model import UNITS, PricedLine, Resource
 from exporter.money import DecimalSpec, quantize
 from exporter.pricing import quantize_quantity
 from exporter.records import BILLABLE_ALLOCATIONS, kubernetes_kind
 from exporter.shared_costs import SHARED_DISTRIBUTION
 from exporter.units import method_step
+
+# What a report row adds up: the billable allocations and the idle capacity nobody was billed.
+REPORTED_ALLOCATIONS = BILLABLE_ALLOCATIONS | {IDLE_ALLOCATION}
+_SHARES = frozenset({SHARED_DISTRIBUTION, IDLE_DISTRIBUTION})
 
 GroupBy = Literal["costcenter", "costcenter-workload", "org"]
 # Machine column names carry their unit (`UNITS`), as the `core_hours`/`gib_hours` keys of the
@@ -116,11 +121,15 @@ def aggregate(lines: Sequence[PricedLine], by: GroupBy) -> list[Row]:
     row equals the sum of its records. With shared costs distributed, usage and request are
     counted where they were measured (direct and shared-source lines) and chargeable and cost
     where they are billed (direct and shared-distribution lines), as records are summed
-    (`records.BILLABLE_ALLOCATIONS`): nothing is counted twice.
+    (`records.BILLABLE_ALLOCATIONS`): nothing is counted twice. Idle capacity (exporter/idle.py)
+    is reported where it is billed: on the cost centers (`idle-distribution`) when the rate
+    card distributes it, else on its own `__idle__` row (`idle`); never both.
     """
     rows: dict[tuple[str, ...], Row] = {}
     steps: dict[tuple[str, ...], set[int]] = {}
     for priced in lines:
+        if priced.line.allocation == IDLE_SOURCE_ALLOCATION:
+            continue  # restated by its idle-distribution shares
         g = _group_values(priced, by)
         row = rows.get(g)
         if row is None:
@@ -129,11 +138,11 @@ def aggregate(lines: Sequence[PricedLine], by: GroupBy) -> list[Row]:
         usage, request, chargeable = _COLUMNS_OF[ln.resource]
         vals = row.values
         seen = steps.setdefault(g, set())
-        if ln.allocation != SHARED_DISTRIBUTION:  # a share was measured on its sources' steps
+        if ln.allocation not in _SHARES:  # a share was measured on its sources' steps
             seen.add(line_step(priced))
             vals[usage] += quantize_quantity(ln.usage)
             vals[request] += quantize_quantity(ln.request)
-        if ln.allocation not in BILLABLE_ALLOCATIONS:
+        if ln.allocation not in REPORTED_ALLOCATIONS:
             continue
         vals[chargeable] += quantize_quantity(ln.chargeable)
         if priced.cost is not None:

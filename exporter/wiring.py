@@ -101,6 +101,8 @@ def build_source(cfg: Config, clock: Clock, on_request: OnRequest | None = None,
         clusters=cfg.sysdig.clusters, concurrency=cfg.sysdig.max_concurrency,
         retention=build_retention(cfg, clock, client) if retention is None else retention,
         **allocated_names(cfg),
+        allocatable=cfg.idle.resources if cfg.idle.enabled else None,
+        allocatable_metric=cfg.idle.metric,
     )
 
 
@@ -216,6 +218,7 @@ def build_pipeline(cfg: Config, clock: Clock, metrics: Metrics | None = None,
         incomplete_policy=cfg.periods.incomplete_policy,
         clusters=cfg.sysdig.clusters, retired_clusters=cfg.sysdig.retired_clusters,
         publish_empty=cfg.periods.publish_empty,
+        idle=cfg.idle.enabled, idle_rule=card.idle if card is not None else None,
     )
 
 

@@ -27,6 +27,7 @@ from exporter.model import (
 from exporter.money import CONTEXT, EXACT
 from exporter.periods import Period
 from exporter.queries import (
+    ALLOCATABLE,
     CLAIM_KIND,
     RECORD_GRAIN,
     GpuNames,
@@ -64,6 +65,8 @@ class SysdigSource:
         gpu: GpuNames | None = None,
         gpu_resources: Mapping[str, str] | None = None,
         storage: StorageNames | None = None,
+        allocatable: Mapping[Resource, str] | None = None,
+        allocatable_metric: str = ALLOCATABLE,
     ) -> None:
         self._client = client
         self._clock = clock
@@ -77,6 +80,9 @@ class SysdigSource:
         # kube-state-metrics `resource` value -> charged resource (`gpu`, `gpu.<profile>`)
         self._gpu_resources = dict(gpu_resources or {})
         self._storage = storage
+        # Idle capacity: exporter resource -> the allocatable series' `resource` label value.
+        self._allocatable = dict(allocatable or {})
+        self._allocatable_metric = allocatable_metric
 
     def step_for(self, period: Period) -> int:
         """See `UsageSource.step_for`; raises `RetentionError` beyond Sysdig's retention."""
@@ -89,7 +95,9 @@ class SysdigSource:
         if period.length % step:
             step = period.length
         p = plan(period.length, step, self._grain, self._clusters, self._columns,
-                 self._gpu, self._storage)
+                 gpu=self._gpu, storage=self._storage,
+                 allocatable=tuple(self._allocatable.values()),
+                 allocatable_metric=self._allocatable_metric)
         return p, step, period.end - step / 2
 
     def fetch(self, period: Period) -> PeriodUsage:
@@ -182,6 +190,7 @@ class SysdigSource:
             request_clusters=frozenset(
                 lbl.get("kube_cluster_name", "") for lbl, _ in results["requests.present"]),
             queries=queries, bytes_fetched=nbytes,
+            allocatable=_allocatable(results.get("allocatable", ()), self._allocatable),
         )
 
 
@@ -225,6 +234,25 @@ _SLOTS: tuple[str, ...] = tuple(
     f"{res}.{part}" for res in ("cpu", "memory") for part in ("usage", "request", "chargeable"))
 _Grain = tuple[str, str, str, str]
 _grain_of = itemgetter(*RECORD_GRAIN)
+
+
+def _allocatable(series: Iterable[tuple[Mapping[str, str], Decimal]],
+                 names: Mapping[Resource, str]) -> dict[str, dict[Resource, Decimal]]:
+    """Per cluster, the `allocatable` answer by exporter resource (`names` maps each to its
+    allocatable resource name); series of other resource names are not asked for and ignored."""
+    resource_of = {name: res for res, name in names.items()}
+    out: dict[str, dict[Resource, Decimal]] = {}
+    for labels, value in series:
+        res = resource_of.get(labels.get("resource", ""))
+        if res is None:
+            continue
+        per = out.setdefault(labels.get("kube_cluster_name", ""), {})
+        try:
+            per[res] = EXACT.add(per.get(res, Decimal(0)), value)
+        except Inexact:
+            raise SourceQueryError(f"Sysdig (allocatable): the series of {_brief(labels)} do not "
+                                   f"add up exactly in {EXACT.prec} digits") from None
+    return out
 
 
 def _raw_grain(labels: Mapping[str, str]) -> _Grain:

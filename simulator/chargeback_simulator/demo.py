@@ -34,18 +34,29 @@ from exporter.wiring import build_codec, build_worker_parts
 
 TOKEN = "demo-token"  # noqa: S105 - the embedded simulator accepts this token only
 Q = Decimal("0.000001")
+NANO = Decimal("1e-9")
+IDLE = "__idle__"
 
 
 def _sum_truth(fleet: Any, steps: dict[int, int], length: int
                ) -> dict[tuple[str, str], list[Decimal]]:
     """Ground truth per (cluster, costcenter) of the periods starting at `steps`' keys, each at
-    the step its records were measured at (older than Sysdig's 10 s window: rolled-up data)."""
+    the step its records were measured at (older than Sysdig's 10 s window: rolled-up data).
+
+    Idle capacity is the (cluster, `__idle__`) row: per period, the nodes' allocatable less the
+    workloads' chargeable, each rounded to 9 decimals as its record is, never below 0."""
     out: dict[tuple[str, str], list[Decimal]] = defaultdict(lambda: [Decimal(0), Decimal(0)])
     for s, step in steps.items():
+        charged: dict[tuple[str, int], Decimal] = defaultdict(Decimal)
         for key, per in fleet.ground_truth(s, s + length, resolution=step).items():
             cc = fleet.org_labels(key)["costcenter"]
-            out[(key.cluster, cc)][0] += per["cpu"].chargeable
-            out[(key.cluster, cc)][1] += per["memory"].chargeable
+            for i, res in enumerate(("cpu", "memory")):
+                out[(key.cluster, cc)][i] += per[res].chargeable
+                charged[(key.cluster, i)] += per[res].chargeable.quantize(NANO, ROUND_HALF_EVEN)
+        for cluster, per in fleet.allocatable_truth(s, s + length, resolution=step).items():
+            for i, res in enumerate(("cpu", "memory")):
+                offered = per[res].quantize(NANO, ROUND_HALF_EVEN)
+                out[(cluster, IDLE)][i] += max(Decimal(0), offered - charged[(cluster, i)])
     return out
 
 
@@ -71,6 +82,7 @@ def cmd_demo(args: argparse.Namespace, *, clock: Clock) -> int:
             "kafka": {"bootstrap_servers": broker.bootstrap, "replication_factor": 1,
                       "partitions": 3, "transactional_id": "chargeback-demo"},
             "logging": {"level": "WARNING", "format": "text"},
+            "idle": {"enabled": True},
         })
         register_secrets(cfg)
         service = assemble(cfg, clock, Metrics(), build_worker_parts, serve_http=False)
@@ -86,7 +98,11 @@ def cmd_demo(args: argparse.Namespace, *, clock: Clock) -> int:
                       f"{len(latest)} distinct record_ids\n")
         got: dict[tuple[str, str], list[Decimal]] = defaultdict(lambda: [Decimal(0), Decimal(0)])
         for r in latest.values():
-            got[(r.cluster, r.costcenter)][0 if r.resource == "cpu" else 1] += r.chargeable_quantity
+            # The bill and the idle capacity nobody was billed (docs/records.md): a cluster's
+            # rows add up to its nodes' allocatable.
+            if r.allocation in ("direct", "shared-distribution", "idle", "idle-distribution"):
+                got[(r.cluster, r.costcenter)][0 if r.resource == "cpu" else 1] += \
+                    r.chargeable_quantity
         steps = {first + i * length: 10 for i in range(args.periods)}
         for r in latest.values():
             step = method_step(r.method)
@@ -94,7 +110,8 @@ def cmd_demo(args: argparse.Namespace, *, clock: Clock) -> int:
                 raise ExporterError(f"demo: record {r.record_id} has an unknown method {r.method}")
             steps[r.period_start // 1000] = step
         truth = _sum_truth(fleet, steps, length)
-        table = Table(title="Chargeable units by cost center: Kafka records vs simulator ground truth")
+        table = Table(title="Chargeable units by cost center, and idle capacity (__idle__): Kafka "
+                            "records vs simulator ground truth")
         for col in ("cluster", "costcenter", "Core-Hours (Kafka)", "Core-Hours (truth)",
                     "GiB-Hours (Kafka)", "GiB-Hours (truth)", "match"):
             table.add_column(col, justify="left" if col in ("cluster", "costcenter") else "right")
@@ -107,6 +124,25 @@ def cmd_demo(args: argparse.Namespace, *, clock: Clock) -> int:
             table.add_row(*key, *(str(v.quantize(Q, ROUND_HALF_EVEN)) for v in (g[0], t[0], g[1], t[1])),
                           "[green]yes[/green]" if match else "[red]NO[/red]")
         console.print(table)
+        capacity = Table(title="Node capacity per cluster (manifests): charged + idle - "
+                               "overcommit = allocatable, exactly")
+        for col in ("cluster", "resource", "allocatable", "charged", "idle", "overcommit",
+                    "exact"):
+            capacity.add_column(col, justify="left" if col in ("cluster", "resource") else "right")
+        sums: dict[tuple[str, str], list[Decimal]] = defaultdict(lambda: [Decimal(0)] * 4)
+        newest = {m.manifest_id: m for m in sorted(manifests, key=lambda m: m.revision)}
+        for m in newest.values():
+            for c in m.capacity:
+                row = sums[(m.cluster, f"{c.resource} ({c.unit})")]
+                for i, v in enumerate((c.allocatable_quantity, c.charged_quantity,
+                                       c.idle_quantity, c.overcommit_quantity)):
+                    row[i] += v
+        for key, (offered, charged, idle, over) in sorted(sums.items()):
+            exact = charged + idle - over == offered
+            ok &= exact
+            capacity.add_row(*key, *(format(v, "f") for v in (offered, charged, idle, over)),
+                             "[green]yes[/green]" if exact else "[red]NO[/red]")
+        console.print(capacity)
         console.print("Every (period, workload, resource) once:",
                       "[green]yes[/green]" if len(latest) == len(records) else "[red]NO[/red]")
     logging.shutdown()

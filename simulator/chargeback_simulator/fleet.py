@@ -27,6 +27,7 @@ import numpy as np
 import numpy.typing as npt
 
 from chargeback_simulator.allocations import Allocations
+from chargeback_simulator.nodes import ALLOCATABLE, Node, Nodes
 from chargeback_simulator.series import (
     METRIC_NAME,
     IntArray,
@@ -173,6 +174,9 @@ class FleetSpec:
 
     Pod lifetimes (between rollovers) of deployments are drawn in
     `[min_pod_lifetime, max_pod_lifetime]` seconds; statefulsets live 4x and daemonsets 8x longer.
+    Each cluster has `nodes_per_cluster` node slots: a permanent node of 2 x `node_cores` cores
+    and nodes of 2/3, 1 or 4/3 x `node_cores` that come and go (`chargeback_simulator.nodes`),
+    with 1 GiB of memory per core, less what the kubelet reserves.
     """
 
     seed: int = 1
@@ -185,10 +189,12 @@ class FleetSpec:
     max_pod_lifetime: int = 21600
     # GPUs and persistent volume claims on top (`chargeback_simulator.allocations`).
     allocations: bool = False
+    nodes_per_cluster: int = 3
+    node_cores: int = 24
 
     def __post_init__(self) -> None:
         for name in ("clusters", "namespaces_per_cluster", "workloads_per_namespace",
-                     "max_replicas", "max_containers"):
+                     "max_replicas", "max_containers", "nodes_per_cluster", "node_cores"):
             if getattr(self, name) < 1:
                 raise ValueError(f"fleet spec: {name} must be >= 1, got {getattr(self, name)}")
         if self.max_containers > 32:
@@ -332,6 +338,8 @@ class Fleet:
         self.timelines = None if timelines is None else _checked_timelines(timelines)
         self._seed = _hash(0x5EED, spec.seed)
         self._workloads = self._build()
+        self._clusters = tuple(dict.fromkeys(w.key.cluster for w in self._workloads))
+        self._nodes = Nodes(self._seed, self._clusters, spec.nodes_per_cluster, spec.node_cores)
         self._by_key = {w.key: w for w in self._workloads}
         self._wire = [w.wire_labels for w in self._workloads]
         self._tables()
@@ -487,6 +495,15 @@ class Fleet:
     def workload(self, key: WorkloadKey) -> Workload:
         """The workload with `key`; raises KeyError when there is none."""
         return self._by_key[key]
+
+    def clusters(self) -> tuple[str, ...]:
+        """Every cluster, in a stable order."""
+        return self._clusters
+
+    def nodes(self, start: int, end: int) -> list[Node]:
+        """Every node generation whose life meets `[start, end)` (seconds), unclipped by the
+        available data (`chargeback_simulator.nodes`)."""
+        return self._nodes.nodes(start, end)
 
     @property
     def special(self) -> dict[str, WorkloadKey]:
@@ -886,6 +903,39 @@ class Fleet:
                                            "memory": UnitSums(*row[3:6])}
         return out
 
+    def allocatable_sums(self, start: int, end: int, resolution: int | None = None
+                         ) -> dict[str, dict[Resource, int]]:
+        """Per cluster, Σ over the 10 s steps `t` with `start <= t < end` (inside the available
+        data) of every live node's allocatable, in quanta-steps (1/64 core x 10 s, MiB x 10 s).
+
+        With `resolution`, over the instants on multiples of it instead, each node counting
+        where it has a point served in `(t - resolution/2, t]` (as `sample_sums`); units are
+        then quanta x `resolution` seconds. A cluster without any node in the window is absent.
+        """
+        if resolution is None:
+            a, b = self._grid(start, end)
+            steps = np.arange(a, max(a, b), SAMPLE_INTERVAL, dtype=np.int64)
+            sums = self._nodes.step_sums(steps, steps, None, 0)
+        else:
+            half = resolution // 2
+            served, sampling = self.served(start - half + 1, end)
+            at = np.arange(-(-start // resolution) * resolution, end, resolution, dtype=np.int64)
+            sums = self._nodes.step_sums(at, served, sampling, half)
+        return {c: {"cpu": cpu, "memory": mem} for c, (cpu, mem) in sums.items()}
+
+    def allocatable_truth(self, start: int, end: int, resolution: int | None = None
+                          ) -> dict[str, dict[Resource, Decimal]]:
+        """`allocatable_sums` in Core-Hours and GiB-Hours (exact: 1/64 core x 10 s and
+        MiB x 10 s are terminating decimals of an hour only after rounding, so 50 digits, as
+        `ground_truth`)."""
+        step = Decimal(SAMPLE_INTERVAL if resolution is None else resolution)
+        div: dict[Resource, Decimal] = {"cpu": Decimal(CPU_QUANTUM * 3600),
+                                         "memory": Decimal(1024 * 3600)}
+        with localcontext() as ctx:
+            ctx.prec = 50
+            return {c: {r: Decimal(v * step) / div[r] for r, v in per.items()}
+                    for c, per in self.allocatable_sums(start, end, resolution).items()}
+
     # ----------------------------------------------------------------- PromQL storage
     def select(self, matchers: Sequence[LabelMatcher], start_ms: int, end_ms: int) -> SeriesSet:
         """`Storage.select`: every matching series with samples stamped in `[start_ms, end_ms]`.
@@ -935,9 +985,22 @@ class Fleet:
     def _select(self, matchers: Sequence[LabelMatcher], times: IntArray,
                 within: npt.NDArray[np.bool_] | None = None, steps: IntArray | None = None,
                 ) -> SeriesSet:
-        """Rows for the matching series over `times` (seconds), optionally only for the
-        workloads flagged in `within`; `steps[j]` is the sampling `times[j]` is served at (None:
-        10 s samples throughout)."""
+        """Rows for the matching series over `times` (seconds): the workloads' (optionally only
+        those flagged in `within`) and the nodes' (`chargeback_simulator.nodes`); `steps[j]` is
+        the sampling `times[j]` is served at (None: 10 s samples throughout)."""
+        pods = self._select_workloads(matchers, times, within, steps)
+        nodes = self._nodes.select(matchers, times, steps) if within is None else None
+        if nodes is None or not len(nodes):
+            return pods
+        if not len(pods):
+            return nodes
+        return SeriesSet([*pods.labels, *nodes.labels], pods.ts,
+                         np.concatenate([pods.values, nodes.values], axis=0))
+
+    def _select_workloads(self, matchers: Sequence[LabelMatcher], times: IntArray,
+                          within: npt.NDArray[np.bool_] | None = None,
+                          steps: IntArray | None = None) -> SeriesSet:
+        """`_select` for the workloads' series only."""
         ts_ms = times * 1000
         families = [
             (name, dict(extra), q, label) for name, extra, q, label in _FAMILIES
@@ -1125,6 +1188,10 @@ class Fleet:
                     data = self._select([LabelMatcher.of(METRIC_NAME, "=", family)], times,
                                         within, steps)
                     count += self._write_series(out, family, data, stamps)
+            out.write(f"# TYPE {ALLOCATABLE} gauge\n")
+            data = self._nodes.select([LabelMatcher.of(METRIC_NAME, "=", ALLOCATABLE)], times,
+                                      steps)
+            count += self._write_series(out, ALLOCATABLE, data, stamps)
             out.write("# EOF\n")
         return count
 

@@ -22,6 +22,7 @@ from exporter.records import (
     Checkpoint,
     KeyShare,
     PeriodManifest,
+    ResourceCapacity,
     ResourceTotal,
     TopOffender,
     content_hash,
@@ -95,6 +96,10 @@ MANIFEST = PeriodManifest(
     complete=True,
     exporter_version="0.1.0",
     generated_at=1_793_495_100_000,
+    capacity=(
+        ResourceCapacity("cpu", "Core-Hours", Decimal("3.000000000"), Decimal("2.104166667"),
+                         Decimal("0.895833333"), Decimal("0.000000000")),
+    ),
 )
 
 CHECKPOINT = Checkpoint(
@@ -191,13 +196,18 @@ def manifest_datums(draw: st.DrawFn) -> dict[str, Any]:
          "missing_keys": draw(st.lists(TEXT, max_size=4))}
         for _ in range(draw(st.integers(0, 3)))
     ]
+    capacity = [
+        {"resource": draw(TEXT), "unit": draw(TEXT), "allocatable_quantity": q(24, 9),
+         "charged_quantity": q(24, 9), "idle_quantity": q(24, 9), "overcommit_quantity": q(24, 9)}
+        for _ in range(draw(st.integers(0, 2)))
+    ]
     return {
         "manifest_id": draw(TEXT), "period_start": draw(MILLIS), "period_end": draw(MILLIS),
         "cluster": draw(TEXT), "record_count": draw(INTS), "totals": totals,
         "unallocated_share": shares, "top_offenders": offenders, "revision": draw(INTS),
         "content_hash": draw(TEXT), "sample_coverage": q(7, 6), "method": draw(TEXT),
         "status": draw(TEXT), "complete": draw(st.booleans()), "exporter_version": draw(TEXT),
-        "generated_at": draw(MILLIS),
+        "generated_at": draw(MILLIS), "capacity": capacity,
     }
 
 

@@ -8,6 +8,7 @@ cluster filter, over periods before the data, at its start, in the middle, and a
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -27,6 +28,7 @@ PERIODS = {
     "edge": T0 + 2 * 3600,  # the data stops 40 minutes in
 }
 Client = SdMonitorClient
+ALLOCATABLE = ("cpu", "memory")  # idle capacity's allocatable resource names
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +65,7 @@ def test_plan_queries_agree(clients: tuple[Client, Client], conformance_data: Co
                             grain: str, filtered: bool, period: str) -> None:
     fleet = conformance_data.fleet
     clusters = [fleet.workloads()[0].key.cluster] if filtered else []
-    queries = plan(3600, 10, grain, clusters, label_columns(ORG, ORG))
+    queries = plan(3600, 10, grain, clusters, label_columns(ORG, ORG), allocatable=ALLOCATABLE)
     start = PERIODS[period]
     t = start + 3600 - 5  # the exporter's evaluation instant, end - step/2
     for name, query in queries.all():
@@ -78,9 +80,31 @@ def test_plan_queries_agree(clients: tuple[Client, Client], conformance_data: Co
         assert fleet.special["unallocated"].name in names
 
 
+@pytest.mark.parametrize("period", ["middle", "edge"])
+def test_allocatable_answers_equal_the_nodes_truth(clients: tuple[Client, Client],
+                                                   conformance_data: ConformanceData,
+                                                   period: str) -> None:
+    """Nodes join and leave inside the hour; the real Prometheus integrates them per step to the
+    exact allocatable of the simulator's ground truth (1/64 core and MiB quanta, exact in
+    float64)."""
+    fleet = conformance_data.fleet
+    start = PERIODS[period]
+    query = plan(3600, 10, allocatable=ALLOCATABLE).allocatable
+    assert query is not None
+    _, real = _both(clients, "get_data_promql_instant", query, start + 3600 - 5)
+    truth = fleet.allocatable_sums(start, start + 3600)
+    got = {(dict(k)["kube_cluster_name"], dict(k)["resource"]): Decimal(v[1])
+           for k, v in real[1].items()}
+    assert got == {(c, r): Decimal(n) / 64 if r == "cpu" else Decimal(n) * 2**20
+                   for c, per in truth.items() for r, n in per.items()}
+    moving = [n for n in fleet.nodes(start, start + 3600) if start < n.start < start + 3600
+              or start < n.end < start + 3600]
+    assert moving or period == "edge"
+
+
 @pytest.mark.parametrize("grain", ["pod", "container"])
 def test_plan_queries_over_query_range_agree(clients: tuple[Client, Client], grain: str) -> None:
-    queries = plan(3600, 10, grain, columns=label_columns(ORG, ORG))
+    queries = plan(3600, 10, grain, columns=label_columns(ORG, ORG), allocatable=ALLOCATABLE)
     for name, query in queries.all():
         # Four hourly evaluations: before the data, two full hours, and the partial one.
         simulated, real = _both(clients, "get_data_promql", query, T0 - 5, T0 + 3 * 3600 - 5,

@@ -251,3 +251,51 @@ def test_no_token_is_one_configuration_line(sim: Sim, check: Run) -> None:
     code, out, err = check(sim.server, "")
     assert code == 2 and out == "" and err.count("\n") == 1, err
     assert "sysdig.token: not set" in err and sim.server.requests == []
+
+
+def test_idle_capacity_checks_the_allocatable_metric_it_is_configured_with(
+        sim: Sim, check: Run) -> None:
+    code, out, _ = check(sim.server, idle={"enabled": True})
+    results = rows(out)
+    assert code == 0, out
+    for name in ("cpu", "memory"):
+        row = f'metric kube_node_status_allocatable{{resource="{name}"}}'
+        assert results[row] == "ok"
+        assert "2 cluster(s)" in evidence(out, row)
+    # A tenant that names it otherwise: the configured name is checked, and fails loudly.
+    code, out, err = check(sim.server, idle={"enabled": True,
+                                             "metric": "kube_node_status_allocatable_cpu_cores",
+                                             "resources": {"cpu": "cpu"}})
+    line = failing(code, err)
+    assert "kube_node_status_allocatable_cpu_cores" in line
+    assert rows(out)['metric kube_node_status_allocatable_cpu_cores{resource="cpu"}'] == "FAIL"
+    # Without idle, nothing is asked about it.
+    _, out, _ = check(sim.server)
+    assert not [n for n in rows(out) if "allocatable" in n]
+
+
+def test_a_cluster_without_allocatable_series_fails_when_idle_is_on(sim: Sim, check: Run) -> None:
+    cluster = sim.fleet.clusters()[1]
+    server = SimulatorServer(HideCluster(sim.fleet, cluster), sim.clock, tokens=[TOKEN]).start()
+    try:
+        code, out, err = check(server, idle={"enabled": True})
+    finally:
+        server.stop()
+    line = failing(code, err)
+    assert cluster in evidence(out, 'metric kube_node_status_allocatable{resource="cpu"}')
+    assert "kube_node_status_allocatable" in line
+
+
+class HideCluster:
+    """The fleet without the allocatable series of one cluster (its node exporter is gone)."""
+
+    def __init__(self, inner: Fleet, cluster: str) -> None:
+        self.inner = inner
+        self.cluster = cluster
+
+    def select(self, matchers: Sequence[LabelMatcher], start_ms: int, end_ms: int) -> SeriesSet:
+        data = self.inner.select(matchers, start_ms, end_ms)
+        keep = [i for i, lb in enumerate(data.labels)
+                if not (lb.get(METRIC_NAME) == "kube_node_status_allocatable"
+                        and lb.get("kube_cluster_name") == self.cluster)]
+        return SeriesSet([data.labels[i] for i in keep], data.ts, data.values[keep])

@@ -19,6 +19,7 @@ from chargeback_simulator.fleet import (
     Fleet,
     FleetSpec,
 )
+from chargeback_simulator.nodes import ALLOCATABLE
 from chargeback_simulator.series import LabelMatcher, SeriesSet
 from exporter.clock import FakeClock
 from exporter.model import ORG_KEYS, UNALLOCATED, WorkloadKey
@@ -363,12 +364,12 @@ def test_openmetrics_export_is_grouped_timestamped_and_complete(tmp_path: Path) 
     assert lines[-1] == "# EOF"
     types = [ln for ln in lines if ln.startswith("# TYPE")]
     assert types == [f"# TYPE {CPU_USED} gauge", f"# TYPE {MEM_USED} gauge",
-                     f"# TYPE {REQUESTS} gauge"]
+                     f"# TYPE {REQUESTS} gauge", f"# TYPE {ALLOCATABLE} gauge"]
     samples = [ln for ln in lines if not ln.startswith("#")]
     assert len(samples) == count
     families = [ln.split("{", 1)[0] for ln in samples]
     # each family's samples are contiguous, in the TYPE order
-    assert families == sorted(families, key=[CPU_USED, MEM_USED, REQUESTS].index)
+    assert families == sorted(families, key=[CPU_USED, MEM_USED, REQUESTS, ALLOCATABLE].index)
     series: dict[str, list[int]] = defaultdict(list)
     for ln in samples:
         head, value, stamp = ln.rsplit(" ", 2)
@@ -377,7 +378,7 @@ def test_openmetrics_export_is_grouped_timestamped_and_complete(tmp_path: Path) 
         series[head].append(int(stamp))
     assert all(s == sorted(s) for s in series.values())
     expected = sum(int((~np.isnan(_select(fleet, m, T0 - 600, T0 + 3600, **lb).values)).sum())
-                   for m, lb in ((CPU_USED, {}), (MEM_USED, {}), (REQUESTS, {})))
+                   for m, lb in ((CPU_USED, {}), (MEM_USED, {}), (REQUESTS, {}), (ALLOCATABLE, {})))
     assert count == expected
     assert 'kube_namespace_name="sim-batch"' in path.read_text()
 
