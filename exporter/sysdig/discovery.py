@@ -14,7 +14,6 @@ import dataclasses
 import logging
 from collections.abc import Callable
 
-from exporter.errors import IncompleteDataError
 from exporter.model import PeriodUsage
 from exporter.periods import Period
 from exporter.queries import clusters_present
@@ -57,25 +56,23 @@ class ShardSource:
     def fetch(self, period: Period) -> PeriodUsage:
         """The usage of the shard's clusters in `period`.
 
-        A period with no cluster at all is returned empty (the completeness check holds it,
-        unless `periods.publish_empty`). Raises `IncompleteDataError` when Sysdig shows clusters
-        but none is the shard's: the shard would publish nothing, which is held rather than
-        taken for an idle shard. Otherwise raises what `SysdigSource.fetch` raises.
+        Without any (Sysdig shows no cluster, or none of the shard's), the period is returned
+        empty, and the completeness check decides as for an unsharded fleet: it holds the
+        period for a cluster the shard published before (its checkpoint remembers it), or for
+        no series at all unless `periods.publish_empty`. Otherwise raises what
+        `SysdigSource.fetch` raises.
         """
         before_requests, before_bytes = self._client.requests, self._client.bytes
         seen = self.clusters(period)
         owned = tuple(c for c in seen if self._owns(c))
         listing = (self._client.requests - before_requests, self._client.bytes - before_bytes)
-        if not owned and seen:
-            raise IncompleteDataError(
-                f"period {period}: none of the {len(seen)} cluster(s) Sysdig shows "
-                f"({', '.join(seen)}) belongs to {self._shard}; held. Use fewer shards, or list "
-                "each shard's clusters (shard.clusters)")
         if not owned:
-            step = self.step_for(period)
-            return PeriodUsage(period=period, step_seconds=step, grain=self._grain,
-                               workloads=(), coverage={}, queries=listing[0],
-                               bytes_fetched=listing[1])
+            if seen:
+                log.warning("no cluster of the shard in the period", extra={
+                    "period": str(period), "shard": self._shard, "clusters_seen": seen})
+            return PeriodUsage(period=period, step_seconds=self.step_for(period),
+                               grain=self._grain, workloads=(), coverage={},
+                               queries=listing[0], bytes_fetched=listing[1])
         log.debug("shard clusters", extra={"period": str(period), "shard": self._shard,
                                             "clusters": list(owned), "seen": len(seen)})
         usage = self._restricted(owned).fetch(period)
