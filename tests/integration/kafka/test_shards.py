@@ -10,6 +10,7 @@ own, so the two never fence each other; a second replica of one shard fences the
 from __future__ import annotations
 
 import uuid
+import zlib
 from collections import Counter
 from collections.abc import Callable
 from typing import Any
@@ -99,6 +100,20 @@ def test_two_shards_publish_exactly_what_one_instance_publishes(
     assert Counter(records_two) == Counter(records_one)
     assert Counter(published(shards[0], shared.manifests)) == Counter(
         published(whole, topics.manifests))
+
+    # One workload's records (every resource and period) share a partition, in period order:
+    # the partition is CRC-32 of its ResourceId modulo the partitions (schemas/README.md).
+    where: dict[str, list[tuple[int, int, int]]] = {}
+    for m in read_topic(shards[0].kafka, shared.records):
+        assert m.value is not None
+        r = codec.decode_record(m.value)
+        resource_id = f"{r.cluster}/{r.namespace}/{r.workload_kind}/{r.workload_name}"
+        assert m.partition == zlib.crc32(resource_id.encode()) % 3
+        where.setdefault(resource_id, []).append((m.partition, m.offset, r.period_start))
+    for placed in where.values():
+        assert len({part for part, _, _ in placed}) == 1
+        assert [start for _, _, start in sorted(placed)] == sorted(start for _, _, start in placed)
+    assert len({placed[0][0] for placed in where.values()}) == 3  # spread over every partition
 
     # Each shard carried its own clusters only, under its own checkpoint.
     for cfg in shards:
