@@ -53,7 +53,8 @@ def assemble(cfg: Config, clock: Clock, metrics: Metrics, build: Build, *, serve
     pipeline, sink, checkpoints = build(cfg, clock, metrics)
     worker = Worker(pipeline, sink, checkpoints, clock, cfg.periods, cfg.worker, metrics,
                     cfg.instance_id, state, clusters=cfg.clusters,
-                    retired_clusters=cfg.sysdig.retired_clusters, preflight=preflight)
+                    retired_clusters=cfg.sysdig.retired_clusters,
+                    owns=cfg.shard.owns if cfg.shard.sharded else None, preflight=preflight)
     return Service(worker, health, metrics)
 
 

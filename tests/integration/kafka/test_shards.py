@@ -156,3 +156,30 @@ def test_shards_do_not_fence_each_other_but_a_second_replica_of_one_shard_is_fen
     assert {(r.cluster, r.period) for r in (codec.decode_record(v) for _, _, v in records)} == {
         (c, p) for c in names for p in PERIODS}
     assert max(Counter(k for _, k, _ in records).values()) == 1
+
+
+def test_a_cluster_moved_to_another_shard_is_exported_by_its_new_shard_only(
+        sim_factory: Callable[..., Sim], noida: LocalBroker) -> None:
+    """Resharding at a period boundary: the old shard no longer expects the cluster it gave
+    away (its checkpoint remembered it), the new one exports it from its own checkpoint on."""
+    sim = sim_factory(clusters=4, namespaces_per_cluster=2, workloads_per_namespace=3)
+    names = clusters_of(sim)
+    tag = uuid.uuid4().hex[:8]
+    sim.clock.advance(-H)  # only PERIODS[0] is closed
+    for name, part in (("a", names[:2]), ("b", names[2:])):
+        assert run_once(config(sim, noida, tag, shard={"name": name, "clusters": part}), sim) \
+            == PERIODS[:1]
+    sim.clock.advance(H)
+    moved = names[1]
+    after = [config(sim, noida, tag, shard={"name": name, "clusters": part})
+             for name, part in (("a", names[:1]), ("b", names[1:]))]
+    for cfg in after:
+        assert run_once(cfg, sim) == PERIODS[1:]
+    state = build_checkpoints(after[0], sim.clock).read()
+    assert state is not None and sorted(state.clusters) == names[:1]
+    codec = build_codec(after[0])
+    records = published(after[0], after[0].kafka.topics.records)
+    assert max(Counter(k for _, k, _ in records).values()) == 1
+    assert {(r.cluster, r.period) for r in (codec.decode_record(v) for _, _, v in records)} == {
+        (c, p) for c in names for p in PERIODS}
+    assert moved in build_checkpoints(after[1], sim.clock).read().clusters  # type: ignore[union-attr]
