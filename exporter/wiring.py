@@ -23,8 +23,7 @@ from exporter.clock import Clock, SystemClock
 from exporter.config import Config
 from exporter.errors import ConfigError
 from exporter.org import AllowedValues, OrgModel, read_allow_lists
-from exporter.sysdig import Retention, RetentionModel, SysdigClient, SysdigSource
-from exporter.sysdig.discovery import ShardSource
+from exporter.sysdig import Retention, RetentionModel, ShardSource, SysdigClient, SysdigSource
 
 if TYPE_CHECKING:
     from exporter.avro import SingleObjectFraming
