@@ -183,3 +183,27 @@ def test_a_cluster_moved_to_another_shard_is_exported_by_its_new_shard_only(
     assert {(r.cluster, r.period) for r in (codec.decode_record(v) for _, _, v in records)} == {
         (c, p) for c in names for p in PERIODS}
     assert moved in build_checkpoints(after[1], sim.clock).read().clusters  # type: ignore[union-attr]
+
+
+def test_a_shard_backfills_its_own_clusters_under_its_own_id(
+        sim_factory: Callable[..., Sim], noida: LocalBroker) -> None:
+    """Backfill of a hash shard: its own transactional id (never the live shard's nor the
+    other shard's), its own clusters only, and unchanged data stays unpublished."""
+    from exporter.backfill.plan import Options
+    from exporter.backfill.runner import backfill
+
+    sim = sim_factory(clusters=4, namespaces_per_cluster=2, workloads_per_namespace=3)
+    tag = uuid.uuid4().hex[:8]
+    shards = [config(sim, noida, tag, shard=s) for s in shard_sections(sim, "hash")]
+    for cfg in shards:
+        assert run_once(cfg, sim) == PERIODS
+    before = Counter(published(shards[0], shards[0].kafka.topics.records))
+    report = backfill(shards[1], Options(PERIODS[0].start, PERIODS[-1].end), sim.clock)
+    assert report.exit_code == 0, report.error
+    assert report.instance == f"billing-{tag}-shard-h1-backfill"
+    mine = sorted(c for c in clusters_of(sim) if shard_of(c, 2) == 1)
+    for outcome in report.outcomes:
+        assert outcome.status == "skipped"
+        assert sorted(c.cluster for c in outcome.clusters) == mine
+        assert {c.change for c in outcome.clusters} == {"unchanged"}
+    assert Counter(published(shards[0], shards[0].kafka.topics.records)) == before
