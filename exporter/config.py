@@ -11,6 +11,7 @@ may also be read from files (`*_file` keys), the way Kubernetes mounts Secrets.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from decimal import Decimal
 from pathlib import Path
@@ -25,6 +26,7 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -32,6 +34,7 @@ from pydantic import (
 from exporter.errors import ConfigError
 from exporter.model import GPU, ORG_KEYS, RESOURCES, Resource, is_resource
 from exporter.periods import format_duration, parse_duration, parse_time
+from exporter.shards import instance_id, shard_of
 from exporter.yamlfile import Location, Positions, UniqueKeyLoader, read_yaml_positions
 
 ENV_PREFIX = "CHARGEBACK_"
@@ -539,6 +542,88 @@ class BackfillConfig(Section):
         return v
 
 
+# A shard's name is part of its transactional id and, in the Helm chart, of its Deployment's
+# name: a DNS label keeps it valid in both.
+_SHARD_NAME = re.compile(r"[a-z0-9]([-a-z0-9]{0,38}[a-z0-9])?")
+
+
+class ShardConfig(Section):
+    """`shard`: the part of the fleet this replica exports (docs/deploy.md, "Sharding").
+
+    Unset: the whole fleet (or `sysdig.clusters`). A shard owns either `clusters` (an explicit
+    list) or, with `index` and `count`, every cluster whose name hashes to `index`
+    (`exporter.shards.shard_of`). `name` is required with either: the shard's Kafka
+    transactional id and checkpoint key are `<kafka.transactional_id>-shard-<name>`.
+    """
+
+    name: str | None = None
+    clusters: tuple[str, ...] = ()
+    index: int | None = Field(default=None, ge=0)
+    count: int | None = Field(default=None, ge=1, le=1000)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str | None) -> str | None:
+        if v is not None and not _SHARD_NAME.fullmatch(v):
+            raise ValueError("must be 1 to 40 lower-case letters, digits and '-', starting and "
+                             "ending with a letter or digit")
+        return v
+
+    @field_validator("clusters")
+    @classmethod
+    def _clusters(cls, v: tuple[str, ...]) -> tuple[str, ...]:
+        if any(not c for c in v):
+            raise ValueError("cluster names must not be empty")
+        twice = sorted({c for c in v if v.count(c) > 1})
+        if twice:
+            raise ValueError(f"listed more than once: {', '.join(twice)}")
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ShardConfig:
+        hashed = self.index is not None or self.count is not None
+        listed = bool(self.clusters)
+        if self.name is None:
+            if hashed or listed:
+                raise ValueError("name is required with clusters or index and count (it names "
+                                 "the shard's transactional id and checkpoint)")
+            return self
+        if hashed and listed:
+            raise ValueError("give either clusters (an explicit list) or index and count (a "
+                             "hash of the cluster name), not both")
+        if not (hashed or listed):
+            raise ValueError(f"shard {self.name} needs clusters, or index and count")
+        if hashed:
+            if self.index is None or self.count is None:
+                raise ValueError("index and count go together")
+            if self.index >= self.count:
+                raise ValueError(f"index {self.index} must be below count {self.count} (shards "
+                                 "are numbered from 0)")
+        return self
+
+    @property
+    def sharded(self) -> bool:
+        return self.name is not None
+
+    @property
+    def hashed(self) -> bool:
+        return self.count is not None
+
+    def owns(self, cluster: str) -> bool:
+        """Whether this shard exports `cluster` (always, unsharded)."""
+        if self.count is not None and self.index is not None:
+            return shard_of(cluster, self.count) == self.index
+        return not self.clusters or cluster in self.clusters
+
+    def describe(self) -> str:
+        """`shard a (clusters x, y)`, `shard a (hash 0 of 2)`, or `unsharded`."""
+        if self.name is None:
+            return "unsharded"
+        if self.hashed:
+            return f"shard {self.name} (hash {self.index} of {self.count})"
+        return f"shard {self.name} (clusters {', '.join(self.clusters)})"
+
+
 class Config(Section):
     """The whole configuration. Build it with `load_config`."""
 
@@ -555,6 +640,46 @@ class Config(Section):
     logging: LoggingConfig = LoggingConfig()
     worker: WorkerConfig = WorkerConfig()
     backfill: BackfillConfig = BackfillConfig()
+    shard: ShardConfig = ShardConfig()
+
+    @field_validator("shard")
+    @classmethod
+    def _shard(cls, v: ShardConfig, info: ValidationInfo) -> ShardConfig:
+        sysdig = info.data.get("sysdig")
+        if sysdig is None or not sysdig.clusters:
+            return v
+        if v.clusters:
+            extra = [c for c in v.clusters if c not in sysdig.clusters]
+            if extra:
+                raise ValueError(f"clusters {', '.join(extra)} not in sysdig.clusters (a shard "
+                                 "owns part of the configured clusters)")
+        elif v.hashed and not any(v.owns(c) for c in sysdig.clusters):
+            raise ValueError(f"none of sysdig.clusters ({', '.join(sysdig.clusters)}) hash to "
+                             f"index {v.index} of count {v.count}: use fewer shards or list "
+                             "each shard's clusters")
+        return v
+
+    @property
+    def instance_id(self) -> str:
+        """This replica's Kafka transactional id and checkpoint key: `kafka.transactional_id`,
+        with `-shard-<shard.name>` when sharded (`exporter.shards.instance_id`)."""
+        return instance_id(self.kafka.transactional_id, self.shard.name)
+
+    @property
+    def clusters(self) -> tuple[str, ...]:
+        """The clusters this replica queries and expects in every period: `shard.clusters`;
+        with hash sharding, those of `sysdig.clusters` that hash to the shard; else
+        `sysdig.clusters`. Empty: the whole fleet, or with `discovers_clusters` the shard's
+        clusters found in each period."""
+        if self.shard.clusters:
+            return self.shard.clusters
+        return tuple(c for c in self.sysdig.clusters if self.shard.owns(c))
+
+    @property
+    def discovers_clusters(self) -> bool:
+        """Hash sharding without `sysdig.clusters`: the shard's clusters are those of the
+        clusters Sysdig shows in a period that hash to it."""
+        return self.shard.hashed and not self.sysdig.clusters
 
 
 def _set_path(tree: dict[str, Any], path: list[str], value: Any) -> None:

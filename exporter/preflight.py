@@ -83,7 +83,7 @@ class Preflight:
         # A 10 s boundary a settle delay ago; queries sample at a step's middle, as billing does.
         self._settled = align_down(int(self._now) - cfg.periods.settle_delay, SAMPLE_INTERVAL)
         self._at = self._settled - SAMPLE_INTERVAL // 2
-        self._m = cluster_matchers(cfg.sysdig.clusters)
+        self._m = cluster_matchers(cfg.clusters)
         self._raw: dict[str, dict[str, int]] = {}
 
     def run(self) -> list[Check]:
@@ -227,7 +227,7 @@ class Preflight:
             counts = {lb.get("kube_cluster_name", ""): int(v) for lb, v in self._vector(
                 f"count by (kube_cluster_name) ({self._sel(metric, extra)})", self._at, name)}
             self._raw[name] = counts
-            missing = [c for c in self._cfg.sysdig.clusters if c not in counts]
+            missing = [c for c in self._cfg.clusters if c not in counts]
             per = ", ".join(f"{c or '(no cluster)'} {n:,}" for c, n in sorted(counts.items()))
             if not counts:
                 out.append(Check(name, "FAIL", f"no series at {_instant(self._at)}: the metric is "
@@ -304,7 +304,7 @@ class Preflight:
         cfg = self._cfg
         period = last_period(self._now, cfg)
         step = cfg.periods.resolution
-        qplan = plan(period.length, step, cfg.periods.grain, cfg.sysdig.clusters,
+        qplan = plan(period.length, step, cfg.periods.grain, cfg.clusters,
                      OrgModel(cfg.org).label_columns())
         at = period.end - step / 2
         sizes = {name: self._count(f"count({query})", f"headroom {name}", at)

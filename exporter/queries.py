@@ -295,3 +295,11 @@ def _re_escape(value: str) -> str:
         else:
             out.append(ch)
     return "".join(out)
+
+
+def clusters_present(period_seconds: int) -> str:
+    """The clusters with any usage or request series in a period: one series per cluster, so
+    the answer stays small whatever the fleet (hash sharding lists a period's clusters with it)."""
+    return " or ".join(
+        f"count by (kube_cluster_name) (count_over_time({metric}[{period_seconds}s]))"
+        for metric in (CPU_USED, MEM_USED, REQUESTS))

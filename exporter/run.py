@@ -52,8 +52,9 @@ def assemble(cfg: Config, clock: Clock, metrics: Metrics, build: Build, *, serve
     health = build_health_server(cfg, state, metrics) if serve_http and cfg.web.enabled else None
     pipeline, sink, checkpoints = build(cfg, clock, metrics)
     worker = Worker(pipeline, sink, checkpoints, clock, cfg.periods, cfg.worker, metrics,
-                    cfg.kafka.transactional_id, state, clusters=cfg.sysdig.clusters,
-                    retired_clusters=cfg.sysdig.retired_clusters, preflight=preflight)
+                    cfg.instance_id, state, clusters=cfg.clusters,
+                    retired_clusters=cfg.sysdig.retired_clusters,
+                    owns=cfg.shard.owns if cfg.shard.sharded else None, preflight=preflight)
     return Service(worker, health, metrics)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol
@@ -23,6 +24,16 @@ class OutMessage(NamedTuple):
     key: bytes
     value: bytes
     headers: tuple[tuple[str, bytes], ...] = ()
+    # What the partition is chosen by (`partition_for`); None: the key. A billing record
+    # carries its workload, so that one workload's records share a partition, in order.
+    partition_key: bytes | None = None
+
+
+def partition_for(partition_key: bytes, partitions: int) -> int:
+    """The partition of `partition_key` among `partitions`: CRC-32 (zlib, as librdkafka's
+    `consistent` partitioner hashes a key) modulo the count. Stable across processes and
+    replicas, so every shard puts a workload on the same partition."""
+    return zlib.crc32(partition_key) % partitions
 
 
 class PeriodSink(Protocol):

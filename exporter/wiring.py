@@ -17,14 +17,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from exporter.clock import Clock, SystemClock
 from exporter.config import Config
 from exporter.errors import ConfigError
 from exporter.org import AllowedValues, OrgModel, read_allow_lists
 from exporter.queries import GpuNames, StorageNames
-from exporter.sysdig import Retention, RetentionModel, SysdigClient, SysdigSource
+from exporter.sysdig import Retention, RetentionModel, ShardSource, SysdigClient, SysdigSource
 
 if TYPE_CHECKING:
     from exporter.avro import SingleObjectFraming
@@ -87,36 +87,68 @@ def build_retention(cfg: Config, clock: Clock, client: SysdigClient | None = Non
 
 def build_source(cfg: Config, clock: Clock, on_request: OnRequest | None = None,
                  retention: RetentionModel | None = None, org: OrgModel | None = None,
+                 clusters: tuple[str, ...] | None = None, client: SysdigClient | None = None,
                  ) -> SysdigSource:
-    """The Sysdig usage source described by `cfg.sysdig` and `cfg.periods`.
+    """The Sysdig usage source described by `cfg.sysdig` and `cfg.periods`, of `cfg.clusters`
+    (this replica's: see `Config.clusters`) or of `clusters`.
 
     `retention` replaces the configured retention model (a backfill pins each period's step);
-    `org` is the org model already built from `cfg.org` (else it is built here).
+    `org` is the org model already built from `cfg.org` (else it is built here); `client`
+    the Sysdig client already built (else one is built with `on_request`).
     """
-    client = build_client(cfg, clock, on_request)
+    client = build_client(cfg, clock, on_request) if client is None else client
     org = OrgModel(cfg.org) if org is None else org
     return SysdigSource(
         client, clock=clock, label_columns=org.label_columns(),
         resolution=cfg.periods.resolution, grain=cfg.periods.grain,
-        clusters=cfg.sysdig.clusters, concurrency=cfg.sysdig.max_concurrency,
+        clusters=cfg.clusters if clusters is None else clusters,
+        concurrency=cfg.sysdig.max_concurrency,
         retention=build_retention(cfg, clock, client) if retention is None else retention,
-        **allocated_names(cfg),
+        gpu=gpu_names(cfg), gpu_resources=cfg.resources.gpu.resources if cfg.resources.gpu.enabled
+        else None, storage=storage_names(cfg),
         allocatable=cfg.idle.resources if cfg.idle.enabled else None,
         allocatable_metric=cfg.idle.metric,
     )
 
 
-def allocated_names(cfg: Config) -> dict[str, Any]:
-    """The `SysdigSource` arguments of the resources charged by allocation (`cfg.resources`)."""
-    gpu, storage = cfg.resources.gpu, cfg.resources.storage
-    return {
-        "gpu": GpuNames(tuple(gpu.resources), gpu.utilization_metric, gpu.utilization_pod_label,
-                        gpu.utilization_namespace_label) if gpu.enabled else None,
-        "gpu_resources": gpu.resources if gpu.enabled else None,
-        "storage": StorageNames(storage.capacity_metric, storage.info_metric,
-                                storage.mount_metric, storage.claim_label,
-                                storage.class_label) if storage.enabled else None,
-    }
+def gpu_names(cfg: Config) -> GpuNames | None:
+    """The GPU metric and label names of `cfg.resources.gpu`, or None when GPUs are off."""
+    gpu = cfg.resources.gpu
+    if not gpu.enabled:
+        return None
+    return GpuNames(tuple(gpu.resources), gpu.utilization_metric, gpu.utilization_pod_label,
+                    gpu.utilization_namespace_label)
+
+
+def storage_names(cfg: Config) -> StorageNames | None:
+    """The claim metric and label names of `cfg.resources.storage`, or None when off."""
+    storage = cfg.resources.storage
+    if not storage.enabled:
+        return None
+    return StorageNames(storage.capacity_metric, storage.info_metric, storage.mount_metric,
+                        storage.claim_label, storage.class_label)
+
+
+def build_usage_source(cfg: Config, clock: Clock, on_request: OnRequest | None = None,
+                       retention: RetentionModel | None = None, org: OrgModel | None = None,
+                       ) -> SysdigSource | ShardSource:
+    """What the pipeline measures with: `build_source`, or for a hash shard without
+    `sysdig.clusters` the `ShardSource` that finds the shard's clusters in each period.
+
+    Arguments as `build_source`.
+    """
+    if not cfg.discovers_clusters:
+        return build_source(cfg, clock, on_request, retention, org)
+    client = build_client(cfg, clock, on_request)
+    org = OrgModel(cfg.org) if org is None else org
+    pinned = build_retention(cfg, clock, client) if retention is None else retention
+
+    def restricted(clusters: tuple[str, ...]) -> SysdigSource:
+        return build_source(cfg, clock, retention=pinned, org=org, clusters=clusters,
+                            client=client)
+
+    return ShardSource(client, owns=cfg.shard.owns, shard=cfg.shard.describe(),
+                       restricted=restricted, grain=cfg.periods.grain)
 
 
 def build_dashboard_installer(cfg: Config, clock: Clock | None = None) -> DashboardInstaller:
@@ -201,8 +233,8 @@ def build_pipeline(cfg: Config, clock: Clock, metrics: Metrics | None = None,
 
     on_request = metrics.observe_sysdig if metrics is not None else None
     files = load_referenced(cfg)
-    src = source if source is not None else build_source(cfg, clock, on_request=on_request,
-                                                         org=files.org)
+    src = source if source is not None else build_usage_source(cfg, clock, on_request=on_request,
+                                                               org=files.org)
     card = files.rate_card
     pricer = card.price_lines if card is not None else None
     shared_cfg = cfg.shared_costs
@@ -216,7 +248,7 @@ def build_pipeline(cfg: Config, clock: Clock, metrics: Metrics | None = None,
         distribute=share if shared_cfg.enabled else None,
         coverage_fn=cov.label_coverage, min_coverage=cfg.periods.min_coverage,
         incomplete_policy=cfg.periods.incomplete_policy,
-        clusters=cfg.sysdig.clusters, retired_clusters=cfg.sysdig.retired_clusters,
+        clusters=cfg.clusters, retired_clusters=cfg.sysdig.retired_clusters,
         publish_empty=cfg.periods.publish_empty,
         idle=cfg.idle.enabled, idle_rule=card.idle if card is not None else None,
     )
@@ -226,11 +258,11 @@ def build_pipeline(cfg: Config, clock: Clock, metrics: Metrics | None = None,
 
 def build_sink(cfg: Config, clock: Clock, metrics: Metrics | None = None,
                transactional_id: str | None = None) -> KafkaPeriodSink:
-    """The transactional Kafka sink; `transactional_id` overrides the configured one (backfill)."""
+    """The transactional Kafka sink of this replica (`Config.instance_id`: the configured
+    transactional id, per shard when sharded); `transactional_id` overrides it (backfill)."""
     from exporter.kafka import KafkaPeriodSink
 
-    kcfg = cfg.kafka if transactional_id is None else cfg.kafka.model_copy(
-        update={"transactional_id": transactional_id})
+    kcfg = cfg.kafka.model_copy(update={"transactional_id": transactional_id or cfg.instance_id})
     if metrics is None:
         return KafkaPeriodSink(kcfg, clock)
     aborts = metrics.transaction_aborts
@@ -245,11 +277,10 @@ def build_sink(cfg: Config, clock: Clock, metrics: Metrics | None = None,
 
 def build_checkpoints(cfg: Config, clock: Clock,
                       transactional_id: str | None = None) -> KafkaCheckpointStore:
-    """The checkpoint store of this instance (or of `transactional_id`)."""
+    """The checkpoint store of this replica (`Config.instance_id`), or of `transactional_id`."""
     from exporter.kafka import KafkaCheckpointStore
 
-    kcfg = cfg.kafka if transactional_id is None else cfg.kafka.model_copy(
-        update={"transactional_id": transactional_id})
+    kcfg = cfg.kafka.model_copy(update={"transactional_id": transactional_id or cfg.instance_id})
     codec = build_codec(cfg)
     return KafkaCheckpointStore(kcfg, codec.decode_checkpoint, clock)
 

@@ -133,6 +133,7 @@ class Worker:
         *,
         clusters: Sequence[str] = (),
         retired_clusters: Sequence[str] = (),
+        owns: Callable[[str], bool] | None = None,
         preflight: Callable[[], None] | None = None,
     ) -> None:
         self._pipeline = pipeline
@@ -151,6 +152,9 @@ class Worker:
         self._configured = tuple(clusters)
         self._preflight = preflight
         self._retired = tuple(retired_clusters)
+        # The shard's clusters (`ShardConfig.owns`): a cluster its checkpoint remembers but that
+        # moved to another shard is that shard's to expect, no longer this one's.
+        self._owns = owns
         self._flagged: set[tuple[str, str]] = set()  # (cluster, what) set to 1 in cluster_missing
         self._held: tuple[Period, str] | None = None
         self._busy = threading.Lock()
@@ -178,6 +182,16 @@ class Worker:
         held = self._held
         return 0.0 if held is None else max(0.0, self._clock.time() - held[0].end)
 
+    def _own(self, clusters: dict[str, int]) -> dict[str, int]:
+        """`clusters` without those of another shard now (logged once, at start)."""
+        if self._owns is None:
+            return clusters
+        moved = sorted(c for c in clusters if not self._owns(c))
+        if moved:
+            log.warning("clusters of the checkpoint now belong to another shard", extra={
+                "instance": self._instance, "clusters": moved})
+        return {c: end for c, end in clusters.items() if c not in moved}
+
     def _expected_count(self) -> int:
         return len(set(self._configured).union(self._published).difference(self._retired))
 
@@ -196,7 +210,7 @@ class Worker:
         length = self._periods.length
         if state is not None:
             last = state.last_period_end
-            self._published = remembered(state.clusters, (), last, self._retired)
+            self._published = self._own(remembered(state.clusters, (), last, self._retired))
             if last % length:
                 raise ExporterError(
                     f"checkpoint {iso(last)} of instance {self._instance} is not aligned to "

@@ -16,6 +16,13 @@ MANIFEST_SCHEMA = "period_manifest"
 CHECKPOINT_SCHEMA = "checkpoint"
 
 
+def workload_partition_key(record: BillingRecord) -> bytes:
+    """What a record's partition is chosen by: its workload, `cluster/namespace/kind/name`
+    (FOCUS ResourceId) in UTF-8, the same for every resource, period and revision of it."""
+    return (f"{record.cluster}/{record.namespace}/{record.workload_kind}/"
+            f"{record.workload_name}").encode()
+
+
 class AvroCodec:
     """Encodes with one framing (single-object or Confluent); keys are the deterministic ids."""
 
@@ -25,14 +32,16 @@ class AvroCodec:
 
     def records(self, records: Sequence[Any], headers: Sequence[tuple[str, bytes]],
                 bodies: Mapping[str, bytes] | None = None) -> list[OutMessage]:
-        """Framed records keyed by `record_id`; `bodies` holds Avro bodies already encoded
-        (by record_id), which are framed as they are."""
+        """Framed records keyed by `record_id` and partitioned by workload
+        (`workload_partition_key`); `bodies` holds Avro bodies already encoded (by record_id),
+        which are framed as they are."""
         topic = self.topics.records
         h = (*headers, ("schema", RECORD_SCHEMA.encode()))
         encode = self.framing.encode_object
         get = (bodies or {}).get
         return [OutMessage(topic, r.record_id.encode(),
-                           encode(topic, RECORD_SCHEMA, r, get(r.record_id)), h)
+                           encode(topic, RECORD_SCHEMA, r, get(r.record_id)), h,
+                           workload_partition_key(r))
                 for r in records]
 
     def manifests(self, manifests: Sequence[Any], headers: Sequence[tuple[str, bytes]]) -> list[OutMessage]:

@@ -53,7 +53,7 @@ from exporter.wiring import (
     build_pipeline,
     build_retention,
     build_sink,
-    build_source,
+    build_usage_source,
 )
 
 # One logger for the whole package: operators filter on it (docs/backfill.md).
@@ -104,7 +104,7 @@ def sysdig_at_step(cfg: Config, clock: Clock, on_request: Any = None) -> Callabl
     def build(step: int) -> UsageSource:
         pinned = cfg.model_copy(update={
             "periods": cfg.periods.model_copy(update={"resolution": step})})
-        return build_source(pinned, clock, on_request=on_request, retention=Pinned(step))
+        return build_usage_source(pinned, clock, on_request=on_request, retention=Pinned(step))
 
     return build
 
@@ -548,7 +548,9 @@ def prepare(cfg: Config, opts: Options, clock: Clock, *, sink_factory: SinkFacto
         start = resumed = mine.end
         log.info("resuming", extra={"from": iso(start), "instance": instance})
     periods = list(iter_periods(start, opts.end, length))
-    published = read_published(cfg, codec, clock)
+    # A shard backfills its own clusters: the others' manifests are other shards' business.
+    published = {key: pub for key, pub in read_published(cfg, codec, clock).items()
+                 if cfg.shard.owns(key[1])}
     retention = build_retention(cfg, clock)
     plans = plan_periods(periods, cfg=cfg, retention=retention, published=published,
                          now=clock.time(), live_end=live_end, live_id=live_id, opts=opts)

@@ -20,6 +20,7 @@ from exporter.kafka import ReadMessage, read_topic
 from exporter.periods import Period
 from exporter.pipeline import Prior
 from exporter.retry import call_with_retries
+from exporter.shards import instance_id
 from exporter.sink import OutMessage, PeriodSink
 from exporter.wiring import build_checkpoints
 
@@ -33,14 +34,16 @@ def resolve_ids(cfg: Config, flag: str | None = None) -> tuple[str, str]:
     """(live worker's transactional id, backfill's transactional id).
 
     The live id is `kafka.transactional_id` without a trailing `-backfill` (a Job configured
-    with `<id>-backfill` as its Kafka id still finds the worker's). The Helm Job sets
+    with `<id>-backfill` as its Kafka id still finds the worker's), per shard when sharded
+    (`Config.instance_id`). The Helm Job sets
     `CHARGEBACK_BACKFILL__TRANSACTIONAL_ID`. The backfill id is `--transactional-id`,
     else `backfill.transactional_id`, else `<live id>-backfill`; never the live one, which would
     fence the worker. Raises `ConfigError`.
     """
-    live = cfg.kafka.transactional_id.removesuffix(SUFFIX)
-    if not live:
+    base = cfg.kafka.transactional_id.removesuffix(SUFFIX)
+    if not base:
         raise ConfigError(f"kafka.transactional_id: {cfg.kafka.transactional_id!r} leaves no live id")
+    live = instance_id(base, cfg.shard.name)
     own = (flag or "").strip() or cfg.backfill.transactional_id or live + SUFFIX
     if own == live:
         raise ConfigError(

@@ -23,7 +23,7 @@ from exporter.errors import CommitUncertain, FencedError, SinkError, SinkUnavail
 from exporter.kafka.admin import TopicAdmin
 from exporter.kafka.client import client_config, construct, describe, error_of
 from exporter.retry import call_with_retries
-from exporter.sink import OutMessage
+from exporter.sink import OutMessage, partition_for
 
 log = logging.getLogger("exporter.kafka")
 
@@ -58,6 +58,7 @@ class KafkaPeriodSink:
         self._closed = False
         self._on_abort = on_abort
         self._on_delivery_error = on_delivery_error
+        self._partitions: dict[str, int] = {}  # topic -> partition count, read at start
 
     def _config(self) -> dict[str, Any]:
         conf = client_config(self._cfg)
@@ -79,9 +80,13 @@ class KafkaPeriodSink:
         self._closed = False
         self._within_connect_timeout(self._admin.ensure, "kafka topics")
         self._within_connect_timeout(self._init_producer, "kafka init_transactions")
+        # Records are partitioned by workload (`OutMessage.partition_key`), which needs the count.
+        self._partitions.clear()
+        self._within_connect_timeout(lambda t: self._partition_count(self._cfg.topics.records, t),
+                                     "kafka topic metadata")
         log.info("kafka producer ready", extra={"transactional_id": self._cfg.transactional_id})
 
-    def _within_connect_timeout(self, step: Callable[[float], None], what: str) -> None:
+    def _within_connect_timeout(self, step: Callable[[float], object], what: str) -> None:
         budget = float(self._cfg.connect_timeout)
         # A network wait, bounded in wall time (monotonic) whatever clock the caller injected;
         # each attempt gets what is left of the budget, so the last one ends with it.
@@ -110,6 +115,26 @@ class KafkaPeriodSink:
         self._producer = producer
         self._needs_init = False
 
+    def _partition_count(self, topic: str, timeout: float | None = None) -> int:
+        """The number of partitions of `topic`, read once from the producer's metadata.
+
+        Raises `SinkUnavailable` while the broker does not report it.
+        """
+        count = self._partitions.get(topic)
+        if count is not None:
+            return count
+        assert self._producer is not None
+        wait = float(self._cfg.connect_timeout) if timeout is None else timeout
+        try:
+            meta = self._producer.list_topics(topic, timeout=wait).topics.get(topic)
+        except KafkaException as exc:
+            raise SinkUnavailable(f"Kafka: metadata of topic {topic}: {describe(error_of(exc))}") from None
+        if meta is None or meta.error is not None or not meta.partitions:
+            why = describe(meta.error) if meta is not None and meta.error is not None else "no partitions"
+            raise SinkUnavailable(f"Kafka: metadata of topic {topic}: {why}")
+        count = self._partitions[topic] = len(meta.partitions)
+        return count
+
     def recover(self) -> None:
         """Resolve a transaction left in doubt: a new producer, so the coordinator settles it.
 
@@ -130,7 +155,13 @@ class KafkaPeriodSink:
             try:
                 # No per-message callback: once fenced, librdkafka invokes callbacks with a Python
                 # error already set, which can deadlock; commit_transaction reports failed delivery.
-                self._producer.produce(m.topic, value=m.value, key=m.key, headers=list(m.headers))
+                if m.partition_key is None:
+                    self._producer.produce(m.topic, value=m.value, key=m.key,
+                                           headers=list(m.headers))
+                else:
+                    partition = partition_for(m.partition_key, self._partition_count(m.topic))
+                    self._producer.produce(m.topic, value=m.value, key=m.key,
+                                           headers=list(m.headers), partition=partition)
                 return
             except BufferError:
                 # The local queue is full: serve delivery reports, which frees room.

@@ -130,7 +130,8 @@ def worker_for(sim: Sim, broker: LocalBroker, tag: str | None = None, **sections
                      kafka={"bootstrap_servers": broker.bootstrap, "transactional_id": f"worker-{tag}",
                             "topics": {"records": f"r-{tag}", "manifests": f"m-{tag}",
                                        "checkpoint": f"c-{tag}"}},
-                     sysdig={"max_concurrency": 4, **sections.get("sysdig", {})})
+                     sysdig={"max_concurrency": 4, **sections.get("sysdig", {})},
+                     **{k: v for k, v in sections.items() if k not in ("periods", "kafka", "sysdig")})
     metrics = Metrics(CollectorRegistry())
     worker = assemble(cfg, sim.clock, metrics, build_worker_parts, serve_http=False).worker
     worker.start()

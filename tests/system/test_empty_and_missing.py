@@ -18,6 +18,7 @@ from chargeback_simulator.fleet import REQUESTS
 from chargeback_simulator.localbroker import LocalBroker
 from exporter.errors import IncompleteDataError
 from exporter.periods import Period
+from exporter.shards import shard_of
 from exporter.wiring import build_codec
 from tests.rigs.harness import check_ledger, read_committed
 from tests.system.conftest import PERIOD, Sim, worker_for
@@ -176,3 +177,51 @@ def test_a_report_over_an_empty_sysdig_is_an_error_not_zeros(sim: Sim, tmp_path:
     sim.hiding.reset()
     code, out, err = _report(sim, tmp_path, "--format", "json")
     assert code == 0, err
+
+
+def test_a_hash_shard_holds_its_own_vanished_cluster_and_ignores_the_others(
+        sim: Sim, noida: LocalBroker, caplog: pytest.LogCaptureFixture) -> None:
+    """A hash shard lists its clusters from Sysdig each period; one of them that vanishes is
+    not listed, but the shard's checkpoint still expects it: held, never silently dropped."""
+    mine, other = clusters_of(sim)
+    shard = {"name": "h0", "index": 0, "count": 3}
+    assert (shard_of(mine, 3), shard_of(other, 3)) == (0, 2)  # the fleet of SPEC
+    tag = uuid.uuid4().hex[:8]
+    sim.clock.advance(-3600)  # only PERIOD is closed
+    worker, cfg, _ = worker_for(sim, noida, tag, shard=shard)
+    try:
+        assert worker.export_due().exported == (PERIOD,)
+    finally:
+        worker.close()
+    codec = build_codec(cfg)
+    records = [codec.decode_record(m.value) for m in read_committed(cfg, cfg.kafka.topics.records)]
+    assert records and {r.cluster for r in records} == {mine}
+    sim.clock.advance(3600)
+    sim.hiding.hide_clusters([mine])
+    worker, cfg, metrics = worker_for(sim, noida, tag, shard=shard)  # restarted
+    try:
+        with caplog.at_level(logging.WARNING, logger="exporter.sysdig"):
+            out = worker.export_due()
+        assert out.held == NEXT and isinstance(out.error, IncompleteDataError)
+        assert f"expected cluster(s) {mine}; held" in str(out.error)
+        assert metrics.registry.get_sample_value(
+            "chargeback_cluster_missing", {"cluster": mine, "what": "usage"}) == 1
+        warned = [r for r in caplog.records if r.getMessage() == "no cluster of the shard in the period"]
+        assert warned and warned[0].__dict__["clusters_seen"] == [other]
+        sim.hiding.reset()
+        assert worker.export_due().exported == (NEXT,)
+    finally:
+        worker.close()
+    records = [codec.decode_record(m.value) for m in read_committed(cfg, cfg.kafka.topics.records)]
+    assert {(r.cluster, r.period) for r in records} == {(mine, PERIOD), (mine, NEXT)}
+
+
+def test_a_hash_shard_that_owns_no_cluster_publishes_nothing(sim: Sim, noida: LocalBroker) -> None:
+    assert {shard_of(c, 3) for c in clusters_of(sim)} == {0, 2}
+    worker, cfg, _ = worker_for(sim, noida, shard={"name": "h1", "index": 1, "count": 3})
+    try:
+        out = worker.export_due()
+    finally:
+        worker.close()
+    assert out.held == PERIOD and "no series at all" in str(out.error)
+    assert read_committed(cfg, cfg.kafka.topics.records) == []

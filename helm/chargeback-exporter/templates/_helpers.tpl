@@ -315,6 +315,9 @@ metadata:
   labels:
     {{- include "chargeback-exporter.labels" . | nindent 4 }}
     app.kubernetes.io/component: backfill
+    {{- with .Shard }}
+    chargeback-exporter/shard: {{ .name | quote }}
+    {{- end }}
     {{- with .Values.podLabels }}
     {{- toYaml . | nindent 4 }}
     {{- end }}
@@ -342,7 +345,7 @@ spec:
         # kafka.transactional_id stays the worker's, so the Job finds the live checkpoint.
         - name: CHARGEBACK_BACKFILL__TRANSACTIONAL_ID
           value: {{ include "chargeback-exporter.backfillTransactionalId" . | quote }}
-        {{- with include "chargeback-exporter.env" . | trim }}
+        {{- with printf "%s\n%s" (include "chargeback-exporter.shardEnv" .) (include "chargeback-exporter.env" .) | trim }}
         {{- . | nindent 8 }}
         {{- end }}
       {{- with .Values.extraEnvFrom }}
@@ -362,7 +365,12 @@ spec:
 {{- end }}
 
 {{- define "chargeback-exporter.backfillTransactionalId" -}}
-{{- .Values.backfill.transactionalId | default (printf "%s-backfill" (dig "kafka" "transactional_id" "chargeback-exporter" .Values.config)) }}
+{{- $live := dig "kafka" "transactional_id" "chargeback-exporter" .Values.config }}
+{{- if .Shard }}
+{{- printf "%s-shard-%s-backfill" $live .Shard.name }}
+{{- else }}
+{{- .Values.backfill.transactionalId | default (printf "%s-backfill" $live) }}
+{{- end }}
 {{- end }}
 
 {{/*
@@ -392,5 +400,100 @@ as `runbook_url` under `prometheusRule.runbookBaseUrl` when that is set.
 runbook_url: {{ printf "%s#%s" $pr.runbookBaseUrl $section | quote }}
 {{- else }}
 runbook: {{ printf "docs/operations.md#%s" $section | quote }}
+{{- end }}
+{{- end }}
+
+{{/*
+The shards of `.Values.shards`, checked, as a YAML list (empty: one unsharded worker). A hash
+shard gets `count`, the number of shards. Fails with one line on a shard the application
+would refuse, on shards that overlap, and on a mix of cluster lists and hash indexes (a listed
+cluster would also hash to some shard: two shards would bill it).
+*/}}
+{{- define "chargeback-exporter.shards" -}}
+{{- $shards := .Values.shards | default list }}
+{{- $names := list }}
+{{- $owners := dict }}
+{{- $indexes := list }}
+{{- $listed := 0 }}
+{{- range $shard := $shards }}
+{{- if has $shard.name $names }}
+{{- fail (printf "shards: name %s is used twice (each shard has its own transactional id and checkpoint)" $shard.name) }}
+{{- end }}
+{{- $names = append $names $shard.name }}
+{{- if and $shard.clusters (hasKey $shard "index") }}
+{{- fail (printf "shards: shard %s has both clusters and index; give one" $shard.name) }}
+{{- end }}
+{{- if $shard.clusters }}
+{{- $listed = add1 $listed }}
+{{- range $cluster := $shard.clusters }}
+{{- if hasKey $owners $cluster }}
+{{- fail (printf "shards: cluster %s is in shards %s and %s (it would be billed twice)" $cluster (get $owners $cluster) $shard.name) }}
+{{- end }}
+{{- $_ := set $owners $cluster $shard.name }}
+{{- end }}
+{{- else if hasKey $shard "index" }}
+{{- $indexes = append $indexes (int $shard.index) }}
+{{- else }}
+{{- fail (printf "shards: shard %s needs clusters or index" $shard.name) }}
+{{- end }}
+{{- end }}
+{{- if and $listed $indexes }}
+{{- fail "shards: either every shard lists its clusters or every shard has a hash index, not a mix" }}
+{{- end }}
+{{- range $i, $_ := $indexes }}
+{{- if not (has $i $indexes) }}
+{{- fail (printf "shards: hash indexes must be 0 to %d, each once (index %d is missing)" (sub (len $indexes) 1) $i) }}
+{{- end }}
+{{- end }}
+{{- if and $shards .Values.backfill.transactionalId }}
+{{- fail "backfill.transactionalId: not with shards (each shard's Job uses <transactional id>-shard-<name>-backfill)" }}
+{{- end }}
+{{- $out := list }}
+{{- range $shard := $shards }}
+{{- if hasKey $shard "index" }}
+{{- $out = append $out (dict "name" $shard.name "index" (int $shard.index) "count" (len $indexes)) }}
+{{- else }}
+{{- $out = append $out (dict "name" $shard.name "clusters" $shard.clusters) }}
+{{- end }}
+{{- end }}
+{{- toYaml $out }}
+{{- end }}
+
+{{/*
+The contexts the worker and the backfill Job are rendered once each with: the root context
+with `Shard`, one per shard, or one with an empty `Shard` when unsharded.
+*/}}
+{{- define "chargeback-exporter.shardContexts" -}}
+{{- $shards := include "chargeback-exporter.shards" . | fromYamlArray }}
+{{- toYaml ($shards | default (list dict)) }}
+{{- end }}
+
+{{/* The worker Deployment's name: the full name, with `-<shard>` for a shard. */}}
+{{- define "chargeback-exporter.workerName" -}}
+{{- $full := include "chargeback-exporter.fullname" . }}
+{{- if .Shard }}
+{{- printf "%s-%s" ($full | trunc (int (sub 62 (len .Shard.name))) | trimSuffix "-") .Shard.name }}
+{{- else }}
+{{- $full }}
+{{- end }}
+{{- end }}
+
+{{/*
+The shard's configuration (`CHARGEBACK_SHARD__*`), as environment entries; nothing unsharded.
+Every shard shares the one ConfigMap.
+*/}}
+{{- define "chargeback-exporter.shardEnv" -}}
+{{- with .Shard }}
+- name: CHARGEBACK_SHARD__NAME
+  value: {{ .name | quote }}
+{{- if .clusters }}
+- name: CHARGEBACK_SHARD__CLUSTERS
+  value: {{ toJson .clusters | quote }}
+{{- else }}
+- name: CHARGEBACK_SHARD__INDEX
+  value: {{ .index | quote }}
+- name: CHARGEBACK_SHARD__COUNT
+  value: {{ .count | quote }}
+{{- end }}
 {{- end }}
 {{- end }}

@@ -24,7 +24,7 @@ from tests.integration.helm.chartlib import CHART, CI_VALUES, NAMESPACE, RELEASE
 
 CI_IDS = [p.name.removesuffix("-values.yaml") for p in CI_VALUES]
 FEATURES = {"default", "existing-secret", "servicemonitor", "prometheusrule", "backfill", "sasl-ssl",
-            "securitycontext"}
+            "securitycontext", "shards"}
 # prometheus-operator CRDs: kubernetes-validate has no schema for them (their own tests check them).
 CRDS = {"ServiceMonitor", "PrometheusRule"}
 

@@ -16,7 +16,7 @@ from sdcclient import SdMonitorClient
 
 from chargeback_simulator.prometheus import SysdigPrometheusProxy
 from chargeback_simulator.server import SimulatorServer
-from exporter.queries import label_columns, plan
+from exporter.queries import clusters_present, label_columns, plan
 
 from .conftest import T0, ConformanceData
 
@@ -138,7 +138,8 @@ GENERIC = [
     'count by (kube_workload_type, w) (label_replace(label_replace('
     'sysdig_container_memory_used_bytes, "w", "$1", "kube_workload_name", "(.+)-[0-9]+"), '
     '"kube_workload_type", "", "kube_workload_type", "deployment|daemonset"))',
-
+    # The clusters a hash shard chooses its own from (exporter.sysdig.discovery).
+    clusters_present(3600),
 ]
 
 

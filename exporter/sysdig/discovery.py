@@ -1,0 +1,80 @@
+"""`ShardSource`: the usage of one hash shard, whose clusters are found in each period.
+
+With hash sharding and no `sysdig.clusters`, a shard does not know its clusters in advance.
+Each period it asks Sysdig which clusters show any usage or request series (one cheap query,
+one series per cluster: `exporter.queries.clusters_present`), keeps those that hash to it, and
+measures them with a `SysdigSource` restricted to them. A cluster of the shard that vanished is
+not listed and so not measured; the pipeline still expects it (the shard's checkpoint remembers
+it) and holds the period, exactly as for an unsharded fleet.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable
+
+from exporter.model import PeriodUsage
+from exporter.periods import Period
+from exporter.queries import clusters_present
+from exporter.sysdig.answers import parse_vector
+from exporter.sysdig.client import SysdigClient
+from exporter.sysdig.source import SysdigSource
+
+log = logging.getLogger("exporter.sysdig")
+
+
+class ShardSource:
+    """A `UsageSource` of the clusters `owns` accepts among those Sysdig shows in each period.
+
+    `restricted(clusters)` builds the Sysdig source of those clusters (empty: the whole fleet,
+    used here only for the step and the evaluation instant, never fetched). `shard` describes
+    the shard in errors; `grain` is the sources' grain.
+    """
+
+    def __init__(self, client: SysdigClient, *, owns: Callable[[str], bool], shard: str,
+                 restricted: Callable[[tuple[str, ...]], SysdigSource], grain: str) -> None:
+        self._client = client
+        self._grain = grain
+        self._owns = owns
+        self._shard = shard
+        self._restricted = restricted
+        self._fleet = restricted(())
+
+    def step_for(self, period: Period) -> int:
+        """See `UsageSource.step_for`."""
+        return self._fleet.step_for(period)
+
+    def clusters(self, period: Period) -> list[str]:
+        """Every cluster with a usage or request series in `period`, sorted."""
+        _, _, at = self._fleet.plan_for(period)
+        raw = self._client.query_instant(clusters_present(period.length), at,
+                                         f"clusters {period}")
+        found = parse_vector(raw, at, f"Sysdig (clusters {period})")
+        return sorted({labels.get("kube_cluster_name", "") for labels, _ in found})
+
+    def fetch(self, period: Period) -> PeriodUsage:
+        """The usage of the shard's clusters in `period`.
+
+        Without any (Sysdig shows no cluster, or none of the shard's), the period is returned
+        empty, and the completeness check decides as for an unsharded fleet: it holds the
+        period for a cluster the shard published before (its checkpoint remembers it), or for
+        no series at all unless `periods.publish_empty`. Otherwise raises what
+        `SysdigSource.fetch` raises.
+        """
+        before_requests, before_bytes = self._client.requests, self._client.bytes
+        seen = self.clusters(period)
+        owned = tuple(c for c in seen if self._owns(c))
+        listing = (self._client.requests - before_requests, self._client.bytes - before_bytes)
+        if not owned:
+            if seen:
+                log.warning("no cluster of the shard in the period", extra={
+                    "period": str(period), "shard": self._shard, "clusters_seen": seen})
+            return PeriodUsage(period=period, step_seconds=self.step_for(period),
+                               grain=self._grain, workloads=(), coverage={},
+                               queries=listing[0], bytes_fetched=listing[1])
+        log.debug("shard clusters", extra={"period": str(period), "shard": self._shard,
+                                            "clusters": list(owned), "seen": len(seen)})
+        usage = self._restricted(owned).fetch(period)
+        return dataclasses.replace(usage, queries=usage.queries + listing[0],
+                                   bytes_fetched=usage.bytes_fetched + listing[1])
