@@ -109,6 +109,10 @@ class TimedSource:
         finally:
             self.last = Span(time.perf_counter() - w, time.thread_time() - c, 1)
 
+    def fetch_chunks(self, period: Period) -> Iterator[PeriodUsage]:
+        """The inner source's chunks, untimed: fetching them overlaps with their consumer."""
+        yield from self.inner.fetch_chunks(period)
+
     def step_for(self, period: Period) -> int:
         step: int = self.inner.step_for(period)
         return step

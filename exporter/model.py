@@ -57,7 +57,12 @@ class WorkloadUsage:
 
 @dataclass(frozen=True, slots=True)
 class PeriodUsage:
-    """Everything the source returned for one period."""
+    """Everything the source returned for one period, or for one chunk of it.
+
+    `clusters` are the clusters it covers: the source answered every query for them, so a
+    cluster of `clusters` without workloads showed none. A source's chunks of one period cover
+    disjoint clusters, and between them every cluster the source knows to be expected.
+    """
 
     period: Period
     step_seconds: int
@@ -70,6 +75,7 @@ class PeriodUsage:
     request_clusters: frozenset[str] = frozenset()
     queries: int = 0
     bytes_fetched: int = 0
+    clusters: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)

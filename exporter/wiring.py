@@ -68,7 +68,8 @@ def build_client(cfg: Config, clock: Clock, on_request: OnRequest | None = None,
     return SysdigClient(
         cfg.sysdig.url, token, clock=clock, timeout=cfg.sysdig.timeout, verify=verify,
         attempts=cfg.sysdig.max_attempts, max_retry_time=cfg.sysdig.max_retry_time,
-        on_request=on_request,
+        on_request=on_request, series_cap=cfg.sysdig.limits.segments,
+        pool_size=cfg.sysdig.max_concurrency,
     )
 
 
@@ -97,7 +98,8 @@ def build_source(cfg: Config, clock: Clock, on_request: OnRequest | None = None,
     return SysdigSource(
         client, clock=clock, label_columns=org.label_columns(),
         resolution=cfg.periods.resolution, grain=cfg.periods.grain,
-        clusters=cfg.sysdig.clusters, concurrency=cfg.sysdig.max_concurrency,
+        clusters=cfg.sysdig.clusters, limits=cfg.sysdig.query_limits(),
+        prefetch=cfg.sysdig.prefetch_groups,
         retention=build_retention(cfg, clock, client) if retention is None else retention,
     )
 
