@@ -247,7 +247,9 @@ class _Context:
         self.storage = storage
         self.deadline = deadline
         self.timer = timer
-        self.memo: dict[tuple[str, bytes], Value] = {}
+        # Each value with the samples its evaluation scanned, counted again on every reuse: a
+        # query scans the data of each selector it names, however the simulator computes it.
+        self.memo: dict[tuple[str, bytes], tuple[Value, int]] = {}
         self.samples = 0
         self.metrics: set[str] = set()
 
@@ -270,9 +272,12 @@ class _Context:
         key = (f"{type(node).__name__}:{node.prettify()}", ts.tobytes())
         hit = self.memo.get(key)
         if hit is None:
-            hit = self._eval(node, ts)
-            self.memo[key] = hit
-        return hit
+            before = self.samples
+            value = self._eval(node, ts)
+            self.memo[key] = (value, self.samples - before)
+            return value
+        self.samples += hit[1]
+        return hit[0]
 
     def _eval(self, node: Any, ts: IntArray) -> Value:
         if isinstance(node, pp.NumberLiteral):

@@ -20,14 +20,13 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from http.server import ThreadingHTTPServer
 from typing import Any, Self
 from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 import promql_parser as pp
 
-from chargeback_simulator.background import BackgroundHTTP, MethodHandler
+from chargeback_simulator.background import BackgroundHTTP, BacklogServer, MethodHandler
 from chargeback_simulator.fleet import DEFAULT_TIMELINES, SAMPLE_INTERVAL
 from chargeback_simulator.promql import Engine, PromQLError, QueryResult, is_aggregation
 from chargeback_simulator.series import LabelMatcher, SeriesSet, Storage, format_value
@@ -119,6 +118,7 @@ class QueryStat:
     samples: int
     seconds: float  # modelled latency (0 without a latency model)
     status: int
+    series: int = 0  # series of the answer before any limit cut it
 
 
 @dataclass(frozen=True, slots=True)
@@ -372,7 +372,7 @@ class SimulatorServer(BackgroundHTTP):
         if self._httpd is not None:
             return self
         handler = type("_Handler", (_Handler,), {"sim": self})
-        self._serve(ThreadingHTTPServer((self._host, self._port), handler), "sysdig-simulator")
+        self._serve(BacklogServer((self._host, self._port), handler), "sysdig-simulator")
         return self
 
     @property
@@ -553,7 +553,8 @@ class SimulatorServer(BackgroundHTTP):
                 else:
                     self._scanned.append((now, result.samples))
         self.stats.append(QueryStat(text, result.samples, seconds,
-                                    200 if refusal is None else refusal[0]))
+                                    200 if refusal is None else refusal[0],
+                                    len(result.series) if result.series is not None else 1))
         if seconds:
             self._sleep(seconds)
         return refusal
