@@ -133,9 +133,11 @@ def _child(what: str, args: Sequence[str], out: Path) -> Any:
 
 
 @contextmanager
-def replay_server(directory: Path) -> Iterator[str]:
-    """The replay server for a recording, in its own process; yields its URL."""
-    proc = subprocess.Popen([sys.executable, "-m", "bench", "_replay", str(directory)], env=_env(),
+def replay_server(directory: Path, latency: bool = False) -> Iterator[str]:
+    """The replay server for a recording, in its own process; yields its URL. With `latency`,
+    answers take the time of the simulator's latency model."""
+    proc = subprocess.Popen([sys.executable, "-m", "bench", "_replay", str(directory),
+                             *(["--latency"] if latency else [])], env=_env(),
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     try:
         assert proc.stdout is not None
@@ -198,6 +200,13 @@ def _run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                     ["_measure", str(directory), url, broker.bootstrap, f"m{size}-{run_id}",
                      str(args.periods), "--avro-records", str(args.avro_records)],
                     work / f"measure-{size}.json"))
+            with replay_server(directory, latency=True) as url:
+                _say(f"[{time.perf_counter() - started:6.0f}s] wall time against the slowest "
+                     f"query, {size:,} pods")
+                results["sizes"][-1]["wall"] = _child(
+                    f"wall time of {size} pods",
+                    ["_wall", str(directory), url, broker.bootstrap, f"w{size}-{run_id}",
+                     str(args.periods)], work / f"wall-{size}.json")
         results["shapes"] = shapes(min(args.sizes), work, started)
         if not args.no_profile:
             directory = recording(args.backfill_size)
@@ -267,7 +276,8 @@ def _internal(argv: Sequence[str]) -> int:
     r.add_argument("--step", type=int, default=60)
     s = sub.add_parser("_replay")
     s.add_argument("dir", type=Path)
-    for name in ("_measure", "_backfill", "_profile"):
+    s.add_argument("--latency", action="store_true")
+    for name in ("_measure", "_backfill", "_profile", "_wall"):
         m = sub.add_parser(name)
         m.add_argument("dir", type=Path)
         m.add_argument("url")
@@ -292,13 +302,18 @@ def _internal(argv: Sequence[str]) -> int:
         _write(a.out, asdict(record(a.size, a.dir, max_replicas=a.replicas, step=a.step)))
     elif a.cmd == "_replay":
         from bench.replay import serve
+        from chargeback_simulator.server import Latency
 
-        serve(a.dir)
+        serve(a.dir, Latency() if a.latency else None)
     elif a.cmd == "_measure":
         from bench.measure import measure
 
         _write(a.out, measure(a.dir, a.url, a.bootstrap, a.tag, a.periods,
                               avro_records=a.avro_records))
+    elif a.cmd == "_wall":
+        from bench.wall import wall
+
+        _write(a.out, wall(a.dir, a.url, a.bootstrap, a.tag, a.periods))
     elif a.cmd == "_backfill":
         from bench.backfill import backfill
 

@@ -63,7 +63,7 @@ def write_rate_card(directory: Path) -> Path:
 
 
 def exporter_config(url: str, bootstrap: str, tag: str, rate_card: Path | None,
-                    concurrency: int = 1, step: int = STEP) -> Config:
+                    concurrency: int = 1, step: int = STEP, prefetch: int = 2) -> Config:
     """The exporter's configuration for one benchmark process.
 
     One Sysdig request at a time by default, so the phases of a period do not overlap and
@@ -71,7 +71,8 @@ def exporter_config(url: str, bootstrap: str, tag: str, rate_card: Path | None,
     """
     base: dict[str, Any] = {
         "sysdig": {"url": url, "token": TOKEN, "timeout": 120, "max_attempts": 1,
-                   "max_concurrency": concurrency, "retention_tiers": False},
+                   "max_concurrency": concurrency, "prefetch_groups": prefetch,
+                   "retention_tiers": False},
         "periods": {"length": "1h", "resolution": step, "settle_delay": SETTLE, "grain": "pod"},
         "kafka": {"bootstrap_servers": bootstrap, "partitions": 3, "replication_factor": 1,
                   "transactional_id": f"bench-{tag}", "transaction_timeout": 120,

@@ -51,11 +51,13 @@ class _Line:
         self.resource, self.org, self.labels = resource, org, labels
 
 
-def floor_bodies(answers: Mapping[str, bytes], *, period: Period, step: int, org: Any, card: Any,
-                 columns: Sequence[str], settle_delay: int, exporter_version: str,
+def floor_bodies(answers: Mapping[str, Sequence[bytes]], *, period: Period, step: int, org: Any,
+                 card: Any, columns: Sequence[str], settle_delay: int, exporter_version: str,
                  ) -> tuple[dict[str, bytes], dict[str, str]]:
-    """record_id -> Avro body, and cluster -> content hash, from the raw answer bodies by name."""
-    docs = {name: json.loads(body)["data"]["result"] for name, body in answers.items()}
+    """record_id -> Avro body, and cluster -> content hash, from the raw answer bodies by name
+    (one per cluster group)."""
+    docs = {name: [item for body in bodies for item in json.loads(body)["data"]["result"]]
+            for name, bodies in answers.items()}
     # The grain labels, inline below: a call per series would slow the yardstick itself.
     cluster_l, namespace_l, kind_l, name_l = RECORD_GRAIN
     sums: dict[tuple[str, str, str, str], list[Decimal]] = {}
@@ -204,7 +206,7 @@ def floor_bodies(answers: Mapping[str, bytes], *, period: Period, step: int, org
     return bodies, hashes
 
 
-def time_floor(answers: Mapping[str, bytes], repeat: int = 3, **kwargs: Any
+def time_floor(answers: Mapping[str, Sequence[bytes]], repeat: int = 3, **kwargs: Any
                ) -> tuple[list[float], dict[str, bytes], dict[str, str]]:
     """Lowest [wall, CPU] seconds of `floor_bodies` over `repeat` runs (collector on, as the
     exporter runs a period), and the bodies and hashes of the last run."""

@@ -1,21 +1,25 @@
 """Record the simulator's answers to one period's queries, once per fleet.
 
-The queries are exactly those `SysdigSource.plan_for` sends; each answer is the body the
-simulator's HTTP server would write (same `json.dumps` separators), evaluated in-process so its
-time is the simulator's evaluation and rendering time alone.
+The queries are exactly those `SysdigSource.fetch` sends (the pre-count of series, then the plan
+of each cluster group), one at a time; each answer is the body the simulator's HTTP server
+wrote, timed inside the server so its time is the simulator's evaluation and rendering alone,
+with the samples the query scanned (what the latency model of a replay charges for).
 """
 
 from __future__ import annotations
 
 import json
+import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
-from bench.fleets import STEP, exporter_config, fleet_spec, period
+from bench.fleets import STEP, TOKEN, exporter_config, fleet_spec, period
 from chargeback_simulator.fleet import SAMPLE_INTERVAL, Fleet
 from chargeback_simulator.server import SimulatorServer
 from exporter.clock import FakeClock
+from exporter.queries import series_count
 from exporter.wiring import build_source
 
 QUERY = "/prometheus/api/v1/query"
@@ -36,8 +40,9 @@ class Recording:
     simulator_seconds: float
     query_seconds: dict[str, float]
     files: dict[str, str]  # query text -> file name in the recording directory
-    names: dict[str, str]  # query text -> plan name (cpu.usage, labels, ...)
+    names: dict[str, str]  # query text -> plan name (cpu.usage, labels, ..., series count)
     total_bytes: int
+    samples: dict[str, int] = field(default_factory=dict)  # query text -> samples it scanned
 
     def save(self, directory: Path) -> None:
         (directory / "meta.json").write_text(json.dumps(asdict(self), indent=1), encoding="utf-8")
@@ -46,9 +51,12 @@ class Recording:
     def load(cls, directory: Path) -> Recording:
         return cls(**json.loads((directory / "meta.json").read_text(encoding="utf-8")))
 
-    def bodies(self, directory: Path) -> dict[str, bytes]:
-        """Plan name -> recorded body."""
-        return {self.names[q]: (directory / f).read_bytes() for q, f in self.files.items()}
+    def bodies(self, directory: Path) -> dict[str, list[bytes]]:
+        """Plan name -> recorded bodies, one per cluster group, in recording order."""
+        out: dict[str, list[bytes]] = {}
+        for q, f in self.files.items():
+            out.setdefault(self.names[q], []).append((directory / f).read_bytes())
+        return out
 
 
 def existing(target_pods: int, directory: Path, seed: int = 1, max_replicas: int = 1,
@@ -72,29 +80,45 @@ def record(target_pods: int, directory: Path, seed: int = 1, max_replicas: int =
     pods = fleet.pods(p.start, p.end)
     samples = sum(pod.samples(p.start, p.end) for pod in pods)
     clock = FakeClock(p.end + 3600)
-    server = SimulatorServer(fleet, clock)  # not started: answers are taken from `handle`
-    cfg = exporter_config("http://127.0.0.1:9", "127.0.0.1:9", "record", None, step=step)
-    qplan, chosen, at = build_source(cfg, clock).plan_for(p)
-    assert chosen == step, f"expected the {step}s step, the source chose {chosen}s"
+    with SimulatorServer(fleet, clock, tokens=[TOKEN]) as server:
+        bodies: dict[str, bytes] = {}
+        seconds: dict[str, float] = {}
+        lock = threading.Lock()
+        handle = server.handle
+
+        def recording(method: str, path: str, query: Any, headers: Any, body: bytes) -> Any:
+            began = time.perf_counter()
+            status, payload, extra = handle(method, path, query, headers, body)
+            text = json.dumps(payload, separators=(",", ":")).encode("utf-8")
+            if status != 200:
+                raise RuntimeError(f"simulator answered {status}: {text[:200]!r}")
+            with lock:
+                bodies[query["query"][-1]] = text
+                seconds[query["query"][-1]] = time.perf_counter() - began
+            return status, payload, extra
+
+        server.handle = recording  # type: ignore[method-assign]
+        cfg = exporter_config(server.url, "127.0.0.1:9", "record", None, step=step)
+        source = build_source(cfg, clock)
+        _, chosen, at = source.plan_for(p)
+        assert chosen == step, f"expected the {step}s step, the source chose {chosen}s"
+        names = {series_count(p.length, cfg.sysdig.clusters): "series count"}
+        for chunk in source.fetch_chunks(p):
+            names.update((q, name) for name, q in source.plan_for(p, sorted(chunk.clusters))[0].all())
+        scanned = {s.query: s.samples for s in server.stats}
     files: dict[str, str] = {}
-    names: dict[str, str] = {}
-    seconds: dict[str, float] = {}
     total = 0
-    for i, (name, query) in enumerate(qplan.all()):
-        params = {"query": [query], "time": [str(at)]}
-        began = time.perf_counter()
-        status, payload, _ = server.handle("GET", QUERY, params, {}, b"")
-        body = json.dumps(payload, separators=(",", ":")).encode("utf-8")
-        seconds[name] = time.perf_counter() - began
-        if status != 200:
-            raise RuntimeError(f"simulator answered {status} to {name}: {body[:200]!r}")
+    for i, (query, body) in enumerate(bodies.items()):
         fname = f"q{i}.json"
         (directory / fname).write_bytes(body)
         files[query] = fname
-        names[query] = name
         total += len(body)
+    names = {q: names[q] for q in files}
+    seconds_by_name: dict[str, float] = {}
+    for q, took in seconds.items():
+        seconds_by_name[names[q]] = seconds_by_name.get(names[q], 0.0) + took
     rec = Recording(target_pods, asdict(fleet.spec), len(pods), len(fleet.workloads()), samples,
-                    samples * SAMPLE_INTERVAL // step, step, at, sum(seconds.values()), seconds,
-                    files, names, total)
+                    samples * SAMPLE_INTERVAL // step, step, at, sum(seconds.values()),
+                    seconds_by_name, files, names, total, {q: scanned[q] for q in files})
     rec.save(directory)
     return rec

@@ -9,6 +9,7 @@ from typing import Any
 OWN_RATIO_TARGET = 4.0  # the performance budget: own time ≤ 4× the ceilings at 10k and 50k pods
 OWN_RATIO_SIZES = (10_000, 50_000)
 RSS_GROWTH_TARGET = 1.20
+WALL_RATIO_TARGET = 1.20  # a period's wall time ≤ its slowest Sysdig query + 20 %
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -177,6 +178,20 @@ def backfill_table(one: dict[str, Any], many: dict[str, Any], target_pods: int) 
                    f"≤ {RSS_GROWTH_TARGET:.2f}×"), rows)
 
 
+def wall_table(sizes: Sequence[dict[str, Any]]) -> str:
+    """Per fleet, the period's wall time against its slowest query under Sysdig's latency."""
+    rows = []
+    for s, w in _measured(sizes, "wall"):
+        runs = w["runs"]
+        ratio = _median(runs, "ratio")
+        rows.append((f"{s['target_pods']:,}", f"{w['concurrency']} / {w['prefetch']}",
+                     f"{_median(runs, 'queries'):.0f}", _ms(_median(runs, "slowest_query")),
+                     _ms(_median(runs, "period_wall")), f"{ratio:.2f}",
+                     _verdict(ratio <= WALL_RATIO_TARGET)))
+    return _table(("fleet", "concurrency / groups ahead", "queries", "slowest query (ms)",
+                   "period wall (ms)", "ratio", f"≤ {WALL_RATIO_TARGET:.2f}"), rows)
+
+
 def render(results: dict[str, Any]) -> str:
     """The whole report as markdown."""
     m = results["machine"]
@@ -198,6 +213,8 @@ def render(results: dict[str, Any]) -> str:
         avro_table(sizes),
         "\n## Consumer side\n",
         consumer_table(sizes),
+        "\n## Wall time against the slowest query (Sysdig's latency model; median)\n",
+        wall_table(sizes),
     ]
     bf = results.get("backfill")
     if bf:

@@ -31,6 +31,7 @@ from pydantic import (
     model_validator,
 )
 
+from exporter import limits as service_limits
 from exporter.errors import ConfigError
 from exporter.model import GPU, ORG_KEYS, RESOURCES, Resource, is_resource
 from exporter.periods import format_duration, parse_duration, parse_time
@@ -81,6 +82,18 @@ def read_secret(value: SecretStr | None, file: Path | None, what: str) -> str | 
     return value.get_secret_value() if value is not None else None
 
 
+class SysdigLimitsConfig(Section):
+    """Sysdig's Prometheus API service limits the queries are sized to, and the share of each
+    kept free (docs/queries.md, "Service limits"). Lower them for a tenant with lower limits."""
+
+    segments: int = Field(default=service_limits.SEGMENTS, ge=1)
+    raw_series: int = Field(default=service_limits.RAW_SERIES, ge=1)
+    metrics: int = Field(default=service_limits.METRICS, ge=1)
+    samples_per_minute: int = Field(default=service_limits.SAMPLES_PER_MINUTE, ge=1)
+    # Each query is sized to stay below (1 - margin) x each limit.
+    margin: float = Field(default=0.2, ge=0.05, le=0.9)
+
+
 class SysdigConfig(Section):
     url: str = "https://app.sysdigcloud.com"
     token: SecretStr | None = None
@@ -90,7 +103,13 @@ class SysdigConfig(Section):
     ca_file: Path | None = None
     max_attempts: int = Field(default=4, ge=1, le=20)
     max_retry_time: Duration = 300
-    max_concurrency: int = Field(default=4, ge=1, le=64)
+    # Queries in flight at once; Sysdig accepts at most 200.
+    max_concurrency: int = Field(default=4, ge=1, le=service_limits.CONCURRENCY)
+    limits: SysdigLimitsConfig = SysdigLimitsConfig()
+    # Target usage series per cluster group (one chunk of a period), and how many groups are
+    # fetched ahead of the one being published.
+    group_series: int = Field(default=20_000, ge=1)
+    prefetch_groups: int = Field(default=2, ge=0, le=64)
     clusters: tuple[str, ...] = ()
     # Clusters no longer expected in every period (decommissioned): see docs/operations.md.
     retired_clusters: tuple[str, ...] = ()
@@ -113,6 +132,22 @@ class SysdigConfig(Section):
         if not 1 <= v <= 120:
             raise ValueError("must be between 1s and 2m (Sysdig caps query timeouts at 2m)")
         return v
+
+    @model_validator(mode="after")
+    def _group_below_limits(self) -> SysdigConfig:
+        below = int(self.limits.segments * (1 - self.limits.margin))
+        if self.group_series > below:
+            raise ValueError(
+                f"sysdig.group_series ({self.group_series}) must be at most sysdig.limits.segments "
+                f"x (1 - sysdig.limits.margin) = {below}, so each answer stays below Sysdig's cap")
+        return self
+
+    def query_limits(self) -> service_limits.Limits:
+        """The limits, margin and group size `SysdigSource` sizes its queries to."""
+        lim = self.limits
+        return service_limits.Limits(segments=lim.segments, raw_series=lim.raw_series, metrics=lim.metrics,
+                             samples_per_minute=lim.samples_per_minute, margin=lim.margin,
+                             group_series=self.group_series, concurrency=self.max_concurrency)
 
     def resolved_token(self) -> str | None:
         return read_secret(self.token, self.token_file, "sysdig.token")

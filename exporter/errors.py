@@ -75,6 +75,11 @@ class IncompleteDataError(ExporterError):
     """The source returned too little data for a period to be published as final."""
 
 
+class LimitExceeded(IncompleteDataError):
+    """Sysdig cut an answer short (a warning, its cap on series) or gave up on a query (its
+    timeout): one of its service limits was reached, and a smaller query may be answered whole."""
+
+
 class SinkUnavailable(RetryableError):
     """The broker could not be reached or timed out."""
 

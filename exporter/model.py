@@ -99,7 +99,12 @@ class WorkloadUsage:
 
 @dataclass(frozen=True, slots=True)
 class PeriodUsage:
-    """Everything the source returned for one period."""
+    """Everything the source returned for one period, or for one chunk of it.
+
+    `clusters` are the clusters it covers: the source answered every query for them, so a
+    cluster of `clusters` without workloads showed none. A source's chunks of one period cover
+    disjoint clusters, and between them every cluster the source knows to be expected.
+    """
 
     period: Period
     step_seconds: int
@@ -115,6 +120,7 @@ class PeriodUsage:
     # cluster -> resource -> Σ over steps of the nodes' allocatable (cores or bytes): present
     # only when idle capacity is measured (`idle.enabled`).
     allocatable: Mapping[str, Mapping[Resource, Decimal]] = field(default_factory=dict)
+    clusters: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)

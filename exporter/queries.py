@@ -280,6 +280,23 @@ def storage_step(names: StorageNames, m: Sequence[tuple[str, str, str]], pod_u: 
     return f"(({shared}) or {alone})"
 
 
+def series_count(period_seconds: int, clusters: Sequence[str] = ()) -> str:
+    """Usage plus CPU request series per cluster in the period: the pre-count that sizes the
+    cluster groups (`exporter.limits`), one series per cluster.
+
+    No answer of the plan has more series than the usage series of the clusters it covers, and
+    a cluster with request series only (its agent gone) is counted too, so that it is queried
+    and held rather than missed. A series without a cluster label counts under "".
+    """
+    m = cluster_matchers(clusters)
+    usage = f"count by (kube_cluster_name) (count_over_time({selector(CPU_USED, m)}[{period_seconds}s]))"
+    requests = ("count by (kube_cluster_name) (count_over_time("
+                f"{selector(REQUESTS, [*m, ('resource', '=', 'cpu')])}[{period_seconds}s]))")
+    # The `or` keeps both sides apart (the label added), and the sum adds them per cluster.
+    return (f'sum by (kube_cluster_name) ({usage} or '
+            f'label_replace({requests}, "series", "requests", "", ""))')
+
+
 def cluster_matchers(clusters: Sequence[str]) -> list[tuple[str, str, str]]:
     """The matchers that restrict a selector to `clusters` (sharding); none when empty."""
     if not clusters:

@@ -69,7 +69,8 @@ def build_client(cfg: Config, clock: Clock, on_request: OnRequest | None = None,
     return SysdigClient(
         cfg.sysdig.url, token, clock=clock, timeout=cfg.sysdig.timeout, verify=verify,
         attempts=cfg.sysdig.max_attempts, max_retry_time=cfg.sysdig.max_retry_time,
-        on_request=on_request,
+        on_request=on_request, series_cap=cfg.sysdig.limits.segments,
+        pool_size=cfg.sysdig.max_concurrency,
     )
 
 
@@ -102,7 +103,7 @@ def build_source(cfg: Config, clock: Clock, on_request: OnRequest | None = None,
         client, clock=clock, label_columns=org.label_columns(),
         resolution=cfg.periods.resolution, grain=cfg.periods.grain,
         clusters=cfg.clusters if clusters is None else clusters,
-        concurrency=cfg.sysdig.max_concurrency,
+        limits=cfg.sysdig.query_limits(), prefetch=cfg.sysdig.prefetch_groups,
         retention=build_retention(cfg, clock, client) if retention is None else retention,
         gpu=gpu_names(cfg), gpu_resources=cfg.resources.gpu.resources if cfg.resources.gpu.enabled
         else None, storage=storage_names(cfg),

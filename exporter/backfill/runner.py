@@ -90,12 +90,18 @@ class StepSource:
             raise ExporterError(f"backfill: period {period} is not in the plan") from None
 
     def fetch(self, period: Period) -> PeriodUsage:
+        return self._source(period).fetch(period)
+
+    def fetch_chunks(self, period: Period) -> Iterator[PeriodUsage]:
+        return self._source(period).fetch_chunks(period)
+
+    def _source(self, period: Period) -> UsageSource:
         step = self.step_for(period)
         with self._lock:
             source = self._sources.get(step)
             if source is None:
                 source = self._sources[step] = self._build(step)
-        return source.fetch(period)
+        return source
 
 
 def sysdig_at_step(cfg: Config, clock: Clock, on_request: Any = None) -> Callable[[int], UsageSource]:

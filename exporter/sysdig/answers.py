@@ -2,7 +2,8 @@
 
 An answer is checked whole before a value is read: its status, warnings and shape, Sysdig's
 silent cap on series, the instant each sample is stamped at, and each value's range. What does
-not hold is a `SourceQueryError` (unusable) or an `IncompleteDataError` (possibly cut short).
+not hold is a `SourceQueryError` (unusable) or a `LimitExceeded` (possibly cut short at one of
+Sysdig's service limits).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from datetime import UTC, datetime
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from exporter.errors import IncompleteDataError, SourceQueryError
+from exporter.errors import LimitExceeded, SourceQueryError
 
 # Sysdig caps aggregated answers at 100k result segments, without an error.
 SERIES_CAP = 100_000
@@ -29,20 +30,22 @@ def _num(value: float) -> str:
 
 
 
-def _result(body: Any, kind: str, where: str) -> list[Any]:
+def _result(body: Any, kind: str, where: str, cap: int | None = None) -> list[Any]:
     """The `data.result` list of a successful answer of `kind` ("vector" or "matrix").
 
     Any warning makes the answer incomplete: Sysdig warns when it truncates (the 1,000-series
     limit of queries without aggregation, `limit`), and a warning we cannot read is no better.
     An answer of `SERIES_CAP` series or more may have been capped silently (aggregated
     queries are cut at 100k result segments without an error), so it is incomplete too.
+    `cap` is the tenant's cap (`sysdig.limits.segments`), `SERIES_CAP` when None.
     """
+    cap = SERIES_CAP if cap is None else cap
     if not isinstance(body, dict) or body.get("status") != "success":
         raise SourceQueryError(f"{where}: malformed response: missing status 'success'")
     warnings = body.get("warnings")
     if warnings:
         first = _printable(str(warnings[0] if isinstance(warnings, list) else warnings)[:200])
-        raise IncompleteDataError(f"{where}: Sysdig answered with a warning, so the answer may "
+        raise LimitExceeded(f"{where}: Sysdig answered with a warning, so the answer may "
                                   f"be incomplete: {first}")
     data = body.get("data")
     if not isinstance(data, dict) or data.get("resultType") != kind:
@@ -50,9 +53,9 @@ def _result(body: Any, kind: str, where: str) -> list[Any]:
     result = data.get("result")
     if not isinstance(result, list):
         raise SourceQueryError(f"{where}: malformed response: data.result is not a list")
-    if len(result) >= SERIES_CAP:
-        raise IncompleteDataError(
-            f"{where}: {len(result)} series, at Sysdig's cap of {SERIES_CAP} result segments; "
+    if len(result) >= cap:
+        raise LimitExceeded(
+            f"{where}: {len(result)} series, at Sysdig's cap of {cap} result segments; "
             "the answer may have been cut short")
     return result
 

@@ -23,7 +23,13 @@ import requests
 from requests.adapters import HTTPAdapter
 
 from exporter.clock import Clock
-from exporter.errors import SourceAuthError, SourceError, SourceQueryError, SourceUnavailable
+from exporter.errors import (
+    LimitExceeded,
+    SourceAuthError,
+    SourceError,
+    SourceQueryError,
+    SourceUnavailable,
+)
 from exporter.retry import call_with_retries
 from exporter.sysdig.answers import _num, _result
 
@@ -63,6 +69,8 @@ class SysdigClient:
         attempts: int = 4,
         max_retry_time: float = 300.0,
         on_request: Callable[[str, int | None, float], None] | None = None,
+        series_cap: int | None = None,
+        pool_size: int = 32,
     ) -> None:
         from sdcclient import SdMonitorClient
 
@@ -73,13 +81,14 @@ class SysdigClient:
         self._attempts = attempts
         self._max_retry_time = max_retry_time
         self._on_request = on_request
+        self._cap = series_cap
         client = SdMonitorClient(token=token, sdc_url=self._url, ssl_verify=verify)
         # The environment overrides sdcclient's constructor arguments; ours must win.
         client.token = token
         client.url = self._url
         client.hdrs["Authorization"] = "Bearer " + token
         client.ssl_verify = verify
-        adapter = StrictAdapter(verify, timeout + 10.0)
+        adapter = StrictAdapter(verify, timeout + 10.0, max(32, pool_size))
         client.http.mount("https://", adapter)
         client.http.mount("http://", adapter)
         client.http.hooks["response"].append(self._capture)
@@ -91,9 +100,17 @@ class SysdigClient:
 
     def _capture(self, response: requests.Response, *args: Any, **kwargs: Any) -> None:
         self._local.response = response
+        size = len(response.content or b"")
+        self._local.requests = getattr(self._local, "requests", 0) + 1
+        self._local.bytes = getattr(self._local, "bytes", 0) + size
         with self._lock:
             self.requests += 1
-            self.bytes += len(response.content or b"")
+            self.bytes += size
+
+    def thread_totals(self) -> tuple[int, int]:
+        """Requests made and bytes received so far by the calling thread: what one call cost,
+        retries included, while other threads query too."""
+        return getattr(self._local, "requests", 0), getattr(self._local, "bytes", 0)
 
     def query_instant(self, query: str, at: float, what: str, answer: str = "vector") -> list[Any]:
         """Evaluate `query` at instant `at` (`/query?time=`), with retries.
@@ -101,14 +118,15 @@ class SysdigClient:
         Returns the raw `result` list of an answer of kind `answer` ("vector"; "matrix" for a
         range selector such as `metric[2m]`, which gives raw samples). Raises `SourceUnavailable` (after
         retries), `SourceAuthError`, `SourceQueryError` for a rejected query or a malformed
-        answer, and `IncompleteDataError` when Sysdig warns or caps the answer.
+        answer, and `LimitExceeded` (not retried) when Sysdig warns, caps the answer or gives up
+        on the query at its timeout.
         """
 
         def once() -> list[Any]:
             where = f"Sysdig {self._url} ({what})"
             body = self._call(what, lambda: self._client.get_data_promql_instant(
                 query, _num(at), timeout=f"{self._timeout}s"))
-            return _result(body, answer, where)
+            return _result(body, answer, where, self._cap)
 
         return call_with_retries(once, clock=self._clock, attempts=self._attempts,
                                  max_delay=self._max_retry_time, what=f"sysdig {what}")
@@ -125,7 +143,7 @@ class SysdigClient:
             where = f"Sysdig {self._url} ({what})"
             body = self._call(what, lambda: self._client.get_data_promql(
                 query, _num(start), _num(end), step, timeout=f"{self._timeout}s"))
-            return _result(body, "matrix", where)
+            return _result(body, "matrix", where, self._cap)
 
         return call_with_retries(once, clock=self._clock, attempts=self._attempts,
                                  max_delay=self._max_retry_time, what=f"sysdig {what}")
@@ -243,6 +261,9 @@ class SysdigClient:
         if status in (401, 403):
             hint = "wrong or expired token" if status == 401 else "token lacks privileges"
             raise SourceAuthError(f"{where}: HTTP {status} {message} ({hint})", status)
+        if _error_type(response) == "timeout":
+            # Sysdig gave up at its query timeout: the same query would again; a smaller may not.
+            raise LimitExceeded(f"{where}: HTTP {status} {message} (Sysdig's query timeout)")
         if status == 429:
             retry_after = _retry_after(response)
             raise SourceUnavailable(f"{where}: HTTP 429 {message} (rate limited)", retry_after)
@@ -283,6 +304,18 @@ def _short(exc: BaseException) -> str:
     # requests' messages embed the URL with its query (long PromQL); keep them short.
     text = _first_line(exc)
     return text.split(" with url: ")[0][:200]
+
+
+def _error_type(response: requests.Response | None) -> str | None:
+    """The Prometheus `errorType` of an error answer, None when it has none."""
+    if response is None:
+        return None
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    kind = body.get("errorType") if isinstance(body, dict) else None
+    return kind if isinstance(kind, str) else None
 
 
 def _retry_after(response: requests.Response | None) -> float | None:

@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 from exporter.model import PeriodUsage
 from exporter.periods import Period
 from exporter.queries import clusters_present
 from exporter.sysdig.answers import parse_vector
 from exporter.sysdig.client import SysdigClient
-from exporter.sysdig.source import SysdigSource
+from exporter.sysdig.source import SysdigSource, merge
 
 log = logging.getLogger("exporter.sysdig")
 
@@ -54,13 +54,17 @@ class ShardSource:
         return sorted({labels.get("kube_cluster_name", "") for labels, _ in found})
 
     def fetch(self, period: Period) -> PeriodUsage:
-        """The usage of the shard's clusters in `period`.
+        """See `UsageSource.fetch`: the merge of `fetch_chunks`."""
+        return merge(list(self.fetch_chunks(period)))
 
-        Without any (Sysdig shows no cluster, or none of the shard's), the period is returned
-        empty, and the completeness check decides as for an unsharded fleet: it holds the
-        period for a cluster the shard published before (its checkpoint remembers it), or for
-        no series at all unless `periods.publish_empty`. Otherwise raises what
-        `SysdigSource.fetch` raises.
+    def fetch_chunks(self, period: Period) -> Iterator[PeriodUsage]:
+        """The usage of the shard's clusters in `period`, in the chunks of
+        `SysdigSource.fetch_chunks`; the listing query is counted on the first.
+
+        Without any (Sysdig shows no cluster, or none of the shard's), one empty chunk, and the
+        completeness check decides as for an unsharded fleet: it holds the period for a cluster
+        the shard published before (its checkpoint remembers it), or for no series at all unless
+        `periods.publish_empty`. Otherwise raises what `SysdigSource.fetch_chunks` raises.
         """
         before_requests, before_bytes = self._client.requests, self._client.bytes
         seen = self.clusters(period)
@@ -70,11 +74,16 @@ class ShardSource:
             if seen:
                 log.warning("no cluster of the shard in the period", extra={
                     "period": str(period), "shard": self._shard, "clusters_seen": seen})
-            return PeriodUsage(period=period, step_seconds=self.step_for(period),
-                               grain=self._grain, workloads=(), coverage={},
-                               queries=listing[0], bytes_fetched=listing[1])
+            yield PeriodUsage(period=period, step_seconds=self.step_for(period),
+                              grain=self._grain, workloads=(), coverage={},
+                              queries=listing[0], bytes_fetched=listing[1])
+            return
         log.debug("shard clusters", extra={"period": str(period), "shard": self._shard,
                                             "clusters": list(owned), "seen": len(seen)})
-        usage = self._restricted(owned).fetch(period)
-        return dataclasses.replace(usage, queries=usage.queries + listing[0],
-                                   bytes_fetched=usage.bytes_fetched + listing[1])
+        first = True
+        for usage in self._restricted(owned).fetch_chunks(period):
+            if first:
+                usage = dataclasses.replace(usage, queries=usage.queries + listing[0],
+                                            bytes_fetched=usage.bytes_fetched + listing[1])
+                first = False
+            yield usage

@@ -1,20 +1,28 @@
 """`SysdigSource`: the usage source that measures periods with the `exporter.queries` plan.
 
-It asks `SysdigClient` for one instant answer per query, has `answers.parse_vector` check each,
-and assembles the periods' `PeriodUsage`: exact sums per workload, the labels seen most, and
-each cluster's sample coverage.
+A period is measured in chunks, one per group of clusters (`exporter.limits`): a pre-count of
+usage series per cluster sizes the groups so that every query stays below Sysdig's service
+limits, and a group whose query still reaches one is split in two, down to one cluster, whose
+period is then held. Each group's queries go to `SysdigClient` for one instant answer each,
+concurrently and a bounded number of groups ahead of the consumer; `answers.parse_vector` checks
+each, and each group becomes one `PeriodUsage`: exact sums per workload, the labels seen most,
+and each cluster's sample coverage.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+import logging
+from collections import deque
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import replace
 from decimal import Decimal, Inexact
 from operator import itemgetter
 from typing import TYPE_CHECKING
 
 from exporter.clock import Clock
-from exporter.errors import SourceQueryError
+from exporter.errors import LimitExceeded, SourceQueryError
+from exporter.limits import Limits, check_metrics, group_clusters, halves, selectors
 from exporter.model import (
     STORAGE,
     PeriodUsage,
@@ -34,6 +42,7 @@ from exporter.queries import (
     QueryPlan,
     StorageNames,
     plan,
+    series_count,
 )
 from exporter.sysdig.answers import _brief, parse_vector
 from exporter.sysdig.client import SysdigClient
@@ -42,13 +51,20 @@ if TYPE_CHECKING:
     from exporter.sysdig.retention import RetentionModel
 
 NO_WORKLOAD = "__no_workload__"
+log = logging.getLogger("exporter.sysdig")
+
+_Answer = list[tuple[dict[str, str], Decimal]]
+# One query's outcome: its name, its answer, and the requests and bytes it took.
+_Outcome = tuple[str, _Answer, int, int]
 
 
 class SysdigSource:
-    """Measures periods by sending the `exporter.queries` plan to Sysdig.
+    """Measures periods by sending the `exporter.queries` plan to Sysdig, group by group.
 
     `retention` chooses each period's step (`exporter.sysdig.retention`); without one every period is
-    measured at `resolution`.
+    measured at `resolution`. `limits` sizes the cluster groups and the queries in flight
+    (`limits.concurrency`); `prefetch` is how many groups are fetched ahead of the one the
+    consumer of `fetch_chunks` holds.
     """
 
     def __init__(
@@ -60,13 +76,15 @@ class SysdigSource:
         resolution: int = 10,
         grain: str = "pod",
         clusters: Sequence[str] = (),
-        concurrency: int = 4,
+        concurrency: int | None = None,
         retention: RetentionModel | None = None,
         gpu: GpuNames | None = None,
         gpu_resources: Mapping[str, str] | None = None,
         storage: StorageNames | None = None,
         allocatable: Mapping[Resource, str] | None = None,
         allocatable_metric: str = ALLOCATABLE,
+        limits: Limits | None = None,
+        prefetch: int = 2,
     ) -> None:
         self._client = client
         self._clock = clock
@@ -74,7 +92,10 @@ class SysdigSource:
         self._resolution = resolution
         self._grain = grain
         self._clusters = tuple(clusters)
-        self._concurrency = concurrency
+        self._limits = limits or Limits()
+        if concurrency is not None:
+            self._limits = replace(self._limits, concurrency=concurrency)
+        self._prefetch = prefetch
         self._retention = retention
         self._gpu = gpu
         # kube-state-metrics `resource` value -> charged resource (`gpu`, `gpu.<profile>`)
@@ -90,41 +111,159 @@ class SysdigSource:
             return self._resolution
         return self._retention.step_for(period)
 
-    def plan_for(self, period: Period) -> tuple[QueryPlan, int, float]:
+    def plan_for(self, period: Period, clusters: Sequence[str] | None = None,
+                 ) -> tuple[QueryPlan, int, float]:
+        """The plan of `period` for `clusters` (the configured ones when None), its step and
+        the instant its queries are evaluated at."""
         step = self.step_for(period)
         if period.length % step:
             step = period.length
-        p = plan(period.length, step, self._grain, self._clusters, self._columns,
+        chosen = self._clusters if clusters is None else clusters
+        p = plan(period.length, step, self._grain, chosen, self._columns,
                  gpu=self._gpu, storage=self._storage,
                  allocatable=tuple(self._allocatable.values()),
                  allocatable_metric=self._allocatable_metric)
         return p, step, period.end - step / 2
 
     def fetch(self, period: Period) -> PeriodUsage:
-        qplan, step, at = self.plan_for(period)
-        before_requests, before_bytes = self._client.requests, self._client.bytes
+        """See `UsageSource.fetch`: the merge of `fetch_chunks`."""
+        return merge(list(self.fetch_chunks(period)))
+
+    def fetch_chunks(self, period: Period) -> Iterator[PeriodUsage]:
+        """See `UsageSource.fetch_chunks`.
+
+        Pre-counts usage series per cluster, groups the clusters (`exporter.limits`) and yields
+        one `PeriodUsage` per group, sorted by first cluster; the last also covers configured
+        clusters that show no series. At most `prefetch` groups are fetched ahead of the one
+        yielded. A group whose query reaches a limit (`LimitExceeded`) is split in two and both
+        halves fetched; a single cluster that still does raises `LimitExceeded` naming it.
+        """
+        _, step, at = self.plan_for(period)
+        counts, pre_requests, pre_bytes = self._count(period, at)
+        # Selectors per query do not depend on the clusters a plan is restricted to.
+        named = self.plan_for(period, ("",))[0].all()
+        scans = max(len(selectors(q)) for _, q in named)
+        groups = group_clusters(counts, limits=self._limits, period_seconds=period.length,
+                                scans=scans)
+        silent = tuple(sorted(c for c in self._clusters if c not in counts))
+        if not groups:
+            yield self._assemble(period, step, {name: [] for name, _ in named}, silent,
+                                 pre_requests, pre_bytes)
+            return
+        log.debug("period measured in cluster groups", extra={
+            "period": str(period), "groups": len(groups), "clusters": len(counts)})
+        with ThreadPoolExecutor(max_workers=self._limits.concurrency,
+                                thread_name_prefix="sysdig-query") as pool:
+            window: deque[tuple[tuple[str, ...], list[Future[_Outcome]]]] = deque()
+            ahead = iter(groups)
+
+            def top_up() -> None:
+                while len(window) <= self._prefetch:
+                    group = next(ahead, None)
+                    if group is None:
+                        return
+                    window.append((group, self._submit(pool, period, group)))
+
+            extra = (pre_requests, pre_bytes)
+            try:
+                top_up()
+                while window:
+                    group, futures = window.popleft()
+                    top_up()
+                    chunks = self._collect(pool, period, step, at, group, futures)
+                    for i, (chunk_group, results, nreq, nbytes) in enumerate(chunks):
+                        last = not window and i == len(chunks) - 1
+                        covered = (*chunk_group, *silent) if last else chunk_group
+                        yield self._assemble(period, step, results, covered,
+                                             nreq + extra[0], nbytes + extra[1])
+                        extra = (0, 0)
+            finally:
+                for _, futures in window:
+                    for f in futures:
+                        f.cancel()
+
+    def _count(self, period: Period, at: float) -> tuple[dict[str, int], int, int]:
+        """Usage series per cluster of `period` (the configured clusters only, when set), and
+        the requests and bytes the pre-count took."""
+        before = self._client.thread_totals()
+        raw = self._client.query_instant(series_count(period.length, self._clusters), at,
+                                          f"series count {period}")
+        counts: dict[str, int] = {}
+        for labels, value in parse_vector(raw, at, f"Sysdig (series count {period})"):
+            counts[labels.get("kube_cluster_name", "")] = int(value)
+        after = self._client.thread_totals()
+        return counts, after[0] - before[0], after[1] - before[1]
+
+    def _submit(self, pool: ThreadPoolExecutor, period: Period, group: Sequence[str],
+                ) -> list[Future[_Outcome]]:
+        qplan, _, at = self.plan_for(period, group)
         named = qplan.all()
+        for name, query in named:
+            try:
+                check_metrics(name, query, self._limits)
+            except ValueError as exc:
+                raise SourceQueryError(f"Sysdig ({name} {period}): {exc}") from None
+        where = f"{period}, {_clusters_brief(group)}"
 
-        def run(item: tuple[str, str]) -> tuple[str, list[tuple[dict[str, str], Decimal]]]:
-            name, query = item
-            raw = self._client.query_instant(query, at, f"{name} {period}")
-            return name, parse_vector(raw, at, f"Sysdig ({name} {period})")
+        def run(name: str, query: str) -> _Outcome:
+            before = self._client.thread_totals()
+            raw = self._client.query_instant(query, at, f"{name} {where}")
+            answer = parse_vector(raw, at, f"Sysdig ({name} {where})")
+            after = self._client.thread_totals()
+            return name, answer, after[0] - before[0], after[1] - before[1]
 
-        if self._concurrency > 1:
-            with ThreadPoolExecutor(max_workers=min(self._concurrency, len(named))) as pool:
-                results = dict(pool.map(run, named))
-        else:
-            results = dict(map(run, named))
-        return self._assemble(
-            period, step, results,
-            self._client.requests - before_requests, self._client.bytes - before_bytes,
-        )
+        return [pool.submit(run, name, query) for name, query in named]
+
+    def _collect(self, pool: ThreadPoolExecutor, period: Period, step: int, at: float,
+                 group: tuple[str, ...], futures: list[Future[_Outcome]],
+                 ) -> list[tuple[tuple[str, ...], dict[str, _Answer], int, int]]:
+        """The answers of `group`'s queries, split into the groups they were answered for.
+
+        Waits for every query of the group. When one reached a limit, the group is fetched
+        again as two halves (recursively); other errors are raised.
+        """
+        results: dict[str, _Answer] = {}
+        nreq = nbytes = 0
+        limited: LimitExceeded | None = None
+        failure: BaseException | None = None
+        for f in futures:
+            try:
+                name, answer, r, b = f.result()
+            except LimitExceeded as exc:
+                limited = limited or exc
+                continue
+            except BaseException as exc:  # raised below, once every query of the group ended
+                failure = failure or exc
+                continue
+            results[name] = answer
+            nreq += r
+            nbytes += b
+        if failure is not None:
+            raise failure
+        if limited is None:
+            return [(group, results, nreq, nbytes)]
+        if len(group) == 1:
+            raise LimitExceeded(
+                f"{limited}; cluster {group[0]!r} alone reaches a Sysdig service limit, so period "
+                f"{period} is held (docs/queries.md, \"Service limits\")") from None
+        log.info("a query reached a Sysdig limit; splitting its cluster group", extra={
+            "period": str(period), "clusters": len(group), "error": str(limited)})
+        out = []
+        for half in halves(group):
+            out.extend(self._collect(pool, period, step, at, half,
+                                     self._submit(pool, period, half)))
+        # What the group's first try cost is counted in its first half.
+        first = out[0]
+        out[0] = (first[0], first[1], first[2] + nreq, first[3] + nbytes)
+        return out
 
     def _assemble(
         self, period: Period, step: int, results: Mapping[str, Sequence[tuple[Mapping[str, str], Decimal]]],
-        queries: int, nbytes: int,
+        covered: Sequence[str], queries: int, nbytes: int,
     ) -> PeriodUsage:
-        """One `PeriodUsage` from the (labels, value) pairs of each answer, by answer name.
+        """One `PeriodUsage` from the (labels, value) pairs of each answer, by answer name,
+        covering the clusters `covered` (those queried, and possibly clusters that show no
+        series at all).
 
         Sums are exact (or the period is refused); coverage shares use `money.CONTEXT`.
         """
@@ -169,7 +308,7 @@ class SysdigSource:
             coverage[cluster] = min(Decimal(1), CONTEXT.divide(value, expected))
         for cluster in dict.fromkeys(key[0] for key in sums):  # first-seen order, once each
             coverage.setdefault(cluster, Decimal(0))
-        for cluster in self._clusters:
+        for cluster in covered:
             coverage.setdefault(cluster, Decimal(0))
         workloads = []
         zero = Decimal(0)
@@ -189,7 +328,7 @@ class SysdigSource:
             usage_clusters=frozenset(lbl.get("kube_cluster_name", "") for lbl, _ in results["labels"]),
             request_clusters=frozenset(
                 lbl.get("kube_cluster_name", "") for lbl, _ in results["requests.present"]),
-            queries=queries, bytes_fetched=nbytes,
+            queries=queries, bytes_fetched=nbytes, clusters=frozenset(covered),
             allocatable=_allocatable(results.get("allocatable", ()), self._allocatable),
         )
 
@@ -229,6 +368,33 @@ class SysdigSource:
 
 # Answers of resources charged by allocation (`QueryPlan.allocated`), absent when unconfigured.
 _ALLOCATED: tuple[str, ...] = ("gpu.usage", "gpu.request", "storage.request")
+
+
+def merge(chunks: Sequence[PeriodUsage]) -> PeriodUsage:
+    """One `PeriodUsage` for the whole period from its chunks (disjoint clusters, in order)."""
+    first = chunks[0]
+    coverage: dict[str, Decimal] = {}
+    allocatable: dict[str, Mapping[Resource, Decimal]] = {}
+    for c in chunks:
+        coverage.update(c.coverage)
+        allocatable.update(c.allocatable)
+    return PeriodUsage(
+        period=first.period, step_seconds=first.step_seconds, grain=first.grain,
+        workloads=tuple(w for c in chunks for w in c.workloads), coverage=coverage,
+        usage_clusters=frozenset().union(*(c.usage_clusters for c in chunks)),
+        request_clusters=frozenset().union(*(c.request_clusters for c in chunks)),
+        queries=sum(c.queries for c in chunks), bytes_fetched=sum(c.bytes_fetched for c in chunks),
+        clusters=frozenset().union(*(c.clusters for c in chunks)), allocatable=allocatable,
+    )
+
+
+def _clusters_brief(group: Sequence[str]) -> str:
+    if len(group) == 1:
+        return f"cluster {group[0]}"
+    return f"clusters {group[0]}..{group[-1]} ({len(group)})"
+
+
+
 # The six quantity answers, per resource in `SampleSums` field order (usage, request, chargeable).
 _SLOTS: tuple[str, ...] = tuple(
     f"{res}.{part}" for res in ("cpu", "memory") for part in ("usage", "request", "chargeable"))

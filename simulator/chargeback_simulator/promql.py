@@ -102,6 +102,9 @@ class QueryResult:
     kind: Literal["vector", "matrix", "scalar"]
     series: SeriesSet | None = None
     scalar: Scalar | None = None
+    # Raw samples read from storage, and the metrics the query names (Sysdig's limits).
+    samples: int = 0
+    metrics: frozenset[str] = frozenset()
 
 
 @dataclass(slots=True)
@@ -149,11 +152,11 @@ class Engine:
         node = _unwrap(expr)
         if isinstance(node, pp.MatrixSelector | pp.SubqueryExpr):
             arg = ctx.range_arg(node, ts)
-            return QueryResult("matrix", _sorted(_window_matrix(arg)))
+            return QueryResult("matrix", _sorted(_window_matrix(arg)), **ctx.cost())
         value = ctx.eval(expr, ts)
         if isinstance(value, Scalar):
-            return QueryResult("scalar", scalar=value)
-        return QueryResult("vector", _sorted(_drop_empty(value)))
+            return QueryResult("scalar", scalar=value, **ctx.cost())
+        return QueryResult("vector", _sorted(_drop_empty(value)), **ctx.cost())
 
     def range(self, query: str, start: float, end: float, step: float,
               timeout: float | None = None) -> QueryResult:
@@ -189,7 +192,7 @@ class Engine:
                 rows[key][1][lo:lo + len(chunk)] = row
         out = SeriesSet([r[0] for r in rows.values()], ts,
                         np.array([r[1] for r in rows.values()]).reshape(len(rows), count))
-        return QueryResult("matrix", _sorted(out))
+        return QueryResult("matrix", _sorted(out), **ctx.cost())
 
     def _deadline(self, timeout: float | None) -> float | None:
         return None if timeout is None else self._timer() + timeout
@@ -244,7 +247,20 @@ class _Context:
         self.storage = storage
         self.deadline = deadline
         self.timer = timer
-        self.memo: dict[tuple[str, bytes], Value] = {}
+        # Each value with the samples its evaluation scanned, counted again on every reuse: a
+        # query scans the data of each selector it names, however the simulator computes it.
+        self.memo: dict[tuple[str, bytes], tuple[Value, int]] = {}
+        self.samples = 0
+        self.metrics: set[str] = set()
+
+    def cost(self) -> dict[str, Any]:
+        """What the evaluation read: samples scanned and metrics named (`QueryResult` fields)."""
+        return {"samples": self.samples, "metrics": frozenset(self.metrics)}
+
+    def scanned(self, raw: SeriesSet) -> SeriesSet:
+        """`raw`, fresh from storage, counted as scanned."""
+        self.samples += int(np.count_nonzero(~np.isnan(raw.values)))
+        return raw
 
     def check(self) -> None:
         if self.deadline is not None and self.timer() > self.deadline:
@@ -256,9 +272,12 @@ class _Context:
         key = (f"{type(node).__name__}:{node.prettify()}", ts.tobytes())
         hit = self.memo.get(key)
         if hit is None:
-            hit = self._eval(node, ts)
-            self.memo[key] = hit
-        return hit
+            before = self.samples
+            value = self._eval(node, ts)
+            self.memo[key] = (value, self.samples - before)
+            return value
+        self.samples += hit[1]
+        return hit[0]
 
     def _eval(self, node: Any, ts: IntArray) -> Value:
         if isinstance(node, pp.NumberLiteral):
@@ -287,7 +306,11 @@ class _Context:
         if vs.matchers.or_matchers:
             raise QueryUnsupported("'or' inside a selector is not supported")
         out = [LabelMatcher.of(METRIC_NAME, "=", vs.name)] if vs.name else []
+        if vs.name:
+            self.metrics.add(vs.name)
         for m in vs.matchers.matchers:
+            if m.name == METRIC_NAME:
+                self.metrics.add(m.value)
             try:
                 out.append(LabelMatcher.of(m.name, _match_op(m.op), m.value))
             except ValueError as exc:
@@ -297,7 +320,8 @@ class _Context:
     def selector(self, vs: Any, ts: IntArray) -> SeriesSet:
         """Instant selector: the latest sample in `(t - 5m, t]` (after `offset`)."""
         at = ts - _ms(vs.offset)
-        raw = self.storage.select(self.matchers(vs), int(at[0]) - LOOKBACK_MS + 1, int(at[-1]))
+        raw = self.scanned(self.storage.select(self.matchers(vs), int(at[0]) - LOOKBACK_MS + 1,
+                                               int(at[-1])))
         lo, hi = _windows(raw.ts, at, LOOKBACK_MS)
         return _drop_empty(SeriesSet(raw.labels, ts, _last(raw.values, lo, hi)))
 
@@ -308,7 +332,8 @@ class _Context:
             vs = node.vector_selector
             rng = _ms(node.range)
             at = ts - _ms(vs.offset)
-            raw = self.storage.select(self.matchers(vs), int(at[0]) - rng + 1, int(at[-1]))
+            raw = self.scanned(self.storage.select(self.matchers(vs), int(at[0]) - rng + 1,
+                                                   int(at[-1])))
             lo, hi = _windows(raw.ts, at, rng)
             return _RangeArg(raw, lo, hi)
         if isinstance(node, pp.SubqueryExpr):

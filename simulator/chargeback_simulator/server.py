@@ -16,17 +16,17 @@ import math
 import re
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from http.server import ThreadingHTTPServer
 from typing import Any, Self
 from urllib.parse import parse_qs, urlsplit
 
 import numpy as np
 import promql_parser as pp
 
-from chargeback_simulator.background import BackgroundHTTP, MethodHandler
+from chargeback_simulator.background import BackgroundHTTP, BacklogServer, MethodHandler
 from chargeback_simulator.fleet import DEFAULT_TIMELINES, SAMPLE_INTERVAL
 from chargeback_simulator.promql import Engine, PromQLError, QueryResult, is_aggregation
 from chargeback_simulator.series import LabelMatcher, SeriesSet, Storage, format_value
@@ -36,6 +36,9 @@ MAX_POINTS = 11_000
 SERIES_LIMIT = 1_000  # queries without aggregation: truncated, with a warning
 SEGMENT_CAP = 100_000  # aggregated queries: capped, without a warning
 MAX_TIMEOUT = 120.0
+METRICS_LIMIT = 10  # metrics one query may name
+CONCURRENCY_LIMIT = 200  # queries in flight at once
+SAMPLES_PER_MINUTE = 4_000_000_000  # samples scanned per minute, over all queries
 PROMETHEUS = "/prometheus/api/v1/"
 DASHBOARDS = "/api/v3/dashboards"
 TIMELINES = "/api/history/timelines/"
@@ -88,6 +91,34 @@ class ScopedStorage:
 
     def select(self, matchers: Sequence[LabelMatcher], start_ms: int, end_ms: int) -> SeriesSet:
         return self.inner.select([*matchers, *self.scope], start_ms, end_ms)
+
+
+@dataclass(frozen=True, slots=True)
+class Latency:
+    """How long Sysdig takes to answer a query: `base` seconds plus the samples it scanned at
+    `samples_per_second`. Deterministic: the same query over the same data takes the same time."""
+
+    base: float = 0.05
+    samples_per_second: float = 20_000_000.0
+
+    def __post_init__(self) -> None:
+        if self.base < 0 or not self.samples_per_second > 0:
+            raise ValueError("latency: base must be >= 0 and samples_per_second > 0")
+
+    def seconds(self, samples: int) -> float:
+        """The modelled time of a query that scanned `samples` samples."""
+        return self.base + samples / self.samples_per_second
+
+
+@dataclass(frozen=True, slots=True)
+class QueryStat:
+    """One PromQL query the server answered (or refused at a limit): what it cost."""
+
+    query: str
+    samples: int
+    seconds: float  # modelled latency (0 without a latency model)
+    status: int
+    series: int = 0  # series of the answer before any limit cut it
 
 
 @dataclass(frozen=True, slots=True)
@@ -280,13 +311,23 @@ class SimulatorServer(BackgroundHTTP):
 
     `teams` maps tokens (accepted too) to their team; every other token is in `DEFAULT_TEAM`.
     A scoped team's PromQL answers see only the series its scope matches, as in Sysdig.
+
+    Sysdig's service limits are enforced (attributes, lowered by tests to reach them with a
+    small fleet): a query without aggregation is cut to `series_limit` series with a warning,
+    an aggregated one to `segment_cap` without one; a query naming more than
+    `metrics_limit` metrics is refused (422); beyond `concurrency_limit` queries in flight, or
+    once the last minute's queries scanned `samples_per_minute` samples, a query is throttled
+    (429). With `latency` (`Latency`), each answer takes its modelled time, spent with `sleep`
+    in the request's thread (a remote service's time); one modelled beyond the query's timeout
+    is answered 503 `timeout` at the timeout. `stats` keeps what each query cost.
     """
 
     def __init__(self, fleet: Storage, clock: Clock, tokens: Iterable[str] = ("sim-token",),
                  forbidden_tokens: Iterable[str] = (), host: str = "127.0.0.1", port: int = 0,
                  sleep: Callable[[float], None] = time.sleep,
                  timer: Callable[[], float] = time.monotonic,
-                 stamping: str = "sysdig", teams: Mapping[str, Team] | None = None) -> None:
+                 stamping: str = "sysdig", teams: Mapping[str, Team] | None = None,
+                 latency: Latency | None = None) -> None:
         if stamping not in STAMPINGS:
             raise ValueError(f"stamping must be one of {', '.join(STAMPINGS)}, got {stamping!r}")
         self.stamping = stamping
@@ -294,6 +335,15 @@ class SimulatorServer(BackgroundHTTP):
         # lower them to reach them with a small fleet.
         self.series_limit = SERIES_LIMIT
         self.segment_cap = SEGMENT_CAP
+        self.metrics_limit = METRICS_LIMIT
+        self.concurrency_limit = CONCURRENCY_LIMIT
+        self.samples_per_minute = SAMPLES_PER_MINUTE
+        # Off by default: answers come as fast as they are computed.
+        self.latency = latency
+        self.stats: deque[QueryStat] = deque(maxlen=100_000)
+        self._inflight = 0
+        self._scanned: deque[tuple[float, int]] = deque()  # (timer, samples) of the last minute
+        self._timer = timer
         self.fleet = fleet
         self.clock = clock
         self.timelines: tuple[tuple[int, int], ...] | None = getattr(
@@ -322,7 +372,7 @@ class SimulatorServer(BackgroundHTTP):
         if self._httpd is not None:
             return self
         handler = type("_Handler", (_Handler,), {"sim": self})
-        self._serve(ThreadingHTTPServer((self._host, self._port), handler), "sysdig-simulator")
+        self._serve(BacklogServer((self._host, self._port), handler), "sysdig-simulator")
         return self
 
     @property
@@ -409,12 +459,27 @@ class SimulatorServer(BackgroundHTTP):
             values = params.get(name)
             return values[-1] if values else None
 
+        with self._lock:
+            self._inflight += 1
+            busy = self._inflight > self.concurrency_limit
+        try:
+            if busy:
+                return 429, default_fault_body(429), {"Retry-After": "1"}
+            return self._evaluate(endpoint, one, engine)
+        finally:
+            with self._lock:
+                self._inflight -= 1
+
+    def _evaluate(self, endpoint: str, one: Callable[[str], str | None], engine: Engine,
+                  ) -> tuple[int, Any, dict[str, str]]:
+        """Evaluate one PromQL request within Sysdig's limits (see the class docstring)."""
+        timeout = MAX_TIMEOUT
+
         try:
             text = one("query")
             if text is None or not text.strip():
                 raise _BadRequest('invalid parameter "query": unknown position: parse error: '
                                   'no expression found in input')
-            timeout = MAX_TIMEOUT
             if one("timeout") is not None:
                 timeout = min(_parse_duration("timeout", one("timeout")), MAX_TIMEOUT)
             limit = 0
@@ -453,6 +518,9 @@ class SimulatorServer(BackgroundHTTP):
             if exc.error_type == "bad_data":
                 message = f'invalid parameter "query": {message}'
             return status, _prom_error(exc.error_type, message), {}
+        refused = self._limit(text, result, timeout)
+        if refused is not None:
+            return refused
         aggregated = is_aggregation(text)
         data, warnings = render_result(
             result, limit, raw_limit=0 if aggregated else self.series_limit,
@@ -461,6 +529,35 @@ class SimulatorServer(BackgroundHTTP):
         if warnings:
             payload["warnings"] = warnings
         return 200, payload, {}
+
+    def _limit(self, text: str, result: QueryResult, timeout: float,
+               ) -> tuple[int, Any, dict[str, str]] | None:
+        """Spend the query's modelled time; the refusal for a limit it broke, or None."""
+        seconds = self.latency.seconds(result.samples) if self.latency is not None else 0.0
+        refusal: tuple[int, Any, dict[str, str]] | None = None
+        if len(result.metrics) > self.metrics_limit:
+            refusal = (422, _prom_error(
+                "execution", f"query uses {len(result.metrics)} metrics, more than the limit of "
+                f"{self.metrics_limit} per query"), {})
+        elif seconds > timeout:
+            seconds = timeout
+            refusal = (503, _prom_error(
+                "timeout", "query timed out in expression evaluation"), {})
+        else:
+            now = self._timer()
+            with self._lock:
+                while self._scanned and self._scanned[0][0] <= now - 60:
+                    self._scanned.popleft()
+                if sum(n for _, n in self._scanned) + result.samples > self.samples_per_minute:
+                    refusal = (429, default_fault_body(429), {"Retry-After": "60"})
+                else:
+                    self._scanned.append((now, result.samples))
+        self.stats.append(QueryStat(text, result.samples, seconds,
+                                    200 if refusal is None else refusal[0],
+                                    len(result.series) if result.series is not None else 1))
+        if seconds:
+            self._sleep(seconds)
+        return refusal
 
     def _timelines(self) -> dict[str, Any]:
         now_us = int(self.clock.time() * 1_000_000)

@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -230,4 +230,9 @@ class FakeSource:
         )
         cov = self.coverage.get(period.start, Decimal(1))
         return PeriodUsage(period, step, "pod", workloads, {"prod": cov},
-                           usage_clusters=frozenset({"prod"}), request_clusters=frozenset({"prod"}))
+                           usage_clusters=frozenset({"prod"}), request_clusters=frozenset({"prod"}),
+                           clusters=frozenset({"prod"}))
+
+    def fetch_chunks(self, period: Period) -> Iterator[PeriodUsage]:
+        """One chunk: the whole period (`fetch`)."""
+        yield self.fetch(period)

@@ -192,7 +192,10 @@ def test_any_sysdig_answer_is_measured_exactly_or_refused_clearly(
         fuzz_sim: tuple[Sim, Pipeline], bodies: list[list[dict[str, Any]]]) -> None:
     sim, pipeline = fuzz_sim
     sim.server.faults.clear()
-    for rows in bodies:  # one query at a time, in plan order: each body answers its query
+    # The pre-count comes first: one group of the fleet's clusters, then the fuzzed answers.
+    clusters = sorted({w.key.cluster for w in sim.fleet.workloads()})
+    counted = [{"metric": {"kube_cluster_name": c}, "value": [AT, "5"]} for c in clusters]
+    for rows in [counted, *bodies]:  # one query at a time, in plan order: each body answers its query
         sim.server.faults.push("/prometheus", status=200, body=json.dumps(
             {"status": "success", "data": {"resultType": "vector", "result": rows}}))
     try:

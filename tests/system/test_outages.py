@@ -233,15 +233,15 @@ def test_sysdig_outage_of_ten_minutes_is_held_then_caught_up(noida: LocalBroker)
     finally:
         worker.close()
         server.stop()
-    # Bounded retries: per wake-up at least one query retried to the limit, at most 9 queries x
+    # Bounded retries: per wake-up at least one query retried to the limit, at most 10 queries x
     # sysdig.max_attempts requests; and the simulator saw no more than that while answering 503.
     print(json.dumps({"wakes (requests sent, requests the simulator saw)": wakes}))
     sent = [client for client, _ in wakes]
-    per_period = 12  # queries: 9 for cpu and memory, 3 for GPUs and claims
-    assert all(3 <= n <= per_period * cfg.sysdig.max_attempts for n in sent[:2]), wakes
+    queries = 13  # per period: the pre-count of series, then the plan's 12 queries
+    assert all(3 <= n <= queries * cfg.sysdig.max_attempts for n in sent[:2]), wakes
     assert wakes[0][1] == sent[0]  # what the simulator saw: no retries hidden below ours
-    assert sent[2:] == [2 * per_period, per_period]
-    assert [served for _, served in wakes[2:]] == [2 * per_period, per_period]
+    assert sent[2:] == [2 * queries, queries]
+    assert [served for _, served in wakes[2:]] == [2 * queries, queries]
     assert metrics.registry.get_sample_value("chargeback_period_failures_total",
                                              {"reason": "unavailable"}) == 2
     ledger = check_ledger(cfg, fleet, t0 + 3600, t0 + 2 * 3600 + 1800)

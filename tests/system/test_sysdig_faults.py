@@ -24,8 +24,8 @@ from exporter.wiring import build_codec
 from tests.rigs.harness import check_ledger, read_committed
 from tests.system.conftest import PERIOD, Sim, worker_for
 
-QUERIES = 12  # one period: usage, request, chargeable for cpu and memory, labels, coverage,
-#              presence; GPU request and utilisation, claims
+QUERIES = 13  # one period: the pre-count of series, then usage, request, chargeable for cpu and
+# memory, labels, coverage, presence; GPU request and utilisation, claims
 PROM = "/prometheus"
 
 
@@ -264,12 +264,10 @@ def test_missing_requests_for_20_minutes_are_published_flagged_when_configured(
     assert later and {m.status for m in later} == {"final"}
 
 
-def test_an_answer_cut_at_sysdigs_cap_is_incomplete(sim: Sim, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_answer_cut_at_sysdigs_cap_is_incomplete(sim: Sim) -> None:
     """Sysdig caps aggregated answers without a warning; the simulator does the same, here at 3
-    series instead of 100k so that a small fleet reaches it."""
-    from exporter.sysdig import answers as sysdig_module
-
+    series instead of 100k so that a small fleet reaches it (and the tenant's limit is set so)."""
     sim.server.segment_cap = 3
-    monkeypatch.setattr(sysdig_module, "SERIES_CAP", 3)
     with pytest.raises(IncompleteDataError, match="cap of 3"):
-        sim.source(max_attempts=1).fetch(PERIOD)
+        sim.source(max_attempts=1, limits={"segments": 3, "margin": 0.5},
+                   group_series=1).fetch(PERIOD)

@@ -93,3 +93,22 @@ def test_sysdig_tls_verify_follows_requests_order(tmp_path: Path) -> None:
         SysdigConfig().tls_verify({"CURL_CA_BUNDLE": str(tmp_path / "missing.pem")})
     with pytest.raises(ConfigError, match=r"^sysdig.ca_file: "):
         SysdigConfig(ca_file=tmp_path / "missing.pem").tls_verify({})
+
+
+def test_sysdig_limits_margin_and_concurrency_are_validated(tmp_path: Path) -> None:
+    cfg = load_config(environ={})
+    lim = cfg.sysdig.query_limits()
+    assert (lim.segments, lim.raw_series, lim.metrics, lim.samples_per_minute) == (
+        100_000, 1_000, 10, 4_000_000_000)
+    assert lim.margin == 0.2 and lim.series_budget == 20_000 and lim.concurrency == 4
+    for text, problem in (
+            ("sysdig:\n  max_concurrency: 201\n", r"sysdig\.max_concurrency: .*200"),
+            ("sysdig:\n  limits:\n    margin: 0.01\n", r"sysdig\.limits\.margin: .*0\.05"),
+            ("sysdig:\n  limits:\n    margin: 1\n", r"sysdig\.limits\.margin: .*0\.9"),
+            ("sysdig:\n  limits:\n    segments: 10000\n  group_series: 9000\n",
+             r"sysdig: .*group_series \(9000\) must be at most .* = 8000")):
+        with pytest.raises(ConfigError, match=problem):
+            load_config(write(tmp_path, text), environ={})
+    ok = load_config(write(tmp_path, "sysdig:\n  max_concurrency: 200\n  limits:\n"
+                                     "    segments: 10000\n  group_series: 8000\n"), environ={})
+    assert ok.sysdig.query_limits().series_budget == 8000

@@ -106,7 +106,7 @@ def test_duplicate_series_add_up_exactly() -> None:
     long = Decimal("123456789012345678901234567.891")
     source = SysdigSource(cast(Any, None), clock=FakeClock(0), label_columns=())
     got = source._assemble(PERIOD, 60, _answers(**{"cpu.usage": [
-        (labels, long), ({**labels, "app": "x"}, Decimal("0.001"))]}), 8, 123)
+        (labels, long), ({**labels, "app": "x"}, Decimal("0.001"))]}), ("w",), 8, 123)
     (workload,) = got.workloads
     assert str(workload.sums["cpu"].usage) == "123456789012345678901234567.892"
 
@@ -116,4 +116,4 @@ def test_series_that_cannot_add_up_exactly_refuse_the_period() -> None:
     source = SysdigSource(cast(Any, None), clock=FakeClock(0), label_columns=())
     with pytest.raises(SourceQueryError, match=r"memory.request.*do not add up exactly"):
         source._assemble(PERIOD, 60, _answers(**{"memory.request": [
-            (labels, Decimal("1e29")), ({**labels, "app": "x"}, Decimal("1e-200"))]}), 8, 123)
+            (labels, Decimal("1e29")), ({**labels, "app": "x"}, Decimal("1e-200"))]}), ("w",), 8, 123)

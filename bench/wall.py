@@ -1,0 +1,81 @@
+"""A period's wall time against its slowest Sysdig query, on a replay with Sysdig's latency.
+
+The replay server answers each query after the time the simulator's latency model gives the
+samples it scanned (`python -m bench _replay DIR --latency`). The exporter runs as the worker
+does, queries concurrent within `sysdig.max_concurrency` and cluster groups fetched ahead of the
+one being computed; each query's wall time is taken around `SysdigClient.query_instant`
+(retries included), the period's around compute, encode and publish.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from bench.fleets import SETTLE, exporter_config, period, write_rate_card
+from bench.measure import INSTANCE
+from exporter.clock import FakeClock
+from exporter.sysdig import SysdigClient
+from exporter.wiring import build_pipeline, build_sink
+
+CONCURRENCY = 64
+PREFETCH = 8
+
+
+@contextmanager
+def timed_queries(walls: list[float]) -> Iterator[None]:
+    """Append the wall time of every `SysdigClient.query_instant` call to `walls`."""
+    original = SysdigClient.query_instant
+    lock = threading.Lock()
+
+    def timed(self: SysdigClient, *args: Any, **kwargs: Any) -> Any:
+        began = time.perf_counter()
+        try:
+            return original(self, *args, **kwargs)
+        finally:
+            took = time.perf_counter() - began
+            with lock:
+                walls.append(took)
+
+    SysdigClient.query_instant = timed  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        SysdigClient.query_instant = original  # type: ignore[method-assign]
+
+
+def wall(recording: Path, url: str, bootstrap: str, tag: str, periods: int,
+         concurrency: int = CONCURRENCY, prefetch: int = PREFETCH) -> dict[str, Any]:
+    """One warm-up period, then `periods` measured: per period its wall time, its slowest
+    query's and their ratio."""
+    cfg = exporter_config(url, bootstrap, tag, write_rate_card(recording.parent),
+                          concurrency=concurrency, prefetch=prefetch)
+    clock = FakeClock(period(0).end + SETTLE)
+    pipeline = build_pipeline(cfg, clock)
+    sink = build_sink(cfg, clock)
+    sink.start()
+    runs = []
+    walls: list[float] = []
+    try:
+        with timed_queries(walls):
+            for i in range(-1, periods):
+                p = period(i)
+                clock.set(p.end + SETTLE)
+                walls.clear()
+                began = time.perf_counter()
+                result = pipeline.compute(p)
+                messages = pipeline.messages(result)
+                checkpoint = pipeline.codec.checkpoint(INSTANCE, p.end, p.length,
+                                                       int(clock.time() * 1000))
+                sink.publish(messages, checkpoint)
+                took = time.perf_counter() - began
+                if i >= 0:
+                    runs.append({"period_wall": took, "slowest_query": max(walls),
+                                 "queries": len(walls), "ratio": took / max(walls)})
+    finally:
+        sink.close()
+    return {"concurrency": concurrency, "prefetch": prefetch, "runs": runs}

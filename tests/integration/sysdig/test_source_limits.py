@@ -1,0 +1,169 @@
+"""Sysdig's service limits, end to end: the real sdcclient against the simulator, whose limits
+are lowered so that a small fleet reaches them. The source measures a period in cluster groups
+sized from a pre-count, splits a group whose query still reaches a limit, and holds the period
+when one cluster alone does: the result is the exact ground truth, or nothing."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+
+from chargeback_simulator.server import Latency
+from exporter.errors import LimitExceeded
+from exporter.model import PeriodUsage
+from exporter.org import OrgModel
+from exporter.periods import Period
+from exporter.pipeline import charge_lines
+from exporter.sysdig import SysdigSource
+from exporter.wiring import build_source
+from tests.integration.sysdig.test_source_ground_truth import assert_equals_ground_truth
+from tests.rigs.sim import T0, H, Sim
+
+PERIOD = Period(T0 + H, T0 + 2 * H)
+PRECOUNT = "sum by (kube_cluster_name) (count by (kube_cluster_name)"
+
+
+def limited(sim: Sim, **sysdig: Any) -> SysdigSource:
+    """The configured source of `sim`, with `sysdig` keys (limits, group size) set."""
+    return build_source(sim.config(sysdig=sysdig), sim.clock)
+
+
+def series_per_cluster(sim: Sim) -> dict[str, int]:
+    """The pre-count's answer, straight from the simulator."""
+    got = limited(sim)._count(PERIOD, PERIOD.end - 5)[0]
+    assert len(got) == sim.fleet.spec.clusters
+    return got
+
+
+def assert_exact(sim: Sim, usage: PeriodUsage) -> None:
+    lines = charge_lines(usage, OrgModel(sim.config().org))
+    assert lines
+    assert_equals_ground_truth(sim.fleet, PERIOD, lines)
+
+
+def test_groups_sized_below_the_limits_are_disjoint_ordered_and_add_up_to_the_ground_truth(
+        sim_factory: Callable[..., Sim]) -> None:
+    sim = sim_factory(seed=5, clusters=5, namespaces_per_cluster=2, workloads_per_namespace=3)
+    counts = series_per_cluster(sim)
+    # Room for two clusters' series per group at most, with the 20 % margin.
+    cap = int(2 * max(counts.values()) / 0.8) + 1
+    sim.server.segment_cap = cap
+    sim.server.stats.clear()
+    source = limited(sim, limits={"segments": cap}, group_series=int(cap * 0.8))
+    chunks = list(source.fetch_chunks(PERIOD))
+    assert len(chunks) >= 3
+    covered = [sorted(c.clusters) for c in chunks]
+    assert covered == sorted(covered)  # in order of first cluster
+    flat = [cluster for group in covered for cluster in group]
+    assert flat == sorted(counts)  # disjoint, every cluster once
+    for chunk in chunks:
+        assert {w.key.cluster for w in chunk.workloads} <= chunk.clusters
+        assert chunk.usage_clusters == chunk.clusters
+    # Every query was answered whole, below the cap with its margin.
+    answered = list(sim.server.stats)
+    assert answered and {s.status for s in answered} == {200}
+    assert max(s.series for s in answered) <= 0.8 * cap
+    assert_exact(sim, source.fetch(PERIOD))
+
+
+def test_a_group_cut_at_sysdigs_cap_is_split_and_measured_exactly(
+        sim_factory: Callable[..., Sim]) -> None:
+    """The pre-count says every cluster is tiny (an adversarial, late answer), so one group is
+    made; Sysdig caps its answers silently; the source sees the cap and splits the group."""
+    sim = sim_factory(seed=5, clusters=4, namespaces_per_cluster=2, workloads_per_namespace=3)
+    counts = series_per_cluster(sim)
+    cap = max(counts.values()) + 1
+    sim.server.segment_cap = cap
+    tiny = {"status": "success", "data": {"resultType": "vector", "result": [
+        {"metric": {"kube_cluster_name": c}, "value": [PERIOD.end - 5, "1"]} for c in counts]}}
+    sim.server.faults.push("/prometheus", status=200, body=tiny, query=PRECOUNT)
+    source = limited(sim, limits={"segments": cap, "margin": 0.05}, group_series=1)
+    chunks = list(source.fetch_chunks(PERIOD))
+    assert [sorted(c.clusters) for c in chunks] == [[c] for c in sorted(counts)]
+    assert sim.server.faults.pending() == 0
+    merged = chunks  # exact, cluster by cluster
+    assert_exact(sim, _merge(merged))
+
+
+def test_a_group_that_times_out_is_split_until_each_query_finishes(
+        sim_factory: Callable[..., Sim]) -> None:
+    """Sysdig's time grows with the samples a query scans: a query over two clusters takes
+    longer than the query timeout, one over a single cluster does not."""
+    sim = sim_factory(seed=5, clusters=2, namespaces_per_cluster=2, workloads_per_namespace=3)
+    slept: list[float] = []
+    sim.server._sleep = slept.append  # a remote service's time, not the test's
+    cfg = sim.config()
+    clusters = sorted(series_per_cluster(sim))
+    whole = max(s.samples for s in _stats_of(sim, lambda: build_source(cfg, sim.clock).fetch(PERIOD))
+                if PRECOUNT not in s.query)
+    pre = max(s.samples for s in sim.server.stats if PRECOUNT in s.query)
+    single = max(max(s.samples for s in _stats_of(sim, lambda c=c: build_source(  # type: ignore[misc]
+        sim.config(sysdig={"clusters": [c]}), sim.clock).fetch(PERIOD)) if PRECOUNT not in s.query)
+        for c in clusters)
+    assert max(pre, single) < whole
+    # 1 s base; the timeout (30 s) falls between the slowest query of one cluster (or the
+    # pre-count) and the slowest of both clusters.
+    rate = (whole + max(pre, single)) / 2 / 29
+    sim.server.latency = Latency(base=1.0, samples_per_second=rate)
+    slept.clear()
+    chunks = list(build_source(cfg, sim.clock).fetch_chunks(PERIOD))
+    assert len(chunks) == 2
+    assert 30.0 in slept  # a query given up at the timeout
+    assert all(s <= 30.0 for s in slept)
+    assert_exact(sim, _merge(chunks))
+
+
+def test_one_cluster_alone_at_a_limit_holds_the_period_naming_it(
+        sim_factory: Callable[..., Sim]) -> None:
+    sim = sim_factory(seed=5, clusters=2)
+    counts = series_per_cluster(sim)
+    sim.server.segment_cap = 3
+    source = limited(sim, limits={"segments": 3, "margin": 0.5}, group_series=1)
+    with pytest.raises(LimitExceeded) as caught:
+        list(source.fetch_chunks(PERIOD))
+    message = str(caught.value)
+    assert f"cluster {sorted(counts)[0]!r} alone reaches a Sysdig service limit" in message
+    assert "held" in message and "\n" not in message
+
+
+def test_groups_are_fetched_a_bounded_number_ahead(sim_factory: Callable[..., Sim]) -> None:
+    sim = sim_factory(seed=5, clusters=5, namespaces_per_cluster=1, workloads_per_namespace=2)
+    counts = series_per_cluster(sim)
+    source = limited(sim, group_series=1, prefetch_groups=1)  # one cluster per group
+    queries = len(source.plan_for(PERIOD)[0].all())
+    sim.server.clear_requests()
+    chunks = source.fetch_chunks(PERIOD)
+    first = next(chunks)
+    assert sorted(first.clusters) == [sorted(counts)[0]]
+    # The pre-count, the first group and one group ahead: nothing more while the first is held.
+    assert len(sim.server.requests) <= 1 + 2 * queries
+    rest = list(chunks)
+    assert len(rest) == len(counts) - 1
+    assert len(sim.server.requests) == 1 + len(counts) * queries
+
+
+def test_a_configured_cluster_without_series_is_covered_by_the_last_chunk(
+        sim_factory: Callable[..., Sim]) -> None:
+    sim = sim_factory(seed=5, clusters=3, namespaces_per_cluster=1, workloads_per_namespace=2)
+    counts = series_per_cluster(sim)
+    configured = [*sorted(counts), "zz-gone"]
+    source = limited(sim, clusters=configured, group_series=max(counts.values()))
+    chunks = list(source.fetch_chunks(PERIOD))
+    assert "zz-gone" in chunks[-1].clusters
+    assert all("zz-gone" not in c.clusters for c in chunks[:-1])
+    assert "zz-gone" not in chunks[-1].usage_clusters
+    assert _merge(chunks).coverage["zz-gone"] == 0
+
+
+def _merge(chunks: list[PeriodUsage]) -> PeriodUsage:
+    from exporter.sysdig.source import merge
+
+    return merge(chunks)
+
+
+def _stats_of(sim: Sim, call: Callable[[], object]) -> list[Any]:
+    before = len(sim.server.stats)
+    call()
+    return list(sim.server.stats)[before:]
