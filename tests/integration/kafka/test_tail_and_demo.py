@@ -39,12 +39,22 @@ def test_tail_prints_committed_records(kafka_config: Callable[..., Config], tmp_
     assert len(capsys.readouterr().out.splitlines()) == 2
 
 
-def test_demo_exports_and_matches_ground_truth(capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli.main(["demo", "--periods", "2"]) == 0
+@pytest.mark.parametrize("distribute", [[], ["--distribute-idle", "even"]])
+def test_demo_exports_and_matches_ground_truth(capsys: pytest.CaptureFixture[str],
+                                               distribute: list[str]) -> None:
+    assert cli.main(["demo", "--periods", "2", *distribute]) == 0
     out = capsys.readouterr().out
     assert "exported 2 periods" in out
     assert "NO" not in out
     assert "Every (period, workload, resource) once: yes" in out
+    # GPUs, MIG slices, storage classes and idle next to cpu and memory, by cost center, each
+    # row exactly the truth.
+    [header] = [ln for ln in out.splitlines() if "GPU-Hours" in ln]
+    assert header.count("GPU-Hours") == 3 and header.count("GiB-Hours") == 4
+    for name in ("gpu.mig-1g.5gb", "storage.premium-ssd", "storage.<none>"):
+        assert name in out
+    rows = [ln for ln in out.splitlines() if ln.rstrip(" │").endswith("exact")]
+    assert len(rows) > 10 and sum("__idle__" in ln for ln in rows) == 2
 
 
 def test_tail_manifests_honour_latest_and_format(kafka_config: Callable[..., Config],
