@@ -25,14 +25,14 @@ from rich.console import Console
 from rich.table import Table
 
 from chargeback_simulator.allocations import GPU_RESOURCES
-from chargeback_simulator.fleet import Fleet, FleetSpec
+from chargeback_simulator.fleet import DEFAULT_TIMELINES, Fleet, FleetSpec
 from chargeback_simulator.localbroker import LocalBroker
 from chargeback_simulator.server import SimulatorServer
 from exporter.clock import Clock
 from exporter.commands import register_secrets
 from exporter.config import load_config
 from exporter.consumer import latest_records, read_manifests, read_records
-from exporter.errors import ExporterError
+from exporter.errors import ConfigError, ExporterError
 from exporter.logs import setup
 from exporter.metrics import Metrics
 from exporter.model import UNALLOCATED, WorkloadKey, resource_order, unit_of
@@ -148,10 +148,19 @@ def cmd_demo(args: argparse.Namespace, *, clock: Clock) -> int:
     now = int(clock.time())
     settle = 60
     last_end = align_down(now - settle, length)
-    first = last_end - args.periods * length
+    # The simulator keeps GPUs and claims (and their truth) at 10 s only: the periods must lie
+    # in Sysdig's 10 s window, or the records would be measured at a coarser step.
+    window = DEFAULT_TIMELINES[0][1]
+    most = (window - (now - last_end)) // length
+    periods = min(3, most) if args.periods is None else int(args.periods)
+    if not 1 <= periods <= most:
+        raise ConfigError(f"demo: --periods must be 1 to {most}: older hours are past the "
+                          f"simulator's 10 s window ({window // 3600} h), and its GPUs and "
+                          "claims exist at 10 s only")
+    first = last_end - periods * length
     fleet = Fleet(FleetSpec(seed=args.seed, clusters=2, namespaces_per_cluster=3,
                             workloads_per_namespace=4, allocations=True), clock=clock,
-                  history=(args.periods + 1) * length + 600)
+                  history=(periods + 1) * length + 600)
     console.print(f"[bold]Sysdig chargeback exporter demo[/bold]: {len(fleet.workloads())} workloads "
                   f"in 2 clusters (GPUs, MIG slices, persistent volume claims), periods "
                   f"{iso(first)} to {iso(last_end)}")
@@ -179,7 +188,7 @@ def cmd_demo(args: argparse.Namespace, *, clock: Clock) -> int:
         records = list(read_records(cfg.kafka, codec))
         latest = latest_records(records)
         manifests = list(read_manifests(cfg.kafka, codec))
-        console.print(f"  exported {args.periods} periods: {len(records)} records and "
+        console.print(f"  exported {periods} periods: {len(records)} records and "
                       f"{len(manifests)} manifests committed; a read_committed consumer sees "
                       f"{len(latest)} distinct record_ids\n")
         truth = ground_truth(fleet, period_steps(manifests), length)
@@ -248,7 +257,8 @@ def _show_capacity(console: Console, manifests: Iterable[PeriodManifest]) -> boo
 
 def register(sub: Any) -> None:
     p = sub.add_parser("demo", help="simulator + local broker: export a few periods and show them")
-    p.add_argument("--periods", type=int, default=3, help="closed hours to export (default 3)")
+    p.add_argument("--periods", type=int, default=None,
+                   help="closed hours to export (default 3, 2 in the minute after an hour)")
     p.add_argument("--seed", type=int, default=1, help="fleet seed")
     p.add_argument("--distribute-idle", choices=("proportional", "even"), default=None,
                    help="the rate card distributes idle capacity to cost centers (default: "

@@ -87,3 +87,11 @@ def test_tail_rejects_a_reversed_window_in_one_line(tmp_path: Path,
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1
     assert "--from 2026-11-02T00:00:00Z is not before --to 2026-11-01T00:00:00Z" in err
+
+
+def test_demo_refuses_hours_past_the_simulators_10s_window(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    # GPUs and claims are simulated at 10 s only, so a rolled-up hour would have no truth.
+    assert cli.main(["demo", "--periods", "5"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--periods must be 1 to " in err and "10 s window" in err
