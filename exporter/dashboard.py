@@ -43,7 +43,7 @@ from typing import Any
 
 from exporter.clock import Clock
 from exporter.commands import add_common, config_from_args
-from exporter.config import OrgConfig
+from exporter.config import IdleConfig, OrgConfig, ResourcesConfig
 from exporter.model import GIB, ORG_KEYS, RESOURCES, UNALLOCATED
 from exporter.periods import format_duration
 from exporter.queries import (
@@ -122,9 +122,12 @@ class Queries:
     missing key to `__unallocated__`.
     """
 
-    def __init__(self, sources: OrgSources) -> None:
+    def __init__(self, sources: OrgSources, resources: ResourcesConfig | None = None,
+                 idle: IdleConfig | None = None) -> None:
         self.sources = sources
         self.keys = tuple(sources.labels)
+        self.resources = resources or ResourcesConfig()
+        self.idle = idle or IdleConfig()
 
     @staticmethod
     def _sum(metric: str, matchers: Sequence[tuple[str, str, str]] = ()) -> str:
@@ -189,6 +192,40 @@ class Queries:
 
     def unallocated(self, res: str, key: str) -> str:
         return f"({self.chargeable(res)}) unless on({_G}) {self.has_key(key)}"
+
+    def gpus(self, name: str | None = None) -> str:
+        """Per pod and kube-state-metrics GPU `resource` (`resources.gpu.resources`, or `name`
+        alone): the sum of its GPU request samples in the interval, for pods with usage there,
+        as cpu and memory."""
+        names = name or "|".join(self.resources.gpu.resources)
+        req = grouped(REQUESTS, [("resource", "=~", names)], (*POD_GRAIN, "resource"),
+                      f"sum_over_time({{}}{WINDOW})")
+        return running(req, self.usage("cpu"))
+
+    def claims(self) -> str:
+        """Per claim, the sum of its requested-bytes samples in the interval, labelled with its
+        storage class (`<none>` without an info series, as the records name it)."""
+        st = self.resources.storage
+        on = f"kube_cluster_name, kube_namespace_name, {st.claim_label}"
+        capacity = f"sum by ({on}) (sum_over_time({st.capacity_metric}{WINDOW}))"
+        info = f"group by ({on}, {st.class_label}) (count_over_time({st.info_metric}{WINDOW}))"
+        none = f'label_replace({capacity}, "{st.class_label}", "<none>", "", "")'
+        return (f"({capacity} * on({on}) group_left({st.class_label}) {info}) "
+                f"or on({on}) {none}")
+
+    def allocatable(self, res: str) -> str:
+        """Per cluster, the sum of its nodes' allocatable samples of `res` in the interval
+        (`idle.metric`, `idle.resources`)."""
+        value = self.idle.resources.get(res, res)
+        return (f"sum by (kube_cluster_name) (sum_over_time("
+                f"{selector(self.idle.metric, [('resource', '=', value)])}{WINDOW}))")
+
+    def idle_capacity(self, res: str) -> str:
+        """Per cluster and interval, allocatable less chargeable, never below 0 (the records
+        compare whole periods, so an interval's overcommit does not net out here)."""
+        a = self.allocatable(res)
+        c = f"sum by (kube_cluster_name) ({self.chargeable(res)})"
+        return f"clamp_min(({a} - {c}) or {a}, 0)"
 
     def total(self, expr: str) -> str:
         """Unit-hours in the viewed range: each interval's average times its length."""
@@ -387,6 +424,42 @@ def panels(q: Queries) -> list[Panel]:
             ((f"topk(20, {scaled(res, expr)})",
               "{{kube_namespace_name}}/{{kube_workload_name}}", ""),),
             "number", 12, 5, tags=("unallocated",)))
+    # GPUs and claims, charged by allocation (docs/queries.md); each GPU resource and storage
+    # class on its own, as the rate card prices them.
+    gpus = q.gpus()
+    names = list(q.resources.gpu.resources.items())
+    for i, (name, charged) in enumerate(names):
+        total = q.total(q.rate(f"sum({q.gpus(name)})"))
+        per_row = min(4, len(names) - i // 4 * 4)  # rows of up to 4 that fill the grid
+        out.append(Panel(
+            f"Allocated {charged} GPU-hours in the viewed range",
+            f"GPUs ({name}) requested by running pods, added up over the viewed range: "
+            "charged whole, whatever their utilisation.",
+            ((total, "", "GPU-hours"),), "number", GRID_WIDTH // per_row, 3, number=True,
+            tags=("gpu",)))
+    out.append(Panel(
+        f"Allocated GPUs per hour by {cc} and GPU resource",
+        f"GPUs requested by running pods, averaged over each interval, by {cc} and "
+        "kube-state-metrics resource (MIG and time-sliced profiles apart).",
+        ((q.rate(f"sum by ({cc}, resource) ({q.org(gpus, org_keys([cc]))})"),
+          legend([cc, "resource"]), ""),), "number", 12, 4, tags=("gpu",)))
+    st = q.resources.storage
+    out.append(Panel(
+        "Requested storage (GiB) per hour by namespace and storage class",
+        "Each claim's requested capacity while it exists, mounted or not, averaged over each "
+        "interval, by namespace and storage class. The records charge a mounted claim to the "
+        "workloads that mount it.",
+        ((q.gib(q.rate(f"sum by (kube_cluster_name, kube_namespace_name, {st.class_label}) "
+                       f"({q.claims()})")),
+          "{{kube_cluster_name}} / {{kube_namespace_name}} / {{" + st.class_label + "}}", ""),),
+        "number", 12, 4, tags=("storage",)))
+    for res in RESOURCES:
+        idle = scaled(res, q.rate(q.idle_capacity(res)))
+        out.append(Panel(
+            f"Idle {what[res]} ({unit_now[res]}) per cluster",
+            f"Nodes' allocatable {what[res]} less the chargeable {what[res]} of all pods, "
+            "averaged over each interval, never below 0: what the __idle__ records bill.",
+            ((idle, "{{kube_cluster_name}}", ""),), "number", 12, 4, tags=("idle",)))
     return out
 
 
@@ -403,9 +476,13 @@ def _layout(items: Sequence[Panel]) -> list[dict[str, int]]:
     return layout
 
 
-def build_dashboard(org: OrgConfig | None = None, name: str = DEFAULT_NAME) -> dict[str, Any]:
-    """The dashboard as Sysdig's v3 export format: `{"version": "v3", "dashboard": {...}}`."""
-    items = panels(Queries(OrgSources.from_config(org)))
+def build_dashboard(org: OrgConfig | None = None, name: str = DEFAULT_NAME, *,
+                    resources: ResourcesConfig | None = None,
+                    idle: IdleConfig | None = None) -> dict[str, Any]:
+    """The dashboard as Sysdig's v3 export format: `{"version": "v3", "dashboard": {...}}`,
+    for the org labels, GPU resources and storage names (`resources`) and allocatable metric
+    (`idle`) configured."""
+    items = panels(Queries(OrgSources.from_config(org), resources, idle))
     return {
         "version": "v3",
         "dashboard": {
@@ -512,7 +589,8 @@ def _as_file(dashboard: dict[str, Any]) -> Iterator[Path]:
 
 def _cmd_install(args: argparse.Namespace, *, clock: Clock) -> int:
     config = config_from_args(args)
-    dashboard = build_dashboard(config.org, args.name)
+    dashboard = build_dashboard(config.org, args.name, resources=config.resources,
+                                idle=config.idle)
     result = build_dashboard_installer(config, clock).install(dashboard, args.name, shared=args.shared)
     print(f"{result.action} dashboard {args.name!r} (id {result.dashboard_id}, "
           f"version {result.version}) on {config.sysdig.url}")
@@ -525,7 +603,8 @@ def _cmd_install(args: argparse.Namespace, *, clock: Clock) -> int:
 
 def _cmd_export(args: argparse.Namespace, *, clock: Clock) -> int:
     config = config_from_args(args)
-    sys.stdout.write(dump(build_dashboard(config.org, args.name)))
+    sys.stdout.write(dump(build_dashboard(config.org, args.name, resources=config.resources,
+                                          idle=config.idle)))
     return 0
 
 

@@ -35,6 +35,7 @@ from exporter.commands import add_common, config_from_args
 from exporter.config import Config
 from exporter.errors import ConfigError, EncodingError, ExporterError
 from exporter.kafka import read_topic
+from exporter.model import GPU, STORAGE, family
 from exporter.money import CONTEXT, DecimalSpec, largest_remainder, quantize
 from exporter.periods import iso, parse_time
 from exporter.records import PUBLISHED_AT_HEADER, BillingRecord
@@ -74,7 +75,7 @@ COLUMNS: tuple[str, ...] = (
     "x_RecordId", "x_Revision", "x_CorrectedRevision", "x_Method",
     "x_Cluster", "x_Namespace", "x_Resource", "x_Allocation",
     "x_UsageQuantity", "x_RequestQuantity", "x_SampleCoverage", "x_PriceVersion",
-    "x_OrgLabelSources", "x_InvalidOrgValues",
+    "x_OrgLabelSources", "x_InvalidOrgValues", "x_GpuProfile", "x_StorageClass",
 )
 """The CSV header, in order. FOCUS 1.2 Cost and Usage columns plus the 1.3 allocation columns;
 custom columns carry the `x_` prefix."""
@@ -86,6 +87,8 @@ RATIO_SCALE = 12
 """Decimals of AllocatedRatio: the ratios of one shared pool are split exactly at this scale."""
 
 _RESOURCE_NAMES: Mapping[str, str] = {"cpu": "CPU", "memory": "Memory"}
+# Charged by allocation (docs/queries.md): what was consumed is what was held, the request.
+_ALLOCATED = frozenset({GPU, STORAGE})
 # The schema's unit_price scale; wider than its precision, as the implied rate of a tiny
 # quantity can exceed it.
 _PRICE = DecimalSpec(38, 10)
@@ -172,9 +175,31 @@ class Charge:
         return self.correction and self.previous is not None and self.previous.cost is not None
 
 
+def resource_name(resource: str) -> str:
+    """How a description names a resource: `CPU`, `Memory`, `GPU`, `GPU slice mig-1g.5gb`,
+    `storage class standard`."""
+    name = _RESOURCE_NAMES.get(resource)
+    if name is not None:
+        return name
+    kind, _, detail = resource.partition(".")
+    if kind == GPU:
+        return f"GPU slice {detail}" if detail else "GPU"
+    return f"{kind} class {detail}" if kind == STORAGE else resource
+
+
+def _rule(resource: str) -> str:
+    """What the quantity of a direct charge is (docs/queries.md)."""
+    kind = family(resource)
+    if kind == GPU:
+        return "requested while its pods run"
+    if kind == STORAGE:
+        return "requested capacity while the claim exists"
+    return "max(request, usage)"
+
+
 def _description(c: Charge) -> str:
     r = c.record
-    res = _RESOURCE_NAMES.get(r.resource, r.resource)
+    res = resource_name(r.resource)
     who = f"{r.workload_kind} {r.namespace}/{r.workload_name} in cluster {r.cluster}"
     if r.allocation == SHARED_DISTRIBUTION:
         text = f"{res} share of a shared workload pool charged to {who}"
@@ -184,7 +209,7 @@ def _description(c: Charge) -> str:
         text = (f"{res} share of the idle capacity of cluster {r.cluster} charged to cost "
                 f"center {r.costcenter}")
     else:
-        text = f"{res} of {who}, max(request, usage)"
+        text = f"{res} of {who}, {_rule(r.resource)}"
     if c.correction:
         was = f"revision {c.previous.revision}" if c.previous is not None else "no earlier row"
         text = f"Correction to revision {r.revision} (from {was}): {text}"
@@ -253,7 +278,10 @@ def focus_row(c: Charge | BillingRecord, *, allow_unpriced: bool = False,
     bp_start, bp_end = c.billing_period
     resource_id = f"{r.cluster}/{r.namespace}/{r.workload_kind}/{r.workload_name}"
     allocated = r.allocation in _SPLITS
-    consumed = fmt_decimal(_delta(c, "usage_quantity"))
+    kind = family(r.resource)
+    usage = fmt_decimal(_delta(c, "usage_quantity"))
+    consumed = fmt_decimal(_delta(c, "request_quantity")) if kind in _ALLOCATED else usage
+    profile = r.resource.partition(".")[2]
     return {
         "BillingAccountId": r.costcenter,
         "BillingAccountName": r.costcenter,
@@ -283,8 +311,9 @@ def focus_row(c: Charge | BillingRecord, *, allow_unpriced: bool = False,
         "ResourceId": resource_id,
         "ResourceName": r.workload_name,
         "ResourceType": r.workload_kind,
-        "ServiceCategory": "Compute",
-        "ServiceSubcategory": "Containers",
+        "ServiceCategory": "Storage" if kind == STORAGE else "Compute",
+        # A storage class says nothing of block or file storage.
+        "ServiceSubcategory": "Other (Storage)" if kind == STORAGE else "Containers",
         "ServiceName": "Kubernetes",
         "SubAccountId": r.namespace,
         "SubAccountName": r.namespace,
@@ -300,12 +329,14 @@ def focus_row(c: Charge | BillingRecord, *, allow_unpriced: bool = False,
         "x_Namespace": r.namespace,
         "x_Resource": r.resource,
         "x_Allocation": r.allocation,
-        "x_UsageQuantity": consumed,
+        "x_UsageQuantity": usage,
         "x_RequestQuantity": fmt_decimal(_delta(c, "request_quantity")),
         "x_SampleCoverage": fmt_decimal(r.sample_coverage),
         "x_PriceVersion": r.price_version or "",
         "x_OrgLabelSources": _json(r.org_label_sources),
         "x_InvalidOrgValues": _json(r.invalid_org_values),
+        "x_GpuProfile": profile if kind == GPU else "",
+        "x_StorageClass": profile if kind == STORAGE else "",
     }
 
 
@@ -552,7 +583,11 @@ def export_focus(cfg: Config, start: int, end: int, output: Path, *, allow_unpri
     for row in rows:
         cur = row["BillingCurrency"]
         billed[cur] = billed.get(cur, Decimal(0)) + Decimal(row["BilledCost"])
+        # Memory and storage are both GiB-Hours, and a MIG slice is not a whole GPU: each
+        # resource but cpu and memory is summed on its own.
         unit = row["PricingUnit"]
+        if row["x_Resource"] not in _RESOURCE_NAMES:
+            unit = f"{unit} {row['x_Resource']}"
         quantities[unit] = quantities.get(unit, Decimal(0)) + Decimal(row["PricingQuantity"])
     return ExportSummary(len(rows), sum(1 for c in sel.charges if c.correction), len(unpriced),
                          billed, quantities, sel.skipped_allocations)

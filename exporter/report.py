@@ -15,7 +15,7 @@ import csv
 import io
 import json
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any, Literal
 
@@ -23,7 +23,15 @@ from rich.console import Console, RenderableType
 from rich.table import Table
 
 from exporter.idle import IDLE_ALLOCATION, IDLE_DISTRIBUTION, IDLE_SOURCE_ALLOCATION
-from exporter.model import UNITS, PricedLine, Resource
+from exporter.model import (
+    RESOURCES,
+    STORAGE,
+    PricedLine,
+    Resource,
+    family,
+    resource_order,
+    unit_of,
+)
 from exporter.money import DecimalSpec, quantize
 from exporter.pricing import quantize_quantity
 from exporter.records import BILLABLE_ALLOCATIONS, kubernetes_kind
@@ -33,21 +41,38 @@ from exporter.units import method_step
 # What a report row adds up: the billable allocations and the idle capacity nobody was billed.
 REPORTED_ALLOCATIONS = BILLABLE_ALLOCATIONS | {IDLE_ALLOCATION}
 _SHARES = frozenset({SHARED_DISTRIBUTION, IDLE_DISTRIBUTION})
+_ZERO = quantize_quantity(Decimal(0))  # printed as a record's 0: `0.000000000`
 
 GroupBy = Literal["costcenter", "costcenter-workload", "org"]
-# Machine column names carry their unit (`UNITS`), as the `core_hours`/`gib_hours` keys of the
-# backfill summary do; the table's headers spell the unit itself.
-_COLUMNS_OF: dict[Resource, tuple[str, str, str]] = {
-    "cpu": ("cpu_usage_core_hours", "cpu_request_core_hours", "cpu_chargeable_core_hours"),
-    "memory": ("mem_usage_gib_hours", "mem_request_gib_hours", "mem_chargeable_gib_hours"),
-}
-COLUMNS: tuple[str, ...] = (*_COLUMNS_OF["cpu"], *_COLUMNS_OF["memory"])
-RESOURCE_OF: dict[str, Resource] = {c: r for r, cols in _COLUMNS_OF.items() for c in cols}
-HEADERS: dict[str, str] = {
-    c: f"{UNITS[r]}\n{word}"
-    for r, cols in _COLUMNS_OF.items()
-    for c, word in zip(cols, ("used", "requested", "chargeable"), strict=True)
-}
+_WORDS = {"usage": "used", "request": "requested", "chargeable": "chargeable"}
+
+
+def columns_of(resource: Resource) -> tuple[str, ...]:
+    """The machine columns of `resource`: usage, request and chargeable, each named with its
+    unit (`model.unit_of`) as the `core_hours`/`gib_hours` keys of the backfill summary are:
+    `cpu_usage_core_hours`, `mem_chargeable_gib_hours`, `gpu.mig-1g.5gb_request_gpu_hours`.
+    A storage class has no usage column: a claim's usage is not measured (its records carry 0).
+    """
+    prefix = "mem" if resource == "memory" else resource
+    unit = unit_of(resource).lower().replace("-", "_")
+    return tuple(f"{prefix}_{kind}_{unit}" for kind in _kinds(resource))
+
+
+def _kinds(resource: Resource) -> tuple[str, ...]:
+    return ("request", "chargeable") if family(resource) == STORAGE else tuple(_WORDS)
+
+
+COLUMNS: tuple[str, ...] = (*columns_of("cpu"), *columns_of("memory"))
+"""The columns of every report; GPUs and storage classes add theirs when the window has them."""
+
+
+def header_of(resource: Resource) -> tuple[str, ...]:
+    """The table's headers of `columns_of(resource)`: the unit (and the resource, but for cpu
+    and memory, whose units name them), then `used`, `requested` or `chargeable`."""
+    name = unit_of(resource) if resource in RESOURCES else f"{unit_of(resource)} {resource}"
+    return tuple(f"{name}\n{_WORDS[kind]}" for kind in _kinds(resource))
+
+
 # The table's display scale; the machine formats carry the records' full scale.
 DISPLAY = DecimalSpec(40, 6)
 DISPLAY_NOTE = ("Quantities rounded to 6 decimals for display; --format csv and json carry the "
@@ -74,7 +99,10 @@ def _group_values(line: PricedLine, by: GroupBy) -> tuple[str, ...]:
 class Row:
     group: tuple[str, ...]
     values: dict[str, Decimal]
-    """Per column of `COLUMNS`: the sum of the lines' record-rounded quantities."""
+    """Per column of `COLUMNS` and of the row's other resources (`columns_of`): the sum of the
+    lines' record-rounded quantities; a column absent is 0."""
+    resources: set[Resource] = field(default_factory=lambda: set(RESOURCES))
+    """The resources of the row's lines, cpu and memory always."""
     steps: tuple[int, ...] = ()
     """The sample steps (seconds) of the lines summed into this row, ascending."""
     cost: Decimal | None = None
@@ -133,24 +161,41 @@ def aggregate(lines: Sequence[PricedLine], by: GroupBy) -> list[Row]:
         g = _group_values(priced, by)
         row = rows.get(g)
         if row is None:
-            row = rows[g] = Row(g, {c: Decimal(0) for c in COLUMNS})
+            row = rows[g] = Row(g, dict.fromkeys(COLUMNS, _ZERO))
         ln = priced.line
-        usage, request, chargeable = _COLUMNS_OF[ln.resource]
+        columns = columns_of(ln.resource)
+        if len(columns) == 2 and ln.usage:
+            raise ValueError(f"report: {ln.resource} of {'/'.join(ln.workload)} has a usage, "
+                             "which no column holds")
+        usage, request, chargeable = (None, *columns) if len(columns) == 2 else columns
+        row.resources.add(ln.resource)
         vals = row.values
         seen = steps.setdefault(g, set())
         if ln.allocation not in _SHARES:  # a share was measured on its sources' steps
             seen.add(line_step(priced))
-            vals[usage] += quantize_quantity(ln.usage)
-            vals[request] += quantize_quantity(ln.request)
+            if usage is not None:
+                vals[usage] = vals.get(usage, _ZERO) + quantize_quantity(ln.usage)
+            vals[request] = vals.get(request, _ZERO) + quantize_quantity(ln.request)
         if ln.allocation not in REPORTED_ALLOCATIONS:
             continue
-        vals[chargeable] += quantize_quantity(ln.chargeable)
+        vals[chargeable] = vals.get(chargeable, _ZERO) + quantize_quantity(ln.chargeable)
         if priced.cost is not None:
             row.cost = priced.cost if row.cost is None else row.cost + priced.cost
             row.currency = priced.currency
     for g, row in rows.items():
         row.steps = tuple(sorted(steps[g]))
     return [rows[g] for g in sorted(rows)]
+
+
+def report_resources(rows: Sequence[Row]) -> list[Resource]:
+    """The resources of `rows`: cpu and memory always, then every other resource of any row,
+    GPUs then storage classes, each by name (`model.resource_order`)."""
+    return sorted({r for row in rows for r in row.resources} | set(RESOURCES), key=resource_order)
+
+
+def report_columns(rows: Sequence[Row]) -> tuple[str, ...]:
+    """The quantity columns of `rows`, those of each of `report_resources(rows)` in turn."""
+    return tuple(c for r in report_resources(rows) for c in columns_of(r))
 
 
 def currency_of(rows: Sequence[Row]) -> str | None:
@@ -196,25 +241,27 @@ def render_csv(rows: Sequence[Row], by: GroupBy) -> str:
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     cost_columns = _cost_columns(rows)
-    writer.writerow([*key_names(by), *COLUMNS, *cost_columns, "step_seconds"])
+    columns = report_columns(rows)
+    writer.writerow([*key_names(by), *columns, *cost_columns, "step_seconds"])
     for r in rows:
-        writer.writerow([*r.group, *(_exact(r.values[c]) for c in COLUMNS),
+        writer.writerow([*r.group, *(_exact(r.values.get(c, _ZERO)) for c in columns),
                          *_costs(r, bool(cost_columns)), " ".join(str(s) for s in r.steps)])
     return buf.getvalue()
 
 
 def render_json(rows: Sequence[Row], by: GroupBy, window: tuple[str, str]) -> str:
     cost_columns = _cost_columns(rows)
+    columns = report_columns(rows)
     doc: dict[str, Any] = {
         "from": window[0], "to": window[1], "group_by": by,
-        "units": {c: UNITS[RESOURCE_OF[c]] for c in COLUMNS},
+        "units": {c: unit_of(r) for r in report_resources(rows) for c in columns_of(r)},
         "step_seconds": list(all_steps(rows)),
     }
     if cost_columns:
         doc["currency"] = currency_of(rows)
     doc["rows"] = [
         {**dict(zip(key_names(by), r.group, strict=True)),
-         **{c: _exact(r.values[c]) for c in COLUMNS},
+         **{c: _exact(r.values.get(c, _ZERO)) for c in columns},
          **dict(zip(cost_columns, _costs(r, bool(cost_columns)), strict=True)),
          "step_seconds": list(r.steps)}
         for r in rows
@@ -226,22 +273,25 @@ def render_table(rows: Sequence[Row], by: GroupBy, title: str) -> Table:
     table = Table(title=title, caption=DISPLAY_NOTE, show_lines=False)
     for k in key_names(by):
         table.add_column(k)
-    for c in COLUMNS:
-        table.add_column(HEADERS[c], justify="right")
+    resources = report_resources(rows)
+    columns = report_columns(rows)
+    for resource in resources:
+        for header in header_of(resource):
+            table.add_column(header, justify="right")
     currency = currency_of(rows)
     if currency is not None:
         table.add_column(f"Cost ({currency})", justify="right")
-    totals = {c: Decimal(0) for c in COLUMNS}
-    total_cost = Decimal(0)
+    totals = dict.fromkeys(columns, _ZERO)
+    total_cost = _ZERO
     for r in rows:
-        cost = [] if currency is None else [_exact(r.cost or Decimal(0))]
-        table.add_row(*r.group, *(_display(r.values[c]) for c in COLUMNS), *cost)
-        for c in COLUMNS:
-            totals[c] += r.values[c]
-        total_cost += r.cost or Decimal(0)
+        cost = [] if currency is None else [_exact(r.cost or _ZERO)]
+        table.add_row(*r.group, *(_display(r.values.get(c, _ZERO)) for c in columns), *cost)
+        for c in columns:
+            totals[c] += r.values.get(c, _ZERO)
+        total_cost += r.cost or _ZERO
     table.add_section()
     table.add_row("TOTAL", *([""] * (len(key_names(by)) - 1)),
-                  *(_display(totals[c]) for c in COLUMNS),
+                  *(_display(totals[c]) for c in columns),
                   *([] if currency is None else [_exact(total_cost)]))
     return table
 

@@ -39,7 +39,11 @@ _METHOD = re.compile(r"^max-request-usage/(?P<grain>[a-z]+)/(?P<step>\d+)s/(?P<v
 
 def method_step(method: str, grain: str | None = None) -> int | None:
     """The step of a `method_id` of this calculation version (and of `grain` when given);
-    None for any other method."""
+    None for any other method.
+
+    Only a measurement has a step: the method of a distribution (`shared-proportional/v1`,
+    `idle-even/v1`) is None here, so ask it of measured lines, or of a period's manifest,
+    whose `method` is always the period's measurement."""
     m = _METHOD.match(method)
     if m is None or m["version"] != CALCULATION_VERSION or grain not in (None, m["grain"]):
         return None

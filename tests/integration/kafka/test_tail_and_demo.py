@@ -39,12 +39,22 @@ def test_tail_prints_committed_records(kafka_config: Callable[..., Config], tmp_
     assert len(capsys.readouterr().out.splitlines()) == 2
 
 
-def test_demo_exports_and_matches_ground_truth(capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli.main(["demo", "--periods", "2"]) == 0
+@pytest.mark.parametrize("distribute", [[], ["--distribute-idle", "even"]])
+def test_demo_exports_and_matches_ground_truth(capsys: pytest.CaptureFixture[str],
+                                               distribute: list[str]) -> None:
+    assert cli.main(["demo", "--periods", "2", *distribute]) == 0
     out = capsys.readouterr().out
     assert "exported 2 periods" in out
     assert "NO" not in out
     assert "Every (period, workload, resource) once: yes" in out
+    # GPUs, MIG slices, storage classes and idle next to cpu and memory, by cost center, each
+    # row exactly the truth.
+    [header] = [ln for ln in out.splitlines() if "GPU-Hours" in ln]
+    assert header.count("GPU-Hours") == 3 and header.count("GiB-Hours") == 4
+    for name in ("gpu.mig-1g.5gb", "storage.premium-ssd", "storage.<none>"):
+        assert name in out
+    rows = [ln for ln in out.splitlines() if ln.rstrip(" │").endswith("exact")]
+    assert len(rows) > 10 and sum("__idle__" in ln for ln in rows) == 2
 
 
 def test_tail_manifests_honour_latest_and_format(kafka_config: Callable[..., Config],
@@ -77,3 +87,11 @@ def test_tail_rejects_a_reversed_window_in_one_line(tmp_path: Path,
     err = capsys.readouterr().err
     assert code == 2 and err.count("\n") == 1
     assert "--from 2026-11-02T00:00:00Z is not before --to 2026-11-01T00:00:00Z" in err
+
+
+def test_demo_refuses_hours_past_the_simulators_10s_window(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    # GPUs and claims are simulated at 10 s only, so a rolled-up hour would have no truth.
+    assert cli.main(["demo", "--periods", "5"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--periods must be 1 to " in err and "10 s window" in err
