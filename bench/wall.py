@@ -16,14 +16,21 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from bench.fleets import SETTLE, exporter_config, period, write_rate_card
+from bench.fleets import (
+    SETTLE,
+    WALL_CONCURRENCY,
+    WALL_PREFETCH,
+    exporter_config,
+    period,
+    write_rate_card,
+)
 from bench.measure import INSTANCE
 from exporter.clock import FakeClock
 from exporter.sysdig import SysdigClient
 from exporter.wiring import build_pipeline, build_sink
 
-CONCURRENCY = 64
-PREFETCH = 8
+CONCURRENCY = WALL_CONCURRENCY
+PREFETCH = WALL_PREFETCH
 
 
 @contextmanager
@@ -50,8 +57,10 @@ def timed_queries(walls: list[float]) -> Iterator[None]:
 
 def wall(recording: Path, url: str, bootstrap: str, tag: str, periods: int,
          concurrency: int = CONCURRENCY, prefetch: int = PREFETCH) -> dict[str, Any]:
-    """One warm-up period, then `periods` measured: per period its wall time, its slowest
-    query's and their ratio."""
+    """One warm-up period, then `periods` measured by a new pipeline: per period its wall time,
+    its slowest query's and their ratio. The first measured period is its source's first, whose
+    pre-count precedes the groups' queries (`first`); the later ones size their groups from the
+    previous period's counts while their own pre-count runs."""
     cfg = exporter_config(url, bootstrap, tag, write_rate_card(recording.parent),
                           concurrency=concurrency, prefetch=prefetch)
     clock = FakeClock(period(0).end + SETTLE)
@@ -63,6 +72,8 @@ def wall(recording: Path, url: str, bootstrap: str, tag: str, periods: int,
     try:
         with timed_queries(walls):
             for i in range(-1, periods):
+                if i == 0:
+                    pipeline = build_pipeline(cfg, clock)  # a source without counts
                 p = period(i)
                 clock.set(p.end + SETTLE)
                 walls.clear()
@@ -74,8 +85,9 @@ def wall(recording: Path, url: str, bootstrap: str, tag: str, periods: int,
                 sink.publish(messages, checkpoint)
                 took = time.perf_counter() - began
                 if i >= 0:
-                    runs.append({"period_wall": took, "slowest_query": max(walls),
-                                 "queries": len(walls), "ratio": took / max(walls)})
+                    runs.append({"first": i == 0, "period_wall": took,
+                                 "slowest_query": max(walls), "queries": len(walls),
+                                 "ratio": took / max(walls)})
     finally:
         sink.close()
     return {"concurrency": concurrency, "prefetch": prefetch, "runs": runs}
