@@ -4,10 +4,11 @@ A period is measured in chunks, one per group of clusters (`exporter.limits`): a
 usage series per cluster sizes the groups so that every query stays below Sysdig's service
 limits, and a group whose query still reaches one is split in two, down to one cluster, whose
 period is then held. After a source's first period, the groups are planned from the previous
-pre-count while the period's own runs alongside them, then checked against it. Each group's queries go to `SysdigClient` for one instant answer each,
-concurrently and a bounded number of groups ahead of the consumer; `answers.parse_vector` checks
-each, and each group becomes one `PeriodUsage`: exact sums per workload, the labels seen most,
-and each cluster's sample coverage.
+pre-count while the period's own runs alongside them, then checked against it. Each group's
+queries go to `SysdigClient` for one instant answer each, concurrently and a bounded number of
+groups ahead of the consumer; `answers.parse_vector` checks each, and each group becomes one
+`PeriodUsage`: exact sums per workload, the labels seen most, and each cluster's sample
+coverage.
 """
 
 from __future__ import annotations
