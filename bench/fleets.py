@@ -15,6 +15,11 @@ STEP = 60  # periods.resolution: 1m, so a one-hour period has 60 sample steps
 SETTLE = 300
 T0 = 1_794_009_600  # 2026-11-07T00:00:00Z: the first measured period starts here
 TOKEN = "bench-token"
+# The wall-time run (bench/wall.py): queries in flight and cluster groups fetched ahead. Its
+# cluster groups differ from the other runs' (the samples budget is shared by the queries in
+# flight), so the recording holds its queries too.
+WALL_CONCURRENCY = 64
+WALL_PREFETCH = 8
 WORKLOADS_PER_NAMESPACE = 10
 
 RATE_CARD = """\

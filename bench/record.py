@@ -15,7 +15,15 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.fleets import STEP, TOKEN, exporter_config, fleet_spec, period
+from bench.fleets import (
+    STEP,
+    TOKEN,
+    WALL_CONCURRENCY,
+    WALL_PREFETCH,
+    exporter_config,
+    fleet_spec,
+    period,
+)
 from chargeback_simulator.fleet import SAMPLE_INTERVAL, Fleet
 from chargeback_simulator.server import SimulatorServer
 from exporter.clock import FakeClock
@@ -43,6 +51,9 @@ class Recording:
     names: dict[str, str]  # query text -> plan name (cpu.usage, labels, ..., series count)
     total_bytes: int
     samples: dict[str, int] = field(default_factory=dict)  # query text -> samples it scanned
+    # The wall-time run's queries that the others do not send (its own cluster groups): query
+    # text -> file name, served by the replay only, left out of every other figure.
+    wall_files: dict[str, str] = field(default_factory=dict)
 
     def save(self, directory: Path) -> None:
         (directory / "meta.json").write_text(json.dumps(asdict(self), indent=1), encoding="utf-8")
@@ -105,7 +116,22 @@ def record(target_pods: int, directory: Path, seed: int = 1, max_replicas: int =
         names = {series_count(p.length, cfg.sysdig.clusters): "series count"}
         for chunk in source.fetch_chunks(p):
             names.update((q, name) for name, q in source.plan_for(p, sorted(chunk.clusters))[0].all())
+        measured = set(bodies)
+        wall_cfg = exporter_config(server.url, "127.0.0.1:9", "record", None, step=step,
+                                   concurrency=WALL_CONCURRENCY, prefetch=WALL_PREFETCH)
+        wall_source = build_source(wall_cfg, clock)
+        for chunk in wall_source.fetch_chunks(p):
+            names.update((q, name) for name, q in
+                         wall_source.plan_for(p, sorted(chunk.clusters))[0].all())
         scanned = {s.query: s.samples for s in server.stats}
+    wall_only = {q: bodies.pop(q) for q in list(bodies) if q not in measured}
+    for q in wall_only:
+        seconds.pop(q)
+    wall_files: dict[str, str] = {}
+    for i, (query, body) in enumerate(wall_only.items()):
+        fname = f"w{i}.json"
+        (directory / fname).write_bytes(body)
+        wall_files[query] = fname
     files: dict[str, str] = {}
     total = 0
     for i, (query, body) in enumerate(bodies.items()):
@@ -119,6 +145,7 @@ def record(target_pods: int, directory: Path, seed: int = 1, max_replicas: int =
         seconds_by_name[names[q]] = seconds_by_name.get(names[q], 0.0) + took
     rec = Recording(target_pods, asdict(fleet.spec), len(pods), len(fleet.workloads()), samples,
                     samples * SAMPLE_INTERVAL // step, step, at, sum(seconds.values()),
-                    seconds_by_name, files, names, total, {q: scanned[q] for q in files})
+                    seconds_by_name, files, names, total,
+                    {q: scanned[q] for q in (*files, *wall_files)}, wall_files)
     rec.save(directory)
     return rec

@@ -39,7 +39,7 @@ class Templates:
         marker = b"[" + _stamp(rec.at) + b","
         self.parts: dict[str, list[bytes]] = {
             query: (directory / fname).read_bytes().split(marker)
-            for query, fname in rec.files.items()
+            for query, fname in {**rec.files, **rec.wall_files}.items()
         }
 
     def body(self, query: str, at: float) -> bytes | None:

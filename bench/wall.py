@@ -16,19 +16,27 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from bench.fleets import SETTLE, exporter_config, period, write_rate_card
+from bench.fleets import (
+    SETTLE,
+    WALL_CONCURRENCY,
+    WALL_PREFETCH,
+    exporter_config,
+    period,
+    write_rate_card,
+)
 from bench.measure import INSTANCE
 from exporter.clock import FakeClock
 from exporter.sysdig import SysdigClient
 from exporter.wiring import build_pipeline, build_sink
 
-CONCURRENCY = 64
-PREFETCH = 8
+CONCURRENCY = WALL_CONCURRENCY
+PREFETCH = WALL_PREFETCH
 
 
 @contextmanager
-def timed_queries(walls: list[float]) -> Iterator[None]:
-    """Append the wall time of every `SysdigClient.query_instant` call to `walls`."""
+def timed_queries(walls: list[float], ends: list[float] | None = None) -> Iterator[None]:
+    """Append the wall time of every `SysdigClient.query_instant` call to `walls`, and the
+    `time.perf_counter()` it returned at to `ends`."""
     original = SysdigClient.query_instant
     lock = threading.Lock()
 
@@ -37,9 +45,11 @@ def timed_queries(walls: list[float]) -> Iterator[None]:
         try:
             return original(self, *args, **kwargs)
         finally:
-            took = time.perf_counter() - began
+            done = time.perf_counter()
             with lock:
-                walls.append(took)
+                walls.append(done - began)
+                if ends is not None:
+                    ends.append(done)
 
     SysdigClient.query_instant = timed  # type: ignore[method-assign]
     try:
@@ -50,8 +60,10 @@ def timed_queries(walls: list[float]) -> Iterator[None]:
 
 def wall(recording: Path, url: str, bootstrap: str, tag: str, periods: int,
          concurrency: int = CONCURRENCY, prefetch: int = PREFETCH) -> dict[str, Any]:
-    """One warm-up period, then `periods` measured: per period its wall time, its slowest
-    query's and their ratio."""
+    """One warm-up period, then `periods` measured by a new pipeline: per period its wall time,
+    its slowest query's and their ratio. The first measured period is its source's first, whose
+    pre-count precedes the groups' queries (`first`); the later ones size their groups from the
+    previous period's counts while their own pre-count runs."""
     cfg = exporter_config(url, bootstrap, tag, write_rate_card(recording.parent),
                           concurrency=concurrency, prefetch=prefetch)
     clock = FakeClock(period(0).end + SETTLE)
@@ -60,13 +72,18 @@ def wall(recording: Path, url: str, bootstrap: str, tag: str, periods: int,
     sink.start()
     runs = []
     walls: list[float] = []
+    ends: list[float] = []
     try:
-        with timed_queries(walls):
+        with timed_queries(walls, ends):
             for i in range(-1, periods):
+                if i == 0:
+                    pipeline = build_pipeline(cfg, clock)  # a source without counts
                 p = period(i)
                 clock.set(p.end + SETTLE)
                 walls.clear()
+                ends.clear()
                 began = time.perf_counter()
+                cpu = time.process_time()
                 result = pipeline.compute(p)
                 messages = pipeline.messages(result)
                 checkpoint = pipeline.codec.checkpoint(INSTANCE, p.end, p.length,
@@ -74,8 +91,12 @@ def wall(recording: Path, url: str, bootstrap: str, tag: str, periods: int,
                 sink.publish(messages, checkpoint)
                 took = time.perf_counter() - began
                 if i >= 0:
-                    runs.append({"period_wall": took, "slowest_query": max(walls),
-                                 "queries": len(walls), "ratio": took / max(walls)})
+                    # After the last answer: what the exporter does once Sysdig is done.
+                    runs.append({"first": i == 0, "period_wall": took,
+                                 "slowest_query": max(walls), "queries": len(walls),
+                                 "ratio": took / max(walls),
+                                 "after_last_answer": began + took - max(ends),
+                                 "cpu": time.process_time() - cpu})
     finally:
         sink.close()
     return {"concurrency": concurrency, "prefetch": prefetch, "runs": runs}

@@ -6,6 +6,10 @@ series than the usage series of the clusters it covers, and no query scans more 
 its selectors times those series times the period's 10 s samples. Groups are contiguous runs of
 the sorted cluster names, each below every limit with `margin` to spare (docs/queries.md,
 "Service limits"). A query that still reaches a limit is split further by the source.
+
+Once a period was counted, the next one is planned from those counts while its own pre-count
+runs; `regroup` then keeps the planned groups that still fit and groups the clusters left over
+(new ones, or those of a group that grew too big).
 """
 
 from __future__ import annotations
@@ -81,6 +85,13 @@ def check_metrics(name: str, query: str, limits: Limits) -> None:
                          f"{limits.metrics} per query")
 
 
+def _max_series(limits: Limits, period_seconds: int, scans: int) -> int:
+    """The most usage series one group may have: the series budget, and the samples budget
+    where a query scans at most `scans` selectors x series x `period_seconds / 10` samples."""
+    per_series = max(1, scans) * max(1, period_seconds // SAMPLE_SECONDS)
+    return min(limits.series_budget, max(1, limits.samples_budget // per_series))
+
+
 def group_clusters(counts: Mapping[str, int], *, limits: Limits, period_seconds: int,
                    scans: int) -> list[tuple[str, ...]]:
     """Contiguous groups of the sorted clusters of `counts` (cluster -> usage series), in order.
@@ -90,8 +101,7 @@ def group_clusters(counts: Mapping[str, int], *, limits: Limits, period_seconds:
     over a budget on its own is a group of one (its queries may still be answered whole; if
     not, the period is held).
     """
-    per_series = max(1, scans) * max(1, period_seconds // SAMPLE_SECONDS)
-    max_series = min(limits.series_budget, max(1, limits.samples_budget // per_series))
+    max_series = _max_series(limits, period_seconds, scans)
     groups: list[tuple[str, ...]] = []
     current: list[str] = []
     size = 0
@@ -105,6 +115,35 @@ def group_clusters(counts: Mapping[str, int], *, limits: Limits, period_seconds:
     if current:
         groups.append(tuple(current))
     return groups
+
+
+def fits(group: Sequence[str], counts: Mapping[str, int], *, limits: Limits,
+         period_seconds: int, scans: int) -> bool:
+    """Whether `group` is within every budget by `counts` (a cluster absent from it has no
+    series): a group `group_clusters` could have made, a single cluster always being one."""
+    if len(group) == 1:
+        return True
+    return (len(group) <= limits.clusters_budget
+            and sum(counts.get(c, 0) for c in group) <= _max_series(limits, period_seconds, scans))
+
+
+def regroup(planned: Sequence[tuple[str, ...]], counts: Mapping[str, int], *, limits: Limits,
+            period_seconds: int, scans: int) -> list[tuple[str, ...]]:
+    """The groups to measure a period with, sorted by first cluster, given the groups
+    `planned` from earlier counts and this period's `counts`.
+
+    A planned group is kept when it still fits the budgets by `counts` and has a cluster of
+    `counts`; every cluster of `counts` that no kept group has (new, or of a group that grew
+    too big) is in the groups `group_clusters` makes of them. Every cluster of `counts` is in
+    exactly one group. With no plan, these are `group_clusters(counts)`.
+    """
+    kept = [g for g in planned
+            if any(c in counts for c in g)
+            and fits(g, counts, limits=limits, period_seconds=period_seconds, scans=scans)]
+    taken = {c for g in kept for c in g}
+    rest = {c: n for c, n in counts.items() if c not in taken}
+    added = group_clusters(rest, limits=limits, period_seconds=period_seconds, scans=scans)
+    return sorted([*kept, *added], key=lambda g: g[0])
 
 
 def halves(group: Sequence[str]) -> tuple[tuple[str, ...], tuple[str, ...]]:

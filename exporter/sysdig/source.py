@@ -3,10 +3,12 @@
 A period is measured in chunks, one per group of clusters (`exporter.limits`): a pre-count of
 usage series per cluster sizes the groups so that every query stays below Sysdig's service
 limits, and a group whose query still reaches one is split in two, down to one cluster, whose
-period is then held. Each group's queries go to `SysdigClient` for one instant answer each,
-concurrently and a bounded number of groups ahead of the consumer; `answers.parse_vector` checks
-each, and each group becomes one `PeriodUsage`: exact sums per workload, the labels seen most,
-and each cluster's sample coverage.
+period is then held. After a source's first period, the groups are planned from the previous
+pre-count while the period's own runs alongside them, then checked against it. Each group's
+queries go to `SysdigClient` for one instant answer each, concurrently and a bounded number of
+groups ahead of the consumer; `answers.parse_vector` checks each, and each group becomes one
+`PeriodUsage`: exact sums per workload, the labels seen most, and each cluster's sample
+coverage.
 """
 
 from __future__ import annotations
@@ -17,12 +19,20 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from decimal import Decimal, Inexact
-from operator import itemgetter
+from itertools import pairwise
+from operator import attrgetter, itemgetter
 from typing import TYPE_CHECKING
 
 from exporter.clock import Clock
 from exporter.errors import LimitExceeded, SourceQueryError
-from exporter.limits import Limits, check_metrics, group_clusters, halves, selectors
+from exporter.limits import (
+    Limits,
+    check_metrics,
+    group_clusters,
+    halves,
+    regroup,
+    selectors,
+)
 from exporter.model import (
     STORAGE,
     PeriodUsage,
@@ -104,6 +114,9 @@ class SysdigSource:
         # Idle capacity: exporter resource -> the allocatable series' `resource` label value.
         self._allocatable = dict(allocatable or {})
         self._allocatable_metric = allocatable_metric
+        # The last pre-count's answer (cluster -> usage series): the next period's groups are
+        # planned from it while that period's own pre-count runs.
+        self._previous: dict[str, int] | None = None
 
     def step_for(self, period: Period) -> int:
         """See `UsageSource.step_for`; raises `RetentionError` beyond Sysdig's retention."""
@@ -134,38 +147,61 @@ class SysdigSource:
 
         Pre-counts usage series per cluster, groups the clusters (`exporter.limits`) and yields
         one `PeriodUsage` per group, sorted by first cluster; the last also covers configured
-        clusters that show no series. At most `prefetch` groups are fetched ahead of the one
-        yielded. A group whose query reaches a limit (`LimitExceeded`) is split in two and both
-        halves fetched; a single cluster that still does raises `LimitExceeded` naming it.
+        clusters that show no series. Once a period was counted, the groups of the next are
+        planned from those counts and their queries sent while this period's pre-count runs;
+        its answer then decides (`limits.regroup`): planned groups that still fit are kept,
+        the clusters of the others and new clusters get groups of their own. No chunk is
+        yielded before the pre-count answered, and a chunk covers only clusters that it shows
+        or whose series its group's answers carry. At most `prefetch` groups are fetched ahead
+        of the one yielded. A group whose query reaches a limit (`LimitExceeded`) is split in
+        two and both halves fetched; a single cluster that still does raises `LimitExceeded`
+        naming it.
         """
         _, step, at = self.plan_for(period)
-        counts, pre_requests, pre_bytes = self._count(period, at)
         # Selectors per query do not depend on the clusters a plan is restricted to.
         named = self.plan_for(period, ("",))[0].all()
         scans = max(len(selectors(q)) for _, q in named)
-        groups = group_clusters(counts, limits=self._limits, period_seconds=period.length,
-                                scans=scans)
-        silent = tuple(sorted(c for c in self._clusters if c not in counts))
-        if not groups:
-            yield self._assemble(period, step, {name: [] for name, _ in named}, silent,
-                                 pre_requests, pre_bytes)
-            return
-        log.debug("period measured in cluster groups", extra={
-            "period": str(period), "groups": len(groups), "clusters": len(counts)})
+        previous = self._previous
+        planned = [] if previous is None else group_clusters(
+            previous, limits=self._limits, period_seconds=period.length, scans=scans)
         with ThreadPoolExecutor(max_workers=self._limits.concurrency,
                                 thread_name_prefix="sysdig-query") as pool:
+            # Groups whose queries were sent, not yet taken into the window.
+            sent: dict[tuple[str, ...], list[Future[_Outcome]]] = {}
             window: deque[tuple[tuple[str, ...], list[Future[_Outcome]]]] = deque()
-            ahead = iter(groups)
-
-            def top_up() -> None:
-                while len(window) <= self._prefetch:
-                    group = next(ahead, None)
-                    if group is None:
-                        return
-                    window.append((group, self._submit(pool, period, group)))
-
-            extra = (pre_requests, pre_bytes)
             try:
+                if not planned:
+                    # Nothing to size the groups from yet: the pre-count goes first.
+                    counts, pre_requests, pre_bytes = self._count(period, at)
+                else:
+                    counting = pool.submit(self._count, period, at)
+                    for group in planned[:self._prefetch + 1]:
+                        sent[group] = self._submit(pool, period, group)
+                    counts, pre_requests, pre_bytes = counting.result()
+                self._previous = counts
+                groups = regroup(planned, counts, limits=self._limits,
+                                 period_seconds=period.length, scans=scans)
+                for group in set(sent) - set(groups):
+                    _cancel(sent.pop(group))
+                if planned and groups != planned:
+                    log.info("cluster groups changed since the last pre-count", extra={
+                        "period": str(period), "planned": len(planned), "groups": len(groups)})
+                silent = tuple(sorted(c for c in self._clusters if c not in counts))
+                if not groups:
+                    yield self._assemble(period, step, {name: [] for name, _ in named}, silent,
+                                         pre_requests, pre_bytes)
+                    return
+                log.debug("period measured in cluster groups", extra={
+                    "period": str(period), "groups": len(groups), "clusters": len(counts)})
+                ahead = deque(groups)
+
+                def top_up() -> None:
+                    while ahead and len(window) <= self._prefetch:
+                        group = ahead.popleft()
+                        futures = sent.pop(group, None) or self._submit(pool, period, group)
+                        window.append((group, futures))
+
+                extra = (pre_requests, pre_bytes)
                 top_up()
                 while window:
                     group, futures = window.popleft()
@@ -173,14 +209,17 @@ class SysdigSource:
                     chunks = self._collect(pool, period, step, at, group, futures)
                     for i, (chunk_group, results, nreq, nbytes) in enumerate(chunks):
                         last = not window and i == len(chunks) - 1
-                        covered = (*chunk_group, *silent) if last else chunk_group
+                        shown = tuple(c for c in chunk_group if c in counts)
+                        covered = (*shown, *silent) if last else shown
                         yield self._assemble(period, step, results, covered,
-                                             nreq + extra[0], nbytes + extra[1])
+                                             nreq + extra[0], nbytes + extra[1],
+                                             queried=chunk_group)
                         extra = (0, 0)
             finally:
                 for _, futures in window:
-                    for f in futures:
-                        f.cancel()
+                    _cancel(futures)
+                for futures in sent.values():
+                    _cancel(futures)
 
     def _count(self, period: Period, at: float) -> tuple[dict[str, int], int, int]:
         """Usage series per cluster of `period` (the configured clusters only, when set), and
@@ -259,11 +298,12 @@ class SysdigSource:
 
     def _assemble(
         self, period: Period, step: int, results: Mapping[str, Sequence[tuple[Mapping[str, str], Decimal]]],
-        covered: Sequence[str], queries: int, nbytes: int,
+        covered: Sequence[str], queries: int, nbytes: int, queried: Sequence[str] = (),
     ) -> PeriodUsage:
         """One `PeriodUsage` from the (labels, value) pairs of each answer, by answer name,
         covering the clusters `covered` (those queried, and possibly clusters that show no
-        series at all).
+        series at all) and the clusters of `queried` (those the answers are restricted to)
+        that the answers carry.
 
         Sums are exact (or the period is refused); coverage shares use `money.CONTEXT`.
         """
@@ -328,7 +368,8 @@ class SysdigSource:
             usage_clusters=frozenset(lbl.get("kube_cluster_name", "") for lbl, _ in results["labels"]),
             request_clusters=frozenset(
                 lbl.get("kube_cluster_name", "") for lbl, _ in results["requests.present"]),
-            queries=queries, bytes_fetched=nbytes, clusters=frozenset(covered),
+            queries=queries, bytes_fetched=nbytes,
+            clusters=frozenset(covered) | (coverage.keys() & frozenset(queried)),
             allocatable=_allocatable(results.get("allocatable", ()), self._allocatable),
         )
 
@@ -371,21 +412,32 @@ _ALLOCATED: tuple[str, ...] = ("gpu.usage", "gpu.request", "storage.request")
 
 
 def merge(chunks: Sequence[PeriodUsage]) -> PeriodUsage:
-    """One `PeriodUsage` for the whole period from its chunks (disjoint clusters, in order)."""
+    """One `PeriodUsage` for the whole period from its chunks (disjoint clusters, in order),
+    its workloads sorted by key."""
     first = chunks[0]
     coverage: dict[str, Decimal] = {}
     allocatable: dict[str, Mapping[Resource, Decimal]] = {}
     for c in chunks:
         coverage.update(c.coverage)
         allocatable.update(c.allocatable)
+    workloads = [w for c in chunks for w in c.workloads]
+    ends = [(c.workloads[0].key, c.workloads[-1].key) for c in chunks if c.workloads]
+    if any(a[1] > b[0] for a, b in pairwise(ends)):
+        # Groups made after a pre-count (new clusters) may interleave with the planned ones.
+        workloads.sort(key=attrgetter("key"))
     return PeriodUsage(
         period=first.period, step_seconds=first.step_seconds, grain=first.grain,
-        workloads=tuple(w for c in chunks for w in c.workloads), coverage=coverage,
+        workloads=tuple(workloads), coverage=coverage,
         usage_clusters=frozenset().union(*(c.usage_clusters for c in chunks)),
         request_clusters=frozenset().union(*(c.request_clusters for c in chunks)),
         queries=sum(c.queries for c in chunks), bytes_fetched=sum(c.bytes_fetched for c in chunks),
         clusters=frozenset().union(*(c.clusters for c in chunks)), allocatable=allocatable,
     )
+
+
+def _cancel(futures: Iterable[Future[_Outcome]]) -> None:
+    for f in futures:
+        f.cancel()
 
 
 def _clusters_brief(group: Sequence[str]) -> str:

@@ -84,6 +84,7 @@ def test_harness_runs_end_to_end_on_a_tiny_fleet(tmp_path: Path) -> None:
     # Under Sysdig's latency, a period takes about as long as its slowest query.
     [wall] = [w for w in size["wall"]["runs"]]
     assert wall["queries"] == 13 and 0 < wall["slowest_query"] <= wall["period_wall"]
+    assert wall["first"] is True  # a new source: its pre-count before its groups
     # cpu and memory per workload that had samples, one manifest per cluster, plus a checkpoint
     assert run["records"] == 2 * run["workloads"]
     assert run["messages"] == run["records"] + run["manifests"] + 1

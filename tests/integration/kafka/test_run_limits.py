@@ -9,10 +9,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from chargeback_simulator.localbroker import LocalBroker
+from chargeback_simulator.server import SimulatorServer
 from exporter.config import load_config
 from tests.integration.kafka.test_team_scope import one_line, write_config
 from tests.rigs.harness import check_ledger, read_committed
-from tests.rigs.sim import T0, TOKEN, H, Run, Sim
+from tests.rigs.sim import T0, TOKEN, H, LateCluster, Run, Sim
 
 PRECOUNT = "sum by (kube_cluster_name) (count by (kube_cluster_name)"
 
@@ -65,3 +66,25 @@ def test_run_once_holds_a_period_when_one_cluster_alone_is_past_a_limit(
     assert "alone reaches a Sysdig service limit" in line and "held" in line
     cfg = load_config(path, environ={})
     assert read_committed(cfg, cfg.kafka.topics.records) == []
+
+
+def test_run_once_bills_a_cluster_that_joins_between_its_periods_exactly(
+        sim_factory: Callable[..., Sim], noida: LocalBroker, tmp_path: Path, run: Run) -> None:
+    """The second period's groups are planned from the first period's pre-count, which did not
+    show the new cluster: its own pre-count does, and the cluster gets a group of its own."""
+    sim = sim_factory(seed=11, clusters=3, namespaces_per_cluster=2, workloads_per_namespace=2)
+    late = sorted(sim.fleet.clusters())[0]
+    sim.fleet = LateCluster(sim.fleet, late, since=T0 + 2 * H)  # type: ignore[assignment]
+    with SimulatorServer(sim.fleet, sim.clock, tokens=[TOKEN]) as server:
+        sim.server = server
+        path = write_config(tmp_path, sim, TOKEN, noida)
+        code, _, err = run("run", "--once", "--config.file", str(path))
+        assert code == 0, err
+        cfg = load_config(path, environ={})
+        ledger = check_ledger(cfg, sim.fleet, T0 + H, T0 + 3 * H)  # type: ignore[arg-type]
+        # The second period's plan had no room for it: it was asked for in a group of its own.
+        assert any(f'kube_cluster_name=~"{late}"' in s.query for s in server.stats)
+    # Exactly the ground truth: nothing of the cluster in the first period, all of it after.
+    assert ledger.problems == [] and ledger.periods == 2 and ledger.records > 0
+    assert any(k.cluster == late for k in sim.fleet.ground_truth(T0 + 2 * H, T0 + 3 * H))
+    assert not any(k.cluster == late for k in sim.fleet.ground_truth(T0 + H, T0 + 2 * H))

@@ -5,13 +5,15 @@ when one cluster alone does: the result is the exact ground truth, or nothing.""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from typing import Any
 
 import pytest
 
-from chargeback_simulator.server import Latency
+from chargeback_simulator.server import Latency, SimulatorServer
 from exporter.errors import LimitExceeded
+from exporter.limits import group_clusters, selectors
 from exporter.model import PeriodUsage
 from exporter.org import OrgModel
 from exporter.periods import Period
@@ -19,7 +21,7 @@ from exporter.pipeline import charge_lines
 from exporter.sysdig import SysdigSource
 from exporter.wiring import build_source
 from tests.integration.sysdig.test_source_ground_truth import assert_equals_ground_truth
-from tests.rigs.sim import T0, H, Sim
+from tests.rigs.sim import T0, TOKEN, H, LateCluster, Sim
 
 PERIOD = Period(T0 + H, T0 + 2 * H)
 PRECOUNT = "sum by (kube_cluster_name) (count by (kube_cluster_name)"
@@ -167,3 +169,131 @@ def _stats_of(sim: Sim, call: Callable[[], object]) -> list[Any]:
     before = len(sim.server.stats)
     call()
     return list(sim.server.stats)[before:]
+
+
+# --- the next period's groups, planned from the previous pre-count --------------------------
+
+def _watch(sim: Sim, on_query: Callable[[str], None]) -> None:
+    """Call `on_query(text)` in the server's thread as each PromQL query arrives, before it
+    is answered."""
+    handle = sim.server.handle
+
+    def watching(method: str, path: str, query: Any, headers: Any, body: bytes) -> Any:
+        if "query" in query:
+            on_query(query["query"][-1])
+        return handle(method, path, query, headers, body)
+
+    sim.server.handle = watching  # type: ignore[method-assign]
+
+
+def test_with_previous_counts_the_groups_queries_do_not_wait_for_the_pre_count(
+        sim_factory: Callable[..., Sim]) -> None:
+    sim = sim_factory(seed=5, clusters=3, namespaces_per_cluster=1, workloads_per_namespace=2)
+    source = limited(sim, group_series=1)  # one cluster per group
+    arrivals: list[str] = []
+    group_query = threading.Event()
+    hold = False
+    answered_after_a_group_query: list[bool] = []
+
+    def on_query(text: str) -> None:
+        if PRECOUNT in text:
+            arrivals.append("pre-count")
+            if hold:  # answer only once a group's query reached Sysdig (or give up)
+                answered_after_a_group_query.append(group_query.wait(timeout=20))
+        else:
+            arrivals.append("group")
+            group_query.set()
+
+    _watch(sim, on_query)
+    first = list(source.fetch_chunks(Period(T0, T0 + H)))  # no counts yet: pre-count first
+    assert arrivals[0] == "pre-count" and arrivals.count("pre-count") == 1
+    assert len(first) == 3
+    arrivals.clear()
+    group_query.clear()
+    hold = True
+    chunks = list(source.fetch_chunks(PERIOD))
+    assert answered_after_a_group_query == [True]
+    assert arrivals.count("pre-count") == 1
+    assert [sorted(c.clusters) for c in chunks] == [sorted(c.clusters) for c in first]
+    assert_exact(sim, _merge(chunks))
+
+
+def test_a_cluster_that_joins_between_periods_gets_a_group_and_is_measured_exactly(
+        sim_factory: Callable[..., Sim]) -> None:
+    sim = sim_factory(seed=5, clusters=3, namespaces_per_cluster=2, workloads_per_namespace=2)
+    late = sorted(sim.fleet.clusters())[1]  # between the others: its group interleaves theirs
+    others = sorted(c for c in sim.fleet.clusters() if c != late)
+    sim.fleet = LateCluster(sim.fleet, late, since=PERIOD.start)  # type: ignore[assignment]
+    with SimulatorServer(sim.fleet, sim.clock, tokens=[TOKEN]) as server:
+        sim.server = server
+        source = limited(sim, group_series=2 * max(series_per_cluster(sim).values()))
+        before = Period(PERIOD.start - H, PERIOD.start)
+        chunks = list(source.fetch_chunks(before))
+        assert [sorted(c.clusters) for c in chunks] == [others]
+        lines = charge_lines(_merge(chunks), OrgModel(sim.config().org))
+        assert_equals_ground_truth(sim.fleet, before, lines)
+        chunks = list(source.fetch_chunks(PERIOD))
+        # The planned group is kept; the new cluster has its own, fetched after it.
+        assert [sorted(c.clusters) for c in chunks] == [others, [late]]
+        for chunk in chunks:
+            assert {w.key.cluster for w in chunk.workloads} <= chunk.clusters
+        merged = _merge(chunks)
+        keys = [w.key for w in merged.workloads]
+        assert keys == sorted(keys)  # interleaved chunks merge in workload order
+        assert_exact(sim, merged)
+
+
+def test_a_group_planned_from_counts_that_grew_is_regrouped_and_measured_exactly(
+        sim_factory: Callable[..., Sim]) -> None:
+    sim = sim_factory(seed=5, clusters=4, namespaces_per_cluster=2, workloads_per_namespace=3)
+    counts = series_per_cluster(sim)
+    before = Period(PERIOD.start - H, PERIOD.start)
+    # The previous period's pre-count says every cluster is tiny: one group is planned.
+    sim.server.faults.push("/prometheus", status=200, query=PRECOUNT, body={
+        "status": "success", "data": {"resultType": "vector", "result": [
+            {"metric": {"kube_cluster_name": c}, "value": [before.end - 5, "1"]}
+            for c in counts]}})
+    budget = 2 * max(counts.values())
+    source = limited(sim, group_series=budget)
+    assert [sorted(c.clusters) for c in source.fetch_chunks(before)] == [sorted(counts)]
+    assert sim.server.faults.pending() == 0
+    chunks = list(source.fetch_chunks(PERIOD))
+    covered = [tuple(sorted(c.clusters)) for c in chunks]
+    assert len(covered) >= 2
+    assert covered == group_clusters(counts, limits=source._limits,
+                                     period_seconds=H, scans=_scans(source))
+    for group in covered:
+        assert len(group) == 1 or sum(counts[c] for c in group) <= budget
+    assert_exact(sim, _merge(chunks))
+
+
+def test_the_next_groups_queries_are_in_flight_while_the_consumer_holds_a_chunk(
+        sim_factory: Callable[..., Sim]) -> None:
+    """Sysdig's time is modelled by holding the second group's answers until the consumer has
+    the first chunk: they must have been asked for by then, without the consumer asking."""
+    sim = sim_factory(seed=5, clusters=2, namespaces_per_cluster=1, workloads_per_namespace=2)
+    source = limited(sim, group_series=1, prefetch_groups=1)
+    list(source.fetch_chunks(Period(T0, T0 + H)))  # counts for the next period
+    second = sorted(sim.fleet.clusters())[1]
+    asked = threading.Event()
+    consumer_has_first = threading.Event()
+
+    def on_query(text: str) -> None:
+        if f'kube_cluster_name=~"{second}"' in text:
+            asked.set()
+            consumer_has_first.wait(timeout=20)
+
+    _watch(sim, on_query)
+    chunks = source.fetch_chunks(PERIOD)
+    first = next(chunks)
+    assert second not in first.clusters
+    in_flight = asked.wait(timeout=20)
+    consumer_has_first.set()
+    assert in_flight
+    rest = list(chunks)
+    assert [sorted(c.clusters) for c in rest] == [[second]]
+    assert_exact(sim, _merge([first, *rest]))
+
+
+def _scans(source: SysdigSource) -> int:
+    return max(len(selectors(q)) for _, q in source.plan_for(PERIOD, ("",))[0].all())
