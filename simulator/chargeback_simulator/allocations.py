@@ -44,6 +44,8 @@ MOUNTS = "kube_pod_spec_volumes_persistentvolumeclaims_info"
 CLAIM_LABEL = "kube_persistentvolumeclaim_name"
 CLASS_LABEL = "kube_storageclass_name"
 CLAIM_KIND = "persistentvolumeclaim"
+# The metric families of `Allocations.select` (GPU requests share the fleet's request family).
+ALLOCATION_FAMILIES = (REQUESTS, GPU_UTIL, CAPACITY, CLAIM_INFO, MOUNTS)
 # The charged resource of each kube-state-metrics GPU resource (the exporter's config).
 GPU_RESOURCES = {"nvidia_com_gpu": "gpu", "nvidia_com_mig_1g_5gb": "gpu.mig-1g.5gb",
                  "nvidia_com_mig_3g_20gb": "gpu.mig-3g.20gb"}
@@ -119,12 +121,12 @@ class Allocations:
         """Every matching series over `times` (seconds, 10 s samples)."""
         ts_ms = times * 1000
         names = [m for m in matchers if m.name == METRIC_NAME]
-        wanted = [n for n in (REQUESTS, GPU_UTIL, CAPACITY, CLAIM_INFO, MOUNTS)
+        wanted = [n for n in ALLOCATION_FAMILIES
                   if all(m.matches(n) for m in names)]
         if not wanted or not len(times):
             return SeriesSet.empty(ts_ms)
         rows: list[tuple[Labels, np.ndarray]] = []
-        pods = self._fleet.pods(int(times[0]), int(times[-1]) + STEP)
+        pods = self._fleet.pods(int(times[0]), int(times[-1]) + STEP, requested=True)
         wire = {w.key: w.wire_labels for w in self._fleet.workloads()}
         nan = np.full(len(times), np.nan)
         for pod in pods:
@@ -162,11 +164,18 @@ class Allocations:
             if CLAIM_INFO in wanted and claim.storage_class is not None:
                 rows.append(({**where, METRIC_NAME: CLAIM_INFO, CLASS_LABEL: claim.storage_class},
                              np.where(live, 1.0, nan)))
-        kept = [(lb, v) for lb, v in rows
-                if all(m.matches(lb.get(m.name)) for m in matchers) and not np.isnan(v).all()]
+        # A statefulset's pod keeps its name across instances: as in a TSDB, their samples are
+        # one series (they never overlap in time), or a lookback would see two at once.
+        kept: dict[frozenset[tuple[str, str]], tuple[Labels, np.ndarray]] = {}
+        for lb, v in rows:
+            if all(m.matches(lb.get(m.name)) for m in matchers) and not np.isnan(v).all():
+                key = frozenset(lb.items())
+                before = kept.get(key)
+                kept[key] = (lb, v if before is None else np.where(np.isnan(v), before[1], v))
         if not kept:
             return SeriesSet.empty(ts_ms)
-        return SeriesSet([lb for lb, _ in kept], ts_ms, np.vstack([v for _, v in kept]))
+        return SeriesSet([lb for lb, _ in kept.values()], ts_ms,
+                         np.vstack([v for _, v in kept.values()]))
 
     # ------------------------------------------------------------------ truth
     def ground_truth(self, start: int, end: int) -> dict[WorkloadKey, dict[str, SampleSums]]:

@@ -28,6 +28,7 @@ from datetime import timedelta
 from typing import Any, Literal
 
 import numpy as np
+import numpy.typing as npt
 import promql_parser as pp
 
 from chargeback_simulator.series import (
@@ -861,6 +862,9 @@ def _many_to_one(op: str, lhs: SeriesSet, rhs: SeriesSet, on: bool, names: Seque
     drop_name = op in _ARITHMETIC or return_bool
     out_labels: list[Labels] = []
     out_values: list[FloatArray] = []
+    # Per match group and result label set, the instants already filled: a second sample there
+    # is Prometheus' error for this group (across groups, `_collapse` finds it).
+    filled: dict[tuple[int, frozenset[tuple[str, str]]], npt.NDArray[np.bool_]] = {}
     for i, sig in enumerate(mid.tolist()):
         for j in rows_of.get(sig, ()):
             a, b = many.values[i], one.values[j]
@@ -883,6 +887,12 @@ def _many_to_one(op: str, lhs: SeriesSet, rhs: SeriesSet, on: bool, names: Seque
                         labels[name] = got
                     else:
                         labels.pop(name, None)
+            key = (sig, _identity(labels))
+            seen = filled.get(key)
+            if seen is not None and (seen & both).any():
+                raise QueryExecutionError(
+                    "multiple matches for labels: grouping labels must ensure unique matches")
+            filled[key] = both if seen is None else seen | both
             out_labels.append(labels)
             out_values.append(np.where(both, value, np.nan))
     if not out_labels:
