@@ -16,7 +16,7 @@ import yaml
 from chargeback_simulator.allocations import GPU_RESOURCES
 from chargeback_simulator.localbroker import LocalBroker
 from exporter.config import load_config
-from exporter.model import RESOURCES
+from exporter.model import ORG_KEYS, RESOURCES, UNALLOCATED
 from exporter.periods import iso
 from exporter.pricing import quantize_cost, quantize_quantity
 from exporter.records import BillingRecord, PeriodManifest
@@ -113,12 +113,28 @@ def test_gpus_and_claims_are_billed_exactly_as_the_truth(
         r = got[(job.cluster, job.namespace, "job", job.name, "gpu")]
         assert r.request_quantity == quantize_quantity(Decimal(42 * 10) / 3600)
     # Manifests total every resource exactly.
+    allocated_seen: set[str] = set()
     for m in manifests:
         recs = [r for r in records if r.cluster == m.cluster and r.period_start == m.period_start]
         for t in m.totals:
             assert t.chargeable_quantity == sum(
                 (r.chargeable_quantity for r in recs if r.resource == t.resource), Decimal(0))
         assert {t.resource for t in m.totals} == {r.resource for r in recs}
+        # Label coverage covers every resource as it covers cpu and memory.
+        shares = {(s.org_key, s.resource): s for s in m.unallocated_share}
+        assert shares.keys() == {(k, t.resource) for k in ORG_KEYS for t in m.totals}
+        for (key, resource), s in shares.items():
+            of = [r for r in recs if r.resource == resource]
+            total = sum((r.chargeable_quantity for r in of), Decimal(0))
+            missing = sum((r.chargeable_quantity for r in of
+                           if getattr(r, key) == UNALLOCATED), Decimal(0))
+            assert abs(s.unallocated_share - (missing / total if total else 0)) <= Decimal(
+                "0.000001"), (m.cluster, key, resource)
+        unallocated_claims = {r.resource for r in recs
+                              if r.resource.startswith("storage.") and r.costcenter == UNALLOCATED}
+        assert unallocated_claims <= {o.resource for o in m.top_offenders}
+        allocated_seen.update(r for _, r in shares if not r.startswith(("cpu", "memory")))
+    assert {"gpu", "storage.standard", "storage.<none>"} <= allocated_seen
 
 
 def test_a_gpu_profile_without_a_price_bills_nothing(
