@@ -202,8 +202,9 @@ def plan(
     if gpu is not None and gpu.resources:
         allocated.update(gpu_plan(gpu, m, by_grain, pod_u, half, integral))
     if storage is not None:
+        # By claim too: the source rounds each claim's parts so they add up to its whole.
         allocated["storage.request"] = integral(storage_step(storage, m, pod_u, half),
-                                                (storage.class_label,))
+                                                (storage.class_label, storage.claim_label))
     return QueryPlan(usage, request, charge, labels, coverage, present, tuple(columns), allocated)
 
 

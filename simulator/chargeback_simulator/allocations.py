@@ -11,7 +11,9 @@ counts while its pod has usage samples) is exercised by the same pods as cpu and
   by the DCGM exporter's own pod, naming the consumer in `pod` and `namespace`, at 25, 50, 75
   or 100 %.
 - Claims: every statefulset replica has `data-<pod>` (1 to 50 GiB, `standard` or
-  `premium-ssd`), which outlives its pods: between two pods it is mounted by none. Every
+  `premium-ssd`), which outlives its pods: between two pods it is mounted by none. A namespace
+  with two or more deployments and jobs has `shared-<namespace>` (10 GiB, `nfs`, ReadWriteMany)
+  mounted by all their pods, split evenly between the workloads running at each step. Every
   namespace has `scratch-<namespace>` for 40 minutes of each 2 hours, never mounted; one
   namespace in three has no info series for it (class unknown, charged as `<none>`).
 
@@ -23,6 +25,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
+from fractions import Fraction
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -32,7 +35,7 @@ from chargeback_simulator.series import METRIC_NAME, IntArray, LabelMatcher, Lab
 from exporter.model import SampleSums, WorkloadKey
 
 if TYPE_CHECKING:
-    from chargeback_simulator.fleet import Fleet
+    from chargeback_simulator.fleet import Fleet, Pod
 
 STEP = 10
 GIB = 2**30
@@ -74,6 +77,12 @@ class Claim:
     owner: WorkloadKey | None = None
     pod: str | None = None
     periodic: bool = False  # exists [g*7200 + 1800, g*7200 + 4200) only
+    # ReadWriteMany: every pod of these workloads mounts it (split evenly between them).
+    shared_by: tuple[WorkloadKey, ...] = ()
+
+    def mounted_by(self, pod: Pod) -> bool:
+        return (pod.workload in self.shared_by
+                or (self.owner == pod.workload and self.pod == pod.name))
 
     def exists(self, t: IntArray) -> npt.NDArray[np.bool_]:
         if not self.periodic:
@@ -114,6 +123,12 @@ class Allocations:
         for j, (cluster, ns) in enumerate(namespaces):
             claims.append(Claim(cluster, ns, f"scratch-{ns}", None if j % 3 == 2 else "standard",
                                 2, periodic=True))
+            # A ReadWriteMany claim of the namespace's deployments and jobs: jobs come and go,
+            # so the number of holders, and each one's share, changes during an hour.
+            holders = tuple(w.key for w in workloads[:-3] if (w.key.cluster, w.key.namespace)
+                            == (cluster, ns) and w.key.kind in ("deployment", "job"))
+            if len(holders) >= 2:
+                claims.append(Claim(cluster, ns, f"shared-{ns}", "nfs", 10, shared_by=holders))
         self.claims = tuple(claims)
 
     # ------------------------------------------------------------------ series
@@ -149,7 +164,7 @@ class Allocations:
                                  np.where(runs, float(grant.utilization), nan)))
             if MOUNTS in wanted:
                 for claim in self.claims:
-                    if claim.owner == pod.workload and claim.pod == pod.name:
+                    if claim.mounted_by(pod):
                         rows.append(({**base, METRIC_NAME: MOUNTS, CLAIM_LABEL: claim.name,
                                       "volume": "data"}, np.where(asked, 1.0, nan)))
         lo, hi = self._fleet.available(int(times[0]), int(times[-1]) + STEP)
@@ -195,21 +210,55 @@ class Allocations:
             got[0] += Decimal(n * grant.count * grant.utilization) / 100
             got[1] += Decimal(n * grant.count)
         for claim in self.claims:
-            live = claim.exists(times)
-            mounted = np.zeros(len(times), dtype=bool)
-            for pod in pods:
-                if claim.owner == pod.workload and claim.pod == pod.name:
-                    mounted |= (times >= pod.start) & (times < pod.end)
             resource = f"storage.{claim.storage_class or '<none>'}"
-            alone = WorkloadKey(claim.cluster, claim.namespace, CLAIM_KIND, claim.name)
-            for key, n in ((claim.owner, int((live & mounted).sum())),
-                           (alone, int((live & ~mounted).sum()))):
-                if n and key is not None:
-                    got = steps.setdefault((key, resource), [zero, zero])
-                    got[1] += Decimal(n * claim.gib)
+            for key, gib_hours in _claim_truth(claim, pods, times).items():
+                got = steps.setdefault((key, resource), [zero, zero])
+                got[1] += gib_hours * 3600 / STEP  # back to GiB-steps, converted below
         out: dict[WorkloadKey, dict[str, SampleSums]] = {}
         hour = Decimal(3600)
         for (key, resource), (used, held) in steps.items():
             u, r = used * STEP / hour, held * STEP / hour
             out.setdefault(key, {})[resource] = SampleSums(u, r, r)
         return out
+
+
+def _claim_truth(claim: Claim, pods: Sequence[Pod], times: IntArray) -> dict[WorkloadKey, Decimal]:
+    """GiB-Hours of `claim` per record: at each step it exists, its capacity is split evenly
+    between the workloads with a running pod that mounts it, or is the claim's own record.
+
+    The billing rule for a split that does not divide: the claim's whole is rounded half-even
+    to the records' 9 decimals, and split back in proportion to the exact parts, the units
+    left over going to the largest remainders (ties: key order). The parts add up to the
+    rounded whole exactly.
+    """
+    live = claim.exists(times)
+    holders: dict[WorkloadKey, npt.NDArray[np.bool_]] = {}
+    for pod in pods:
+        if claim.mounted_by(pod):
+            runs = (times >= pod.start) & (times < pod.end)
+            holders[pod.workload] = holders.get(pod.workload, np.zeros(len(times), bool)) | runs
+    count = np.zeros(len(times), dtype=np.int64)
+    for runs in holders.values():
+        count += runs
+    per_step = Fraction(claim.gib * STEP, 3600)  # GiB-Hours of one step
+    exact: dict[WorkloadKey, Fraction] = {}
+    for key, runs in holders.items():
+        share = sum((Fraction(1, int(n)) for n in count[live & runs]), Fraction(0))
+        if share:
+            exact[key] = share * per_step
+    alone = int((live & (count == 0)).sum())
+    if alone:
+        exact[WorkloadKey(claim.cluster, claim.namespace, CLAIM_KIND, claim.name)] = (
+            alone * per_step)
+    if not exact:
+        return {}
+    scale = 10**9
+    whole = sum(exact.values(), Fraction(0)) * scale
+    units = round(whole)  # a Fraction rounds half to even
+    keys = sorted(exact)
+    ideal = {k: exact[k] * scale * units / whole for k in keys}
+    floors = {k: int(v) for k, v in ideal.items()}
+    left = units - sum(floors.values())
+    for k in sorted(keys, key=lambda k: (floors[k] - ideal[k], k))[:left]:
+        floors[k] += 1
+    return {k: Decimal(v) / scale for k, v in floors.items()}

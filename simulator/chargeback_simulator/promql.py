@@ -581,6 +581,23 @@ def _window_reduce(ufunc: np.ufunc, values: FloatArray, lo: IntArray, hi: IntArr
     return out
 
 
+def _kahan_sum(values: FloatArray, lo: IntArray, hi: IntArray) -> FloatArray:
+    """Σ of each row over each window's columns, in time order with Neumaier's compensation,
+    as Prometheus' `sum_over_time` adds (`kahanSumInc`): values that float64 does not hold
+    exactly (a claim's capacity split in three) sum to the same last digit as there."""
+    out = np.empty((values.shape[0], len(lo)))
+    for w, (a, b) in enumerate(zip(lo.tolist(), hi.tolist(), strict=True)):
+        total = np.zeros(values.shape[0])
+        comp = np.zeros(values.shape[0])
+        for j in range(a, b):
+            inc = values[:, j]
+            t = total + inc
+            comp += np.where(np.abs(total) >= np.abs(inc), (total - t) + inc, (inc - t) + total)
+            total = t
+        out[:, w] = np.where(np.isinf(total), total, total + comp)
+    return out
+
+
 def _range_function(name: str, arg: _RangeArg) -> FloatArray:
     values, lo, hi = arg.data.values, arg.lo, arg.hi
     n, m = values.shape
@@ -602,6 +619,8 @@ def _range_function(name: str, arg: _RangeArg) -> FloatArray:
             # Heavily overlapping windows: prefix sums (exact for the fleet's quantised values).
             csum = np.concatenate([np.zeros((n, 1)), np.cumsum(zeroed, axis=1)], axis=1)
             result = csum[:, hi] - csum[:, lo]
+        elif name == "sum_over_time":
+            result = _kahan_sum(zeroed, lo, hi)
         else:
             result = _window_reduce(np.add, zeroed, lo, hi, 0.0)
         if name == "avg_over_time":

@@ -316,8 +316,9 @@ def test_changed_gpu_and_claim_data_republish_exactly_the_changed_cluster(
     for r in fixed:
         before = live[r.record_id]
         if r.resource.startswith("storage."):
-            # twice the capacity, at the records' scale (each rounded once)
-            assert abs(r.chargeable_quantity - 2 * before.chargeable_quantity) <= QUANTUM
+            # twice the capacity, at the records' scale: each claim's parts are rounded (to
+            # add up to its whole), so a part may move by up to 3 units of that scale
+            assert abs(r.chargeable_quantity - 2 * before.chargeable_quantity) <= 3 * QUANTUM
             assert r.chargeable_quantity > before.chargeable_quantity, r.record_id
         else:  # the cluster's other lines are republished unchanged, with the bump
             assert r.chargeable_quantity == before.chargeable_quantity, r.record_id
