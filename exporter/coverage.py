@@ -29,13 +29,14 @@ from exporter.model import (
     ORG_KEYS,
     RESOURCES,
     UNALLOCATED,
-    UNITS,
     ChargeLine,
     KeyCoverage,
     LabelCoverage,
     Offender,
     OrgAssignment,
     Resource,
+    resource_order,
+    unit_of,
 )
 from exporter.money import SHARE, DecimalSpec, quantize, share
 from exporter.pricing import quantize_quantity
@@ -140,24 +141,28 @@ def label_coverage(lines: Sequence[ChargeLine], top_n: int = 10) -> dict[str, La
     out: dict[str, LabelCoverage] = {}
     for cluster in sorted(clusters):
         sums = clusters[cluster]
+        # cpu and memory always (0 shares without lines), then every other resource the
+        # cluster has lines of: GPUs, then storage classes (`model.resource_order`).
+        present = _resources(sums.totals)
         keys = tuple(
             KeyCoverage(
                 org_key=key,
                 resource=res,
                 unallocated_share=share(
-                    sums.missing[res].get((key, UNALLOCATED), _ZERO), sums.totals[res]
+                    sums.missing.get(res, {}).get((key, UNALLOCATED), _ZERO), sums.totals[res]
                 ),
-                invalid_share=share(sums.missing[res].get((key, INVALID), _ZERO), sums.totals[res]),
+                invalid_share=share(sums.missing.get(res, {}).get((key, INVALID), _ZERO),
+                                    sums.totals[res]),
             )
             for key in ORG_KEYS
-            for res in RESOURCES
+            for res in present
         )
         top: list[Offender] = []
-        for res in RESOURCES:
+        for res in present:
             # nsmallest(n, ...) is sorted(...)[:n], without sorting every offender.
             ranked = heapq.nsmallest(
                 top_n,
-                ((k, v) for k, v in sums.offenders[res].items() if v[0] > 0),
+                ((k, v) for k, v in sums.offenders.get(res, {}).items() if v[0] > 0),
                 key=lambda kv: (-kv[1][0], kv[0][0], kv[0][1], kv[0][2]),
             )
             for (ns, kind, name), (q, bad, inv) in ranked:
@@ -171,6 +176,11 @@ def label_coverage(lines: Sequence[ChargeLine], top_n: int = 10) -> dict[str, La
     return out
 
 
+def _resources(seen: Mapping[Resource, Decimal] | Sequence[Resource]) -> tuple[Resource, ...]:
+    """`RESOURCES`, then the other resources of `seen` in `model.resource_order`."""
+    return (*RESOURCES, *sorted((r for r in seen if r not in RESOURCES), key=resource_order))
+
+
 def _pct(value: Decimal) -> str:
     return f"{quantize(value * 100, _PERCENT, 'percentage')} %"
 
@@ -180,14 +190,16 @@ def render_coverage_table(coverage: Mapping[str, LabelCoverage]) -> Table:
     table = Table(title="Label coverage (share of chargeable quantity)")
     table.add_column("Cluster")
     table.add_column("Org key")
-    for res in RESOURCES:
+    present = _resources(list(dict.fromkeys(k.resource for c in coverage.values()
+                                           for k in c.keys)))
+    for res in present:
         table.add_column(f"{res} unallocated", justify="right")
         table.add_column(f"{res} invalid", justify="right")
     for cluster, cov in sorted(coverage.items()):
         by = {(k.org_key, k.resource): k for k in cov.keys}
         for key in ORG_KEYS:
             cells: list[str] = []
-            for res in RESOURCES:
+            for res in present:
                 kc = by.get((key, res))
                 for value in (
                     (kc.unallocated_share, kc.invalid_share) if kc else (Decimal(0), Decimal(0))
@@ -212,7 +224,7 @@ def render_offenders_table(coverage: Mapping[str, LabelCoverage]) -> Table:
             table.add_row(
                 cluster, o.namespace, kubernetes_kind(o.workload_kind), o.workload_name, o.resource,
                 str(quantize(o.chargeable, _DISPLAY, "chargeable quantity")),
-                UNITS[o.resource], ", ".join(unallocated), ", ".join(o.invalid_keys),
+                unit_of(o.resource), ", ".join(unallocated), ", ".join(o.invalid_keys),
             )
     return table
 
@@ -242,7 +254,7 @@ def coverage_document(coverage: Mapping[str, LabelCoverage]) -> list[dict[str, A
                 {"namespace": o.namespace, "workload_kind": kubernetes_kind(o.workload_kind),
                  "workload": o.workload_name, "resource": o.resource,
                  "chargeable_quantity": format(quantize_quantity(o.chargeable), "f"),
-                 "unit": UNITS[o.resource], "missing_keys": list(o.missing_keys),
+                 "unit": unit_of(o.resource), "missing_keys": list(o.missing_keys),
                  "invalid_keys": list(o.invalid_keys)}
                 for o in cov.top_offenders
             ],

@@ -40,7 +40,7 @@ from exporter.queries import (
 )
 from exporter.sysdig import SERIES_CAP, SysdigClient, parse_vector, read_team_scope
 from exporter.sysdig.retention import parse_timelines
-from exporter.wiring import build_client
+from exporter.wiring import build_client, gpu_names, storage_names
 
 Result = Literal["ok", "warn", "FAIL"]
 SAMPLE_INTERVAL = 10  # Sysdig's native sample interval (seconds)
@@ -96,6 +96,7 @@ class Preflight:
             ("sample grid", self.sample_grid), ("retention", self.retention),
             ("metrics", self.metrics), ("container labels", self.container_labels),
             ("workload kinds", self.workload_kinds), ("completed pods", self.completed_pods),
+            ("gpu names", self.gpu_names), ("storage names", self.storage_names),
             ("1d subquery", self.day_subquery), ("headroom", self.headroom)]
         for name, step in steps:
             checks.extend(self._guard(name, step))
@@ -287,6 +288,85 @@ class Preflight:
                      f"every one of {total:,} cpu request series at {_instant(self._settled)} "
                      "belongs to a pod with a usage sample then")
 
+    def _labelled(self, metric: str, label: str, what: str) -> tuple[int, int]:
+        """(series of `metric` now, of those the ones carrying `label`), over the last 5 minutes
+        so that a metric scraped less often than every 10 s is still seen."""
+        total = self._count(f"count(last_over_time({self._sel(metric)}[5m]))", what)
+        carrying = self._count(
+            f"count(last_over_time({self._sel(metric, [(label, '!=', '')])}[5m]))", what)
+        return total, carrying
+
+    def gpu_names(self) -> list[Check]:
+        """GPU resources (`resources.gpu`): every GPU-like `resource` that kube-state-metrics
+        reports is configured (one that is not would go unbilled), and the utilisation metric
+        names the pods holding the devices. Information only past the first row."""
+        gpu = self._cfg.resources.gpu
+        if not gpu.enabled:
+            return [Check("gpu names", "ok", "resources.gpu.enabled is false: GPUs not billed")]
+        seen = {lb.get("resource", ""): int(v) for lb, v in self._vector(
+            f"count by (resource) (last_over_time({self._sel(REQUESTS)}[5m]))", self._settled,
+            "gpu names")}
+        configured = set(gpu.resources)
+        unbilled = sorted(r for r in seen if r not in configured and _gpu_like(r))
+        found = sorted(r for r in seen if r in configured)
+        shown = ", ".join(f"{r} {seen[r]:,}" for r in found) or "none now"
+        out: list[Check] = []
+        if unbilled:
+            out.append(Check("gpu names", "FAIL",
+                             f"GPU resource(s) {', '.join(unbilled)} requested on the tenant are "
+                             "not in resources.gpu.resources: their GPUs would not be billed "
+                             f"(configured and seen: {shown})"))
+        else:
+            absent = sorted(configured - set(found))
+            note = (f"; not requested now: {', '.join(absent)} (a wrong name, or no such GPU "
+                    "in use)" if absent else "")
+            out.append(Check("gpu names", "ok" if found else "warn",
+                             f"request series of configured GPU resources: {shown}{note}"))
+        metric = gpu.utilization_metric
+        if metric is None:
+            return out
+        pods = self._labelled(metric, gpu.utilization_pod_label, "gpu utilization")
+        nss = self._labelled(metric, gpu.utilization_namespace_label, "gpu utilization")
+        evidence = (f"{pods[0]:,} {metric} series, {pods[1]:,} with "
+                    f"{gpu.utilization_pod_label}, {nss[1]:,} with "
+                    f"{gpu.utilization_namespace_label}")
+        if not pods[0] or not pods[1] or not nss[1]:
+            # Information only: utilisation never changes a charge (docs/queries.md).
+            out.append(Check("gpu utilization", "warn",
+                             f"{evidence}: GPU utilisation is reported as 0 (set "
+                             "resources.gpu.utilization_metric and its labels, or null)"))
+        else:
+            out.append(Check("gpu utilization", "ok", evidence))
+        return out
+
+    def storage_names(self) -> list[Check]:
+        """Claims (`resources.storage`): each configured metric has series and carries the
+        claim label, and the info metric the class label. One row per name missing; any of
+        them fails, since claims would then be unbilled, merged or priced at another class."""
+        st = self._cfg.resources.storage
+        if not st.enabled:
+            return [Check("storage names", "ok",
+                          "resources.storage.enabled is false: claims not billed")]
+        out: list[Check] = []
+        needs = ((st.capacity_metric, "capacity_metric", (st.claim_label, "claim_label")),
+                 (st.info_metric, "info_metric", (st.class_label, "class_label")),
+                 (st.mount_metric, "mount_metric", (st.claim_label, "claim_label")))
+        for metric, key, (label, label_key) in needs:
+            total, carrying = self._labelled(metric, label, f"storage {metric}")
+            if not total:
+                out.append(Check(f"metric {metric}", "FAIL",
+                                 f"no series in the 5 minutes before {_instant(self._settled)}: "
+                                 f"set resources.storage.{key} to the tenant's name (or "
+                                 "resources.storage.enabled: false)"))
+            elif not carrying:
+                out.append(Check(f"metric {metric}", "FAIL",
+                                 f"none of its {total:,} series carries {label}: set "
+                                 f"resources.storage.{label_key} to the tenant's label name"))
+            else:
+                out.append(Check(f"metric {metric}", "ok",
+                                 f"{total:,} series, {carrying:,} with {label}"))
+        return out
+
     def day_subquery(self) -> Check:
         step = self._cfg.periods.resolution
         want = DAY // step
@@ -305,7 +385,10 @@ class Preflight:
         period = last_period(self._now, cfg)
         step = cfg.periods.resolution
         qplan = plan(period.length, step, cfg.periods.grain, cfg.clusters,
-                     OrgModel(cfg.org).label_columns())
+                     OrgModel(cfg.org).label_columns(), gpu=gpu_names(cfg),
+                     storage=storage_names(cfg),
+                     allocatable=tuple(cfg.idle.resources.values()) if cfg.idle.enabled else (),
+                     allocatable_metric=cfg.idle.metric)
         at = period.end - step / 2
         sizes = {name: self._count(f"count({query})", f"headroom {name}", at)
                  for name, query in qplan.all()}
@@ -325,6 +408,15 @@ class Preflight:
         if share >= WARN_SHARE:
             return Check("headroom", "warn", f"{seen}: close to the cap; plan sysdig.clusters")
         return Check("headroom", "ok", seen)
+
+
+# Extended resources that name a GPU or an accelerator slice, as kube-state-metrics v2 spells
+# them: `nvidia_com_gpu`, `nvidia_com_mig_1g_5gb`, `amd_com_gpu`, `gpu_intel_com_i915`, ...
+_GPU_HINTS = ("gpu", "nvidia_com_", "amd_com_", "habana_ai_", "aws_amazon_com_neuron")
+
+
+def _gpu_like(resource: str) -> bool:
+    return any(h in resource for h in _GPU_HINTS)
 
 
 def _reach(window: int | None) -> str:

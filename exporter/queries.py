@@ -211,8 +211,9 @@ def plan(
     if gpu is not None and gpu.resources:
         allocated.update(gpu_plan(gpu, m, by_grain, pod_u, half, integral))
     if storage is not None:
+        # By claim too: the source rounds each claim's parts so they add up to its whole.
         allocated["storage.request"] = integral(storage_step(storage, m, pod_u, half),
-                                                (storage.class_label,))
+                                                (storage.class_label, storage.claim_label))
     alloc = None
     if allocatable:
         names = "|".join(_re_escape(n) for n in allocatable)

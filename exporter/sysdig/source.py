@@ -34,6 +34,7 @@ from exporter.limits import (
     selectors,
 )
 from exporter.model import (
+    GIB,
     STORAGE,
     PeriodUsage,
     Resource,
@@ -42,8 +43,9 @@ from exporter.model import (
     WorkloadUsage,
     is_resource,
 )
-from exporter.money import CONTEXT, EXACT
+from exporter.money import CONTEXT, EXACT, largest_remainder
 from exporter.periods import Period
+from exporter.pricing import QUANTITY_SCALE, quantize_quantity
 from exporter.queries import (
     ALLOCATABLE,
     CLAIM_KIND,
@@ -56,6 +58,7 @@ from exporter.queries import (
 )
 from exporter.sysdig.answers import _brief, parse_vector
 from exporter.sysdig.client import SysdigClient
+from exporter.units import to_unit_hours
 
 if TYPE_CHECKING:
     from exporter.sysdig.retention import RetentionModel
@@ -338,7 +341,7 @@ class SysdigSource:
                         raise SourceQueryError(
                             f"Sysdig ({slot}): the series of {_brief(labels)} do not add up "
                             f"exactly in {EXACT.prec} digits") from None
-        allocated = self._allocated(results)
+        allocated = self._allocated(results, step)
         picked = _best_labels(results["labels"], self._columns)
         _namespace_labels(picked, allocated, self._columns)
         coverage: dict[str, Decimal] = {}
@@ -375,13 +378,18 @@ class SysdigSource:
 
 
     def _allocated(self, results: Mapping[str, Sequence[tuple[Mapping[str, str], Decimal]]],
-                   ) -> dict[_Grain, dict[Resource, SampleSums]]:
+                   step: int) -> dict[_Grain, dict[Resource, SampleSums]]:
         """Per workload, the sums of resources charged by allocation (`_ALLOCATED` answers):
-        chargeable is the request; GPU usage is utilisation, information only."""
+        chargeable is the request; GPU usage is utilisation, information only. Claims' parts
+        are rounded first (`_claim_parts`)."""
         out: dict[_Grain, dict[Resource, list[Decimal]]] = {}
         zero = Decimal(0)
         for slot in _ALLOCATED:
-            for labels, value in results.get(slot, ()):
+            rows = results.get(slot, ())
+            if slot == "storage.request" and rows:
+                assert self._storage is not None
+                rows = _claim_parts(rows, self._storage, step)
+            for labels, value in rows:
                 if slot.startswith("gpu."):
                     name = self._gpu_resources.get(labels.get("resource", ""))
                     if name is None:
@@ -397,7 +405,9 @@ class SysdigSource:
                 got = out.setdefault(_grain(labels), {}).setdefault(name, [zero, zero])
                 i = 0 if slot.endswith(".usage") else 1
                 try:
-                    got[i] = EXACT.add(got[i], value)
+                    # Claims' parts are already rounded, to far more digits than a record has
+                    # when the step does not divide a GiB-Hour's byte-steps.
+                    got[i] = (CONTEXT if slot == "storage.request" else EXACT).add(got[i], value)
                 except Inexact:
                     raise SourceQueryError(
                         f"Sysdig ({slot}): the series of {_brief(labels)} do not add up "
@@ -405,6 +415,39 @@ class SysdigSource:
         # Usage never lowers the charge: the allocation (request) is what is charged.
         return {key: {name: SampleSums(u, r, r) for name, (u, r) in per.items()}
                 for key, per in out.items()}
+
+
+def _claim_parts(rows: Sequence[tuple[Mapping[str, str], Decimal]], names: StorageNames,
+                 step: int) -> list[tuple[Mapping[str, str], Decimal]]:
+    """The `storage.request` answer (one series per workload, class and claim) with each
+    claim's parts rounded so that they add up to the claim's whole exactly.
+
+    A claim's GiB-Hours (Σ of its parts: the workloads that mounted it, evenly split at each
+    step, and its own record while none did) are rounded to the records' quantity scale once;
+    that whole is split back in proportion to the parts by largest remainder
+    (`money.largest_remainder`; equal remainders: the workloads in key order). Each part is
+    returned as the byte-step sum that converts to it, so a record of several claims is the
+    exact sum of its rounded parts.
+    """
+    claims: dict[tuple[str, str, str], list[int]] = {}
+    # In workload order, whatever the answer's: equal remainders go to the first workload.
+    for i, (labels, _) in sorted(enumerate(rows), key=lambda r: _grain(r[1][0])):
+        key = (labels.get(RECORD_GRAIN[0], ""), labels.get(RECORD_GRAIN[1], ""),
+               labels.get(names.claim_label, ""))
+        claims.setdefault(key, []).append(i)
+    out: list[tuple[Mapping[str, str], Decimal]] = list(rows)
+    per_hour = CONTEXT.divide(Decimal(3600 * GIB), Decimal(step))  # byte-steps per GiB-Hour
+    for members in claims.values():
+        hours = [to_unit_hours(rows[i][1], STORAGE, step) for i in members]
+        whole = quantize_quantity(sum(hours, Decimal(0)))
+        positive = [j for j, h in enumerate(hours) if h > 0]
+        if not positive:
+            continue
+        parts = largest_remainder(whole, [hours[j] for j in positive], QUANTITY_SCALE)
+        for j, part in zip(positive, parts, strict=True):
+            i = members[j]
+            out[i] = (rows[i][0], CONTEXT.multiply(part, per_hour))
+    return out
 
 
 # Answers of resources charged by allocation (`QueryPlan.allocated`), absent when unconfigured.

@@ -11,7 +11,9 @@ counts while its pod has usage samples) is exercised by the same pods as cpu and
   by the DCGM exporter's own pod, naming the consumer in `pod` and `namespace`, at 25, 50, 75
   or 100 %.
 - Claims: every statefulset replica has `data-<pod>` (1 to 50 GiB, `standard` or
-  `premium-ssd`), which outlives its pods: between two pods it is mounted by none. Every
+  `premium-ssd`), which outlives its pods: between two pods it is mounted by none. A namespace
+  with two or more deployments and jobs has `shared-<namespace>` (10 GiB, `nfs`, ReadWriteMany)
+  mounted by all their pods, split evenly between the workloads running at each step. Every
   namespace has `scratch-<namespace>` for 40 minutes of each 2 hours, never mounted; one
   namespace in three has no info series for it (class unknown, charged as `<none>`).
 
@@ -23,6 +25,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from decimal import Decimal
+from fractions import Fraction
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -32,7 +35,7 @@ from chargeback_simulator.series import METRIC_NAME, IntArray, LabelMatcher, Lab
 from exporter.model import SampleSums, WorkloadKey
 
 if TYPE_CHECKING:
-    from chargeback_simulator.fleet import Fleet
+    from chargeback_simulator.fleet import Fleet, Pod
 
 STEP = 10
 GIB = 2**30
@@ -44,6 +47,8 @@ MOUNTS = "kube_pod_spec_volumes_persistentvolumeclaims_info"
 CLAIM_LABEL = "kube_persistentvolumeclaim_name"
 CLASS_LABEL = "kube_storageclass_name"
 CLAIM_KIND = "persistentvolumeclaim"
+# The metric families of `Allocations.select` (GPU requests share the fleet's request family).
+ALLOCATION_FAMILIES = (REQUESTS, GPU_UTIL, CAPACITY, CLAIM_INFO, MOUNTS)
 # The charged resource of each kube-state-metrics GPU resource (the exporter's config).
 GPU_RESOURCES = {"nvidia_com_gpu": "gpu", "nvidia_com_mig_1g_5gb": "gpu.mig-1g.5gb",
                  "nvidia_com_mig_3g_20gb": "gpu.mig-3g.20gb"}
@@ -72,6 +77,12 @@ class Claim:
     owner: WorkloadKey | None = None
     pod: str | None = None
     periodic: bool = False  # exists [g*7200 + 1800, g*7200 + 4200) only
+    # ReadWriteMany: every pod of these workloads mounts it (split evenly between them).
+    shared_by: tuple[WorkloadKey, ...] = ()
+
+    def mounted_by(self, pod: Pod) -> bool:
+        return (pod.workload in self.shared_by
+                or (self.owner == pod.workload and self.pod == pod.name))
 
     def exists(self, t: IntArray) -> npt.NDArray[np.bool_]:
         if not self.periodic:
@@ -112,6 +123,12 @@ class Allocations:
         for j, (cluster, ns) in enumerate(namespaces):
             claims.append(Claim(cluster, ns, f"scratch-{ns}", None if j % 3 == 2 else "standard",
                                 2, periodic=True))
+            # A ReadWriteMany claim of the namespace's deployments and jobs: jobs come and go,
+            # so the number of holders, and each one's share, changes during an hour.
+            holders = tuple(w.key for w in workloads[:-3] if (w.key.cluster, w.key.namespace)
+                            == (cluster, ns) and w.key.kind in ("deployment", "job"))
+            if len(holders) >= 2:
+                claims.append(Claim(cluster, ns, f"shared-{ns}", "nfs", 10, shared_by=holders))
         self.claims = tuple(claims)
 
     # ------------------------------------------------------------------ series
@@ -119,12 +136,12 @@ class Allocations:
         """Every matching series over `times` (seconds, 10 s samples)."""
         ts_ms = times * 1000
         names = [m for m in matchers if m.name == METRIC_NAME]
-        wanted = [n for n in (REQUESTS, GPU_UTIL, CAPACITY, CLAIM_INFO, MOUNTS)
+        wanted = [n for n in ALLOCATION_FAMILIES
                   if all(m.matches(n) for m in names)]
         if not wanted or not len(times):
             return SeriesSet.empty(ts_ms)
         rows: list[tuple[Labels, np.ndarray]] = []
-        pods = self._fleet.pods(int(times[0]), int(times[-1]) + STEP)
+        pods = self._fleet.pods(int(times[0]), int(times[-1]) + STEP, requested=True)
         wire = {w.key: w.wire_labels for w in self._fleet.workloads()}
         nan = np.full(len(times), np.nan)
         for pod in pods:
@@ -147,7 +164,7 @@ class Allocations:
                                  np.where(runs, float(grant.utilization), nan)))
             if MOUNTS in wanted:
                 for claim in self.claims:
-                    if claim.owner == pod.workload and claim.pod == pod.name:
+                    if claim.mounted_by(pod):
                         rows.append(({**base, METRIC_NAME: MOUNTS, CLAIM_LABEL: claim.name,
                                       "volume": "data"}, np.where(asked, 1.0, nan)))
         lo, hi = self._fleet.available(int(times[0]), int(times[-1]) + STEP)
@@ -162,11 +179,18 @@ class Allocations:
             if CLAIM_INFO in wanted and claim.storage_class is not None:
                 rows.append(({**where, METRIC_NAME: CLAIM_INFO, CLASS_LABEL: claim.storage_class},
                              np.where(live, 1.0, nan)))
-        kept = [(lb, v) for lb, v in rows
-                if all(m.matches(lb.get(m.name)) for m in matchers) and not np.isnan(v).all()]
+        # A statefulset's pod keeps its name across instances: as in a TSDB, their samples are
+        # one series (they never overlap in time), or a lookback would see two at once.
+        kept: dict[frozenset[tuple[str, str]], tuple[Labels, np.ndarray]] = {}
+        for lb, v in rows:
+            if all(m.matches(lb.get(m.name)) for m in matchers) and not np.isnan(v).all():
+                key = frozenset(lb.items())
+                before = kept.get(key)
+                kept[key] = (lb, v if before is None else np.where(np.isnan(v), before[1], v))
         if not kept:
             return SeriesSet.empty(ts_ms)
-        return SeriesSet([lb for lb, _ in kept], ts_ms, np.vstack([v for _, v in kept]))
+        return SeriesSet([lb for lb, _ in kept.values()], ts_ms,
+                         np.vstack([v for _, v in kept.values()]))
 
     # ------------------------------------------------------------------ truth
     def ground_truth(self, start: int, end: int) -> dict[WorkloadKey, dict[str, SampleSums]]:
@@ -186,21 +210,55 @@ class Allocations:
             got[0] += Decimal(n * grant.count * grant.utilization) / 100
             got[1] += Decimal(n * grant.count)
         for claim in self.claims:
-            live = claim.exists(times)
-            mounted = np.zeros(len(times), dtype=bool)
-            for pod in pods:
-                if claim.owner == pod.workload and claim.pod == pod.name:
-                    mounted |= (times >= pod.start) & (times < pod.end)
             resource = f"storage.{claim.storage_class or '<none>'}"
-            alone = WorkloadKey(claim.cluster, claim.namespace, CLAIM_KIND, claim.name)
-            for key, n in ((claim.owner, int((live & mounted).sum())),
-                           (alone, int((live & ~mounted).sum()))):
-                if n and key is not None:
-                    got = steps.setdefault((key, resource), [zero, zero])
-                    got[1] += Decimal(n * claim.gib)
+            for key, gib_hours in _claim_truth(claim, pods, times).items():
+                got = steps.setdefault((key, resource), [zero, zero])
+                got[1] += gib_hours * 3600 / STEP  # back to GiB-steps, converted below
         out: dict[WorkloadKey, dict[str, SampleSums]] = {}
         hour = Decimal(3600)
         for (key, resource), (used, held) in steps.items():
             u, r = used * STEP / hour, held * STEP / hour
             out.setdefault(key, {})[resource] = SampleSums(u, r, r)
         return out
+
+
+def _claim_truth(claim: Claim, pods: Sequence[Pod], times: IntArray) -> dict[WorkloadKey, Decimal]:
+    """GiB-Hours of `claim` per record: at each step it exists, its capacity is split evenly
+    between the workloads with a running pod that mounts it, or is the claim's own record.
+
+    The billing rule for a split that does not divide: the claim's whole is rounded half-even
+    to the records' 9 decimals, and split back in proportion to the exact parts, the units
+    left over going to the largest remainders (ties: key order). The parts add up to the
+    rounded whole exactly.
+    """
+    live = claim.exists(times)
+    holders: dict[WorkloadKey, npt.NDArray[np.bool_]] = {}
+    for pod in pods:
+        if claim.mounted_by(pod):
+            runs = (times >= pod.start) & (times < pod.end)
+            holders[pod.workload] = holders.get(pod.workload, np.zeros(len(times), bool)) | runs
+    count = np.zeros(len(times), dtype=np.int64)
+    for runs in holders.values():
+        count += runs
+    per_step = Fraction(claim.gib * STEP, 3600)  # GiB-Hours of one step
+    exact: dict[WorkloadKey, Fraction] = {}
+    for key, runs in holders.items():
+        share = sum((Fraction(1, int(n)) for n in count[live & runs]), Fraction(0))
+        if share:
+            exact[key] = share * per_step
+    alone = int((live & (count == 0)).sum())
+    if alone:
+        exact[WorkloadKey(claim.cluster, claim.namespace, CLAIM_KIND, claim.name)] = (
+            alone * per_step)
+    if not exact:
+        return {}
+    scale = 10**9
+    whole = sum(exact.values(), Fraction(0)) * scale
+    units = round(whole)  # a Fraction rounds half to even
+    keys = sorted(exact)
+    ideal = {k: exact[k] * scale * units / whole for k in keys}
+    floors = {k: int(v) for k, v in ideal.items()}
+    left = units - sum(floors.values())
+    for k in sorted(keys, key=lambda k: (floors[k] - ideal[k], k))[:left]:
+        floors[k] += 1
+    return {k: Decimal(v) / scale for k, v in floors.items()}

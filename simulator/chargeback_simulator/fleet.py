@@ -26,7 +26,7 @@ from typing import Literal, TextIO
 import numpy as np
 import numpy.typing as npt
 
-from chargeback_simulator.allocations import Allocations
+from chargeback_simulator.allocations import ALLOCATION_FAMILIES, Allocations
 from chargeback_simulator.nodes import ALLOCATABLE, Node, Nodes
 from chargeback_simulator.series import (
     METRIC_NAME,
@@ -68,6 +68,7 @@ _FAMILIES: tuple[tuple[str, tuple[tuple[str, str], ...], Quantity, str], ...] = 
     (REQUESTS, (("resource", "cpu"),), "cpu_req", REQUEST_CONTAINER_LABEL),
     (REQUESTS, (("resource", "memory"),), "mem_req", REQUEST_CONTAINER_LABEL),
 )
+_FAMILY_NAMES = frozenset(name for name, _, _, _ in _FAMILIES)
 _POD_LEVEL = frozenset({"kube_pod_name", USAGE_CONTAINER_LABEL, REQUEST_CONTAINER_LABEL})
 _REQUESTED: frozenset[Quantity] = frozenset({"cpu_req", "mem_req"})  # served while requested
 _METRIC_LEVEL = frozenset({METRIC_NAME, "resource"})
@@ -561,15 +562,18 @@ class Fleet:
                  for p, (_, _, step) in zip(parts, reversed(segments), strict=True)]
         return np.concatenate(parts), np.concatenate(steps)
 
-    def pods(self, start: int, end: int) -> list[Pod]:
-        """Pods with at least one usage sample in `[start, end)` (availability applied to
-        bounds, of the run and of the request series)."""
+    def pods(self, start: int, end: int, requested: bool = False) -> list[Pod]:
+        """Pods with at least one usage sample in `[start, end)`, or with `requested` at least
+        one request sample there (a Pending or Completed pod has those alone); availability
+        applied to bounds, of the run and of the request series."""
         a, b = self._grid(start, end)
         if a >= b:
             return []
         inst = self._pods(a, b, None)
+        lo_of, hi_of = ((inst.pod_req_start, inst.pod_req_end) if requested
+                        else (inst.pod_start, inst.pod_end))
         out = []
-        for i in np.flatnonzero((inst.pod_end > a) & (inst.pod_start < b)).tolist():
+        for i in np.flatnonzero((hi_of > a) & (lo_of < b)).tolist():
             w = self._workloads[int(inst.pod_w[i])]
             lo, hi = self.available(int(inst.pod_start[i]), int(inst.pod_end[i]))
             rlo, rhi = self.available(int(inst.pod_req_start[i]), int(inst.pod_req_end[i]))
@@ -1180,14 +1184,24 @@ class Fleet:
         batch = max(1, _CHUNK // max(1, len(times)))
         count = 0
         with open(path, "w", encoding="utf-8") as out:
-            for family in dict.fromkeys(name for name, _, _, _ in _FAMILIES):
+            families = dict.fromkeys(name for name, _, _, _ in _FAMILIES)
+            if self.allocations is not None:
+                families.update(dict.fromkeys(ALLOCATION_FAMILIES))
+            for family in families:
                 out.write(f"# TYPE {family} gauge\n")
-                for first in range(0, len(self._workloads) if len(times) else 0, batch):
+                only = [LabelMatcher.of(METRIC_NAME, "=", family)]
+                ours = len(self._workloads) if len(times) and family in _FAMILY_NAMES else 0
+                for first in range(0, ours, batch):
                     within = np.zeros(len(self._workloads), dtype=bool)
                     within[first:first + batch] = True
-                    data = self._select([LabelMatcher.of(METRIC_NAME, "=", family)], times,
-                                        within, steps)
+                    data = self._select(only, times, within, steps)
                     count += self._write_series(out, family, data, stamps)
+                if self.allocations is not None and family in ALLOCATION_FAMILIES:
+                    # A family's series are written together: GPU requests with cpu and memory.
+                    if steps is not None:
+                        raise ValueError("GPUs and claims are served as 10 s samples only")
+                    count += self._write_series(out, family, self.allocations.select(only, times),
+                                                stamps)
             out.write(f"# TYPE {ALLOCATABLE} gauge\n")
             data = self._nodes.select([LabelMatcher.of(METRIC_NAME, "=", ALLOCATABLE)], times,
                                       steps)

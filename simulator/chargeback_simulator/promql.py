@@ -28,6 +28,7 @@ from datetime import timedelta
 from typing import Any, Literal
 
 import numpy as np
+import numpy.typing as npt
 import promql_parser as pp
 
 from chargeback_simulator.series import (
@@ -605,6 +606,23 @@ def _window_reduce(ufunc: np.ufunc, values: FloatArray, lo: IntArray, hi: IntArr
     return out
 
 
+def _kahan_sum(values: FloatArray, lo: IntArray, hi: IntArray) -> FloatArray:
+    """Σ of each row over each window's columns, in time order with Neumaier's compensation,
+    as Prometheus' `sum_over_time` adds (`kahanSumInc`): values that float64 does not hold
+    exactly (a claim's capacity split in three) sum to the same last digit as there."""
+    out = np.empty((values.shape[0], len(lo)))
+    for w, (a, b) in enumerate(zip(lo.tolist(), hi.tolist(), strict=True)):
+        total = np.zeros(values.shape[0])
+        comp = np.zeros(values.shape[0])
+        for j in range(a, b):
+            inc = values[:, j]
+            t = total + inc
+            comp += np.where(np.abs(total) >= np.abs(inc), (total - t) + inc, (inc - t) + total)
+            total = t
+        out[:, w] = np.where(np.isinf(total), total, total + comp)
+    return out
+
+
 def _range_function(name: str, arg: _RangeArg) -> FloatArray:
     values, lo, hi = arg.data.values, arg.lo, arg.hi
     n, m = values.shape
@@ -626,6 +644,8 @@ def _range_function(name: str, arg: _RangeArg) -> FloatArray:
             # Heavily overlapping windows: prefix sums (exact for the fleet's quantised values).
             csum = np.concatenate([np.zeros((n, 1)), np.cumsum(zeroed, axis=1)], axis=1)
             result = csum[:, hi] - csum[:, lo]
+        elif name == "sum_over_time":
+            result = _kahan_sum(zeroed, lo, hi)
         else:
             result = _window_reduce(np.add, zeroed, lo, hi, 0.0)
         if name == "avg_over_time":
@@ -886,6 +906,9 @@ def _many_to_one(op: str, lhs: SeriesSet, rhs: SeriesSet, on: bool, names: Seque
     drop_name = op in _ARITHMETIC or return_bool
     out_labels: list[Labels] = []
     out_values: list[FloatArray] = []
+    # Per match group and result label set, the instants already filled: a second sample there
+    # is Prometheus' error for this group (across groups, `_collapse` finds it).
+    filled: dict[tuple[int, frozenset[tuple[str, str]]], npt.NDArray[np.bool_]] = {}
     for i, sig in enumerate(mid.tolist()):
         for j in rows_of.get(sig, ()):
             a, b = many.values[i], one.values[j]
@@ -908,6 +931,12 @@ def _many_to_one(op: str, lhs: SeriesSet, rhs: SeriesSet, on: bool, names: Seque
                         labels[name] = got
                     else:
                         labels.pop(name, None)
+            key = (sig, _identity(labels))
+            seen = filled.get(key)
+            if seen is not None and (seen & both).any():
+                raise QueryExecutionError(
+                    "multiple matches for labels: grouping labels must ensure unique matches")
+            filled[key] = both if seen is None else seen | both
             out_labels.append(labels)
             out_values.append(np.where(both, value, np.nan))
     if not out_labels:

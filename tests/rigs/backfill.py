@@ -16,12 +16,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 from confluent_kafka import Consumer, TopicPartition
 
 from chargeback_simulator.fleet import FleetSpec
 from chargeback_simulator.localbroker import LocalBroker
 from chargeback_simulator.promql import LabelMatcher, SeriesSet
+from chargeback_simulator.series import METRIC_NAME
 from chargeback_simulator.server import SimulatorServer
 from exporter.backfill.command import cmd_backfill, register
 from exporter.backfill.runner import SinkFactory, default_sink
@@ -47,16 +49,24 @@ class EditableStorage:
 
     `relabel[(cluster, namespace)] = {"costcenter": "CC-X"}` makes every series of that
     namespace carry the new value, at workload and namespace level (so it wins either way);
-    the series of a cluster in `hidden` disappear.
+    the series of a cluster in `hidden` disappear; `scale[(cluster, metric)] = 2.0` multiplies
+    every value of that metric in that cluster (a claim resized, a GPU busier).
     """
 
     def __init__(self, fleet: Any) -> None:
         self.fleet = fleet
         self.relabel: dict[tuple[str, str], dict[str, str]] = {}
         self.hidden: set[str] = set()
+        self.scale: dict[tuple[str, str], float] = {}
 
     def select(self, matchers: Sequence[LabelMatcher], start_ms: int, end_ms: int) -> SeriesSet:
         data: SeriesSet = self.fleet.select(matchers, start_ms, end_ms)
+        if self.scale:
+            factors = np.array([self.scale.get((lb.get("kube_cluster_name", ""),
+                                                lb.get(METRIC_NAME, "")), 1.0)
+                                for lb in data.labels])
+            if len(factors):
+                data = SeriesSet(data.labels, data.ts, data.values * factors[:, None])
         if self.hidden:
             keep = [i for i, labels in enumerate(data.labels)
                     if labels.get("kube_cluster_name") not in self.hidden]
@@ -79,8 +89,10 @@ class EditableStorage:
 class EditableSim(Sim):
     """`Sim` serving an `EditableStorage` over its fleet."""
 
-    def __init__(self, now: int, history: int | None = 12 * H, seed: int = 1) -> None:
-        super().__init__(FleetSpec(seed=seed), now, history=history)  # type: ignore[arg-type]
+    def __init__(self, now: int, history: int | None = 12 * H, seed: int = 1,
+                 allocations: bool = False) -> None:
+        super().__init__(FleetSpec(seed=seed, allocations=allocations), now,
+                         history=history)  # type: ignore[arg-type]
         self.storage = EditableStorage(self.fleet)
         self.server = SimulatorServer(self.storage, self.clock, tokens=[TOKEN])
 

@@ -22,8 +22,9 @@ def rig_factory(noida: LocalBroker, tmp_path: Path) -> Iterator[Callable[..., Ri
     configs = itertools.count(1)
     with ExitStack() as servers:
 
-        def make(now: int = T0 + 6 * H + 300, history: int | None = 12 * H) -> Rig:
-            sim = EditableSim(now, history)
+        def make(now: int = T0 + 6 * H + 300, history: int | None = 12 * H,
+                 allocations: bool = False) -> Rig:
+            sim = EditableSim(now, history, allocations=allocations)
             servers.enter_context(sim.server)  # started now, stopped when the test ends
             return Rig(sim, noida, tmp_path / f"config-{next(configs)}.yaml")
 

@@ -5,19 +5,23 @@ from __future__ import annotations
 import os
 import signal
 from collections import Counter, defaultdict
+from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
+from chargeback_simulator.allocations import CAPACITY, GPU_RESOURCES, GPU_UTIL
 from exporter.backfill.state import BackfillCheckpoint, read_backfill_checkpoint, resolve_ids
 from exporter.periods import iso
+from exporter.pricing import QUANTITY_SCALE
 from exporter.records import BillingRecord
 from exporter.sink import OutMessage, PeriodSink
 from exporter.wiring import build_checkpoints, build_codec, build_pipeline, build_sink
 from tests.rigs.backfill import T0, H, Rig, hours
 
 FIXED = ("staging-eu-central-02", "analytics-3")  # a namespace whose costcenter gets corrected
+QUANTUM = Decimal(1).scaleb(-QUANTITY_SCALE)  # one unit of the records' quantity scale
 RANGE = ("--from", iso(T0 + 3 * H), "--to", iso(T0 + 6 * H))
 
 
@@ -282,3 +286,60 @@ def test_summary_totals_equal_the_published_records(rig: Rig, tmp_path: Path) ->
     table = rig.backfill(*RANGE, "--dry-run", "--force", fmt="table")  # would republish it all
     assert table.code == 0
     assert "cost (EUR)" in table.out and f"{cost}" in table.out and f"{cpu}" in table.out
+
+
+def test_changed_gpu_and_claim_data_republish_exactly_the_changed_cluster(
+        rig_factory: Callable[..., Rig]) -> None:
+    rig = rig_factory(allocations=True)
+    rig.configure(resources={"gpu": {"resources": dict(GPU_RESOURCES)}})
+    rig.live_export(hours(3, 6))
+    live = latest(rig.records())
+    clusters = sorted({r.cluster for r in live.values()})
+    assert len(clusters) == 2
+    resized, busier = clusters
+
+    def backfill_changes() -> dict[tuple[int, str], tuple[str, int]]:
+        res = rig.backfill(*RANGE)
+        assert res.code == 0, res.err
+        return {(d_period, c["cluster"]): (c["change"], c["revision"])
+                for d_period, d in enumerate(res.report["details"]) for c in d["clusters"]}
+
+    # A claim resized (twice the capacity) in one cluster: only that cluster is corrected.
+    rig.sim.storage.scale[(resized, CAPACITY)] = 2.0
+    changes = backfill_changes()
+    assert {k: v for k, v in changes.items() if k[1] == resized} == {
+        (i, resized): ("changed", 1) for i in range(3)}
+    assert {v for k, v in changes.items() if k[1] == busier} == {("unchanged", 0)}
+    now = latest(rig.records())
+    fixed = [r for r in now.values() if r.revision == 1]
+    assert fixed and {r.cluster for r in fixed} == {resized}
+    for r in fixed:
+        before = live[r.record_id]
+        if r.resource.startswith("storage."):
+            # twice the capacity, at the records' scale: each claim's parts are rounded (to
+            # add up to its whole), so a part may move by up to 3 units of that scale
+            assert abs(r.chargeable_quantity - 2 * before.chargeable_quantity) <= 3 * QUANTUM
+            assert r.chargeable_quantity > before.chargeable_quantity, r.record_id
+        else:  # the cluster's other lines are republished unchanged, with the bump
+            assert r.chargeable_quantity == before.chargeable_quantity, r.record_id
+    assert any(r.resource.startswith("storage.") for r in fixed)
+
+    # GPU utilisation changes (information only): the other cluster's GPU records change
+    # their usage, never their charge, and only that cluster is bumped.
+    rig.sim.storage.scale[(busier, GPU_UTIL)] = 0.5
+    changes = backfill_changes()
+    assert {v for k, v in changes.items() if k[1] == busier} == {("changed", 1)}
+    assert {v for k, v in changes.items() if k[1] == resized} == {("unchanged", 1)}
+    after = latest(rig.records())
+    gpus = [r for r in after.values() if r.cluster == busier and r.resource.startswith("gpu")]
+    assert gpus and all(r.revision == 1 for r in gpus)
+    for r in gpus:
+        before = live[r.record_id]
+        assert abs(r.usage_quantity - before.usage_quantity / 2) <= QUANTUM, r.record_id
+        assert r.usage_quantity < before.usage_quantity
+        assert r.chargeable_quantity == before.chargeable_quantity
+    assert {r.revision for r in after.values() if r.cluster == resized} == {1}
+    revs = Counter((m.period, m.cluster, m.revision) for m in rig.manifests())
+    for p in hours(3, 6):
+        assert revs[(p, resized, 1)] == revs[(p, busier, 1)] == 1
+        assert revs[(p, resized, 2)] == revs[(p, busier, 2)] == 0

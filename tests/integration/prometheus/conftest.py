@@ -25,7 +25,7 @@ HOURS = 2  # full hours of data before the partial last one
 NOW = T0 + HOURS * 3600 + 2400  # the data ends 40 minutes into the third hour
 TOKEN = "conformance-token"
 SPEC = FleetSpec(seed=11, clusters=2, namespaces_per_cluster=2, workloads_per_namespace=3,
-                 max_replicas=2, max_containers=2)
+                 max_replicas=2, max_containers=2, allocations=True)
 
 
 @dataclass(frozen=True)

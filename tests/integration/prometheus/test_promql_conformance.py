@@ -14,9 +14,10 @@ from typing import Any
 import pytest
 from sdcclient import SdMonitorClient
 
+from chargeback_simulator import allocations as alloc
 from chargeback_simulator.prometheus import SysdigPrometheusProxy
 from chargeback_simulator.server import SimulatorServer
-from exporter.queries import clusters_present, label_columns, plan
+from exporter.queries import GpuNames, StorageNames, clusters_present, label_columns, plan
 
 from .conftest import T0, ConformanceData
 
@@ -29,6 +30,10 @@ PERIODS = {
 }
 Client = SdMonitorClient
 ALLOCATABLE = ("cpu", "memory")  # idle capacity's allocatable resource names
+# The fleet's GPUs (whole and MIG, with DCGM utilisation) and claims, as the exporter names them.
+GPUS = GpuNames(tuple(alloc.GPU_RESOURCES), alloc.GPU_UTIL)
+CLAIMS = StorageNames(alloc.CAPACITY, alloc.CLAIM_INFO, alloc.MOUNTS, alloc.CLAIM_LABEL,
+                      alloc.CLASS_LABEL)
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +70,9 @@ def test_plan_queries_agree(clients: tuple[Client, Client], conformance_data: Co
                             grain: str, filtered: bool, period: str) -> None:
     fleet = conformance_data.fleet
     clusters = [fleet.workloads()[0].key.cluster] if filtered else []
-    queries = plan(3600, 10, grain, clusters, label_columns(ORG, ORG), allocatable=ALLOCATABLE)
+    queries = plan(3600, 10, grain, clusters, label_columns(ORG, ORG), gpu=GPUS, storage=CLAIMS,
+                   allocatable=ALLOCATABLE)
+    assert {"gpu.request", "gpu.usage", "storage.request"} <= dict(queries.all()).keys()
     start = PERIODS[period]
     t = start + 3600 - 5  # the exporter's evaluation instant, end - step/2
     for name, query in queries.all():
@@ -104,7 +111,8 @@ def test_allocatable_answers_equal_the_nodes_truth(clients: tuple[Client, Client
 
 @pytest.mark.parametrize("grain", ["pod", "container"])
 def test_plan_queries_over_query_range_agree(clients: tuple[Client, Client], grain: str) -> None:
-    queries = plan(3600, 10, grain, columns=label_columns(ORG, ORG), allocatable=ALLOCATABLE)
+    queries = plan(3600, 10, grain, columns=label_columns(ORG, ORG), gpu=GPUS, storage=CLAIMS,
+                   allocatable=ALLOCATABLE)
     for name, query in queries.all():
         # Four hourly evaluations: before the data, two full hours, and the partial one.
         simulated, real = _both(clients, "get_data_promql", query, T0 - 5, T0 + 3 * 3600 - 5,
@@ -168,3 +176,64 @@ def test_refused_promql_is_refused_by_both(clients: tuple[Client, Client], query
 def test_proxy_speaks_sysdig_auth(prometheus_proxy: SysdigPrometheusProxy) -> None:
     wrong = SdMonitorClient(token="wrong", sdc_url=prometheus_proxy.url)
     assert wrong.get_data_promql_instant("vector(1)") == (False, "Unauthorized")
+
+
+_CLAIM = "on (kube_cluster_name, kube_namespace_name, kube_persistentvolumeclaim_name)"
+_POD = "on (kube_cluster_name, kube_namespace_name, kube_pod_name)"
+_SIZE = "kube_persistentvolumeclaim_resource_requests_storage_bytes"
+_INFO = "kube_persistentvolumeclaim_info"
+MANY_TO_ONE = [
+    # Arithmetic: the many side's labels without its name, plus the included label.
+    f"{_SIZE} * {_CLAIM} group_left (kube_storageclass_name) {_INFO}",
+    # A comparison without bool keeps the left value and the many side's name.
+    f"{_SIZE} > {_CLAIM} group_left (kube_storageclass_name) {_INFO}",
+    f"{_SIZE} < bool {_CLAIM} group_left (kube_storageclass_name) {_INFO}",
+    # group_right: the value is still left op right, the labels the right (many) side's.
+    f"{_INFO} - {_CLAIM} group_right {_SIZE}",
+    f"({_INFO} * 3) >= {_CLAIM} group_right () ({_SIZE} / 1073741824)",
+    # An included label the one side lacks is removed from the result.
+    'kube_pod_container_resource_requests{resource=~"nvidia.*"} * on (kube_cluster_name) '
+    "group_left (resource) count by (kube_cluster_name) (" + _INFO + ")",
+    # An included label the many side has is overwritten by the one side's value.
+    f'label_replace({_SIZE}, "kube_storageclass_name", "x", "", "") / {_CLAIM} '
+    f"group_left (kube_storageclass_name) {_INFO}",
+    # ignoring() instead of on(); the one side is an aggregate.
+    'kube_pod_container_resource_requests{resource=~"nvidia.*"} / ignoring (resource, '
+    "kube_pod_container_name) group_left sum without (kube_pod_container_name, resource) "
+    '(kube_pod_container_resource_requests{resource="cpu"})',
+    # GPU utilisation joined to the pods that hold the devices, as gpu.usage does.
+    'sum by (kube_cluster_name, kube_namespace_name, kube_pod_name) (label_replace('
+    'label_replace(DCGM_FI_DEV_GPU_UTIL, "kube_pod_name", "$1", "pod", "(.+)"), '
+    '"kube_namespace_name", "$1", "namespace", "(.+)")) * ' + _POD + " group_right "
+    'group by (kube_cluster_name, kube_namespace_name, kube_workload_name, kube_pod_name, '
+    'resource) (kube_pod_container_resource_requests{resource=~"nvidia.*"})',
+]
+
+
+@pytest.mark.parametrize("query", MANY_TO_ONE)
+def test_many_to_one_matching_agrees(clients: tuple[Client, Client], query: str) -> None:
+    for t in (T0 + 1805, T0 + 2 * 3600 + 2405 + 120):
+        simulated, real = _both(clients, "get_data_promql_instant", query, t)
+        assert simulated == real, f"at {t}"
+    simulated, real = _both(clients, "get_data_promql", query, T0 + 5, T0 + 3 * 3600 + 5, 600)
+    assert simulated == real
+    assert simulated[1]
+
+
+@pytest.mark.parametrize(("query", "error"), [
+    # Several series on the one side for one match group (Prometheus adds the group and series).
+    (f"{_SIZE} * on (kube_cluster_name) group_left {_INFO}",
+     "found duplicate series for the match group "),
+    (f"{_INFO} * on (kube_cluster_name) group_right {_SIZE}",
+     "found duplicate series for the match group "),
+    # Two many-side series that become one label set once the name is dropped and the
+    # included label is copied.
+    (f'{{__name__=~"{_SIZE}|{_INFO}"}} * {_CLAIM} group_left (kube_storageclass_name) {_INFO}',
+     "multiple matches for labels: grouping labels must ensure unique matches"),
+])
+def test_refused_many_to_one_is_refused_by_both(clients: tuple[Client, Client], query: str,
+                                                error: str) -> None:
+    for t in (T0 + 1805, T0 + 2 * 3600 + 2405 + 120):
+        answers = [c.get_data_promql_instant(query, t) for c in clients]
+        assert [ok for ok, _ in answers] == [False, False], answers
+        assert all(str(msg).startswith(error) for _, msg in answers), answers

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import pytest
 
+from chargeback_simulator.allocations import GPU_RESOURCES
 from chargeback_simulator.prometheus import SysdigPrometheusProxy
 from exporter.config import load_config
 from exporter.org import OrgModel
@@ -25,6 +26,7 @@ def test_units_through_real_prometheus(conformance_data: ConformanceData,
     cfg = load_config(environ={}, overrides={
         "sysdig": {"url": prometheus_proxy.url, "token": data.token, "retention_tiers": False},
         "periods": {"grain": grain},
+        "resources": {"gpu": {"resources": dict(GPU_RESOURCES)}},
     })
     period = Period(data.start + hour * 3600, data.start + (hour + 1) * 3600)
     lines = charge_lines(build_source(cfg, data.clock).fetch(period), OrgModel(cfg.org))

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 import yaml
 
+from chargeback_simulator.allocations import CAPACITY, CLAIM_INFO, GPU_RESOURCES, GPU_UTIL, MOUNTS
 from chargeback_simulator.fleet import Fleet
 from chargeback_simulator.series import METRIC_NAME, LabelMatcher, SeriesSet
 from chargeback_simulator.server import SimulatorServer, Team
@@ -28,6 +29,23 @@ Run = Callable[..., tuple[int, str, str]]
 
 
 @pytest.fixture
+def sim_factory(sim_factory: Callable[..., Sim]) -> Callable[..., Sim]:
+    """Tenants with GPUs (whole and MIG) and claims unless told otherwise: what a cluster that
+    bills every configured resource looks like."""
+
+    def make(**kwargs: Any) -> Sim:
+        kwargs.setdefault("allocations", True)
+        return sim_factory(**kwargs)
+
+    return make
+
+
+@pytest.fixture
+def sim(sim_factory: Callable[..., Sim]) -> Sim:
+    return sim_factory()
+
+
+@pytest.fixture
 def check(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> Run:
     """Run `check-sysdig` against `server` on `clock`: (exit code, stdout, stderr)."""
 
@@ -35,9 +53,10 @@ def check(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> Run:
              ) -> tuple[int, str, str]:
         doc: dict[str, Any] = {"sysdig": {"url": server.url, "token": token, "max_attempts": 1},
                                "periods": {"settle_delay": "2m"},
+                               "resources": {"gpu": {"resources": dict(GPU_RESOURCES)}},
                                "logging": {"format": "text", "level": "ERROR"}}
         for section, values in sections.items():
-            doc.setdefault(section, {}).update(values)
+            _merge(doc.setdefault(section, {}), values)
         path = tmp_path / "config.yaml"
         path.write_text(yaml.safe_dump(doc))
         code = cli.main(["check-sysdig", "--config.file", str(path)], server.clock)
@@ -45,6 +64,15 @@ def check(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> Run:
         return code, out, err
 
     return call
+
+
+def _merge(section: dict[str, Any], more: dict[str, Any]) -> None:
+    """`more` into a config section; a subsection (`resources.gpu`) is updated, not replaced."""
+    for key, value in more.items():
+        if isinstance(value, dict) and isinstance(section.get(key), dict):
+            section[key] = {**section[key], **value}
+        else:
+            section[key] = value
 
 
 def rows(out: str) -> dict[str, str]:
@@ -100,7 +128,10 @@ def test_the_default_simulator_is_safe_to_bill(sim: Sim, check: Run) -> None:
     assert results["auth"] == results["team scope"] == results["stamping"] == "ok"
     assert results["sample grid"] == results["retention"] == results["headroom"] == "ok"
     assert results["container labels"] == "ok"  # named as Sysdig names them
-    assert sum(1 for n in results if n.startswith("metric ")) == 4
+    assert sum(1 for n in results if n.startswith("metric ")) == 7
+    assert results["gpu names"] == results["gpu utilization"] == "ok"
+    for metric in (CAPACITY, CLAIM_INFO, MOUNTS):
+        assert results[f"metric {metric}"] == "ok", out
     assert "aligned to the step" in out  # the simulator stamps range answers as Sysdig does
     assert err == ""
 
@@ -299,3 +330,54 @@ class HideCluster:
                 if not (lb.get(METRIC_NAME) == "kube_node_status_allocatable"
                         and lb.get("kube_cluster_name") == self.cluster)]
         return SeriesSet([data.labels[i] for i in keep], data.ts, data.values[keep])
+
+
+@pytest.mark.parametrize(("setting", "failed", "words"), [
+    ({"capacity_metric": "kube_pvc_capacity_bytes"}, ["metric kube_pvc_capacity_bytes"],
+     "resources.storage.capacity_metric"),
+    ({"class_label": "storageclass"}, [f"metric {CLAIM_INFO}"], "resources.storage.class_label"),
+    # Without the claim label every claim of a namespace is one: the plan's storage query is
+    # refused too (many-to-many matching), which `headroom` shows.
+    ({"claim_label": "persistentvolumeclaim"}, [f"metric {CAPACITY}", f"metric {MOUNTS}",
+                                                "headroom"], "resources.storage.claim_label"),
+    ({"mount_metric": "kube_pod_volumes_info"}, ["metric kube_pod_volumes_info"],
+     "resources.storage.mount_metric"),
+])
+def test_a_storage_name_the_tenant_lacks_fails(sim: Sim, check: Run, setting: dict[str, str],
+                                              failed: list[str], words: str) -> None:
+    code, out, err = check(sim.server, resources={"storage": setting})
+    line = failing(code, err)
+    assert all(row in line for row in failed), line
+    assert [n for n, r in rows(out).items() if r == "FAIL"] == failed, out
+    assert words in evidence(out, failed[0]), out
+
+
+def test_claims_billed_on_a_tenant_without_claim_series_fail_unless_disabled(
+        sim_factory: Callable[..., Sim], check: Run) -> None:
+    sim = sim_factory(allocations=False)
+    code, out, err = check(sim.server)
+    line = failing(code, err)
+    assert all(f"metric {m}" in line for m in (CAPACITY, CLAIM_INFO, MOUNTS)), line
+    code, out, err = check(sim.server, resources={"storage": {"enabled": False}})
+    assert code == 0, out + err
+    assert rows(out)["storage names"] == "ok" and rows(out)["gpu names"] == "warn"
+
+
+def test_a_gpu_resource_requested_but_not_configured_fails(sim: Sim, check: Run) -> None:
+    # Only whole GPUs configured: the fleet's MIG slices would go unbilled.
+    code, out, err = check(sim.server, resources={"gpu": {"resources": {"nvidia_com_gpu": "gpu"}}})
+    line = failing(code, err)
+    assert "gpu names" in line
+    text = evidence(out, "gpu names")
+    assert "nvidia_com_mig_1g_5gb" in text and "nvidia_com_mig_3g_20gb" in text, out
+    assert "would not be billed" in text
+
+
+def test_gpu_utilisation_without_its_labels_is_a_warning(sim: Sim, check: Run) -> None:
+    code, out, err = check(sim.server, resources={"gpu": {"utilization_pod_label": "pod_name"}})
+    assert code == 0, out + err
+    assert rows(out)["gpu utilization"] == "warn"
+    assert "with pod_name" in evidence(out, "gpu utilization"), out
+    code, out, err = check(sim.server, resources={"gpu": {"utilization_metric": "DCGM_X"}})
+    assert code == 0 and rows(out)["gpu utilization"] == "warn", out + err
+    assert GPU_UTIL not in evidence(out, "gpu utilization")

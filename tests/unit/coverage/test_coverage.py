@@ -153,3 +153,35 @@ def test_shares_match_exact_fractions(rows: list[tuple[Decimal, str, str]]) -> N
             assert abs(Fraction(got) - exact) <= Fraction(1, 2 * 10**6)
             assert 0 <= got <= 1 and got.as_tuple().exponent == -6
         assert kc.unallocated_share + kc.invalid_share <= 1 + Decimal("0.000001")
+
+
+def test_gpus_and_storage_classes_are_covered_as_cpu_and_memory() -> None:
+    lines = [
+        line("3", name="trainer", resource="gpu", team=UNALLOCATED),
+        line("1", name="infer", resource="gpu"),
+        line("0.5", name="infer", resource="gpu.mig-1g.5gb", costcenter=INVALID),
+        line("2", name="data-db-0", resource="storage.standard", costcenter=UNALLOCATED),
+        line("3", name="db", resource="storage.standard"),
+        line("4", name="db", resource="storage.<none>", team=UNALLOCATED),
+        line("5", name="db"),
+        line("7", name="web", cluster="c2"),
+    ]
+    cov = label_coverage(lines)
+    # cpu and memory always, then GPUs, then storage classes, by name.
+    assert list(dict.fromkeys(k.resource for k in cov["c1"].keys)) == [
+        "cpu", "memory", "gpu", "gpu.mig-1g.5gb", "storage.<none>", "storage.standard"]
+    assert list(dict.fromkeys(k.resource for k in cov["c2"].keys)) == list(RESOURCES)
+    assert key_cov(cov, "c1", "team", "gpu").unallocated_share == share(Decimal(3), Decimal(4))
+    assert key_cov(cov, "c1", "costcenter", "gpu.mig-1g.5gb").invalid_share == 1
+    assert key_cov(cov, "c1", "costcenter", "storage.standard").unallocated_share == share(
+        Decimal(2), Decimal(5))
+    assert key_cov(cov, "c1", "team", "storage.<none>").unallocated_share == 1
+    assert key_cov(cov, "c1", "team", "cpu").unallocated_share == 0
+    top = [(o.resource, o.workload_name, o.chargeable) for o in cov["c1"].top_offenders]
+    assert top == [("gpu", "trainer", 3), ("gpu.mig-1g.5gb", "infer", Decimal("0.5")),
+                   ("storage.<none>", "db", 4), ("storage.standard", "data-db-0", 2)]
+    console = Console(record=True, width=400, color_system=None)
+    console.print(render_coverage(cov))
+    text = console.export_text()
+    assert "gpu unallocated" in text and "storage.standard invalid" in text
+    assert "GPU-Hours" in text and "GiB-Hours" in text
