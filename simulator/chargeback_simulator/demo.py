@@ -52,7 +52,7 @@ CLAIM_KIND = "persistentvolumeclaim"
 PRICES: Mapping[str, str] = {
     "cpu": "0.0310", "memory": "0.0042", "gpu": "2.4800", "gpu.mig-1g.5gb": "0.3700",
     "gpu.mig-3g.20gb": "1.0900", "storage.standard": "0.00014", "storage.premium-ssd": "0.00031",
-    "storage.<none>": "0.00010"}
+    "storage.<none>": "0.00010", "storage.nfs": "0.00022"}
 # What a row adds up: the bill and the idle capacity nobody was billed (docs/records.md); a
 # cluster's rows add up to its nodes' allocatable.
 SHOWN = ("direct", "shared-distribution", "idle", "idle-distribution")

@@ -25,7 +25,7 @@ from tests.rigs.sim import T0, TOKEN, H, Sim
 
 PRICES = {"cpu": "0.031", "memory": "0.0042", "gpu": "2.48", "gpu.mig-1g.5gb": "0.37",
           "gpu.mig-3g.20gb": "1.09", "storage.standard": "0.00014",
-          "storage.premium-ssd": "0.00031", "storage.<none>": "0.0001"}
+          "storage.premium-ssd": "0.00031", "storage.<none>": "0.0001", "storage.nfs": "0.00022"}
 SPLITS = ("shared-distribution", "idle-distribution")
 
 

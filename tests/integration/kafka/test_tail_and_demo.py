@@ -50,8 +50,9 @@ def test_demo_exports_and_matches_ground_truth(capsys: pytest.CaptureFixture[str
     # GPUs, MIG slices, storage classes and idle next to cpu and memory, by cost center, each
     # row exactly the truth.
     [header] = [ln for ln in out.splitlines() if "GPU-Hours" in ln]
-    assert header.count("GPU-Hours") == 3 and header.count("GiB-Hours") == 4
-    for name in ("gpu.mig-1g.5gb", "storage.premium-ssd", "storage.<none>"):
+    # memory, then the storage classes standard, premium-ssd, nfs and none
+    assert header.count("GPU-Hours") == 3 and header.count("GiB-Hours") == 5
+    for name in ("gpu.mig-1g.5gb", "storage.premium-ssd", "storage.nfs", "storage.<none>"):
         assert name in out
     rows = [ln for ln in out.splitlines() if ln.rstrip(" │").endswith("exact")]
     assert len(rows) > 10 and sum("__idle__" in ln for ln in rows) == 2

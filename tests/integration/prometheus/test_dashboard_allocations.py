@@ -123,7 +123,7 @@ def test_requested_storage_by_namespace_and_class_equals_the_truth(
             if family(res) == "storage":
                 truth[(key.cluster, key.namespace, res.removeprefix("storage."))] += \
                     sums.chargeable
-    assert {c for *_, c in truth} == {"standard", "premium-ssd", "<none>"}
+    assert {c for *_, c in truth} == {"standard", "premium-ssd", "nfs", "<none>"}
     assert_close(got, truth)
 
 

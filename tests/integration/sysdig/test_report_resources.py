@@ -27,9 +27,9 @@ from tests.rigs.sim import T0, TOKEN, H, Run, Sim
 WINDOW = ["--from", iso(T0), "--to", iso(T0 + 3 * H)]
 PRICES = {"cpu": "0.031", "memory": "0.0042", "gpu": "2.48", "gpu.mig-1g.5gb": "0.37",
           "gpu.mig-3g.20gb": "1.09", "storage.standard": "0.00014",
-          "storage.premium-ssd": "0.00031", "storage.<none>": "0.0001"}
-NEW = ("gpu", "gpu.mig-1g.5gb", "gpu.mig-3g.20gb", "storage.<none>", "storage.premium-ssd",
-       "storage.standard")
+          "storage.premium-ssd": "0.00031", "storage.<none>": "0.0001", "storage.nfs": "0.00022"}
+NEW = ("gpu", "gpu.mig-1g.5gb", "gpu.mig-3g.20gb", "storage.<none>", "storage.nfs",
+       "storage.premium-ssd", "storage.standard")
 
 
 def sections(tmp_path: Path, idle: dict[str, Any] | None = None) -> dict[str, Any]:
