@@ -70,6 +70,8 @@ def to_unit_hours(value: Decimal, resource: Resource, step: int | Decimal) -> De
     return hours if hours else ctx.plus(hours)
 
 
+_MEASURED = frozenset(RESOURCES)
+
 UnitHours = tuple[Resource, Decimal, Decimal, Decimal]
 """(resource, usage, request, chargeable), the quantities in unit-hours."""
 
@@ -83,7 +85,7 @@ def unit_hours(usage: PeriodUsage) -> Iterator[tuple[WorkloadUsage, list[UnitHou
     for w in usage.workloads:
         hours: list[UnitHours] = []
         names = RESOURCES
-        if len(w.sums) > len(RESOURCES) or any(r not in w.sums for r in RESOURCES):
+        if w.sums.keys() != _MEASURED:  # GPUs or claims too (a keys view compares as a set)
             names = (*RESOURCES, *sorted((r for r in w.sums if r not in RESOURCES),
                                          key=resource_order))
         for resource in names:

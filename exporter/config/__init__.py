@@ -15,212 +15,62 @@ import re
 from collections.abc import Mapping
 from decimal import Decimal
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import yaml
 from pydantic import (
-    AfterValidator,
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
     Field,
-    SecretStr,
     ValidationError,
     ValidationInfo,
     field_validator,
     model_validator,
 )
 
-from exporter import limits as service_limits
+# The sections of Sysdig and Kafka live in submodules; everything is imported from here.
+from exporter.config.fields import (
+    Duration,
+    OptionalTime,
+    Section,
+    read_secret,
+)
+from exporter.config.kafka import (
+    DEFAULT_TOPIC_CONFIGS,
+    KAFKA_TOPIC_CONFIGS,
+    RETENTION_KEYS,
+    CompatibilityLevel,
+    KafkaConfig,
+    SchemaRegistryConfig,
+    TopicRole,
+    TopicsConfig,
+    retention_limited,
+)
+from exporter.config.sysdig import (
+    CA_BUNDLE_VARIABLES,
+    GpuConfig,
+    ResourcesConfig,
+    StorageConfig,
+    SysdigConfig,
+    SysdigLimitsConfig,
+)
 from exporter.errors import ConfigError
-from exporter.model import GPU, ORG_KEYS, RESOURCES, Resource, is_resource
-from exporter.periods import format_duration, parse_duration, parse_time
+from exporter.model import ORG_KEYS, RESOURCES, Resource
+from exporter.periods import format_duration
 from exporter.shards import instance_id, shard_of
 from exporter.yamlfile import Location, Positions, UniqueKeyLoader, read_yaml_positions
 
+__all__ = [
+    "CA_BUNDLE_VARIABLES", "DEFAULT_TOPIC_CONFIGS", "ENV_DELIMITER", "ENV_PREFIX",
+    "KAFKA_TOPIC_CONFIGS", "RETENTION_KEYS", "BackfillConfig", "BillingConfig",
+    "CompatibilityLevel", "Config", "Duration", "GpuConfig", "IdleConfig", "KafkaConfig",
+    "LoggingConfig", "OptionalTime", "OrgConfig", "OrgKeyConfig", "PeriodsConfig", "PricingConfig",
+    "ResourcesConfig", "SchemaRegistryConfig", "Section", "ShardConfig", "SharedCostsConfig",
+    "StorageConfig", "SysdigConfig", "SysdigLimitsConfig", "TopicRole", "TopicsConfig",
+    "WebConfig", "WorkerConfig", "format_validation_error", "load_config", "masked_dict",
+    "read_secret", "retention_limited",
+]
+
 ENV_PREFIX = "CHARGEBACK_"
 ENV_DELIMITER = "__"
-# Where `requests` looks for a CA bundle, in its order (`Session.merge_environment_settings`).
-CA_BUNDLE_VARIABLES = ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
-
-
-def _duration(value: Any) -> int:
-    if isinstance(value, bool):
-        raise ValueError("expected a duration such as 90s, 10m, 1h")
-    if isinstance(value, int | float | str):
-        return parse_duration(value)
-    raise ValueError("expected a duration such as 90s, 10m, 1h")
-
-
-Duration = Annotated[int, BeforeValidator(_duration)]
-
-
-def _time_or_none(value: Any) -> int | None:
-    if value is None or value == "":
-        return None
-    if isinstance(value, int):
-        return value
-    return parse_time(str(value))
-
-
-OptionalTime = Annotated[int | None, BeforeValidator(_time_or_none)]
-
-
-class Section(BaseModel):
-    """Base for every config section: frozen, unknown keys rejected."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-def read_secret(value: SecretStr | None, file: Path | None, what: str) -> str | None:
-    """The secret's value from the config value or its file (file wins when both are set)."""
-    if file is not None:
-        try:
-            return file.read_text(encoding="utf-8").strip()
-        except OSError as exc:
-            raise ConfigError(f"{what}: cannot read secret file {file}: {exc.strerror}") from exc
-    return value.get_secret_value() if value is not None else None
-
-
-class SysdigLimitsConfig(Section):
-    """Sysdig's Prometheus API service limits the queries are sized to, and the share of each
-    kept free (docs/queries.md, "Service limits"). Lower them for a tenant with lower limits."""
-
-    segments: int = Field(default=service_limits.SEGMENTS, ge=1)
-    raw_series: int = Field(default=service_limits.RAW_SERIES, ge=1)
-    metrics: int = Field(default=service_limits.METRICS, ge=1)
-    samples_per_minute: int = Field(default=service_limits.SAMPLES_PER_MINUTE, ge=1)
-    # Each query is sized to stay below (1 - margin) x each limit.
-    margin: float = Field(default=0.2, ge=0.05, le=0.9)
-
-
-class SysdigConfig(Section):
-    url: str = "https://app.sysdigcloud.com"
-    token: SecretStr | None = None
-    token_file: Path | None = None
-    timeout: Duration = 60
-    verify_tls: bool = True
-    ca_file: Path | None = None
-    max_attempts: int = Field(default=4, ge=1, le=20)
-    max_retry_time: Duration = 300
-    # Queries in flight at once; Sysdig accepts at most 200.
-    max_concurrency: int = Field(default=4, ge=1, le=service_limits.CONCURRENCY)
-    limits: SysdigLimitsConfig = SysdigLimitsConfig()
-    # Target usage series per cluster group (one chunk of a period), and how many groups are
-    # fetched ahead of the one being published.
-    group_series: int = Field(default=20_000, ge=1)
-    prefetch_groups: int = Field(default=2, ge=0, le=64)
-    clusters: tuple[str, ...] = ()
-    # Clusters no longer expected in every period (decommissioned): see docs/operations.md.
-    retired_clusters: tuple[str, ...] = ()
-    retention_tiers: bool = True
-    # How long Sysdig's retention timelines are trusted before they are read again.
-    retention_refresh: Duration = Field(default=86400, ge=60)
-    # A token of a scoped team sees part of the fleet: refused unless explicitly allowed.
-    allow_scoped_team: bool = False
-
-    @field_validator("url")
-    @classmethod
-    def _url(cls, v: str) -> str:
-        if not v.startswith(("http://", "https://")):
-            raise ValueError("must start with http:// or https://")
-        return v.rstrip("/")
-
-    @field_validator("timeout")
-    @classmethod
-    def _timeout(cls, v: int) -> int:
-        if not 1 <= v <= 120:
-            raise ValueError("must be between 1s and 2m (Sysdig caps query timeouts at 2m)")
-        return v
-
-    @model_validator(mode="after")
-    def _group_below_limits(self) -> SysdigConfig:
-        below = int(self.limits.segments * (1 - self.limits.margin))
-        if self.group_series > below:
-            raise ValueError(
-                f"sysdig.group_series ({self.group_series}) must be at most sysdig.limits.segments "
-                f"x (1 - sysdig.limits.margin) = {below}, so each answer stays below Sysdig's cap")
-        return self
-
-    def query_limits(self) -> service_limits.Limits:
-        """The limits, margin and group size `SysdigSource` sizes its queries to."""
-        lim = self.limits
-        return service_limits.Limits(segments=lim.segments, raw_series=lim.raw_series, metrics=lim.metrics,
-                             samples_per_minute=lim.samples_per_minute, margin=lim.margin,
-                             group_series=self.group_series, concurrency=self.max_concurrency)
-
-    def resolved_token(self) -> str | None:
-        return read_secret(self.token, self.token_file, "sysdig.token")
-
-    def tls_verify(self, environ: Mapping[str, str] | None = None) -> bool | str:
-        """What every Sysdig client the exporter builds verifies certificates with.
-
-        False with `verify_tls: false`; else `ca_file`; else, as `requests` does, the bundle
-        named by `REQUESTS_CA_BUNDLE`, then `CURL_CA_BUNDLE` (empty values are ignored); else
-        True (requests' own bundle). Raises `ConfigError` when the named bundle does not exist,
-        which requests would only report mid-request.
-        """
-        if not self.verify_tls:
-            return False
-        env = os.environ if environ is None else environ
-        named = [("sysdig.ca_file", str(self.ca_file))] if self.ca_file is not None else []
-        named += [(var, env[var]) for var in CA_BUNDLE_VARIABLES if env.get(var)]
-        if not named:
-            return True
-        origin, path = named[0]
-        if not os.path.exists(path):
-            raise ConfigError(f"{origin}: CA bundle {path} does not exist (TLS verification of "
-                              "Sysdig needs it)")
-        return path
-
-
-_LABEL_NAME = r"[a-zA-Z_][a-zA-Z0-9_]*"
-_METRIC_NAME = r"[a-zA-Z_:][a-zA-Z0-9_:]*"
-MetricName = Annotated[str, Field(pattern=f"^{_METRIC_NAME}$")]
-LabelName = Annotated[str, Field(pattern=f"^{_LABEL_NAME}$")]
-
-
-class GpuConfig(Section):
-    """GPUs charged by allocation: what kube-state-metrics' requests name them (docs/queries.md)."""
-
-    enabled: bool = True
-    # kube-state-metrics v2 `resource` label value -> charged resource: `gpu` for whole GPUs,
-    # `gpu.<profile>` for a MIG profile or a time-sliced replica, each priced on its own.
-    resources: dict[LabelName, str] = Field(default_factory=lambda: {"nvidia_com_gpu": "gpu"})
-    # Utilisation reported next to the charge (information only), 0-100 per device, and the
-    # labels naming the pod that holds the device (DCGM exporter's Kubernetes mapping).
-    utilization_metric: MetricName | None = "DCGM_FI_DEV_GPU_UTIL"
-    utilization_pod_label: LabelName = "pod"
-    utilization_namespace_label: LabelName = "namespace"
-
-    @field_validator("resources")
-    @classmethod
-    def _resources(cls, v: dict[str, str]) -> dict[str, str]:
-        if not v:
-            raise ValueError("needs at least one resource (or set enabled: false)")
-        for name, charged in v.items():
-            if charged != GPU and not (charged.startswith(GPU + ".") and is_resource(charged)):
-                raise ValueError(f"{name}: {charged!r} is not gpu or gpu.<profile> (lower-case "
-                                 "letters, digits, '.' and '-', e.g. gpu.mig-1g.5gb)")
-        return v
-
-
-class StorageConfig(Section):
-    """Persistent volume claims charged by requested capacity; Sysdig's names (docs/queries.md)."""
-
-    enabled: bool = True
-    capacity_metric: MetricName = "kube_persistentvolumeclaim_resource_requests_storage_bytes"
-    info_metric: MetricName = "kube_persistentvolumeclaim_info"
-    mount_metric: MetricName = "kube_pod_spec_volumes_persistentvolumeclaims_info"
-    claim_label: LabelName = "kube_persistentvolumeclaim_name"
-    class_label: LabelName = "kube_storageclass_name"
-
-
-class ResourcesConfig(Section):
-    """Resources charged besides cpu and memory."""
-
-    gpu: GpuConfig = GpuConfig()
-    storage: StorageConfig = StorageConfig()
 
 
 class PeriodsConfig(Section):
@@ -309,168 +159,6 @@ class OrgConfig(Section):
                     if f not in kc.model_fields_set}
             merged[key] = kc.model_copy(update=fill) if fill else kc
         return merged
-
-
-CompatibilityLevel = Literal["BACKWARD", "BACKWARD_TRANSITIVE", "FORWARD", "FORWARD_TRANSITIVE",
-                             "FULL", "FULL_TRANSITIVE", "NONE"]
-
-
-def _upper(value: Any) -> Any:
-    return value.upper() if isinstance(value, str) else value
-
-
-class SchemaRegistryConfig(Section):
-    """`kafka.schema_registry`. `compatibility` is set on each subject before the exporter first
-    registers a schema there (with `auto_register`); null leaves the subjects' levels alone."""
-
-    url: str
-    basic_auth_user_info: SecretStr | None = None
-    basic_auth_user_info_file: Path | None = None
-    ca_location: Path | None = None
-    auto_register: bool = True
-    compatibility: Annotated[CompatibilityLevel | None, BeforeValidator(_upper)] = "BACKWARD_TRANSITIVE"
-
-    def resolved_user_info(self) -> str | None:
-        return read_secret(
-            self.basic_auth_user_info, self.basic_auth_user_info_file,
-            "kafka.schema_registry.basic_auth_user_info",
-        )
-
-
-# Topic-level settings Apache Kafka knows (TopicConfig, 3.x and 4.x); any other name is a typo
-# the broker would refuse at creation, or (some brokers) silently keep and ignore.
-KAFKA_TOPIC_CONFIGS = frozenset({
-    "cleanup.policy", "compression.type", "compression.gzip.level", "compression.lz4.level",
-    "compression.zstd.level", "delete.retention.ms", "file.delete.delay.ms", "flush.messages",
-    "flush.ms", "follower.replication.throttled.replicas", "index.interval.bytes",
-    "leader.replication.throttled.replicas", "local.retention.bytes", "local.retention.ms",
-    "max.compaction.lag.ms", "max.message.bytes", "message.downconversion.enable",
-    "message.format.version", "message.timestamp.after.max.ms", "message.timestamp.before.max.ms",
-    "message.timestamp.difference.max.ms", "message.timestamp.type", "min.cleanable.dirty.ratio",
-    "min.compaction.lag.ms", "min.insync.replicas", "preallocate", "remote.log.copy.disable",
-    "remote.log.delete.on.disable", "remote.storage.enable", "retention.bytes", "retention.ms",
-    "segment.bytes", "segment.index.bytes", "segment.jitter.ms", "segment.ms",
-    "unclean.leader.election.enable",
-})
-RETENTION_KEYS = ("retention.ms", "retention.bytes")
-TopicRole = Literal["records", "manifests", "checkpoint"]
-# What every topic is created with unless `kafka.topic_configs` says otherwise: nothing is ever
-# deleted by age or size, so a consumer that is away for any time loses nothing. Manifests and
-# checkpoints are compacted (the newest value per key is what counts).
-DEFAULT_TOPIC_CONFIGS: dict[TopicRole, dict[str, str]] = {
-    "records": {"cleanup.policy": "delete", "retention.ms": "-1", "retention.bytes": "-1"},
-    "manifests": {"cleanup.policy": "compact", "retention.ms": "-1", "retention.bytes": "-1"},
-    "checkpoint": {"cleanup.policy": "compact", "retention.ms": "-1", "retention.bytes": "-1"},
-}
-
-
-def _topic_value(value: Any) -> str:
-    # Kafka takes every topic setting as a string; YAML gives numbers and booleans too.
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | str | float | Decimal):
-        return str(value)
-    raise ValueError("expected a string, number or boolean")
-
-
-def _check_topic_setting(name: str, value: str) -> str:
-    if name not in KAFKA_TOPIC_CONFIGS:
-        raise ValueError(f"{name}: unknown topic config (see Kafka's topic-level configs)")
-    if name in RETENTION_KEYS:
-        try:
-            number = int(value)
-        except ValueError:
-            number = -2
-        if number < -1:
-            raise ValueError(f"{name}: expected an integer, -1 for unlimited")
-        return str(number)
-    if name == "cleanup.policy":
-        policies = [p.strip() for p in value.split(",")]
-        if not set(policies) <= {"delete", "compact"}:
-            raise ValueError(f"{name}: expected delete, compact or compact,delete")
-        return ",".join(policies)
-    return value
-
-
-def _check_topic_settings(conf: dict[str, str]) -> dict[str, str]:
-    return {name: _check_topic_setting(name, value) for name, value in conf.items()}
-
-
-TopicSettings = Annotated[dict[str, Annotated[str, BeforeValidator(_topic_value)]],
-                          AfterValidator(_check_topic_settings)]
-
-
-def _default_topic_configs() -> dict[TopicRole, dict[str, str]]:
-    return {role: dict(conf) for role, conf in DEFAULT_TOPIC_CONFIGS.items()}
-
-
-def retention_limited(policy: str) -> bool:
-    """Whether retention.ms/.bytes delete anything under this cleanup.policy."""
-    return "delete" in policy
-
-
-class TopicsConfig(Section):
-    records: str = "chargeback.records.v1"
-    manifests: str = "chargeback.manifests.v1"
-    checkpoint: str = "chargeback.checkpoint.v1"
-
-
-class KafkaConfig(Section):
-    bootstrap_servers: str = "localhost:9092"
-    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
-    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"] | None = None
-    sasl_username: str | None = None
-    sasl_password: SecretStr | None = None
-    sasl_password_file: Path | None = None
-    ssl_ca_location: Path | None = None
-    ssl_certificate_location: Path | None = None
-    ssl_key_location: Path | None = None
-    ssl_key_password: SecretStr | None = None
-    transactional_id: str = "chargeback-exporter"
-    topics: TopicsConfig = TopicsConfig()
-    create_topics: bool = True
-    partitions: int = Field(default=6, ge=1, le=1000)
-    replication_factor: int = Field(default=3, ge=1, le=10)
-    # Per-role topic settings applied at creation, merged over DEFAULT_TOPIC_CONFIGS; after
-    # validation every role has its full, effective settings (what check-config prints).
-    topic_configs: dict[TopicRole, TopicSettings] = Field(default_factory=_default_topic_configs)
-    framing: Literal["confluent", "single-object"] = "single-object"
-    schema_registry: SchemaRegistryConfig | None = None
-    transaction_timeout: Duration = 60
-    connect_timeout: Duration = 30
-    # librdkafka settings for the producer only (consumers and the admin client ignore them).
-    extra: dict[str, str] = Field(default_factory=dict)
-
-    @field_validator("topic_configs", mode="before")
-    @classmethod
-    def _topic_configs(cls, v: Any) -> Any:
-        if not isinstance(v, Mapping):
-            return v
-        merged: dict[Any, Any] = {role: dict(conf) for role, conf in DEFAULT_TOPIC_CONFIGS.items()}
-        for role, conf in v.items():
-            if role not in merged or not isinstance(conf, Mapping):
-                merged[role] = conf  # reported by the type check, with its path
-                continue
-            merged[role].update(conf)
-        return merged
-
-    @model_validator(mode="after")
-    def _consistent(self) -> KafkaConfig:
-        if self.framing == "confluent" and self.schema_registry is None:
-            raise ValueError("framing 'confluent' needs kafka.schema_registry.url")
-        cp = self.topic_configs["checkpoint"]
-        if "compact" not in cp["cleanup.policy"]:
-            raise ValueError("topic_configs.checkpoint: the checkpoint topic must be compacted")
-        if retention_limited(cp["cleanup.policy"]) and any(cp[k] != "-1" for k in RETENTION_KEYS):
-            raise ValueError("topic_configs.checkpoint: retention.ms and retention.bytes must be -1 "
-                             "when cleanup.policy includes delete (a deleted checkpoint restarts "
-                             "the export elsewhere)")
-        if self.security_protocol.startswith("SASL") and not self.sasl_mechanism:
-            raise ValueError("security_protocol SASL_* needs sasl_mechanism")
-        return self
-
-    def resolved_sasl_password(self) -> str | None:
-        return read_secret(self.sasl_password, self.sasl_password_file, "kafka.sasl_password")
 
 
 class PricingConfig(Section):
