@@ -63,6 +63,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                    help="periods of the RSS backfill (default 168; --quick: 12; 0 skips it)")
     p.add_argument("--backfill-size", type=_positive, default=10_000,
                    help="fleet size of the backfill and the profile (default 10000)")
+    p.add_argument("--clusters", type=_positive, default=None,
+                   help="clusters of every measured fleet (default: 2, 4, 10, or 50 above "
+                        "100000 pods, by size)")
     p.add_argument("--no-profile", action="store_true", help="skip the cProfile run")
     p.add_argument("--avro-records", type=_positive, default=20_000,
                    help="records per Avro throughput sample, cycling the period's (default 20000)")
@@ -179,12 +182,14 @@ def _run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
 
         if size not in recordings:
             directory = work / f"rec-{size}"
-            if existing(size, directory) is not None:
+            if existing(size, directory, clusters=args.clusters) is not None:
                 _say(f"[{time.perf_counter() - started:6.0f}s] reusing the recording for {size:,} pods")
                 recordings[size] = directory
                 return directory
             _say(f"[{time.perf_counter() - started:6.0f}s] recording the simulator for {size:,} pods")
-            _child(f"recording {size} pods", ["_record", str(size), str(directory)],
+            _child(f"recording {size} pods",
+                   ["_record", str(size), str(directory),
+                    *(["--clusters", str(args.clusters)] if args.clusters else [])],
                    work / f"record-{size}.json")
             recordings[size] = directory
         return recordings[size]
@@ -274,6 +279,7 @@ def _internal(argv: Sequence[str]) -> int:
     r.add_argument("dir", type=Path)
     r.add_argument("--replicas", type=int, default=1)
     r.add_argument("--step", type=int, default=60)
+    r.add_argument("--clusters", type=int, default=None)
     s = sub.add_parser("_replay")
     s.add_argument("dir", type=Path)
     s.add_argument("--latency", action="store_true")
@@ -299,7 +305,8 @@ def _internal(argv: Sequence[str]) -> int:
 
         from bench.record import record
 
-        _write(a.out, asdict(record(a.size, a.dir, max_replicas=a.replicas, step=a.step)))
+        _write(a.out, asdict(record(a.size, a.dir, max_replicas=a.replicas, step=a.step,
+                                         clusters=a.clusters)))
     elif a.cmd == "_replay":
         from bench.replay import serve
         from chargeback_simulator.server import Latency

@@ -31,6 +31,7 @@ from exporter.model import (
     WorkloadKey,
     WorkloadUsage,
     is_resource,
+    merge_usage,
 )
 from exporter.money import CONTEXT, EXACT
 from exporter.periods import Period
@@ -370,22 +371,7 @@ class SysdigSource:
 _ALLOCATED: tuple[str, ...] = ("gpu.usage", "gpu.request", "storage.request")
 
 
-def merge(chunks: Sequence[PeriodUsage]) -> PeriodUsage:
-    """One `PeriodUsage` for the whole period from its chunks (disjoint clusters, in order)."""
-    first = chunks[0]
-    coverage: dict[str, Decimal] = {}
-    allocatable: dict[str, Mapping[Resource, Decimal]] = {}
-    for c in chunks:
-        coverage.update(c.coverage)
-        allocatable.update(c.allocatable)
-    return PeriodUsage(
-        period=first.period, step_seconds=first.step_seconds, grain=first.grain,
-        workloads=tuple(w for c in chunks for w in c.workloads), coverage=coverage,
-        usage_clusters=frozenset().union(*(c.usage_clusters for c in chunks)),
-        request_clusters=frozenset().union(*(c.request_clusters for c in chunks)),
-        queries=sum(c.queries for c in chunks), bytes_fetched=sum(c.bytes_fetched for c in chunks),
-        clusters=frozenset().union(*(c.clusters for c in chunks)), allocatable=allocatable,
-    )
+merge = merge_usage  # the name callers of this module know
 
 
 def _clusters_brief(group: Sequence[str]) -> str:
