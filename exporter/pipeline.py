@@ -216,6 +216,8 @@ class _PeriodRun:
             if not complete:
                 failed = True
                 continue
+            if failed and not p.idle:
+                continue  # only the checks that need no lines are left to make
             lines = charge_lines(usage, p.org)
             if p.idle:
                 missing = {ln.workload.cluster for ln in lines}.difference(usage.allocatable)
