@@ -40,6 +40,21 @@ def _is_fenced(err: KafkaError | None) -> bool:
     return err is not None and err.code() in _FENCED_CODES
 
 
+def _cause(producer: Producer, err: KafkaError | None) -> KafkaError | None:
+    """The error behind `err`. A produce call on a producer that has become fatal (fenced while
+    a period's chunks were being built) only says `_FATAL`; the transactional API then raises the
+    fatal error itself, fencing included, which is what decides between stopping and retrying."""
+    if err is None or err.code() != KafkaError._FATAL:
+        return err
+    try:
+        producer.abort_transaction(_CLOSE_ABORT_SECONDS)
+    except KafkaException as exc:
+        cause = error_of(exc)
+        if cause is not None and (cause.fatal() or _is_fenced(cause)):
+            return cause
+    return err
+
+
 class KafkaPeriodSink:
     """`PeriodSink` over a transactional confluent-kafka producer."""
 
@@ -197,8 +212,8 @@ class KafkaPeriodSink:
             committing = True
             self._commit(producer)
         except KafkaException as exc:
-            err = error_of(exc)
-            if _is_fenced(err) or (err is not None and err.fatal()):
+            err = _cause(producer, error_of(exc))
+            if _is_fenced(err) or (err is not None and (err.fatal() or err.code() == KafkaError._FATAL)):
                 self._safe_abort("fenced" if _is_fenced(err) else "fatal")
                 if _is_fenced(err):
                     raise FencedError(

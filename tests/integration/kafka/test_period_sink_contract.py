@@ -71,10 +71,12 @@ class Generated:
     `ChunkFailed` after `fail_after` messages when set. Counts its generations."""
 
     def __init__(self, messages: Sequence[OutMessage], checkpoint: OutMessage,
-                 fail_after: int | None = None) -> None:
+                 fail_after: int | None = None,
+                 each: Callable[[int], None] | None = None) -> None:
         self._messages = list(messages)
         self._checkpoint = checkpoint
         self.fail_after = fail_after
+        self._each = each  # called before each message is generated, with its index
         self.calls = 0
         self.produced = 0
 
@@ -82,6 +84,8 @@ class Generated:
         self.calls += 1
         self.produced = 0
         for i, m in enumerate(self._messages):
+            if self._each is not None:
+                self._each(i)
             if i == self.fail_after:
                 raise ChunkFailed("Sysdig: the last chunk's queries failed")
             self.produced += 1
@@ -488,3 +492,27 @@ class TestKafkaPeriodSink(PeriodSinkContract):
 
     def during_next_publish(self, sink: PeriodSink, action: Callable[[], None]) -> None:
         self._intervene(sink, after_first=action)
+
+    def test_fenced_while_a_batch_is_generated_stops_and_never_fences_back(self) -> None:
+        """The producer learns it was fenced between two chunks: the next produce only says
+        `_FATAL`. That is fencing (stop), not a transient failure to retry with a new producer,
+        which would fence the newer instance in turn."""
+        old = self.started()
+        rivals: list[PeriodSink] = []
+        messages, checkpoint = self.batch(T0 + H, "zombie", batch=b"zombie")
+
+        def fence_then_flush(i: int) -> None:
+            if i == 0:
+                rivals.append(self.started())  # before the old producer's first message
+            elif i == 1:
+                assert isinstance(old, KafkaPeriodSink) and old._producer is not None
+                old._producer.flush(10)  # the fenced answer arrives before the next chunk
+
+        policy = ExactlyOnceSink(old, self.new_store(), self.clock)
+        with pytest.raises(FencedError):
+            policy.publish(Generated(messages, checkpoint, each=fence_then_flush))
+        self.visible([])
+        second = self.batch(T0 + H, "new", batch=b"new")
+        rivals[0].publish(FixedBatch(*second))  # the newer instance was not fenced back
+        self.visible(second[0])
+        assert self.new_store().read() == CheckpointState(T0 + H, {}, b"new")
