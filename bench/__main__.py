@@ -63,10 +63,16 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
                    help="periods of the RSS backfill (default 168; --quick: 12; 0 skips it)")
     p.add_argument("--backfill-size", type=_positive, default=10_000,
                    help="fleet size of the backfill and the profile (default 10000)")
+    p.add_argument("--clusters", type=_positive, default=None,
+                   help="clusters of every measured fleet (default: 2, 4, 10, or 50 above "
+                        "100000 pods, by size)")
     p.add_argument("--no-profile", action="store_true", help="skip the cProfile run")
     p.add_argument("--avro-records", type=_positive, default=20_000,
                    help="records per Avro throughput sample, cycling the period's (default 20000)")
     p.add_argument("--quick", action="store_true", help="a run of about a minute")
+    p.add_argument("--scale", action="store_true",
+                   help="only the worker's path per fleet size, --periods periods each in one "
+                        "process: CPU and wall time per period, peak RSS")
     p.add_argument("--json", type=Path, default=None, help="also write the raw results here")
     p.add_argument("--workdir", type=Path, default=None,
                    help="keep recordings and logs here (default: a temporary directory)")
@@ -164,6 +170,33 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     return _run(args, args.workdir)
 
 
+def _scale(args: argparse.Namespace, work: Path, recording: Any, started: float,
+           results: dict[str, Any]) -> dict[str, Any]:
+    """The worker's path per fleet size, `--periods` periods in one fresh process each."""
+    from bench.record import Recording
+    from chargeback_simulator.localbroker import LocalBroker
+
+    results["scale"] = []
+    run_id = os.urandom(3).hex()
+    with LocalBroker("noida", data_dir=work / "broker-scale",
+                     log_path=work / "broker-scale.log") as broker:
+        for size in args.sizes:
+            directory = recording(size)
+            rec = Recording.load(directory)
+            with replay_server(directory) as url:
+                _say(f"[{time.perf_counter() - started:6.0f}s] the worker's path, {size:,} pods, "
+                     f"{args.periods} period(s)")
+                out = _child(f"worker path, {size} pods",
+                             ["_live", str(directory), url, broker.bootstrap,
+                              f"l{size}-{run_id}", str(args.periods)], work / f"live-{size}.json")
+            out.update(target_pods=size, pods=rec.pods, clusters=rec.spec["clusters"])
+            results["scale"].append(out)
+    results["seconds"] = time.perf_counter() - started
+    results["machine"]["load average at end"] = " ".join(f"{x:.2f}" for x in os.getloadavg())
+    _say(f"[{results['seconds']:6.0f}s] done")
+    return results
+
+
 def _run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     from chargeback_simulator.localbroker import LocalBroker
 
@@ -179,15 +212,20 @@ def _run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
 
         if size not in recordings:
             directory = work / f"rec-{size}"
-            if existing(size, directory) is not None:
+            if existing(size, directory, clusters=args.clusters) is not None:
                 _say(f"[{time.perf_counter() - started:6.0f}s] reusing the recording for {size:,} pods")
                 recordings[size] = directory
                 return directory
             _say(f"[{time.perf_counter() - started:6.0f}s] recording the simulator for {size:,} pods")
-            _child(f"recording {size} pods", ["_record", str(size), str(directory)],
+            _child(f"recording {size} pods",
+                   ["_record", str(size), str(directory),
+                    *(["--clusters", str(args.clusters)] if args.clusters else [])],
                    work / f"record-{size}.json")
             recordings[size] = directory
         return recordings[size]
+
+    if args.scale:
+        return _scale(args, work, recording, started, results)
 
     with LocalBroker("noida", data_dir=work / "broker", log_path=work / "broker.log") as broker:
         for size in args.sizes:
@@ -274,10 +312,11 @@ def _internal(argv: Sequence[str]) -> int:
     r.add_argument("dir", type=Path)
     r.add_argument("--replicas", type=int, default=1)
     r.add_argument("--step", type=int, default=60)
+    r.add_argument("--clusters", type=int, default=None)
     s = sub.add_parser("_replay")
     s.add_argument("dir", type=Path)
     s.add_argument("--latency", action="store_true")
-    for name in ("_measure", "_backfill", "_profile", "_wall"):
+    for name in ("_measure", "_backfill", "_profile", "_wall", "_live"):
         m = sub.add_parser(name)
         m.add_argument("dir", type=Path)
         m.add_argument("url")
@@ -299,7 +338,8 @@ def _internal(argv: Sequence[str]) -> int:
 
         from bench.record import record
 
-        _write(a.out, asdict(record(a.size, a.dir, max_replicas=a.replicas, step=a.step)))
+        _write(a.out, asdict(record(a.size, a.dir, max_replicas=a.replicas, step=a.step,
+                                         clusters=a.clusters)))
     elif a.cmd == "_replay":
         from bench.replay import serve
         from chargeback_simulator.server import Latency
@@ -314,6 +354,10 @@ def _internal(argv: Sequence[str]) -> int:
         from bench.wall import wall
 
         _write(a.out, wall(a.dir, a.url, a.bootstrap, a.tag, a.periods))
+    elif a.cmd == "_live":
+        from bench.live import live
+
+        _write(a.out, live(a.dir, a.url, a.bootstrap, a.tag, a.periods))
     elif a.cmd == "_backfill":
         from bench.backfill import backfill
 

@@ -40,15 +40,22 @@ versions:
 """
 
 
-def fleet_spec(pods: int, seed: int = 1, max_replicas: int = 1) -> FleetSpec:
-    """A fleet of about `pods` pods per hour and half as many workloads.
+def default_clusters(pods: int) -> int:
+    """The clusters of a fleet of `pods` pods unless chosen: 2, 4, 10, then 50 above 100 000."""
+    return 2 if pods <= 2000 else 4 if pods <= 20000 else 10 if pods <= 100_000 else 50
+
+
+def fleet_spec(pods: int, seed: int = 1, max_replicas: int = 1,
+               clusters: int | None = None) -> FleetSpec:
+    """A fleet of about `pods` pods per hour and half as many workloads, over `clusters`
+    clusters (`default_clusters` when None).
 
     One replica per workload: rollovers (deployments live 20 min to 6 h) and jobs on 30-minute
     schedules make about 2.1 pods per workload and hour. The actual counts are measured.
     `max_replicas` above 1 gives the same workloads more pods (the answer-size contrast).
     """
     workloads = max(WORKLOADS_PER_NAMESPACE, pods // 2)
-    clusters = 2 if pods <= 2000 else 4 if pods <= 20000 else 10
+    clusters = default_clusters(pods) if clusters is None else clusters
     namespaces = max(1, math.ceil(workloads / (clusters * WORKLOADS_PER_NAMESPACE)))
     return FleetSpec(seed=seed, clusters=clusters, namespaces_per_cluster=namespaces,
                      workloads_per_namespace=WORKLOADS_PER_NAMESPACE, max_replicas=max_replicas)

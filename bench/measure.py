@@ -1,14 +1,16 @@
 """One fleet size, in one fresh process: the exporter's per-period path split into phases,
 the ceilings measured on the same bytes and broker, Avro and consumer throughput, peak RSS.
 
-Phases of a period (one Sysdig request at a time, so they add up):
-- fetch: `SysdigSource.fetch`, split into HTTP (requests' `Session.send`: sending, waiting on
-  the server and reading the whole body) and parse (everything else: sdcclient,
-  `Response.json`, validating the series (`sysdig.parse_vector`), assembling `PeriodUsage`);
-- compute: the rest of `Pipeline.compute` (units, pricing, shared costs, label coverage,
+Phases of a period (one Sysdig request at a time; `Pipeline.export` interleaves them chunk by
+chunk, so each is the sum of its calls):
+- fetch: waiting for the source's chunks (`SysdigSource.fetch_chunks`), split into HTTP
+  (requests' `Session.send`: sending, waiting on the server and reading the whole body) and
+  parse (everything else: sdcclient, `Response.json`, validating the series
+  (`sysdig.parse_vector`), assembling `PeriodUsage`);
+- compute: the rest of `Pipeline.export` (units, pricing, shared costs, label coverage,
   records and their Avro bodies, content hashes, manifests);
-- encode: `Pipeline.messages` (framing the bodies, manifests, headers);
-- produce: `KafkaPeriodSink.publish` (one transaction: produce all, commit).
+- encode: the codec's `records` and `manifests` (framing the bodies, headers);
+- produce: `KafkaPeriodSink`'s produce calls and its commit.
 
 The exporter's own time is the period's wall time minus the time the HTTP phase spent idle
 (its wall minus its CPU), i.e. minus the time the server took to answer.
@@ -94,12 +96,18 @@ def instrumented(timers: Timers) -> Iterator[None]:
 
 
 class TimedSource:
-    """The real usage source, with the wall and CPU time of its last `fetch` kept, so the
-    period runs exactly as `Pipeline.compute` runs it and fetch is still timed apart."""
+    """The real usage source, with the wall and CPU time spent waiting for its chunks kept
+    (`last`, since `reset`), so the period runs exactly as `Pipeline.export` runs it and fetch
+    is still timed apart; `workloads`, `queries` and `bytes_fetched` add up the chunks'."""
 
     def __init__(self, inner: Any) -> None:
         self.inner = inner
         self.last = Span()
+        self.workloads = self.queries = self.bytes_fetched = 0
+
+    def reset(self) -> None:
+        self.last = Span()
+        self.workloads = self.queries = self.bytes_fetched = 0
 
     def fetch(self, period: Period) -> PeriodUsage:
         # Process CPU: the queries run on the source's threads.
@@ -111,8 +119,22 @@ class TimedSource:
             self.last = Span(time.perf_counter() - w, time.process_time() - c, 1)
 
     def fetch_chunks(self, period: Period) -> Iterator[PeriodUsage]:
-        """The inner source's chunks, untimed: fetching them overlaps with their consumer."""
-        yield from self.inner.fetch_chunks(period)
+        """The inner source's chunks; the time spent waiting for each is added to `last`."""
+        chunks = self.inner.fetch_chunks(period)
+        while True:
+            # Process CPU: the queries run on the source's threads.
+            w, c = time.perf_counter(), time.process_time()
+            chunk = next(chunks, None)
+            last = self.last
+            self.last = Span(last.wall + time.perf_counter() - w,
+                             last.cpu + time.process_time() - c, last.calls + 1)
+            if chunk is None:
+                return
+            self.workloads += len(chunk.workloads)
+            self.queries += chunk.queries
+            self.bytes_fetched += chunk.bytes_fetched
+            yield chunk
+            del chunk
 
     def step_for(self, period: Period) -> int:
         step: int = self.inner.step_for(period)
@@ -146,33 +168,78 @@ def _now() -> tuple[float, float]:
     return time.perf_counter(), time.process_time()
 
 
+@contextmanager
+def phased(phases: Timers) -> Iterator[None]:
+    """Time the codec's encoding ("encode") and the sink's produce calls and commit
+    ("produce") for the duration of the block."""
+    from exporter.avro.messages import AvroCodec
+    from exporter.kafka import KafkaPeriodSink
+
+    saved = (AvroCodec.records, AvroCodec.manifests, KafkaPeriodSink._produce,
+             KafkaPeriodSink._commit)
+    AvroCodec.records = phases.wrap("encode", saved[0])  # type: ignore[method-assign]
+    AvroCodec.manifests = phases.wrap("encode", saved[1])  # type: ignore[method-assign]
+    KafkaPeriodSink._produce = phases.wrap("produce", saved[2])  # type: ignore[method-assign]
+    KafkaPeriodSink._commit = phases.wrap("produce", saved[3])  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        AvroCodec.records = saved[0]  # type: ignore[method-assign]
+        AvroCodec.manifests = saved[1]  # type: ignore[method-assign]
+        KafkaPeriodSink._produce = saved[2]  # type: ignore[method-assign]
+        KafkaPeriodSink._commit = saved[3]  # type: ignore[method-assign]
+
+
+class _Counted:
+    """A batch passed through, counting its messages and their bytes."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+        self.messages_count = 0
+        self.bytes = 0
+
+    def messages(self) -> Iterator[OutMessage]:
+        for m in self.inner.messages():
+            self.messages_count += 1
+            self.bytes += len(m.value)
+            yield m
+
+    def checkpoint(self) -> OutMessage | None:
+        cp: OutMessage | None = self.inner.checkpoint()
+        if cp is not None:
+            self.messages_count += 1
+            self.bytes += len(cp.value)
+        return cp
+
+
 def run_period(rig: Rig, p: Period, timers: Timers | None = None) -> dict[str, Any]:
-    """Export period `p` the way `Pipeline.compute` + `Pipeline.publish` do, phase by phase
-    (the fetch is timed inside `compute`, which runs it), with the collector on as in the
-    worker."""
+    """Export period `p` the way `Pipeline.export` does, chunk by chunk in one transaction,
+    phases timed by their calls, with the collector on as in the worker."""
     rig.clock.set(p.end + SETTLE)
     if timers is not None:
         timers.reset()
-    t0 = _now()
-    result = rig.pipeline.compute(p)
-    t2 = _now()
+    phases = Timers()
+    rig.source.reset()
+    batch = _Counted(rig.pipeline.batch(p, INSTANCE))
+    with phased(phases):
+        t0 = _now()
+        rig.sink.publish(batch)
+        t4 = _now()
+    summary = batch.inner.summary
     fetched = rig.source.last
-    usage = result.usage
-    messages = rig.pipeline.messages(result)
-    t3 = _now()
-    checkpoint = rig.pipeline.codec.checkpoint(INSTANCE, p.end, p.length, int(rig.clock.time() * 1000))
-    rig.sink.publish(messages, checkpoint)
-    t4 = _now()
+    encode, produce = phases.get("encode"), phases.get("produce")
+    total = [t4[0] - t0[0], t4[1] - t0[1]]
     out: dict[str, Any] = {
-        "records": len(result.records), "manifests": len(result.manifests),
-        "messages": len(messages) + 1, "workloads": len(usage.workloads),
-        "bytes_fetched": usage.bytes_fetched, "requests": usage.queries,
-        "message_bytes": sum(len(m.value) for m in messages) + len(checkpoint.value),
+        "records": summary.records, "manifests": len(summary.manifests),
+        "messages": batch.messages_count, "workloads": rig.source.workloads,
+        "bytes_fetched": rig.source.bytes_fetched, "requests": rig.source.queries,
+        "message_bytes": batch.bytes,
         "fetch": [fetched.wall, fetched.cpu],
-        "compute": [t2[0] - t0[0] - fetched.wall, t2[1] - t0[1] - fetched.cpu],
-        "encode": [t3[0] - t2[0], t3[1] - t2[1]],
-        "produce": [t4[0] - t3[0], t4[1] - t3[1]],
-        "total": [t4[0] - t0[0], t4[1] - t0[1]],
+        "compute": [total[0] - fetched.wall - encode.wall - produce.wall,
+                    total[1] - fetched.cpu - encode.cpu - produce.cpu],
+        "encode": [encode.wall, encode.cpu],
+        "produce": [produce.wall, produce.cpu],
+        "total": total,
     }
     if timers is not None:
         for name in ("http", "json", "series"):
@@ -428,7 +495,7 @@ def measure(recording: Path, url: str, bootstrap: str, tag: str, periods: int,
         p = period(periods - 1)
         rig.clock.set(p.end + SETTLE)
         last = rig.pipeline.compute(p)
-        messages = rig.pipeline.messages(last)
+        messages = list(rig.pipeline.batch(p, INSTANCE).messages())
         checkpoint = rig.pipeline.codec.checkpoint(INSTANCE, p.end, p.length,
                                                    int(rig.clock.time() * 1000))
         result["ceiling_produce"] = produce_ceiling(rig.cfg, messages, checkpoint)

@@ -71,23 +71,24 @@ class Recording:
 
 
 def existing(target_pods: int, directory: Path, seed: int = 1, max_replicas: int = 1,
-             step: int = STEP) -> Recording | None:
+             step: int = STEP, clusters: int | None = None) -> Recording | None:
     """The recording in `directory` if it is of the same fleet and step, else None."""
     try:
         rec = Recording.load(directory)
     except (OSError, ValueError, TypeError):
         return None
-    same = rec.spec == asdict(fleet_spec(target_pods, seed, max_replicas)) and rec.step == step
+    same = (rec.spec == asdict(fleet_spec(target_pods, seed, max_replicas, clusters))
+            and rec.step == step)
     return rec if same else None
 
 
 def record(target_pods: int, directory: Path, seed: int = 1, max_replicas: int = 1,
-           step: int = STEP) -> Recording:
-    """Evaluate period 0's queries for the fleet of `target_pods` at `step` seconds and write
-    them to `directory`."""
+           step: int = STEP, clusters: int | None = None) -> Recording:
+    """Evaluate period 0's queries for the fleet of `target_pods` pods over `clusters` clusters
+    (`fleets.default_clusters` when None) at `step` seconds and write them to `directory`."""
     directory.mkdir(parents=True, exist_ok=True)
     p = period(0)
-    fleet = Fleet(fleet_spec(target_pods, seed, max_replicas))
+    fleet = Fleet(fleet_spec(target_pods, seed, max_replicas, clusters))
     pods = fleet.pods(p.start, p.end)
     samples = sum(pod.samples(p.start, p.end) for pod in pods)
     clock = FakeClock(p.end + 3600)

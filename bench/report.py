@@ -10,6 +10,7 @@ OWN_RATIO_TARGET = 4.0  # the performance budget: own time ≤ 4× the ceilings 
 OWN_RATIO_SIZES = (10_000, 50_000)
 RSS_GROWTH_TARGET = 1.20
 WALL_RATIO_TARGET = 1.20  # a period's wall time ≤ its slowest Sysdig query + 20 %
+RSS_TARGET_MIB = 512  # peak RSS of the worker at any fleet size (the fleet-scale issue)
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -200,8 +201,40 @@ def wall_table(sizes: Sequence[dict[str, Any]]) -> str:
                    "exporter CPU (ms)", "ratio", f"≤ {WALL_RATIO_TARGET:.2f}"), rows)
 
 
+def scale_table(runs: Sequence[dict[str, Any]]) -> str:
+    """Per fleet, the worker's path: median CPU and wall seconds per period, peak RSS, and how
+    flat RSS stays from the first period to the last."""
+    rows = []
+    for r in runs:
+        periods = r["runs"]
+        rss = [p["rss_after_mib"] for p in periods]
+        growth = max(rss) / rss[0] if rss else 0.0
+        rows.append((f"{r['target_pods']:,}", f"{r['pods']:,}", r["clusters"], len(periods),
+                     f"{r['records'] / len(periods):,.0f}",
+                     f"{statistics.median(p['cpu'] for p in periods):.2f}",
+                     f"{statistics.median(p['wall'] for p in periods):.2f}",
+                     f"{r['peak_rss_mib']:.0f}", f"{rss[0]:.0f} / {rss[-1]:.0f}",
+                     f"{growth:.2f}×",
+                     _verdict(r["peak_rss_mib"] <= RSS_TARGET_MIB and growth <= RSS_GROWTH_TARGET)))
+    return _table(("fleet", "pods/h", "clusters", "periods", "records/period", "CPU s/period",
+                   "wall s/period", "peak RSS (MiB)", "RSS after first / last (MiB)",
+                   "RSS growth", f"≤ {RSS_TARGET_MIB} MiB, ≤ {RSS_GROWTH_TARGET:.2f}×"), rows)
+
+
+def render_scale(results: dict[str, Any]) -> str:
+    """The `--scale` report as markdown."""
+    return "\n".join([
+        "## Machine\n",
+        _table(("item", "value"), list(results["machine"].items())),
+        "\n## Fleet scale: the worker's path (median per period)\n",
+        scale_table(results["scale"]),
+    ]) + "\n"
+
+
 def render(results: dict[str, Any]) -> str:
     """The whole report as markdown."""
+    if "scale" in results:
+        return render_scale(results)
     m = results["machine"]
     sizes = results["sizes"]
     parts = [

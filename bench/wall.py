@@ -4,7 +4,8 @@ The replay server answers each query after the time the simulator's latency mode
 samples it scanned (`python -m bench _replay DIR --latency`). The exporter runs as the worker
 does, queries concurrent within `sysdig.max_concurrency` and cluster groups fetched ahead of the
 one being computed; each query's wall time is taken around `SysdigClient.query_instant`
-(retries included), the period's around compute, encode and publish.
+(retries included), the period's around `Pipeline.export` (measured, built and published chunk
+by chunk).
 """
 
 from __future__ import annotations
@@ -84,11 +85,7 @@ def wall(recording: Path, url: str, bootstrap: str, tag: str, periods: int,
                 ends.clear()
                 began = time.perf_counter()
                 cpu = time.process_time()
-                result = pipeline.compute(p)
-                messages = pipeline.messages(result)
-                checkpoint = pipeline.codec.checkpoint(INSTANCE, p.end, p.length,
-                                                       int(clock.time() * 1000))
-                sink.publish(messages, checkpoint)
+                pipeline.export(p, sink, INSTANCE)
                 took = time.perf_counter() - began
                 if i >= 0:
                     # After the last answer: what the exporter does once Sysdig is done.

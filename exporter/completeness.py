@@ -15,8 +15,8 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping
 
 from exporter.errors import IncompleteDataError
-from exporter.model import PeriodUsage
-from exporter.periods import iso
+from exporter.model import PeriodUsage, covered_clusters
+from exporter.periods import Period, iso
 
 USAGE = "usage"
 REQUESTS = "requests"
@@ -56,26 +56,68 @@ def check(usage: PeriodUsage, expected: Mapping[str, int | None], *, publish_emp
     counts as having had no usage; a cluster with one kind of series but not the other never
     does, since that is a broken collection, not an idle cluster.
     """
-    period = usage.period
-    seen_usage, seen_requests = usage.usage_clusters, usage.request_clusters
-    missing: dict[str, tuple[str, ...]] = {}
-    for cluster in sorted({*expected, *seen_usage, *seen_requests}):
-        lacks = tuple(what for what, seen in ((USAGE, seen_usage), (REQUESTS, seen_requests))
-                      if cluster not in seen)
-        if lacks and not (publish_empty and len(lacks) == 2):
-            missing[cluster] = lacks
-    if not seen_usage and not seen_requests and not publish_empty:
-        expected_part = f"; expected cluster(s) {', '.join(sorted(expected))}" if expected else ""
-        raise MissingClusters(
-            f"period {period}: Sysdig returned no series at all (a renamed metric, a stopped "
-            f"agent or a token whose team sees nothing look the same){expected_part}; held. "
-            "Set periods.publish_empty: true only if an empty fleet is possible", missing)
-    if missing:
-        parts = [f"cluster {c}: {_lacks(what)}{_last(expected.get(c))}"
-                 for c, what in missing.items()]
-        raise MissingClusters(
-            f"period {period}: {'; '.join(parts)}; held. A decommissioned cluster is retired "
-            "with sysdig.retired_clusters", missing)
+    tally = Tally(usage.period, expected, publish_empty=publish_empty)
+    tally.add(usage)
+    tally.finish()
+
+
+class Tally:
+    """`check` over a period measured in chunks: `add` each chunk, then `finish`.
+
+    The same clusters are missing, with the same message, as `check` of the chunks merged.
+    """
+
+    def __init__(self, period: Period, expected: Mapping[str, int | None], *,
+                 publish_empty: bool) -> None:
+        self._period = period
+        self._expected = expected
+        self._publish_empty = publish_empty
+        self._missing: dict[str, tuple[str, ...]] = {}
+        self._covered: set[str] = set()
+        self._any = False
+
+    @property
+    def covered(self) -> frozenset[str]:
+        """The clusters of the chunks added so far."""
+        return frozenset(self._covered)
+
+    def add(self, usage: PeriodUsage) -> bool:
+        """Count one chunk; True when each of its clusters is complete (as `check` says)."""
+        clusters = covered_clusters(usage)
+        self._covered.update(clusters)
+        seen_usage, seen_requests = usage.usage_clusters, usage.request_clusters
+        self._any = self._any or bool(seen_usage or seen_requests)
+        complete = True
+        mine = {c for c in self._expected if c in clusters}
+        for cluster in sorted({*mine, *seen_usage, *seen_requests}):
+            lacks = tuple(what for what, seen in ((USAGE, seen_usage), (REQUESTS, seen_requests))
+                          if cluster not in seen)
+            if lacks and not (self._publish_empty and len(lacks) == 2):
+                self._missing[cluster] = lacks
+                complete = False
+        return complete
+
+    def finish(self) -> None:
+        """Raise `MissingClusters` for what the chunks lacked, expected clusters no chunk
+        covered included."""
+        missing = dict(self._missing)
+        if not self._publish_empty:
+            missing.update((c, (USAGE, REQUESTS)) for c in self._expected if c not in self._covered)
+        missing = dict(sorted(missing.items()))
+        expected = self._expected
+        if not self._any and not self._publish_empty:
+            expected_part = f"; expected cluster(s) {', '.join(sorted(expected))}" if expected else ""
+            raise MissingClusters(
+                f"period {self._period}: Sysdig returned no series at all (a renamed metric, a "
+                "stopped agent or a token whose team sees nothing look the same)"
+                f"{expected_part}; held. Set periods.publish_empty: true only if an empty fleet "
+                "is possible", missing)
+        if missing:
+            parts = [f"cluster {c}: {_lacks(what)}{_last(expected.get(c))}"
+                     for c, what in missing.items()]
+            raise MissingClusters(
+                f"period {self._period}: {'; '.join(parts)}; held. A decommissioned cluster is "
+                "retired with sysdig.retired_clusters", missing)
 
 
 def empty_clusters(usage: PeriodUsage, expected: Collection[str]) -> frozenset[str]:

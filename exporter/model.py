@@ -7,9 +7,11 @@ what pricing and records consume; `WorkloadUsage` is what a source returns befor
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
+from itertools import pairwise
+from operator import attrgetter
 from typing import NamedTuple
 
 from exporter.periods import Period
@@ -121,6 +123,36 @@ class PeriodUsage:
     # only when idle capacity is measured (`idle.enabled`).
     allocatable: Mapping[str, Mapping[Resource, Decimal]] = field(default_factory=dict)
     clusters: frozenset[str] = frozenset()
+
+
+def merge_usage(chunks: Sequence[PeriodUsage]) -> PeriodUsage:
+    """One `PeriodUsage` for the whole period from its chunks (disjoint clusters, in order),
+    its workloads sorted by key."""
+    first = chunks[0]
+    coverage: dict[str, Decimal] = {}
+    allocatable: dict[str, Mapping[Resource, Decimal]] = {}
+    for c in chunks:
+        coverage.update(c.coverage)
+        allocatable.update(c.allocatable)
+    workloads = [w for c in chunks for w in c.workloads]
+    ends = [(c.workloads[0].key, c.workloads[-1].key) for c in chunks if c.workloads]
+    if any(a[1] > b[0] for a, b in pairwise(ends)):
+        # Groups made after a pre-count (new clusters) may interleave with the planned ones.
+        workloads.sort(key=attrgetter("key"))
+    return PeriodUsage(
+        period=first.period, step_seconds=first.step_seconds, grain=first.grain,
+        workloads=tuple(workloads), coverage=coverage,
+        usage_clusters=frozenset().union(*(c.usage_clusters for c in chunks)),
+        request_clusters=frozenset().union(*(c.request_clusters for c in chunks)),
+        queries=sum(c.queries for c in chunks), bytes_fetched=sum(c.bytes_fetched for c in chunks),
+        clusters=frozenset().union(*(c.clusters for c in chunks)), allocatable=allocatable,
+    )
+
+
+def covered_clusters(usage: PeriodUsage) -> frozenset[str]:
+    """The clusters `usage` answers for: its `clusters`, and any it shows coverage or series of
+    (a source that does not fill `clusters` covers what it returned)."""
+    return usage.clusters.union(usage.coverage, usage.usage_clusters, usage.request_clusters)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,29 +1,47 @@
-"""The one export path: measure a period, price it, build records, publish atomically.
+"""The one export path: measure a period chunk by chunk, price it, build records, publish
+atomically.
 
-Both the live worker and backfill call `Pipeline.compute` and `Pipeline.publish`, which is what
-makes a backfill over unchanged data byte-identical to the live export; `report` measures with
-`Pipeline.measure`, the first half of `compute`.
+A period is measured in chunks, one per group of clusters (`UsageSource.fetch_chunks`); a
+cluster never spans chunks, and everything computed per cluster (completeness, shared-cost
+pools, idle capacity, label coverage, content hash and revision) is computed per chunk. Each
+chunk's records are built, encoded and produced into the period's one transaction, then dropped
+before the next chunk is built, so memory grows with the largest chunk, not the fleet. Checks
+of the whole period (an expected cluster no chunk covered, coverage below the minimum) are
+settled after the last chunk; any failure aborts the transaction, so nothing of the period is
+visible. Manifests (one per cluster, small) follow every record, then the checkpoint.
+
+Both the live worker and backfill export with `Pipeline.export`, which is what makes a backfill
+over unchanged data byte-identical to the live export. `Pipeline.compute` (records of a whole
+period, kept) and `Pipeline.measure` (priced lines, for `report`) collect the same chunks.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, Protocol
 
 from exporter import __version__
 from exporter.clock import Clock
-from exporter.completeness import check, empty_clusters, expected_clusters
+from exporter.completeness import Tally, empty_clusters, expected_clusters, remembered
 from exporter.errors import IncompleteDataError
 from exporter.idle import capacities, idle_lines
 from exporter.idle import distribute as distribute_idle
-from exporter.model import ChargeLine, LabelCoverage, PeriodUsage, PricedLine
+from exporter.model import (
+    ChargeLine,
+    LabelCoverage,
+    PeriodUsage,
+    PricedLine,
+    covered_clusters,
+    merge_usage,
+)
 from exporter.org import OrgModel
 from exporter.periods import Period
 from exporter.pricing import IdleRule
-from exporter.sink import OutMessage, PeriodSink
+from exporter.sink import Batch, OutMessage, PeriodSink
 from exporter.source import UsageSource
 from exporter.units import method_id, unit_hours
 
@@ -95,11 +113,10 @@ class Prior:
 
 @dataclass(slots=True)
 class PeriodResult:
-    """Everything computed for one period, before publication."""
+    """A whole period's records and manifests, collected by `Pipeline.compute` (not published)."""
 
     period: Period
     usage: PeriodUsage
-    priced: list[PricedLine]  # shared costs distributed, as the records carry them
     records: list[BillingRecord] = field(default_factory=list)
     manifests: list[PeriodManifest] = field(default_factory=list)
     coverage: Mapping[str, LabelCoverage] = field(default_factory=dict)
@@ -111,6 +128,276 @@ class PeriodResult:
     @property
     def record_count(self) -> int:
         return len(self.records)
+
+
+@dataclass(slots=True)
+class Chunk:
+    """One chunk's records (with their Avro bodies) and its clusters' manifests, whose
+    `status` the period settles (`_PeriodRun.finished`)."""
+
+    usage: PeriodUsage
+    records: list[BillingRecord]
+    manifests: list[PeriodManifest]
+    bodies: dict[str, bytes]
+    coverage: Mapping[str, LabelCoverage]
+    changed: frozenset[str]  # clusters new, or whose content hash differs from `prior`'s
+
+
+@dataclass(frozen=True, slots=True)
+class PeriodSummary:
+    """What one export of a period published.
+
+    `manifests` are every cluster's, published or not; `published` the clusters whose records
+    and manifest went out (all of them unless a `select` chose), `records` how many records;
+    `changed` the clusters new or changed against `prior`, sorted; `clusters` the checkpoint's
+    cluster map (None when the export did not track one).
+    """
+
+    period: Period
+    step_seconds: int
+    status: str
+    manifests: tuple[PeriodManifest, ...]
+    published: tuple[str, ...]
+    records: int
+    changed: tuple[str, ...]
+    coverage: Mapping[str, LabelCoverage]
+    clusters: Mapping[str, int] | None
+
+
+Select = Callable[[str, bool], bool]
+"""Whether to publish a cluster, given its name and whether it changed against `prior`."""
+
+
+class _PeriodRun:
+    """One pass over a period's chunks: the checks of the whole period, carried from chunk to
+    chunk, and each complete chunk's records and manifests."""
+
+    def __init__(self, pipeline: Pipeline, period: Period, prior: Mapping[str, Prior] | None,
+                 published: Mapping[str, int] | None) -> None:
+        self._p = pipeline
+        self.period = period
+        self._prior = prior or {}
+        self.expected = expected_clusters(configured=pipeline.clusters, published=published,
+                                          retired=pipeline.retired_clusters)
+        self._tally = Tally(period, self.expected, publish_empty=pipeline.publish_empty)
+        self._low: dict[str, Decimal] = {}
+        self._no_allocatable: set[str] = set()
+        self.step_seconds = 0
+        self.generated_at_ms = (period.end + pipeline.settle_delay) * 1000
+
+    @property
+    def status(self) -> str:
+        """`low-coverage` when a cluster's sample coverage is below the minimum, else `final`
+        (known once every chunk was measured)."""
+        return "low-coverage" if self._low else "final"
+
+    def measured(self) -> Iterator[tuple[PeriodUsage, list[PricedLine]]]:
+        """Each complete chunk's usage and priced lines (shared costs distributed, idle lines
+        last), in the source's order; then, for expected clusters no chunk covered (published
+        empty), one chunk without workloads.
+
+        A chunk that fails a check is not priced, and neither is any later one; the remaining
+        chunks are still measured so that the error names every cluster, as one check of the
+        whole period would. After the last chunk the period's first problem is raised:
+        `MissingClusters`, then clusters with charges and no allocatable series (idle), then
+        coverage below `min_coverage` under the `hold` policy.
+        """
+        p = self._p
+        hold = p.incomplete_policy == "hold"
+        failed = False
+        grain: str | None = None
+        for usage in p.source.fetch_chunks(self.period):
+            grain = usage.grain
+            self.step_seconds = usage.step_seconds
+            complete = self._tally.add(usage)
+            empty = (empty_clusters(usage, self.expected) if p.publish_empty else frozenset())
+            low = {c: v for c, v in usage.coverage.items() if v < p.min_coverage and c not in empty}
+            self._low.update(low)
+            if not complete:
+                failed = True
+                continue
+            if failed and not p.idle:
+                continue  # only the checks that need no lines are left to make
+            lines = charge_lines(usage, p.org)
+            if p.idle:
+                missing = {ln.workload.cluster for ln in lines}.difference(usage.allocatable)
+                if missing:
+                    self._no_allocatable.update(missing)
+                    failed = True
+            if failed or (low and hold):
+                failed = True
+                continue
+            priced = p.price(usage, lines)
+            del lines
+            yield usage, priced
+            del usage, priced  # not kept while the next chunk is fetched
+        self._tally.finish()
+        if self._no_allocatable:
+            raise IncompleteDataError(
+                f"period {self.period}: no node allocatable series for cluster(s) "
+                f"{', '.join(sorted(self._no_allocatable))}, so their idle capacity is unknown "
+                "(idle.metric); held for retry")
+        if self._low and hold:
+            low_clusters = sorted(self._low)
+            raise IncompleteDataError(
+                f"period {self.period}: sample coverage below {p.min_coverage} for cluster(s) "
+                f"{', '.join(low_clusters)} "
+                f"({', '.join(format(self._low[c], '.4f') for c in low_clusters)}); "
+                "held for retry"
+            )
+        leftover = frozenset(self.expected).difference(self._tally.covered)
+        if leftover and grain is not None:
+            yield PeriodUsage(self.period, self.step_seconds, grain, (),
+                              dict.fromkeys(sorted(leftover), Decimal(0)),
+                              clusters=leftover), []
+
+    def build(self, usage: PeriodUsage, priced: list[PricedLine]) -> Chunk:
+        """The records and manifests of one chunk's clusters: every cluster it shows, and the
+        expected ones it covers. A cluster whose content hash is unchanged against `prior`
+        keeps its revision, a changed one gets revision + 1."""
+        from exporter import records as rec
+        from exporter.avro import load_schema
+
+        p = self._p
+        period = self.period
+        coverage = p.coverage_fn([q.line for q in priced]) if p.coverage_fn else {}
+        generated_at_ms = self.generated_at_ms
+        by_cluster: dict[str, list[PricedLine]] = {}
+        for q in priced:
+            by_cluster.setdefault(q.line.workload.cluster, []).append(q)
+        mine = covered_clusters(usage)
+        for cluster in (*usage.coverage, *(c for c in self.expected if c in mine)):
+            by_cluster.setdefault(cluster, [])
+        method = method_id(usage.grain, usage.step_seconds)
+        capacity: dict[str, list[Any]] = {}
+        if p.idle:
+            for cap in capacities(usage, (q.line for q in priced)):
+                capacity.setdefault(cap.cluster, []).append(cap)
+        # One writer per chunk: repeated values are encoded once, and its memo stays small.
+        encode = load_schema("billing_record").encoder()
+        bodies: dict[str, bytes] = {}
+
+        def build(cluster: str, revision: int) -> tuple[list[BillingRecord], list[PeriodManifest]]:
+            built = rec.build_records(by_cluster[cluster], revision=revision,
+                                      generated_at_ms=generated_at_ms,
+                                      exporter_version=p.exporter_version)
+            bodies.update((r.record_id, encode(r)) for r in built)
+            cov = {cluster: coverage[cluster]} if cluster in coverage else {}
+            return built, rec.build_manifests(
+                built, cov, {cluster: usage.coverage.get(cluster, Decimal(0))},
+                period=period, method=method, revision=revision,
+                generated_at_ms=generated_at_ms, exporter_version=p.exporter_version,
+                status="final", bodies=bodies, capacity=capacity,
+            )
+
+        records: list[BillingRecord] = []
+        manifests: list[PeriodManifest] = []
+        changed: set[str] = set()
+        for cluster in sorted(by_cluster):
+            before = self._prior.get(cluster)
+            revision = before.revision if before else 0
+            built, built_manifests = build(cluster, revision)
+            # The manifest's content_hash is `rec.content_hash(built)`: reusing it saves
+            # encoding every record once more.
+            digest = next(m.content_hash for m in built_manifests if m.cluster == cluster)
+            if before is None or before.content_hash != digest:
+                changed.add(cluster)
+            if before is not None and before.content_hash != digest:
+                revision += 1
+                built, built_manifests = build(cluster, revision)
+            records.extend(built)
+            manifests.extend(built_manifests)
+        return Chunk(usage, records, manifests, bodies, coverage, frozenset(changed))
+
+    def finished(self, manifests: Sequence[PeriodManifest]) -> list[PeriodManifest]:
+        """`manifests` sorted by cluster, with the period's status (once every chunk was
+        measured): a period with a cluster below the minimum coverage is `low-coverage` in
+        every manifest, as published under the `publish-flagged` policy."""
+        status = self.status
+        ordered = sorted(manifests, key=lambda m: m.cluster)
+        if status == "final":
+            return ordered
+        return [dataclasses.replace(m, status=status, complete=False) for m in ordered]
+
+
+class PeriodBatch:
+    """One period's export as a `sink.Batch`: each call of `messages` measures the period again
+    from the source, chunk by chunk, and yields each chunk's records as soon as they are built,
+    then the manifests; `checkpoint` follows. `summary` is what the last complete pass
+    published (None before one completed).
+
+    `select` picks the clusters to publish (None: every one; a batch that selects none has no
+    checkpoint, so nothing is published); `observe` sees each chunk's published records.
+    `published` is the checkpoint's cluster map before this period (None: the checkpoint
+    carries no cluster map); `checkpoint_end` the checkpoint's period end (default: the
+    period's).
+    """
+
+    def __init__(self, pipeline: Pipeline, period: Period, instance: str, *,
+                 prior: Mapping[str, Prior] | None = None,
+                 published: Mapping[str, int] | None = None,
+                 checkpoint_end: int | None = None, select: Select | None = None,
+                 observe: Callable[[Sequence[BillingRecord]], None] | None = None) -> None:
+        self._p = pipeline
+        self.period = period
+        self._instance = instance
+        self._prior = prior
+        self._published = published
+        self._end = period.end if checkpoint_end is None else checkpoint_end
+        self._select = select
+        self._observe = observe
+        self.summary: PeriodSummary | None = None
+
+    def messages(self) -> Iterator[OutMessage]:
+        self.summary = None
+        p = self._p
+        codec = p.codec
+        select = self._select
+        headers = (
+            ("published_at", str(int(p.clock.time() * 1000)).encode()),
+            ("exporter_version", p.exporter_version.encode()),
+        )
+        run = _PeriodRun(p, self.period, self._prior, self._published)
+        manifests: list[PeriodManifest] = []
+        coverage: dict[str, LabelCoverage] = {}
+        changed: set[str] = set()
+        chosen: set[str] = set()
+        count = 0
+        for usage, priced in run.measured():
+            chunk = run.build(usage, priced)
+            del usage, priced
+            manifests.extend(chunk.manifests)
+            coverage.update(chunk.coverage)
+            changed.update(chunk.changed)
+            mine = {m.cluster for m in chunk.manifests
+                    if select is None or select(m.cluster, m.cluster in chunk.changed)}
+            chosen.update(mine)
+            records = (chunk.records if select is None
+                       else [r for r in chunk.records if r.cluster in mine])
+            if self._observe is not None:
+                self._observe(records)
+            count += len(records)
+            encoded = codec.records(records, headers, chunk.bodies)
+            del chunk, records
+            yield from encoded
+            del encoded  # the chunk's last objects, before the next chunk is built
+        final = run.finished(manifests)
+        yield from codec.manifests([m for m in final if m.cluster in chosen], headers)
+        published = tuple(sorted(chosen))
+        clusters = (None if self._published is None else
+                    remembered(self._published, published, self.period.end, p.retired_clusters))
+        self.summary = PeriodSummary(self.period, run.step_seconds, run.status, tuple(final),
+                                     published, count, tuple(sorted(changed)), coverage, clusters)
+
+    def checkpoint(self) -> OutMessage | None:
+        summary = self.summary
+        if summary is None:
+            raise RuntimeError("PeriodBatch.checkpoint before its messages were generated")
+        if self._select is not None and not summary.published:
+            return None
+        p = self._p
+        return p.codec.checkpoint(self._instance, self._end, self.period.length,
+                                  int(p.clock.time() * 1000), summary.clusters)
 
 
 @dataclass(slots=True)
@@ -136,48 +423,41 @@ class Pipeline:
     idle: bool = False
     idle_rule: IdleRule | None = None
 
+    def price(self, usage: PeriodUsage, lines: list[ChargeLine]) -> list[PricedLine]:
+        """`lines` (of `usage`'s clusters) priced, shared costs distributed, and, when idle
+        capacity is measured, followed by `usage`'s `__idle__` lines and their distribution."""
+        priced = self.pricer(lines) if self.pricer else [PricedLine(ln, None, None, None) for ln in lines]
+        if self.distribute is not None:
+            priced = self.distribute(priced)
+        if self.idle:
+            idle = idle_lines(usage, capacities(usage, (q.line for q in priced)))
+            idle_priced = self.pricer(idle) if self.pricer else [
+                PricedLine(ln, None, None, None) for ln in idle]
+            priced = distribute_idle([*priced, *idle_priced], self.idle_rule)
+        return priced
+
     def measure(self, period: Period, published: Mapping[str, int] | None = None
                 ) -> tuple[PeriodUsage, Mapping[str, int | None], list[PricedLine]]:
         """Fetch `period`, check it is complete, and price its lines with shared costs
         distributed: what its records will carry, before rounding to the record scale.
 
-        Returns the usage, the expected clusters and the priced lines, with the `__idle__` lines
-        (and their distribution) last when idle capacity is measured. Raises `MissingClusters`
-        (an `IncompleteDataError`) as `compute` does, and `IncompleteDataError` when a cluster
-        with charges has no allocatable series while idle is measured; `report` calls this too,
+        Returns the usage, the expected clusters and the priced lines of every chunk, each
+        chunk's `__idle__` lines (and their distribution) after its own when idle capacity is
+        measured. Raises what `export` raises for a period it would hold; `report` calls this,
         so it shows what the worker would bill, or refuses what the worker would hold.
         """
-        usage = self.source.fetch(period)
-        expected = expected_clusters(
-            configured=self.clusters,
-            published=published,
-            retired=self.retired_clusters)
-        check(usage, expected, publish_empty=self.publish_empty)
-        lines = charge_lines(usage, self.org)
-        priced = self.pricer(lines) if self.pricer else [PricedLine(ln, None, None, None) for ln in lines]
-        if self.distribute is not None:
-            priced = self.distribute(priced)
-        if self.idle:
-            priced = self._with_idle(usage, priced)
-        return usage, expected, priced
-
-    def _with_idle(self, usage: PeriodUsage, priced: list[PricedLine]) -> list[PricedLine]:
-        """`priced` followed by the period's `__idle__` lines, priced like their resource, and
-        their distribution by `idle_rule`."""
-        missing = sorted({p.line.workload.cluster for p in priced} - set(usage.allocatable))
-        if missing:
-            raise IncompleteDataError(
-                f"period {usage.period}: no node allocatable series for cluster(s) "
-                f"{', '.join(missing)}, so their idle capacity is unknown (idle.metric); held "
-                "for retry")
-        lines = idle_lines(usage, capacities(usage, (p.line for p in priced)))
-        idle = self.pricer(lines) if self.pricer else [PricedLine(ln, None, None, None)
-                                                       for ln in lines]
-        return distribute_idle([*priced, *idle], self.idle_rule)
+        run = _PeriodRun(self, period, None, published)
+        usages: list[PeriodUsage] = []
+        priced: list[PricedLine] = []
+        for usage, lines in run.measured():
+            usages.append(usage)
+            priced.extend(lines)
+        return merge_usage(usages), run.expected, priced
 
     def compute(self, period: Period, prior: Mapping[str, Prior] | None = None,
                 published: Mapping[str, int] | None = None) -> PeriodResult:
-        """Measure and price `period` and build its records and manifests (no publication).
+        """Every record and manifest of `period`, as `export` builds them, kept (nothing is
+        published): for `report`-like callers and tests, not for a fleet's export.
 
         `prior` maps cluster -> what was published before for this period; a cluster whose
         content hash is unchanged keeps its revision, a changed one gets revision + 1.
@@ -188,88 +468,59 @@ class Pipeline:
         the period shows, lacks usage or request series. Every expected cluster gets
         a manifest, with 0 records when it is published empty (`publish_empty`).
         """
-        from exporter import records as rec
-        from exporter.avro import load_schema
-
-        usage, expected, priced = self.measure(period, published)
-        empty = empty_clusters(usage, expected) if self.publish_empty else frozenset()
-        coverage = self.coverage_fn([p.line for p in priced]) if self.coverage_fn else {}
-        low = sorted(c for c, v in usage.coverage.items() if v < self.min_coverage and c not in empty)
-        status = "low-coverage" if low else "final"
-        if low and self.incomplete_policy == "hold":
-            raise IncompleteDataError(
-                f"period {period}: sample coverage below {self.min_coverage} for cluster(s) "
-                f"{', '.join(low)} ({', '.join(format(usage.coverage[c], '.4f') for c in low)}); "
-                "held for retry"
-            )
-        generated_at_ms = (period.end + self.settle_delay) * 1000
-        prior = prior or {}
-        by_cluster: dict[str, list[PricedLine]] = {}
-        for p in priced:
-            by_cluster.setdefault(p.line.workload.cluster, []).append(p)
-        for cluster in (*usage.coverage, *expected):
-            by_cluster.setdefault(cluster, [])
+        run = _PeriodRun(self, period, prior, published)
+        usages: list[PeriodUsage] = []
         records: list[BillingRecord] = []
         manifests: list[PeriodManifest] = []
-        changed: list[str] = []
-        method = method_id(usage.grain, usage.step_seconds)
-        capacity: dict[str, list[Any]] = {}
-        if self.idle:
-            for cap in capacities(usage, (p.line for p in priced)):
-                capacity.setdefault(cap.cluster, []).append(cap)
-        # One writer for the period's records: their repeated values are encoded once.
-        encode = load_schema("billing_record").encoder()
+        coverage: dict[str, LabelCoverage] = {}
+        changed: set[str] = set()
         bodies: dict[str, bytes] = {}
+        for usage, priced in run.measured():
+            chunk = run.build(usage, priced)
+            usages.append(usage)
+            records.extend(chunk.records)
+            manifests.extend(chunk.manifests)
+            coverage.update(chunk.coverage)
+            changed.update(chunk.changed)
+            bodies.update(chunk.bodies)
+        return PeriodResult(period, merge_usage(usages), records, run.finished(manifests),
+                            coverage, run.status, tuple(sorted(changed)), bodies)
 
-        def build(cluster: str, revision: int) -> tuple[list[BillingRecord], list[PeriodManifest]]:
-            built = rec.build_records(by_cluster[cluster], revision=revision,
-                                      generated_at_ms=generated_at_ms,
-                                      exporter_version=self.exporter_version)
-            bodies.update((r.record_id, encode(r)) for r in built)
-            cov = {cluster: coverage[cluster]} if cluster in coverage else {}
-            return built, rec.build_manifests(
-                built, cov, {cluster: usage.coverage.get(cluster, Decimal(0))},
-                period=period, method=method, revision=revision,
-                generated_at_ms=generated_at_ms, exporter_version=self.exporter_version,
-                status=status, bodies=bodies, capacity=capacity,
-            )
+    def batch(self, period: Period, instance: str, *, prior: Mapping[str, Prior] | None = None,
+              published: Mapping[str, int] | None = None, checkpoint_end: int | None = None,
+              select: Select | None = None,
+              observe: Callable[[Sequence[BillingRecord]], None] | None = None) -> PeriodBatch:
+        """`period`'s export as a batch for a `PeriodSink` (see `PeriodBatch`)."""
+        return PeriodBatch(self, period, instance, prior=prior, published=published,
+                           checkpoint_end=checkpoint_end, select=select, observe=observe)
 
-        for cluster in sorted(by_cluster):
-            before = prior.get(cluster)
-            revision = before.revision if before else 0
-            built, built_manifests = build(cluster, revision)
-            # The manifest's content_hash is `rec.content_hash(built)`: reusing it saves
-            # encoding every record once more.
-            digest = next(m.content_hash for m in built_manifests if m.cluster == cluster)
-            if before is None or before.content_hash != digest:
-                changed.append(cluster)
-            if before is not None and before.content_hash != digest:
-                revision += 1
-                built, built_manifests = build(cluster, revision)
-            records.extend(built)
-            manifests.extend(built_manifests)
-        return PeriodResult(period, usage, priced, records, manifests, coverage, status,
-                            tuple(changed), bodies)
+    def export(self, period: Period, sink: PeriodSink, instance: str, *,
+               prior: Mapping[str, Prior] | None = None,
+               published: Mapping[str, int] | None = None, checkpoint_end: int | None = None,
+               select: Select | None = None,
+               observe: Callable[[Sequence[BillingRecord]], None] | None = None) -> PeriodSummary:
+        """Measure `period` chunk by chunk and publish its records, manifests and checkpoint in
+        one transaction of `sink` (see `PeriodBatch` for the arguments); all or nothing.
 
-    def messages(self, result: PeriodResult) -> list[OutMessage]:
-        """The period's encoded records and manifests, with publication headers."""
-        headers = (
-            ("published_at", str(int(self.clock.time() * 1000)).encode()),
-            ("exporter_version", self.exporter_version.encode()),
-        )
-        return [*self.codec.records(result.records, headers, result.bodies),
-                *self.codec.manifests(result.manifests, headers)]
+        Raises what the source raises, `MissingClusters` and `IncompleteDataError` for a period
+        to hold (see `compute`), and the sink's errors; nothing of the period is then visible.
+        """
+        batch = self.batch(period, instance, prior=prior, published=published,
+                           checkpoint_end=checkpoint_end, select=select, observe=observe)
+        sink.publish(batch)
+        summary = batch.summary
+        assert summary is not None
+        if summary.published or select is None:
+            log.info("period published", extra={
+                "period_start": period.start, "period_end": period.end,
+                "records": summary.records, "manifests": len(summary.published),
+                "status": summary.status, "instance": instance,
+            })
+        return summary
 
-    def publish(self, result: PeriodResult, sink: PeriodSink, instance: str,
-                checkpoint_end: int | None = None,
-                clusters: Mapping[str, int] | None = None) -> None:
-        """Publish records, manifests and the checkpoint (with `clusters`) in one transaction."""
-        end = result.period.end if checkpoint_end is None else checkpoint_end
-        checkpoint = self.codec.checkpoint(instance, end, result.period.length,
-                                           int(self.clock.time() * 1000), clusters)
-        sink.publish(self.messages(result), checkpoint)
-        log.info("period published", extra={
-            "period_start": result.period.start, "period_end": result.period.end,
-            "records": len(result.records), "manifests": len(result.manifests),
-            "status": result.status, "instance": instance,
-        })
+
+def drain(batch: Batch) -> None:
+    """Generate `batch` without publishing it (a dry run): the same work, nothing sent."""
+    for _ in batch.messages():
+        pass
+    batch.checkpoint()

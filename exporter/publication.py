@@ -1,7 +1,10 @@
 """The one period-publication policy: publish a batch exactly once, for the worker and backfill.
 
 A batch is one period's messages and its checkpoint, published by a `PeriodSink` in one
-transaction. Transient failures abort the transaction, so retrying the same batch is safe. A
+transaction; its messages are generated while they are produced (`sink.Batch`), so a retry
+generates them again from the source. Transient failures abort the transaction, so retrying the
+same batch is safe; an error of the batch itself (the source's, incomplete data) is not the
+sink's to retry and is raised at once, the transaction aborted. A
 commit whose outcome is unknown (`CommitUncertain`: the answer to EndTxn was lost) is not: the
 batch may already be visible. The policy then settles the transaction (`PeriodSink.recover`)
 and reads the instance's committed checkpoint. Every batch's checkpoint carries a fresh
@@ -16,12 +19,12 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator
 
 from exporter.clock import Clock
 from exporter.errors import CommitUncertain
 from exporter.retry import call_with_retries
-from exporter.sink import BATCH_HEADER, CheckpointStore, OutMessage, PeriodSink
+from exporter.sink import BATCH_HEADER, Batch, CheckpointStore, OutMessage, PeriodSink, TaggedBatch
 
 log = logging.getLogger("exporter.publication")
 
@@ -54,20 +57,28 @@ class ExactlyOnceSink:
     def close(self) -> None:
         self._sink.close()
 
-    def publish(self, messages: Sequence[OutMessage], checkpoint: OutMessage) -> None:
-        batch = self._batch_id()
-        tagged = checkpoint._replace(headers=(*checkpoint.headers, (BATCH_HEADER, batch)))
+    def publish(self, batch: Batch) -> None:
+        batch_id = self._batch_id()
+        watched = _Watched(TaggedBatch(batch, ((BATCH_HEADER, batch_id),)))
 
         def once() -> None:
+            watched.error = None
             try:
-                self._sink.publish(messages, tagged)
+                self._sink.publish(watched)
             except CommitUncertain:
-                if self._landed(batch):
+                if self._landed(batch_id):
                     return
                 raise
+            except BaseException as exc:
+                if exc is watched.error:
+                    raise _BatchFailed(exc) from None
+                raise
 
-        call_with_retries(once, clock=self._clock, attempts=self._attempts,
-                          max_delay=self._max_delay, what=f"publish {checkpoint.topic}")
+        try:
+            call_with_retries(once, clock=self._clock, attempts=self._attempts,
+                              max_delay=self._max_delay, what="publish")
+        except _BatchFailed as failed:
+            raise failed.error from None
 
     def _landed(self, batch: bytes) -> bool:
         """Settle the in-doubt transaction, then ask the checkpoint whether it was this batch's.
@@ -79,3 +90,35 @@ class ExactlyOnceSink:
         landed = committed is not None and committed.batch == batch
         log.warning("commit outcome settled", extra={"batch": batch.decode(), "committed": landed})
         return landed
+
+
+class _BatchFailed(Exception):
+    """Carries an error of the batch's own past the retries, which are for the sink's."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+class _Watched:
+    """A batch that remembers the error its own generation raised (not a sink's)."""
+
+    def __init__(self, batch: Batch) -> None:
+        self._batch = batch
+        self.error: BaseException | None = None
+
+    def messages(self) -> Iterator[OutMessage]:
+        try:
+            yield from self._batch.messages()
+        except GeneratorExit:
+            raise  # closed by the sink, which failed itself
+        except BaseException as exc:
+            self.error = exc
+            raise
+
+    def checkpoint(self) -> OutMessage | None:
+        try:
+            return self._batch.checkpoint()
+        except BaseException as exc:
+            self.error = exc
+            raise

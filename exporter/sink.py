@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import zlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Generator, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import NamedTuple, Protocol
 
@@ -36,6 +37,70 @@ def partition_for(partition_key: bytes, partitions: int) -> int:
     return zlib.crc32(partition_key) % partitions
 
 
+class Batch(Protocol):
+    """What one transaction publishes: messages generated while they are produced, then a
+    checkpoint.
+
+    A period's batch computes its messages chunk by chunk from the source, so that only one
+    chunk's records are alive at a time; a retry of the transaction generates them again.
+    """
+
+    def messages(self) -> Iterator[OutMessage]:
+        """The batch's messages, in order, generated afresh on every call (each publication
+        attempt calls it once). May raise while generating (a source error, incomplete data):
+        the sink then aborts the transaction and raises that error unchanged."""
+        ...
+
+    def checkpoint(self) -> OutMessage | None:
+        """The checkpoint, asked for once `messages()` is exhausted (it may depend on what was
+        generated). None: nothing to commit, allowed only when `messages()` yielded nothing;
+        the sink then publishes nothing."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class FixedBatch:
+    """A `Batch` of messages known in advance (a checkpoint-only transaction, tests)."""
+
+    items: Sequence[OutMessage]
+    last: OutMessage | None
+
+    def messages(self) -> Iterator[OutMessage]:
+        return iter(self.items)
+
+    def checkpoint(self) -> OutMessage | None:
+        return self.last
+
+
+@dataclass(frozen=True, slots=True)
+class TaggedBatch:
+    """`batch` with `headers` added to its checkpoint."""
+
+    batch: Batch
+    headers: tuple[tuple[str, bytes], ...]
+
+    def messages(self) -> Iterator[OutMessage]:
+        return self.batch.messages()
+
+    def checkpoint(self) -> OutMessage | None:
+        checkpoint = self.batch.checkpoint()
+        if checkpoint is None:
+            return None
+        return checkpoint._replace(headers=(*checkpoint.headers, *self.headers))
+
+
+@contextmanager
+def generated(batch: Batch) -> Iterator[Iterator[OutMessage]]:
+    """`batch.messages()`, closed at the end of the block even when it was left early (a
+    failed produce), so that the source stops fetching the period's remaining chunks."""
+    messages = batch.messages()
+    try:
+        yield messages
+    finally:
+        if isinstance(messages, Generator):
+            messages.close()
+
+
 class PeriodSink(Protocol):
     """Publishes batches so that a `read_committed` consumer sees all of a batch or none of it."""
 
@@ -47,12 +112,16 @@ class PeriodSink(Protocol):
         """
         ...
 
-    def publish(self, messages: Sequence[OutMessage], checkpoint: OutMessage) -> None:
-        """Publish `messages` and `checkpoint` in one transaction. Blocking, all or nothing.
+    def publish(self, batch: Batch) -> None:
+        """Publish `batch.messages()`, as they are generated, and then `batch.checkpoint()` in
+        one transaction. Blocking, all or nothing; a batch whose checkpoint is None publishes
+        nothing.
 
         On any failure the transaction is aborted before the error is raised, so nothing of the
-        batch is visible; the caller may retry the same batch. Raises `FencedError` when a newer
-        instance took over (the caller must stop), `SinkUnavailable` for transient failures.
+        batch is visible; the caller may retry the same batch (its messages are generated
+        again). An error raised by the batch itself is raised unchanged. Raises `FencedError`
+        when a newer instance took over (the caller must stop), `SinkUnavailable` for transient
+        failures, `SinkError` for a batch that yields messages and then no checkpoint.
         """
         ...
 

@@ -33,7 +33,7 @@ from exporter.errors import (
 from exporter.health import HealthState
 from exporter.metrics import Metrics
 from exporter.periods import Period, align_down, closed_periods, format_duration, iso
-from exporter.pipeline import PeriodResult
+from exporter.pipeline import PeriodSummary
 from exporter.publication import ExactlyOnceSink
 from exporter.sink import CheckpointStore, PeriodSink
 from exporter.source import UsageSource
@@ -50,17 +50,11 @@ class ExportPipeline(Protocol):
     def source(self) -> UsageSource:
         ...
 
-    def compute(self, period: Period, prior: None = None,
-                published: Mapping[str, int] | None = None) -> PeriodResult:
-        """Measure and price `period`, expecting the `published` clusters (cluster -> end of
-        the last period that carried it); raises `IncompleteDataError`, source errors."""
-        ...
-
-    def publish(self, result: PeriodResult, sink: PeriodSink, instance: str,
-                checkpoint_end: int | None = None,
-                clusters: Mapping[str, int] | None = None) -> None:
-        """Publish the result and the checkpoint (with `clusters`) in one transaction; all or
-        nothing."""
+    def export(self, period: Period, sink: PeriodSink, instance: str, *,
+               published: Mapping[str, int] | None = None) -> PeriodSummary:
+        """Measure `period` chunk by chunk, expecting the `published` clusters (cluster -> end
+        of the last period that carried it), and publish it with the checkpoint in one
+        transaction; all or nothing. Raises `IncompleteDataError`, source and sink errors."""
         ...
 
 
@@ -344,20 +338,19 @@ class Worker:
     def _export(self, period: Period) -> None:
         began = self._clock.time()
         step = self._check_retention(period)
-        result = self._pipeline.compute(period, published=self._published)
-        computed = self._clock.time()
-        clusters = remembered(self._published, [mf.cluster for mf in result.manifests], period.end,
-                              self._retired)
-        self._pipeline.publish(result, self._sink, self._instance, clusters=clusters)
+        # Measured, built and produced chunk by chunk inside the period's one transaction.
+        result = self._pipeline.export(period, self._sink, self._instance,
+                                       published=self._published)
+        assert result.clusters is not None
         self._next = period.end
-        self._published = clusters
+        self._published = remembered(result.clusters, (), period.end, self._retired)
         self._released()
         done = self._clock.time()
         self._health.committed(period.end)
         m = self._metrics
         m.expected_clusters.set(self._expected_count())
         m.periods_exported.labels("live").inc()
-        m.records_produced.labels("live").inc(result.record_count)
+        m.records_produced.labels("live").inc(result.records)
         m.last_closed_period_end.set(period.end)
         m.period_duration.observe(max(0.0, done - began))
         for cluster, cov in result.coverage.items():
@@ -366,9 +359,10 @@ class Worker:
                     float(kc.unallocated_share + kc.invalid_share))
         log.info("period exported", extra={
             "period": str(period), "period_start": period.start, "period_end": period.end,
-            "records": result.record_count, "manifests": len(result.manifests),
+            "records": result.records, "manifests": len(result.manifests),
             "status": result.status, "step_seconds": step,
-            "compute_seconds": round(computed - began, 3), "publish_seconds": round(done - computed, 3),
+            # Measuring, building and publishing overlap (chunk by chunk): one duration.
+            "export_seconds": round(done - began, 3),
         })
 
     # --- service ------------------------------------------------------------------------------

@@ -1,19 +1,16 @@
-"""Running a planned backfill: measure ahead in a bounded pool, publish in order.
+"""Running a planned backfill: each period exported in order, chunk by chunk.
 
-`prepare` reads the state, plans the range and starts the sink; `Backfill` then measures each
-period with the live worker's `Pipeline` (one Sysdig source per step, under an adaptive
-concurrency limit) and publishes new or changed period-clusters one transaction per period,
+`prepare` reads the state, plans the range and starts the sink; `Backfill` then exports each
+period with the live worker's `Pipeline.export` (one Sysdig source per step, under an adaptive
+concurrency limit), publishing new or changed period-clusters one transaction per period,
 through the worker's own publication policy (`ExactlyOnceSink`). `Report` is what a run did.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import threading
-from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -42,9 +39,9 @@ from exporter.errors import (
 )
 from exporter.model import PeriodUsage
 from exporter.periods import Period, format_duration, iso, iter_periods
-from exporter.pipeline import PeriodResult, Pipeline
+from exporter.pipeline import PeriodSummary, Pipeline, drain
 from exporter.publication import ExactlyOnceSink
-from exporter.sink import PeriodSink
+from exporter.sink import FixedBatch, PeriodSink
 from exporter.source import UsageSource
 from exporter.sysdig import Pinned
 from exporter.wiring import (
@@ -296,7 +293,7 @@ class NoProgress:
 
 
 # --------------------------------------------------------------------------------------------
-# Running: compute ahead in a bounded pool, publish in order, one transaction per period
+# Running: one period after the other, one transaction each
 # --------------------------------------------------------------------------------------------
 
 
@@ -315,19 +312,36 @@ def _totals(records: Sequence[Any]) -> tuple[Decimal, Decimal, dict[str, Decimal
     return cpu, mem, cost
 
 
-class Backfill:
-    """Computes planned periods ahead in a bounded pool and publishes them in order.
+class _Totals:
+    """Core-Hours, GiB-Hours and cost per currency of the records one export published."""
 
-    Computation (the Sysdig queries) runs on up to `backfill.max_concurrency` threads, further
-    limited by an `AdaptiveLimit` that Sysdig's throttling lowers. A period whose queries keep
-    failing transiently is retried, honouring Retry-After, for at most `backfill.period_timeout`
-    seconds on the injected clock, then reported failed. Publication is sequential, one
-    transaction per period, with the checkpoint at the end of the done prefix (a failed period
-    keeps it from moving past it, so a rerun redoes it). Unchanged periods publish nothing; when
-    a run that committed a checkpoint (`committed`: one already there when resuming) completes,
-    a last checkpoint-only transaction moves it to the range's end, so the same command run
-    again later starts afresh instead of resuming. With `sink` None nothing is published (dry
-    run).
+    def __init__(self) -> None:
+        self.cpu = self.mem = Decimal(0)
+        self.cost: dict[str, Decimal] = {}
+
+    def add(self, records: Sequence[Any]) -> None:
+        cpu, mem, cost = _totals(records)
+        self.cpu += cpu
+        self.mem += mem
+        for cur, v in cost.items():
+            self.cost[cur] = self.cost.get(cur, Decimal(0)) + v
+
+
+class Backfill:
+    """Exports planned periods in order, one transaction per period, through the worker's path.
+
+    Each period is measured chunk by chunk and its new or changed period-clusters are
+    published as they are built (`Pipeline.export`), so memory is bounded by a chunk, as the
+    worker's. The Sysdig queries of a period run concurrently within the source
+    (`sysdig.max_concurrency`), under an `AdaptiveLimit` of `backfill.max_concurrency` that
+    Sysdig's throttling lowers. A period whose queries keep failing transiently is retried,
+    honouring Retry-After, for at most `backfill.period_timeout` seconds on the injected clock
+    (each try's transaction aborted), then reported failed. The checkpoint moves to the end of
+    the done prefix (a failed period keeps it from moving past it, so a rerun redoes it).
+    Unchanged periods publish nothing; when a run that committed a checkpoint (`committed`: one
+    already there when resuming) completes, a last checkpoint-only transaction moves it to the
+    range's end, so the same command run again later starts afresh instead of resuming. With
+    `sink` None nothing is published (dry run): the periods are measured and built the same way.
     """
 
     def __init__(self, pipeline: Pipeline, plans: Sequence[PeriodPlan], clock: Clock, cfg: Config, *,
@@ -351,19 +365,33 @@ class Backfill:
         """Stop after the period being published (safe from a signal handler)."""
         self._stop.set()
 
-    def compute(self, plan: PeriodPlan) -> PeriodResult:
-        """Measure one period, retrying transient failures within `backfill.period_timeout`."""
+    def _select(self, cluster: str, changed: bool) -> bool:
+        return changed or self._force
+
+    def export(self, plan: PeriodPlan, checkpoint_end: int) -> PeriodOutcome:
+        """Export one period (or, in a dry run, build it), retrying transient source failures
+        within `backfill.period_timeout`."""
         deadline = self._clock.time() + self._cfg.period_timeout
         backoff = 1.0
         while True:
+            totals = _Totals()
             with self.limit.slot():
                 try:
-                    result = self._pipeline.compute(plan.period, plan.prior)
+                    batch = self._pipeline.batch(
+                        plan.period, self._instance, prior=plan.prior,
+                        checkpoint_end=checkpoint_end, select=self._select, observe=totals.add)
+                    if self._sink is None:
+                        drain(batch)
+                    else:
+                        self._sink.publish(batch)
+                except SinkUnavailable:
+                    raise  # the publication policy's retries are spent: the broker is gone
                 except RetryableError as exc:
                     failure = exc
                 else:
                     self.limit.succeeded()
-                    return result
+                    assert batch.summary is not None
+                    return self._outcome(plan, batch.summary, totals, checkpoint_end)
             self.limit.throttled()
             remaining = deadline - self._clock.time()
             if self._stop.is_set():
@@ -380,16 +408,15 @@ class Backfill:
                                                  "wait_seconds": wait})
             self._clock.sleep(min(wait, remaining))
 
-    def _outcome(self, plan: PeriodPlan, result: PeriodResult) -> tuple[PeriodOutcome, PeriodResult | None]:
-        changed = set(result.changed_clusters)
+    def _outcome(self, plan: PeriodPlan, summary: PeriodSummary, totals: _Totals,
+                 checkpoint_end: int) -> PeriodOutcome:
+        changed = set(summary.changed)
+        publish = set(summary.published)
         clusters = []
-        publish: set[str] = set()
-        for m in result.manifests:
+        for m in summary.manifests:
             before = plan.prior.get(m.cluster)
             change: Change = ("new" if before is None
                               else "changed" if m.cluster in changed else "unchanged")
-            if change != "unchanged" or self._force:
-                publish.add(m.cluster)
             clusters.append(ClusterChange(
                 m.cluster, change, None if before is None else before.revision, m.revision,
                 m.record_count, m.cluster in publish))
@@ -397,14 +424,12 @@ class Backfill:
         clusters += [ClusterChange(c, "missing", p.revision, p.revision, 0, False)
                      for c, p in sorted(plan.prior.items()) if c not in seen]
         if not publish:
-            return PeriodOutcome(plan.period, result.usage.step_seconds, "skipped", tuple(clusters)), None
-        records = [r for r in result.records if r.cluster in publish]
-        manifests = [m for m in result.manifests if m.cluster in publish]
-        cpu, mem, cost = _totals(records)
+            return PeriodOutcome(plan.period, summary.step_seconds, "skipped", tuple(clusters))
+        if self._sink is not None:
+            self._committed = checkpoint_end
         status: Status = "published" if changed & publish else "forced"
-        outcome = PeriodOutcome(plan.period, result.usage.step_seconds, status, tuple(clusters),
-                                len(records), cpu, mem, cost)
-        return outcome, dataclasses.replace(result, records=records, manifests=manifests)
+        return PeriodOutcome(plan.period, summary.step_seconds, status, tuple(clusters),
+                             summary.records, totals.cpu, totals.mem, dict(totals.cost))
 
     def run(self, report: Report) -> Report:
         """Process every planned period in order; fills and returns `report`.
@@ -416,26 +441,11 @@ class Backfill:
         report.planned = len(self._plans)
         prefix_end = self._plans[0].period.start if self._plans else report.start
         broken = False
-        lookahead = 2 * self.limit.maximum
         self._progress.start(len(self._plans))
-        pool = ThreadPoolExecutor(max_workers=self.limit.maximum, thread_name_prefix="backfill")
-        pending: deque[tuple[PeriodPlan, Future[PeriodResult]]] = deque()
-        todo = iter(self._plans)
         try:
-            while True:
-                while len(pending) < lookahead and not self._stop.is_set():
-                    nxt = next(todo, None)
-                    if nxt is None:
-                        break
-                    pending.append((nxt, pool.submit(self.compute, nxt)))
-                if not pending:
-                    break
-                plan, future = pending.popleft()
+            for plan in self._plans:
                 try:
-                    result = future.result()
-                    outcome, to_publish = self._outcome(plan, result)
-                    if to_publish is not None and self._sink is not None:
-                        self._publish(to_publish, plan.period.end if not broken else prefix_end)
+                    outcome = self.export(plan, plan.period.end if not broken else prefix_end)
                 except (SinkError, SinkUnavailable, SourceAuthError) as exc:
                     # Every later period would fail the same way: fenced, broker or token gone.
                     report.error = exc
@@ -465,17 +475,10 @@ class Backfill:
                     and self._committed < report.end and self._sink is not None):
                 self._finish(report.end)
         finally:
-            pool.shutdown(wait=True, cancel_futures=True)
             self._progress.stop()
         report.throttles = self.limit.throttles
         report.lowest_concurrency = self.limit.lowest
         return report
-
-    def _publish(self, result: PeriodResult, checkpoint_end: int) -> None:
-        sink = self._sink
-        assert sink is not None
-        self._pipeline.publish(result, sink, self._instance, checkpoint_end)
-        self._committed = checkpoint_end
 
     def _finish(self, end: int) -> None:
         sink = self._sink
@@ -483,7 +486,7 @@ class Backfill:
         checkpoint = self._pipeline.codec.checkpoint(self._instance, end, self._length,
                                                      int(self._clock.time() * 1000))
         try:
-            sink.publish([], checkpoint)
+            sink.publish(FixedBatch((), checkpoint))
         except ExporterError as exc:
             # Every period is done; a rerun would only resume earlier than needed.
             log.warning("final checkpoint not committed", extra={"error": str(exc)})

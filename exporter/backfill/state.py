@@ -9,7 +9,6 @@ resumes where the last one stopped.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +20,7 @@ from exporter.periods import Period
 from exporter.pipeline import Prior
 from exporter.retry import call_with_retries
 from exporter.shards import instance_id
-from exporter.sink import OutMessage, PeriodSink
+from exporter.sink import Batch, PeriodSink, TaggedBatch
 from exporter.wiring import build_checkpoints
 
 SUFFIX = "-backfill"
@@ -160,9 +159,8 @@ class RangeCheckpointSink:
     def start(self) -> None:
         self._sink.start()
 
-    def publish(self, messages: Sequence[OutMessage], checkpoint: OutMessage) -> None:
-        tagged = checkpoint._replace(headers=(*checkpoint.headers, *self._headers))
-        self._sink.publish(messages, tagged)
+    def publish(self, batch: Batch) -> None:
+        self._sink.publish(TaggedBatch(batch, self._headers))
 
     def recover(self) -> None:
         self._sink.recover()

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Producer
@@ -23,7 +23,7 @@ from exporter.errors import CommitUncertain, FencedError, SinkError, SinkUnavail
 from exporter.kafka.admin import TopicAdmin
 from exporter.kafka.client import client_config, construct, describe, error_of
 from exporter.retry import call_with_retries
-from exporter.sink import OutMessage, partition_for
+from exporter.sink import Batch, OutMessage, generated, partition_for
 
 log = logging.getLogger("exporter.kafka")
 
@@ -38,6 +38,21 @@ _FENCED_CODES = {KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.TRAN
 
 def _is_fenced(err: KafkaError | None) -> bool:
     return err is not None and err.code() in _FENCED_CODES
+
+
+def _cause(producer: Producer, err: KafkaError | None) -> KafkaError | None:
+    """The error behind `err`. A produce call on a producer that has become fatal (fenced while
+    a period's chunks were being built) only says `_FATAL`; the transactional API then raises the
+    fatal error itself, fencing included, which is what decides between stopping and retrying."""
+    if err is None or err.code() != KafkaError._FATAL:
+        return err
+    try:
+        producer.abort_transaction(_CLOSE_ABORT_SECONDS)
+    except KafkaException as exc:
+        cause = error_of(exc)
+        if cause is not None and (cause.fatal() or _is_fenced(cause)):
+            return cause
+    return err
 
 
 class KafkaPeriodSink:
@@ -167,7 +182,7 @@ class KafkaPeriodSink:
                 # The local queue is full: serve delivery reports, which frees room.
                 self._producer.poll(0.1)
 
-    def publish(self, messages: Sequence[OutMessage], checkpoint: OutMessage) -> None:
+    def publish(self, batch: Batch) -> None:
         if self._closed:
             raise SinkError("Kafka sink used after close()")
         if self._needs_init:
@@ -176,16 +191,29 @@ class KafkaPeriodSink:
             raise SinkError("Kafka sink used before start()")
         producer = self._producer
         committing = False
+        began = False
         try:
-            producer.begin_transaction()
-            for m in messages:
-                self._produce(m)
+            # Produced as generated: librdkafka sends them while the next chunk is computed,
+            # and the transaction stays open (invisible to read_committed) until the commit.
+            with generated(batch) as messages:
+                for m in messages:
+                    if not began:
+                        producer.begin_transaction()
+                        began = True
+                    self._produce(m)
+            checkpoint = batch.checkpoint()
+            if checkpoint is None:
+                if began:
+                    raise SinkError("Kafka: a batch produced messages but no checkpoint; aborted")
+                return
+            if not began:
+                producer.begin_transaction()
             self._produce(checkpoint)
             committing = True
             self._commit(producer)
         except KafkaException as exc:
-            err = error_of(exc)
-            if _is_fenced(err) or (err is not None and err.fatal()):
+            err = _cause(producer, error_of(exc))
+            if _is_fenced(err) or (err is not None and (err.fatal() or err.code() == KafkaError._FATAL)):
                 self._safe_abort("fenced" if _is_fenced(err) else "fatal")
                 if _is_fenced(err):
                     raise FencedError(
@@ -204,8 +232,9 @@ class KafkaPeriodSink:
                 ) from None
             self._safe_abort(describe(err))
             raise SinkUnavailable(f"Kafka: transaction aborted: {describe(err)}") from None
-        except BaseException:
-            self._safe_abort("interrupted")
+        except BaseException as exc:
+            # The batch's own error (the source, incomplete data) or an interruption.
+            self._safe_abort(type(exc).__name__ if began else "interrupted")
             raise
 
     def _commit(self, producer: Producer) -> None:

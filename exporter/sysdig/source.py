@@ -19,8 +19,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from decimal import Decimal, Inexact
-from itertools import pairwise
-from operator import attrgetter, itemgetter
+from operator import itemgetter
 from typing import TYPE_CHECKING
 
 from exporter.clock import Clock
@@ -42,6 +41,7 @@ from exporter.model import (
     WorkloadKey,
     WorkloadUsage,
     is_resource,
+    merge_usage,
 )
 from exporter.money import CONTEXT, EXACT, largest_remainder
 from exporter.periods import Period
@@ -454,28 +454,7 @@ def _claim_parts(rows: Sequence[tuple[Mapping[str, str], Decimal]], names: Stora
 _ALLOCATED: tuple[str, ...] = ("gpu.usage", "gpu.request", "storage.request")
 
 
-def merge(chunks: Sequence[PeriodUsage]) -> PeriodUsage:
-    """One `PeriodUsage` for the whole period from its chunks (disjoint clusters, in order),
-    its workloads sorted by key."""
-    first = chunks[0]
-    coverage: dict[str, Decimal] = {}
-    allocatable: dict[str, Mapping[Resource, Decimal]] = {}
-    for c in chunks:
-        coverage.update(c.coverage)
-        allocatable.update(c.allocatable)
-    workloads = [w for c in chunks for w in c.workloads]
-    ends = [(c.workloads[0].key, c.workloads[-1].key) for c in chunks if c.workloads]
-    if any(a[1] > b[0] for a, b in pairwise(ends)):
-        # Groups made after a pre-count (new clusters) may interleave with the planned ones.
-        workloads.sort(key=attrgetter("key"))
-    return PeriodUsage(
-        period=first.period, step_seconds=first.step_seconds, grain=first.grain,
-        workloads=tuple(workloads), coverage=coverage,
-        usage_clusters=frozenset().union(*(c.usage_clusters for c in chunks)),
-        request_clusters=frozenset().union(*(c.request_clusters for c in chunks)),
-        queries=sum(c.queries for c in chunks), bytes_fetched=sum(c.bytes_fetched for c in chunks),
-        clusters=frozenset().union(*(c.clusters for c in chunks)), allocatable=allocatable,
-    )
+merge = merge_usage  # the name callers of this module know
 
 
 def _cancel(futures: Iterable[Future[_Outcome]]) -> None:

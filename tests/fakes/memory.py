@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from decimal import Decimal
 
@@ -30,7 +30,7 @@ from exporter.errors import (
 )
 from exporter.model import PeriodUsage, SampleSums, WorkloadKey, WorkloadUsage
 from exporter.periods import Period
-from exporter.sink import BATCH_HEADER, CheckpointState, OutMessage
+from exporter.sink import BATCH_HEADER, Batch, CheckpointState, OutMessage, generated
 from exporter.sysdig import Retention
 
 
@@ -124,7 +124,7 @@ class MemorySink:
             self.broker.epochs[self.transactional_id] = self._epoch
         self.started, self.closed = True, False
 
-    def publish(self, messages: Sequence[OutMessage], checkpoint: OutMessage) -> None:
+    def publish(self, batch: Batch) -> None:
         if self.closed:
             raise SinkError("memory sink used after close()")
         if not self.started:
@@ -133,8 +133,21 @@ class MemorySink:
             self.attempts += 1
             attempt = self.attempts
             self._open = True
-        staged = tuple(messages)
+        staged: list[OutMessage] = []
         try:
+            with generated(batch) as messages:
+                for m in messages:
+                    # As Kafka: checked on each produce, so a fenced producer stops at once.
+                    if self._fenced():
+                        raise FencedError("memory broker: fenced by a newer instance; stopping")
+                    staged.append(m)
+            checkpoint = batch.checkpoint()
+            if checkpoint is None:
+                if staged:
+                    raise SinkError("memory broker: a batch produced messages but no checkpoint")
+                with self._lock:
+                    self._open = False
+                return
             if self._fenced():
                 raise FencedError("memory broker: fenced by a newer instance; stopping")
             if self.unavailable or attempt in self.fail_publishes:
@@ -148,7 +161,7 @@ class MemorySink:
                 if self._fenced():
                     raise FencedError("memory broker: fenced by a newer instance; stopping")
                 if lost is not False:
-                    self.broker.transactions.append(Transaction(staged, checkpoint))
+                    self.broker.transactions.append(Transaction(tuple(staged), checkpoint))
                 self._open = False
         except BaseException as exc:
             self._abort(type(exc).__name__)

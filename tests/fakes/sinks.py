@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Collection
 
 from exporter.errors import CommitUncertain
-from exporter.sink import OutMessage, PeriodSink
+from exporter.sink import Batch, PeriodSink
 
 
 class CountingSink:
@@ -19,9 +19,9 @@ class CountingSink:
     def start(self) -> None:
         self.inner.start()
 
-    def publish(self, messages: Sequence[OutMessage], checkpoint: OutMessage) -> None:
+    def publish(self, batch: Batch) -> None:
         self.publishes += 1
-        self.inner.publish(messages, checkpoint)
+        self.inner.publish(batch)
 
     def recover(self) -> None:
         self.recoveries += 1
@@ -42,9 +42,9 @@ class LostAck(CountingSink):
         self.lose = lose
         self.commit = commit
 
-    def publish(self, messages: Sequence[OutMessage], checkpoint: OutMessage) -> None:
+    def publish(self, batch: Batch) -> None:
         self.publishes += 1
         if self.commit or self.publishes not in self.lose:
-            self.inner.publish(messages, checkpoint)
+            self.inner.publish(batch)
         if self.publishes in self.lose:
             raise CommitUncertain("Kafka: commit outcome unknown (test: answer lost)")

@@ -8,7 +8,7 @@ until the plan is spent and a last run catches up and exits 0. Kill points are o
 - `startup`: a random instant before the worker is up (imports, topic check, `init_transactions`,
   the checkpoint read), as a fraction of the observed start-up time;
 - `compute`: after the n-th committed period, a random fraction into the next period's Sysdig
-  queries (measured from the run's own `compute_seconds`);
+  queries (measured from the run's own `export_seconds`);
 - `transaction`: after the n-th committed period, as soon as a `read_uncommitted` watcher on the
   broker sees the first record of the next period (its transaction is open and being written),
   plus a random fraction of a few milliseconds.
@@ -220,7 +220,7 @@ class Campaign:
             ready = proc.wait_event(is_event("worker started"), timeout=0)
             if ready is not None:
                 startup.append(ready[0] - proc.started)
-            compute.extend(float(d.get("compute_seconds", 0)) for d in proc.matching("period exported"))
+            compute.extend(float(d.get("export_seconds", 0)) for d in proc.matching("period exported"))
             if killed:
                 continue
             code = proc.wait(60)
@@ -246,7 +246,7 @@ class Campaign:
                 return False
             at, doc = anchor
             if planned.mode == "compute":
-                delay = planned.fraction * float(doc.get("compute_seconds", statistics.median(compute)))
+                delay = planned.fraction * float(doc.get("export_seconds", statistics.median(compute)))
             else:
                 # Re-anchor on the broker: the first record of the next period means its
                 # transaction is open; the kill follows within a few milliseconds.

@@ -44,15 +44,13 @@ def publish(cfg: Config, periods: Sequence[int], corrections: Sequence[int] = ()
     sink.start()
     try:
         for start in periods:
-            pipeline.publish(pipeline.compute(Period(start, start + H)), sink,
-                             cfg.kafka.transactional_id)
+            pipeline.export(Period(start, start + H), sink, cfg.kafka.transactional_id)
         if corrections_at is not None:
             clock.sleep(corrections_at - clock.time())  # a fake clock: only moves time on
         for start in corrections:
             source.coverage[start] = correction_coverage
-            result = pipeline.compute(Period(start, start + H),
-                                      prior={"prod": Prior(0, "published-before")})
-            pipeline.publish(result, sink, cfg.kafka.transactional_id)
+            pipeline.export(Period(start, start + H), sink, cfg.kafka.transactional_id,
+                            prior={"prod": Prior(0, "published-before")})
     finally:
         sink.close()
 

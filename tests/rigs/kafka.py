@@ -60,6 +60,6 @@ def publish_live(pipeline: Any, cfg: Config, clock: FakeClock, periods: Sequence
     policy = ExactlyOnceSink(sink, build_checkpoints(cfg, clock), clock)
     try:
         for p in periods:
-            pipeline.publish(pipeline.compute(p), policy, cfg.kafka.transactional_id)
+            pipeline.export(p, policy, cfg.kafka.transactional_id)
     finally:
         sink.close()

@@ -136,15 +136,14 @@ def test_sink_publishes_again_after_a_commit_timeout(fresh_noida: LocalBroker) -
         real_commit(producer)
 
     sink._commit = broker_gone_before_end_txn  # type: ignore[method-assign]
-    result = pipeline.compute(period)
     try:
         with pytest.raises(SinkUnavailable, match="_TIMED_OUT"):
-            pipeline.publish(result, sink, cfg.kafka.transactional_id)
+            pipeline.export(period, sink, cfg.kafka.transactional_id)
         fresh_noida.start()
         last: SinkUnavailable | None = None
         for _ in range(3):  # the worker's publish attempts
             try:
-                pipeline.publish(result, sink, cfg.kafka.transactional_id)
+                pipeline.export(period, sink, cfg.kafka.transactional_id)
                 last = None
                 break
             except SinkUnavailable as exc:
@@ -154,7 +153,7 @@ def test_sink_publishes_again_after_a_commit_timeout(fresh_noida: LocalBroker) -
     finally:
         sink.close()
     records = read_committed(cfg, cfg.kafka.topics.records)
-    assert len(records) == len(result.records)
+    assert len(records) == len(pipeline.compute(period).records)
 
 
 def sysdig_requests(metrics: Metrics) -> int:

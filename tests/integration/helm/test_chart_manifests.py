@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 from exporter import __version__
-from tests.integration.helm.chartlib import CHART, CI_VALUES, NAMESPACE, RELEASE, Helm, Result
+from tests.integration.helm.chartlib import CHART, CI_VALUES, NAMESPACE, RELEASE, REPO, Helm, Result
 
 CI_IDS = [p.name.removesuffix("-values.yaml") for p in CI_VALUES]
 FEATURES = {"default", "existing-secret", "servicemonitor", "prometheusrule", "backfill", "sasl-ssl",
@@ -153,9 +153,15 @@ def test_security_contexts_are_hardened(helm: Helm, default_values: Path) -> Non
     assert pod_spec(dep)["automountServiceAccountToken"] is False
 
 
-def test_no_default_resources(helm: Helm, default_values: Path) -> None:
+def test_default_resources_fit_the_documented_default_fleet(helm: Helm,
+                                                            default_values: Path) -> None:
+    """docs/deploy.md, "Sizing": up to 50 000 pods, 250m and 256Mi requested, 384Mi limit, and
+    no CPU limit."""
     dep = helm.render(default_values).one("Deployment")
-    assert "resources" not in container(dep)
+    assert container(dep)["resources"] == {
+        "requests": {"cpu": "250m", "memory": "256Mi"}, "limits": {"memory": "384Mi"}}
+    sizing = (REPO / "docs" / "deploy.md").read_text(encoding="utf-8")
+    assert "| 50 000 pods (the chart's default) | 250m | 256Mi | 384Mi |" in sizing
 
 
 def test_probes_and_ports(helm: Helm, default_values: Path) -> None:

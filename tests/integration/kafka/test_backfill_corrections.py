@@ -16,7 +16,7 @@ from exporter.backfill.state import BackfillCheckpoint, read_backfill_checkpoint
 from exporter.periods import iso
 from exporter.pricing import QUANTITY_SCALE
 from exporter.records import BillingRecord
-from exporter.sink import OutMessage, PeriodSink
+from exporter.sink import Batch, PeriodSink
 from exporter.wiring import build_checkpoints, build_codec, build_pipeline, build_sink
 from tests.rigs.backfill import T0, H, Rig, hours
 
@@ -130,9 +130,10 @@ class CrashingSink:
     def start(self) -> None:
         self.inner.start()
 
-    def publish(self, messages: list[OutMessage], checkpoint: OutMessage) -> None:
+    def publish(self, batch: Batch) -> None:
         self.calls += 1
         if self.calls == self.n:
+            messages = list(batch.messages())
             producer = self.inner._producer  # type: ignore[attr-defined]
             producer.begin_transaction()
             for m in messages[: len(messages) // 2]:
@@ -140,7 +141,7 @@ class CrashingSink:
             producer.flush(10)
             self.dead = True
             raise Crash
-        self.inner.publish(messages, checkpoint)
+        self.inner.publish(batch)
 
     def close(self) -> None:
         if not self.dead:
@@ -227,8 +228,8 @@ class SignallingSink:
     def start(self) -> None:
         self.inner.start()
 
-    def publish(self, messages: list[OutMessage], checkpoint: OutMessage) -> None:
-        self.inner.publish(messages, checkpoint)
+    def publish(self, batch: Batch) -> None:
+        self.inner.publish(batch)
         if not self.sent:
             self.sent = True
             os.kill(os.getpid(), signal.SIGTERM)

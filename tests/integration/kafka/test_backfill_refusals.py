@@ -7,7 +7,7 @@ from collections.abc import Callable
 import pytest
 
 from exporter.periods import iso
-from exporter.sink import OutMessage, PeriodSink
+from exporter.sink import Batch, PeriodSink
 from exporter.wiring import build_checkpoints, build_sink
 from tests.rigs.backfill import T0, H, Rig, hours
 
@@ -156,12 +156,12 @@ class FencingSink:
     def start(self) -> None:
         self.inner.start()
 
-    def publish(self, messages: list[OutMessage], checkpoint: OutMessage) -> None:
+    def publish(self, batch: Batch) -> None:
         if not self.rivals:
             rival = self.rival()
             rival.start()
             self.rivals.append(rival)
-        self.inner.publish(messages, checkpoint)
+        self.inner.publish(batch)
 
     def close(self) -> None:
         self.inner.close()

@@ -69,9 +69,8 @@ def test_registry_rejection_is_one_clear_error_and_nothing_is_published(
         pipeline = build_pipeline(cfg, clock, source=FakeSource(clock))
         sink = build_sink(cfg, clock)
         sink.start()
-        result = pipeline.compute(Period(T0, T0 + H))
         with pytest.raises(SinkError) as err:
-            pipeline.publish(result, sink, cfg.kafka.transactional_id)
+            pipeline.export(Period(T0, T0 + H), sink, cfg.kafka.transactional_id)
         sink.close()
         message = str(err.value)
         assert "\n" not in message and PASSWORD not in message

@@ -79,12 +79,12 @@ def test_second_instance_fences_the_first(kafka_config: Callable[..., Config]) -
     first = build_sink(cfg, clock)
     first.start()
     p1, p2 = periods(2)
-    pipeline.publish(pipeline.compute(p1), first, cfg.kafka.transactional_id)
+    pipeline.export(p1, first, cfg.kafka.transactional_id)
     second = build_sink(cfg, clock)
     second.start()  # same transactional.id: fences `first`
     with pytest.raises(FencedError, match="took over"):
-        pipeline.publish(pipeline.compute(p2), first, cfg.kafka.transactional_id)
-    pipeline.publish(pipeline.compute(p2), second, cfg.kafka.transactional_id)
+        pipeline.export(p2, first, cfg.kafka.transactional_id)
+    pipeline.export(p2, second, cfg.kafka.transactional_id)
     second.close()
     first.close()
     keys = Counter((r.period_start, r.workload_name, r.resource) for r in committed_records(cfg))
@@ -97,7 +97,7 @@ def test_crash_mid_transaction_leaves_no_trace(kafka_config: Callable[..., Confi
     clock = FakeClock(T0 + 4 * H)
     export(cfg, clock, periods(1))
     pipeline = build_pipeline(cfg, clock, source=FakeSource(clock))
-    result = pipeline.compute(periods(2)[1])
+    batch = pipeline.batch(periods(2)[1], cfg.kafka.transactional_id)
     # A zombie: same transactional.id, begins the transaction, produces half, never commits.
     conf = client_config(cfg.kafka)
     conf.update({"transactional.id": cfg.kafka.transactional_id, "enable.idempotence": True,
@@ -105,7 +105,7 @@ def test_crash_mid_transaction_leaves_no_trace(kafka_config: Callable[..., Confi
     zombie = Producer(conf)
     zombie.init_transactions(10)
     zombie.begin_transaction()
-    msgs = pipeline.messages(result)
+    msgs = list(batch.messages())
     for m in msgs[: len(msgs) // 2]:
         zombie.produce(m.topic, m.value, m.key)
     zombie.flush(10)

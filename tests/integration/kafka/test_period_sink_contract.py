@@ -25,10 +25,23 @@ from confluent_kafka import KafkaError, KafkaException
 from chargeback_simulator.localbroker import LocalBroker
 from exporter.clock import FakeClock
 from exporter.config import Config
-from exporter.errors import CommitUncertain, FencedError, SinkError, SinkUnavailable
+from exporter.errors import (
+    CommitUncertain,
+    FencedError,
+    SinkError,
+    SinkUnavailable,
+    SourceUnavailable,
+)
 from exporter.kafka import KafkaCheckpointStore, KafkaPeriodSink, read_topic
 from exporter.publication import ExactlyOnceSink
-from exporter.sink import BATCH_HEADER, CheckpointState, CheckpointStore, OutMessage, PeriodSink
+from exporter.sink import (
+    BATCH_HEADER,
+    CheckpointState,
+    CheckpointStore,
+    FixedBatch,
+    OutMessage,
+    PeriodSink,
+)
 from tests.fakes.memory import MemoryBroker, MemorySink, decode_checkpoint
 from tests.fakes.sinks import CountingSink
 from tests.rigs.kafka import T0, make_config
@@ -47,6 +60,39 @@ class Seen:
 
 def seen(m: OutMessage) -> Seen:
     return Seen(m.key, m.value, dict(m.headers))
+
+
+class ChunkFailed(SourceUnavailable):
+    """A chunk of the period could not be measured (a retryable source error)."""
+
+
+class Generated:
+    """A batch generated while it is published: `messages`, one by one; generation raises
+    `ChunkFailed` after `fail_after` messages when set. Counts its generations."""
+
+    def __init__(self, messages: Sequence[OutMessage], checkpoint: OutMessage,
+                 fail_after: int | None = None,
+                 each: Callable[[int], None] | None = None) -> None:
+        self._messages = list(messages)
+        self._checkpoint = checkpoint
+        self.fail_after = fail_after
+        self._each = each  # called before each message is generated, with its index
+        self.calls = 0
+        self.produced = 0
+
+    def messages(self) -> Iterator[OutMessage]:
+        self.calls += 1
+        self.produced = 0
+        for i, m in enumerate(self._messages):
+            if self._each is not None:
+                self._each(i)
+            if i == self.fail_after:
+                raise ChunkFailed("Sysdig: the last chunk's queries failed")
+            self.produced += 1
+            yield m
+
+    def checkpoint(self) -> OutMessage | None:
+        return self._checkpoint
 
 
 class PeriodSinkContract(ABC):
@@ -121,7 +167,7 @@ class PeriodSinkContract(ABC):
     def test_a_published_batch_is_visible_whole_with_its_checkpoint(self) -> None:
         sink = self.started()
         messages, checkpoint = self.batch(T0 + H)
-        sink.publish(messages, checkpoint)
+        sink.publish(FixedBatch(messages, checkpoint))
         self.visible(messages)
         assert self.committed(self.checkpoint_topic) == [seen(checkpoint)]
         state = self.new_store().read()
@@ -136,16 +182,16 @@ class PeriodSinkContract(ABC):
         sink = self.started()
         first = self.batch(T0 + H, "one", batch=b"batch-1")
         second = self.batch(T0 + H, "two", batch=b"batch-2")
-        sink.publish(*first)
-        sink.publish(*second)
+        sink.publish(FixedBatch(*first))
+        sink.publish(FixedBatch(*second))
         assert self.new_store().read() == CheckpointState(T0 + H, {}, b"batch-2")
         self.visible([*first[0], *second[0]])
 
     def test_a_checkpoint_only_batch_moves_the_checkpoint(self) -> None:
         sink = self.started()
-        sink.publish(*self.batch(T0 + H, batch=b"data"))
+        sink.publish(FixedBatch(*self.batch(T0 + H, batch=b"data")))
         _, checkpoint = self.batch(T0 + 2 * H, batch=b"bare")
-        sink.publish([], checkpoint)
+        sink.publish(FixedBatch([], checkpoint))
         assert self.new_store().read() == CheckpointState(T0 + 2 * H, {}, b"bare")
 
     def test_a_failed_publish_leaves_nothing_and_the_same_batch_can_be_retried(self) -> None:
@@ -153,11 +199,11 @@ class PeriodSinkContract(ABC):
         messages, checkpoint = self.batch(T0 + H)
         self.fail_next_publish_midway(sink)
         with pytest.raises(SinkUnavailable):
-            sink.publish(messages, checkpoint)
+            sink.publish(FixedBatch(messages, checkpoint))
         self.visible([])
         assert self.new_store().read() is None
 
-        sink.publish(messages, checkpoint)  # the caller's retry of the same batch
+        sink.publish(FixedBatch(messages, checkpoint))  # the caller's retry of the same batch
         self.visible(messages)
         assert self.new_store().read() == CheckpointState(T0 + H, {}, dict(checkpoint.headers)[BATCH_HEADER])
 
@@ -165,25 +211,25 @@ class PeriodSinkContract(ABC):
     def test_recover_settles_an_in_doubt_commit(self, landed: bool) -> None:
         sink = self.started()
         before = self.batch(T0 + H, "before", batch=b"before")
-        sink.publish(*before)
+        sink.publish(FixedBatch(*before))
         messages, checkpoint = self.batch(T0 + 2 * H, "doubt", batch=b"in-doubt")
         self.lose_next_commit_answer(sink, committed=landed)
         with pytest.raises(CommitUncertain):
-            sink.publish(messages, checkpoint)
+            sink.publish(FixedBatch(messages, checkpoint))
         sink.recover()
         state = self.new_store().read()
         assert state is not None and (state.batch == b"in-doubt") is landed
         self.visible([*before[0], *messages] if landed else before[0])
 
         after = self.batch(T0 + 3 * H, "after", batch=b"after")
-        sink.publish(*after)  # the settled sink publishes again
+        sink.publish(FixedBatch(*after))  # the settled sink publishes again
         assert self.new_store().read() == CheckpointState(T0 + 3 * H, {}, b"after")
 
     def test_recover_without_anything_in_doubt_is_a_no_op(self) -> None:
         sink = self.started()
-        sink.publish(*self.batch(T0 + H, batch=b"one"))
+        sink.publish(FixedBatch(*self.batch(T0 + H, batch=b"one")))
         sink.recover()
-        sink.publish(*self.batch(T0 + 2 * H, "two", batch=b"two"))
+        sink.publish(FixedBatch(*self.batch(T0 + 2 * H, "two", batch=b"two")))
         assert self.new_store().read() == CheckpointState(T0 + 2 * H, {}, b"two")
 
     @pytest.mark.parametrize("landed", [True, False], ids=["committed", "not-committed"])
@@ -194,26 +240,89 @@ class PeriodSinkContract(ABC):
         policy = ExactlyOnceSink(counted, self.new_store(), FakeClock(T0))
         messages, checkpoint = self.batch(T0 + H)
         self.lose_next_commit_answer(sink, committed=landed)
-        policy.publish(messages, checkpoint)
+        policy.publish(FixedBatch(messages, checkpoint))
         self.visible(messages)
         state = self.new_store().read()
         assert state is not None and state.last_period_end == T0 + H
         assert counted.publishes == (1 if landed else 2)  # sent again only if it did not land
         assert counted.recoveries == 1
 
+    # -- batches generated while they are published (a period measured chunk by chunk) ------
+
+    def test_a_generated_batch_is_published_whole_and_generated_once(self) -> None:
+        sink = self.started()
+        messages, checkpoint = self.batch(T0 + H, batch=b"gen")
+        gen = Generated(messages, checkpoint)
+        sink.publish(gen)
+        assert gen.calls == 1 and gen.produced == len(messages)
+        self.visible(messages)
+        assert self.new_store().read() == CheckpointState(T0 + H, {}, b"gen")
+
+    def test_a_batch_failing_after_some_messages_leaves_nothing_and_its_error_is_raised(self) -> None:
+        """A chunk that fails after earlier chunks were produced: the transaction is aborted."""
+        sink = self.started()
+        messages, checkpoint = self.batch(T0 + H, batch=b"late-chunk")
+        gen = Generated(messages, checkpoint, fail_after=len(messages) - 1)
+        with pytest.raises(ChunkFailed):
+            sink.publish(gen)
+        self.visible([])
+        assert self.new_store().read() is None
+
+        gen.fail_after = None
+        sink.publish(gen)  # the same batch again: generated afresh
+        assert gen.calls == 2
+        self.visible(messages)
+        assert self.new_store().read() == CheckpointState(T0 + H, {}, b"late-chunk")
+
+    def test_a_batch_without_checkpoint_publishes_nothing(self) -> None:
+        sink = self.started()
+        sink.publish(FixedBatch(*self.batch(T0 + H, batch=b"first")))
+        sink.publish(FixedBatch([], None))
+        assert self.new_store().read() == CheckpointState(T0 + H, {}, b"first")
+        messages, _ = self.batch(T0 + 2 * H, "orphans")
+        with pytest.raises(SinkError, match="no checkpoint"):
+            sink.publish(FixedBatch(messages, None))
+        assert self.new_store().read() == CheckpointState(T0 + H, {}, b"first")
+        self.visible(self.batch(T0 + H)[0])  # the first batch's messages, nothing of the orphans
+
+    def test_exactly_once_sink_regenerates_a_batch_after_a_transient_failure(self) -> None:
+        sink = self.started()
+        policy = ExactlyOnceSink(CountingSink(sink), self.new_store(), FakeClock(T0))
+        messages, checkpoint = self.batch(T0 + H)
+        gen = Generated(messages, checkpoint)
+        self.fail_next_publish_midway(sink)
+        policy.publish(gen)
+        assert gen.calls == 2  # the retry measured the period again
+        self.visible(messages)
+        state = self.new_store().read()
+        assert state is not None and state.last_period_end == T0 + H
+
+    def test_exactly_once_sink_does_not_retry_the_batchs_own_error(self) -> None:
+        """A source error is the caller's to handle (hold the period), not the sink's to retry."""
+        sink = self.started()
+        counted = CountingSink(sink)
+        policy = ExactlyOnceSink(counted, self.new_store(), FakeClock(T0))
+        messages, checkpoint = self.batch(T0 + H)
+        gen = Generated(messages, checkpoint, fail_after=2)
+        with pytest.raises(ChunkFailed):
+            policy.publish(gen)
+        assert counted.publishes == 1 and gen.calls == 1
+        self.visible([])
+        assert self.new_store().read() is None
+
     def test_publish_before_start_fails_clearly(self) -> None:
         sink = self.new_sink()
         with pytest.raises(SinkError, match=r"before start\(\)"):
-            sink.publish(*self.batch(T0 + H))
+            sink.publish(FixedBatch(*self.batch(T0 + H)))
         sink.close()
 
     def test_publish_after_close_fails_clearly_and_close_is_idempotent(self) -> None:
         sink = self.started()
-        sink.publish(*self.batch(T0 + H, batch=b"kept"))
+        sink.publish(FixedBatch(*self.batch(T0 + H, batch=b"kept")))
         sink.close()
         sink.close()
         with pytest.raises(SinkError, match=r"after close\(\)"):
-            sink.publish(*self.batch(T0 + 2 * H, "late"))
+            sink.publish(FixedBatch(*self.batch(T0 + 2 * H, "late")))
         assert self.new_store().read() == CheckpointState(T0 + H, {}, b"kept")
 
     def test_publish_after_close_fails_even_with_a_commit_in_doubt(self) -> None:
@@ -221,22 +330,22 @@ class PeriodSinkContract(ABC):
         sink = self.started()
         self.lose_next_commit_answer(sink, committed=False)
         with pytest.raises(CommitUncertain):
-            sink.publish(*self.batch(T0 + H))
+            sink.publish(FixedBatch(*self.batch(T0 + H)))
         sink.close()
         with pytest.raises(SinkError, match=r"after close\(\)"):
-            sink.publish(*self.batch(T0 + H, "late"))
+            sink.publish(FixedBatch(*self.batch(T0 + H, "late")))
         self.visible([])
 
     def test_a_newer_instance_with_the_same_id_fences_the_older(self) -> None:
         old = self.started()
         first = self.batch(T0 + H, "old", batch=b"old")
-        old.publish(*first)
+        old.publish(FixedBatch(*first))
         new = self.started()
         assert self.new_store().read() == CheckpointState(T0 + H, {}, b"old")
         with pytest.raises(FencedError):
-            old.publish(*self.batch(T0 + 2 * H, "zombie"))
+            old.publish(FixedBatch(*self.batch(T0 + 2 * H, "zombie")))
         second = self.batch(T0 + 2 * H, "new", batch=b"new")
-        new.publish(*second)
+        new.publish(FixedBatch(*second))
         self.visible([*first[0], *second[0]])
         assert self.new_store().read() == CheckpointState(T0 + 2 * H, {}, b"new")
 
@@ -245,7 +354,7 @@ class PeriodSinkContract(ABC):
         rivals: list[PeriodSink] = []
         self.during_next_publish(old, lambda: rivals.append(self.started()))
         with pytest.raises(FencedError):
-            old.publish(*self.batch(T0 + H, "zombie"))
+            old.publish(FixedBatch(*self.batch(T0 + H, "zombie")))
         assert len(rivals) == 1
         self.visible([])
         assert self.new_store().read() is None
@@ -256,9 +365,9 @@ class PeriodSinkContract(ABC):
         mine, theirs = self.started(), self.started(other)
         a = self.batch(T0 + H, "mine", batch=b"mine")
         b = self.batch(T0 + 5 * H, "theirs", instance=other, batch=b"theirs")
-        mine.publish(*a)
-        theirs.publish(*b)
-        mine.publish(*self.batch(T0 + 2 * H, "mine2", batch=b"mine2"))
+        mine.publish(FixedBatch(*a))
+        theirs.publish(FixedBatch(*b))
+        mine.publish(FixedBatch(*self.batch(T0 + 2 * H, "mine2", batch=b"mine2")))
         assert self.new_store().read() == CheckpointState(T0 + 2 * H, {}, b"mine2")
         assert self.new_store(other).read() == CheckpointState(T0 + 5 * H, {}, b"theirs")
 
@@ -383,3 +492,27 @@ class TestKafkaPeriodSink(PeriodSinkContract):
 
     def during_next_publish(self, sink: PeriodSink, action: Callable[[], None]) -> None:
         self._intervene(sink, after_first=action)
+
+    def test_fenced_while_a_batch_is_generated_stops_and_never_fences_back(self) -> None:
+        """The producer learns it was fenced between two chunks: the next produce only says
+        `_FATAL`. That is fencing (stop), not a transient failure to retry with a new producer,
+        which would fence the newer instance in turn."""
+        old = self.started()
+        rivals: list[PeriodSink] = []
+        messages, checkpoint = self.batch(T0 + H, "zombie", batch=b"zombie")
+
+        def fence_then_flush(i: int) -> None:
+            if i == 0:
+                rivals.append(self.started())  # before the old producer's first message
+            elif i == 1:
+                assert isinstance(old, KafkaPeriodSink) and old._producer is not None
+                old._producer.flush(10)  # the fenced answer arrives before the next chunk
+
+        policy = ExactlyOnceSink(old, self.new_store(), self.clock)
+        with pytest.raises(FencedError):
+            policy.publish(Generated(messages, checkpoint, each=fence_then_flush))
+        self.visible([])
+        second = self.batch(T0 + H, "new", batch=b"new")
+        rivals[0].publish(FixedBatch(*second))  # the newer instance was not fenced back
+        self.visible(second[0])
+        assert self.new_store().read() == CheckpointState(T0 + H, {}, b"new")

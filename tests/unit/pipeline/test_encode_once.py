@@ -14,7 +14,7 @@ from bench.record import record
 from bench.replay import ReplayServer
 from exporter.avro import AvroSchema, body_of, load_schema
 from exporter.clock import FakeClock
-from exporter.pipeline import PeriodResult, Prior
+from exporter.pipeline import Prior
 from exporter.records import content_hash_of_bodies
 from exporter.wiring import build_pipeline
 
@@ -56,9 +56,17 @@ def pipeline(url: str, tmp_path: Path) -> Any:
     return build_pipeline(cfg, FakeClock(period(0).end + 600))
 
 
-def check_hashes(result: PeriodResult, values: dict[bytes, bytes]) -> None:
-    for m in result.manifests:
-        ids = sorted(r.record_id for r in result.records if r.cluster == m.cluster)
+def published(p: Any, prior: dict[str, Prior] | None = None) -> tuple[Any, dict[bytes, bytes]]:
+    """The export's summary and its record values by key, generated as a sink would."""
+    batch = p.batch(period(0), "t", prior=prior)
+    values = {m.key: m.value for m in batch.messages() if m.topic == p.codec.topics.records}
+    return batch.summary, values
+
+
+def check_hashes(manifests: Any, values: dict[bytes, bytes], codec: Any) -> None:
+    for m in manifests:
+        ids = sorted(k.decode() for k, v in values.items()
+                     if codec.decode_record(v).cluster == m.cluster)
         assert m.record_count == len(ids)
         assert m.content_hash == content_hash_of_bodies(body_of(values[i.encode()]) for i in ids)
 
@@ -66,24 +74,19 @@ def check_hashes(result: PeriodResult, values: dict[bytes, bytes]) -> None:
 def test_each_record_is_encoded_once(replay_url: str, tmp_path: Path,
                                      record_encodes: list[str]) -> None:
     p = pipeline(replay_url, tmp_path)
-    result = p.compute(period(0))
-    messages = p.messages(result)
-    ids = [r.record_id for r in result.records]
-    assert ids and sorted(record_encodes) == sorted(ids)
-    values = {m.key: m.value for m in messages if m.topic == p.codec.topics.records}
-    assert len(values) == len(ids)
-    check_hashes(result, values)
+    summary, values = published(p)
+    assert values and sorted(record_encodes) == sorted(k.decode() for k in values)
+    assert summary.records == len(values)
+    check_hashes(summary.manifests, values, p.codec)
 
 
 def test_a_revision_bump_publishes_the_bodies_it_hashed(replay_url: str, tmp_path: Path) -> None:
     p = pipeline(replay_url, tmp_path)
     first = p.compute(period(0))
     cluster = first.manifests[0].cluster
-    again = p.compute(period(0), {cluster: Prior(revision=3, content_hash="0" * 64)})
-    messages = p.messages(again)
-    values = {m.key: m.value for m in messages if m.topic == p.codec.topics.records}
-    check_hashes(again, values)
-    bumped = [r for r in again.records if r.cluster == cluster]
-    assert bumped and {r.revision for r in bumped} == {4}
-    assert {p.codec.decode_record(values[r.record_id.encode()]).revision for r in bumped} == {4}
-    assert again.changed_clusters[0] == cluster
+    summary, values = published(p, {cluster: Prior(revision=3, content_hash="0" * 64)})
+    check_hashes(summary.manifests, values, p.codec)
+    bumped = [r for r in first.records if r.cluster == cluster]
+    assert bumped and {p.codec.decode_record(values[r.record_id.encode()]).revision
+                       for r in bumped} == {4}
+    assert summary.changed[0] == cluster
