@@ -255,6 +255,7 @@ class _PeriodRun:
         """The records and manifests of one chunk's clusters: every cluster it shows, and the
         expected ones it covers. A cluster whose content hash is unchanged against `prior`
         keeps its revision, a changed one gets revision + 1."""
+        from exporter import manifests as mf
         from exporter import records as rec
         from exporter.avro import load_schema
 
@@ -283,7 +284,7 @@ class _PeriodRun:
                                       exporter_version=p.exporter_version)
             bodies.update((r.record_id, encode(r)) for r in built)
             cov = {cluster: coverage[cluster]} if cluster in coverage else {}
-            return built, rec.build_manifests(
+            return built, mf.build_manifests(
                 built, cov, {cluster: usage.coverage.get(cluster, Decimal(0))},
                 period=period, method=method, revision=revision,
                 generated_at_ms=generated_at_ms, exporter_version=p.exporter_version,
@@ -297,7 +298,7 @@ class _PeriodRun:
             before = self._prior.get(cluster)
             revision = before.revision if before else 0
             built, built_manifests = build(cluster, revision)
-            # The manifest's content_hash is `rec.content_hash(built)`: reusing it saves
+            # The manifest's content_hash is `mf.content_hash(built)`: reusing it saves
             # encoding every record once more.
             digest = next(m.content_hash for m in built_manifests if m.cluster == cluster)
             if before is None or before.content_hash != digest:

@@ -34,7 +34,8 @@ from exporter.avro import body_of
 from exporter.clock import SystemClock
 from exporter.config import Config, KafkaConfig
 from exporter.kafka import KafkaCheckpointStore, client_config, read_topic
-from exporter.records import BillingRecord, PeriodManifest, content_hash_of_bodies, kubernetes_kind
+from exporter.manifests import content_hash_of_bodies
+from exporter.records import BillingRecord, PeriodManifest, kubernetes_kind
 from exporter.wiring import build_codec
 from tests.rigs.paths import ROOT
 

@@ -16,6 +16,7 @@ from typing import Any
 from hypothesis import strategies as st
 
 from exporter.avro import load_schema
+from exporter.manifests import content_hash
 from exporter.periods import Period
 from exporter.records import (
     BillingRecord,
@@ -25,7 +26,6 @@ from exporter.records import (
     ResourceCapacity,
     ResourceTotal,
     TopOffender,
-    content_hash,
     manifest_id,
     record_id,
 )

@@ -14,8 +14,8 @@ from bench.record import record
 from bench.replay import ReplayServer
 from exporter.avro import AvroSchema, body_of, load_schema
 from exporter.clock import FakeClock
+from exporter.manifests import content_hash_of_bodies
 from exporter.pipeline import Prior
-from exporter.records import content_hash_of_bodies
 from exporter.wiring import build_pipeline
 
 TINY = 40

@@ -14,6 +14,7 @@ import pytest
 from exporter.avro import SingleObjectFraming, body_of, load_schema
 from exporter.coverage import label_coverage
 from exporter.errors import EncodingError
+from exporter.manifests import build_manifests, content_hash, coverage_status
 from exporter.model import (
     INVALID,
     ORG_KEYS,
@@ -30,10 +31,7 @@ from exporter.records import (
     BillingRecord,
     Checkpoint,
     PeriodManifest,
-    build_manifests,
     build_records,
-    content_hash,
-    coverage_status,
     identity_method,
     kubernetes_kind,
     manifest_id,
