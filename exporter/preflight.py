@@ -23,6 +23,7 @@ from exporter.clock import Clock
 from exporter.commands import add_common, config_from_args
 from exporter.config import Config
 from exporter.errors import ExporterError, SourceQueryError
+from exporter.model import RESOURCES
 from exporter.org import OrgModel
 from exporter.periods import Period, align_down, format_duration, iso
 from exporter.queries import (
@@ -36,6 +37,7 @@ from exporter.queries import (
     grouped,
     not_running,
     plan,
+    re_escape,
     selector,
 )
 from exporter.sysdig import SERIES_CAP, SysdigClient, parse_vector, read_team_scope
@@ -224,10 +226,17 @@ class Preflight:
         allocatable = [(f'metric {idle.metric}{{resource="{name}"}}', idle.metric,
                         (("resource", "=", name),))
                        for name in idle.resources.values()] if idle.enabled else []
+        # A GPU resource's allocatable is needed where pods request it: a cluster without GPU
+        # nodes offers none, and has no GPU charges for it to be the rest of.
+        gpu_of = {f'metric {idle.metric}{{resource="{name}"}}': res
+                  for res, name in idle.resources.items() if res not in RESOURCES}
         for name, metric, extra in (*wanted, *allocatable):
             counts = {lb.get("kube_cluster_name", ""): int(v) for lb, v in self._vector(
                 f"count by (kube_cluster_name) ({self._sel(metric, extra)})", self._at, name)}
             self._raw[name] = counts
+            if name in gpu_of:
+                out.append(self._gpu_allocatable(name, gpu_of[name], counts))
+                continue
             missing = [c for c in self._cfg.clusters if c not in counts]
             per = ", ".join(f"{c or '(no cluster)'} {n:,}" for c, n in sorted(counts.items()))
             if not counts:
@@ -245,6 +254,26 @@ class Preflight:
                 out.append(Check(name, "ok", f"{sum(counts.values()):,} series in {len(counts)} "
                                              f"cluster(s): {per}"))
         return out
+
+    def _gpu_allocatable(self, name: str, resource: str, counts: dict[str, int]) -> Check:
+        """The allocatable row of GPU resource `resource`: it fails when a cluster whose pods
+        request it (under a `resources.gpu.resources` name charged as it) has no series."""
+        requested = sorted(r for r, charged in self._cfg.resources.gpu.resources.items()
+                           if charged == resource)
+        names = "|".join(re_escape(r) for r in requested)
+        asking = {lb.get("kube_cluster_name", "") for lb, _ in self._vector(
+            f"count by (kube_cluster_name) ({self._sel(REQUESTS, [('resource', '=~', names)])})",
+            self._at, name)}
+        per = ", ".join(f"{c or '(no cluster)'} {n:,}" for c, n in sorted(counts.items()))
+        lacking = sorted(asking - set(counts))
+        if lacking:
+            return Check(name, "FAIL", f"no series for cluster(s) {', '.join(lacking)}, which "
+                                       f"request {resource} ({per or 'none'}); idle.metric and "
+                                       "idle.resources name it on this tenant")
+        if not counts:
+            return Check(name, "ok", f"no series, and no cluster requests {resource}")
+        return Check(name, "ok", f"{sum(counts.values()):,} series in {len(counts)} "
+                                 f"cluster(s): {per}")
 
     def container_labels(self) -> Check:
         usage = self._count(f"count({self._sel(CPU_USED, [(USAGE_CONTAINER_LABEL, '!=', '')])})",

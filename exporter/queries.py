@@ -216,7 +216,7 @@ def plan(
                                                 (storage.class_label, storage.claim_label))
     alloc = None
     if allocatable:
-        names = "|".join(_re_escape(n) for n in allocatable)
+        names = "|".join(re_escape(n) for n in allocatable)
         node = (f"sum by (kube_cluster_name, resource) (last_over_time("
                 f"{selector(allocatable_metric, [*m, ('resource', '=~', names)])}[{half}s]))")
         # The nodes that have a sample at a step count at that step, as pods do: a node that
@@ -236,7 +236,7 @@ def gpu_plan(names: GpuNames, m: Sequence[tuple[str, str, str]], by_grain: Seque
     A request counts while its pod runs (`running`), as for cpu and memory; utilisation (0-100
     per device) is summed per pod and reported on each GPU resource the running pod holds.
     """
-    wanted = "|".join(_re_escape(r) for r in names.resources)
+    wanted = "|".join(re_escape(r) for r in names.resources)
     req = grouped(REQUESTS, [*m, ("resource", "=~", wanted)], (*by_grain, "resource"),
                   f"last_over_time({{}}[{half}s])")
     held = running(req, pod_u)
@@ -302,10 +302,10 @@ def cluster_matchers(clusters: Sequence[str]) -> list[tuple[str, str, str]]:
     """The matchers that restrict a selector to `clusters` (sharding); none when empty."""
     if not clusters:
         return []
-    return [("kube_cluster_name", "=~", "|".join(_re_escape(c) for c in clusters))]
+    return [("kube_cluster_name", "=~", "|".join(re_escape(c) for c in clusters))]
 
 
-def _re_escape(value: str) -> str:
+def re_escape(value: str) -> str:
     out = []
     for ch in value:
         if ch in r".^$*+?()[]{}|\\":

@@ -53,7 +53,7 @@ from exporter.config.sysdig import (
     SysdigLimitsConfig,
 )
 from exporter.errors import ConfigError
-from exporter.model import ORG_KEYS, RESOURCES, Resource
+from exporter.model import ORG_KEYS, RESOURCES, Resource, resource_order
 from exporter.periods import format_duration
 from exporter.shards import instance_id, shard_of
 from exporter.yamlfile import Location, Positions, UniqueKeyLoader, read_yaml_positions
@@ -207,7 +207,9 @@ class IdleConfig(Section):
             raise ValueError("needs at least one resource")
         if any(not name.strip() for name in v.values()):
             raise ValueError("an allocatable resource name must not be empty")
-        return {r: v[r] for r in RESOURCES if r in v}
+        # cpu and memory first, then GPUs by name: whether each is charged is checked with the
+        # resources section (`Config._idle`).
+        return {r: v[r] for r in sorted(v, key=resource_order)}
 
 
 class BillingConfig(Section):
@@ -380,6 +382,25 @@ class Config(Section):
             raise ValueError(f"none of sysdig.clusters ({', '.join(sysdig.clusters)}) hash to "
                              f"index {v.index} of count {v.count}: use fewer shards or list "
                              "each shard's clusters")
+        return v
+
+    @field_validator("idle")
+    @classmethod
+    def _idle(cls, v: IdleConfig, info: ValidationInfo) -> IdleConfig:
+        """Idle is measured for resources the exporter charges and nodes offer: cpu, memory and
+        the GPU resources `resources.gpu.resources` produces (claims have no node allocatable)."""
+        resources = info.data.get("resources")
+        if resources is None:
+            return v
+        gpu = resources.gpu
+        offered = [*RESOURCES, *sorted(set(gpu.resources.values()), key=resource_order)] \
+            if gpu.enabled else list(RESOURCES)
+        for r in v.resources:
+            if r not in offered:
+                why = ("resources.gpu.resources names the GPU ones" if gpu.enabled
+                       else "resources.gpu is disabled")
+                raise ValueError(f"resources: {r} is not a resource charged from node "
+                                 f"allocatable ({', '.join(offered)}; {why})")
         return v
 
     @property

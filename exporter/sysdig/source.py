@@ -373,7 +373,8 @@ class SysdigSource:
                 lbl.get("kube_cluster_name", "") for lbl, _ in results["requests.present"]),
             queries=queries, bytes_fetched=nbytes,
             clusters=frozenset(covered) | (coverage.keys() & frozenset(queried)),
-            allocatable=_allocatable(results.get("allocatable", ()), self._allocatable),
+            allocatable=_unoffered(_allocatable(results.get("allocatable", ()), self._allocatable),
+                                   workloads, self._allocatable),
         )
 
 
@@ -493,6 +494,21 @@ def _allocatable(series: Iterable[tuple[Mapping[str, str], Decimal]],
             raise SourceQueryError(f"Sysdig (allocatable): the series of {_brief(labels)} do not "
                                    f"add up exactly in {EXACT.prec} digits") from None
     return out
+
+
+def _unoffered(allocatable: dict[str, dict[Resource, Decimal]],
+               workloads: Iterable[WorkloadUsage], names: Mapping[Resource, str]
+               ) -> dict[str, dict[Resource, Decimal]]:
+    """`allocatable` with 0 for each measured resource that a cluster with allocatable series
+    charges but no node of it offers (GPU pods in a cluster whose nodes show no such resource,
+    or a misspelt name): its charges are then overcommit, never left out of the capacity."""
+    for w in workloads:
+        per = allocatable.get(w.key.cluster)
+        if per is not None:
+            for res in w.sums:
+                if res in names and res not in per:
+                    per[res] = Decimal(0)
+    return allocatable
 
 
 def _raw_grain(labels: Mapping[str, str]) -> _Grain:

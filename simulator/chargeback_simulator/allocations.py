@@ -131,6 +131,21 @@ class Allocations:
                 claims.append(Claim(cluster, ns, f"shared-{ns}", "nfs", 10, shared_by=holders))
         self.claims = tuple(claims)
 
+    def node_gpus(self) -> dict[str, dict[str, int]]:
+        """Per cluster and GPU resource, the devices its permanent node offers (`nodes`): at
+        least what the cluster's pods can hold at once (each workload's replicas never overlap
+        their own rollovers, so Σ count x replicas), plus idle devices: whole GPUs and slices
+        fill the next 8-GPU node, the next 7 1g.5gb or 2 3g.20gb slices of an A100, at least
+        one more than that bound."""
+        held: dict[str, dict[str, int]] = {}
+        for grant in self.grants.values():
+            per = held.setdefault(grant.workload.cluster, {})
+            replicas = self._fleet.workload(grant.workload).replicas
+            per[grant.resource] = per.get(grant.resource, 0) + grant.count * replicas
+        fill = {"nvidia_com_gpu": 8, "nvidia_com_mig_1g_5gb": 7, "nvidia_com_mig_3g_20gb": 2}
+        return {cluster: {r: -(-(n + 1) // fill[r]) * fill[r] for r, n in sorted(per.items())}
+                for cluster, per in held.items()}
+
     # ------------------------------------------------------------------ series
     def select(self, matchers: Sequence[LabelMatcher], times: IntArray) -> SeriesSet:
         """Every matching series over `times` (seconds, 10 s samples)."""

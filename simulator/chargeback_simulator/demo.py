@@ -56,6 +56,10 @@ PRICES: Mapping[str, str] = {
 # What a row adds up: the bill and the idle capacity nobody was billed (docs/records.md); a
 # cluster's rows add up to its nodes' allocatable.
 SHOWN = ("direct", "shared-distribution", "idle", "idle-distribution")
+# `idle.resources`: each charged resource -> the nodes' allocatable `resource` label.
+IDLE_RESOURCES: Mapping[str, str] = {
+    "cpu": "cpu", "memory": "memory",
+    **{charged: name for name, charged in GPU_RESOURCES.items()}}
 
 Sums = dict[tuple[str, str], dict[str, Decimal]]
 """(cluster, costcenter) -> resource (and `cost`) -> quantity (and EUR)."""
@@ -177,7 +181,8 @@ def cmd_demo(args: argparse.Namespace, *, clock: Clock) -> int:
             "logging": {"level": "WARNING", "format": "text"},
             "resources": {"gpu": {"resources": GPU_RESOURCES}},
             "pricing": {"rate_card_file": str(card)},
-            "idle": {"enabled": True},
+            # Idle capacity of cpu, memory and every GPU resource the nodes offer.
+            "idle": {"enabled": True, "resources": IDLE_RESOURCES},
         })
         register_secrets(cfg)
         service = assemble(cfg, clock, Metrics(), build_worker_parts, serve_http=False)
@@ -237,19 +242,21 @@ def _show_capacity(console: Console, manifests: Iterable[PeriodManifest]) -> boo
     for col in ("cluster", "resource", "allocatable", "charged", "idle", "overcommit",
                 "exact"):
         capacity.add_column(col, justify="left" if col in ("cluster", "resource") else "right")
-    sums: dict[tuple[str, str], list[Decimal]] = defaultdict(lambda: [Decimal(0)] * 4)
+    sums: dict[tuple[str, str, str], list[Decimal]] = defaultdict(lambda: [Decimal(0)] * 4)
     newest = {m.manifest_id: m for m in sorted(manifests, key=lambda m: m.revision)}
     for m in newest.values():
         for c in m.capacity:
-            row = sums[(m.cluster, f"{c.resource} ({c.unit})")]
+            row = sums[(m.cluster, c.resource, c.unit)]
             for i, v in enumerate((c.allocatable_quantity, c.charged_quantity,
                                    c.idle_quantity, c.overcommit_quantity)):
                 row[i] += v
     ok = True
-    for key, (offered, charged, idle, over) in sorted(sums.items()):
+    for (cluster, resource, unit), (offered, charged, idle, over) in sorted(
+            sums.items(), key=lambda kv: (kv[0][0], resource_order(kv[0][1]))):
         exact = charged + idle - over == offered
         ok &= exact
-        capacity.add_row(*key, *(format(v, "f") for v in (offered, charged, idle, over)),
+        capacity.add_row(cluster, f"{resource} ({unit})",
+                         *(format(v, "f") for v in (offered, charged, idle, over)),
                          "[green]yes[/green]" if exact else "[red]NO[/red]")
     console.print(capacity)
     return ok

@@ -26,7 +26,7 @@ from typing import Literal, TextIO
 import numpy as np
 import numpy.typing as npt
 
-from chargeback_simulator.allocations import ALLOCATION_FAMILIES, Allocations
+from chargeback_simulator.allocations import ALLOCATION_FAMILIES, GPU_RESOURCES, Allocations
 from chargeback_simulator.nodes import ALLOCATABLE, Node, Nodes
 from chargeback_simulator.series import (
     METRIC_NAME,
@@ -340,8 +340,10 @@ class Fleet:
         self._seed = _hash(0x5EED, spec.seed)
         self._workloads = self._build()
         self._clusters = tuple(dict.fromkeys(w.key.cluster for w in self._workloads))
-        self._nodes = Nodes(self._seed, self._clusters, spec.nodes_per_cluster, spec.node_cores)
         self._by_key = {w.key: w for w in self._workloads}
+        self.allocations = Allocations(self) if spec.allocations else None
+        self._nodes = Nodes(self._seed, self._clusters, spec.nodes_per_cluster, spec.node_cores,
+                            None if self.allocations is None else self.allocations.node_gpus())
         self._wire = [w.wire_labels for w in self._workloads]
         self._tables()
         self._cache: OrderedDict[tuple[object, ...], SeriesSet] = OrderedDict()
@@ -349,7 +351,6 @@ class Fleet:
         self._cached = 0
         self._masks: dict[frozenset[tuple[str, str, str]], npt.NDArray[np.bool_]] = {}
         self._lock = threading.Lock()
-        self.allocations = Allocations(self) if spec.allocations else None
 
     # ----------------------------------------------------------------- structure
     def _build(self) -> list[Workload]:
@@ -910,7 +911,9 @@ class Fleet:
     def allocatable_sums(self, start: int, end: int, resolution: int | None = None
                          ) -> dict[str, dict[Resource, int]]:
         """Per cluster, Σ over the 10 s steps `t` with `start <= t < end` (inside the available
-        data) of every live node's allocatable, in quanta-steps (1/64 core x 10 s, MiB x 10 s).
+        data) of every live node's allocatable, in quanta-steps (1/64 core x 10 s, MiB x 10 s),
+        and with `FleetSpec.allocations` of its GPUs, in device-steps per charged GPU resource
+        (`gpu`, `gpu.mig-1g.5gb`, ...: `allocations.GPU_RESOURCES`) where the cluster has any.
 
         With `resolution`, over the instants on multiples of it instead, each node counting
         where it has a point served in `(t - resolution/2, t]` (as `sample_sums`); units are
@@ -925,11 +928,11 @@ class Fleet:
             served, sampling = self.served(start - half + 1, end)
             at = np.arange(-(-start // resolution) * resolution, end, resolution, dtype=np.int64)
             sums = self._nodes.step_sums(at, served, sampling, half)
-        return {c: {"cpu": cpu, "memory": mem} for c, (cpu, mem) in sums.items()}
+        return {c: {GPU_RESOURCES.get(r, r): v for r, v in per.items()} for c, per in sums.items()}
 
     def allocatable_truth(self, start: int, end: int, resolution: int | None = None
                           ) -> dict[str, dict[Resource, Decimal]]:
-        """`allocatable_sums` in Core-Hours and GiB-Hours (exact: 1/64 core x 10 s and
+        """`allocatable_sums` in Core-Hours, GiB-Hours and GPU-Hours (exact: 1/64 core x 10 s and
         MiB x 10 s are terminating decimals of an hour only after rounding, so 50 digits, as
         `ground_truth`)."""
         step = Decimal(SAMPLE_INTERVAL if resolution is None else resolution)
@@ -937,7 +940,7 @@ class Fleet:
                                          "memory": Decimal(1024 * 3600)}
         with localcontext() as ctx:
             ctx.prec = 50
-            return {c: {r: Decimal(v * step) / div[r] for r, v in per.items()}
+            return {c: {r: Decimal(v * step) / div.get(r, Decimal(3600)) for r, v in per.items()}
                     for c, per in self.allocatable_sums(start, end, resolution).items()}
 
     # ----------------------------------------------------------------- PromQL storage

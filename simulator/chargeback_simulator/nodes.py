@@ -6,15 +6,21 @@ other slot cycles: its generation `g` lives `[g*period + offset, g*period + offs
 and leave inside a period. A node's allocatable is constant over its life: CPU in 1/64 core and
 memory in MiB, the fleet's exactness rule, so sums over nodes and steps are exact in float64.
 
+GPUs (`FleetSpec.allocations`): a cluster's permanent node hosts its GPU pods and offers the
+devices `Allocations.node_gpus` gives it, per kube-state-metrics resource (`nvidia_com_gpu`,
+`nvidia_com_mig_1g_5gb`, ...); in a cluster with whole-GPU pods, each generation of the other
+slots offers 0, 1 or 2 more `nvidia_com_gpu` that nothing is scheduled on (GPU nodes that an
+autoscaler adds and removes: idle devices that come and go).
+
 Series: `kube_node_status_allocatable{kube_cluster_name, kube_node_name, resource, unit}`
-(`resource="cpu"`, `unit="core"`; `resource="memory"`, `unit="byte"`), one sample per 10 s
-step of the node's life; on rolled-up tiers, a point per bucket that the node's life meets, of
-the same (constant) value.
+(`resource="cpu"`, `unit="core"`; `resource="memory"`, `unit="byte"`; a GPU resource,
+`unit="integer"`), one sample per 10 s step of the node's life; on rolled-up tiers, a point per
+bucket that the node's life meets, of the same (constant) value.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -50,7 +56,7 @@ def _hash(*parts: int) -> int:
 @dataclass(frozen=True, slots=True)
 class Node:
     """One node generation: alive (has samples) at the 10 s steps `t` with `start <= t < end`;
-    allocatable `cpu` in 1/64 core and `memory` in MiB."""
+    allocatable `cpu` in 1/64 core, `memory` in MiB and `gpus` in devices per GPU resource."""
 
     cluster: str
     name: str
@@ -58,6 +64,12 @@ class Node:
     end: int
     cpu: int
     memory: int
+    gpus: tuple[tuple[str, int], ...] = ()
+
+    def allocatable(self) -> list[tuple[str, str, int]]:
+        """(resource label, unit label, value in quanta or devices) of each series."""
+        return [("cpu", "core", self.cpu), ("memory", "byte", self.memory),
+                *((r, "integer", n) for r, n in self.gpus)]
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,8 +85,12 @@ class _Slot:
 class Nodes:
     """The node slots of a fleet's clusters (see the module docstring)."""
 
-    def __init__(self, seed: int, clusters: Sequence[str], per_cluster: int, cores: int) -> None:
+    def __init__(self, seed: int, clusters: Sequence[str], per_cluster: int, cores: int,
+                 gpus: Mapping[str, Mapping[str, int]] | None = None) -> None:
         self._cores = cores
+        self._gpus = {c: tuple(sorted(per.items())) for c, per in (gpus or {}).items()}
+        self.resources = ("cpu", "memory", *sorted({r for per in self._gpus.values()
+                                                    for r, _ in per}))
         self._slots: list[_Slot] = []
         for c, cluster in enumerate(clusters):
             for i in range(per_cluster):
@@ -89,17 +105,21 @@ class Nodes:
 
     def _node(self, slot: _Slot, g: int) -> Node:
         h = _hash(slot.seed, g)
+        gpus = self._gpus.get(slot.cluster, ())
         if slot.period == 0:
             cores, start, end = 2 * self._cores, -_FOREVER, _FOREVER
         else:
             cores = self._cores * (2, 3, 4)[h % 3] // 3
             start = g * slot.period + slot.offset
             end = start + slot.duration
+            spare = (h >> 33) % 3
+            gpus = (("nvidia_com_gpu", spare),) if spare and any(
+                r == "nvidia_com_gpu" for r, _ in gpus) else ()
         region = slot.cluster.split("-")[-1]
         name = f"ip-10-{region}-{slot.index}-{h % 65536:05d}.sim.internal"
         return Node(slot.cluster, name, start, end,
                     max(1, cores * CPU_QUANTUM - _CPU_RESERVED),
-                    max(1, cores * 1024 - _MEM_RESERVED))
+                    max(1, cores * 1024 - _MEM_RESERVED), gpus)
 
     def nodes(self, start: int, end: int) -> list[Node]:
         """Every node generation whose life meets `[start, end)` (seconds), by cluster and slot."""
@@ -123,7 +143,7 @@ class Nodes:
         ts_ms = times * 1000
         if not len(times) or not any(
                 matches_all([m for m in matchers if m.name in (METRIC_NAME, "resource")],
-                            {METRIC_NAME: ALLOCATABLE, "resource": r}) for r in ("cpu", "memory")):
+                            {METRIC_NAME: ALLOCATABLE, "resource": r}) for r in self.resources):
             return SeriesSet.empty(ts_ms)
         width = np.full(len(times), SAMPLE_INTERVAL, dtype=np.int64) if steps is None else steps
         last = int(times[-1] + width[-1])
@@ -134,8 +154,9 @@ class Nodes:
             lo = np.maximum(times, node.start)
             lo = -(-lo // SAMPLE_INTERVAL) * SAMPLE_INTERVAL
             alive = lo < np.minimum(times + width, node.end)
-            for resource, unit, value in (("cpu", "core", node.cpu / CPU_QUANTUM),
-                                          ("memory", "byte", float(node.memory * MIB))):
+            for resource, unit, quanta in node.allocatable():
+                value = {"cpu": quanta / CPU_QUANTUM, "memory": float(quanta * MIB)}.get(
+                    resource, float(quanta))
                 series = {METRIC_NAME: ALLOCATABLE, "kube_cluster_name": node.cluster,
                           "kube_node_name": node.name, "resource": resource, "unit": unit}
                 if alive.any() and matches_all(matchers, series):
@@ -146,11 +167,12 @@ class Nodes:
         return SeriesSet(labels, ts_ms, np.vstack(rows))
 
     def step_sums(self, at: IntArray, served: IntArray, sampling: IntArray | None,
-                  half: int) -> dict[str, tuple[int, int]]:
-        """Per cluster, Σ over the instants `at` of the allocatable of the nodes with a point
-        served in `(t - half, t]` (`served` instants at `sampling`, None: 10 s), in quanta
-        (1/64 core, MiB). `half = 0` with `served = at`: the node's 10 s samples themselves."""
-        out: dict[str, tuple[int, int]] = {}
+                  half: int) -> dict[str, dict[str, int]]:
+        """Per cluster and resource label, Σ over the instants `at` of the allocatable of the
+        nodes with a point served in `(t - half, t]` (`served` instants at `sampling`, None:
+        10 s), in quanta (1/64 core, MiB, devices). `half = 0` with `served = at`: the node's
+        10 s samples themselves."""
+        out: dict[str, dict[str, int]] = {}
         if not len(at):
             return out
         width = (np.full(len(served), SAMPLE_INTERVAL, dtype=np.int64) if sampling is None
@@ -167,6 +189,7 @@ class Nodes:
             else:
                 hit = np.isin(at, points)
             n = int(hit.sum())
-            cpu, mem = out.get(node.cluster, (0, 0))
-            out[node.cluster] = (cpu + n * node.cpu, mem + n * node.memory)
+            per = out.setdefault(node.cluster, {})
+            for resource, _, quanta in node.allocatable():
+                per[resource] = per.get(resource, 0) + n * quanta
         return out

@@ -7,6 +7,9 @@ allocatable exactly, and the workloads' chargeable exactly. Per period, cluster 
 - the `__idle__` record is that minus the truth's charges, each rounded as its record is;
 - the cluster's billable records plus its idle, minus the overcommit, equal its allocatable to
   the last decimal (the identity of exporter/idle.py).
+
+With GPUs (`FleetSpec(allocations=True)`), the same holds for every GPU resource that
+`idle.resources` maps to the nodes' allocatable: whole GPUs and each MIG profile.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from typing import Any
 
 import yaml
 
+from chargeback_simulator.allocations import GPU_RESOURCES
 from chargeback_simulator.localbroker import LocalBroker
 from exporter.config import load_config
 from exporter.consumer import latest_records, read_manifests, read_records
@@ -66,9 +70,12 @@ def _export(tmp_path: Path, sim: Sim, broker: LocalBroker, run: Run, **sections:
     return records, list(read_manifests(cfg.kafka, codec))
 
 
-def _check_against_truth(sim: Sim, records: list[BillingRecord],
-                         manifests: list[PeriodManifest]) -> tuple[int, int]:
-    """Assert the module docstring's rules; returns (idle figures > 0, overcommit figures > 0)."""
+def _check_against_truth(sim: Sim, records: list[BillingRecord], manifests: list[PeriodManifest],
+                         resources: tuple[str, ...] = ("cpu", "memory"),
+                         unseen: frozenset[str] = frozenset()) -> tuple[int, int]:
+    """Assert the module docstring's rules for `resources` (those of `unseen` are mapped to
+    an allocatable name no node offers: allocatable 0); returns (idle figures > 0, overcommit
+    figures > 0)."""
     idle_positive = over_positive = 0
     for start in PERIODS:
         allocatable = sim.fleet.allocatable_truth(start, start + H)
@@ -76,12 +83,12 @@ def _check_against_truth(sim: Sim, records: list[BillingRecord],
         for cluster in sim.fleet.clusters():
             [manifest] = [m for m in manifests
                           if m.cluster == cluster and m.period_start == start * 1000]
-            assert [c.resource for c in manifest.capacity] == ["cpu", "memory"]
+            assert [c.resource for c in manifest.capacity] == list(resources)
             for cap in manifest.capacity:
                 res = cap.resource
                 charged = sum((_q(per[res].chargeable) for key, per in truth.items()
-                               if key.cluster == cluster), Decimal(0))
-                expected_a = _q(allocatable[cluster][res])  # type: ignore[index]
+                               if key.cluster == cluster and res in per), Decimal(0))
+                expected_a = Decimal(0) if res in unseen else _q(allocatable[cluster][res])
                 assert cap.allocatable_quantity == expected_a
                 assert cap.charged_quantity == charged
                 assert cap.idle_quantity == max(Decimal(0), expected_a - charged)
@@ -159,3 +166,40 @@ def test_a_distributed_idle_is_billed_to_cost_centers_in_full(
             assert bill == cap.allocatable_quantity
             [total] = [t for t in m.totals if t.resource == cap.resource]
             assert total.chargeable_quantity == bill
+
+
+GPU_IDLE = {"cpu": "cpu", "memory": "memory", **{v: k for k, v in GPU_RESOURCES.items()}}
+GPU_ORDER = ("cpu", "memory", "gpu", "gpu.mig-1g.5gb", "gpu.mig-3g.20gb")
+
+
+def test_gpu_idle_capacity_is_the_gpu_nodes_allocatable_less_the_gpu_charges(
+        sim_factory: Callable[..., Sim], noida: LocalBroker, tmp_path: Path, run: Run) -> None:
+    sim = sim_factory(clusters=2, allocations=True)
+    gpus = {"resources": {"gpu": {"resources": GPU_RESOURCES}}}
+    records, manifests = _export(tmp_path, sim, noida, run, idle={
+        "enabled": True, "resources": GPU_IDLE}, **gpus)
+    idle_positive, over_positive = _check_against_truth(sim, records, manifests, GPU_ORDER)
+    assert idle_positive == 2 * 2 * 5 and over_positive == 0  # periods x clusters x resources
+    charged = {r.resource for r in records if r.allocation == "direct"}
+    assert set(GPU_ORDER) <= charged
+    # GPU nodes came and went inside the periods: idle devices counted per step.
+    assert any(n.gpus and T0 + H < n.start < T0 + 3 * H and n.start % H
+               for n in sim.fleet.nodes(T0, T0 + 3 * H))
+    # cpu and memory, idle included, are those of an export that measures their idle alone.
+    plain, _ = _export(tmp_path, sim, noida, run, idle={"enabled": True}, **gpus)
+    assert sorted((r for r in records if r.resource in ("cpu", "memory")),
+                  key=lambda r: r.record_id) == sorted(
+        (r for r in plain if r.resource in ("cpu", "memory")), key=lambda r: r.record_id)
+
+
+def test_gpu_charges_without_allocatable_are_overcommit_never_dropped(
+        sim_factory: Callable[..., Sim], noida: LocalBroker, tmp_path: Path, run: Run) -> None:
+    """A GPU resource mapped to a name no node offers (a misspelled MIG profile): the
+    charges have allocatable 0, so they are overcommit, and the identity still holds."""
+    sim = sim_factory(clusters=2, allocations=True)
+    names = {**GPU_IDLE, "gpu.mig-3g.20gb": "nvidia_com_mig_3g_40gb"}
+    records, manifests = _export(tmp_path, sim, noida, run, idle={
+        "enabled": True, "resources": names}, resources={"gpu": {"resources": GPU_RESOURCES}})
+    idle_positive, over_positive = _check_against_truth(
+        sim, records, manifests, GPU_ORDER, unseen=frozenset({"gpu.mig-3g.20gb"}))
+    assert (idle_positive, over_positive) == (2 * 2 * 4, 2 * 2)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -49,13 +50,23 @@ def test_demo_exports_and_matches_ground_truth(capsys: pytest.CaptureFixture[str
     assert "Every (period, workload, resource) once: yes" in out
     # GPUs, MIG slices, storage classes and idle next to cpu and memory, by cost center, each
     # row exactly the truth.
-    [header] = [ln for ln in out.splitlines() if "GPU-Hours" in ln]
+    [header] = [ln for ln in out.splitlines() if "GPU-Hours" in ln and "Core-Hours" in ln]
     # memory, then the storage classes standard, premium-ssd, nfs and none
     assert header.count("GPU-Hours") == 3 and header.count("GiB-Hours") == 5
     for name in ("gpu.mig-1g.5gb", "storage.premium-ssd", "storage.nfs", "storage.<none>"):
         assert name in out
     rows = [ln for ln in out.splitlines() if ln.rstrip(" │").endswith("exact")]
     assert len(rows) > 10 and sum("__idle__" in ln for ln in rows) == 2
+    # GPU idle capacity: each cluster's __idle__ row has idle GPUs and MIG slices (the
+    # columns after cpu and memory), and the capacity table a line per GPU resource.
+    columns = [c.strip() for c in header.strip("┃ ").split("┃")]
+    gpu_columns = [i for i, c in enumerate(columns) if c == "GPU-Hours"]
+    for ln in rows:
+        if "__idle__" in ln:
+            cells = [c.strip() for c in ln.strip("│ ").split("│")]
+            assert all(Decimal(cells[i]) > 0 for i in gpu_columns), ln
+    capacity = [ln for ln in out.splitlines() if "(GPU-Hours)" in ln]
+    assert len(capacity) == 2 * 3 and all(ln.rstrip(" │").endswith("yes") for ln in capacity)
 
 
 def test_tail_manifests_honour_latest_and_format(kafka_config: Callable[..., Config],

@@ -29,7 +29,8 @@ PERIODS = {
     "edge": T0 + 2 * 3600,  # the data stops 40 minutes in
 }
 Client = SdMonitorClient
-ALLOCATABLE = ("cpu", "memory")  # idle capacity's allocatable resource names
+# Idle capacity's allocatable resource names: cpu, memory and the GPU nodes' devices.
+ALLOCATABLE = ("cpu", "memory", *alloc.GPU_RESOURCES)
 # The fleet's GPUs (whole and MIG, with DCGM utilisation) and claims, as the exporter names them.
 GPUS = GpuNames(tuple(alloc.GPU_RESOURCES), alloc.GPU_UTIL)
 CLAIMS = StorageNames(alloc.CAPACITY, alloc.CLAIM_INFO, alloc.MOUNTS, alloc.CLAIM_LABEL,
@@ -92,8 +93,8 @@ def test_allocatable_answers_equal_the_nodes_truth(clients: tuple[Client, Client
                                                    conformance_data: ConformanceData,
                                                    period: str) -> None:
     """Nodes join and leave inside the hour; the real Prometheus integrates them per step to the
-    exact allocatable of the simulator's ground truth (1/64 core and MiB quanta, exact in
-    float64)."""
+    exact allocatable of the simulator's ground truth (1/64 core and MiB quanta, devices, exact
+    in float64), whole GPUs and MIG slices included."""
     fleet = conformance_data.fleet
     start = PERIODS[period]
     query = plan(3600, 10, allocatable=ALLOCATABLE).allocatable
@@ -102,8 +103,11 @@ def test_allocatable_answers_equal_the_nodes_truth(clients: tuple[Client, Client
     truth = fleet.allocatable_sums(start, start + 3600)
     got = {(dict(k)["kube_cluster_name"], dict(k)["resource"]): Decimal(v[1])
            for k, v in real[1].items()}
-    assert got == {(c, r): Decimal(n) / 64 if r == "cpu" else Decimal(n) * 2**20
+    names = {charged: name for name, charged in alloc.GPU_RESOURCES.items()}
+    scale = {"cpu": Decimal(1) / 64, "memory": Decimal(2**20)}
+    assert got == {(c, names.get(r, r)): Decimal(n) * scale.get(r, Decimal(1))
                    for c, per in truth.items() for r, n in per.items()}
+    assert {r for _, r in got} == set(ALLOCATABLE)
     moving = [n for n in fleet.nodes(start, start + 3600) if start < n.start < start + 3600
               or start < n.end < start + 3600]
     assert moving or period == "edge"

@@ -381,3 +381,34 @@ def test_gpu_utilisation_without_its_labels_is_a_warning(sim: Sim, check: Run) -
     code, out, err = check(sim.server, resources={"gpu": {"utilization_metric": "DCGM_X"}})
     assert code == 0 and rows(out)["gpu utilization"] == "warn", out + err
     assert GPU_UTIL not in evidence(out, "gpu utilization")
+
+
+def test_gpu_allocatable_is_required_only_where_gpus_are_requested(
+        sim_factory: Callable[..., Sim], check: Run) -> None:
+    """A cluster without GPU nodes offers no GPU allocatable, and needs none; a cluster whose
+    pods request GPUs must show it (its GPU idle capacity would be unknown)."""
+    sim = sim_factory(clusters=3, namespaces_per_cluster=1, workloads_per_namespace=1)
+    with_gpus = {n.cluster for n in sim.fleet.nodes(T0, T0 + H) if n.gpus}
+    assert len(with_gpus) == 1 < len(sim.fleet.clusters())
+    names = {"cpu": "cpu", "memory": "memory", "gpu": "nvidia_com_gpu",
+             "gpu.mig-1g.5gb": "nvidia_com_mig_1g_5gb"}
+    # This small fleet mounts no claims: storage is not what is checked here.
+    no_claims = {"storage": {"enabled": False}}
+    code, out, _ = check(sim.server, idle={"enabled": True, "resources": names},
+                         resources=no_claims)
+    results = rows(out)
+    assert code == 0, out
+    gpu_row = 'metric kube_node_status_allocatable{resource="nvidia_com_gpu"}'
+    assert results[gpu_row] == "ok" and "1 cluster(s)" in evidence(out, gpu_row)
+    # Nobody requests 1g.5gb slices and no node offers them: nothing to measure.
+    mig_row = 'metric kube_node_status_allocatable{resource="nvidia_com_mig_1g_5gb"}'
+    assert results[mig_row] == "ok" and "no cluster requests gpu.mig-1g.5gb" in evidence(
+        out, mig_row)
+    # A misspelt name: the cluster that requests GPUs lacks it.
+    code, out, err = check(sim.server, idle={"enabled": True,
+                                             "resources": {**names, "gpu": "nvidia_com_gpus"}},
+                         resources=no_claims)
+    line = failing(code, err)
+    assert "nvidia_com_gpus" in line
+    [cluster] = with_gpus
+    assert cluster in evidence(out, 'metric kube_node_status_allocatable{resource="nvidia_com_gpus"}')

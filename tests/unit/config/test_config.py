@@ -112,3 +112,34 @@ def test_sysdig_limits_margin_and_concurrency_are_validated(tmp_path: Path) -> N
     ok = load_config(write(tmp_path, "sysdig:\n  max_concurrency: 200\n  limits:\n"
                                      "    segments: 10000\n  group_series: 8000\n"), environ={})
     assert ok.sysdig.query_limits().series_budget == 8000
+
+
+def test_idle_resources_accept_the_charged_gpu_resources(tmp_path: Path) -> None:
+    text = ("resources:\n  gpu:\n    resources:\n      nvidia_com_gpu: gpu\n"
+            "      nvidia_com_mig_1g_5gb: gpu.mig-1g.5gb\n"
+            "idle:\n  enabled: true\n  resources:\n    gpu.mig-1g.5gb: nvidia_com_mig_1g_5gb\n"
+            "    cpu: cpu\n    gpu: nvidia_com_gpu\n    memory: memory\n")
+    cfg = load_config(write(tmp_path, text), environ={})
+    # cpu and memory first, then GPUs by name: the order of the allocatable query's names.
+    assert list(cfg.idle.resources.items()) == [
+        ("cpu", "cpu"), ("memory", "memory"), ("gpu", "nvidia_com_gpu"),
+        ("gpu.mig-1g.5gb", "nvidia_com_mig_1g_5gb")]
+
+
+def test_idle_resources_must_be_charged(tmp_path: Path) -> None:
+    for extra, problem in (
+            ("    gpu.mig-3g.20gb: nvidia_com_mig_3g_20gb\n",
+             r"^.*: idle: resources: gpu\.mig-3g\.20gb is not a resource charged from node "
+             r"allocatable \(cpu, memory, gpu; resources\.gpu\.resources names the GPU ones\)$"),
+            ("    storage.standard: standard\n",
+             r"idle: resources: storage\.standard is not a resource charged from node"),
+            ("    cpus: cpu\n", r"idle: resources: cpus is not a resource charged from node")):
+        p = write(tmp_path, f"idle:\n  enabled: true\n  resources:\n    cpu: cpu\n{extra}")
+        with pytest.raises(ConfigError, match=problem) as err:
+            load_config(p, environ={})
+        assert "\n" not in str(err.value)
+    p = write(tmp_path, "resources:\n  gpu:\n    enabled: false\n"
+                        "idle:\n  resources:\n    gpu: nvidia_com_gpu\n")
+    with pytest.raises(ConfigError, match=r"idle: resources: gpu is not a resource charged from node "
+                                          r"allocatable \(cpu, memory; resources\.gpu is disabled\)"):
+        load_config(p, environ={})

@@ -69,3 +69,72 @@ def test_node_size_follows_the_spec() -> None:
     assert (node.cpu, node.memory) == (4 * CPU_QUANTUM - 5, 4 * 1024 - 819)
     with pytest.raises(ValueError, match="nodes_per_cluster"):
         FleetSpec(nodes_per_cluster=0)
+
+
+@pytest.fixture(scope="module")
+def gpu_fleet() -> Fleet:
+    return Fleet(FleetSpec(seed=1, allocations=True), clock=FakeClock(T0 + 5 * H + 100),
+                 history=12 * H)
+
+
+def test_gpu_allocatable_promql_sums_equal_the_ground_truth(gpu_fleet: Fleet) -> None:
+    start = T0 + 3 * H
+    answer = Engine(gpu_fleet).instant(_allocatable(10), start + H - 5)
+    got = {(lbl["kube_cluster_name"], lbl["resource"]): float(v[0])
+           for lbl, v in zip(answer.series.labels, answer.series.values, strict=True)}
+    truth = gpu_fleet.allocatable_sums(start, start + H)
+    names = {"gpu": "nvidia_com_gpu", "gpu.mig-1g.5gb": "nvidia_com_mig_1g_5gb",
+             "gpu.mig-3g.20gb": "nvidia_com_mig_3g_20gb", "cpu": "cpu", "memory": "memory"}
+    assert set(got) == {(c, names[r]) for c in truth for r in truth[c]}
+    assert {r for c in truth for r in truth[c]} == set(names)
+    for cluster, per in truth.items():
+        for resource, value in per.items():
+            served = got[cluster, names[resource]]
+            if resource == "cpu":
+                served *= CPU_QUANTUM
+            elif resource == "memory":
+                served /= MIB
+            assert served == value  # device-steps, exact
+    hours = gpu_fleet.allocatable_truth(start, start + H)
+    with localcontext() as ctx:
+        ctx.prec = 50
+        for cluster, per in truth.items():
+            assert hours[cluster]["gpu"] == Decimal(per["gpu"] * 10) / H
+
+
+def test_gpu_nodes_hold_every_running_gpu_pod_with_devices_to_spare(gpu_fleet: Fleet) -> None:
+    alloc = gpu_fleet.allocations
+    assert alloc is not None
+    start, end = T0 + 2 * H, T0 + 5 * H
+    steps = range(start, end, 10)
+    held: dict[tuple[str, str], list[int]] = {}
+    for pod in gpu_fleet.pods(start, end):
+        grant = alloc.grants.get(pod.workload)
+        if grant is None:
+            continue
+        row = held.setdefault((pod.workload.cluster, grant.resource), [0] * len(steps))
+        for i, t in enumerate(steps):
+            row[i] += grant.count if pod.start <= t < pod.end else 0
+    offered: dict[tuple[str, str], list[int]] = {}
+    for node in gpu_fleet.nodes(start, end):
+        for resource, devices in node.gpus:
+            row = offered.setdefault((node.cluster, resource), [0] * len(steps))
+            for i, t in enumerate(steps):
+                row[i] += devices if node.start <= t < node.end else 0
+    assert {r for _, r in held} == {"nvidia_com_gpu", "nvidia_com_mig_1g_5gb",
+                                    "nvidia_com_mig_3g_20gb"}
+    for key, row in held.items():
+        # The permanent node hosts the pods; it alone offers more than they hold at any step.
+        permanent = min(offered[key])
+        assert all(permanent > n for n in row), key
+    # Idle GPU nodes come and go inside the window.
+    assert any(len(set(row)) > 1 for (_, r), row in offered.items() if r == "nvidia_com_gpu")
+
+
+def test_gpus_leave_cpu_and_memory_allocatable_unchanged(fleet: Fleet, gpu_fleet: Fleet) -> None:
+    start = T0 + 3 * H
+    plain = fleet.allocatable_sums(start, start + H)
+    with_gpus = gpu_fleet.allocatable_sums(start, start + H)
+    assert {c: {r: v for r, v in per.items() if r in ("cpu", "memory")}
+            for c, per in with_gpus.items()} == plain
+    assert all(set(per) == {"cpu", "memory"} for per in plain.values())
