@@ -29,7 +29,9 @@ class ShardSource:
 
     `restricted(clusters)` builds the Sysdig source of those clusters (empty: the whole fleet,
     used here only for the step and the evaluation instant, never fetched). `shard` describes
-    the shard in errors; `grain` is the sources' grain.
+    the shard in errors; `grain` is the sources' grain. The source of the shard's clusters is
+    kept while they stay the same, so that it plans each period's cluster groups from the
+    previous period's pre-count, as an unsharded source does (docs/queries.md).
     """
 
     def __init__(self, client: SysdigClient, *, owns: Callable[[str], bool], shard: str,
@@ -40,6 +42,7 @@ class ShardSource:
         self._shard = shard
         self._restricted = restricted
         self._fleet = restricted(())
+        self._owned: tuple[tuple[str, ...], SysdigSource] | None = None
 
     def step_for(self, period: Period) -> int:
         """See `UsageSource.step_for`."""
@@ -80,8 +83,10 @@ class ShardSource:
             return
         log.debug("shard clusters", extra={"period": str(period), "shard": self._shard,
                                             "clusters": list(owned), "seen": len(seen)})
+        if self._owned is None or self._owned[0] != owned:
+            self._owned = (owned, self._restricted(owned))
         first = True
-        for usage in self._restricted(owned).fetch_chunks(period):
+        for usage in self._owned[1].fetch_chunks(period):
             if first:
                 usage = dataclasses.replace(usage, queries=usage.queries + listing[0],
                                             bytes_fetched=usage.bytes_fetched + listing[1])

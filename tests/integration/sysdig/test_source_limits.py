@@ -18,13 +18,14 @@ from exporter.model import PeriodUsage
 from exporter.org import OrgModel
 from exporter.periods import Period
 from exporter.pipeline import charge_lines
-from exporter.sysdig import SysdigSource
-from exporter.wiring import build_source
+from exporter.sysdig import ShardSource, SysdigSource
+from exporter.wiring import build_source, build_usage_source
 from tests.integration.sysdig.test_source_ground_truth import assert_equals_ground_truth
 from tests.rigs.sim import T0, TOKEN, H, LateCluster, Sim
 
 PERIOD = Period(T0 + H, T0 + 2 * H)
 PRECOUNT = "sum by (kube_cluster_name) (count by (kube_cluster_name)"
+LISTING = "count by (kube_cluster_name) (count_over_time("  # a hash shard's clusters
 
 
 def limited(sim: Sim, **sysdig: Any) -> SysdigSource:
@@ -215,6 +216,34 @@ def test_with_previous_counts_the_groups_queries_do_not_wait_for_the_pre_count(
     assert answered_after_a_group_query == [True]
     assert arrivals.count("pre-count") == 1
     assert [sorted(c.clusters) for c in chunks] == [sorted(c.clusters) for c in first]
+    assert_exact(sim, _merge(chunks))
+
+
+def test_a_hash_shard_plans_from_its_previous_counts_too(sim_factory: Callable[..., Sim]) -> None:
+    """A hash shard finds its clusters every period; while they stay the same it keeps its
+    source, so its second period's group queries do not wait for the pre-count either."""
+    sim = sim_factory(seed=5, clusters=3, namespaces_per_cluster=1, workloads_per_namespace=2)
+    cfg = sim.config(sysdig={"group_series": 1}, shard={"name": "all", "index": 0, "count": 1})
+    assert cfg.discovers_clusters
+    source = build_usage_source(cfg, sim.clock)
+    assert isinstance(source, ShardSource)
+    group_query = threading.Event()
+    hold = False
+    answered_after_a_group_query: list[bool] = []
+
+    def on_query(text: str) -> None:
+        if PRECOUNT in text:
+            if hold:  # answer only once a group's query reached Sysdig (or give up)
+                answered_after_a_group_query.append(group_query.wait(timeout=20))
+        elif not text.startswith(LISTING):
+            group_query.set()
+
+    _watch(sim, on_query)
+    list(source.fetch_chunks(Period(T0, T0 + H)))  # no counts yet: pre-count first
+    group_query.clear()
+    hold = True
+    chunks = list(source.fetch_chunks(PERIOD))
+    assert answered_after_a_group_query == [True]
     assert_exact(sim, _merge(chunks))
 
 
