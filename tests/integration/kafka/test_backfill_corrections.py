@@ -13,6 +13,7 @@ import pytest
 
 from chargeback_simulator.allocations import CAPACITY, GPU_RESOURCES, GPU_UTIL
 from exporter.backfill.state import BackfillCheckpoint, read_backfill_checkpoint, resolve_ids
+from exporter.consumer import latest_records
 from exporter.periods import iso
 from exporter.pricing import QUANTITY_SCALE
 from exporter.records import BillingRecord
@@ -26,12 +27,8 @@ RANGE = ("--from", iso(T0 + 3 * H), "--to", iso(T0 + 6 * H))
 
 
 def latest(records: list[tuple[BillingRecord, bytes]]) -> dict[str, BillingRecord]:
-    """The consumer rule: upsert by record_id, keep the highest revision."""
-    out: dict[str, BillingRecord] = {}
-    for r, _ in records:
-        if r.record_id not in out or r.revision >= out[r.record_id].revision:
-            out[r.record_id] = r
-    return out
+    """The consumer rule (`exporter.consumer.latest_records`) over the rig's (record, bytes)."""
+    return latest_records(r for r, _ in records)
 
 
 def totals_by_costcenter(records: list[BillingRecord]) -> dict[tuple[str, str], Decimal]:

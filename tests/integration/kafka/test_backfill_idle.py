@@ -20,6 +20,7 @@ import pytest
 from chargeback_simulator.localbroker import LocalBroker
 from chargeback_simulator.promql import LabelMatcher, SeriesSet
 from chargeback_simulator.server import SimulatorServer
+from exporter.consumer import latest_records
 from exporter.periods import iso
 from exporter.records import BillingRecord, PeriodManifest
 from tests.rigs.backfill import T0, EditableSim, EditableStorage, H, Rig, hours
@@ -63,11 +64,8 @@ def rig(noida: LocalBroker, tmp_path: Path) -> Iterator[Rig]:
 
 
 def latest(records: list[tuple[BillingRecord, bytes]]) -> dict[str, BillingRecord]:
-    out: dict[str, BillingRecord] = {}
-    for r, _ in records:
-        if r.record_id not in out or r.revision >= out[r.record_id].revision:
-            out[r.record_id] = r
-    return out
+    """The consumer rule (`exporter.consumer.latest_records`) over the rig's (record, bytes)."""
+    return latest_records(r for r, _ in records)
 
 
 def newest(manifests: list[PeriodManifest]) -> dict[tuple[int, str], PeriodManifest]:
