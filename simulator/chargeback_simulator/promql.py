@@ -728,6 +728,20 @@ def _collapse(labels: Sequence[Labels], ts: IntArray, values: FloatArray) -> Ser
     return SeriesSet([labels[i] for i in keep.tolist()], ts, merged)
 
 
+def _matched_values(op: str, a: FloatArray, b: FloatArray, return_bool: bool,
+                    ) -> tuple[FloatArray, npt.NDArray[np.bool_]]:
+    """`a op b` for matched samples, and where the result has a sample: both sides present and,
+    for a comparison without `bool`, the comparison true (`bool` gives 1 or 0 instead)."""
+    value, keep = _elementwise(op, a, b)
+    both = ~np.isnan(a) & ~np.isnan(b)
+    if op in _COMPARISON:
+        if return_bool:
+            value = np.asarray(keep, dtype=np.float64)
+        else:
+            both &= np.asarray(keep, dtype=bool)
+    return value, both
+
+
 def _elementwise(op: str, a: FloatArray, b: FloatArray) -> tuple[FloatArray, Any]:
     """(value, keep) of `a op b`; keep is the comparison outcome (all True for arithmetic)."""
     with np.errstate(all="ignore"):
@@ -859,13 +873,7 @@ def _one_to_one(op: str, lhs: SeriesSet, rhs: SeriesSet, on: bool, names: Sequen
             raise QueryExecutionError(
                 "multiple matches for labels: many-to-one matching must be explicit "
                 "(group_left/group_right)")
-    value, keep = _elementwise(op, a, b)
-    both = ~np.isnan(a) & ~np.isnan(b)
-    if op in _COMPARISON:
-        if return_bool:
-            value = np.asarray(keep, dtype=np.float64)
-        else:
-            both &= np.asarray(keep, dtype=bool)
+    value, both = _matched_values(op, a, b, return_bool)
     drop_name = op in _ARITHMETIC or return_bool
     out_labels: list[Labels] = []
     for i in matched:
@@ -912,14 +920,7 @@ def _many_to_one(op: str, lhs: SeriesSet, rhs: SeriesSet, on: bool, names: Seque
     for i, sig in enumerate(mid.tolist()):
         for j in rows_of.get(sig, ()):
             a, b = many.values[i], one.values[j]
-            left, rght = (b, a) if right else (a, b)
-            value, keep = _elementwise(op, left, rght)
-            both = ~np.isnan(a) & ~np.isnan(b)
-            if op in _COMPARISON:
-                if return_bool:
-                    value = np.asarray(keep, dtype=np.float64)
-                else:
-                    both &= np.asarray(keep, dtype=bool)
+            value, both = _matched_values(op, *((b, a) if right else (a, b)), return_bool)
             if not both.any():
                 continue
             labels = _drop_name(many.labels[i]) if drop_name else dict(many.labels[i])
