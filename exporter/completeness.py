@@ -8,6 +8,13 @@ cluster shows both usage and request series (see docs/operations.md, "Missing cl
 Expected clusters are `sysdig.clusters`, the clusters the period itself shows, and the clusters
 of earlier periods that the worker keeps in its checkpoint; minus `sysdig.retired_clusters`.
 (Backfill leaves a cluster published before but without data now as it was, and reports it.)
+
+Claims are charged from metrics of their own (`resources.storage`), so they can vanish while
+the cluster's cpu and memory series stay: a renamed capacity metric on one cluster answers
+`success` with no claim series and would bill its storage as zero. The worker's checkpoint
+keeps the clusters whose claims it billed (`claims`), and a period in which one of them shows
+usage and requests but no claim series is held, until the claims return or the cluster is
+listed in `resources.storage.clusters_without_claims` (its claims really were all deleted).
 """
 
 from __future__ import annotations
@@ -20,11 +27,12 @@ from exporter.periods import Period, iso
 
 USAGE = "usage"
 REQUESTS = "requests"
+CLAIMS = "claims"
 
 
 class MissingClusters(IncompleteDataError):
-    """Expected clusters show no usage or no request series; `missing` maps each to what it
-    lacks (`usage`, `requests` or both)."""
+    """Expected clusters show no usage, no request or no claim series; `missing` maps each to
+    what it lacks (`usage`, `requests`, both, or `claims`)."""
 
     def __init__(self, message: str, missing: Mapping[str, tuple[str, ...]]) -> None:
         super().__init__(message)
@@ -48,15 +56,17 @@ def expected_clusters(
     return out
 
 
-def check(usage: PeriodUsage, expected: Mapping[str, int | None], *, publish_empty: bool) -> None:
+def check(usage: PeriodUsage, expected: Mapping[str, int | None], *, publish_empty: bool,
+          claims: Mapping[str, int] | None = None) -> None:
     """Raise `MissingClusters` unless every expected or present cluster shows usage and request
-    series.
+    series, and every cluster of `claims` (cluster -> end of the last period that billed one of
+    its claims) that shows them also shows claim series.
 
     With `publish_empty`, a cluster with no series at all (and a period with no series at all)
     counts as having had no usage; a cluster with one kind of series but not the other never
     does, since that is a broken collection, not an idle cluster.
     """
-    tally = Tally(usage.period, expected, publish_empty=publish_empty)
+    tally = Tally(usage.period, expected, publish_empty=publish_empty, claims=claims)
     tally.add(usage)
     tally.finish()
 
@@ -68,9 +78,10 @@ class Tally:
     """
 
     def __init__(self, period: Period, expected: Mapping[str, int | None], *,
-                 publish_empty: bool) -> None:
+                 publish_empty: bool, claims: Mapping[str, int] | None = None) -> None:
         self._period = period
         self._expected = expected
+        self._claims = claims or {}
         self._publish_empty = publish_empty
         self._missing: dict[str, tuple[str, ...]] = {}
         self._covered: set[str] = set()
@@ -95,6 +106,9 @@ class Tally:
             if lacks and not (self._publish_empty and len(lacks) == 2):
                 self._missing[cluster] = lacks
                 complete = False
+            elif not lacks and cluster in self._claims and cluster not in usage.claim_clusters:
+                self._missing[cluster] = (CLAIMS,)
+                complete = False
         return complete
 
     def finish(self) -> None:
@@ -113,11 +127,15 @@ class Tally:
                 f"{expected_part}; held. Set periods.publish_empty: true only if an empty fleet "
                 "is possible", missing)
         if missing:
-            parts = [f"cluster {c}: {_lacks(what)}{_last(expected.get(c))}"
+            parts = [f"cluster {c}: {_lacks(what)}"
+                     f"{_last(self._claims.get(c) if what == (CLAIMS,) else expected.get(c))}"
                      for c, what in missing.items()]
+            claims = ("; a cluster whose claims were all deleted is listed in "
+                      "resources.storage.clusters_without_claims"
+                      if any(what == (CLAIMS,) for what in missing.values()) else "")
             raise MissingClusters(
                 f"period {self._period}: {'; '.join(parts)}; held. A decommissioned cluster is "
-                "retired with sysdig.retired_clusters", missing)
+                f"retired with sysdig.retired_clusters{claims}", missing)
 
 
 def empty_clusters(usage: PeriodUsage, expected: Collection[str]) -> frozenset[str]:
@@ -138,6 +156,9 @@ def remembered(known: Mapping[str, int], published: Collection[str], period_end:
 
 
 def _lacks(what: tuple[str, ...]) -> str:
+    if what == (CLAIMS,):
+        return ("usage and requests but no claim series (a renamed "
+                "resources.storage.capacity_metric would bill its storage as zero)")
     return " and ".join(f"no {'request' if w == REQUESTS else w} series" for w in what)
 
 

@@ -123,6 +123,9 @@ class PeriodUsage:
     # only when idle capacity is measured (`idle.enabled`).
     allocatable: Mapping[str, Mapping[Resource, Decimal]] = field(default_factory=dict)
     clusters: frozenset[str] = frozenset()
+    # Clusters with any claim capacity series in the period (claims are charged), so that a
+    # cluster whose claims vanish is told from one whose claims were all deleted (completeness).
+    claim_clusters: frozenset[str] = frozenset()
 
 
 def merge_usage(chunks: Sequence[PeriodUsage]) -> PeriodUsage:
@@ -146,6 +149,7 @@ def merge_usage(chunks: Sequence[PeriodUsage]) -> PeriodUsage:
         request_clusters=frozenset().union(*(c.request_clusters for c in chunks)),
         queries=sum(c.queries for c in chunks), bytes_fetched=sum(c.bytes_fetched for c in chunks),
         clusters=frozenset().union(*(c.clusters for c in chunks)), allocatable=allocatable,
+        claim_clusters=frozenset().union(*(c.claim_clusters for c in chunks)),
     )
 
 

@@ -70,9 +70,11 @@ class Codec(Protocol):
         ...
 
     def checkpoint(self, instance: str, last_period_end: int, period_seconds: int, now_ms: int,
-                   clusters: Mapping[str, int] | None = None) -> OutMessage:
+                   clusters: Mapping[str, int] | None = None,
+                   claims: Mapping[str, int] | None = None) -> OutMessage:
         """Encode the instance's checkpoint, keyed by the instance id; `clusters` maps each
-        published cluster to the end of the last period that carried it."""
+        published cluster to the end of the last period that carried it, `claims` each cluster
+        whose claims were billed to the end of the last period that billed one."""
         ...
 
 
@@ -105,10 +107,12 @@ def charge_lines(usage: PeriodUsage, org: OrgModel) -> list[ChargeLine]:
 
 @dataclass(frozen=True, slots=True)
 class Prior:
-    """What was published before for a (period, cluster): its revision and content hash."""
+    """What was published before for a (period, cluster): its revision and content hash, and
+    whether it billed claims (then a recomputation without claim series is held)."""
 
     revision: int
     content_hash: str
+    claims: bool = False
 
 
 @dataclass(slots=True)
@@ -150,7 +154,8 @@ class PeriodSummary:
     `manifests` are every cluster's, published or not; `published` the clusters whose records
     and manifest went out (all of them unless a `select` chose), `records` how many records;
     `changed` the clusters new or changed against `prior`, sorted; `clusters` the checkpoint's
-    cluster map (None when the export did not track one).
+    cluster map and `claims` its map of clusters with billed claims (None when the export did
+    not track one).
     """
 
     period: Period
@@ -162,6 +167,7 @@ class PeriodSummary:
     changed: tuple[str, ...]
     coverage: Mapping[str, LabelCoverage]
     clusters: Mapping[str, int] | None
+    claims: Mapping[str, int] | None = None
 
 
 Select = Callable[[str, bool], bool]
@@ -173,13 +179,21 @@ class _PeriodRun:
     chunk, and each complete chunk's records and manifests."""
 
     def __init__(self, pipeline: Pipeline, period: Period, prior: Mapping[str, Prior] | None,
-                 published: Mapping[str, int] | None) -> None:
+                 published: Mapping[str, int] | None,
+                 claims: Mapping[str, int] | None = None) -> None:
         self._p = pipeline
         self.period = period
         self._prior = prior or {}
         self.expected = expected_clusters(configured=pipeline.clusters, published=published,
                                           retired=pipeline.retired_clusters)
-        self._tally = Tally(period, self.expected, publish_empty=pipeline.publish_empty)
+        # Clusters whose claims were billed before: expected to show claims (completeness).
+        released = {*pipeline.retired_clusters, *pipeline.clusters_without_claims}
+        before = {**(claims or {}), **{c: period.end for c, pr in self._prior.items() if pr.claims}}
+        self.claims_before = ({c: end for c, end in before.items() if c not in released}
+                              if pipeline.storage else {})
+        self.claim_clusters: set[str] = set()  # clusters of the chunks with claim series
+        self._tally = Tally(period, self.expected, publish_empty=pipeline.publish_empty,
+                            claims=self.claims_before)
         self._low: dict[str, Decimal] = {}
         self._no_allocatable: set[str] = set()
         self.step_seconds = 0
@@ -209,6 +223,7 @@ class _PeriodRun:
         for usage in p.source.fetch_chunks(self.period):
             grain = usage.grain
             self.step_seconds = usage.step_seconds
+            self.claim_clusters.update(usage.claim_clusters)
             complete = self._tally.add(usage)
             empty = (empty_clusters(usage, self.expected) if p.publish_empty else frozenset())
             low = {c: v for c, v in usage.coverage.items() if v < p.min_coverage and c not in empty}
@@ -330,13 +345,14 @@ class PeriodBatch:
     `select` picks the clusters to publish (None: every one; a batch that selects none has no
     checkpoint, so nothing is published); `observe` sees each chunk's published records.
     `published` is the checkpoint's cluster map before this period (None: the checkpoint
-    carries no cluster map); `checkpoint_end` the checkpoint's period end (default: the
-    period's).
+    carries no cluster map) and `claims` its map of clusters with billed claims (None: not
+    tracked); `checkpoint_end` the checkpoint's period end (default: the period's).
     """
 
     def __init__(self, pipeline: Pipeline, period: Period, instance: str, *,
                  prior: Mapping[str, Prior] | None = None,
                  published: Mapping[str, int] | None = None,
+                 claims: Mapping[str, int] | None = None,
                  checkpoint_end: int | None = None, select: Select | None = None,
                  observe: Callable[[Sequence[BillingRecord]], None] | None = None) -> None:
         self._p = pipeline
@@ -344,6 +360,7 @@ class PeriodBatch:
         self._instance = instance
         self._prior = prior
         self._published = published
+        self._claims = claims
         self._end = period.end if checkpoint_end is None else checkpoint_end
         self._select = select
         self._observe = observe
@@ -358,7 +375,7 @@ class PeriodBatch:
             ("published_at", str(int(p.clock.time() * 1000)).encode()),
             ("exporter_version", p.exporter_version.encode()),
         )
-        run = _PeriodRun(p, self.period, self._prior, self._published)
+        run = _PeriodRun(p, self.period, self._prior, self._published, self._claims)
         manifests: list[PeriodManifest] = []
         coverage: dict[str, LabelCoverage] = {}
         changed: set[str] = set()
@@ -387,8 +404,13 @@ class PeriodBatch:
         published = tuple(sorted(chosen))
         clusters = (None if self._published is None else
                     remembered(self._published, published, self.period.end, p.retired_clusters))
+        claims = (None if self._claims is None else
+                  remembered(run.claims_before,
+                             run.claim_clusters.intersection(published) if p.storage else (),
+                             self.period.end))
         self.summary = PeriodSummary(self.period, run.step_seconds, run.status, tuple(final),
-                                     published, count, tuple(sorted(changed)), coverage, clusters)
+                                     published, count, tuple(sorted(changed)), coverage, clusters,
+                                     claims)
 
     def checkpoint(self) -> OutMessage | None:
         summary = self.summary
@@ -398,7 +420,7 @@ class PeriodBatch:
             return None
         p = self._p
         return p.codec.checkpoint(self._instance, self._end, self.period.length,
-                                  int(p.clock.time() * 1000), summary.clusters)
+                                  int(p.clock.time() * 1000), summary.clusters, summary.claims)
 
 
 @dataclass(slots=True)
@@ -420,6 +442,10 @@ class Pipeline:
     clusters: tuple[str, ...] = ()
     retired_clusters: tuple[str, ...] = ()
     publish_empty: bool = False
+    # Claims are charged (`resources.storage.enabled`): clusters that had claims are expected
+    # to keep showing them, but for `resources.storage.clusters_without_claims`.
+    storage: bool = False
+    clusters_without_claims: tuple[str, ...] = ()
     # Idle capacity (`idle.enabled`, exporter/idle.py) and the rate card's rule for it.
     idle: bool = False
     idle_rule: IdleRule | None = None
@@ -488,16 +514,19 @@ class Pipeline:
                             coverage, run.status, tuple(sorted(changed)), bodies)
 
     def batch(self, period: Period, instance: str, *, prior: Mapping[str, Prior] | None = None,
-              published: Mapping[str, int] | None = None, checkpoint_end: int | None = None,
+              published: Mapping[str, int] | None = None,
+              claims: Mapping[str, int] | None = None, checkpoint_end: int | None = None,
               select: Select | None = None,
               observe: Callable[[Sequence[BillingRecord]], None] | None = None) -> PeriodBatch:
         """`period`'s export as a batch for a `PeriodSink` (see `PeriodBatch`)."""
         return PeriodBatch(self, period, instance, prior=prior, published=published,
-                           checkpoint_end=checkpoint_end, select=select, observe=observe)
+                           claims=claims, checkpoint_end=checkpoint_end, select=select,
+                           observe=observe)
 
     def export(self, period: Period, sink: PeriodSink, instance: str, *,
                prior: Mapping[str, Prior] | None = None,
-               published: Mapping[str, int] | None = None, checkpoint_end: int | None = None,
+               published: Mapping[str, int] | None = None,
+               claims: Mapping[str, int] | None = None, checkpoint_end: int | None = None,
                select: Select | None = None,
                observe: Callable[[Sequence[BillingRecord]], None] | None = None) -> PeriodSummary:
         """Measure `period` chunk by chunk and publish its records, manifests and checkpoint in
@@ -506,7 +535,7 @@ class Pipeline:
         Raises what the source raises, `MissingClusters` and `IncompleteDataError` for a period
         to hold (see `compute`), and the sink's errors; nothing of the period is then visible.
         """
-        batch = self.batch(period, instance, prior=prior, published=published,
+        batch = self.batch(period, instance, prior=prior, published=published, claims=claims,
                            checkpoint_end=checkpoint_end, select=select, observe=observe)
         sink.publish(batch)
         summary = batch.summary

@@ -384,6 +384,9 @@ class Checkpoint:
     # cluster -> end (epoch ms) of the last period published with it; {} in checkpoints written
     # before the field existed (the schema default).
     clusters: Mapping[str, int] = field(default_factory=dict)
+    # cluster -> end (epoch ms) of the last period that billed a claim of it; {} before the
+    # field existed.
+    claims: Mapping[str, int] = field(default_factory=dict)
 
     def to_avro(self) -> dict[str, Any]:
         return {name: getattr(self, name) for name in self.__slots__}
@@ -394,6 +397,7 @@ class Checkpoint:
             instance=datum["instance"], last_period_end=_ms(datum["last_period_end"]),
             period_seconds=int(datum["period_seconds"]), updated_at=_ms(datum["updated_at"]),
             clusters={str(k): _ms(v) for k, v in (datum.get("clusters") or {}).items()},
+            claims={str(k): _ms(v) for k, v in (datum.get("claims") or {}).items()},
         )
 
 

@@ -143,13 +143,15 @@ class CheckpointState:
     """What an instance's last committed checkpoint says.
 
     `last_period_end`: where the next period starts (epoch seconds). `clusters`: every cluster
-    the instance has published, with the end (epoch seconds) of the last period that carried it.
+    the instance has published, with the end (epoch seconds) of the last period that carried it;
+    `claims` the same for the clusters whose claims it billed (`completeness.ClaimWatch`).
     `batch`: the `batch_id` header of the transaction that committed it (None before it existed).
     """
 
     last_period_end: int
     clusters: Mapping[str, int] = field(default_factory=dict)
     batch: bytes | None = None
+    claims: Mapping[str, int] = field(default_factory=dict)
 
 
 class CheckpointStore(Protocol):

@@ -251,6 +251,8 @@ def build_pipeline(cfg: Config, clock: Clock, metrics: Metrics | None = None,
         incomplete_policy=cfg.periods.incomplete_policy,
         clusters=cfg.clusters, retired_clusters=cfg.sysdig.retired_clusters,
         publish_empty=cfg.periods.publish_empty,
+        storage=cfg.resources.storage.enabled,
+        clusters_without_claims=cfg.resources.storage.clusters_without_claims,
         idle=cfg.idle.enabled, idle_rule=card.idle if card is not None else None,
     )
 

@@ -51,10 +51,12 @@ class ExportPipeline(Protocol):
         ...
 
     def export(self, period: Period, sink: PeriodSink, instance: str, *,
-               published: Mapping[str, int] | None = None) -> PeriodSummary:
+               published: Mapping[str, int] | None = None,
+               claims: Mapping[str, int] | None = None) -> PeriodSummary:
         """Measure `period` chunk by chunk, expecting the `published` clusters (cluster -> end
-        of the last period that carried it), and publish it with the checkpoint in one
-        transaction; all or nothing. Raises `IncompleteDataError`, source and sink errors."""
+        of the last period that carried it) and claim series of the `claims` clusters, and
+        publish it with the checkpoint in one transaction; all or nothing. Raises
+        `IncompleteDataError`, source and sink errors."""
         ...
 
 
@@ -143,6 +145,8 @@ class Worker:
         self._next: int | None = None
         # Clusters published so far (from the checkpoint) -> end of the last period with each.
         self._published: dict[str, int] = {}
+        # Clusters whose claims were billed (from the checkpoint) -> end of the last such period.
+        self._claims: dict[str, int] = {}
         self._configured = tuple(clusters)
         self._preflight = preflight
         self._retired = tuple(retired_clusters)
@@ -205,6 +209,8 @@ class Worker:
         if state is not None:
             last = state.last_period_end
             self._published = self._own(remembered(state.clusters, (), last, self._retired))
+            self._claims = {c: end for c, end in state.claims.items()
+                            if self._owns is None or self._owns(c)}
             if last % length:
                 raise ExporterError(
                     f"checkpoint {iso(last)} of instance {self._instance} is not aligned to "
@@ -340,10 +346,11 @@ class Worker:
         step = self._check_retention(period)
         # Measured, built and produced chunk by chunk inside the period's one transaction.
         result = self._pipeline.export(period, self._sink, self._instance,
-                                       published=self._published)
-        assert result.clusters is not None
+                                       published=self._published, claims=self._claims)
+        assert result.clusters is not None and result.claims is not None
         self._next = period.end
         self._published = remembered(result.clusters, (), period.end, self._retired)
+        self._claims = dict(result.claims)
         self._released()
         done = self._clock.time()
         self._health.committed(period.end)

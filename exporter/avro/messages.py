@@ -52,13 +52,16 @@ class AvroCodec:
                 for m in manifests]
 
     def checkpoint(self, instance: str, last_period_end: int, period_seconds: int, now_ms: int,
-                   clusters: Mapping[str, int] | None = None) -> OutMessage:
+                   clusters: Mapping[str, int] | None = None,
+                   claims: Mapping[str, int] | None = None) -> OutMessage:
         """The instance's checkpoint; `clusters` maps each published cluster to the end (epoch
-        seconds) of the last period that carried it."""
+        seconds) of the last period that carried it, `claims` each cluster whose claims were
+        billed to the end of the last period that billed one."""
         topic = self.topics.checkpoint
         cp = Checkpoint(instance=instance, last_period_end=last_period_end * 1000,
                         period_seconds=period_seconds, updated_at=now_ms,
-                        clusters={c: end * 1000 for c, end in sorted((clusters or {}).items())})
+                        clusters={c: end * 1000 for c, end in sorted((clusters or {}).items())},
+                        claims={c: end * 1000 for c, end in sorted((claims or {}).items())})
         return OutMessage(topic, instance.encode(),
                           self.framing.encode_object(topic, CHECKPOINT_SCHEMA, cp))
 
@@ -66,7 +69,8 @@ class AvroCodec:
         """The checkpoint's period end and clusters, in epoch seconds."""
         cp = Checkpoint.from_avro(self.framing.decode(value))
         return CheckpointState(cp.last_period_end // 1000,
-                               {c: end // 1000 for c, end in cp.clusters.items()})
+                               {c: end // 1000 for c, end in cp.clusters.items()},
+                               claims={c: end // 1000 for c, end in cp.claims.items()})
 
     def decode_record(self, value: bytes) -> BillingRecord:
         return BillingRecord.from_avro(self.framing.decode(value))

@@ -16,6 +16,7 @@ from exporter.clock import Clock
 from exporter.config import Config
 from exporter.errors import ConfigError, SinkError, TopicMissing
 from exporter.kafka import ReadMessage, read_topic
+from exporter.model import STORAGE
 from exporter.periods import Period
 from exporter.pipeline import Prior
 from exporter.retry import call_with_retries
@@ -54,15 +55,16 @@ def resolve_ids(cfg: Config, flag: str | None = None) -> tuple[str, str]:
 
 @dataclass(frozen=True, slots=True)
 class Published:
-    """The last manifest published for a (period, cluster)."""
+    """The last manifest published for a (period, cluster); `claims`: it billed claims."""
 
     revision: int
     content_hash: str
     method: str
+    claims: bool = False
 
     @property
     def prior(self) -> Prior:
-        return Prior(self.revision, self.content_hash)
+        return Prior(self.revision, self.content_hash, self.claims)
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,7 +111,9 @@ def read_published(cfg: Config, codec: Any, clock: Clock) -> dict[tuple[Period, 
             last.pop(key, None)
             continue
         man = codec.decode_manifest(m.value)
-        last[key] = (man.period, man.cluster, Published(man.revision, man.content_hash, man.method))
+        claims = any(t.resource.startswith(STORAGE + ".") for t in man.totals)
+        last[key] = (man.period, man.cluster,
+                     Published(man.revision, man.content_hash, man.method, claims))
     return {(p, c): pub for p, c, pub in last.values()}
 
 

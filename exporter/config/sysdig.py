@@ -155,6 +155,9 @@ class StorageConfig(Section):
     mount_metric: MetricName = "kube_pod_spec_volumes_persistentvolumeclaims_info"
     claim_label: LabelName = "kube_persistentvolumeclaim_name"
     class_label: LabelName = "kube_storageclass_name"
+    # Clusters whose claims were billed before and were all deleted since: without them here a
+    # cluster that shows no claim series any more is held (a renamed capacity metric bills 0).
+    clusters_without_claims: tuple[str, ...] = ()
 
 
 class ResourcesConfig(Section):

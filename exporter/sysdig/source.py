@@ -375,6 +375,8 @@ class SysdigSource:
             clusters=frozenset(covered) | (coverage.keys() & frozenset(queried)),
             allocatable=_unoffered(_allocatable(results.get("allocatable", ()), self._allocatable),
                                    workloads, self._allocatable),
+            claim_clusters=frozenset(
+                lbl.get("kube_cluster_name", "") for lbl, _ in results.get("storage.request", ())),
         )
 
 

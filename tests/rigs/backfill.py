@@ -49,14 +49,16 @@ class EditableStorage:
 
     `relabel[(cluster, namespace)] = {"costcenter": "CC-X"}` makes every series of that
     namespace carry the new value, at workload and namespace level (so it wins either way);
-    the series of a cluster in `hidden` disappear; `scale[(cluster, metric)] = 2.0` multiplies
-    every value of that metric in that cluster (a claim resized, a GPU busier).
+    the series of a cluster in `hidden` disappear, and those of a (cluster, metric) in
+    `hidden_metrics`; `scale[(cluster, metric)] = 2.0` multiplies every value of that metric in
+    that cluster (a claim resized, a GPU busier).
     """
 
     def __init__(self, fleet: Any) -> None:
         self.fleet = fleet
         self.relabel: dict[tuple[str, str], dict[str, str]] = {}
         self.hidden: set[str] = set()
+        self.hidden_metrics: set[tuple[str, str]] = set()
         self.scale: dict[tuple[str, str], float] = {}
 
     def select(self, matchers: Sequence[LabelMatcher], start_ms: int, end_ms: int) -> SeriesSet:
@@ -67,9 +69,11 @@ class EditableStorage:
                                 for lb in data.labels])
             if len(factors):
                 data = SeriesSet(data.labels, data.ts, data.values * factors[:, None])
-        if self.hidden:
+        if self.hidden or self.hidden_metrics:
             keep = [i for i, labels in enumerate(data.labels)
-                    if labels.get("kube_cluster_name") not in self.hidden]
+                    if labels.get("kube_cluster_name") not in self.hidden
+                    and (labels.get("kube_cluster_name", ""), labels.get(METRIC_NAME, ""))
+                    not in self.hidden_metrics]
             data = SeriesSet([data.labels[i] for i in keep], data.ts, data.values[keep])
         if not self.relabel:
             return data

@@ -108,6 +108,7 @@ CHECKPOINT = Checkpoint(
     period_seconds=3600,
     updated_at=1_793_495_161_234,
     clusters={"prod-eu-west-01": 1_793_494_800_000, "staging-us-east-02": 1_793_487_600_000},
+    claims={"prod-eu-west-01": 1_793_494_800_000},
 )
 
 FIXED: dict[str, Any] = {"billing_record": BILLING, "period_manifest": MANIFEST, "checkpoint": CHECKPOINT}
@@ -215,7 +216,8 @@ def manifest_datums(draw: st.DrawFn) -> dict[str, Any]:
 def checkpoint_datums(draw: st.DrawFn) -> dict[str, Any]:
     return {"instance": draw(TEXT), "last_period_end": draw(MILLIS | AWARE),
             "period_seconds": draw(INTS), "updated_at": draw(MILLIS | AWARE),
-            "clusters": draw(st.dictionaries(TEXT, MILLIS, max_size=3))}
+            "clusters": draw(st.dictionaries(TEXT, MILLIS, max_size=3)),
+            "claims": draw(st.dictionaries(TEXT, MILLIS, max_size=3))}
 
 
 DATUMS = {"billing_record": billing_datums(), "period_manifest": manifest_datums(),

@@ -73,12 +73,12 @@ class GapStorage:
 
 
 class Sim:
-    """A simulator serving `SPEC` through a `GapStorage` and `Hiding`, on a fake clock 3 h after
-    T0."""
+    """A simulator serving `spec` (default `SPEC`) through a `GapStorage` and `Hiding`, on a fake
+    clock 3 h after T0."""
 
-    def __init__(self) -> None:
+    def __init__(self, spec: FleetSpec = SPEC) -> None:
         self.clock = FakeClock(T0 + 3 * H + 300)
-        self.fleet = Fleet(SPEC, clock=self.clock, history=12 * H)
+        self.fleet = Fleet(spec, clock=self.clock, history=12 * H)
         self.storage = GapStorage(self.fleet)
         self.hiding = Hiding(self.storage)
         self.server = SimulatorServer(self.hiding, self.clock, tokens=[TOKEN])

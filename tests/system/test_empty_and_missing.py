@@ -8,20 +8,24 @@ manifest for every expected cluster once the data is there.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
+from chargeback_simulator.allocations import CAPACITY
 from chargeback_simulator.fleet import REQUESTS
 from chargeback_simulator.localbroker import LocalBroker
 from exporter.errors import IncompleteDataError
 from exporter.periods import Period
 from exporter.shards import shard_of
 from exporter.wiring import build_codec
+from tests.rigs.campaign import tune_server
 from tests.rigs.harness import check_ledger, read_committed
-from tests.system.conftest import PERIOD, Sim, worker_for
+from tests.system.conftest import PERIOD, SPEC, Sim, worker_for
 
 NEXT = Period(PERIOD.end, PERIOD.end + 3600)
 
@@ -225,3 +229,82 @@ def test_a_hash_shard_that_owns_no_cluster_publishes_nothing(sim: Sim, noida: Lo
         worker.close()
     assert out.held == PERIOD and "no series at all" in str(out.error)
     assert read_committed(cfg, cfg.kafka.topics.records) == []
+
+
+@pytest.fixture
+def claims_sim() -> Iterator[Sim]:
+    s = Sim(dataclasses.replace(SPEC, allocations=True))
+    s.server.start()
+    tune_server(s.server)
+    try:
+        yield s
+    finally:
+        s.server.stop()
+
+
+def claims_vanish_after_the_first_period(sim: Sim, noida: LocalBroker) -> tuple[str, str]:
+    """Export PERIOD with every claim, then hide one cluster's claim capacity series for NEXT
+    (a renamed metric, as an agent upgrade on that cluster would leave); returns that cluster
+    and the tag of the worker that exported PERIOD."""
+    assert sim.fleet.allocations is not None
+    cluster = sorted({c.cluster for c in sim.fleet.allocations.claims})[0]
+    tag = uuid.uuid4().hex[:8]
+    sim.clock.advance(-3600)  # only PERIOD is closed
+    worker, cfg, _ = worker_for(sim, noida, tag)
+    try:
+        assert worker.export_due().exported == (PERIOD,)
+    finally:
+        worker.close()
+    codec = build_codec(cfg)
+    records = [codec.decode_record(m.value) for m in read_committed(cfg, cfg.kafka.topics.records)]
+    assert any(r.cluster == cluster and r.resource.startswith("storage.") for r in records)
+    sim.clock.advance(3600)
+    sim.hiding.hide_metric(cluster, CAPACITY)
+    return cluster, tag
+
+
+def test_claims_billed_before_and_missing_now_hold_the_period_until_they_return(
+        claims_sim: Sim, noida: LocalBroker) -> None:
+    """Sysdig answers the claim query with success and no series for a cluster whose claims
+    were billed the period before: storage billed as zero is never published."""
+    cluster, tag = claims_vanish_after_the_first_period(claims_sim, noida)
+    worker, cfg, metrics = worker_for(claims_sim, noida, tag)  # restarted: the checkpoint knows
+    try:
+        out = worker.export_due()
+        assert out.held == NEXT and isinstance(out.error, IncompleteDataError)
+        message = str(out.error)
+        assert f"cluster {cluster}" in message and "claim" in message and "\n" not in message
+        assert "resources.storage.clusters_without_claims" in message
+        assert metrics.registry.get_sample_value(
+            "chargeback_cluster_missing", {"cluster": cluster, "what": "claims"}) == 1
+        codec = build_codec(cfg)
+        records = [codec.decode_record(m.value)
+                   for m in read_committed(cfg, cfg.kafka.topics.records)]
+        assert {r.period for r in records} == {PERIOD}
+        claims_sim.hiding.reset()  # the claims are back
+        assert worker.export_due().exported == (NEXT,)
+        assert metrics.registry.get_sample_value(
+            "chargeback_cluster_missing", {"cluster": cluster, "what": "claims"}) == 0
+    finally:
+        worker.close()
+    records = [codec.decode_record(m.value) for m in read_committed(cfg, cfg.kafka.topics.records)]
+    assert any(r.period == NEXT and r.cluster == cluster and r.resource.startswith("storage.")
+               for r in records)
+
+
+def test_a_cluster_listed_without_claims_is_published_and_forgotten(
+        claims_sim: Sim, noida: LocalBroker) -> None:
+    cluster, tag = claims_vanish_after_the_first_period(claims_sim, noida)
+    worker, cfg, _ = worker_for(claims_sim, noida, tag,
+                                resources={"storage": {"clusters_without_claims": [cluster]}})
+    try:
+        assert worker.export_due().exported == (NEXT,)
+    finally:
+        worker.close()
+    codec = build_codec(cfg)
+    records = [codec.decode_record(m.value) for m in read_committed(cfg, cfg.kafka.topics.records)]
+    assert not any(r.period == NEXT and r.cluster == cluster and r.resource.startswith("storage.")
+                   for r in records)
+    [checkpoint] = [codec.decode_checkpoint(m.value)
+                    for m in read_committed(cfg, cfg.kafka.topics.checkpoint)][-1:]
+    assert cluster not in checkpoint.claims and checkpoint.claims  # the other cluster's stay

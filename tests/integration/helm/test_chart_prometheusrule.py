@@ -210,7 +210,7 @@ def test_alerts_fire_on_synthetic_series(
                     "The exporter expects cluster prod-eu but Sysdig returned no usage series for "
                     "it in the last measured period, so that period is held. Restore the "
                     "cluster's Sysdig agent, or retire the cluster (sysdig.retired_clusters) if "
-                    "it is gone for good.")),
+                    "it is gone for good; for claims, see the runbook.")),
         # The checkpoint falls behind: no period committed for over 2 h 15 min.
         case("5m", [series("chargeback_export_lag_seconds", "300+300x40")],
              quiet("140m", "ChargebackExportLagging"),

@@ -341,3 +341,33 @@ def test_changed_gpu_and_claim_data_republish_exactly_the_changed_cluster(
     for p in hours(3, 6):
         assert revs[(p, resized, 1)] == revs[(p, busier, 1)] == 1
         assert revs[(p, resized, 2)] == revs[(p, busier, 2)] == 0
+
+
+def test_claims_missing_from_a_replay_fail_the_period_instead_of_correcting_them_to_zero(
+        rig_factory: Callable[..., Rig]) -> None:
+    """A backfill of periods whose claims were billed, against a Sysdig that shows the cluster's
+    cpu and memory but no claim series any more: never a correction that bills the storage as
+    zero; the period fails, loudly, until the operator says the claims are gone."""
+    rig = rig_factory(allocations=True)
+    rig.live_export(hours(3, 6))
+    live = latest(rig.records())
+    cluster = sorted({r.cluster for r in live.values() if r.resource.startswith("storage.")})[0]
+    before = rig.end_offsets()
+    rig.sim.storage.hidden_metrics.add((cluster, CAPACITY))
+
+    res = rig.backfill(*RANGE)
+    assert res.code == 3 and res.report["failed"] == 3 and res.report["records"] == 0
+    errors = [ln for ln in res.error_lines if ln.startswith("chargeback-exporter backfill: error:")]
+    assert len(errors) == 1 and "3 of 3 period(s) failed" in errors[0], res.err
+    details = " ".join(str(d.get("error")) for d in res.report["details"])
+    assert f"cluster {cluster}" in details and "no claim series" in details
+    assert rig.end_offsets() == before, "nothing published"
+
+    rig.configure(resources={"storage": {"clusters_without_claims": [cluster]}})
+    res = rig.backfill(*RANGE)
+    assert res.code == 0, res.err
+    assert res.report["changed"] == 3
+    corrected = [m for m in rig.manifests() if m.cluster == cluster and m.revision == 1]
+    assert len(corrected) == 3
+    assert all(t.resource in ("cpu", "memory") or t.resource.startswith("gpu")
+               for m in corrected for t in m.totals)

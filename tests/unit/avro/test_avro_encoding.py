@@ -477,7 +477,7 @@ def test_single_object_decode_of_an_older_writer_schema_uses_schema_resolution()
     resolving.add(old_schema)
     assert SingleObjectFraming(resolving).decode(old_value) == {
         "instance": "a", "last_period_end": datetime(1970, 1, 1, tzinfo=UTC), "period_seconds": 3600,
-        "updated_at": 0, "clusters": {}}
+        "updated_at": 0, "clusters": {}, "claims": {}}
 
 
 @pytest.mark.parametrize("data,reason", [

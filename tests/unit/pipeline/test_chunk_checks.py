@@ -4,6 +4,7 @@ the merged period would; nothing is published meanwhile."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator, Sequence
 from decimal import Decimal
 
@@ -97,3 +98,44 @@ def test_complete_chunks_publish_every_cluster_in_one_transaction() -> None:
     broker = export(Chunked(chunk(["a"]), chunk(["b"]), chunk(["c"])))
     [transaction] = broker.transactions
     assert len(transaction.messages) == 3 * 2 + 3  # cpu and memory per cluster, 3 manifests
+
+
+def with_claims(usage: PeriodUsage, clusters: Sequence[str]) -> PeriodUsage:
+    return dataclasses.replace(usage, claim_clusters=frozenset(clusters))
+
+
+def test_a_cluster_whose_claims_were_billed_and_show_no_claim_series_now_is_missing_claims() -> None:
+    usage = with_claims(chunk(["a", "b", "c"]), ["b"])
+    with pytest.raises(MissingClusters) as held:
+        check(usage, {}, publish_empty=False, claims={"a": T0, "b": T0})
+    assert held.value.missing == {"a": ("claims",)}
+    message = str(held.value)
+    assert message.startswith(f"period {PERIOD}: cluster a: usage and requests but no claim series")
+    assert "resources.storage.clusters_without_claims" in message and "\n" not in message
+    check(usage, {}, publish_empty=False, claims={"b": T0})  # b shows its claims: complete
+    check(usage, {}, publish_empty=False)  # nothing billed before: no claims expected
+
+
+def test_a_cluster_lacking_requests_is_told_as_that_not_as_missing_claims() -> None:
+    with pytest.raises(MissingClusters) as held:
+        check(chunk(["a"], no_requests=["a"]), {}, publish_empty=False, claims={"a": T0})
+    assert held.value.missing == {"a": ("requests",)}
+    empty = PeriodUsage(PERIOD, 10, "pod", (), {}, clusters=frozenset(["a"]))
+    check(empty, {"a": T0}, publish_empty=True, claims={"a": T0})  # an empty cluster, opted in
+
+
+def test_the_checkpoint_keeps_the_clusters_whose_claims_were_published_and_forgets_released_ones(
+        ) -> None:
+    source = Chunked(with_claims(chunk(["a", "b"]), ["a"]), with_claims(chunk(["c"]), ["c"]))
+    clock = FakeClock(PERIOD.end + 600)
+    cfg = Config.model_validate({"resources": {"storage": {"clusters_without_claims": ["b"]}}})
+    pipeline = build_pipeline(cfg, clock, source=source)
+    sink = MemorySink(MemoryBroker(), transactional_id="t")
+    sink.start()
+    summary = pipeline.export(PERIOD, sink, "t", published={}, claims={"b": T0, "d": T0 - 3600})
+    # a and c billed claims now; b is released by the configuration; d is not in the period's
+    # clusters but stays expected (its cluster is, too: the period would be held without it).
+    assert summary.claims == {"a": PERIOD.end, "c": PERIOD.end, "d": T0 - 3600}
+    off = dataclasses.replace(pipeline, storage=False)  # claims not charged: nothing expected
+    summary = off.export(PERIOD, sink, "t", published={}, claims={"b": T0})
+    assert summary.claims == {}
