@@ -60,14 +60,14 @@ def usage_container(expr: str) -> str:
 
 
 def grouped(metric: str, matchers: Sequence[tuple[str, str, str]], by: Sequence[str],
-            inner: str) -> str:
-    """`sum by (by) (inner(metric{matchers}))`, where `inner` is a template with `{}` for the
-    selector, e.g. `last_over_time({}[5s])`; usage is relabelled first when `by` names the
-    container."""
+            inner: str, op: str = "sum") -> str:
+    """`op by (by) (inner(metric{matchers}))` (`op` `sum` by default), where `inner` is a
+    template with `{}` for the selector, e.g. `last_over_time({}[5s])`; usage is relabelled
+    first when `by` names the container."""
     expr = inner.format(selector(metric, matchers))
     if metric != REQUESTS and REQUEST_CONTAINER_LABEL in by:
         expr = usage_container(expr)
-    return f"sum by ({', '.join(by)}) ({expr})"
+    return f"{op} by ({', '.join(by)}) ({expr})"
 
 
 def running(request: str, pod_usage: str) -> str:
@@ -264,12 +264,15 @@ def storage_step(names: StorageNames, m: Sequence[tuple[str, str, str]], pod_u: 
     """
     claim = (*RECORD_GRAIN[:2], names.claim_label)
     on = f"on ({', '.join(claim)})"
-    cap = grouped(names.capacity, m, claim, f"last_over_time({{}}[{half}s])")
-    cls = grouped(names.info, m, (*claim, names.class_label), f"last_over_time({{}}[{half}s])")
+    # One capacity and one class per claim, however many series carry them (two collectors
+    # answer the same claim twice): `max` and `group`, never `sum`, which would bill it twice.
+    cap = grouped(names.capacity, m, claim, f"last_over_time({{}}[{half}s])", "max")
+    cls = grouped(names.info, m, (*claim, names.class_label), f"last_over_time({{}}[{half}s])",
+                  "group")
     # A claim whose class is not known is still charged, at class "" (read as `<none>`).
     sized = f"(({cap} * {on} group_left ({names.class_label}) {cls}) or {on} {cap})"
     mount_pods = grouped(names.mounts, m, (*POD_GRAIN, names.claim_label),
-                         f"last_over_time({{}}[{half}s])")
+                         f"last_over_time({{}}[{half}s])", "group")
     mounted = (f"group by ({', '.join((*RECORD_GRAIN, names.claim_label))}) "
                f"({mount_pods} and on ({', '.join(POD_GRAIN)}) {pod_u})")
     holders = f"count by ({', '.join(claim)}) ({mounted})"

@@ -6,6 +6,7 @@ The fixtures: a Sysdig simulator on a fake clock, and what the system tests buil
 
 from __future__ import annotations
 
+import dataclasses
 import uuid
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -141,6 +142,18 @@ def worker_for(sim: Sim, broker: LocalBroker, tag: str | None = None, **sections
 @pytest.fixture
 def sim() -> Iterator[Sim]:
     s = Sim()
+    s.server.start()
+    tune_server(s.server)
+    try:
+        yield s
+    finally:
+        s.server.stop()
+
+
+@pytest.fixture
+def claims_sim() -> Iterator[Sim]:
+    """`sim` with GPUs and persistent volume claims (`FleetSpec.allocations`)."""
+    s = Sim(dataclasses.replace(SPEC, allocations=True))
     s.server.start()
     tune_server(s.server)
     try:

@@ -8,10 +8,8 @@ manifest for every expected cluster once the data is there.
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -23,9 +21,8 @@ from exporter.errors import IncompleteDataError
 from exporter.periods import Period
 from exporter.shards import shard_of
 from exporter.wiring import build_codec
-from tests.rigs.campaign import tune_server
 from tests.rigs.harness import check_ledger, read_committed
-from tests.system.conftest import PERIOD, SPEC, Sim, worker_for
+from tests.system.conftest import PERIOD, Sim, worker_for
 
 NEXT = Period(PERIOD.end, PERIOD.end + 3600)
 
@@ -229,17 +226,6 @@ def test_a_hash_shard_that_owns_no_cluster_publishes_nothing(sim: Sim, noida: Lo
         worker.close()
     assert out.held == PERIOD and "no series at all" in str(out.error)
     assert read_committed(cfg, cfg.kafka.topics.records) == []
-
-
-@pytest.fixture
-def claims_sim() -> Iterator[Sim]:
-    s = Sim(dataclasses.replace(SPEC, allocations=True))
-    s.server.start()
-    tune_server(s.server)
-    try:
-        yield s
-    finally:
-        s.server.stop()
 
 
 def claims_vanish_after_the_first_period(sim: Sim, noida: LocalBroker) -> tuple[str, str]:
